@@ -1,0 +1,459 @@
+#include "common/model_config_loader.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Collects text-format parse errors as "path:line:column: message" (1-based, as editors count).
+class ParseErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit ParseErrors(std::string path) : path_(std::move(path)) {}
+
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    errors_.push_back(absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
+  }
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::string path_;
+  std::vector<std::string> errors_;
+};
+
+// Accumulates the defects of one config: "<path>: field '<field>': expected <x>, got <y>".
+class Defects {
+ public:
+  explicit Defects(std::string path) : path_(std::move(path)) {}
+
+  template <typename T>
+  void Field(absl::string_view field, absl::string_view expected, const T& got) {
+    messages_.push_back(
+        absl::StrCat(path_, ": field '", field, "': expected ", expected, ", got ", got));
+  }
+  void Add(absl::string_view message) { messages_.push_back(absl::StrCat(path_, ": ", message)); }
+
+  bool empty() const { return messages_.empty(); }
+  absl::Status ToStatus() const {
+    return absl::InvalidArgumentError(absl::StrJoin(messages_, "\n"));
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> messages_;
+};
+
+std::string Quoted(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
+
+// Index-qualified field name: "input[1].dims[0]".
+std::string Indexed(absl::string_view field, int index) {
+  return absl::StrCat(field, "[", index, "]");
+}
+
+bool HasVariableDim(const TensorConfig& tensor) {
+  return std::find(tensor.dims().begin(), tensor.dims().end(), -1) != tensor.dims().end();
+}
+
+// Checks one list of inputs or outputs (`kind` is "input" or "output").
+void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensors,
+                  absl::string_view kind, const ModelConfig& config, Defects& defects) {
+  if (tensors.empty()) {
+    defects.Field(kind, "at least one tensor", "none");
+    return;
+  }
+  std::set<std::string> names;
+  for (int i = 0; i < tensors.size(); ++i) {
+    const TensorConfig& tensor = tensors[i];
+    const std::string field = Indexed(kind, i);
+    if (tensor.name().empty()) {
+      defects.Field(field + ".name", "a non-empty name", "\"\"");
+    } else if (!names.insert(tensor.name()).second) {
+      defects.Field(field + ".name", "a name unique among the model's " + std::string(kind) + "s",
+                    Quoted(tensor.name()) + " twice");
+    }
+    if (tensor.data_type() == TYPE_INVALID) {
+      defects.Field(
+          field + ".data_type",
+          "one of TYPE_BOOL, TYPE_UINT8, TYPE_INT8, TYPE_INT16, "
+          "TYPE_INT32, TYPE_INT64, TYPE_FP16, TYPE_FP32, TYPE_FP64, TYPE_BF16, TYPE_BYTES",
+          "TYPE_INVALID (or no data_type)");
+    } else if (tensor.data_type() == TYPE_BYTES &&
+               !(kind == "input" && config.has_tokenizer() &&
+                 tensor.name() == config.tokenizer().text_input())) {
+      defects.Field(field + ".data_type",
+                    "TYPE_BYTES only on the tokenizer's text input (tokenizer.text_input)",
+                    "TYPE_BYTES on " + Quoted(tensor.name()));
+    }
+    if (tensor.dims().empty() && config.max_batch_size() == 0) {
+      defects.Field(field + ".dims", "at least one dimension when max_batch_size is 0", "[]");
+    }
+    for (int d = 0; d < tensor.dims().size(); ++d) {
+      const int64_t dim = tensor.dims(d);
+      if (dim <= 0 && dim != -1) {
+        defects.Field(Indexed(field + ".dims", d), "a positive size or -1 (variable)", dim);
+      }
+    }
+  }
+}
+
+const TensorConfig* FindInput(const ModelConfig& config, const std::string& name) {
+  for (const TensorConfig& input : config.input()) {
+    if (input.name() == name) return &input;
+  }
+  return nullptr;
+}
+
+void ResolveInstances(ModelConfig& config, Defects& defects) {
+  InstanceConfig& group = *config.mutable_instance_group();
+  if (group.count() < 0) defects.Field("instance_group.count", "a count >= 1", group.count());
+  if (group.count() == 0) group.set_count(kDefaultInstanceCount);
+  if (group.kind() == InstanceConfig::KIND_CPU && !group.gpus().empty()) {
+    defects.Field("instance_group.gpus", "no gpus with kind KIND_CPU",
+                  absl::StrCat("[", absl::StrJoin(group.gpus(), ", "), "]"));
+  }
+  for (int i = 0; i < group.gpus().size(); ++i) {
+    if (group.gpus(i) < 0) {
+      defects.Field(Indexed("instance_group.gpus", i), "a CUDA device id >= 0", group.gpus(i));
+    }
+  }
+  if (group.intra_op_threads() < 0) {
+    defects.Field("instance_group.intra_op_threads", "a thread count >= 0 (0 = automatic)",
+                  group.intra_op_threads());
+  }
+}
+
+// Checks a list of positive sizes: each >= 1 and <= `max` (when max > 0), strictly increasing.
+void CheckSizes(const google::protobuf::RepeatedField<int32_t>& sizes, absl::string_view field,
+                int64_t max, absl::string_view max_name, Defects& defects) {
+  for (int i = 0; i < sizes.size(); ++i) {
+    const int32_t size = sizes[i];
+    if (size < 1 || (max > 0 && size > max)) {
+      const std::string expected = max > 0
+                                       ? absl::StrCat("a value in [1, ", max_name, "=", max, "]")
+                                       : std::string("a value >= 1");
+      defects.Field(Indexed(field, i), expected, size);
+    } else if (i > 0 && size <= sizes[i - 1]) {
+      defects.Field(Indexed(field, i),
+                    absl::StrCat("sizes in increasing order, each once (after ", sizes[i - 1], ")"),
+                    size);
+    }
+  }
+}
+
+void ResolveWarmup(ModelConfig& config, const std::string& model_dir, Defects& defects) {
+  WarmupConfig& warmup = *config.mutable_warmup();
+  if (!warmup.has_enabled()) warmup.set_enabled(true);
+
+  const int32_t max_batch = config.max_batch_size();
+  if (max_batch == 0) {
+    for (int i = 0; i < warmup.batch_sizes().size(); ++i) {
+      if (warmup.batch_sizes(i) != 1) {
+        defects.Field(Indexed("warmup.batch_sizes", i),
+                      "no batch sizes other than 1 when max_batch_size is 0",
+                      warmup.batch_sizes(i));
+      }
+    }
+  } else {
+    CheckSizes(warmup.batch_sizes(), "warmup.batch_sizes", max_batch, "max_batch_size", defects);
+  }
+  if (warmup.batch_sizes().empty()) {
+    warmup.add_batch_sizes(1);
+    if (max_batch > 1) warmup.add_batch_sizes(max_batch);
+  }
+
+  const int64_t max_length = config.has_tokenizer() ? config.tokenizer().max_length() : 0;
+  CheckSizes(warmup.sequence_lengths(), "warmup.sequence_lengths", max_length,
+             "tokenizer.max_length", defects);
+  if (warmup.sequence_lengths().empty()) {
+    if (config.has_tokenizer()) {
+      warmup.add_sequence_lengths(config.tokenizer().max_length());
+    } else {
+      for (const TensorConfig& input : config.input()) {
+        if (HasVariableDim(input)) {
+          defects.Field("warmup.sequence_lengths",
+                        absl::StrCat("at least one length, since input ", Quoted(input.name()),
+                                     " has a variable (-1) dimension"),
+                        "none");
+          break;
+        }
+      }
+    }
+  }
+
+  if (warmup.calls_per_shape() < 0) {
+    defects.Field("warmup.calls_per_shape", "a count >= 1 (0 = default 3)",
+                  warmup.calls_per_shape());
+  }
+  if (warmup.calls_per_shape() <= 0) warmup.set_calls_per_shape(kDefaultWarmupCallsPerShape);
+
+  if (warmup.data() == WarmupConfig::DATA_FILE) {
+    if (warmup.data_file().empty()) {
+      defects.Field("warmup.data_file", "a file name with data: DATA_FILE", "\"\"");
+    } else if (!fs::is_regular_file(fs::path(model_dir) / warmup.data_file())) {
+      defects.Field("warmup.data_file", "an existing file relative to " + model_dir,
+                    Quoted(warmup.data_file()));
+    }
+  } else if (!warmup.data_file().empty()) {
+    defects.Field("warmup.data_file", "no data_file unless data: DATA_FILE",
+                  Quoted(warmup.data_file()));
+  }
+}
+
+void ResolveBatching(ModelConfig& config, Defects& defects) {
+  DynamicBatchingConfig& batching = *config.mutable_dynamic_batching();
+  if (!batching.has_enabled()) batching.set_enabled(config.max_batch_size() > 1);
+  if (batching.enabled() && config.max_batch_size() <= 1) {
+    defects.Field("dynamic_batching.enabled", "false when max_batch_size <= 1", "true");
+  }
+  if (!batching.has_max_queue_delay_us()) batching.set_max_queue_delay_us(kDefaultMaxQueueDelayUs);
+  if (batching.max_queue_delay_us() < 0) {
+    defects.Field("dynamic_batching.max_queue_delay_us", "a delay >= 0 microseconds",
+                  batching.max_queue_delay_us());
+  }
+  if (batching.max_queue_size() < 0) {
+    defects.Field("dynamic_batching.max_queue_size", "a size >= 1 (0 = default 256)",
+                  batching.max_queue_size());
+  }
+  if (batching.max_queue_size() <= 0) batching.set_max_queue_size(kDefaultMaxQueueSize);
+  if (!batching.has_pad_to_warmed()) batching.set_pad_to_warmed(true);
+}
+
+void ResolveMemory(ModelConfig& config, Defects& defects) {
+  MemoryConfig& memory = *config.mutable_memory();
+  if (memory.limit_bytes() < 0) {
+    defects.Field("memory.limit_bytes", "a byte count >= 0 (0 = from cgroup_share)",
+                  memory.limit_bytes());
+  }
+  if (memory.cgroup_share() == 0) memory.set_cgroup_share(kDefaultCgroupShare);
+  if (!(memory.cgroup_share() > 0 && memory.cgroup_share() <= 1)) {
+    defects.Field("memory.cgroup_share", "a fraction in (0, 1]", memory.cgroup_share());
+  }
+  if (memory.headroom_bytes() < 0) {
+    defects.Field("memory.headroom_bytes", "a byte count >= 0", memory.headroom_bytes());
+  }
+}
+
+void ResolveReadiness(ModelConfig& config, Defects& defects) {
+  ReadinessConfig& readiness = *config.mutable_readiness();
+  const int32_t count = config.instance_group().count();
+  if (readiness.quorum() < 0 || readiness.quorum() > count) {
+    defects.Field("readiness.quorum",
+                  absl::StrCat("a worker count in [1, instance_group.count=", count, "] (0 = all)"),
+                  readiness.quorum());
+  }
+  if (readiness.quorum() == 0) readiness.set_quorum(count);
+  if (readiness.check_requests() < 0) {
+    defects.Field("readiness.check_requests", "a count >= 1 (0 = default 20)",
+                  readiness.check_requests());
+  }
+  if (readiness.check_requests() <= 0) readiness.set_check_requests(kDefaultReadinessCheckRequests);
+  if (readiness.check_concurrency() < 0) {
+    defects.Field("readiness.check_concurrency", "a count >= 1 (0 = default 2)",
+                  readiness.check_concurrency());
+  }
+  if (readiness.check_concurrency() <= 0) {
+    readiness.set_check_concurrency(kDefaultReadinessCheckConcurrency);
+  }
+  if (readiness.max_p95_factor() == 0) readiness.set_max_p95_factor(kDefaultReadinessMaxP95Factor);
+  if (!(readiness.max_p95_factor() >= 1.0)) {
+    defects.Field("readiness.max_p95_factor", "a factor >= 1.0", readiness.max_p95_factor());
+  }
+}
+
+// Must run before the tensors and warmup are checked: they depend on its resolved names.
+void ResolveTokenizerDefaults(ModelConfig& config, Defects& defects) {
+  if (!config.has_tokenizer()) return;
+  TokenizerConfig& tokenizer = *config.mutable_tokenizer();
+  if (tokenizer.max_length() < 0) {
+    defects.Field("tokenizer.max_length", "a length >= 1 (0 = default 128)",
+                  tokenizer.max_length());
+  }
+  if (tokenizer.max_length() <= 0) tokenizer.set_max_length(kDefaultTokenizerMaxLength);
+  if (tokenizer.pad_id() < 0) defects.Field("tokenizer.pad_id", "an id >= 0", tokenizer.pad_id());
+  if (tokenizer.text_input().empty()) tokenizer.set_text_input("text");
+  if (tokenizer.ids_input().empty()) tokenizer.set_ids_input("input_ids");
+  if (tokenizer.mask_input().empty()) tokenizer.set_mask_input("attention_mask");
+}
+
+// The tokenizer's model file and the inputs it feeds; returns the file's path ("" if none).
+std::string CheckTokenizer(const ModelConfig& config, const std::string& version_dir,
+                           Defects& defects) {
+  if (!config.has_tokenizer()) return "";
+  const TokenizerConfig& tokenizer = config.tokenizer();
+  const std::pair<const char*, const std::string*> fed[] = {
+      {"tokenizer.ids_input", &tokenizer.ids_input()},
+      {"tokenizer.mask_input", &tokenizer.mask_input()}};
+  for (const auto& [field, name] : fed) {
+    const TensorConfig* input = FindInput(config, *name);
+    if (input == nullptr) {
+      defects.Field(field, "the name of one of the model's inputs", Quoted(*name));
+    } else if (input->data_type() != TYPE_INT64 && input->data_type() != TYPE_INT32) {
+      defects.Field(field, "an input of TYPE_INT64 or TYPE_INT32",
+                    Quoted(*name) + " of " + DataType_Name(input->data_type()));
+    }
+  }
+  if (tokenizer.model_file().empty()) {
+    defects.Field("tokenizer.model_file", "a SentencePiece model file name", "\"\"");
+    return "";
+  }
+  const fs::path path = fs::path(version_dir) / tokenizer.model_file();
+  if (!fs::is_regular_file(path)) {
+    defects.Field("tokenizer.model_file", "an existing file in " + version_dir,
+                  Quoted(tokenizer.model_file()));
+  }
+  return path.string();
+}
+
+// The highest numeric subdirectory of `model_dir`, or 0 when there is none.
+int64_t HighestVersion(const fs::path& model_dir) {
+  int64_t highest = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(model_dir, ec)) {
+    int64_t version = 0;
+    if (entry.is_directory(ec) && absl::SimpleAtoi(entry.path().filename().string(), &version) &&
+        version > highest) {
+      highest = version;
+    }
+  }
+  return highest;
+}
+
+// "models/mlp/" -> "mlp".
+std::string BaseName(const std::string& dir) {
+  fs::path path = fs::path(dir).lexically_normal();
+  if (path.filename().empty()) path = path.parent_path();
+  return path.filename().string();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", strerror(errno)));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+absl::StatusOr<ModelConfig> ParseConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  ModelConfig config;
+  ParseErrors errors(path);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(*text, &config)) {
+    return absl::InvalidArgumentError(errors.errors().empty()
+                                          ? absl::StrCat(path, ": not a valid kiln.ModelConfig")
+                                          : absl::StrJoin(errors.errors(), "\n"));
+  }
+  return config;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
+  ModelSpec spec;
+  spec.directory = model_dir;
+  spec.config_path = (fs::path(model_dir) / kConfigFileName).string();
+  absl::StatusOr<ModelConfig> parsed = ParseConfig(spec.config_path);
+  if (!parsed.ok()) return parsed.status();
+  ModelConfig& config = spec.config = *std::move(parsed);
+  Defects defects(spec.config_path);
+
+  const std::string dir_name = BaseName(model_dir);
+  if (config.name().empty()) config.set_name(dir_name);
+  if (config.name() != dir_name) {
+    defects.Field("name", "the model directory's name " + Quoted(dir_name), Quoted(config.name()));
+  }
+  if (config.platform().empty()) config.set_platform(kDefaultPlatform);
+  if (config.platform() != kDefaultPlatform) {
+    defects.Field("platform", Quoted(kDefaultPlatform), Quoted(config.platform()));
+  }
+  if (config.max_batch_size() < 0) {
+    defects.Field("max_batch_size", "a size >= 0 (0 = no batch dimension)",
+                  config.max_batch_size());
+  }
+  ResolveTokenizerDefaults(config, defects);
+  CheckTensors(config.input(), "input", config, defects);
+  CheckTensors(config.output(), "output", config, defects);
+  ResolveInstances(config, defects);
+  ResolveWarmup(config, model_dir, defects);
+  ResolveBatching(config, defects);
+  ResolveMemory(config, defects);
+  ResolveReadiness(config, defects);
+
+  if (config.version() < 0) {
+    defects.Field("version", "a version >= 1 (0 = the highest present)", config.version());
+  } else {
+    spec.version = config.version() > 0 ? config.version() : HighestVersion(model_dir);
+    config.set_version(spec.version);
+    spec.version_dir = (fs::path(model_dir) / std::to_string(spec.version)).string();
+    if (spec.version == 0 || !fs::is_directory(spec.version_dir)) {
+      defects.Add(
+          spec.version == 0
+              ? absl::StrCat("no version directory (e.g. ", model_dir, "/1) holds the model")
+              : absl::StrCat("version directory ", spec.version_dir, " does not exist"));
+    } else {
+      spec.model_path = (fs::path(spec.version_dir) / kModelFileName).string();
+      if (!fs::is_regular_file(spec.model_path)) {
+        defects.Add(absl::StrCat("model file ", spec.model_path, " does not exist"));
+      }
+      const fs::path weights = fs::path(spec.version_dir) / kWeightsFileName;
+      if (fs::is_regular_file(weights)) spec.weights_path = weights.string();
+      spec.tokenizer_path = CheckTokenizer(config, spec.version_dir, defects);
+    }
+  }
+  if (!defects.empty()) return defects.ToStatus();
+  return spec;
+}
+
+absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository) {
+  std::error_code ec;
+  if (!fs::is_directory(repository, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("model repository ", repository, " is not a directory"));
+  }
+  std::vector<std::string> dirs;
+  for (const fs::directory_entry& entry : fs::directory_iterator(repository, ec)) {
+    if (entry.is_directory(ec) && fs::is_regular_file(entry.path() / kConfigFileName, ec)) {
+      dirs.push_back(entry.path().string());
+    }
+  }
+  if (ec) return absl::InternalError(absl::StrCat(repository, ": ", ec.message()));
+  if (dirs.empty()) {
+    return absl::NotFoundError(absl::StrCat("model repository ", repository,
+                                            " holds no model (no <name>/", kConfigFileName, ")"));
+  }
+  std::sort(dirs.begin(), dirs.end());
+  std::vector<ModelSpec> specs;
+  std::vector<std::string> errors;
+  for (const std::string& dir : dirs) {
+    absl::StatusOr<ModelSpec> spec = LoadModel(dir);
+    if (spec.ok()) {
+      specs.push_back(*std::move(spec));
+    } else {
+      errors.emplace_back(spec.status().message());
+    }
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  return specs;
+}
+
+}  // namespace kiln

@@ -1,0 +1,64 @@
+// Loading a Triton-like model repository (DESIGN.md, "Model repository"):
+//
+//   <repository>/<model name>/config.pbtxt         kiln.ModelConfig, protobuf text format
+//   <repository>/<model name>/<version>/model.pt   TorchScript
+//   <repository>/<model name>/<version>/model.safetensors   optional: weights to map and share
+//   <repository>/<model name>/<version>/<tokenizer.model_file>   with a tokenizer section
+//
+// The loader parses each config, resolves every default (so the returned config holds explicit
+// values), checks every value and the files it names, and reports each defect with the file,
+// the field and what was expected.
+#ifndef KILN_COMMON_MODEL_CONFIG_LOADER_H_
+#define KILN_COMMON_MODEL_CONFIG_LOADER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/model_config.pb.h"
+
+namespace kiln {
+
+inline constexpr char kConfigFileName[] = "config.pbtxt";
+inline constexpr char kModelFileName[] = "model.pt";
+inline constexpr char kWeightsFileName[] = "model.safetensors";
+
+// Defaults that ModelConfig's comments promise; the loader writes them into the config.
+inline constexpr char kDefaultPlatform[] = "torchscript";
+inline constexpr int32_t kDefaultInstanceCount = 1;
+inline constexpr int32_t kDefaultWarmupCallsPerShape = 3;
+inline constexpr int64_t kDefaultMaxQueueDelayUs = 1000;
+inline constexpr int32_t kDefaultMaxQueueSize = 256;
+inline constexpr double kDefaultCgroupShare = 0.8;
+inline constexpr int32_t kDefaultReadinessCheckRequests = 20;
+inline constexpr int32_t kDefaultReadinessCheckConcurrency = 2;
+inline constexpr double kDefaultReadinessMaxP95Factor = 3.0;
+inline constexpr int32_t kDefaultTokenizerMaxLength = 128;
+
+// One model of the repository, resolved: a plain value, immutable once loaded.
+struct ModelSpec {
+  ModelConfig config;          // every default resolved
+  std::string directory;       // <repository>/<name>
+  std::string config_path;     // <directory>/config.pbtxt
+  int64_t version = 0;         // the version served
+  std::string version_dir;     // <directory>/<version>
+  std::string model_path;      // <version_dir>/model.pt
+  std::string weights_path;    // <version_dir>/model.safetensors; empty when there is none
+  std::string tokenizer_path;  // empty when the config has no tokenizer
+};
+
+// Loads one model directory. NotFound when its config.pbtxt cannot be read; otherwise
+// InvalidArgument for every defect (a bad value, a missing model or tokenizer file), naming the
+// file and, for a bad value, the field and what was expected. A config with several defects
+// reports all of them, one per line.
+absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);
+
+// Loads every model directory (a subdirectory holding config.pbtxt) of the repository, sorted by
+// name. Fails if the repository is missing, holds no model, or any model fails to load (all
+// failures are reported, not just the first).
+absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository);
+
+}  // namespace kiln
+
+#endif  // KILN_COMMON_MODEL_CONFIG_LOADER_H_

@@ -1,0 +1,44 @@
+// Backend-neutral tensors: what crosses the boundary between kiln's code and a backend
+// (LibTorch), so that only the backend's translation units include LibTorch headers.
+#ifndef KILN_COMMON_TENSOR_H_
+#define KILN_COMMON_TENSOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+
+namespace kiln {
+
+// Number of elements of a shape; std::nullopt for a negative dim or on int64 overflow.
+std::optional<int64_t> NumElements(const std::vector<int64_t>& shape);
+
+// "[1, 3, 224, 224]".
+std::string ShapeString(const std::vector<int64_t>& shape);
+
+// A non-owning view of dense, row-major tensor bytes. The viewed memory must outlive the view.
+// A plain value: copyable, no synchronisation of its own.
+struct TensorView {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  size_t nbytes = 0;
+};
+
+// A dense, row-major tensor that owns its bytes. A plain value; no synchronisation.
+struct Tensor {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+
+  TensorView view() const { return {name, dtype, shape, bytes.data(), bytes.size()}; }
+};
+
+}  // namespace kiln
+
+#endif  // KILN_COMMON_TENSOR_H_

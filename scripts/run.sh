@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The run command of the README: installs what is missing, builds, writes the demo model
+# repository (models/) if missing, and runs kiln-server on it in the foreground.
+# Usage: scripts/run.sh [kiln-server flags...]   e.g. scripts/run.sh --v=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/build.sh
+/usr/bin/python3 scripts/make_models.py --out models
+echo "run.sh: starting kiln-server on the demo model repository (models/)"
+exec "${KILN_BUILD_DIR:-build}/server/kiln-server" --model_repository=models "$@"

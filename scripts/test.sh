@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI): installs what is missing, builds, writes the
+# demo/test model repository if missing, and runs every test with CTest.
+# Usage: scripts/test.sh [ctest arguments...]   e.g. scripts/test.sh -R config
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start=$(date +%s)
+step() { echo "== test.sh: $* ($(( $(date +%s) - start ))s)"; }
+
+step "set up packages";      scripts/setup.sh
+step "build";                scripts/build.sh
+step "make test models";     /usr/bin/python3 scripts/make_models.py --out models
+step "run tests"
+ctest --test-dir "${KILN_BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" "$@"
+step "done"

@@ -1,0 +1,467 @@
+#include "common/model_config_loader.h"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tests/test_paths.h"
+
+namespace kiln {
+namespace {
+
+using Catch::Matchers::Contains;
+using kiln::testing::TempDir;
+
+// No name: it defaults to the directory's.
+constexpr char kGoodConfig[] = R"pb(
+  max_batch_size: 8
+  input {
+    name: "input"
+    data_type: TYPE_FP32
+    dims: [ 16 ]
+  }
+  output {
+    name: "output"
+    data_type: TYPE_FP32
+    dims: [ 4 ]
+  }
+)pb";
+
+// Writes <tmp>/<name>/config.pbtxt with `config` and, unless told otherwise, 1/model.pt.
+std::string WriteModel(const TempDir& tmp, const std::string& name, const std::string& config,
+                       bool with_model_file = true) {
+  tmp.WriteFile(name + "/config.pbtxt", config);
+  if (with_model_file) tmp.WriteFile(name + "/1/model.pt", "torchscript bytes");
+  return tmp.path() + "/" + name;
+}
+
+TEST_CASE("a minimal config gets every default resolved", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(tmp, "tiny", kGoodConfig));
+  REQUIRE(spec.ok());
+  const ModelConfig& config = spec->config;
+  CHECK(config.name() == "tiny");
+  CHECK(config.platform() == "torchscript");
+  CHECK(config.instance_group().count() == 1);
+  CHECK(config.instance_group().kind() == InstanceConfig::KIND_CPU);
+  CHECK(config.warmup().enabled());
+  CHECK(std::vector<int32_t>(config.warmup().batch_sizes().begin(),
+                             config.warmup().batch_sizes().end()) == std::vector<int32_t>{1, 8});
+  CHECK(config.warmup().calls_per_shape() == kDefaultWarmupCallsPerShape);
+  CHECK(config.dynamic_batching().enabled());
+  CHECK(config.dynamic_batching().max_queue_delay_us() == kDefaultMaxQueueDelayUs);
+  CHECK(config.dynamic_batching().max_queue_size() == kDefaultMaxQueueSize);
+  CHECK(config.dynamic_batching().pad_to_warmed());
+  CHECK(config.memory().cgroup_share() == Approx(kDefaultCgroupShare));
+  CHECK(config.readiness().quorum() == 1);
+  CHECK(config.readiness().check_requests() == kDefaultReadinessCheckRequests);
+  CHECK(config.readiness().max_p95_factor() == Approx(kDefaultReadinessMaxP95Factor));
+  CHECK_FALSE(config.has_tokenizer());
+  CHECK(spec->version == 1);
+  CHECK(spec->model_path == tmp.path() + "/tiny/1/model.pt");
+  CHECK(spec->weights_path.empty());
+  CHECK(spec->tokenizer_path.empty());
+}
+
+TEST_CASE("explicit values survive, and the highest version is served", "[config]") {
+  TempDir tmp;
+  const std::string dir = WriteModel(tmp, "text", R"pb(
+    max_batch_size: 4
+    input {
+      name: "input_ids"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    input {
+      name: "attention_mask"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    output {
+      name: "logits"
+      data_type: TYPE_FP32
+      dims: [ 3 ]
+    }
+    instance_group { count: 3 intra_op_threads: 2 }
+    warmup {
+      batch_sizes: [ 1, 2, 4 ]
+      sequence_lengths: [ 8, 32 ]
+      calls_per_shape: 5
+    }
+    dynamic_batching { enabled: false max_queue_delay_us: 0 }
+    readiness { quorum: 2 }
+    tokenizer { model_file: "spm.model" max_length: 32 }
+  )pb");
+  tmp.WriteFile("text/7/model.pt", "newer");
+  tmp.WriteFile("text/7/spm.model", "spm");
+  tmp.WriteFile("text/7/model.safetensors", "weights");
+  absl::StatusOr<ModelSpec> spec = LoadModel(dir);
+  REQUIRE(spec.ok());
+  CHECK(spec->version == 7);
+  CHECK(spec->config.version() == 7);
+  CHECK(spec->weights_path == dir + "/7/model.safetensors");
+  CHECK(spec->tokenizer_path == dir + "/7/spm.model");
+  CHECK(spec->config.instance_group().count() == 3);
+  CHECK(spec->config.warmup().calls_per_shape() == 5);
+  CHECK_FALSE(spec->config.dynamic_batching().enabled());
+  CHECK(spec->config.dynamic_batching().max_queue_delay_us() == 0);
+  CHECK(spec->config.readiness().quorum() == 2);
+  CHECK(spec->config.tokenizer().ids_input() == "input_ids");
+  CHECK(spec->config.tokenizer().pad_id() == 0);
+}
+
+TEST_CASE("a tokenizer without sequence lengths warms its max length", "[config]") {
+  TempDir tmp;
+  const std::string dir = WriteModel(tmp, "text", R"pb(
+    max_batch_size: 2
+    input {
+      name: "input_ids"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    input {
+      name: "attention_mask"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    output {
+      name: "logits"
+      data_type: TYPE_FP32
+      dims: [ 3 ]
+    }
+    tokenizer { model_file: "spm.model" max_length: 64 }
+  )pb");
+  tmp.WriteFile("text/1/spm.model", "spm");
+  absl::StatusOr<ModelSpec> spec = LoadModel(dir);
+  REQUIRE(spec.ok());
+  REQUIRE(spec->config.warmup().sequence_lengths().size() == 1);
+  CHECK(spec->config.warmup().sequence_lengths(0) == 64);
+}
+
+struct BadConfig {
+  const char* what;
+  std::string config;
+  std::vector<std::string> expected;  // substrings of the error message
+};
+
+TEST_CASE("every bad value is an error naming the file, the field and what was expected",
+          "[config]") {
+  const std::string io = R"pb(
+    input {
+      name: "input"
+      data_type: TYPE_FP32
+      dims: [ 16 ]
+    }
+    output {
+      name: "output"
+      data_type: TYPE_FP32
+      dims: [ 4 ]
+    }
+  )pb";
+  const std::vector<BadConfig> cases = {
+      {"unknown field",
+       "max_batch_size: 8\nbogus_field: 3\n" + io,
+       {"config.pbtxt:2:", "bogus_field"}},
+      {"unknown datatype",
+       R"pb(
+         input {
+           name: "input"
+           data_type: TYPE_FLOAT
+           dims: [ 16 ]
+         }
+         output {
+           name: "output"
+           data_type: TYPE_FP32
+           dims: [ 4 ]
+         })pb",
+       {"config.pbtxt:", "Unknown enumeration value of \"TYPE_FLOAT\""}},
+      {"missing datatype",
+       R"pb(
+         input {
+           name: "input"
+           dims: [ 16 ]
+         }
+         output {
+           name: "output"
+           data_type: TYPE_FP32
+           dims: [ 4 ]
+         })pb",
+       {"field 'input[0].data_type'", "TYPE_INVALID"}},
+      {"negative dim",
+       R"pb(
+         input {
+           name: "input"
+           data_type: TYPE_FP32
+           dims: [ 16, -3 ]
+         }
+         output {
+           name: "output"
+           data_type: TYPE_FP32
+           dims: [ 4 ]
+         })pb",
+       {"field 'input[0].dims[1]'", "a positive size or -1", "got -3"}},
+      {"zero dim",
+       R"pb(
+         input {
+           name: "input"
+           data_type: TYPE_FP32
+           dims: [ 16 ]
+         }
+         output {
+           name: "output"
+           data_type: TYPE_FP32
+           dims: [ 0 ]
+         })pb",
+       {"field 'output[0].dims[0]'", "got 0"}},
+      {"negative max_batch_size",
+       "max_batch_size: -1\n" + io,
+       {"field 'max_batch_size'", "got -1"}},
+      {"warmup batch over max_batch_size",
+       "max_batch_size: 4\nwarmup { batch_sizes: [1, 8] }\n" + io,
+       {"field 'warmup.batch_sizes[1]'", "[1, max_batch_size=4]", "got 8"}},
+      {"warmup batches out of order",
+       "max_batch_size: 8\nwarmup { batch_sizes: [4, 2] }\n" + io,
+       {"field 'warmup.batch_sizes[1]'", "increasing order", "got 2"}},
+      {"warmup batch without batching",
+       "warmup { batch_sizes: [2] }\n" + io,
+       {"field 'warmup.batch_sizes[0]'", "max_batch_size is 0"}},
+      {"negative calls per shape",
+       "warmup { calls_per_shape: -2 }\n" + io,
+       {"field 'warmup.calls_per_shape'", "got -2"}},
+      {"name differs from its directory",
+       "name: \"other\"\n" + io,
+       {"field 'name'", "\"m\"", "got \"other\""}},
+      {"unsupported platform",
+       "platform: \"onnx\"\n" + io,
+       {"field 'platform'", "\"torchscript\"", "\"onnx\""}},
+      {"no outputs",
+       R"pb(input {
+              name: "input"
+              data_type: TYPE_FP32
+              dims: [ 16 ]
+            })pb",
+       {"field 'output'", "at least one tensor"}},
+      {"duplicate input names",
+       R"pb(
+         input {
+           name: "x"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         }
+         input {
+           name: "x"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         })pb",
+       {"field 'input[1].name'", "unique", "\"x\" twice"}},
+      {"empty tensor name",
+       R"pb(
+         input {
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         })pb",
+       {"field 'input[0].name'", "non-empty"}},
+      {"variable dim without sequence lengths",
+       R"pb(
+         max_batch_size: 2
+         input {
+           name: "ids"
+           data_type: TYPE_INT64
+           dims: [ -1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         })pb",
+       {"field 'warmup.sequence_lengths'", "\"ids\" has a variable (-1) dimension"}},
+      {"BYTES without a tokenizer",
+       R"pb(
+         input {
+           name: "text"
+           data_type: TYPE_BYTES
+           dims: [ 1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         })pb",
+       {"field 'input[0].data_type'", "tokenizer's text input"}},
+      {"GPUs listed for a CPU instance",
+       "instance_group { count: 2 gpus: [0] }\n" + io,
+       {"field 'instance_group.gpus'", "KIND_CPU"}},
+      {"quorum above the instance count",
+       "instance_group { count: 2 }\nreadiness { quorum: 3 }\n" + io,
+       {"field 'readiness.quorum'", "instance_group.count=2", "got 3"}},
+      {"cgroup share above 1",
+       "memory { cgroup_share: 1.5 }\n" + io,
+       {"field 'memory.cgroup_share'", "(0, 1]", "got 1.5"}},
+      {"p95 factor below 1",
+       "readiness { max_p95_factor: 0.5 }\n" + io,
+       {"field 'readiness.max_p95_factor'", "got 0.5"}},
+      {"dynamic batching without batches",
+       "dynamic_batching { enabled: true }\n" + io,
+       {"field 'dynamic_batching.enabled'", "max_batch_size <= 1"}},
+      {"warmup file missing",
+       "warmup { data: DATA_FILE data_file: \"nope.safetensors\" }\n" + io,
+       {"field 'warmup.data_file'", "\"nope.safetensors\""}},
+      {"tokenizer file missing",
+       R"pb(
+         max_batch_size: 2
+         input {
+           name: "input_ids"
+           data_type: TYPE_INT64
+           dims: [ -1 ]
+         }
+         input {
+           name: "attention_mask"
+           data_type: TYPE_INT64
+           dims: [ -1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         }
+         tokenizer { model_file: "missing.model" })pb",
+       {"field 'tokenizer.model_file'", "\"missing.model\""}},
+      {"tokenizer feeding a missing input",
+       R"pb(
+         input {
+           name: "ids"
+           data_type: TYPE_INT64
+           dims: [ -1 ]
+         }
+         output {
+           name: "y"
+           data_type: TYPE_FP32
+           dims: [ 1 ]
+         }
+         warmup { sequence_lengths: [ 4 ] }
+         tokenizer { model_file: "model.pt" ids_input: "ids" })pb",
+       {"field 'tokenizer.mask_input'", "\"attention_mask\""}},
+      {"explicit version that does not exist",
+       "version: 3\n" + io,
+       {"version directory", "/m/3 does not exist"}},
+  };
+  for (const BadConfig& bad : cases) {
+    SECTION(bad.what) {
+      TempDir tmp;
+      absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(tmp, "m", bad.config));
+      REQUIRE_FALSE(spec.ok());
+      CHECK(spec.status().code() == absl::StatusCode::kInvalidArgument);
+      const std::string message(spec.status().message());
+      CHECK_THAT(message, Contains(tmp.path() + "/m/config.pbtxt"));
+      for (const std::string& expected : bad.expected) CHECK_THAT(message, Contains(expected));
+    }
+  }
+}
+
+TEST_CASE("a missing model file is an error naming it", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<ModelSpec> spec =
+      LoadModel(WriteModel(tmp, "tiny", kGoodConfig, /*with_model_file=*/false));
+  REQUIRE_FALSE(spec.ok());
+  CHECK_THAT(std::string(spec.status().message()), Contains("no version directory"));
+
+  tmp.WriteFile("tiny/1/other.bin", "");
+  spec = LoadModel(tmp.path() + "/tiny");
+  REQUIRE_FALSE(spec.ok());
+  CHECK_THAT(std::string(spec.status().message()),
+             Contains("model file " + tmp.path() + "/tiny/1/model.pt does not exist"));
+}
+
+TEST_CASE("a missing config is NotFound", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<ModelSpec> spec = LoadModel(tmp.path() + "/absent");
+  REQUIRE_FALSE(spec.ok());
+  CHECK(spec.status().code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(spec.status().message()), Contains("absent/config.pbtxt"));
+}
+
+TEST_CASE("several defects in one config are all reported", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(tmp, "m", R"pb(
+    max_batch_size: -2
+    input {
+      name: "input"
+      data_type: TYPE_FP32
+      dims: [ -5 ]
+    }
+  )pb"));
+  REQUIRE_FALSE(spec.ok());
+  const std::string message(spec.status().message());
+  CHECK_THAT(message, Contains("'max_batch_size'"));
+  CHECK_THAT(message, Contains("'input[0].dims[0]'"));
+  CHECK_THAT(message, Contains("'output'"));
+}
+
+TEST_CASE("a repository loads every model, sorted, and reports every bad one", "[config]") {
+  TempDir tmp;
+  WriteModel(tmp, "b", kGoodConfig);
+  WriteModel(tmp, "a", R"pb(
+    input {
+      name: "x"
+      data_type: TYPE_FP32
+      dims: [ 2 ]
+    }
+    output {
+      name: "y"
+      data_type: TYPE_FP32
+      dims: [ 2 ]
+    }
+  )pb");
+  tmp.WriteFile("not-a-model/readme.txt", "ignored: no config.pbtxt");
+  absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(tmp.path());
+  REQUIRE(specs.ok());
+  REQUIRE(specs->size() == 2);
+  CHECK((*specs)[0].config.name() == "a");
+  CHECK((*specs)[1].config.name() == "b");
+
+  WriteModel(tmp, "c", "max_batch_size: -1\n");
+  WriteModel(tmp, "d", "nonsense {\n");
+  specs = LoadModelRepository(tmp.path());
+  REQUIRE_FALSE(specs.ok());
+  const std::string message(specs.status().message());
+  CHECK_THAT(message, Contains("/c/config.pbtxt"));
+  CHECK_THAT(message, Contains("/d/config.pbtxt"));
+}
+
+TEST_CASE("an empty or missing repository is an error", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(tmp.path());
+  REQUIRE_FALSE(specs.ok());
+  CHECK_THAT(std::string(specs.status().message()), Contains("holds no model"));
+  specs = LoadModelRepository(tmp.path() + "/nowhere");
+  REQUIRE_FALSE(specs.ok());
+  CHECK_THAT(std::string(specs.status().message()), Contains("is not a directory"));
+}
+
+TEST_CASE("the demo model repository loads", "[config][demo]") {
+  absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(kiln::testing::ModelsDir());
+  REQUIRE(specs.ok());
+  std::vector<std::string> names;
+  for (const ModelSpec& spec : *specs) {
+    names.push_back(spec.config.name());
+    CHECK_FALSE(spec.weights_path.empty());
+  }
+  CHECK(names == std::vector<std::string>{"mlp", "resnet18", "resnet50", "textcls"});
+  for (const ModelSpec& spec : *specs) {
+    if (spec.config.name() == "textcls") CHECK_FALSE(spec.tokenizer_path.empty());
+  }
+}
+
+}  // namespace
+}  // namespace kiln

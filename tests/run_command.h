@@ -1,0 +1,19 @@
+// Runs a shell command for tests that drive kiln's binaries from outside.
+#ifndef KILN_TESTS_RUN_COMMAND_H_
+#define KILN_TESTS_RUN_COMMAND_H_
+
+#include <string>
+
+namespace kiln::testing {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when the command did not exit normally
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// Runs `command` with /bin/sh, waits for it, and captures its combined output.
+CommandResult RunCommand(const std::string& command);
+
+}  // namespace kiln::testing
+
+#endif  // KILN_TESTS_RUN_COMMAND_H_

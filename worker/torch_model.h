@@ -1,0 +1,75 @@
+// The LibTorch backend's model: a TorchScript module whose parameters and buffers are views of
+// a read-only safetensors mapping, so that every process forked after loading shares them.
+//
+// This header is LibTorch-free on purpose (LibTorch headers dominate compile time): tensors
+// cross it as kiln::TensorView / kiln::Tensor, and LibTorch exceptions never cross it; they are
+// caught inside and returned as absl::Status.
+#ifndef KILN_WORKER_TORCH_MODEL_H_
+#define KILN_WORKER_TORCH_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config_loader.h"
+#include "common/safetensors.h"
+#include "common/tensor.h"
+
+namespace kiln {
+
+// What loading cost; logged by the caller.
+struct TorchModelLoadStats {
+  double map_ms = 0;     // mmap + validate model.safetensors
+  double load_ms = 0;    // torch::jit::load of model.pt (a heap copy of the weights)
+  double rebind_ms = 0;  // pointing every parameter and buffer at the mapping, plus malloc_trim
+  int64_t tensors_rebound = 0;  // viewed in place in the mapping
+  int64_t tensors_copied = 0;   // misaligned in the file, so copied to the heap
+  uint64_t mapped_bytes = 0;    // size of model.safetensors
+};
+
+// Ownership: owns the TorchScript module and shares ownership of the mapping its tensors view
+// (destroyed after the module). Thread-safety: Load may run in any single thread; Forward is
+// not thread-safe (a worker serves one batch at a time: call it from one thread at a time).
+// Loading runs no forward pass and starts no thread, so it is safe before fork(); Forward is
+// not (it starts the OpenMP pool), and runs only in workers.
+class TorchModel {
+ public:
+  // Loads spec.model_path and, when spec.weights_path is set, maps it and rebinds every
+  // parameter and buffer of the module to it. A tensor of the module missing from the file, a
+  // tensor of the file the module does not have, or a dtype or shape mismatch is an error
+  // naming the tensor. Weights without a safetensors file stay on the heap (still shared
+  // copy-on-write after fork).
+  static absl::StatusOr<std::unique_ptr<TorchModel>> Load(const ModelSpec& spec);
+  ~TorchModel();
+
+  TorchModel(const TorchModel&) = delete;
+  TorchModel& operator=(const TorchModel&) = delete;
+
+  // Runs forward() under NoGradGuard on `inputs`, given in the order of the config's inputs;
+  // returns the outputs (a tensor, or a tuple/list of tensors) in the config's output order,
+  // named after it. The input memory is viewed, not copied: the model must not write to it.
+  absl::StatusOr<std::vector<Tensor>> Forward(const std::vector<TensorView>& inputs);
+
+  // Every parameter and buffer of the module (name, dtype, shape, where its data lives).
+  std::vector<TensorView> Parameters() const;
+
+  // The mapping the weights live in; nullptr when the model has no safetensors file.
+  const MappedSafetensors* weights() const { return weights_.get(); }
+  const TorchModelLoadStats& stats() const { return stats_; }
+  const ModelSpec& spec() const { return spec_; }
+
+ private:
+  struct Module;  // wraps torch::jit::Module
+  TorchModel(ModelSpec spec, std::shared_ptr<const MappedSafetensors> weights,
+             std::unique_ptr<Module> module, TorchModelLoadStats stats);
+
+  ModelSpec spec_;
+  std::shared_ptr<const MappedSafetensors> weights_;  // outlives module_ (declared first)
+  std::unique_ptr<Module> module_;
+  TorchModelLoadStats stats_;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_WORKER_TORCH_MODEL_H_
