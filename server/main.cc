@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "common/model_config_loader.h"
 #include "glog/logging.h"
 #include "worker/torch_model.h"
@@ -68,8 +69,8 @@ int LoadRepository() {
     LOG(ERROR) << "startup: model repository: " << specs.status().message();
     return 1;
   }
-  LOG(INFO) << "startup: parsed model repository " << FLAGS_model_repository << ": "
-            << specs->size() << " model(s) in " << MillisecondsSince(start) << " ms";
+  LOG(INFO) << absl::StrFormat("startup: parsed model repository %s: %d model(s) in %.1f ms",
+                                FLAGS_model_repository, specs->size(), MillisecondsSince(start));
 
   std::vector<std::unique_ptr<kiln::TorchModel>> models;
   for (const kiln::ModelSpec& spec : *specs) {
@@ -80,11 +81,12 @@ int LoadRepository() {
       return 1;
     }
     const kiln::TorchModelLoadStats& stats = (*model)->stats();
-    LOG(INFO) << "startup: loaded " << spec.config.name() << " v" << spec.version << " in "
-              << MillisecondsSince(start) << " ms: map " << stats.map_ms << " ms ("
-              << stats.mapped_bytes / 1e6 << " MB), torchscript " << stats.load_ms << " ms, rebind "
-              << stats.rebind_ms << " ms (" << stats.tensors_rebound << " tensors shared, "
-              << stats.tensors_copied << " copied)";
+    LOG(INFO) << absl::StrFormat(
+        "startup: loaded %s v%d in %.1f ms: map %.1f ms (%.1f MB), torchscript %.1f ms, "
+        "rebind %.1f ms (%d tensors shared, %d copied)",
+        spec.config.name(), spec.version, MillisecondsSince(start), stats.map_ms,
+        stats.mapped_bytes / 1e6, stats.load_ms, stats.rebind_ms, stats.tensors_rebound,
+        stats.tensors_copied);
     models.push_back(*std::move(model));
   }
   LOG(INFO) << "startup: " << models.size()

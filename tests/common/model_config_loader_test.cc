@@ -28,6 +28,13 @@ constexpr char kGoodConfig[] = R"pb(
   }
 )pb";
 
+// The inputs and output of a text model fed by a tokenizer.
+const std::string kTextModelIo = R"pb(
+  input { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }
+  input { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }
+  output { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] }
+)pb";
+
 // Writes <tmp>/<name>/config.pbtxt with `config` and, unless told otherwise, 1/model.pt.
 std::string WriteModel(const TempDir& tmp, const std::string& name, const std::string& config,
                        bool with_model_file = true) {
@@ -66,23 +73,8 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
 
 TEST_CASE("explicit values survive, and the highest version is served", "[config]") {
   TempDir tmp;
-  const std::string dir = WriteModel(tmp, "text", R"pb(
+  const std::string dir = WriteModel(tmp, "text", kTextModelIo + R"pb(
     max_batch_size: 4
-    input {
-      name: "input_ids"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    input {
-      name: "attention_mask"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    output {
-      name: "logits"
-      data_type: TYPE_FP32
-      dims: [ 3 ]
-    }
     instance_group { count: 3 intra_op_threads: 2 }
     warmup {
       batch_sizes: [ 1, 2, 4 ]
@@ -113,23 +105,8 @@ TEST_CASE("explicit values survive, and the highest version is served", "[config
 
 TEST_CASE("a tokenizer without sequence lengths warms its max length", "[config]") {
   TempDir tmp;
-  const std::string dir = WriteModel(tmp, "text", R"pb(
+  const std::string dir = WriteModel(tmp, "text", kTextModelIo + R"pb(
     max_batch_size: 2
-    input {
-      name: "input_ids"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    input {
-      name: "attention_mask"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    output {
-      name: "logits"
-      data_type: TYPE_FP32
-      dims: [ 3 ]
-    }
     tokenizer { model_file: "spm.model" max_length: 64 }
   )pb");
   tmp.WriteFile("text/1/spm.model", "spm");
