@@ -1,49 +1,49 @@
-// kiln-server: the master process (DESIGN.md, "Process model").
-//
-// Today it runs startup steps 1-2 of DESIGN.md: parse the flags and the model repository, then
-// load every model (mmap the safetensors weights, load the TorchScript module, rebind its
-// tensors to the mapping), logging each phase with its duration. Forking the zygote and the
-// workers, and serving gRPC, come next (issue #3); until then it exits after loading.
+// kiln-server: parses the flags and runs the master (server/master.h), which forks the zygote
+// and the workers itself; one binary plays every role.
 //
 // Flags are gflags, because LibTorch's c10 already registers its own gflags and glog's: one
 // parser keeps --v, --vmodule, --logtostderr and friends working.
 #include <gflags/gflags.h>
 
-#include <chrono>
 #include <cstdio>
-#include <memory>
+#include <cstdlib>
 #include <string>
-#include <vector>
 
-#include "absl/strings/str_format.h"
-#include "common/model_config_loader.h"
 #include "glog/logging.h"
-#include "worker/torch_model.h"
+#include "server/master.h"
 
 DEFINE_string(model_repository, "models",
               "Model repository: one directory per model holding config.pbtxt and "
               "<version>/model.pt (+ model.safetensors, tokenizer). See README.md.");
+DEFINE_string(host, "0.0.0.0", "Address the gRPC port listens on (e.g. 127.0.0.1, [::]).");
+DEFINE_int32(port, 8001, "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
+             "port (logged when ready).");
+DEFINE_int32(workers, 0, "Workers per model; 0 = each model's instance_group.count.");
+DEFINE_string(warmup, "on", "on: workers warm every shape of the plan before the server is "
+              "ready. off: baseline mode, workers serve cold (for benchmarks).");
+DEFINE_string(lock_dir, "", "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
+              "else /tmp). A second server on the same port refuses to start.");
+DEFINE_int32(drain_timeout_s, 30, "On SIGTERM, how long in-flight requests may take to finish.");
+DEFINE_int32(startup_timeout_s, 600, "How long loading and warming may take before startup "
+             "fails.");
+DEFINE_int32(max_message_mb, 64, "Largest gRPC request or response, in MiB.");
 
 namespace {
 
 constexpr char kUsage[] =
     "a gRPC model server whose workers are warm before it says ready.\n"
     "\n"
-    "Usage: kiln-server --model_repository=DIR [flags]\n"
+    "Usage: kiln-server --model_repository=DIR [--host=ADDR] [--port=N] [flags]\n"
     "\n"
-    "Today kiln-server validates the repository and loads every model the way the master does\n"
-    "before forking its workers (map weights, load TorchScript, rebind), logs each phase with\n"
-    "its duration, and exits. Serving over gRPC arrives with the next release.";
+    "The master loads every model of the repository once (weights memory-mapped and shared),\n"
+    "forks a zygote that forks the workers, waits until they are warm, then opens the gRPC port\n"
+    "(Open Inference Protocol, grpc.health.v1, reflection) and tells systemd READY=1.\n"
+    "Signals: TERM drains in-flight requests and exits 0; INT exits at once.";
 
 constexpr char kLogFlagsHelp[] =
     "\nLogging (glog's own flags, also accepted):\n"
     "  --logtostderr (default true here)  --stderrthreshold=N  --minloglevel=N\n"
     "  --v=N (verbose level)  --vmodule=file=N,...  --log_dir=DIR\n";
-
-double MillisecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-      .count();
-}
 
 // gflags' built-in --help would list LibTorch's flags too; show only ours plus glog's.
 bool HandleHelp(const char* argv0) {
@@ -61,37 +61,28 @@ bool HandleHelp(const char* argv0) {
   return true;
 }
 
-int LoadRepository() {
-  auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<kiln::ModelSpec>> specs =
-      kiln::LoadModelRepository(FLAGS_model_repository);
-  if (!specs.ok()) {
-    LOG(ERROR) << "startup: model repository: " << specs.status().message();
-    return 1;
+// Checks the flags gflags cannot; prints the problem and returns false when one is bad.
+bool ValidateFlags() {
+  std::string problem;
+  if (FLAGS_warmup != "on" && FLAGS_warmup != "off") {
+    problem = "--warmup must be on or off, got '" + FLAGS_warmup + "'";
+  } else if (FLAGS_port < 0 || FLAGS_port > 65535) {
+    problem = "--port must be in [0, 65535]";
+  } else if (FLAGS_workers < 0) {
+    problem = "--workers must be >= 0";
+  } else if (FLAGS_drain_timeout_s < 0 || FLAGS_startup_timeout_s <= 0) {
+    problem = "--drain_timeout_s must be >= 0 and --startup_timeout_s > 0";
+  } else if (FLAGS_max_message_mb <= 0 || FLAGS_max_message_mb > 2047) {
+    problem = "--max_message_mb must be in [1, 2047]";
   }
-  LOG(INFO) << absl::StrFormat("startup: parsed model repository %s: %d model(s) in %.1f ms",
-                                FLAGS_model_repository, specs->size(), MillisecondsSince(start));
+  if (problem.empty()) return true;
+  std::fprintf(stderr, "kiln-server: %s (see --help)\n", problem.c_str());
+  return false;
+}
 
-  std::vector<std::unique_ptr<kiln::TorchModel>> models;
-  for (const kiln::ModelSpec& spec : *specs) {
-    start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<kiln::TorchModel>> model = kiln::TorchModel::Load(spec);
-    if (!model.ok()) {
-      LOG(ERROR) << "startup: load " << spec.config.name() << ": " << model.status().message();
-      return 1;
-    }
-    const kiln::TorchModelLoadStats& stats = (*model)->stats();
-    LOG(INFO) << absl::StrFormat(
-        "startup: loaded %s v%d in %.1f ms: map %.1f ms (%.1f MB), torchscript %.1f ms, "
-        "rebind %.1f ms (%d tensors shared, %d copied)",
-        spec.config.name(), spec.version, MillisecondsSince(start), stats.map_ms,
-        stats.mapped_bytes / 1e6, stats.load_ms, stats.rebind_ms, stats.tensors_rebound,
-        stats.tensors_copied);
-    models.push_back(*std::move(model));
-  }
-  LOG(INFO) << "startup: " << models.size()
-            << " model(s) loaded; serving is not implemented yet (issue #3), exiting";
-  return 0;
+std::string DefaultLockDir() {
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  return runtime != nullptr && *runtime != '\0' ? runtime : "/tmp";
 }
 
 }  // namespace
@@ -104,11 +95,22 @@ int main(int argc, char** argv) {
   if (HandleHelp(argv[0])) return 0;
   if (argc > 1) {
     std::fprintf(stderr,
-                 "kiln-server: unexpected argument '%s' (flags are --name=value; see "
-                 "--help)\n",
+                 "kiln-server: unexpected argument '%s' (flags are --name=value; see --help)\n",
                  argv[1]);
     return 2;
   }
+  if (!ValidateFlags()) return 2;
   google::InitGoogleLogging(argv[0]);
-  return LoadRepository();
+
+  kiln::MasterOptions options;
+  options.model_repository = FLAGS_model_repository;
+  options.host = FLAGS_host;
+  options.port = FLAGS_port;
+  options.workers_per_model = FLAGS_workers;
+  options.warmup = FLAGS_warmup == "on";
+  options.lock_dir = FLAGS_lock_dir.empty() ? DefaultLockDir() : FLAGS_lock_dir;
+  options.drain_timeout_s = FLAGS_drain_timeout_s;
+  options.startup_timeout_s = FLAGS_startup_timeout_s;
+  options.max_message_mb = FLAGS_max_message_mb;
+  return kiln::RunMaster(options);
 }

@@ -2,6 +2,8 @@
 #include "worker/torch_model.h"
 
 #include <malloc.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <chrono>
@@ -12,12 +14,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/fork_safety.h"
 #include "glog/logging.h"
 
 namespace kiln {
 
 struct TorchModel::Module {
   torch::jit::Module module;
+  torch::Device device = torch::kCPU;
 };
 
 namespace {
@@ -175,6 +179,41 @@ absl::StatusOr<std::vector<torch::Tensor>> OutputTensors(const c10::IValue& resu
   return outputs;
 }
 
+// An input LibTorch can view: a supported dtype, and bytes that hold its shape exactly.
+absl::Status CheckInput(const TensorView& input) {
+  if (!ToScalarType(input.dtype).has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "': dtype ",
+                                                   DTypeName(input.dtype),
+                                                   " is not supported by LibTorch"));
+  }
+  const std::optional<int64_t> elements = NumElements(input.shape);
+  if (!elements.has_value() ||
+      static_cast<uint64_t>(*elements) * DTypeSize(input.dtype) != input.nbytes) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "': ", input.nbytes,
+                                                   " bytes do not hold ", DTypeName(input.dtype),
+                                                   " ", ShapeString(input.shape)));
+  }
+  return absl::OkStatus();
+}
+
+// Copies one output to host memory as a kiln::Tensor named `name`.
+absl::StatusOr<Tensor> ToHostTensor(const torch::Tensor& output, const std::string& name) {
+  const torch::Tensor out = output.to(torch::kCPU).contiguous();
+  const std::optional<DType> dtype = FromScalarType(out.scalar_type());
+  if (!dtype.has_value()) {
+    return absl::InternalError(absl::StrCat("output '", name, "' has dtype ",
+                                            c10::toString(out.scalar_type()),
+                                            ", which kiln cannot return"));
+  }
+  Tensor tensor;
+  tensor.name = name;
+  tensor.dtype = *dtype;
+  tensor.shape = out.sizes().vec();
+  const auto* bytes = static_cast<const uint8_t*>(out.data_ptr());
+  tensor.bytes.assign(bytes, bytes + out.nbytes());
+  return tensor;
+}
+
 }  // namespace
 
 TorchModel::TorchModel(ModelSpec spec, std::shared_ptr<const MappedSafetensors> weights,
@@ -223,33 +262,50 @@ absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& sp
       new TorchModel(spec, std::move(weights), std::move(module), stats));
 }
 
+void TorchModel::SetIntraOpThreads(int threads) { at::set_num_threads(threads); }
+
+absl::Status TorchModel::UseCudaDevice(int index) {
+  NoteCudaCall();
+  try {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          "kind: KIND_GPU, but this LibTorch build has no CUDA or no GPU is visible");
+    }
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (index < 0 || index >= count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("CUDA device ", index, " does not exist (", count, " visible)"));
+    }
+    module_->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+    module_->module.to(module_->device);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("moving the model to cuda:", index, ": ", e.what()));
+  }
+}
+
+std::string TorchModel::DeviceName() const { return module_->device.str(); }
+
 absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<TensorView>& inputs) {
+  NoteForwardPass();
   const ModelConfig& config = spec_.config;
   if (inputs.size() != static_cast<size_t>(config.input_size())) {
     return absl::InvalidArgumentError(absl::StrCat(
         config.name(), ": forward needs ", config.input_size(), " inputs, got ", inputs.size()));
   }
-  std::vector<c10::IValue> args;
-  args.reserve(inputs.size());
   for (const TensorView& input : inputs) {
-    const std::optional<c10::ScalarType> type = ToScalarType(input.dtype);
-    const std::optional<int64_t> elements = NumElements(input.shape);
-    if (!type.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "': dtype ",
-                                                     DTypeName(input.dtype),
-                                                     " is not supported by LibTorch"));
-    }
-    if (!elements.has_value() ||
-        static_cast<uint64_t>(*elements) * DTypeSize(input.dtype) != input.nbytes) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "': ", input.nbytes,
-                                                     " bytes do not hold ", DTypeName(input.dtype),
-                                                     " ", ShapeString(input.shape)));
-    }
-    args.emplace_back(torch::from_blob(const_cast<void*>(input.data), input.shape,
-                                       torch::TensorOptions().dtype(*type)));
+    if (absl::Status fits = CheckInput(input); !fits.ok()) return fits;
   }
   try {
     torch::NoGradGuard no_grad;
+    std::vector<c10::IValue> args;
+    args.reserve(inputs.size());
+    for (const TensorView& input : inputs) {
+      torch::Tensor tensor =
+          torch::from_blob(const_cast<void*>(input.data), input.shape,
+                           torch::TensorOptions().dtype(*ToScalarType(input.dtype)));
+      args.emplace_back(module_->device.is_cpu() ? tensor : tensor.to(module_->device));
+    }
     const c10::IValue result = module_->module.forward(std::move(args));
     absl::StatusOr<std::vector<torch::Tensor>> outputs =
         OutputTensors(result, static_cast<size_t>(config.output_size()));
@@ -260,19 +316,13 @@ absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<Tensor
     std::vector<Tensor> converted;
     converted.reserve(outputs->size());
     for (size_t i = 0; i < outputs->size(); ++i) {
-      const torch::Tensor out = (*outputs)[i].contiguous();
-      const std::optional<DType> dtype = FromScalarType(out.scalar_type());
-      if (!dtype.has_value()) {
-        return absl::InternalError(absl::StrCat(config.name(), ": output ", i, " has dtype ",
-                                                c10::toString(out.scalar_type()),
-                                                ", which kiln cannot return"));
+      absl::StatusOr<Tensor> tensor =
+          ToHostTensor((*outputs)[i], config.output(static_cast<int>(i)).name());
+      if (!tensor.ok()) {
+        return absl::Status(tensor.status().code(),
+                            absl::StrCat(config.name(), ": ", tensor.status().message()));
       }
-      Tensor& tensor = converted.emplace_back();
-      tensor.name = config.output(static_cast<int>(i)).name();
-      tensor.dtype = *dtype;
-      tensor.shape = out.sizes().vec();
-      const auto* bytes = static_cast<const uint8_t*>(out.data_ptr());
-      tensor.bytes.assign(bytes, bytes + out.nbytes());
+      converted.push_back(*std::move(tensor));
     }
     return converted;
   } catch (const c10::Error& e) {

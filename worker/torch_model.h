@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -45,6 +46,17 @@ class TorchModel {
 
   TorchModel(const TorchModel&) = delete;
   TorchModel& operator=(const TorchModel&) = delete;
+
+  // Sets this process's LibTorch intra-op thread count. It starts the OpenMP pool: call it in
+  // workers only, never before a fork.
+  static void SetIntraOpThreads(int threads);
+
+  // Moves the module to CUDA device `index` (initialising CUDA: workers only, after the fork);
+  // Forward then copies inputs there and outputs back. FailedPrecondition when this LibTorch
+  // has no CUDA or the device does not exist.
+  absl::Status UseCudaDevice(int index);
+  // "cpu" or "cuda:N".
+  std::string DeviceName() const;
 
   // Runs forward() under NoGradGuard on `inputs`, given in the order of the config's inputs;
   // returns the outputs (a tensor, or a tuple/list of tensors) in the config's output order,

@@ -1,0 +1,75 @@
+// Converting between Open Inference Protocol (KServe v2) messages and kiln's backend-neutral
+// tensors: the validation a request gets against its model's config before it is queued
+// (DESIGN.md, "A request's path"), and the response built from a backend's outputs.
+//
+// Everything here is a pure function of its arguments: no state, safe to call from any thread.
+// Configs are expected to be validated and resolved by common/model_config_loader.cc.
+#ifndef KILN_SERVER_INFER_CODEC_H_
+#define KILN_SERVER_INFER_CODEC_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/tensor.h"
+#include "proto/grpc_service.pb.h"
+#include "proto/model_config.pb.h"
+
+namespace kiln {
+
+// OIP datatype strings ("FP32", "INT64", "BYTES", ...) <-> config DataType. The name of
+// TYPE_INVALID (or an unknown value) is "INVALID"; parsing is exact and case-sensitive and
+// knows only the types a config can declare (so "UINT16" is std::nullopt).
+absl::string_view OipDatatypeName(DataType type);
+std::optional<DataType> DataTypeFromOipName(absl::string_view name);
+
+// One decoded input. Numeric inputs: `view` describes dense row-major little-endian bytes that
+// point either into the request message (raw_input_contents: zero-copy, valid while the request
+// lives, not necessarily aligned for the dtype) or into `owned` (typed contents converted; BOOL
+// as one byte 0/1 per element). BYTES inputs: `strings` holds the elements, view.data is null,
+// view.nbytes 0 and view.dtype meaningless (read `data_type`).
+//
+// A plain value without synchronisation. Move it, do not copy it: a copy's view still points
+// into the original's `owned`.
+struct DecodedInput {
+  TensorView view;                    // name, dtype, full shape (incl. batch dim), data, nbytes
+  DataType data_type = TYPE_INVALID;  // as declared by the config
+  std::vector<uint8_t> owned;
+  std::vector<std::string> strings;
+};
+
+struct DecodedRequest {
+  std::vector<DecodedInput> inputs;  // in the config's input order
+  int64_t batch_size = 0;            // 0 when the model has no batch dim (max_batch_size 0)
+  std::vector<std::string> outputs;  // requested output names in request order; empty = all
+};
+
+// Validates `request` against `config` and decodes it. Every defect is InvalidArgument with a
+// message naming the tensor and what was expected. The model's name and version are not looked
+// at here: finding the model is the caller's job.
+absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
+                                                  const ModelConfig& config);
+
+// Fills `response` (model_name, model_version, id, outputs with datatype + shape, and
+// raw_output_contents) in the requested order, or the config's order when none was requested,
+// from the backend's output tensors (named after the config's outputs). A missing output, or
+// one whose dtype differs from the config's data_type, whose batch dim differs from the
+// request's or whose byte count does not match its shape, is an Internal error.
+absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& model_version,
+                                 const inference::ModelInferRequest& request,
+                                 const DecodedRequest& decoded, const std::vector<Tensor>& outputs,
+                                 inference::ModelInferResponse* response);
+
+// Replaces `response` with the ModelMetadata for a config: name, versions {version}, platform,
+// inputs and outputs with OIP datatype and shape (the batch dim as -1 first when
+// max_batch_size > 0).
+void FillModelMetadata(const ModelConfig& config, const std::string& version,
+                       inference::ModelMetadataResponse* response);
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_INFER_CODEC_H_

@@ -1,0 +1,143 @@
+#include "server/inference_service.h"
+
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/infer_codec.h"
+
+namespace kiln {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl::StatusCode mirrors the gRPC codes value for value.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+// The client's deadline on CLOCK_MONOTONIC (what workers compare against); 0 when none.
+int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return 0;
+  }
+  const auto remaining = deadline - std::chrono::system_clock::now();
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec +
+         std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+}
+
+}  // namespace
+
+InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool)
+    : pool_(pool) {
+  for (const ModelSpec& spec : specs) models_[spec.config.name()] = &spec;
+}
+
+absl::StatusOr<const ModelSpec*> InferenceService::FindModel(const std::string& name,
+                                                             const std::string& version) const {
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [known, spec] : models_) names.push_back(known);
+    return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; this server serves: ",
+                                            absl::StrJoin(names, ", ")));
+  }
+  const std::string served = std::to_string(it->second->version);
+  if (!version.empty() && version != served) {
+    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
+                                            "'; version ", served, " is served"));
+  }
+  return it->second;
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
+                                                       const inference::ServerLiveRequest*,
+                                                       inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
+                                                        const inference::ServerReadyRequest*,
+                                                        inference::ServerReadyResponse* response) {
+  response->set_ready(!draining_.load() && pool_.AllModelsReady());
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
+                                                       const inference::ModelReadyRequest* request,
+                                                       inference::ModelReadyResponse* response) {
+  absl::StatusOr<const ModelSpec*> spec = FindModel(request->name(), request->version());
+  if (!spec.ok()) return Finish(context, spec.status());
+  response->set_ready(!draining_.load() && pool_.ModelReady(request->name()));
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  response->set_name("kiln");
+  response->set_version(KILN_VERSION);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
+    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  absl::StatusOr<const ModelSpec*> spec = FindModel(request->name(), request->version());
+  if (!spec.ok()) return Finish(context, spec.status());
+  FillModelMetadata((*spec)->config, std::to_string((*spec)->version), response);
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
+                                                       const inference::ModelInferRequest* request,
+                                                       inference::ModelInferResponse* response) {
+  absl::StatusOr<const ModelSpec*> found = FindModel(request->model_name(), request->model_version());
+  if (!found.ok()) return Finish(context, found.status());
+  const ModelSpec& spec = **found;
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec.config);
+  if (!decoded.ok()) return Finish(context, decoded.status());
+
+  // The decoded request (and the request message its views may point into) lives until the
+  // reactor finishes, which happens in `done`.
+  for (const DecodedInput& input : decoded->inputs) {
+    if (input.data_type == TYPE_BYTES) {
+      return Finish(context, absl::UnimplementedError(absl::StrCat(
+                                 "input '", input.view.name,
+                                 "': BYTES (text) inputs are not tokenized by this version yet")));
+    }
+  }
+  auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
+  InferJob job;
+  job.model = spec.config.name();
+  for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
+  job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  job.done = [reactor, request, response, held, &spec](
+                 absl::StatusOr<std::vector<Tensor>> outputs) {
+    absl::Status status = outputs.status();
+    if (status.ok()) {
+      status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,
+                                   *outputs, response);
+    }
+    reactor->Finish(ToGrpc(status));
+  };
+  if (absl::Status queued = pool_.Submit(std::move(job)); !queued.ok()) {
+    reactor->Finish(ToGrpc(queued));
+  }
+  return reactor;
+}
+
+}  // namespace kiln

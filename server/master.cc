@@ -1,0 +1,303 @@
+#include "server/master.h"
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/fork_safety.h"
+#include "common/model_config_loader.h"
+#include "glog/logging.h"
+#include "server/inference_service.h"
+#include "server/port_lock.h"
+#include "server/systemd_notify.h"
+#include "server/worker_pool.h"
+#include "server/zygote.h"
+#include "worker/torch_model.h"
+
+namespace kiln {
+namespace {
+
+// Signals the master handles in its own loop (sigtimedwait): no handler runs at all, and every
+// thread started later inherits the mask, so only the loop ever sees them.
+sigset_t ControlSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) sigaddset(&set, sig);
+  return set;
+}
+
+// Waits up to `timeout_ms` for a control signal; 0 when none came.
+int NextSignal(int timeout_ms) {
+  const sigset_t set = ControlSignals();
+  timespec timeout{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
+  const int sig = sigtimedwait(&set, nullptr, &timeout);
+  return sig > 0 ? sig : 0;
+}
+
+// Times the phases of the startup timeline (DESIGN.md, "Startup sequence").
+class Timeline {
+ public:
+  // Logs "startup: <phase> in <ms> ms" for the time since the previous call.
+  void Phase(const std::string& what) {
+    const auto now = std::chrono::steady_clock::now();
+    LOG(INFO) << absl::StrFormat("startup: %s in %.1f ms (%.1f ms since start)", what,
+                                 Ms(last_, now), Ms(start_, now));
+    last_ = now;
+  }
+  double TotalMs() const { return Ms(start_, std::chrono::steady_clock::now()); }
+
+ private:
+  static double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_ = start_;
+};
+
+// Forks the zygote from this (main, only) thread, so that its PR_SET_PDEATHSIG fires when the
+// master exits. Returns its pid in the master; never returns in the zygote.
+absl::StatusOr<pid_t> ForkZygote(const std::vector<std::unique_ptr<TorchModel>>& models,
+                                 FrameChannel zygote_end) {
+  absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
+  if (!pid.ok() || *pid != 0) return pid;
+  const pid_t master = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != master) _exit(1);  // the master died before prctl took effect
+  prctl(PR_SET_NAME, "kiln-zygote");
+  std::map<std::string, TorchModel*> by_name;
+  for (const auto& model : models) by_name[model->spec().config.name()] = model.get();
+  RunZygote(by_name, std::move(zygote_end));
+}
+
+// Ends the zygote (its workers die with it through PR_SET_PDEATHSIG) and reaps it.
+void StopZygote(pid_t zygote, int signal) {
+  kill(zygote, signal);
+  for (int i = 0; i < 50; ++i) {
+    if (waitpid(zygote, nullptr, WNOHANG) == zygote) return;
+    usleep(100'000);
+  }
+  kill(zygote, SIGKILL);
+  waitpid(zygote, nullptr, 0);
+}
+
+std::string ReadySummary(const WorkerPool& pool) {
+  int ready = 0, total = 0;
+  for (const WorkerInfo& worker : pool.Workers()) {
+    ++total;
+    ready += worker.state == WorkerState::kReady || worker.state == WorkerState::kBusy;
+  }
+  return absl::StrCat(ready, "/", total, " workers warm");
+}
+
+// Waits for every model's quorum. Returns 0 when ready, else the exit code to leave with.
+int WaitForQuorum(const WorkerPool& pool, const MasterOptions& options, bool& interrupted) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(options.startup_timeout_s);
+  auto next_extend = std::chrono::steady_clock::now();
+  while (!pool.AllModelsReady()) {
+    if (absl::Status fatal = pool.fatal_error(); !fatal.ok()) {
+      LOG(ERROR) << "startup failed: " << fatal.message();
+      return 1;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      LOG(ERROR) << "startup failed: workers not warm after " << options.startup_timeout_s
+                 << " s (--startup_timeout_s); " << ReadySummary(pool);
+      return 1;
+    }
+    if (std::chrono::steady_clock::now() >= next_extend) {
+      // Warming can outlast systemd's TimeoutStartSec; tell it we are making progress.
+      NotifySystemd(absl::StrCat("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=warming: ",
+                                 ReadySummary(pool)));
+      next_extend += std::chrono::seconds(10);
+    }
+    if (const int sig = NextSignal(50); sig == SIGTERM || sig == SIGINT) {
+      LOG(INFO) << "startup: " << strsignal(sig) << " while warming; stopping";
+      interrupted = true;
+      return sig == SIGINT ? 130 : 0;
+    }
+  }
+  return 0;
+}
+
+std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceService& service,
+                                        int& port) {
+  NoteGrpcObjectCreated();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which would let a second server share the port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
+  builder.SetMaxSendMessageSize(options.max_message_mb << 20);
+  builder.AddListeningPort(absl::StrCat(options.host, ":", options.port),
+                           grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  return builder.BuildAndStart();
+}
+
+// Health of "" and of each model, from the pool's quorums.
+void UpdateHealth(grpc::HealthCheckServiceInterface& health, const WorkerPool& pool,
+                  const std::vector<ModelSpec>& specs, std::map<std::string, bool>& last) {
+  bool all = true;
+  for (const ModelSpec& spec : specs) {
+    const std::string& name = spec.config.name();
+    const bool ready = pool.ModelReady(name);
+    all = all && ready;
+    if (last.count(name) == 0 || last[name] != ready) {
+      health.SetServingStatus(name, ready);
+      if (last.count(name) != 0) {
+        LOG(WARNING) << "model " << name << ": " << (ready ? "SERVING again" : "NOT_SERVING (below quorum)");
+      }
+      last[name] = ready;
+    }
+  }
+  if (last.count("") == 0 || last[""] != all) {
+    health.SetServingStatus(all);
+    last[""] = all;
+  }
+}
+
+}  // namespace
+
+int RunMaster(const MasterOptions& options) {
+  Timeline timeline;
+  const sigset_t control = ControlSignals();
+  sigprocmask(SIG_BLOCK, &control, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // 1. Flags (parsed by main), the port lock, the model repository.
+  std::unique_ptr<PortLock> lock;
+  if (options.port != 0) {
+    absl::StatusOr<std::unique_ptr<PortLock>> acquired = PortLock::Acquire(options.lock_dir, options.port);
+    if (!acquired.ok()) {
+      LOG(ERROR) << "startup failed: " << acquired.status().message();
+      return 1;
+    }
+    lock = *std::move(acquired);
+  }
+  absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options.model_repository);
+  if (!specs.ok()) {
+    LOG(ERROR) << "startup failed: model repository: " << specs.status().message();
+    return 1;
+  }
+  timeline.Phase(absl::StrCat("read model repository ", options.model_repository, " (",
+                              specs->size(), " models)"));
+
+  // 2. Load every model: map the weights, load TorchScript, rebind. Still one thread.
+  std::vector<std::unique_ptr<TorchModel>> models;
+  for (const ModelSpec& spec : *specs) {
+    absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
+    if (!model.ok()) {
+      LOG(ERROR) << "startup failed: load " << spec.config.name() << ": " << model.status().message();
+      return 1;
+    }
+    const TorchModelLoadStats& stats = (*model)->stats();
+    timeline.Phase(absl::StrFormat(
+        "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
+        "shared, %d copied)",
+        spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
+        stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));
+    models.push_back(*std::move(model));
+  }
+
+  // 3. Fork the zygote, then (only then) start threads.
+  absl::StatusOr<std::pair<FrameChannel, FrameChannel>> channel = FrameChannel::CreatePair();
+  if (!channel.ok()) {
+    LOG(ERROR) << "startup failed: " << channel.status();
+    return 1;
+  }
+  absl::StatusOr<pid_t> zygote = ForkZygote(models, std::move(channel->second));
+  if (!zygote.ok()) {
+    LOG(ERROR) << "startup failed: " << zygote.status().message();
+    return 1;
+  }
+  channel->second.Close();
+  timeline.Phase(absl::StrCat("forked the zygote (pid ", *zygote, ")"));
+
+  // 4. The zygote forks the workers; each warms and reports.
+  WorkerPoolOptions pool_options;
+  pool_options.workers_per_model = options.workers_per_model;
+  pool_options.warmup = options.warmup;
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
+      WorkerPool::Start(std::move(channel->first), *specs, pool_options);
+  if (!pool.ok()) {
+    LOG(ERROR) << "startup failed: " << pool.status().message();
+    StopZygote(*zygote, SIGKILL);
+    return 1;
+  }
+  NotifySystemd("STATUS=warming workers");
+  bool interrupted = false;
+  if (const int code = WaitForQuorum(**pool, options, interrupted); code != 0 || interrupted) {
+    (*pool)->Stop();
+    StopZygote(*zygote, SIGTERM);
+    return code;
+  }
+  timeline.Phase(absl::StrCat("workers warm (", ReadySummary(**pool), ")"));
+
+  // 5. Open the port, turn health SERVING, tell systemd.
+  InferenceService service(*specs, **pool);
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = StartGrpc(options, service, port);
+  if (server == nullptr || port == 0) {
+    LOG(ERROR) << "startup failed: cannot listen on " << options.host << ":" << options.port
+               << " (in use by another process, or not a local address)";
+    (*pool)->Stop();
+    StopZygote(*zygote, SIGTERM);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface& health = *server->GetHealthCheckService();
+  std::map<std::string, bool> health_state;
+  UpdateHealth(health, **pool, *specs, health_state);
+  timeline.Phase(absl::StrCat("ready: serving gRPC on ", options.host, ":", port));
+  NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options.host, ":", port));
+
+  // The main loop: signals, health, the systemd watchdog.
+  const uint64_t watchdog_usec = SystemdWatchdogUsec();
+  int exit_code = 0;
+  while (true) {
+    const int sig = NextSignal(200);
+    if (sig == SIGINT) {
+      LOG(INFO) << "SIGINT: exiting now";
+      StopZygote(*zygote, SIGKILL);
+      return 130;
+    }
+    if (sig == SIGTERM) break;
+    if (sig != 0) LOG(WARNING) << strsignal(sig) << ": not supported by this version; ignored";
+    if (absl::Status fatal = (*pool)->fatal_error(); !fatal.ok()) {
+      LOG(ERROR) << "cannot keep serving: " << fatal.message();
+      exit_code = 1;
+      break;
+    }
+    UpdateHealth(health, **pool, *specs, health_state);
+    if (watchdog_usec > 0 && (*pool)->AllModelsReady()) NotifySystemd("WATCHDOG=1");
+  }
+
+  // TERM: stop accepting, let in-flight requests finish, then take the process tree down.
+  LOG(INFO) << "draining: health NOT_SERVING, finishing in-flight requests (up to "
+            << options.drain_timeout_s << " s)";
+  NotifySystemd("STOPPING=1\nSTATUS=draining");
+  service.SetDraining();
+  health.Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(options.drain_timeout_s));
+  (*pool)->Stop();
+  StopZygote(*zygote, SIGTERM);
+  LOG(INFO) << "stopped";
+  return exit_code;
+}
+
+}  // namespace kiln

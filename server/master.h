@@ -1,0 +1,28 @@
+// The master process (DESIGN.md, "Process model" and "Startup sequence"): loads the models,
+// forks the zygote, waits for its workers to be warm, and only then opens the gRPC port.
+#ifndef KILN_SERVER_MASTER_H_
+#define KILN_SERVER_MASTER_H_
+
+#include <string>
+
+namespace kiln {
+
+struct MasterOptions {
+  std::string model_repository = "models";
+  std::string host = "0.0.0.0";
+  int port = 8001;
+  int workers_per_model = 0;  // 0: each model's instance_group.count
+  bool warmup = true;
+  std::string lock_dir = "/tmp";
+  int drain_timeout_s = 30;
+  int startup_timeout_s = 600;
+  int max_message_mb = 64;
+};
+
+// Runs the server until TERM (drain, exit 0) or INT (exit 130 at once); returns the exit code.
+// Returns 1 after logging why when startup fails. Must be called from main's only thread.
+int RunMaster(const MasterOptions& options);
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_MASTER_H_

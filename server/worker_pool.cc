@@ -1,0 +1,586 @@
+#include "server/worker_pool.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/dtype.h"
+#include "glog/logging.h"
+#include "worker/warmup.h"
+
+namespace kiln {
+
+// Workers of one model that die before ever becoming ready this many times in a row make the
+// pool fatal (a crash loop is not something to retry forever).
+constexpr int kMaxFailedStarts = 3;
+// Floor of a worker arena; every arena also holds the largest request of the warmup plan.
+constexpr uint64_t kMinArenaBytes = 4 << 20;
+
+struct WorkerPool::Worker {
+  int id = 0;
+  int slot = 0;
+  ModelState* model = nullptr;
+  pid_t pid = 0;
+  WorkerState state = WorkerState::kSpawning;
+  FrameChannel channel{-1};
+  std::unique_ptr<SharedArena> arena;
+  std::optional<InferJob> job;  // the job being served (state kBusy)
+  uint64_t call_id = 0;
+  internal::WarmupReport warmup;
+};
+
+struct WorkerPool::ModelState {
+  const ModelSpec* spec = nullptr;
+  int workers = 0;  // target count
+  int quorum = 0;
+  int threads = 1;  // intra-op threads per worker
+  uint64_t arena_bytes = 0;
+  std::deque<InferJob> queue;
+  int failed_starts = 0;  // consecutive deaths before ready
+  bool ever_ready = false;
+};
+
+const char* WorkerStateName(WorkerState state) {
+  switch (state) {
+    case WorkerState::kSpawning: return "spawning";
+    case WorkerState::kWarming: return "warming";
+    case WorkerState::kReady: return "ready";
+    case WorkerState::kBusy: return "busy";
+    case WorkerState::kExited: return "exited";
+  }
+  return "?";
+}
+
+namespace {
+
+int64_t MonotonicNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+bool Expired(const InferJob& job, int64_t now) {
+  return job.deadline_monotonic_ns != 0 && now >= job.deadline_monotonic_ns;
+}
+
+// Bytes of every input plus every output at the largest warmup shape, each 64-byte aligned.
+uint64_t ArenaBytes(const ModelConfig& config) {
+  WarmupShape largest;
+  largest.batch_size = std::max(config.max_batch_size(), 1);
+  for (int32_t length : config.warmup().sequence_lengths()) {
+    largest.sequence_length = std::max(largest.sequence_length, length);
+  }
+  if (config.has_tokenizer()) {
+    largest.sequence_length = std::max(largest.sequence_length, config.tokenizer().max_length());
+  }
+  uint64_t bytes = 0;
+  for (const auto* tensors : {&config.input(), &config.output()}) {
+    for (const TensorConfig& tensor : *tensors) {
+      const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
+      const int64_t elements =
+          NumElements(ConcreteShape(tensor, config, largest)).value_or(0);
+      bytes = SharedArena::Align(bytes) + static_cast<uint64_t>(elements) *
+                                              (dtype.has_value() ? DTypeSize(*dtype) : 1);
+    }
+  }
+  return std::max(kMinArenaBytes, 2 * bytes);
+}
+
+// CUDA devices visible without touching CUDA (DESIGN.md invariant 1): the NVIDIA driver's
+// /proc entries, narrowed by CUDA_VISIBLE_DEVICES when it lists ids.
+int VisibleGpuCount() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/driver/nvidia/gpus")) {
+    while (const dirent* entry = readdir(dir)) count += entry->d_name[0] != '.';
+    closedir(dir);
+  }
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    const std::string list(visible);
+    const int listed = list.empty() ? 0 : 1 + static_cast<int>(std::count(list.begin(), list.end(), ','));
+    count = std::min(count, listed);
+  }
+  return count;
+}
+
+// The CUDA device of the worker in `slot`: the config's gpus round-robin, or all visible ones.
+int DeviceIndex(const InstanceConfig& group, int slot) {
+  if (group.kind() != InstanceConfig::KIND_GPU) return -1;
+  if (!group.gpus().empty()) return group.gpus(slot % group.gpus().size());
+  const int visible = VisibleGpuCount();
+  return visible > 0 ? slot % visible : slot;
+}
+
+// Copies the job's inputs into the arena and describes them in `call`; returns where outputs
+// may start, or ResourceExhausted when the request does not fit.
+absl::StatusOr<uint64_t> StageInputs(const InferJob& job, SharedArena& arena,
+                                     internal::InferCall& call) {
+  uint64_t offset = 0;
+  for (const TensorView& input : job.inputs) {
+    offset = SharedArena::Align(offset);
+    if (!arena.Fits(offset, input.nbytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "request too large: input '", input.name, "' needs ", input.nbytes,
+          " bytes beyond offset ", offset, "; the worker arena holds ", arena.size(), " bytes"));
+    }
+    std::memcpy(arena.data() + offset, input.data, input.nbytes);
+    internal::TensorRef& ref = *call.add_inputs();
+    ref.set_name(input.name);
+    ref.set_dtype(std::string(DTypeName(input.dtype)));
+    *ref.mutable_shape() = {input.shape.begin(), input.shape.end()};
+    ref.set_offset(offset);
+    ref.set_nbytes(input.nbytes);
+    offset += input.nbytes;
+  }
+  return SharedArena::Align(offset);
+}
+
+// Copies a worker's outputs out of its arena.
+absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& result,
+                                                   const SharedArena& arena) {
+  std::vector<Tensor> outputs;
+  for (const internal::TensorRef& ref : result.outputs()) {
+    const std::optional<DType> dtype = DTypeFromName(ref.dtype());
+    if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
+      return absl::InternalError(absl::StrCat("worker returned a bad output ref '", ref.name(), "'"));
+    }
+    Tensor& tensor = outputs.emplace_back();
+    tensor.name = ref.name();
+    tensor.dtype = *dtype;
+    tensor.shape.assign(ref.shape().begin(), ref.shape().end());
+    const uint8_t* begin = arena.data() + ref.offset();
+    tensor.bytes.assign(begin, begin + ref.nbytes());
+  }
+  return outputs;
+}
+
+std::string Describe(const internal::WarmupReport& report) {
+  std::string shapes;
+  for (const internal::ShapeWarmup& shape : report.shapes()) {
+    absl::StrAppendFormat(&shapes, " [b%d%s first %.1f ms, steady %.1f ms]", shape.batch_size(),
+                          shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length())
+                                                      : std::string(),
+                          shape.first_ms(), shape.steady_ms());
+  }
+  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB;%s",
+                         report.warmup_ms(), report.device(), report.intra_op_threads(),
+                         report.peak_rss_bytes() / 1e6, shapes.empty() ? " no warmup" : shapes);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(FrameChannel zygote,
+                                                              const std::vector<ModelSpec>& specs,
+                                                              const WorkerPoolOptions& options) {
+  std::unique_ptr<WorkerPool> pool(new WorkerPool(std::move(zygote), specs, options));
+  if (pool->wake_fd_ < 0) return absl::InternalError("eventfd failed");
+  {
+    absl::MutexLock lock(&pool->mu_);
+    for (auto& [name, model] : pool->models_) {
+      for (int slot = 0; slot < model->workers; ++slot) {
+        if (absl::Status spawned = pool->SpawnLocked(*model, slot); !spawned.ok()) return spawned;
+      }
+    }
+  }
+  pool->loop_ = std::thread([p = pool.get()] { p->Loop(); });
+  return pool;
+}
+
+WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
+                       const WorkerPoolOptions& options)
+    : options_(options), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), zygote_(std::move(zygote)) {
+  int total_workers = 0;
+  for (const ModelSpec& spec : specs) {
+    auto model = std::make_unique<ModelState>();
+    const ModelConfig& config = spec.config;
+    model->spec = &spec;
+    model->workers = options.workers_per_model > 0 ? options.workers_per_model
+                                                   : config.instance_group().count();
+    // The quorum's default is "all workers"; an explicit smaller one is kept, capped.
+    model->quorum = config.readiness().quorum() == config.instance_group().count()
+                        ? model->workers
+                        : std::min(config.readiness().quorum(), model->workers);
+    model->arena_bytes = ArenaBytes(config);
+    total_workers += model->workers;
+    models_[config.name()] = std::move(model);
+  }
+  const int cores = options.cores > 0 ? options.cores
+                                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (auto& [name, model] : models_) {
+    const int configured = model->spec->config.instance_group().intra_op_threads();
+    model->threads = configured > 0 ? configured : std::max(1, cores / std::max(1, total_workers));
+  }
+}
+
+WorkerPool::~WorkerPool() {
+  Stop();
+  close(wake_fd_);
+}
+
+absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
+  const ModelConfig& config = model.spec->config;
+  auto worker = std::make_unique<Worker>();
+  worker->id = next_worker_id_++;
+  worker->slot = slot;
+  worker->model = &model;
+  absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+  if (!pair.ok()) return pair.status();
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena =
+      SharedArena::Create(absl::StrCat(config.name(), "-", worker->id), model.arena_bytes);
+  if (!arena.ok()) return arena.status();
+  worker->arena = *std::move(arena);
+
+  internal::ZygoteCommand command;
+  internal::SpawnWorker& spawn = *command.mutable_spawn();
+  spawn.set_model(config.name());
+  spawn.set_worker_id(worker->id);
+  spawn.set_intra_op_threads(model.threads);
+  spawn.set_device_index(DeviceIndex(config.instance_group(), slot));
+  spawn.set_warmup(options_.warmup && config.warmup().enabled());
+  absl::Status sent = zygote_.Send(command, {pair->second.fd(), worker->arena->fd()});
+  // pair->second (the worker's end) closes here: only the worker holds it now, so its death
+  // is an EOF on our end.
+  if (!sent.ok()) return absl::UnavailableError(absl::StrCat("zygote: ", sent.message()));
+  worker->channel = std::move(pair->first);
+  VLOG(1) << "worker " << worker->id << " (" << config.name() << " slot " << slot << "): spawning";
+  workers_[worker->id] = std::move(worker);
+  return absl::OkStatus();
+}
+
+void WorkerPool::SetStateLocked(Worker& worker, WorkerState next) {
+  static const std::map<WorkerState, std::vector<WorkerState>> kAllowed = {
+      {WorkerState::kSpawning, {WorkerState::kWarming, WorkerState::kExited}},
+      {WorkerState::kWarming, {WorkerState::kReady, WorkerState::kExited}},
+      {WorkerState::kReady, {WorkerState::kBusy, WorkerState::kExited}},
+      {WorkerState::kBusy, {WorkerState::kReady, WorkerState::kExited}},
+      {WorkerState::kExited, {}},
+  };
+  const std::vector<WorkerState>& allowed = kAllowed.at(worker.state);
+  if (std::find(allowed.begin(), allowed.end(), next) == allowed.end()) {
+    LOG(DFATAL) << "worker " << worker.id << ": illegal transition "
+                << WorkerStateName(worker.state) << " -> " << WorkerStateName(next);
+    return;
+  }
+  worker.state = next;
+}
+
+absl::Status WorkerPool::Submit(InferJob job) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("server is shutting down");
+    auto it = models_.find(job.model);
+    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("unknown model '", job.model, "'"));
+    ModelState& model = *it->second;
+    const int limit = model.spec->config.dynamic_batching().max_queue_size();
+    if (static_cast<int>(model.queue.size()) >= limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "model '", job.model, "': queue full (", limit,
+          " requests waiting; dynamic_batching.max_queue_size)"));
+    }
+    model.queue.push_back(std::move(job));
+    ++in_flight_;
+  }
+  Wake();
+  return absl::OkStatus();
+}
+
+void WorkerPool::Wake() {
+  const uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+bool WorkerPool::ModelReady(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end() || stopping_) return false;
+  int ready = 0;
+  for (const auto& [id, worker] : workers_) {
+    ready += worker->model == it->second.get() &&
+             (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy);
+  }
+  return ready >= it->second->quorum;
+}
+
+bool WorkerPool::AllModelsReady() const {
+  std::vector<std::string> names;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, model] : models_) names.push_back(name);
+  }
+  return std::all_of(names.begin(), names.end(),
+                     [this](const std::string& name) { return ModelReady(name); });
+}
+
+absl::Status WorkerPool::fatal_error() const {
+  absl::MutexLock lock(&mu_);
+  return fatal_;
+}
+
+bool WorkerPool::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](int* in_flight) { return *in_flight == 0; }, &in_flight_),
+                              timeout);
+}
+
+std::vector<WorkerInfo> WorkerPool::Workers() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<WorkerInfo> infos;
+  for (const auto& [id, worker] : workers_) {
+    infos.push_back({worker->id, worker->model->spec->config.name(), worker->pid, worker->state,
+                     worker->slot, worker->warmup});
+  }
+  return infos;
+}
+
+void WorkerPool::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  Wake();
+  if (loop_.joinable()) loop_.join();
+}
+
+int WorkerPool::PollTimeoutMsLocked() const {
+  int64_t nearest = 0;
+  for (const auto& [name, model] : models_) {
+    for (const InferJob& job : model->queue) {
+      if (job.deadline_monotonic_ns != 0 &&
+          (nearest == 0 || job.deadline_monotonic_ns < nearest)) {
+        nearest = job.deadline_monotonic_ns;
+      }
+    }
+  }
+  if (nearest == 0) return 1000;
+  const int64_t ms = (nearest - MonotonicNowNs()) / 1'000'000 + 1;
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, 1000));
+}
+
+void WorkerPool::Loop() {
+  while (true) {
+    std::vector<pollfd> fds;
+    std::vector<int> ids;  // worker id of fds[i + 2]
+    int timeout_ms;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      fds.push_back({wake_fd_, POLLIN, 0});
+      fds.push_back({zygote_.fd(), POLLIN, 0});
+      for (const auto& [id, worker] : workers_) {
+        if (worker->state == WorkerState::kExited) continue;
+        fds.push_back({worker->channel.fd(), POLLIN, 0});
+        ids.push_back(id);
+      }
+      timeout_ms = PollTimeoutMsLocked();
+    }
+    if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
+      PLOG(ERROR) << "worker pool: poll";
+    }
+    std::vector<Completion> done;
+    {
+      absl::MutexLock lock(&mu_);
+      if (fds[0].revents & POLLIN) {
+        uint64_t count;
+        (void)!read(wake_fd_, &count, sizeof(count));
+      }
+      if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) HandleZygoteLocked();
+      for (size_t i = 0; i < ids.size(); ++i) {
+        auto it = workers_.find(ids[i]);
+        if (it != workers_.end() && (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR))) {
+          HandleWorkerLocked(*it->second, done);
+        }
+      }
+      // Replace the workers that exited (not while stopping, not after a fatal error).
+      for (auto it = workers_.begin(); it != workers_.end();) {
+        Worker& worker = *it->second;
+        if (worker.state != WorkerState::kExited) {
+          ++it;
+          continue;
+        }
+        ModelState& model = *worker.model;
+        const int slot = worker.slot;
+        it = workers_.erase(it);
+        if (fatal_.ok() && !stopping_) {
+          if (absl::Status spawned = SpawnLocked(model, slot); !spawned.ok()) fatal_ = spawned;
+        }
+      }
+      ExpireLocked(done);
+      for (auto& [name, model] : models_) DispatchLocked(*model, done);
+    }
+    for (auto& [callback, result] : done) callback(std::move(result));
+  }
+
+  // Stopping: fail what is left, close every channel (workers and then the zygote exit).
+  std::vector<Completion> done;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Status stopped = absl::UnavailableError("server is shutting down");
+    for (auto& [name, model] : models_) {
+      for (InferJob& job : model->queue) done.emplace_back(std::move(job.done), stopped);
+      model->queue.clear();
+    }
+    for (auto& [id, worker] : workers_) {
+      if (worker->job.has_value()) done.emplace_back(std::move(worker->job->done), stopped);
+      worker->job.reset();
+      worker->channel.Close();
+    }
+    workers_.clear();
+    zygote_.Close();
+    in_flight_ = 0;
+  }
+  for (auto& [callback, result] : done) callback(std::move(result));
+}
+
+void WorkerPool::HandleZygoteLocked() {
+  internal::ZygoteEvent event;
+  absl::Status received = zygote_.Receive(&event);
+  if (absl::IsDeadlineExceeded(received)) return;
+  if (!received.ok()) {
+    if (fatal_.ok()) {
+      fatal_ = absl::UnavailableError(absl::StrCat("the zygote is gone (", received.message(),
+                                                   "); workers can no longer be replaced"));
+      LOG(ERROR) << fatal_;
+    }
+    zygote_.Close();
+    return;
+  }
+  if (event.has_started()) {
+    auto it = workers_.find(event.started().worker_id());
+    if (it == workers_.end()) return;
+    it->second->pid = event.started().pid();
+    if (it->second->state == WorkerState::kSpawning) SetStateLocked(*it->second, WorkerState::kWarming);
+    LOG(INFO) << "worker " << it->first << " (" << it->second->model->spec->config.name()
+              << "): forked as pid " << it->second->pid << ", warming";
+  } else if (event.has_exited()) {
+    const internal::WorkerExited& exited = event.exited();
+    LOG(INFO) << "worker " << exited.worker_id() << " (pid " << exited.pid() << ") exited"
+              << (exited.signal() != 0 ? absl::StrCat(" by signal ", exited.signal())
+                                       : absl::StrCat(" with code ", exited.exit_code()));
+  }
+}
+
+void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& done) {
+  internal::FromWorker frame;
+  absl::Status received = worker.channel.Receive(&frame);
+  if (absl::IsDeadlineExceeded(received)) return;
+  if (!received.ok()) {
+    WorkerGoneLocked(worker, absl::StrCat("its channel closed (", received.message(), ")"), done);
+    return;
+  }
+  ModelState& model = *worker.model;
+  const std::string& name = model.spec->config.name();
+  if (frame.has_ready() && worker.state == WorkerState::kWarming) {
+    worker.warmup = frame.ready();
+    SetStateLocked(worker, WorkerState::kReady);
+    model.failed_starts = 0;
+    model.ever_ready = true;
+    LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
+              << "): " << Describe(worker.warmup);
+  } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
+             frame.result().call_id() == worker.call_id) {
+    const internal::InferResult& result = frame.result();
+    absl::StatusOr<std::vector<Tensor>> outputs =
+        result.code() == 0 ? CollectOutputs(result, *worker.arena)
+                           : absl::Status(static_cast<absl::StatusCode>(result.code()),
+                                          result.message());
+    done.emplace_back(std::move(worker.job->done), std::move(outputs));
+    worker.job.reset();
+    --in_flight_;
+    SetStateLocked(worker, WorkerState::kReady);
+  } else if (frame.has_failed()) {
+    if (fatal_.ok()) {
+      fatal_ = absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker.id, " of model '", name, "' failed: ",
+                       frame.failed().message()));
+      LOG(ERROR) << fatal_;
+    }
+    WorkerGoneLocked(worker, "it failed", done);
+  } else {
+    LOG(DFATAL) << "worker " << worker.id << ": unexpected frame in state "
+                << WorkerStateName(worker.state) << ": " << frame.ShortDebugString();
+  }
+}
+
+void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
+                                  std::vector<Completion>& done) {
+  ModelState& model = *worker.model;
+  LOG(WARNING) << "worker " << worker.id << " (" << model.spec->config.name() << ", pid "
+               << worker.pid << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
+  if (worker.job.has_value()) {
+    done.emplace_back(std::move(worker.job->done),
+                      absl::UnavailableError(absl::StrCat(
+                          "worker ", worker.id, " (pid ", worker.pid,
+                          ") died while serving this request; retry it")));
+    worker.job.reset();
+    --in_flight_;
+  }
+  if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
+    if (++model.failed_starts >= kMaxFailedStarts && fatal_.ok()) {
+      fatal_ = absl::UnavailableError(absl::StrCat(
+          "workers of model '", model.spec->config.name(), "' died ", model.failed_starts,
+          " times in a row before becoming ready"));
+      LOG(ERROR) << fatal_;
+    }
+  }
+  worker.channel.Close();
+  SetStateLocked(worker, WorkerState::kExited);
+}
+
+void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
+  const int64_t now = MonotonicNowNs();
+  for (auto& [name, model] : models_) {
+    auto expired = std::stable_partition(model->queue.begin(), model->queue.end(),
+                                         [now](const InferJob& job) { return !Expired(job, now); });
+    for (auto it = expired; it != model->queue.end(); ++it) {
+      done.emplace_back(std::move(it->done),
+                        absl::DeadlineExceededError("deadline expired while queued; not run"));
+      --in_flight_;
+    }
+    model->queue.erase(expired, model->queue.end());
+  }
+}
+
+void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done) {
+  while (!model.queue.empty()) {
+    Worker* idle = nullptr;
+    for (auto& [id, worker] : workers_) {
+      if (worker->model == &model && worker->state == WorkerState::kReady) {
+        idle = worker.get();
+        break;
+      }
+    }
+    if (idle == nullptr) return;
+    InferJob job = std::move(model.queue.front());
+    model.queue.pop_front();
+
+    internal::ToWorker frame;
+    internal::InferCall& call = *frame.mutable_infer();
+    call.set_call_id(next_call_id_++);
+    call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
+    absl::StatusOr<uint64_t> output_offset = StageInputs(job, *idle->arena, call);
+    if (!output_offset.ok()) {
+      done.emplace_back(std::move(job.done), output_offset.status());
+      --in_flight_;
+      continue;
+    }
+    call.set_output_offset(*output_offset);
+    idle->call_id = call.call_id();
+    idle->job = std::move(job);
+    SetStateLocked(*idle, WorkerState::kBusy);
+    if (absl::Status sent = idle->channel.Send(frame); !sent.ok()) {
+      WorkerGoneLocked(*idle, absl::StrCat("sending a call failed (", sent.message(), ")"), done);
+    }
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,142 @@
+// The master's side of its workers: the worker table, the per-model request queues and the
+// dispatcher (DESIGN.md, "A request's path" and "Supervision").
+//
+// Worker state machine (a transition not listed is a bug and is logged as one):
+//
+//   Spawning --(zygote: started)--> Warming --(worker: warmup report)--> Ready
+//   Ready --(call sent)--> Busy --(result)--> Ready
+//   Spawning | Warming | Ready | Busy --(channel closed / worker failed / pool stopped)--> Exited
+//
+// A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
+// and rejoins; the call it was serving ends with UNAVAILABLE.
+#ifndef KILN_SERVER_WORKER_POOL_H_
+#define KILN_SERVER_WORKER_POOL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/frame_channel.h"
+#include "common/model_config_loader.h"
+#include "common/shared_arena.h"
+#include "common/tensor.h"
+#include "proto/worker_frames.pb.h"
+
+namespace kiln {
+
+// Called exactly once per job, on the pool's thread, with the outputs (named after the config's
+// outputs) or the reason there are none. It must not block.
+using InferDone = std::function<void(absl::StatusOr<std::vector<Tensor>>)>;
+
+struct InferJob {
+  std::string model;
+  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
+  int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
+  InferDone done;
+};
+
+struct WorkerPoolOptions {
+  int workers_per_model = 0;  // 0: each model's instance_group.count
+  bool warmup = true;         // false: the --warmup=off baseline
+  int cores = 0;              // for the default intra-op threads; 0: hardware_concurrency()
+};
+
+enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
+const char* WorkerStateName(WorkerState state);
+
+// A copy of one worker's row, for logs, metrics and tests.
+struct WorkerInfo {
+  int id = 0;
+  std::string model;
+  pid_t pid = 0;
+  WorkerState state = WorkerState::kSpawning;
+  int slot = 0;  // position among the model's workers; kept across respawns
+  internal::WarmupReport warmup;  // empty until Ready
+};
+
+// Ownership: owns the channel to the zygote, every worker's channel and arena, and its loop
+// thread. Thread-safety: every public method is safe from any thread; all state is guarded by
+// mu_, and job callbacks run on the loop thread without mu_ held.
+class WorkerPool {
+ public:
+  // Asks the zygote for every model's workers and starts the loop thread. `specs` must outlive
+  // the pool.
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> Start(FrameChannel zygote,
+                                                           const std::vector<ModelSpec>& specs,
+                                                           const WorkerPoolOptions& options);
+  ~WorkerPool();  // Stop()
+
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Queues a job. NotFound for an unknown model; ResourceExhausted at once when the model's
+  // queue (dynamic_batching.max_queue_size) is full; Unavailable once stopping. On an error
+  // `done` is not called.
+  absl::Status Submit(InferJob job);
+
+  // True when `model` has at least its quorum (readiness.quorum) of Ready or Busy workers.
+  bool ModelReady(const std::string& model) const;
+  bool AllModelsReady() const;
+  // Non-OK once the pool cannot serve: a worker failed its warmup, workers of a model keep dying
+  // before ready, or the zygote died.
+  absl::Status fatal_error() const;
+
+  // Blocks until no job is queued or being served, or `timeout` passes; true when idle.
+  bool WaitIdle(absl::Duration timeout);
+  // Stops the loop: queued and running jobs end with UNAVAILABLE, worker channels close (workers
+  // exit on EOF), and the zygote's channel closes (it exits too). Idempotent.
+  void Stop();
+
+  std::vector<WorkerInfo> Workers() const;
+
+ private:
+  struct Worker;
+  struct ModelState;
+  using Completion = std::pair<InferDone, absl::StatusOr<std::vector<Tensor>>>;
+
+  WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
+             const WorkerPoolOptions& options);
+  void Loop();
+  absl::Status SpawnLocked(ModelState& model, int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DispatchLocked(ModelState& model, std::vector<Completion>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetStateLocked(Worker& worker, WorkerState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Wake();
+
+  const WorkerPoolOptions options_;
+  const int wake_fd_;  // eventfd: Submit and Stop wake the loop
+  std::thread loop_;
+
+  mutable absl::Mutex mu_;
+  FrameChannel zygote_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
+  int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // queued + being served
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_WORKER_POOL_H_

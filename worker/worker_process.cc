@@ -1,0 +1,166 @@
+#include "worker/worker_process.h"
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "glog/logging.h"
+#include "proto/worker_frames.pb.h"
+#include "worker/warmup.h"
+
+namespace kiln {
+namespace {
+
+int64_t MonotonicNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+int64_t PeakRssBytes() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return int64_t{usage.ru_maxrss} * 1024;  // ru_maxrss is in KiB on Linux
+}
+
+// Dies with the zygote (and so with the master): the zygote forked us from its only thread.
+// Signals: nothing blocked; TERM and HUP ignored like in the zygote (systemd sends TERM to the
+// whole cgroup, and a worker must finish its call while the master drains: it leaves when the
+// master closes its channel); SIGPIPE ignored (a closed channel is an error, not a death).
+void BecomeChildOfZygote() {
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_UNBLOCK, &all, nullptr);
+  for (int sig : {SIGINT, SIGCHLD, SIGTTIN, SIGTTOU}) signal(sig, SIG_DFL);
+  for (int sig : {SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_IGN);
+  const pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);  // the zygote died before the prctl took effect
+}
+
+[[noreturn]] void Fail(FrameChannel& channel, int worker_id, const absl::Status& status) {
+  LOG(ERROR) << "worker " << worker_id << ": " << status;
+  internal::FromWorker frame;
+  frame.mutable_failed()->set_message(std::string(status.message()));
+  (void)channel.Send(frame);
+  google::FlushLogFiles(google::GLOG_INFO);
+  _exit(1);
+}
+
+// Input views of a call, pointing into the arena. Checks every ref against the arena's bounds.
+absl::StatusOr<std::vector<TensorView>> InputViews(const internal::InferCall& call,
+                                                   const SharedArena& arena) {
+  std::vector<TensorView> views;
+  for (const internal::TensorRef& ref : call.inputs()) {
+    const std::optional<DType> dtype = DTypeFromName(ref.dtype());
+    if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
+      return absl::InternalError(absl::StrCat("bad tensor ref for input '", ref.name(), "'"));
+    }
+    views.push_back(TensorView{ref.name(), *dtype, {ref.shape().begin(), ref.shape().end()},
+                               arena.data() + ref.offset(), ref.nbytes()});
+  }
+  return views;
+}
+
+// Copies `outputs` into the arena from `offset` on and describes them in `result`.
+absl::Status WriteOutputs(const std::vector<Tensor>& outputs, uint64_t offset,
+                          SharedArena& arena, internal::InferResult& result) {
+  for (const Tensor& output : outputs) {
+    offset = SharedArena::Align(offset);
+    if (!arena.Fits(offset, output.bytes.size())) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("output '", output.name, "' (", output.bytes.size(),
+                       " bytes) does not fit in the worker's arena (", arena.size(), " bytes)"));
+    }
+    std::memcpy(arena.data() + offset, output.bytes.data(), output.bytes.size());
+    internal::TensorRef& ref = *result.add_outputs();
+    ref.set_name(output.name);
+    ref.set_dtype(std::string(DTypeName(output.dtype)));
+    *ref.mutable_shape() = {output.shape.begin(), output.shape.end()};
+    ref.set_offset(offset);
+    ref.set_nbytes(output.bytes.size());
+    offset += output.bytes.size();
+  }
+  return absl::OkStatus();
+}
+
+internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
+                            SharedArena& arena) {
+  internal::InferResult result;
+  result.set_call_id(call.call_id());
+  auto fail = [&result](const absl::Status& status) {
+    result.clear_outputs();
+    result.set_code(static_cast<int>(status.code()));
+    result.set_message(std::string(status.message()));
+    return result;
+  };
+  if (call.deadline_monotonic_ns() != 0 && MonotonicNowNs() >= call.deadline_monotonic_ns()) {
+    return fail(absl::DeadlineExceededError("deadline expired before compute; not run"));
+  }
+  absl::StatusOr<std::vector<TensorView>> inputs = InputViews(call, arena);
+  if (!inputs.ok()) return fail(inputs.status());
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(*inputs);
+  result.set_compute_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  if (!outputs.ok()) return fail(outputs.status());
+  if (absl::Status written = WriteOutputs(*outputs, call.output_offset(), arena, result);
+      !written.ok()) {
+    return fail(written);
+  }
+  return result;
+}
+
+}  // namespace
+
+void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel channel,
+               std::unique_ptr<SharedArena> arena) {
+  BecomeChildOfZygote();
+  const int id = options.worker_id;
+  const auto start = std::chrono::steady_clock::now();
+  TorchModel::SetIntraOpThreads(options.intra_op_threads);
+  if (options.device_index >= 0) {
+    if (absl::Status device = model.UseCudaDevice(options.device_index); !device.ok()) {
+      Fail(channel, id, device);
+    }
+  }
+
+  internal::FromWorker ready;
+  internal::WarmupReport& report = *ready.mutable_ready();
+  if (options.warmup) {
+    absl::StatusOr<std::vector<internal::ShapeWarmup>> shapes = RunWarmup(model);
+    if (!shapes.ok()) Fail(channel, id, shapes.status());
+    for (internal::ShapeWarmup& shape : *shapes) *report.add_shapes() = std::move(shape);
+  }
+  report.set_worker_id(id);
+  report.set_pid(getpid());
+  report.set_device(model.DeviceName());
+  report.set_intra_op_threads(options.intra_op_threads);
+  report.set_warmup_ms(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  report.set_peak_rss_bytes(PeakRssBytes());
+  if (absl::Status sent = channel.Send(ready); !sent.ok()) _exit(1);  // master gone
+
+  while (true) {
+    internal::ToWorker frame;
+    absl::Status received = channel.Receive(&frame);
+    if (absl::IsUnavailable(received)) _exit(0);  // the master closed the channel: we are done
+    if (!received.ok()) Fail(channel, id, received);
+    if (!frame.has_infer()) continue;
+    if (absl::Status sent = channel.Send(Serve(model, frame.infer(), *arena)); !sent.ok()) {
+      _exit(absl::IsUnavailable(sent) ? 0 : 1);
+    }
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,33 @@
+// The worker process: what runs in a child the zygote forked (DESIGN.md, "Process model").
+//
+// It owns nothing but its model (inherited from the zygote, weights shared with every other
+// process), its channel to the master and its shared-memory arena. It sets up its threads and
+// device, warms every shape of the plan, reports to the master, then serves one call at a time
+// until the master closes the channel.
+#ifndef KILN_WORKER_WORKER_PROCESS_H_
+#define KILN_WORKER_WORKER_PROCESS_H_
+
+#include <memory>
+
+#include "common/frame_channel.h"
+#include "common/shared_arena.h"
+#include "worker/torch_model.h"
+
+namespace kiln {
+
+struct WorkerOptions {
+  int worker_id = 0;
+  int intra_op_threads = 1;
+  int device_index = -1;  // CUDA device for KIND_GPU; -1 = CPU
+  bool warmup = true;     // false only for the --warmup=off baseline
+};
+
+// Runs the worker in the current (freshly forked) process and never returns: it exits 0 when
+// the master closes the channel, and non-zero after reporting a fatal error (e.g. warmup
+// failed) to the master as WorkerFailed.
+[[noreturn]] void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel channel,
+                            std::unique_ptr<SharedArena> arena);
+
+}  // namespace kiln
+
+#endif  // KILN_WORKER_WORKER_PROCESS_H_
