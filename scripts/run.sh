@@ -8,5 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 /usr/bin/python3 scripts/make_models.py --out models
-echo "run.sh: starting kiln-server on the demo model repository (models/)"
-exec "${KILN_BUILD_DIR:-build}/server/kiln-server" --model_repository=models "$@"
+# Loopback by default for a demo; later flags win (e.g. scripts/run.sh --host=0.0.0.0).
+echo "run.sh: starting kiln-server on models/; it listens on 127.0.0.1:8001 once every worker" \
+  "is warm (Ctrl-C stops it)"
+exec "${KILN_BUILD_DIR:-build}/server/kiln-server" --model_repository=models --host=127.0.0.1 \
+  --port=8001 "$@"

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/clock.h"
 #include "server/infer_codec.h"
 
 namespace kiln {
@@ -31,10 +32,7 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
     return 0;
   }
   const auto remaining = deadline - std::chrono::system_clock::now();
-  timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec +
-         std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+  return MonotonicNowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
 }
 
 }  // namespace
@@ -50,8 +48,8 @@ absl::StatusOr<const ModelSpec*> InferenceService::FindModel(const std::string& 
   if (it == models_.end()) {
     std::vector<std::string> names;
     for (const auto& [known, spec] : models_) names.push_back(known);
-    return absl::NotFoundError(absl::StrCat("unknown model '", name, "'; this server serves: ",
-                                            absl::StrJoin(names, ", ")));
+    return absl::NotFoundError(absl::StrCat("unknown model '", name,
+                                            "'; this server serves: ", absl::StrJoin(names, ", ")));
   }
   const std::string served = std::to_string(it->second->version);
   if (!version.empty() && version != served) {
@@ -104,7 +102,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
-  absl::StatusOr<const ModelSpec*> found = FindModel(request->model_name(), request->model_version());
+  absl::StatusOr<const ModelSpec*> found =
+      FindModel(request->model_name(), request->model_version());
   if (!found.ok()) return Finish(context, found.status());
   const ModelSpec& spec = **found;
   absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec.config);
@@ -125,8 +124,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
   job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  job.done = [reactor, request, response, held, &spec](
-                 absl::StatusOr<std::vector<Tensor>> outputs) {
+  job.done = [reactor, request, response, held,
+              &spec](absl::StatusOr<std::vector<Tensor>> outputs) {
     absl::Status status = outputs.status();
     if (status.ok()) {
       status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,

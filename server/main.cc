@@ -16,15 +16,19 @@ DEFINE_string(model_repository, "models",
               "Model repository: one directory per model holding config.pbtxt and "
               "<version>/model.pt (+ model.safetensors, tokenizer). See README.md.");
 DEFINE_string(host, "0.0.0.0", "Address the gRPC port listens on (e.g. 127.0.0.1, [::]).");
-DEFINE_int32(port, 8001, "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
+DEFINE_int32(port, 8001,
+             "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
              "port (logged when ready).");
 DEFINE_int32(workers, 0, "Workers per model; 0 = each model's instance_group.count.");
-DEFINE_string(warmup, "on", "on: workers warm every shape of the plan before the server is "
+DEFINE_string(warmup, "on",
+              "on: workers warm every shape of the plan before the server is "
               "ready. off: baseline mode, workers serve cold (for benchmarks).");
-DEFINE_string(lock_dir, "", "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
+DEFINE_string(lock_dir, "",
+              "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
               "else /tmp). A second server on the same port refuses to start.");
 DEFINE_int32(drain_timeout_s, 30, "On SIGTERM, how long in-flight requests may take to finish.");
-DEFINE_int32(startup_timeout_s, 600, "How long loading and warming may take before startup "
+DEFINE_int32(startup_timeout_s, 600,
+             "How long loading and warming may take before startup "
              "fails.");
 DEFINE_int32(max_message_mb, 64, "Largest gRPC request or response, in MiB.");
 

@@ -61,7 +61,8 @@ class Timeline {
   double TotalMs() const { return Ms(start_, std::chrono::steady_clock::now()); }
 
  private:
-  static double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  static double Ms(std::chrono::steady_clock::time_point a,
+                   std::chrono::steady_clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
   }
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -70,10 +71,13 @@ class Timeline {
 
 // Forks the zygote from this (main, only) thread, so that its PR_SET_PDEATHSIG fires when the
 // master exits. Returns its pid in the master; never returns in the zygote.
+// `master_end` is closed in the zygote, so that only the master holds it and the zygote (and
+// every worker it forks) sees EOF when the master closes it.
 absl::StatusOr<pid_t> ForkZygote(const std::vector<std::unique_ptr<TorchModel>>& models,
-                                 FrameChannel zygote_end) {
+                                 FrameChannel& master_end, FrameChannel zygote_end) {
   absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
   if (!pid.ok() || *pid != 0) return pid;
+  master_end.Close();
   const pid_t master = getppid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != master) _exit(1);  // the master died before prctl took effect
@@ -83,10 +87,10 @@ absl::StatusOr<pid_t> ForkZygote(const std::vector<std::unique_ptr<TorchModel>>&
   RunZygote(by_name, std::move(zygote_end));
 }
 
-// Ends the zygote (its workers die with it through PR_SET_PDEATHSIG) and reaps it.
-void StopZygote(pid_t zygote, int signal) {
-  kill(zygote, signal);
-  for (int i = 0; i < 50; ++i) {
+// Reaps the zygote (its workers die with it through PR_SET_PDEATHSIG). It leaves by itself once
+// the pool closed its channel (it ignores TERM); after 5 s, or at once with `now`, it is killed.
+void ReapZygote(pid_t zygote, bool now) {
+  for (int i = 0; i < 50 && !now; ++i) {
     if (waitpid(zygote, nullptr, WNOHANG) == zygote) return;
     usleep(100'000);
   }
@@ -120,8 +124,8 @@ int WaitForQuorum(const WorkerPool& pool, const MasterOptions& options, bool& in
     }
     if (std::chrono::steady_clock::now() >= next_extend) {
       // Warming can outlast systemd's TimeoutStartSec; tell it we are making progress.
-      NotifySystemd(absl::StrCat("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=warming: ",
-                                 ReadySummary(pool)));
+      NotifySystemd(
+          absl::StrCat("EXTEND_TIMEOUT_USEC=30000000\nSTATUS=warming: ", ReadySummary(pool)));
       next_extend += std::chrono::seconds(10);
     }
     if (const int sig = NextSignal(50); sig == SIGTERM || sig == SIGINT) {
@@ -160,7 +164,8 @@ void UpdateHealth(grpc::HealthCheckServiceInterface& health, const WorkerPool& p
     if (last.count(name) == 0 || last[name] != ready) {
       health.SetServingStatus(name, ready);
       if (last.count(name) != 0) {
-        LOG(WARNING) << "model " << name << ": " << (ready ? "SERVING again" : "NOT_SERVING (below quorum)");
+        LOG(WARNING) << "model " << name << ": "
+                     << (ready ? "SERVING again" : "NOT_SERVING (below quorum)");
       }
       last[name] = ready;
     }
@@ -182,7 +187,8 @@ int RunMaster(const MasterOptions& options) {
   // 1. Flags (parsed by main), the port lock, the model repository.
   std::unique_ptr<PortLock> lock;
   if (options.port != 0) {
-    absl::StatusOr<std::unique_ptr<PortLock>> acquired = PortLock::Acquire(options.lock_dir, options.port);
+    absl::StatusOr<std::unique_ptr<PortLock>> acquired =
+        PortLock::Acquire(options.lock_dir, options.port);
     if (!acquired.ok()) {
       LOG(ERROR) << "startup failed: " << acquired.status().message();
       return 1;
@@ -202,7 +208,8 @@ int RunMaster(const MasterOptions& options) {
   for (const ModelSpec& spec : *specs) {
     absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
     if (!model.ok()) {
-      LOG(ERROR) << "startup failed: load " << spec.config.name() << ": " << model.status().message();
+      LOG(ERROR) << "startup failed: load " << spec.config.name() << ": "
+                 << model.status().message();
       return 1;
     }
     const TorchModelLoadStats& stats = (*model)->stats();
@@ -220,7 +227,7 @@ int RunMaster(const MasterOptions& options) {
     LOG(ERROR) << "startup failed: " << channel.status();
     return 1;
   }
-  absl::StatusOr<pid_t> zygote = ForkZygote(models, std::move(channel->second));
+  absl::StatusOr<pid_t> zygote = ForkZygote(models, channel->first, std::move(channel->second));
   if (!zygote.ok()) {
     LOG(ERROR) << "startup failed: " << zygote.status().message();
     return 1;
@@ -236,14 +243,14 @@ int RunMaster(const MasterOptions& options) {
       WorkerPool::Start(std::move(channel->first), *specs, pool_options);
   if (!pool.ok()) {
     LOG(ERROR) << "startup failed: " << pool.status().message();
-    StopZygote(*zygote, SIGKILL);
+    ReapZygote(*zygote, /*now=*/true);
     return 1;
   }
   NotifySystemd("STATUS=warming workers");
   bool interrupted = false;
   if (const int code = WaitForQuorum(**pool, options, interrupted); code != 0 || interrupted) {
     (*pool)->Stop();
-    StopZygote(*zygote, SIGTERM);
+    ReapZygote(*zygote, /*now=*/false);
     return code;
   }
   timeline.Phase(absl::StrCat("workers warm (", ReadySummary(**pool), ")"));
@@ -256,7 +263,7 @@ int RunMaster(const MasterOptions& options) {
     LOG(ERROR) << "startup failed: cannot listen on " << options.host << ":" << options.port
                << " (in use by another process, or not a local address)";
     (*pool)->Stop();
-    StopZygote(*zygote, SIGTERM);
+    ReapZygote(*zygote, /*now=*/false);
     return 1;
   }
   grpc::HealthCheckServiceInterface& health = *server->GetHealthCheckService();
@@ -271,9 +278,12 @@ int RunMaster(const MasterOptions& options) {
   while (true) {
     const int sig = NextSignal(200);
     if (sig == SIGINT) {
+      // At once: no drain, and no graceful gRPC shutdown (which waits on every client's
+      // GOAWAY acknowledgement). The workers die with the zygote.
       LOG(INFO) << "SIGINT: exiting now";
-      StopZygote(*zygote, SIGKILL);
-      return 130;
+      ReapZygote(*zygote, /*now=*/true);
+      google::FlushLogFiles(google::GLOG_INFO);
+      _exit(130);
     }
     if (sig == SIGTERM) break;
     if (sig != 0) LOG(WARNING) << strsignal(sig) << ": not supported by this version; ignored";
@@ -295,7 +305,7 @@ int RunMaster(const MasterOptions& options) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(options.drain_timeout_s));
   (*pool)->Stop();
-  StopZygote(*zygote, SIGTERM);
+  ReapZygote(*zygote, /*now=*/false);
   LOG(INFO) << "stopped";
   return exit_code;
 }

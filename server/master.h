@@ -19,7 +19,8 @@ struct MasterOptions {
   int max_message_mb = 64;
 };
 
-// Runs the server until TERM (drain, exit 0) or INT (exit 130 at once); returns the exit code.
+// Runs the server until TERM (drain, then returns 0) or INT (exits the process with 130 at
+// once, without returning).
 // Returns 1 after logging why when startup fails. Must be called from main's only thread.
 int RunMaster(const MasterOptions& options);
 

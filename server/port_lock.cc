@@ -24,9 +24,9 @@ absl::StatusOr<std::unique_ptr<PortLock>> PortLock::Acquire(const std::string& d
     char holder[32] = {};
     const ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
     close(fd);
-    return absl::AlreadyExistsError(absl::StrCat(
-        "port ", port, " is taken by another kiln-server (pid ",
-        n > 0 ? absl::StripAsciiWhitespace(holder) : "unknown", ", lock ", path, ")"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("port ", port, " is taken by another kiln-server (pid ",
+                     n > 0 ? absl::StripAsciiWhitespace(holder) : "unknown", ", lock ", path, ")"));
   }
   const std::string pid = absl::StrCat(getpid(), "\n");
   // Best effort: without the pid the lock still holds; a second server's message is poorer.

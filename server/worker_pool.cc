@@ -4,15 +4,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <ctime>
-#include <dirent.h>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/dtype.h"
 #include "glog/logging.h"
 #include "worker/warmup.h"
@@ -51,22 +53,21 @@ struct WorkerPool::ModelState {
 
 const char* WorkerStateName(WorkerState state) {
   switch (state) {
-    case WorkerState::kSpawning: return "spawning";
-    case WorkerState::kWarming: return "warming";
-    case WorkerState::kReady: return "ready";
-    case WorkerState::kBusy: return "busy";
-    case WorkerState::kExited: return "exited";
+    case WorkerState::kSpawning:
+      return "spawning";
+    case WorkerState::kWarming:
+      return "warming";
+    case WorkerState::kReady:
+      return "ready";
+    case WorkerState::kBusy:
+      return "busy";
+    case WorkerState::kExited:
+      return "exited";
   }
   return "?";
 }
 
 namespace {
-
-int64_t MonotonicNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 bool Expired(const InferJob& job, int64_t now) {
   return job.deadline_monotonic_ns != 0 && now >= job.deadline_monotonic_ns;
@@ -86,10 +87,9 @@ uint64_t ArenaBytes(const ModelConfig& config) {
   for (const auto* tensors : {&config.input(), &config.output()}) {
     for (const TensorConfig& tensor : *tensors) {
       const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
-      const int64_t elements =
-          NumElements(ConcreteShape(tensor, config, largest)).value_or(0);
-      bytes = SharedArena::Align(bytes) + static_cast<uint64_t>(elements) *
-                                              (dtype.has_value() ? DTypeSize(*dtype) : 1);
+      const int64_t elements = NumElements(ConcreteShape(tensor, config, largest)).value_or(0);
+      bytes = SharedArena::Align(bytes) +
+              static_cast<uint64_t>(elements) * (dtype.has_value() ? DTypeSize(*dtype) : 1);
     }
   }
   return std::max(kMinArenaBytes, 2 * bytes);
@@ -105,7 +105,8 @@ int VisibleGpuCount() {
   }
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
     const std::string list(visible);
-    const int listed = list.empty() ? 0 : 1 + static_cast<int>(std::count(list.begin(), list.end(), ','));
+    const int listed =
+        list.empty() ? 0 : 1 + static_cast<int>(std::count(list.begin(), list.end(), ','));
     count = std::min(count, listed);
   }
   return count;
@@ -150,7 +151,8 @@ absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& 
   for (const internal::TensorRef& ref : result.outputs()) {
     const std::optional<DType> dtype = DTypeFromName(ref.dtype());
     if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
-      return absl::InternalError(absl::StrCat("worker returned a bad output ref '", ref.name(), "'"));
+      return absl::InternalError(
+          absl::StrCat("worker returned a bad output ref '", ref.name(), "'"));
     }
     Tensor& tensor = outputs.emplace_back();
     tensor.name = ref.name();
@@ -165,10 +167,10 @@ absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& 
 std::string Describe(const internal::WarmupReport& report) {
   std::string shapes;
   for (const internal::ShapeWarmup& shape : report.shapes()) {
-    absl::StrAppendFormat(&shapes, " [b%d%s first %.1f ms, steady %.1f ms]", shape.batch_size(),
-                          shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length())
-                                                      : std::string(),
-                          shape.first_ms(), shape.steady_ms());
+    absl::StrAppendFormat(
+        &shapes, " [b%d%s first %.1f ms, steady %.1f ms]", shape.batch_size(),
+        shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length()) : std::string(),
+        shape.first_ms(), shape.steady_ms());
   }
   return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB;%s",
                          report.warmup_ms(), report.device(), report.intra_op_threads(),
@@ -196,14 +198,16 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(FrameChannel zygot
 
 WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
                        const WorkerPoolOptions& options)
-    : options_(options), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), zygote_(std::move(zygote)) {
+    : options_(options),
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      zygote_(std::move(zygote)) {
   int total_workers = 0;
   for (const ModelSpec& spec : specs) {
     auto model = std::make_unique<ModelState>();
     const ModelConfig& config = spec.config;
     model->spec = &spec;
-    model->workers = options.workers_per_model > 0 ? options.workers_per_model
-                                                   : config.instance_group().count();
+    model->workers =
+        options.workers_per_model > 0 ? options.workers_per_model : config.instance_group().count();
     // The quorum's default is "all workers"; an explicit smaller one is kept, capped.
     model->quorum = config.readiness().quorum() == config.instance_group().count()
                         ? model->workers
@@ -212,8 +216,9 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     total_workers += model->workers;
     models_[config.name()] = std::move(model);
   }
-  const int cores = options.cores > 0 ? options.cores
-                                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int cores = options.cores > 0
+                        ? options.cores
+                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   for (auto& [name, model] : models_) {
     const int configured = model->spec->config.instance_group().intra_op_threads();
     model->threads = configured > 0 ? configured : std::max(1, cores / std::max(1, total_workers));
@@ -277,16 +282,16 @@ absl::Status WorkerPool::Submit(InferJob job) {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
     auto it = models_.find(job.model);
-    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("unknown model '", job.model, "'"));
+    if (it == models_.end())
+      return absl::NotFoundError(absl::StrCat("unknown model '", job.model, "'"));
     ModelState& model = *it->second;
     const int limit = model.spec->config.dynamic_batching().max_queue_size();
     if (static_cast<int>(model.queue.size()) >= limit) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "model '", job.model, "': queue full (", limit,
-          " requests waiting; dynamic_batching.max_queue_size)"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("model '", job.model, "': queue full (", limit,
+                       " requests waiting; dynamic_batching.max_queue_size)"));
     }
     model.queue.push_back(std::move(job));
-    ++in_flight_;
   }
   Wake();
   return absl::OkStatus();
@@ -324,13 +329,6 @@ absl::Status WorkerPool::fatal_error() const {
   return fatal_;
 }
 
-bool WorkerPool::WaitIdle(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](int* in_flight) { return *in_flight == 0; }, &in_flight_),
-                              timeout);
-}
-
 std::vector<WorkerInfo> WorkerPool::Workers() const {
   absl::MutexLock lock(&mu_);
   std::vector<WorkerInfo> infos;
@@ -355,8 +353,7 @@ int WorkerPool::PollTimeoutMsLocked() const {
   int64_t nearest = 0;
   for (const auto& [name, model] : models_) {
     for (const InferJob& job : model->queue) {
-      if (job.deadline_monotonic_ns != 0 &&
-          (nearest == 0 || job.deadline_monotonic_ns < nearest)) {
+      if (job.deadline_monotonic_ns != 0 && (nearest == 0 || job.deadline_monotonic_ns < nearest)) {
         nearest = job.deadline_monotonic_ns;
       }
     }
@@ -436,7 +433,6 @@ void WorkerPool::Loop() {
     }
     workers_.clear();
     zygote_.Close();
-    in_flight_ = 0;
   }
   for (auto& [callback, result] : done) callback(std::move(result));
 }
@@ -458,7 +454,8 @@ void WorkerPool::HandleZygoteLocked() {
     auto it = workers_.find(event.started().worker_id());
     if (it == workers_.end()) return;
     it->second->pid = event.started().pid();
-    if (it->second->state == WorkerState::kSpawning) SetStateLocked(*it->second, WorkerState::kWarming);
+    if (it->second->state == WorkerState::kSpawning)
+      SetStateLocked(*it->second, WorkerState::kWarming);
     LOG(INFO) << "worker " << it->first << " (" << it->second->model->spec->config.name()
               << "): forked as pid " << it->second->pid << ", warming";
   } else if (event.has_exited()) {
@@ -490,24 +487,28 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();
     absl::StatusOr<std::vector<Tensor>> outputs =
-        result.code() == 0 ? CollectOutputs(result, *worker.arena)
-                           : absl::Status(static_cast<absl::StatusCode>(result.code()),
-                                          result.message());
+        result.code() == 0
+            ? CollectOutputs(result, *worker.arena)
+            : absl::Status(static_cast<absl::StatusCode>(result.code()), result.message());
     done.emplace_back(std::move(worker.job->done), std::move(outputs));
     worker.job.reset();
-    --in_flight_;
     SetStateLocked(worker, WorkerState::kReady);
   } else if (frame.has_failed()) {
-    if (fatal_.ok()) {
-      fatal_ = absl::FailedPreconditionError(
-          absl::StrCat("worker ", worker.id, " of model '", name, "' failed: ",
-                       frame.failed().message()));
+    // Before the model ever served, a failure is the model's or the config's (warmup cannot
+    // run): stop. Later, replace the worker; a crash loop still ends in kMaxFailedStarts.
+    if (!model.ever_ready && fatal_.ok()) {
+      fatal_ = absl::FailedPreconditionError(absl::StrCat("worker ", worker.id, " of model '", name,
+                                                          "' failed: ", frame.failed().message()));
       LOG(ERROR) << fatal_;
     }
     WorkerGoneLocked(worker, "it failed", done);
   } else {
-    LOG(DFATAL) << "worker " << worker.id << ": unexpected frame in state "
-                << WorkerStateName(worker.state) << ": " << frame.ShortDebugString();
+    // A frame that does not fit the protocol: never leave a call hanging on it. The worker is
+    // killed and replaced; its call (if any) ends UNAVAILABLE.
+    LOG(ERROR) << "worker " << worker.id << ": unexpected frame in state "
+               << WorkerStateName(worker.state) << ": " << frame.ShortDebugString();
+    if (worker.pid > 0) kill(worker.pid, SIGKILL);
+    WorkerGoneLocked(worker, "it broke the protocol", done);
   }
 }
 
@@ -517,18 +518,17 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
   LOG(WARNING) << "worker " << worker.id << " (" << model.spec->config.name() << ", pid "
                << worker.pid << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
   if (worker.job.has_value()) {
-    done.emplace_back(std::move(worker.job->done),
-                      absl::UnavailableError(absl::StrCat(
-                          "worker ", worker.id, " (pid ", worker.pid,
-                          ") died while serving this request; retry it")));
+    done.emplace_back(
+        std::move(worker.job->done),
+        absl::UnavailableError(absl::StrCat("worker ", worker.id, " (pid ", worker.pid,
+                                            ") died while serving this request; retry it")));
     worker.job.reset();
-    --in_flight_;
   }
   if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
     if (++model.failed_starts >= kMaxFailedStarts && fatal_.ok()) {
-      fatal_ = absl::UnavailableError(absl::StrCat(
-          "workers of model '", model.spec->config.name(), "' died ", model.failed_starts,
-          " times in a row before becoming ready"));
+      fatal_ = absl::UnavailableError(absl::StrCat("workers of model '", model.spec->config.name(),
+                                                   "' died ", model.failed_starts,
+                                                   " times in a row before becoming ready"));
       LOG(ERROR) << fatal_;
     }
   }
@@ -544,7 +544,6 @@ void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
     for (auto it = expired; it != model->queue.end(); ++it) {
       done.emplace_back(std::move(it->done),
                         absl::DeadlineExceededError("deadline expired while queued; not run"));
-      --in_flight_;
     }
     model->queue.erase(expired, model->queue.end());
   }
@@ -570,7 +569,6 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     absl::StatusOr<uint64_t> output_offset = StageInputs(job, *idle->arena, call);
     if (!output_offset.ok()) {
       done.emplace_back(std::move(job.done), output_offset.status());
-      --in_flight_;
       continue;
     }
     call.set_output_offset(*output_offset);

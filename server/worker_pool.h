@@ -27,7 +27,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "common/frame_channel.h"
 #include "common/model_config_loader.h"
 #include "common/shared_arena.h"
@@ -42,7 +41,7 @@ using InferDone = std::function<void(absl::StatusOr<std::vector<Tensor>>)>;
 
 struct InferJob {
   std::string model;
-  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
+  std::vector<TensorView> inputs;     // config input order; the memory must outlive `done`'s call
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
   InferDone done;
 };
@@ -62,7 +61,7 @@ struct WorkerInfo {
   std::string model;
   pid_t pid = 0;
   WorkerState state = WorkerState::kSpawning;
-  int slot = 0;  // position among the model's workers; kept across respawns
+  int slot = 0;                   // position among the model's workers; kept across respawns
   internal::WarmupReport warmup;  // empty until Ready
 };
 
@@ -93,8 +92,6 @@ class WorkerPool {
   // before ready, or the zygote died.
   absl::Status fatal_error() const;
 
-  // Blocks until no job is queued or being served, or `timeout` passes; true when idle.
-  bool WaitIdle(absl::Duration timeout);
   // Stops the loop: queued and running jobs end with UNAVAILABLE, worker channels close (workers
   // exit on EOF), and the zygote's channel closes (it exits too). Idempotent.
   void Stop();
@@ -132,7 +129,6 @@ class WorkerPool {
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // queued + being served
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
 };

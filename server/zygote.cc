@@ -49,8 +49,7 @@ void CloseAll(const std::vector<int>& fds) {
 
 // Forks the worker `spawn` asks for; returns its pid, or -1 when it could not.
 pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
-           const std::map<std::string, TorchModel*>& models, FrameChannel& master,
-           int signal_fd) {
+            const std::map<std::string, TorchModel*>& models, FrameChannel& master, int signal_fd) {
   auto model = models.find(spawn.model());
   if (model == models.end() || fds.size() != 2) {
     LOG(ERROR) << "zygote: bad spawn request for worker " << spawn.worker_id() << " of '"

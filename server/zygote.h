@@ -21,8 +21,7 @@ namespace kiln {
 // Protocol: the master sends ZygoteCommand{spawn} with two fds (the worker's channel end and
 // its arena memfd); the zygote forks, answers ZygoteEvent{started} with the pid, and later
 // ZygoteEvent{exited} with the exit status.
-[[noreturn]] void RunZygote(const std::map<std::string, TorchModel*>& models,
-                            FrameChannel master);
+[[noreturn]] void RunZygote(const std::map<std::string, TorchModel*>& models, FrameChannel master);
 
 }  // namespace kiln
 

@@ -1,8 +1,8 @@
 // The only translation unit of kiln that includes LibTorch headers.
 #include "worker/torch_model.h"
 
-#include <malloc.h>
 #include <ATen/Parallel.h>
+#include <malloc.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/fork_safety.h"
 #include "glog/logging.h"
 
@@ -25,11 +26,6 @@ struct TorchModel::Module {
 };
 
 namespace {
-
-double MillisecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-      .count();
-}
 
 std::optional<c10::ScalarType> ToScalarType(DType dtype) {
   switch (dtype) {

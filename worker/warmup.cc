@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/dtype.h"
 
 namespace kiln {
@@ -40,11 +41,6 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
     // Little-endian integers and bools: a 0/1 low byte is the value.
     for (size_t i = 0; i < n; ++i) bytes[i * DTypeSize(dtype)] = rng() & 1;
   }  // 16-bit floats stay zero: no portable half type here, and zero is a valid warmup value.
-}
-
-double MillisecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-      .count();
 }
 
 double Median(std::vector<double> values) {
@@ -88,25 +84,25 @@ absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config,
                                                      const WarmupShape& shape, uint32_t seed) {
   if (config.warmup().data() == WarmupConfig::DATA_FILE) {
     return absl::FailedPreconditionError(
-        absl::StrCat(config.name(), ": warmup data DATA_FILE is not supported yet; use "
-                                    "DATA_ZERO or DATA_RANDOM"));
+        absl::StrCat(config.name(),
+                     ": warmup data DATA_FILE is not supported yet; use "
+                     "DATA_ZERO or DATA_RANDOM"));
   }
   std::mt19937 rng(seed);
   std::vector<Tensor> inputs;
   for (const TensorConfig& input : config.input()) {
     const std::optional<DType> dtype = DTypeFromDataType(input.data_type());
     if (!dtype.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          config.name(), ": input '", input.name(), "' of ", DataType_Name(input.data_type()),
-          " cannot be warmed with generated data"));
+      return absl::FailedPreconditionError(absl::StrCat(config.name(), ": input '", input.name(),
+                                                        "' of ", DataType_Name(input.data_type()),
+                                                        " cannot be warmed with generated data"));
     }
     Tensor& tensor = inputs.emplace_back();
     tensor.name = input.name();
     tensor.dtype = *dtype;
     tensor.shape = ConcreteShape(input, config, shape);
-    tensor.bytes.assign(static_cast<size_t>(NumElements(tensor.shape).value_or(0)) *
-                            DTypeSize(*dtype),
-                        0);
+    tensor.bytes.assign(
+        static_cast<size_t>(NumElements(tensor.shape).value_or(0)) * DTypeSize(*dtype), 0);
     if (config.warmup().data() == WarmupConfig::DATA_RANDOM) FillRandom(*dtype, tensor.bytes, rng);
   }
   return inputs;

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/dtype.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
@@ -20,12 +21,6 @@
 
 namespace kiln {
 namespace {
-
-int64_t MonotonicNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 int64_t PeakRssBytes() {
   rusage usage;
@@ -43,6 +38,7 @@ void BecomeChildOfZygote() {
   sigprocmask(SIG_UNBLOCK, &all, nullptr);
   for (int sig : {SIGINT, SIGCHLD, SIGTTIN, SIGTTOU}) signal(sig, SIG_DFL);
   for (int sig : {SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_IGN);
+  prctl(PR_SET_NAME, "kiln-worker");
   const pid_t parent = getppid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);  // the zygote died before the prctl took effect
@@ -66,15 +62,18 @@ absl::StatusOr<std::vector<TensorView>> InputViews(const internal::InferCall& ca
     if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
       return absl::InternalError(absl::StrCat("bad tensor ref for input '", ref.name(), "'"));
     }
-    views.push_back(TensorView{ref.name(), *dtype, {ref.shape().begin(), ref.shape().end()},
-                               arena.data() + ref.offset(), ref.nbytes()});
+    views.push_back(TensorView{ref.name(),
+                               *dtype,
+                               {ref.shape().begin(), ref.shape().end()},
+                               arena.data() + ref.offset(),
+                               ref.nbytes()});
   }
   return views;
 }
 
 // Copies `outputs` into the arena from `offset` on and describes them in `result`.
-absl::Status WriteOutputs(const std::vector<Tensor>& outputs, uint64_t offset,
-                          SharedArena& arena, internal::InferResult& result) {
+absl::Status WriteOutputs(const std::vector<Tensor>& outputs, uint64_t offset, SharedArena& arena,
+                          internal::InferResult& result) {
   for (const Tensor& output : outputs) {
     offset = SharedArena::Align(offset);
     if (!arena.Fits(offset, output.bytes.size())) {
@@ -111,8 +110,7 @@ internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
   if (!inputs.ok()) return fail(inputs.status());
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(*inputs);
-  result.set_compute_ms(
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  result.set_compute_ms(MillisecondsSince(start));
   if (!outputs.ok()) return fail(outputs.status());
   if (absl::Status written = WriteOutputs(*outputs, call.output_offset(), arena, result);
       !written.ok()) {
@@ -146,8 +144,7 @@ void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel cha
   report.set_pid(getpid());
   report.set_device(model.DeviceName());
   report.set_intra_op_threads(options.intra_op_threads);
-  report.set_warmup_ms(
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  report.set_warmup_ms(MillisecondsSince(start));
   report.set_peak_rss_bytes(PeakRssBytes());
   if (absl::Status sent = channel.Send(ready); !sent.ok()) _exit(1);  // master gone
 
@@ -157,7 +154,9 @@ void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel cha
     if (absl::IsUnavailable(received)) _exit(0);  // the master closed the channel: we are done
     if (!received.ok()) Fail(channel, id, received);
     if (!frame.has_infer()) continue;
-    if (absl::Status sent = channel.Send(Serve(model, frame.infer(), *arena)); !sent.ok()) {
+    internal::FromWorker reply;
+    *reply.mutable_result() = Serve(model, frame.infer(), *arena);
+    if (absl::Status sent = channel.Send(reply); !sent.ok()) {
       _exit(absl::IsUnavailable(sent) ? 0 : 1);
     }
   }

@@ -1,6 +1,9 @@
 #include "worker/torch_model.h"
 
 #include <algorithm>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -8,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fork_safety.h"
 #include "common/model_config_loader.h"
 #include "common/safetensors.h"
 #include "tests/safetensors_writer.h"
@@ -251,6 +255,31 @@ TEST_CASE("forward rejects inputs that do not fit, without crashing", "[torch]")
     REQUIRE(out->size() == 1);
     CHECK((*out)[0].shape == std::vector<int64_t>{2, 4});
   }
+}
+
+TEST_CASE("loading is fork-safe, a forward pass is not", "[torch][fork]") {
+  // Loading (what the master does before forking the zygote) must leave one thread and no note.
+  // Run in a child: other test cases of this binary already ran forward passes.
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(DemoSpec("resnet18"));
+    if (!model.ok() || !CheckForkSafe("after load").ok()) _exit(2);
+    std::vector<float> data(16, 0.5f);
+    absl::StatusOr<std::unique_ptr<TorchModel>> mlp = TorchModel::Load(DemoSpec("mlp"));
+    if (!mlp.ok()) _exit(3);
+    TensorView in{"input", DType::kFloat32, {1, 16}, data.data(), data.size() * sizeof(float)};
+    if (!(*mlp)->Forward({in}).ok()) _exit(4);
+    const absl::Status after = CheckForkSafe("after forward");
+    _exit(!after.ok() && std::string(after.message()).find("a forward pass ran") !=
+                             std::string::npos
+              ? 0
+              : 5);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 }  // namespace

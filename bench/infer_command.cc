@@ -1,0 +1,368 @@
+#include "bench/infer_command.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "bench/args.h"
+#include "proto/grpc_service.grpc.pb.h"
+
+namespace kiln::bench {
+namespace {
+
+constexpr size_t kSummaryValues = 8;
+
+// A JSON string literal for `text` (UTF-8 passes through; quotes, backslashes and control
+// characters are escaped).
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+bool IsInteger(DType dtype) {
+  switch (dtype) {
+    case DType::kBool:
+    case DType::kUInt8:
+    case DType::kInt8:
+    case DType::kUInt16:
+    case DType::kInt16:
+    case DType::kUInt32:
+    case DType::kInt32:
+    case DType::kUInt64:
+    case DType::kInt64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// One element as text: integers exactly, floats with 6 significant digits.
+std::string ElementText(DType dtype, const uint8_t* data, size_t i) {
+  if (dtype == DType::kUInt64) {
+    uint64_t value;
+    std::memcpy(&value, data + i * sizeof(value), sizeof(value));
+    return absl::StrCat(value);
+  }
+  if (dtype == DType::kInt64) {
+    int64_t value;
+    std::memcpy(&value, data + i * sizeof(value), sizeof(value));
+    return absl::StrCat(value);
+  }
+  const double value = ElementAsDouble(dtype, data, i);
+  if (IsInteger(dtype)) return absl::StrCat(static_cast<int64_t>(value));
+  return absl::StrCat(value);
+}
+
+const char* kInferDescription =
+    "Sends one ModelInfer request (Open Inference Protocol, raw_input_contents) and prints one\n"
+    "line per output: name, datatype, shape, the first values and min/max/mean, then the\n"
+    "round-trip latency. ModelMetadata tells which inputs to send. With --input they come from\n"
+    "a safetensors file (tensor 'x' or 'input.x' for input x); otherwise (--random) from seeded\n"
+    "data: floats uniform in [-1, 1), integers in [0, 100), BOOL 0/1, at shape [--batch, dims]\n"
+    "with every other -1 dim set to --seq.\n"
+    "Exit status: 0 ok, 1 RPC or file error, 2 bad flags.";
+
+}  // namespace
+
+absl::StatusOr<std::vector<TensorView>> InputsFromSafetensors(const SafetensorsIndex& index,
+                                                              const std::vector<InputSpec>& specs,
+                                                              const std::string& source) {
+  std::vector<TensorView> views;
+  for (const InputSpec& spec : specs) {
+    const SafetensorsTensor* tensor = index.Find(spec.name);
+    if (tensor == nullptr) tensor = index.Find(absl::StrCat("input.", spec.name));
+    if (tensor == nullptr) {
+      std::vector<std::string> names;
+      for (const SafetensorsTensor& t : index.tensors()) names.push_back(t.name);
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": no tensor '", spec.name, "' or 'input.", spec.name, "' for input '",
+          spec.name, "' (the file holds: ", names.empty() ? "nothing" : absl::StrJoin(names, ", "),
+          ")"));
+    }
+    const std::optional<DType> dtype = DTypeForOipDatatype(spec.datatype);
+    if (!dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", spec.name, "': datatype ", spec.datatype, " cannot come from safetensors"));
+    }
+    if (tensor->dtype != *dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tensor '", tensor->name, "' is ", DTypeName(tensor->dtype), ", input '",
+          spec.name, "' is ", spec.datatype, " (", DTypeName(*dtype), ")"));
+    }
+    bool shape_ok = tensor->shape.size() == spec.shape.size();
+    for (size_t i = 0; shape_ok && i < spec.shape.size(); ++i) {
+      shape_ok = spec.shape[i] == -1 || spec.shape[i] == tensor->shape[i];
+    }
+    if (!shape_ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tensor '", tensor->name, "' has shape ", ShapeString(tensor->shape),
+          ", input '", spec.name, "' expects ", ShapeString(spec.shape)));
+    }
+    views.push_back({spec.name, tensor->dtype, tensor->shape, tensor->data, tensor->nbytes()});
+  }
+  return views;
+}
+
+absl::StatusOr<std::string> SerializeSafetensors(
+    const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata) {
+  std::string header = "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    for (const auto& [key, value] : metadata) {
+      if (!first) header += ',';
+      first = false;
+      absl::StrAppend(&header, JsonString(key), ":", JsonString(value));
+    }
+    header += '}';
+    first = false;
+  }
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  for (const TensorView& view : tensors) {
+    if (view.name == "__metadata__" || !names.insert(view.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("safetensors: tensor name '", view.name, "' is reserved or repeated"));
+    }
+    const std::optional<int64_t> elements = NumElements(view.shape);
+    if (!elements ||
+        static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes ||
+        (view.data == nullptr && view.nbytes > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("safetensors: tensor '", view.name, "': ", view.nbytes,
+                       " bytes do not match ", DTypeName(view.dtype), " ",
+                       ShapeString(view.shape)));
+    }
+    if (!first) header += ',';
+    first = false;
+    absl::StrAppend(&header, JsonString(view.name), ":{\"dtype\":\"", DTypeName(view.dtype),
+                    "\",\"shape\":[", absl::StrJoin(view.shape, ","), "],\"data_offsets\":[",
+                    offset, ",", offset + view.nbytes, "]}");
+    offset += view.nbytes;
+  }
+  header += '}';
+  header.append((8 - header.size() % 8) % 8, ' ');
+
+  std::string image;
+  image.reserve(8 + header.size() + offset);
+  const uint64_t header_size = header.size();
+  for (int i = 0; i < 8; ++i) image += static_cast<char>((header_size >> (8 * i)) & 0xff);
+  image += header;
+  for (const TensorView& view : tensors) {
+    image.append(static_cast<const char*>(view.data), view.nbytes);
+  }
+  return image;
+}
+
+absl::Status WriteSafetensorsFile(const std::string& path, const std::vector<TensorView>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  absl::StatusOr<std::string> image = SerializeSafetensors(tensors, metadata);
+  if (!image.ok()) return image.status();
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) {
+    return absl::UnavailableError(
+        absl::StrCat(path, ": cannot open for writing: ", std::strerror(errno)));
+  }
+  file.write(image->data(), static_cast<std::streamsize>(image->size()));
+  file.close();
+  if (!file) {
+    return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+std::string SummarizeTensor(const Tensor& tensor) {
+  const std::optional<absl::string_view> datatype = OipDatatypeForDType(tensor.dtype);
+  std::string line = absl::StrCat(tensor.name, " ", datatype ? *datatype : DTypeName(tensor.dtype),
+                                  " ", ShapeString(tensor.shape));
+  const size_t n = tensor.bytes.size() / DTypeSize(tensor.dtype);
+  const uint8_t* data = tensor.bytes.data();
+  std::vector<std::string> values;
+  for (size_t i = 0; i < std::min(n, kSummaryValues); ++i) {
+    values.push_back(ElementText(tensor.dtype, data, i));
+  }
+  if (n > kSummaryValues) values.push_back("...");
+  absl::StrAppend(&line, " [", absl::StrJoin(values, ", "), "]");
+  if (n == 0) return line;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -min;
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double value = ElementAsDouble(tensor.dtype, data, i);
+    min = std::min(min, value);
+    max = std::max(max, value);
+    sum += value;
+  }
+  absl::StrAppend(&line, " min=", min, " max=", max, " mean=", sum / static_cast<double>(n));
+  return line;
+}
+
+int RunInferCommand(const std::vector<std::string>& args) {
+  std::string addr = "127.0.0.1:8001";
+  std::string model;
+  std::string version;
+  std::string input_path;
+  bool random = false;
+  int64_t batch = 1;
+  int64_t seq = 16;
+  int64_t seed = 0;
+  int64_t timeout_ms = 10000;
+  std::string output_path;
+
+  FlagSet flags("kiln-bench infer --model=NAME [--input=FILE.safetensors | --random] [flags]",
+                kInferDescription,
+                {"kiln-bench infer --model=mlp --batch=4",
+                 "kiln-bench infer --model=textcls --random --batch=2 --seq=32 --seed=7",
+                 "kiln-bench infer --model=resnet18 --input=models/resnet18/1/reference.safetensors"
+                 " --output=/tmp/out.safetensors"});
+  flags.AddString("addr", &addr, "server address, host:port");
+  flags.AddString("model", &model, "model name (required)");
+  flags.AddString("version", &version, "model version; empty = the server's choice");
+  flags.AddString("input", &input_path, "safetensors file with the inputs");
+  flags.AddBool("random", &random, "seeded random inputs (the default without --input)");
+  flags.AddInt("batch", &batch, "random inputs: batch size (a leading -1 dim)");
+  flags.AddInt("seq", &seq, "random inputs: every other -1 dim");
+  flags.AddInt("seed", &seed, "random inputs: seed");
+  flags.AddInt("timeout_ms", &timeout_ms, "deadline of each RPC, in milliseconds");
+  flags.AddString("output", &output_path, "write the outputs to this safetensors file");
+  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "infer", args, std::cout, std::cerr)) {
+    return *exit;
+  }
+  std::string problem;
+  if (model.empty()) {
+    problem = "--model is required";
+  } else if (!input_path.empty() && random) {
+    problem = "--input and --random exclude each other";
+  } else if (batch < 1 || seq < 1) {
+    problem = "--batch and --seq must be >= 1";
+  } else if (timeout_ms < 1) {
+    problem = "--timeout_ms must be >= 1";
+  } else if (seed < 0) {
+    problem = "--seed must be >= 0";
+  }
+  if (!problem.empty()) {
+    std::cerr << "kiln-bench infer: " << problem << "\nrun 'kiln-bench infer --help' for its flags\n";
+    return kExitUsage;
+  }
+
+  const std::shared_ptr<grpc::Channel> channel = CreateChannel(addr);
+  const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
+      inference::GRPCInferenceService::NewStub(channel);
+
+  inference::ModelMetadataRequest metadata_request;
+  metadata_request.set_name(model);
+  metadata_request.set_version(version);
+  inference::ModelMetadataResponse metadata;
+  {
+    grpc::ClientContext context;
+    SetTimeout(&context, timeout_ms);
+    const grpc::Status status = stub->ModelMetadata(&context, metadata_request, &metadata);
+    if (!status.ok()) {
+      std::cerr << "kiln-bench: ModelMetadata failed: " << FormatGrpcStatus(status) << "\n";
+      return kExitFailure;
+    }
+  }
+  const std::vector<InputSpec> specs = InputSpecsFromMetadata(metadata);
+
+  std::unique_ptr<MappedSafetensors> file;
+  std::vector<Tensor> random_inputs;
+  std::vector<TensorView> inputs;
+  std::string origin;
+  if (!input_path.empty()) {
+    absl::StatusOr<std::unique_ptr<MappedSafetensors>> opened = MappedSafetensors::Open(input_path);
+    if (!opened.ok()) {
+      std::cerr << "kiln-bench: " << opened.status().message() << "\n";
+      return kExitFailure;
+    }
+    file = std::move(*opened);
+    absl::StatusOr<std::vector<TensorView>> views =
+        InputsFromSafetensors(file->index(), specs, input_path);
+    if (!views.ok()) {
+      std::cerr << "kiln-bench: " << views.status().message() << "\n";
+      return kExitFailure;
+    }
+    inputs = std::move(*views);
+    origin = absl::StrCat("from ", input_path);
+  } else {
+    absl::StatusOr<std::vector<Tensor>> made =
+        MakeRandomInputs(specs, batch, seq, static_cast<uint64_t>(seed));
+    if (!made.ok()) {
+      std::cerr << "kiln-bench: " << made.status().message() << "\n";
+      return kExitFailure;
+    }
+    random_inputs = std::move(*made);
+    for (const Tensor& tensor : random_inputs) inputs.push_back(tensor.view());
+    origin = absl::StrCat("random, seed ", seed);
+  }
+  for (const TensorView& view : inputs) {
+    std::cout << "input  " << view.name << " " << *OipDatatypeForDType(view.dtype) << " "
+              << ShapeString(view.shape) << " (" << origin << ")\n";
+  }
+
+  absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, version, inputs);
+  if (!request.ok()) {
+    std::cerr << "kiln-bench: " << request.status().message() << "\n";
+    return kExitFailure;
+  }
+  inference::ModelInferResponse response;
+  grpc::ClientContext context;
+  SetTimeout(&context, timeout_ms);
+  const auto start = std::chrono::steady_clock::now();
+  const grpc::Status status = stub->ModelInfer(&context, *request, &response);
+  const std::chrono::duration<double, std::milli> latency =
+      std::chrono::steady_clock::now() - start;
+  if (!status.ok()) {
+    std::cerr << "kiln-bench: ModelInfer failed: " << FormatGrpcStatus(status) << "\n";
+    return kExitFailure;
+  }
+  absl::StatusOr<std::vector<Tensor>> outputs = DecodeInferResponse(response);
+  if (!outputs.ok()) {
+    std::cerr << "kiln-bench: " << outputs.status().message() << "\n";
+    return kExitFailure;
+  }
+  for (const Tensor& tensor : *outputs) std::cout << "output " << SummarizeTensor(tensor) << "\n";
+  char latency_text[32];
+  std::snprintf(latency_text, sizeof(latency_text), "%.3f", latency.count());
+  std::cout << "latency " << latency_text << " ms (ModelInfer round trip, " << response.model_name()
+            << " version " << response.model_version() << ")\n";
+
+  if (!output_path.empty()) {
+    std::vector<TensorView> views;
+    for (const Tensor& tensor : *outputs) views.push_back(tensor.view());
+    const absl::Status written = WriteSafetensorsFile(
+        output_path, views,
+        {{"generator", "kiln-bench"}, {"model", model}, {"version", response.model_version()}});
+    if (!written.ok()) {
+      std::cerr << "kiln-bench: " << written.message() << "\n";
+      return kExitFailure;
+    }
+    std::cout << "wrote " << outputs->size() << " output(s) to " << output_path << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace kiln::bench

@@ -1,0 +1,63 @@
+// kiln-bench: kiln's own Open Inference Protocol client. A tiny dispatcher: the first argument
+// names the sub-command, which parses the rest itself (bench/args.h). A new sub-command is one
+// file pair plus one line in kSubcommands.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "bench/args.h"
+#include "bench/health_command.h"
+#include "bench/infer_command.h"
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);
+};
+
+constexpr Subcommand kSubcommands[] = {
+    {"infer", "send one ModelInfer (inputs random or from safetensors), print the outputs",
+     kiln::bench::RunInferCommand},
+    {"health", "grpc.health.v1 Check or Watch, like grpc_health_probe",
+     kiln::bench::RunHealthCommand},
+};
+
+void PrintUsage(std::ostream& out) {
+  out << "kiln-bench: a command-line client for kiln-server (Open Inference Protocol over gRPC)\n"
+         "\n"
+         "usage: kiln-bench <command> [--flag=value ...]\n"
+         "       kiln-bench <command> --help   (the command's flags, defaults and examples)\n"
+         "\n"
+         "commands:\n";
+  for (const Subcommand& command : kSubcommands) {
+    const std::string name = command.name;
+    out << "  " << name << std::string(name.size() < 8 ? 8 - name.size() : 1, ' ')
+        << command.summary << "\n";
+  }
+  out << "\n"
+         "exit status: 0 success, 1 failure (RPC error, not SERVING), 2 bad usage\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    PrintUsage(std::cerr);
+    return kiln::bench::kExitUsage;
+  }
+  const absl::string_view name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    PrintUsage(std::cout);
+    return kiln::bench::kExitOk;
+  }
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  for (const Subcommand& command : kSubcommands) {
+    if (name == command.name) return command.run(args);
+  }
+  std::cerr << "kiln-bench: unknown command '" << name << "'\n\n";
+  PrintUsage(std::cerr);
+  return kiln::bench::kExitUsage;
+}

@@ -1,0 +1,440 @@
+#include "bench/oip_client.h"
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kiln::bench {
+namespace {
+
+using inference::InferTensorContents;
+using inference::ModelInferRequest;
+using inference::ModelInferResponse;
+
+struct OipName {
+  DType dtype;
+  absl::string_view name;
+};
+
+constexpr std::array<OipName, 13> kOipNames = {{
+    {DType::kBool, "BOOL"},
+    {DType::kUInt8, "UINT8"},
+    {DType::kInt8, "INT8"},
+    {DType::kUInt16, "UINT16"},
+    {DType::kInt16, "INT16"},
+    {DType::kUInt32, "UINT32"},
+    {DType::kInt32, "INT32"},
+    {DType::kUInt64, "UINT64"},
+    {DType::kInt64, "INT64"},
+    {DType::kFloat16, "FP16"},
+    {DType::kBFloat16, "BF16"},
+    {DType::kFloat32, "FP32"},
+    {DType::kFloat64, "FP64"},
+}};
+
+// NumElements(shape) * DTypeSize(dtype); std::nullopt for a negative dim or on overflow.
+std::optional<size_t> ByteSize(DType dtype, const std::vector<int64_t>& shape) {
+  const std::optional<int64_t> elements = NumElements(shape);
+  if (!elements) return std::nullopt;
+  const size_t size = DTypeSize(dtype);
+  if (static_cast<uint64_t>(*elements) > std::numeric_limits<size_t>::max() / size) {
+    return std::nullopt;
+  }
+  return static_cast<size_t>(*elements) * size;
+}
+
+template <typename T>
+void Store(uint8_t* dst, size_t i, T value) {
+  std::memcpy(dst + i * sizeof(T), &value, sizeof(T));
+}
+
+template <typename T>
+T Load(const uint8_t* src, size_t i) {
+  T value;
+  std::memcpy(&value, src + i * sizeof(T), sizeof(T));
+  return value;
+}
+
+// [0, 1) from the top 24 (float) or 53 (double) bits of one draw.
+float UnitFloat(std::mt19937_64& rng) { return static_cast<float>(rng() >> 40) * 0x1p-24f; }
+double UnitDouble(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1p-53; }
+
+// Fills `out` (its dtype and size already set) with the documented synthetic data.
+void FillRandom(std::mt19937_64& rng, Tensor* out) {
+  const size_t n = out->bytes.size() / DTypeSize(out->dtype);
+  uint8_t* data = out->bytes.data();
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t small = rng() % 100;  // for the integer types
+    switch (out->dtype) {
+      case DType::kBool:
+        data[i] = static_cast<uint8_t>(small & 1);
+        break;
+      case DType::kUInt8:
+      case DType::kInt8:
+        data[i] = static_cast<uint8_t>(small);
+        break;
+      case DType::kUInt16:
+      case DType::kInt16:
+        Store<uint16_t>(data, i, static_cast<uint16_t>(small));
+        break;
+      case DType::kUInt32:
+      case DType::kInt32:
+        Store<uint32_t>(data, i, static_cast<uint32_t>(small));
+        break;
+      case DType::kUInt64:
+      case DType::kInt64:
+        Store<uint64_t>(data, i, small);
+        break;
+      case DType::kFloat16:
+        Store<uint16_t>(data, i, FloatToHalf(2.0f * UnitFloat(rng) - 1.0f));
+        break;
+      case DType::kBFloat16:
+        Store<uint16_t>(data, i, FloatToBFloat16(2.0f * UnitFloat(rng) - 1.0f));
+        break;
+      case DType::kFloat32:
+        Store<float>(data, i, 2.0f * UnitFloat(rng) - 1.0f);
+        break;
+      case DType::kFloat64:
+        Store<double>(data, i, 2.0 * UnitDouble(rng) - 1.0);
+        break;
+      case DType::kFloat8E4M3:
+      case DType::kFloat8E5M2:
+        data[i] = 0;  // no OIP name: never reached through MakeRandomInputs
+        break;
+    }
+  }
+}
+
+template <typename... Args>
+absl::Status BadOutput(absl::string_view name, const Args&... what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed ModelInfer response: output '", name, "': ", what...));
+}
+
+// Copies typed contents (`values`, of the contents field `field`) into `out` as `T`s.
+template <typename T, typename Values>
+absl::Status CopyTyped(const Values& values, absl::string_view field, int64_t elements,
+                       Tensor* out) {
+  if (static_cast<int64_t>(values.size()) != elements) {
+    return BadOutput(out->name, values.size(), " values in contents.", field, ", expected ",
+                     elements, " for ", ShapeString(out->shape));
+  }
+  out->bytes.resize(static_cast<size_t>(elements) * sizeof(T));
+  for (int64_t i = 0; i < elements; ++i) {
+    Store<T>(out->bytes.data(), static_cast<size_t>(i), static_cast<T>(values[i]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeTyped(const InferTensorContents& contents, int64_t elements, Tensor* out) {
+  switch (out->dtype) {
+    case DType::kBool:
+      return CopyTyped<uint8_t>(contents.bool_contents(), "bool_contents", elements, out);
+    case DType::kInt8:
+      return CopyTyped<int8_t>(contents.int_contents(), "int_contents", elements, out);
+    case DType::kInt16:
+      return CopyTyped<int16_t>(contents.int_contents(), "int_contents", elements, out);
+    case DType::kInt32:
+      return CopyTyped<int32_t>(contents.int_contents(), "int_contents", elements, out);
+    case DType::kInt64:
+      return CopyTyped<int64_t>(contents.int64_contents(), "int64_contents", elements, out);
+    case DType::kUInt8:
+      return CopyTyped<uint8_t>(contents.uint_contents(), "uint_contents", elements, out);
+    case DType::kUInt16:
+      return CopyTyped<uint16_t>(contents.uint_contents(), "uint_contents", elements, out);
+    case DType::kUInt32:
+      return CopyTyped<uint32_t>(contents.uint_contents(), "uint_contents", elements, out);
+    case DType::kUInt64:
+      return CopyTyped<uint64_t>(contents.uint64_contents(), "uint64_contents", elements, out);
+    case DType::kFloat32:
+      return CopyTyped<float>(contents.fp32_contents(), "fp32_contents", elements, out);
+    case DType::kFloat64:
+      return CopyTyped<double>(contents.fp64_contents(), "fp64_contents", elements, out);
+    default:
+      if (elements == 0) return absl::OkStatus();
+      return BadOutput(out->name, *OipDatatypeForDType(out->dtype),
+                       " has no typed contents field; it must come in raw_output_contents");
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, int max_message_bytes) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(max_message_bytes);
+  arguments.SetMaxSendMessageSize(max_message_bytes);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+}
+
+void SetTimeout(grpc::ClientContext* context, int64_t timeout_ms) {
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+}
+
+std::string GrpcCodeName(grpc::StatusCode code) {
+  static constexpr std::array<absl::string_view, 17> kNames = {
+      "OK",
+      "CANCELLED",
+      "UNKNOWN",
+      "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED",
+      "NOT_FOUND",
+      "ALREADY_EXISTS",
+      "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED",
+      "FAILED_PRECONDITION",
+      "ABORTED",
+      "OUT_OF_RANGE",
+      "UNIMPLEMENTED",
+      "INTERNAL",
+      "UNAVAILABLE",
+      "DATA_LOSS",
+      "UNAUTHENTICATED",
+  };
+  const int value = static_cast<int>(code);
+  if (value >= 0 && value < static_cast<int>(kNames.size())) return std::string(kNames[value]);
+  return absl::StrCat("CODE_", value);
+}
+
+std::string FormatGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return "OK";
+  return absl::StrCat(GrpcCodeName(status.error_code()), ": ", status.error_message());
+}
+
+std::optional<absl::string_view> OipDatatypeForDType(DType dtype) {
+  for (const OipName& entry : kOipNames) {
+    if (entry.dtype == dtype) return entry.name;
+  }
+  return std::nullopt;
+}
+
+std::optional<DType> DTypeForOipDatatype(absl::string_view datatype) {
+  for (const OipName& entry : kOipNames) {
+    if (entry.name == datatype) return entry.dtype;
+  }
+  return std::nullopt;
+}
+
+std::vector<InputSpec> InputSpecsFromMetadata(const inference::ModelMetadataResponse& metadata) {
+  std::vector<InputSpec> specs;
+  for (const auto& input : metadata.inputs()) {
+    specs.push_back({input.name(), input.datatype(), {input.shape().begin(), input.shape().end()}});
+  }
+  return specs;
+}
+
+absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape,
+                                                  int64_t batch, int64_t seq) {
+  if (batch < 1 || seq < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch and seq must be >= 1, got batch ", batch, ", seq ", seq));
+  }
+  std::vector<int64_t> resolved;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      resolved.push_back(i == 0 ? batch : seq);
+    } else if (shape[i] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dim ", i, " of shape ", ShapeString(shape), " is ", shape[i],
+                       "; only -1 (variable) may be negative"));
+    } else {
+      resolved.push_back(shape[i]);
+    }
+  }
+  return resolved;
+}
+
+absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec>& specs,
+                                                     int64_t batch, int64_t seq, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Tensor> tensors;
+  for (const InputSpec& spec : specs) {
+    const std::optional<DType> dtype = DTypeForOipDatatype(spec.datatype);
+    if (!dtype) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", spec.name, "': no random data for datatype ", spec.datatype,
+                       spec.datatype == "BYTES" ? " (text inputs need a tokenizer-side client)"
+                                                : ""));
+    }
+    absl::StatusOr<std::vector<int64_t>> shape = ResolveShape(spec.shape, batch, seq);
+    if (!shape.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", spec.name, "': ", shape.status().message()));
+    }
+    const std::optional<size_t> nbytes = ByteSize(*dtype, *shape);
+    if (!nbytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", spec.name, "': shape ", ShapeString(*shape), " is too large"));
+    }
+    Tensor tensor;
+    tensor.name = spec.name;
+    tensor.dtype = *dtype;
+    tensor.shape = std::move(*shape);
+    tensor.bytes.resize(*nbytes);
+    FillRandom(rng, &tensor);
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
+                                                    const std::string& version,
+                                                    const std::vector<TensorView>& inputs) {
+  ModelInferRequest request;
+  request.set_model_name(model);
+  request.set_model_version(version);
+  for (const TensorView& view : inputs) {
+    const std::optional<absl::string_view> datatype = OipDatatypeForDType(view.dtype);
+    if (!datatype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", view.name, "': dtype ", DTypeName(view.dtype), " has no OIP datatype"));
+    }
+    const std::optional<size_t> expected = ByteSize(view.dtype, view.shape);
+    if (!expected || *expected != view.nbytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", view.name, "': ", view.nbytes, " bytes do not match ", *datatype, " ",
+          ShapeString(view.shape)));
+    }
+    if (view.data == nullptr && view.nbytes > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': no data"));
+    }
+    ModelInferRequest::InferInputTensor* input = request.add_inputs();
+    input->set_name(view.name);
+    input->set_datatype(std::string(*datatype));
+    input->mutable_shape()->Add(view.shape.begin(), view.shape.end());
+    request.add_raw_input_contents()->assign(static_cast<const char*>(view.data), view.nbytes);
+  }
+  return request;
+}
+
+absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse& response) {
+  const bool raw = response.raw_output_contents_size() > 0;
+  if (raw && response.raw_output_contents_size() != response.outputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed ModelInfer response: ", response.raw_output_contents_size(),
+        " raw_output_contents for ", response.outputs_size(), " outputs"));
+  }
+  std::vector<Tensor> tensors;
+  tensors.reserve(response.outputs_size());
+  for (int i = 0; i < response.outputs_size(); ++i) {
+    const auto& output = response.outputs(i);
+    Tensor tensor;
+    tensor.name = output.name();
+    tensor.shape.assign(output.shape().begin(), output.shape().end());
+    const std::optional<DType> dtype = DTypeForOipDatatype(output.datatype());
+    if (!dtype) {
+      return BadOutput(output.name(), "datatype '", output.datatype(), "' is not supported",
+                       output.datatype() == "BYTES" ? " (BYTES outputs cannot become tensors)"
+                                                    : "");
+    }
+    tensor.dtype = *dtype;
+    const std::optional<int64_t> elements = NumElements(tensor.shape);
+    const std::optional<size_t> expected = ByteSize(tensor.dtype, tensor.shape);
+    if (!elements || !expected) {
+      return BadOutput(output.name(), "invalid shape ", ShapeString(tensor.shape));
+    }
+    if (raw) {
+      const std::string& bytes = response.raw_output_contents(i);
+      if (bytes.size() != *expected) {
+        return BadOutput(output.name(), bytes.size(), " bytes of raw content, expected ",
+                         *expected, " for ", output.datatype(), " ", ShapeString(tensor.shape));
+      }
+      tensor.bytes.assign(bytes.begin(), bytes.end());
+    } else if (absl::Status status = DecodeTyped(output.contents(), *elements, &tensor);
+               !status.ok()) {
+      return status;
+    }
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+double ElementAsDouble(DType dtype, const uint8_t* data, size_t i) {
+  switch (dtype) {
+    case DType::kBool:
+    case DType::kUInt8:
+      return data[i];
+    case DType::kInt8:
+      return Load<int8_t>(data, i);
+    case DType::kUInt16:
+      return Load<uint16_t>(data, i);
+    case DType::kInt16:
+      return Load<int16_t>(data, i);
+    case DType::kUInt32:
+      return Load<uint32_t>(data, i);
+    case DType::kInt32:
+      return Load<int32_t>(data, i);
+    case DType::kUInt64:
+      return static_cast<double>(Load<uint64_t>(data, i));
+    case DType::kInt64:
+      return static_cast<double>(Load<int64_t>(data, i));
+    case DType::kFloat16:
+      return HalfToFloat(Load<uint16_t>(data, i));
+    case DType::kBFloat16:
+      return BFloat16ToFloat(Load<uint16_t>(data, i));
+    case DType::kFloat32:
+      return Load<float>(data, i);
+    case DType::kFloat64:
+      return Load<double>(data, i);
+    case DType::kFloat8E4M3:
+    case DType::kFloat8E5M2:
+      break;
+  }
+  return std::nan("");
+}
+
+uint16_t FloatToHalf(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude >= 0x7f800000u) {  // Inf or NaN (NaN stays a quiet NaN)
+    return sign | (magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  }
+  if (magnitude >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: Inf
+  if (magnitude < 0x38800000u) {                         // below 2^-14: a half subnormal (or 0)
+    float abs_value;
+    std::memcpy(&abs_value, &magnitude, sizeof(abs_value));
+    return sign | static_cast<uint16_t>(std::nearbyint(abs_value * 0x1p24f));
+  }
+  // Rebias the exponent (127 -> 15) and round the 13 dropped mantissa bits to nearest even.
+  magnitude += 0xc8000fffu + ((magnitude >> 13) & 1u);
+  return sign | static_cast<uint16_t>(magnitude >> 13);
+}
+
+float HalfToFloat(uint16_t bits) {
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
+  const uint32_t exponent = (bits >> 10) & 0x1fu;
+  const uint32_t mantissa = bits & 0x3ffu;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
+    const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+    return sign ? -magnitude : magnitude;
+  }
+  const uint32_t out = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13))
+                                      : (sign | ((exponent + 112) << 23) | (mantissa << 13));
+  float value;
+  std::memcpy(&value, &out, sizeof(value));
+  return value;
+}
+
+uint16_t FloatToBFloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float BFloat16ToFloat(uint16_t bits) {
+  const uint32_t out = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &out, sizeof(value));
+  return value;
+}
+
+}  // namespace kiln::bench

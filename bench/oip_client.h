@@ -1,0 +1,97 @@
+// Client-side helpers shared by kiln-bench's sub-commands: the gRPC channel, Open Inference
+// Protocol (KServe v2) requests built from kiln::TensorView and responses decoded into
+// kiln::Tensor, synthetic inputs for a model's metadata, and gRPC status formatting.
+//
+// Everything here except CreateChannel is a pure function of its arguments: no state, safe to
+// call from any thread (the load generator will call them from many).
+#ifndef KILN_BENCH_OIP_CLIENT_H_
+#define KILN_BENCH_OIP_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/dtype.h"
+#include "common/tensor.h"
+#include "proto/grpc_service.pb.h"
+
+namespace kiln::bench {
+
+// Largest message the client sends or receives; above kiln-server's own default (64 MiB), so
+// the server's limit is the one a user meets.
+inline constexpr int kDefaultMaxMessageBytes = 256 << 20;
+
+// An insecure channel to `address` ("host:port") with the send and receive limits raised to
+// `max_message_bytes`. Channels are thread-safe and meant to be shared.
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
+                                             int max_message_bytes = kDefaultMaxMessageBytes);
+
+// Sets a deadline of now + `timeout_ms` on `context`.
+void SetTimeout(grpc::ClientContext* context, int64_t timeout_ms);
+
+// "UNAVAILABLE", "DEADLINE_EXCEEDED", ...; "CODE_<n>" for a value outside the enum.
+std::string GrpcCodeName(grpc::StatusCode code);
+// "UNAVAILABLE: failed to connect to all addresses" ("OK" for an OK status).
+std::string FormatGrpcStatus(const grpc::Status& status);
+
+// OIP datatype names for kiln dtypes, and back. Every OIP numeric type is known (including
+// UINT16/32/64, which kiln's configs cannot declare but other servers may send); the 8-bit
+// floats have no OIP name and "BYTES" has no DType: both are std::nullopt.
+std::optional<absl::string_view> OipDatatypeForDType(DType dtype);
+std::optional<DType> DTypeForOipDatatype(absl::string_view datatype);
+
+// One input as ModelMetadata describes it: OIP datatype and shape, -1 for variable dims (kiln
+// puts the batch dim first, as -1, for a model with max_batch_size > 0).
+struct InputSpec {
+  std::string name;
+  std::string datatype;
+  std::vector<int64_t> shape;
+};
+std::vector<InputSpec> InputSpecsFromMetadata(const inference::ModelMetadataResponse& metadata);
+
+// The concrete shape to send for a metadata shape: a leading -1 (the batch dim) becomes
+// `batch`, every other -1 becomes `seq`. Any other negative dim, or batch/seq < 1, is an
+// InvalidArgument.
+absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape,
+                                                  int64_t batch, int64_t seq);
+
+// Seeded synthetic data for every input, at ResolveShape(spec.shape, batch, seq): floats
+// (FP16/BF16/FP32/FP64) uniform in [-1, 1), integers uniform in [0, 100), BOOL 0/1. The same
+// specs and seed give the same bytes on every platform. A BYTES input (or an unknown datatype)
+// is an InvalidArgument naming it.
+absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec>& specs,
+                                                     int64_t batch, int64_t seq, uint64_t seed);
+
+// A ModelInferRequest for `model` (and `version`, empty = the server's choice) carrying every
+// input in raw_input_contents (dense row-major little-endian bytes, copied), asking for all
+// outputs. A view whose byte count does not match its shape and dtype, or whose dtype has no
+// OIP name, is an InvalidArgument naming it.
+absl::StatusOr<inference::ModelInferRequest> BuildInferRequest(
+    const std::string& model, const std::string& version, const std::vector<TensorView>& inputs);
+
+// The outputs of a response as tensors, in the response's order. Reads raw_output_contents, or
+// the typed contents when the server sent those instead. A malformed response (raw entries not
+// one per output, a byte or element count that does not match the shape, an unknown datatype,
+// a BYTES output) is an InvalidArgument naming the output.
+absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(
+    const inference::ModelInferResponse& response);
+
+// Reads element `i` of a numeric tensor as a double (FP16/BF16 widened); used for summaries.
+double ElementAsDouble(DType dtype, const uint8_t* data, size_t i);
+
+// IEEE half and bfloat16 conversions (round to nearest even).
+uint16_t FloatToHalf(float value);
+float HalfToFloat(uint16_t bits);
+uint16_t FloatToBFloat16(float value);
+float BFloat16ToFloat(uint16_t bits);
+
+}  // namespace kiln::bench
+
+#endif  // KILN_BENCH_OIP_CLIENT_H_

@@ -1,0 +1,100 @@
+#include "common/fork_safety.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace kiln {
+namespace {
+
+using Catch::Matchers::Contains;
+
+// The notes are process-wide, so each scenario runs in a child of its own; the child writes the
+// check's message (empty when OK) to a pipe.
+std::string CheckInChild(const std::function<void()>& before) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    before();
+    const absl::Status status = CheckForkSafe("a test fork");
+    const std::string message(status.message());
+    (void)!write(fds[1], message.data(), message.size());
+    _exit(status.ok() ? 0 : 3);
+  }
+  close(fds[1]);
+  std::string message;
+  char buffer[512];
+  ssize_t n;
+  while ((n = read(fds[0], buffer, sizeof(buffer))) > 0) message.append(buffer, n);
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK((WEXITSTATUS(status) == 0) == message.empty());
+  return message;
+}
+
+TEST_CASE("a fresh single-threaded process may fork", "[fork]") {
+  CHECK(CheckInChild([] {}).empty());
+}
+
+TEST_CASE("a second thread stops the fork", "[fork]") {
+  const std::string message = CheckInChild([] {
+    // A thread that lives until the process exits.
+    static std::mutex mu;
+    static std::condition_variable never;
+    std::thread([] {
+      std::unique_lock<std::mutex> lock(mu);
+      never.wait(lock, [] { return false; });
+    }).detach();
+  });
+  CHECK_THAT(message, Contains("refusing to fork a test fork"));
+  CHECK_THAT(message, Contains("2 threads are running"));
+}
+
+TEST_CASE("a gRPC object, a forward pass or a CUDA call stops the fork", "[fork]") {
+  CHECK_THAT(CheckInChild(NoteGrpcObjectCreated), Contains("a gRPC object was created"));
+  CHECK_THAT(CheckInChild(NoteForwardPass), Contains("a forward pass ran"));
+  CHECK_THAT(CheckInChild(NoteCudaCall), Contains("CUDA was called"));
+}
+
+TEST_CASE("ForkChecked refuses without forking", "[fork]") {
+  const std::string message = CheckInChild([] {
+    NoteForwardPass();
+    absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
+    // Only one process gets here: a fork would have made two writers.
+    if (pid.ok()) _exit(4);
+  });
+  CHECK_THAT(message, Contains("a forward pass ran"));
+}
+
+TEST_CASE("CountThreads counts this process's threads", "[fork]") {
+  const int before = CountThreads();
+  REQUIRE(before >= 1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::thread thread([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return release; });
+  });
+  CHECK(CountThreads() == before + 1);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_one();
+  thread.join();
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,369 @@
+#include "tests/server_process.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace kiln::testing {
+namespace {
+
+// The fields of /proc/<pid>/stat after the command name, so that fields()[0] is field 3
+// (state); field n is at index n - 3. Empty when the process does not exist.
+std::vector<std::string> StatFields(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return {};
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return {};
+  std::istringstream rest(line.substr(close + 1));
+  std::vector<std::string> fields;
+  for (std::string field; rest >> field;) fields.push_back(field);
+  return fields;
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Copies the environment, with each of `extra` ("NAME=value") replacing its name's entry.
+std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    bool replaced = false;
+    for (const std::string& x : extra) replaced = replaced || name_of(x) == name_of(entry);
+    if (!replaced) env.push_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  for (std::string& s : strings) pointers.push_back(s.data());
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// The master's exit as an exit code, without reaping it (WNOWAIT): a zombie master keeps its
+// pid and its process group id reserved, so the destructor can still kill the group safely.
+std::optional<int> PeekExit(pid_t pid) {
+  siginfo_t info;
+  std::memset(&info, 0, sizeof(info));
+  if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) {
+    return std::nullopt;
+  }
+  if (info.si_code == CLD_EXITED) return info.si_status;
+  return 128 + info.si_status;  // CLD_KILLED, CLD_DUMPED
+}
+
+}  // namespace
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    throw std::runtime_error("cannot bind 127.0.0.1:0");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::optional<ProcessId> Identify(pid_t pid) {
+  const std::vector<std::string> fields = StatFields(pid);
+  if (fields.size() < 20 || fields[0] == "Z" || fields[0] == "X") return std::nullopt;
+  return ProcessId{pid, std::stoull(fields[22 - 3])};
+}
+
+bool IsAlive(const ProcessId& process) {
+  const std::optional<ProcessId> now = Identify(process.pid);
+  return now.has_value() && now->start_ticks == process.start_ticks;
+}
+
+pid_t ParentOf(pid_t pid) {
+  const std::vector<std::string> fields = StatFields(pid);
+  return fields.size() < 2 ? -1 : static_cast<pid_t>(std::stol(fields[4 - 3]));
+}
+
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> children;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return children;
+  while (const dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream in(tasks + "/" + entry->d_name + "/children");
+    for (pid_t child; in >> child;) children.push_back(child);
+  }
+  closedir(dir);
+  return children;
+}
+
+double CpuTimeMs(pid_t pid) {
+  const std::vector<std::string> fields = StatFields(pid);
+  if (fields.size() < 20) return -1;
+  const double ticks = std::stod(fields[14 - 3]) + std::stod(fields[15 - 3]);
+  return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// --- ServerProcess -------------------------------------------------------------------------
+
+ServerProcess::ServerProcess(ServerConfig config) : config_(std::move(config)) {
+  port_ = config_.port != 0 ? config_.port : FreeLoopbackPort();
+  lock_dir_ = config_.lock_dir.empty() ? dir_.path() : config_.lock_dir;
+  log_path_ = dir_.path() + "/server.log";
+
+  std::vector<std::string> args = {
+      config_.binary,
+      "--model_repository=" + config_.model_repository,
+      "--host=127.0.0.1",
+      "--port=" + std::to_string(port_),
+      "--lock_dir=" + lock_dir_,
+  };
+  if (config_.workers > 0) args.push_back("--workers=" + std::to_string(config_.workers));
+  args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
+  std::vector<std::string> env = EnvironmentWith(config_.env);
+  // Everything the child needs is prepared here: after fork() in this multi-threaded process
+  // only async-signal-safe calls are allowed.
+  std::vector<char*> argv = CStrings(args);
+  std::vector<char*> envp = CStrings(env);
+  const int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (log_fd < 0 || null_fd < 0) throw std::runtime_error("cannot open " + log_path_);
+
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    setpgid(0, 0);                     // the whole server tree is one process group
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // if the test process dies, the master dies (and its tree)
+    dup2(null_fd, STDIN_FILENO);
+    dup2(log_fd, STDOUT_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(argv[0], argv.data(), envp.data());
+    static const char kFailed[] = "server_process: execve failed\n";
+    (void)!write(STDERR_FILENO, kFailed, sizeof(kFailed) - 1);
+    _exit(127);
+  }
+  setpgid(pid_, pid_);  // also here, so that the group exists before the child runs
+  close(log_fd);
+  close(null_fd);
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ <= 0) return;
+  // The master is not reaped yet (WaitExit only peeks), so the group id cannot have been reused.
+  KillAll();
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+}
+
+std::string ServerProcess::address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+std::string ServerProcess::log() const { return ReadWholeFile(log_path_); }
+
+bool ServerProcess::WaitServing(std::chrono::milliseconds timeout) {
+  bool serving = false;
+  PollUntil(
+      [&] {
+        if (!IsRunning()) return true;
+        // A fresh channel per try: no reconnect backoff carried over from refused attempts, and
+        // no idle connection left open afterwards (an idle client connection changes how the
+        // server shuts down, which some tests measure).
+        grpc::health::v1::Health::Stub health(LoopbackChannel(port_));
+        grpc::health::v1::HealthCheckResponse::ServingStatus status;
+        serving = HealthCheck(health, "", &status, std::chrono::milliseconds(200)).ok() &&
+                  status == grpc::health::v1::HealthCheckResponse::SERVING;
+        return serving;
+      },
+      timeout, std::chrono::milliseconds(50));
+  return serving;
+}
+
+void ServerProcess::Signal(int sig) const {
+  if (!exit_code_.has_value()) kill(pid_, sig);
+}
+
+void ServerProcess::KillAll() const {
+  // Safe even after the master exited: WaitExit never reaps it, so its pid (the group id) is
+  // still reserved.
+  kill(-pid_, SIGKILL);
+}
+
+std::optional<int> ServerProcess::WaitExit(std::chrono::milliseconds timeout) {
+  PollUntil([this] { return !IsRunning(); }, timeout, std::chrono::milliseconds(10));
+  return exit_code_;
+}
+
+bool ServerProcess::IsRunning() {
+  if (!exit_code_.has_value()) exit_code_ = PeekExit(pid_);
+  return !exit_code_.has_value();
+}
+
+std::vector<ProcessId> ServerProcess::TreePids() const {
+  std::vector<ProcessId> tree;
+  std::vector<pid_t> frontier = {pid_};
+  while (!frontier.empty()) {
+    const pid_t pid = frontier.back();
+    frontier.pop_back();
+    const std::optional<ProcessId> id = Identify(pid);
+    if (!id.has_value()) continue;
+    tree.push_back(*id);
+    for (pid_t child : ChildrenOf(pid)) frontier.push_back(child);
+  }
+  return tree;
+}
+
+std::vector<pid_t> ServerProcess::ZygotePids() const {
+  std::vector<pid_t> zygotes;
+  for (pid_t child : ChildrenOf(pid_)) {
+    if (Identify(child).has_value()) zygotes.push_back(child);
+  }
+  return zygotes;
+}
+
+std::vector<pid_t> ServerProcess::WorkerPids() const {
+  std::vector<pid_t> workers;
+  for (pid_t zygote : ZygotePids()) {
+    for (pid_t child : ChildrenOf(zygote)) {
+      if (Identify(child).has_value()) workers.push_back(child);
+    }
+  }
+  return workers;
+}
+
+// --- OIP client ----------------------------------------------------------------------------
+
+std::shared_ptr<grpc::Channel> LoopbackChannel(int port) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  // Probing a port that is not open yet must not back off for seconds between attempts.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 300);
+  // A subchannel of our own: no connection (or backoff state) shared with other channels.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+std::string OipDatatype(DType dtype) {
+  switch (dtype) {
+    case DType::kBool:
+      return "BOOL";
+    case DType::kUInt8:
+      return "UINT8";
+    case DType::kInt8:
+      return "INT8";
+    case DType::kInt16:
+      return "INT16";
+    case DType::kInt32:
+      return "INT32";
+    case DType::kInt64:
+      return "INT64";
+    case DType::kFloat16:
+      return "FP16";
+    case DType::kBFloat16:
+      return "BF16";
+    case DType::kFloat32:
+      return "FP32";
+    case DType::kFloat64:
+      return "FP64";
+    default:
+      return "";
+  }
+}
+
+inference::ModelInferRequest MakeInferRequest(const std::string& model,
+                                              const std::vector<TensorView>& inputs) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  for (const TensorView& view : inputs) {
+    auto* input = request.add_inputs();
+    input->set_name(view.name);
+    input->set_datatype(OipDatatype(view.dtype));
+    for (int64_t dim : view.shape) input->add_shape(dim);
+    request.add_raw_input_contents(static_cast<const char*>(view.data), view.nbytes);
+  }
+  return request;
+}
+
+grpc::Status ModelInfer(inference::GRPCInferenceService::Stub& stub,
+                        const inference::ModelInferRequest& request,
+                        inference::ModelInferResponse* response,
+                        std::chrono::milliseconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  return stub.ModelInfer(&context, request, response);
+}
+
+grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string& service,
+                         grpc::health::v1::HealthCheckResponse::ServingStatus* serving,
+                         std::chrono::milliseconds timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub.Check(&context, request, &response);
+  if (status.ok() && serving != nullptr) *serving = response.status();
+  return status;
+}
+
+// --- model repositories --------------------------------------------------------------------
+
+std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models) {
+  namespace fs = std::filesystem;
+  for (const auto& [name, model] : models) {
+    dir.WriteFile(name + "/config.pbtxt", model.config);
+    const fs::path version = fs::path(dir.path()) / name / "1";
+    fs::create_directories(version);
+    const fs::path source = fs::path(ModelsDir()) / model.source / "1";
+    for (const char* file :
+         {"model.pt", "model.safetensors", "reference.safetensors", "tokenizer.model"}) {
+      if (fs::exists(source / file)) fs::create_symlink(source / file, version / file);
+    }
+  }
+  return dir.path();
+}
+
+std::string MakeRepository(const TempDir& dir, const std::map<std::string, std::string>& configs) {
+  std::map<std::string, TestModel> models;
+  for (const auto& [name, config] : configs) models[name] = TestModel{name, config};
+  return MakeRepository(dir, models);
+}
+
+}  // namespace kiln::testing

@@ -1,0 +1,172 @@
+// A harness for integration tests that run the real kiln-server binary: start it in a process
+// group of its own, read its log, probe its health, signal it, inspect its process tree (master,
+// zygote, workers), and make sure nothing of it outlives the test. Plus a small Open Inference
+// Protocol client and a helper that builds throw-away model repositories from the demo models.
+//
+// Everything here is for one test thread, except where a comment says otherwise.
+#ifndef KILN_TESTS_SERVER_PROCESS_H_
+#define KILN_TESTS_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/tensor.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
+#include "proto/grpc_service.grpc.pb.h"
+#include "tests/test_paths.h"
+
+namespace kiln::testing {
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
+int FreeLoopbackPort();
+
+// One process as seen in /proc, identified by pid and start time so that a recycled pid is
+// never mistaken for the original process.
+struct ProcessId {
+  pid_t pid = 0;
+  uint64_t start_ticks = 0;  // field 22 of /proc/<pid>/stat
+};
+
+// The identity of a running process, or std::nullopt when there is none (or only a zombie).
+std::optional<ProcessId> Identify(pid_t pid);
+// True while `process` exists and is not a zombie (a zombie has exited: only its entry is left).
+bool IsAlive(const ProcessId& process);
+// The parent pid of `pid` (field 4 of /proc/<pid>/stat), or -1.
+pid_t ParentOf(pid_t pid);
+// The children of every thread of `pid` (/proc/<pid>/task/*/children).
+std::vector<pid_t> ChildrenOf(pid_t pid);
+// User + system CPU time of every thread of `pid` so far, in ms; -1 when it is gone.
+double CpuTimeMs(pid_t pid);
+
+// Polls `done` every `interval` until it returns true or `timeout` passes; returns the last
+// value. The synchronisation every test uses instead of fixed sleeps.
+template <typename Predicate>
+bool PollUntil(Predicate done, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds interval = std::chrono::milliseconds(20));
+
+struct ServerConfig {
+  std::string binary;  // the kiln-server executable
+  std::string model_repository;
+  int port = 0;                         // 0: FreeLoopbackPort()
+  int workers = 1;                      // --workers; 0 leaves the flag out
+  std::string lock_dir;                 // "": a directory of the ServerProcess's own
+  std::vector<std::string> extra_args;  // more flags, e.g. "--drain_timeout_s=5"
+  std::vector<std::string> env;         // "NAME=value" added to (or replacing in) the environment
+};
+
+// Ownership: owns the server's process group and the directory holding its log (and, unless
+// told otherwise, its lock). The destructor SIGKILLs the whole group and reaps the master, so
+// nothing survives a test, even one that failed half-way. Not thread-safe, except the const
+// methods (log(), pid(), port(), TreePids(), ...), which any thread may call.
+class ServerProcess {
+ public:
+  // Starts `binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D [--workers=K]
+  // extra_args...` with stdout and stderr going to a log file. Throws std::runtime_error when
+  // it cannot fork.
+  explicit ServerProcess(ServerConfig config);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  int port() const { return port_; }
+  const std::string& lock_dir() const { return lock_dir_; }
+  std::string address() const;  // "127.0.0.1:<port>"
+  // The log so far (stdout and stderr, interleaved).
+  std::string log() const;
+
+  // Polls grpc.health.v1 Check("") with a 200 ms deadline per try, each on a fresh channel that
+  // is closed afterwards, until it answers SERVING (true), or the master exits or `timeout`
+  // passes (false).
+  bool WaitServing(std::chrono::milliseconds timeout);
+  // Sends `sig` to the master only.
+  void Signal(int sig) const;
+  // SIGKILLs the whole process group at once (master, zygote, workers) without reaping: for
+  // tests that must unblock their client threads quickly after a failure.
+  void KillAll() const;
+  // Waits for the master to exit; its exit code (128 + n for a signal n), or std::nullopt on
+  // timeout. Once it exited, later calls return the same code at once.
+  std::optional<int> WaitExit(std::chrono::milliseconds timeout);
+  // True until the master was reaped by WaitExit (or is a zombie waiting for it).
+  bool IsRunning();
+
+  // The master and every descendant (zygote, workers), master first; empty once it is gone.
+  std::vector<ProcessId> TreePids() const;
+  // The zygote(s): the master's children.
+  std::vector<pid_t> ZygotePids() const;
+  // The workers: children of the zygote(s).
+  std::vector<pid_t> WorkerPids() const;
+
+ private:
+  ServerConfig config_;
+  TempDir dir_;
+  std::string log_path_;
+  std::string lock_dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+};
+
+// --- Open Inference Protocol client ------------------------------------------------------------
+
+// A channel to 127.0.0.1:port that accepts large responses and retries connecting quickly.
+std::shared_ptr<grpc::Channel> LoopbackChannel(int port);
+
+// The OIP datatype ("FP32", "INT64", ...) of a dtype; "" when OIP has none.
+std::string OipDatatype(DType dtype);
+
+// A ModelInferRequest for `model` carrying `inputs` in raw_input_contents.
+inference::ModelInferRequest MakeInferRequest(const std::string& model,
+                                              const std::vector<TensorView>& inputs);
+
+// ModelInfer with a deadline of `timeout` from now.
+grpc::Status ModelInfer(inference::GRPCInferenceService::Stub& stub,
+                        const inference::ModelInferRequest& request,
+                        inference::ModelInferResponse* response, std::chrono::milliseconds timeout);
+
+// grpc.health.v1 Check for `service` with a deadline; the status, and the serving status in
+// `serving` when OK.
+grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string& service,
+                         grpc::health::v1::HealthCheckResponse::ServingStatus* serving,
+                         std::chrono::milliseconds timeout);
+
+// --- model repositories --------------------------------------------------------------------
+
+// Writes a repository under `dir`: for each model name, <dir>/<name>/config.pbtxt with the
+// given text, and <dir>/<name>/1/ holding symlinks to the demo model `source` files (model.pt,
+// model.safetensors, reference.safetensors, tokenizer.model when present). `models` maps a
+// model name to {demo model to take the files from, config text}. Returns dir.path().
+struct TestModel {
+  std::string source;  // a demo model under ModelsDir(): "mlp", "resnet50", ...
+  std::string config;  // config.pbtxt text
+};
+std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);
+// Shorthand: every model is the demo model of the same name.
+std::string MakeRepository(const TempDir& dir, const std::map<std::string, std::string>& configs);
+
+// --- implementation of the template --------------------------------------------------------
+
+template <typename Predicate>
+bool PollUntil(Predicate done, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds interval) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(interval);
+  }
+}
+
+}  // namespace kiln::testing
+
+#endif  // KILN_TESTS_SERVER_PROCESS_H_
