@@ -16,32 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bench/args.h"
+#include "common/safetensors_writer.h"
 #include "proto/grpc_service.grpc.pb.h"
 
 namespace kiln::bench {
 namespace {
 
 constexpr size_t kSummaryValues = 8;
-
-// A JSON string literal for `text` (UTF-8 passes through; quotes, backslashes and control
-// characters are escaped).
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
-      out += escaped;
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
 
 bool IsInteger(DType dtype) {
   switch (dtype) {
@@ -125,74 +106,6 @@ absl::StatusOr<std::vector<TensorView>> InputsFromSafetensors(const SafetensorsI
     views.push_back({spec.name, tensor->dtype, tensor->shape, tensor->data, tensor->nbytes()});
   }
   return views;
-}
-
-absl::StatusOr<std::string> SerializeSafetensors(
-    const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata) {
-  std::string header = "{";
-  bool first = true;
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    for (const auto& [key, value] : metadata) {
-      if (!first) header += ',';
-      first = false;
-      absl::StrAppend(&header, JsonString(key), ":", JsonString(value));
-    }
-    header += '}';
-    first = false;
-  }
-  std::set<std::string> names;
-  uint64_t offset = 0;
-  for (const TensorView& view : tensors) {
-    if (view.name == "__metadata__" || !names.insert(view.name).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("safetensors: tensor name '", view.name, "' is reserved or repeated"));
-    }
-    const std::optional<int64_t> elements = NumElements(view.shape);
-    if (!elements ||
-        static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes ||
-        (view.data == nullptr && view.nbytes > 0)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("safetensors: tensor '", view.name, "': ", view.nbytes,
-                       " bytes do not match ", DTypeName(view.dtype), " ",
-                       ShapeString(view.shape)));
-    }
-    if (!first) header += ',';
-    first = false;
-    absl::StrAppend(&header, JsonString(view.name), ":{\"dtype\":\"", DTypeName(view.dtype),
-                    "\",\"shape\":[", absl::StrJoin(view.shape, ","), "],\"data_offsets\":[",
-                    offset, ",", offset + view.nbytes, "]}");
-    offset += view.nbytes;
-  }
-  header += '}';
-  header.append((8 - header.size() % 8) % 8, ' ');
-
-  std::string image;
-  image.reserve(8 + header.size() + offset);
-  const uint64_t header_size = header.size();
-  for (int i = 0; i < 8; ++i) image += static_cast<char>((header_size >> (8 * i)) & 0xff);
-  image += header;
-  for (const TensorView& view : tensors) {
-    image.append(static_cast<const char*>(view.data), view.nbytes);
-  }
-  return image;
-}
-
-absl::Status WriteSafetensorsFile(const std::string& path, const std::vector<TensorView>& tensors,
-                                  const std::map<std::string, std::string>& metadata) {
-  absl::StatusOr<std::string> image = SerializeSafetensors(tensors, metadata);
-  if (!image.ok()) return image.status();
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) {
-    return absl::UnavailableError(
-        absl::StrCat(path, ": cannot open for writing: ", std::strerror(errno)));
-  }
-  file.write(image->data(), static_cast<std::streamsize>(image->size()));
-  file.close();
-  if (!file) {
-    return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
 }
 
 std::string SummarizeTensor(const Tensor& tensor) {

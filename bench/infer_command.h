@@ -24,15 +24,6 @@ absl::StatusOr<std::vector<TensorView>> InputsFromSafetensors(const SafetensorsI
                                                               const std::vector<InputSpec>& specs,
                                                               const std::string& source);
 
-// A safetensors image of `tensors` (in the given order, back to back) with `metadata` as its
-// "__metadata__"; the JSON header is padded with spaces to a multiple of 8 bytes, so the data
-// section starts 8-aligned. Duplicate names, a dtype/byte-count mismatch, or a null view with
-// bytes are InvalidArgument.
-absl::StatusOr<std::string> SerializeSafetensors(
-    const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata);
-absl::Status WriteSafetensorsFile(const std::string& path, const std::vector<TensorView>& tensors,
-                                  const std::map<std::string, std::string>& metadata);
-
 // "logits FP32 [2, 4] [0.1, -0.3, ...] min=-0.3 max=0.9 mean=0.2": name, OIP datatype, shape,
 // the first (up to) 8 values with "..." when there are more, and min/max/mean over all values.
 std::string SummarizeTensor(const Tensor& tensor);

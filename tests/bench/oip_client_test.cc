@@ -15,6 +15,7 @@
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "common/safetensors.h"
+#include "common/safetensors_writer.h"
 #include "google/protobuf/text_format.h"
 #include "server/infer_codec.h"
 
@@ -425,45 +426,6 @@ TEST_CASE("half and bfloat16 conversions round to nearest even", "[random]") {
 }
 
 // ---- safetensors ------------------------------------------------------------------------------
-
-TEST_CASE("the safetensors writer round-trips through ParseSafetensors", "[safetensors]") {
-  const Tensor logits = MakeTensor<float>("logits", DType::kFloat32, {2, 2}, {1, -2, 3.5f, 4});
-  const Tensor ids = MakeTensor<int64_t>("we\"ird\\name", DType::kInt64, {3}, {1, 2, 3});
-  const Tensor flag = MakeTensor<uint8_t>("flag", DType::kBool, {1}, {1});
-  const Tensor empty = MakeTensor<float>("empty", DType::kFloat32, {0, 4}, {});
-  const std::map<std::string, std::string> metadata = {{"model", "m"}, {"note", "a\nb"}};
-  absl::StatusOr<std::string> image =
-      SerializeSafetensors({flag.view(), logits.view(), ids.view(), empty.view()}, metadata);
-  REQUIRE(image.ok());
-
-  uint64_t header_size = 0;
-  std::memcpy(&header_size, image->data(), 8);
-  CHECK(header_size % 8 == 0);
-
-  absl::StatusOr<SafetensorsIndex> index = ParseSafetensors(
-      reinterpret_cast<const uint8_t*>(image->data()), image->size(), "out", {});
-  REQUIRE(index.ok());
-  CHECK(index->data_start() == 8 + header_size);
-  CHECK(index->metadata() == metadata);
-  REQUIRE(index->tensors().size() == 4);
-  for (const Tensor* tensor : {&logits, &ids, &flag, &empty}) {
-    const SafetensorsTensor* found = index->Find(tensor->name);
-    INFO(tensor->name);
-    REQUIRE(found != nullptr);
-    CHECK(found->dtype == tensor->dtype);
-    CHECK(found->shape == tensor->shape);
-    REQUIRE(found->nbytes() == tensor->bytes.size());
-    CHECK(std::memcmp(found->data, tensor->bytes.data(), found->nbytes()) == 0);
-  }
-}
-
-TEST_CASE("the safetensors writer refuses repeated names and mismatched bytes", "[safetensors]") {
-  const Tensor a = MakeTensor<float>("a", DType::kFloat32, {2}, {1, 2});
-  CHECK_FALSE(SerializeSafetensors({a.view(), a.view()}, {}).ok());
-  Tensor bad = a;
-  bad.shape = {3};
-  CHECK_FALSE(SerializeSafetensors({bad.view()}, {}).ok());
-}
 
 TEST_CASE("inputs come from a safetensors file by name or input.<name>", "[safetensors]") {
   const Tensor x = MakeTensor<float>("input.x", DType::kFloat32, {2, 3}, {1, 2, 3, 4, 5, 6});

@@ -14,7 +14,7 @@
 #include "common/fork_safety.h"
 #include "common/model_config_loader.h"
 #include "common/safetensors.h"
-#include "tests/safetensors_writer.h"
+#include "common/safetensors_writer.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -144,6 +144,12 @@ std::vector<TensorView> MlpTensors(const MappedSafetensors& file) {
   return tensors;
 }
 
+std::string Serialized(const std::vector<TensorView>& tensors, int data_start_mod = 0) {
+  absl::StatusOr<std::string> image = SerializeSafetensors(tensors, {}, data_start_mod);
+  if (!image.ok()) FAIL(image.status().message());
+  return *image;
+}
+
 absl::StatusOr<std::unique_ptr<TorchModel>> LoadWithWeights(const TempDir& tmp,
                                                             const std::string& image) {
   ModelSpec spec = DemoSpec("mlp");
@@ -164,7 +170,7 @@ TEST_CASE("weights that do not match the module are errors naming the tensor", "
     const std::string dropped = tensors.back().name;
     tensors.pop_back();
     absl::StatusOr<std::unique_ptr<TorchModel>> model =
-        LoadWithWeights(tmp, testing::SerializeSafetensors(tensors));
+        LoadWithWeights(tmp, Serialized(tensors));
     REQUIRE_FALSE(model.ok());
     CHECK_THAT(std::string(model.status().message()), Contains("no tensor '" + dropped + "'"));
   }
@@ -172,7 +178,7 @@ TEST_CASE("weights that do not match the module are errors naming the tensor", "
     const float extra[2] = {1, 2};
     tensors.push_back(TensorView{"head.extra", DType::kFloat32, {2}, extra, sizeof(extra)});
     absl::StatusOr<std::unique_ptr<TorchModel>> model =
-        LoadWithWeights(tmp, testing::SerializeSafetensors(tensors));
+        LoadWithWeights(tmp, Serialized(tensors));
     REQUIRE_FALSE(model.ok());
     CHECK_THAT(std::string(model.status().message()),
                Contains("tensor 'head.extra' (F32 [2]) is not a parameter or buffer"));
@@ -182,7 +188,7 @@ TEST_CASE("weights that do not match the module are errors naming the tensor", "
     const std::vector<int64_t> expected = first.shape;
     first.shape = {static_cast<int64_t>(first.nbytes / DTypeSize(first.dtype))};
     absl::StatusOr<std::unique_ptr<TorchModel>> model =
-        LoadWithWeights(tmp, testing::SerializeSafetensors(tensors));
+        LoadWithWeights(tmp, Serialized(tensors));
     REQUIRE_FALSE(model.ok());
     CHECK_THAT(std::string(model.status().message()),
                Contains("tensor '" + first.name + "' is " + std::string(DTypeName(first.dtype)) +
@@ -195,7 +201,7 @@ TEST_CASE("weights that do not match the module are errors naming the tensor", "
     REQUIRE(f32 != tensors.end());
     f32->dtype = DType::kInt32;  // same size, other type
     absl::StatusOr<std::unique_ptr<TorchModel>> model =
-        LoadWithWeights(tmp, testing::SerializeSafetensors(tensors));
+        LoadWithWeights(tmp, Serialized(tensors));
     REQUIRE_FALSE(model.ok());
     CHECK_THAT(std::string(model.status().message()),
                Contains("tensor '" + f32->name + "' is I32"));
@@ -209,7 +215,7 @@ TEST_CASE("misaligned weights are copied, and the model still matches PyTorch", 
   REQUIRE(real.ok());
   TempDir tmp;
   absl::StatusOr<std::unique_ptr<TorchModel>> model =
-      LoadWithWeights(tmp, testing::SerializeSafetensors(MlpTensors(**real), /*data_start_mod=*/1));
+      LoadWithWeights(tmp, Serialized(MlpTensors(**real), /*data_start_mod=*/1));
   REQUIRE(model.ok());
   CHECK((*model)->stats().tensors_copied ==
         static_cast<int64_t>(real->get()->index().tensors().size()));
