@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
 #include "glog/logging.h"
@@ -120,46 +121,15 @@ int DeviceIndex(const InstanceConfig& group, int slot) {
   return visible > 0 ? slot % visible : slot;
 }
 
-// Copies the job's inputs into the arena and describes them in `call`; returns where outputs
-// may start, or ResourceExhausted when the request does not fit.
-absl::StatusOr<uint64_t> StageInputs(const InferJob& job, SharedArena& arena,
-                                     internal::InferCall& call) {
-  uint64_t offset = 0;
-  for (const TensorView& input : job.inputs) {
-    offset = SharedArena::Align(offset);
-    if (!arena.Fits(offset, input.nbytes)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "request too large: input '", input.name, "' needs ", input.nbytes,
-          " bytes beyond offset ", offset, "; the worker arena holds ", arena.size(), " bytes"));
-    }
-    std::memcpy(arena.data() + offset, input.data, input.nbytes);
-    internal::TensorRef& ref = *call.add_inputs();
-    ref.set_name(input.name);
-    ref.set_dtype(std::string(DTypeName(input.dtype)));
-    *ref.mutable_shape() = {input.shape.begin(), input.shape.end()};
-    ref.set_offset(offset);
-    ref.set_nbytes(input.nbytes);
-    offset += input.nbytes;
-  }
-  return SharedArena::Align(offset);
-}
-
-// Copies a worker's outputs out of its arena.
+// Copies a worker's outputs out of its arena (the arena is reused by the next call).
 absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& result,
                                                    const SharedArena& arena) {
+  absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(result.outputs(), arena);
+  if (!views.ok()) return views.status();
   std::vector<Tensor> outputs;
-  for (const internal::TensorRef& ref : result.outputs()) {
-    const std::optional<DType> dtype = DTypeFromName(ref.dtype());
-    if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
-      return absl::InternalError(
-          absl::StrCat("worker returned a bad output ref '", ref.name(), "'"));
-    }
-    Tensor& tensor = outputs.emplace_back();
-    tensor.name = ref.name();
-    tensor.dtype = *dtype;
-    tensor.shape.assign(ref.shape().begin(), ref.shape().end());
-    const uint8_t* begin = arena.data() + ref.offset();
-    tensor.bytes.assign(begin, begin + ref.nbytes());
+  for (const TensorView& view : *views) {
+    const auto* begin = static_cast<const uint8_t*>(view.data);
+    outputs.push_back(Tensor{view.name, view.dtype, view.shape, {begin, begin + view.nbytes}});
   }
   return outputs;
 }
@@ -566,7 +536,8 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     internal::InferCall& call = *frame.mutable_infer();
     call.set_call_id(next_call_id_++);
     call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
-    absl::StatusOr<uint64_t> output_offset = StageInputs(job, *idle->arena, call);
+    absl::StatusOr<uint64_t> output_offset =
+        WriteToArena(job.inputs, 0, *idle->arena, *call.mutable_inputs());
     if (!output_offset.ok()) {
       done.emplace_back(std::move(job.done), output_offset.status());
       continue;

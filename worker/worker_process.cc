@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
 #include "glog/logging.h"
@@ -53,46 +54,6 @@ void BecomeChildOfZygote() {
   _exit(1);
 }
 
-// Input views of a call, pointing into the arena. Checks every ref against the arena's bounds.
-absl::StatusOr<std::vector<TensorView>> InputViews(const internal::InferCall& call,
-                                                   const SharedArena& arena) {
-  std::vector<TensorView> views;
-  for (const internal::TensorRef& ref : call.inputs()) {
-    const std::optional<DType> dtype = DTypeFromName(ref.dtype());
-    if (!dtype.has_value() || !arena.Fits(ref.offset(), ref.nbytes())) {
-      return absl::InternalError(absl::StrCat("bad tensor ref for input '", ref.name(), "'"));
-    }
-    views.push_back(TensorView{ref.name(),
-                               *dtype,
-                               {ref.shape().begin(), ref.shape().end()},
-                               arena.data() + ref.offset(),
-                               ref.nbytes()});
-  }
-  return views;
-}
-
-// Copies `outputs` into the arena from `offset` on and describes them in `result`.
-absl::Status WriteOutputs(const std::vector<Tensor>& outputs, uint64_t offset, SharedArena& arena,
-                          internal::InferResult& result) {
-  for (const Tensor& output : outputs) {
-    offset = SharedArena::Align(offset);
-    if (!arena.Fits(offset, output.bytes.size())) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("output '", output.name, "' (", output.bytes.size(),
-                       " bytes) does not fit in the worker's arena (", arena.size(), " bytes)"));
-    }
-    std::memcpy(arena.data() + offset, output.bytes.data(), output.bytes.size());
-    internal::TensorRef& ref = *result.add_outputs();
-    ref.set_name(output.name);
-    ref.set_dtype(std::string(DTypeName(output.dtype)));
-    *ref.mutable_shape() = {output.shape.begin(), output.shape.end()};
-    ref.set_offset(offset);
-    ref.set_nbytes(output.bytes.size());
-    offset += output.bytes.size();
-  }
-  return absl::OkStatus();
-}
-
 internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
                             SharedArena& arena) {
   internal::InferResult result;
@@ -106,16 +67,17 @@ internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
   if (call.deadline_monotonic_ns() != 0 && MonotonicNowNs() >= call.deadline_monotonic_ns()) {
     return fail(absl::DeadlineExceededError("deadline expired before compute; not run"));
   }
-  absl::StatusOr<std::vector<TensorView>> inputs = InputViews(call, arena);
+  absl::StatusOr<std::vector<TensorView>> inputs = ViewsInArena(call.inputs(), arena);
   if (!inputs.ok()) return fail(inputs.status());
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(*inputs);
   result.set_compute_ms(MillisecondsSince(start));
   if (!outputs.ok()) return fail(outputs.status());
-  if (absl::Status written = WriteOutputs(*outputs, call.output_offset(), arena, result);
-      !written.ok()) {
-    return fail(written);
-  }
+  std::vector<TensorView> views;
+  for (const Tensor& output : *outputs) views.push_back(output.view());
+  absl::StatusOr<uint64_t> written =
+      WriteToArena(views, call.output_offset(), arena, *result.mutable_outputs());
+  if (!written.ok()) return fail(written.status());
   return result;
 }
 

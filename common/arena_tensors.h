@@ -1,0 +1,32 @@
+// Tensors in a worker's shared-memory arena, described by internal::TensorRef frames: the one
+// encoding the master (inputs in, outputs out) and the worker (the reverse) share.
+#ifndef KILN_COMMON_ARENA_TENSORS_H_
+#define KILN_COMMON_ARENA_TENSORS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/shared_arena.h"
+#include "common/tensor.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "proto/worker_frames.pb.h"
+
+namespace kiln {
+
+using TensorRefs = google::protobuf::RepeatedPtrField<internal::TensorRef>;
+
+// Copies `tensors` into `arena` from `offset` on, each at a kArenaAlignment boundary, and
+// appends a ref for each to `refs`. Returns the offset after the last one (aligned), or
+// ResourceExhausted, naming the tensor, when they do not fit.
+absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
+                                      SharedArena& arena, TensorRefs& refs);
+
+// Views of the tensors `refs` describe, pointing into `arena`. Internal when a ref has an
+// unknown dtype or lies outside the arena.
+absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
+                                                     const SharedArena& arena);
+
+}  // namespace kiln
+
+#endif  // KILN_COMMON_ARENA_TENSORS_H_
