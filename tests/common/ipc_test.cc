@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/arena_tensors.h"
 #include "common/frame_channel.h"
 #include "common/shared_arena.h"
 #include "proto/worker_frames.pb.h"
@@ -726,6 +727,57 @@ TEST_CASE("Align rounds up to 64 bytes", "[arena]") {
   CHECK(SharedArena::Align(kMax - 63) == kMax - 63);  // already aligned: 2^64 - 64
   CHECK(SharedArena::Align(kMax - 62) == kMax);       // would wrap: saturates
   CHECK(SharedArena::Align(kMax) == kMax);
+}
+
+TEST_CASE("tensors written to an arena come back as views of the same bytes", "[arena]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("refs", 4096);
+  REQUIRE(arena.ok());
+  const std::vector<float> a = {1.5f, -2.0f, 3.25f};
+  const std::vector<int64_t> b = {7, 8};
+  const std::vector<TensorView> tensors = {
+      {"a", DType::kFloat32, {3}, a.data(), a.size() * sizeof(float)},
+      {"b", DType::kInt64, {1, 2}, b.data(), b.size() * sizeof(int64_t)}};
+  internal::InferCall call;
+  absl::StatusOr<uint64_t> end = WriteToArena(tensors, 1, **arena, *call.mutable_inputs());
+  REQUIRE(end.ok());
+  REQUIRE(call.inputs_size() == 2);
+  CHECK(call.inputs(0).offset() == kArenaAlignment);  // offset 1 rounded up
+  CHECK(call.inputs(1).offset() == 2 * kArenaAlignment);
+  CHECK(*end == 3 * kArenaAlignment);
+
+  absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(call.inputs(), **arena);
+  REQUIRE(views.ok());
+  REQUIRE(views->size() == 2);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    CHECK((*views)[i].name == tensors[i].name);
+    CHECK((*views)[i].dtype == tensors[i].dtype);
+    CHECK((*views)[i].shape == tensors[i].shape);
+    REQUIRE((*views)[i].nbytes == tensors[i].nbytes);
+    CHECK(std::memcmp((*views)[i].data, tensors[i].data, tensors[i].nbytes) == 0);
+  }
+}
+
+TEST_CASE("a tensor that does not fit, or a ref outside the arena, is an error", "[arena]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("small", 1);
+  REQUIRE(arena.ok());
+  std::vector<uint8_t> big((*arena)->size() + 1, 0);
+  internal::InferCall call;
+  absl::StatusOr<uint64_t> end = WriteToArena(
+      {{"big", DType::kUInt8, {static_cast<int64_t>(big.size())}, big.data(), big.size()}}, 0,
+      **arena, *call.mutable_inputs());
+  REQUIRE_FALSE(end.ok());
+  CHECK(end.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(end.status().message()), Catch::Matchers::Contains("tensor 'big'"));
+
+  internal::TensorRef& ref = *call.add_inputs();
+  ref.set_name("outside");
+  ref.set_dtype("F32");
+  ref.set_offset((*arena)->size());
+  ref.set_nbytes(4);
+  CHECK_FALSE(ViewsInArena(call.inputs(), **arena).ok());
+  ref.set_offset(0);
+  ref.set_dtype("F33");
+  CHECK_FALSE(ViewsInArena(call.inputs(), **arena).ok());
 }
 
 }  // namespace
