@@ -23,6 +23,10 @@ DEFINE_int32(workers, 0, "Workers per model; 0 = each model's instance_group.cou
 DEFINE_string(warmup, "on",
               "on: workers warm every shape of the plan before the server is "
               "ready. off: baseline mode, workers serve cold (for benchmarks).");
+DEFINE_string(share_weights, "on",
+              "on: the master loads each model once and every worker "
+              "shares its weights. off: baseline mode, each worker loads its own copy after the "
+              "fork (for benchmarks).");
 DEFINE_string(lock_dir, "",
               "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
               "else /tmp). A second server on the same port refuses to start.");
@@ -70,6 +74,8 @@ bool ValidateFlags() {
   std::string problem;
   if (FLAGS_warmup != "on" && FLAGS_warmup != "off") {
     problem = "--warmup must be on or off, got '" + FLAGS_warmup + "'";
+  } else if (FLAGS_share_weights != "on" && FLAGS_share_weights != "off") {
+    problem = "--share_weights must be on or off, got '" + FLAGS_share_weights + "'";
   } else if (FLAGS_port < 0 || FLAGS_port > 65535) {
     problem = "--port must be in [0, 65535]";
   } else if (FLAGS_workers < 0) {
@@ -112,6 +118,7 @@ int main(int argc, char** argv) {
   options.port = FLAGS_port;
   options.workers_per_model = FLAGS_workers;
   options.warmup = FLAGS_warmup == "on";
+  options.share_weights = FLAGS_share_weights == "on";
   options.lock_dir = FLAGS_lock_dir.empty() ? DefaultLockDir() : FLAGS_lock_dir;
   options.drain_timeout_s = FLAGS_drain_timeout_s;
   options.startup_timeout_s = FLAGS_startup_timeout_s;

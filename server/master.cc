@@ -73,7 +73,8 @@ class Timeline {
 // master exits. Returns its pid in the master; never returns in the zygote.
 // `master_end` is closed in the zygote, so that only the master holds it and the zygote (and
 // every worker it forks) sees EOF when the master closes it.
-absl::StatusOr<pid_t> ForkZygote(const std::vector<std::unique_ptr<TorchModel>>& models,
+absl::StatusOr<pid_t> ForkZygote(const std::vector<ModelSpec>& specs,
+                                 const std::vector<std::unique_ptr<TorchModel>>& models,
                                  FrameChannel& master_end, FrameChannel zygote_end) {
   absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
   if (!pid.ok() || *pid != 0) return pid;
@@ -84,7 +85,7 @@ absl::StatusOr<pid_t> ForkZygote(const std::vector<std::unique_ptr<TorchModel>>&
   prctl(PR_SET_NAME, "kiln-zygote");
   std::map<std::string, TorchModel*> by_name;
   for (const auto& model : models) by_name[model->spec().config.name()] = model.get();
-  RunZygote(by_name, std::move(zygote_end));
+  RunZygote(specs, by_name, std::move(zygote_end));
 }
 
 // Reaps the zygote (its workers die with it through PR_SET_PDEATHSIG). It leaves by itself once
@@ -135,6 +136,26 @@ int WaitForQuorum(const WorkerPool& pool, const MasterOptions& options, bool& in
     }
   }
   return 0;
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> LoadModels(
+    const std::vector<ModelSpec>& specs, Timeline& timeline) {
+  std::vector<std::unique_ptr<TorchModel>> models;
+  for (const ModelSpec& spec : specs) {
+    absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
+    if (!model.ok()) {
+      return absl::Status(model.status().code(), absl::StrCat("load ", spec.config.name(), ": ",
+                                                              model.status().message()));
+    }
+    const TorchModelLoadStats& stats = (*model)->stats();
+    timeline.Phase(absl::StrFormat(
+        "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
+        "shared, %d copied)",
+        spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
+        stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));
+    models.push_back(*std::move(model));
+  }
+  return models;
 }
 
 std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceService& service,
@@ -203,22 +224,14 @@ int RunMaster(const MasterOptions& options) {
   timeline.Phase(absl::StrCat("read model repository ", options.model_repository, " (",
                               specs->size(), " models)"));
 
-  // 2. Load every model: map the weights, load TorchScript, rebind. Still one thread.
-  std::vector<std::unique_ptr<TorchModel>> models;
-  for (const ModelSpec& spec : *specs) {
-    absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
-    if (!model.ok()) {
-      LOG(ERROR) << "startup failed: load " << spec.config.name() << ": "
-                 << model.status().message();
-      return 1;
-    }
-    const TorchModelLoadStats& stats = (*model)->stats();
-    timeline.Phase(absl::StrFormat(
-        "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
-        "shared, %d copied)",
-        spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
-        stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));
-    models.push_back(*std::move(model));
+  // 2. Load every model: map the weights, load TorchScript, rebind. Still one thread. (In the
+  // --share_weights=off baseline the master loads nothing: every worker loads its own copy.)
+  absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> models =
+      options.share_weights ? LoadModels(*specs, timeline)
+                            : std::vector<std::unique_ptr<TorchModel>>();
+  if (!models.ok()) {
+    LOG(ERROR) << "startup failed: " << models.status().message();
+    return 1;
   }
 
   // 3. Fork the zygote, then (only then) start threads.
@@ -227,7 +240,8 @@ int RunMaster(const MasterOptions& options) {
     LOG(ERROR) << "startup failed: " << channel.status();
     return 1;
   }
-  absl::StatusOr<pid_t> zygote = ForkZygote(models, channel->first, std::move(channel->second));
+  absl::StatusOr<pid_t> zygote =
+      ForkZygote(*specs, *models, channel->first, std::move(channel->second));
   if (!zygote.ok()) {
     LOG(ERROR) << "startup failed: " << zygote.status().message();
     return 1;

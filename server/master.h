@@ -13,6 +13,7 @@ struct MasterOptions {
   int port = 8001;
   int workers_per_model = 0;  // 0: each model's instance_group.count
   bool warmup = true;
+  bool share_weights = true;  // false: each worker loads its own copy (a baseline mode)
   std::string lock_dir = "/tmp";
   int drain_timeout_s = 30;
   int startup_timeout_s = 600;

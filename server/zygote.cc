@@ -48,8 +48,14 @@ void CloseAll(const std::vector<int>& fds) {
 }
 
 // Forks the worker `spawn` asks for; returns its pid, or -1 when it could not.
+// The models a worker may be forked for: the spec, and the master's loaded copy (or null).
+struct ZygoteModel {
+  const ModelSpec* spec = nullptr;
+  TorchModel* loaded = nullptr;
+};
+
 pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
-            const std::map<std::string, TorchModel*>& models, FrameChannel& master, int signal_fd) {
+            const std::map<std::string, ZygoteModel>& models, FrameChannel& master, int signal_fd) {
   auto model = models.find(spawn.model());
   if (model == models.end() || fds.size() != 2) {
     LOG(ERROR) << "zygote: bad spawn request for worker " << spawn.worker_id() << " of '"
@@ -76,7 +82,8 @@ pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
     options.intra_op_threads = spawn.intra_op_threads();
     options.device_index = spawn.device_index();
     options.warmup = spawn.warmup();
-    RunWorker(*model->second, options, FrameChannel(fds[0]), *std::move(arena));
+    RunWorker(*model->second.spec, model->second.loaded, options, FrameChannel(fds[0]),
+              *std::move(arena));
   }
   CloseAll(fds);  // the worker has its own copies; the next worker must not inherit these
   internal::ZygoteEvent event;
@@ -105,7 +112,13 @@ void ReapChildren(std::map<pid_t, int>& workers, FrameChannel& master) {
 
 }  // namespace
 
-void RunZygote(const std::map<std::string, TorchModel*>& models, FrameChannel master) {
+void RunZygote(const std::vector<ModelSpec>& specs,
+               const std::map<std::string, TorchModel*>& loaded, FrameChannel master) {
+  std::map<std::string, ZygoteModel> models;
+  for (const ModelSpec& spec : specs) {
+    auto it = loaded.find(spec.config.name());
+    models[spec.config.name()] = {&spec, it == loaded.end() ? nullptr : it->second};
+  }
   SetZygoteSignals();
   const int signal_fd = SignalFdForChildren();
   if (signal_fd < 0) {

@@ -8,20 +8,25 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/frame_channel.h"
+#include "common/model_config_loader.h"
 #include "worker/torch_model.h"
 
 namespace kiln {
 
-// Runs the zygote loop in the current, freshly forked process and never returns. `models` are
-// the master's loaded models, inherited by the fork (shared pages). It exits when the master
+// Runs the zygote loop in the current, freshly forked process and never returns. `specs` are the
+// repository's models; `loaded` the master's loaded models by name, inherited by the fork
+// (shared pages), or empty in the --share_weights=off baseline, where each worker loads its own
+// copy. It exits when the master
 // closes `master` or dies (PR_SET_PDEATHSIG), and its workers die with it.
 //
 // Protocol: the master sends ZygoteCommand{spawn} with two fds (the worker's channel end and
 // its arena memfd); the zygote forks, answers ZygoteEvent{started} with the pid, and later
 // ZygoteEvent{exited} with the exit status.
-[[noreturn]] void RunZygote(const std::map<std::string, TorchModel*>& models, FrameChannel master);
+[[noreturn]] void RunZygote(const std::vector<ModelSpec>& specs,
+                            const std::map<std::string, TorchModel*>& loaded, FrameChannel master);
 
 }  // namespace kiln
 

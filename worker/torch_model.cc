@@ -221,10 +221,11 @@ TorchModel::TorchModel(ModelSpec spec, std::shared_ptr<const MappedSafetensors> 
 
 TorchModel::~TorchModel() = default;
 
-absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& spec) {
+absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& spec,
+                                                             bool map_weights) {
   TorchModelLoadStats stats;
   std::shared_ptr<const MappedSafetensors> weights;
-  if (!spec.weights_path.empty()) {
+  if (map_weights && !spec.weights_path.empty()) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<MappedSafetensors>> mapped =
         MappedSafetensors::Open(spec.weights_path);

@@ -41,7 +41,12 @@ class TorchModel {
   // tensor of the file the module does not have, or a dtype or shape mismatch is an error
   // naming the tensor. Weights without a safetensors file stay on the heap (still shared
   // copy-on-write after fork).
-  static absl::StatusOr<std::unique_ptr<TorchModel>> Load(const ModelSpec& spec);
+  //
+  // With `map_weights` false (the --share_weights=off baseline) the safetensors file is
+  // ignored and the weights stay in the private heap copy torch::jit::load makes, as in a server
+  // where every worker loads its own model.
+  static absl::StatusOr<std::unique_ptr<TorchModel>> Load(const ModelSpec& spec,
+                                                          bool map_weights = true);
   ~TorchModel();
 
   TorchModel(const TorchModel&) = delete;

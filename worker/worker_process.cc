@@ -83,11 +83,19 @@ internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
 
 }  // namespace
 
-void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel channel,
-               std::unique_ptr<SharedArena> arena) {
+void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& options,
+               FrameChannel channel, std::unique_ptr<SharedArena> arena) {
   BecomeChildOfZygote();
   const int id = options.worker_id;
   const auto start = std::chrono::steady_clock::now();
+  std::unique_ptr<TorchModel> own;
+  if (shared == nullptr) {
+    absl::StatusOr<std::unique_ptr<TorchModel>> loaded =
+        TorchModel::Load(spec, /*map_weights=*/false);
+    if (!loaded.ok()) Fail(channel, id, loaded.status());
+    own = *std::move(loaded);
+  }
+  TorchModel& model = shared != nullptr ? *shared : *own;
   TorchModel::SetIntraOpThreads(options.intra_op_threads);
   if (options.device_index >= 0) {
     if (absl::Status device = model.UseCudaDevice(options.device_index); !device.ok()) {

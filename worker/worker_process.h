@@ -24,9 +24,11 @@ struct WorkerOptions {
 
 // Runs the worker in the current (freshly forked) process and never returns: it exits 0 when
 // the master closes the channel, and non-zero after reporting a fatal error (e.g. warmup
-// failed) to the master as WorkerFailed.
-[[noreturn]] void RunWorker(TorchModel& model, const WorkerOptions& options, FrameChannel channel,
-                            std::unique_ptr<SharedArena> arena);
+// failed) to the master as WorkerFailed. `shared` is the model the zygote inherited from the
+// master; when it is null (the --share_weights=off baseline) the worker loads its own copy of
+// `spec` from disk.
+[[noreturn]] void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& options,
+                            FrameChannel channel, std::unique_ptr<SharedArena> arena);
 
 }  // namespace kiln
 
