@@ -37,7 +37,7 @@ struct WorkerPool::Worker {
   FrameChannel channel{-1};
   std::unique_ptr<SharedArena> arena;
   std::optional<InferJob> job;  // the job being served (state kBusy)
-  uint64_t call_id = 0;
+  uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
   internal::WarmupReport warmup;
 };
 
@@ -521,11 +521,13 @@ void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
 
 void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done) {
   while (!model.queue.empty()) {
+    // Least loaded: an idle worker (each serves one call at a time); among those, the one idle
+    // the longest, so every worker keeps serving and stays warm.
     Worker* idle = nullptr;
     for (auto& [id, worker] : workers_) {
-      if (worker->model == &model && worker->state == WorkerState::kReady) {
+      if (worker->model == &model && worker->state == WorkerState::kReady &&
+          (idle == nullptr || worker->call_id < idle->call_id)) {
         idle = worker.get();
-        break;
       }
     }
     if (idle == nullptr) return;
