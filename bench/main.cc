@@ -7,8 +7,10 @@
 
 #include "absl/strings/string_view.h"
 #include "bench/args.h"
+#include "bench/coldstart_command.h"
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
+#include "bench/load_command.h"
 
 namespace {
 
@@ -23,6 +25,10 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunInferCommand},
     {"health", "grpc.health.v1 Check or Watch, like grpc_health_probe",
      kiln::bench::RunHealthCommand},
+    {"coldstart", "start kiln-server N times: time to SERVING, first vs steady latency, PSS",
+     kiln::bench::RunColdstartCommand},
+    {"load", "open- or closed-loop load on one model: rate, throughput, latency percentiles",
+     kiln::bench::RunLoadCommand},
 };
 
 void PrintUsage(std::ostream& out) {
@@ -34,7 +40,7 @@ void PrintUsage(std::ostream& out) {
          "commands:\n";
   for (const Subcommand& command : kSubcommands) {
     const std::string name = command.name;
-    out << "  " << name << std::string(name.size() < 8 ? 8 - name.size() : 1, ' ')
+    out << "  " << name << std::string(name.size() < 11 ? 11 - name.size() : 1, ' ')
         << command.summary << "\n";
   }
   out << "\n"

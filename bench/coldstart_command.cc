@@ -1,0 +1,569 @@
+#include "bench/coldstart_command.h"
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/args.h"
+#include "bench/latency_stats.h"
+#include "bench/oip_client.h"
+#include "bench/server_launcher.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
+#include "proto/grpc_service.grpc.pb.h"
+
+namespace kiln::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+using Clock = std::chrono::steady_clock;
+
+// How long the server may drain after SIGTERM before its process group is SIGKILLed.
+constexpr std::chrono::seconds kStopGrace(30);
+// How many lines of the server's log a failed run shows.
+constexpr size_t kLogTailLines = 20;
+// The seed of the synthetic inputs (the same request in every run).
+constexpr uint64_t kInputSeed = 0;
+
+const char* kColdstartDescription =
+    "Starts kiln-server --repeat times, one run after the other, and measures each cold start:\n"
+    "  ready_ms       fork of kiln-server -> grpc.health.v1 Watch(\"\") reports SERVING (the port\n"
+    "                 opens only once the workers are warm; the Watch waits for it)\n"
+    "  first_ms       the first ModelInfer right after SERVING (seeded random inputs at\n"
+    "                 [--batch, dims] with every other -1 dim set to --seq)\n"
+    "  steady_p50_ms  p50 and p95 of --steady_requests sequential ModelInfer after it (the\n"
+    "  steady_p95_ms  same request)\n"
+    "  ratio          first_ms / steady_p50_ms (1.0 = no cold-request penalty)\n"
+    "  pss_mb         total PSS of the server's process tree (master, zygote, workers), MiB\n"
+    "then stops the server with SIGTERM (SIGKILL of its process group after 30 s) and makes sure\n"
+    "none of its processes is left. Each run gets a free port on 127.0.0.1 and a temporary\n"
+    "--lock_dir; the server's output goes to a log file (in --log_dir, else in a temporary\n"
+    "directory that is kept, and named, only when a run fails).\n"
+    "Prints one line per run, then the median and spread (min..max) of each metric over the runs.\n"
+    "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", \"repeat\",\n"
+    "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", \"pss_mb\"}],\n"
+    "and per metric {\"median\", \"min\", \"max\"}}.\n"
+    "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
+    "log's tail on stderr), 2 bad flags.";
+
+struct Metric {
+  const char* name;
+  double ColdstartRun::*field;
+};
+constexpr Metric kMetrics[] = {
+    {"ready_ms", &ColdstartRun::ready_ms},
+    {"first_ms", &ColdstartRun::first_ms},
+    {"steady_p50_ms", &ColdstartRun::steady_p50_ms},
+    {"steady_p95_ms", &ColdstartRun::steady_p95_ms},
+    {"ratio", &ColdstartRun::ratio},
+    {"pss_mb", &ColdstartRun::pss_mb},
+};
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// Rounds to 3 decimals, so that the JSON stays readable.
+double Round3(double value) { return std::round(value * 1000.0) / 1000.0; }
+
+const char* OnOff(bool value) { return value ? "on" : "off"; }
+
+// Parses an on|off flag value.
+std::optional<bool> ParseOnOff(const std::string& value) {
+  if (value == "on") return true;
+  if (value == "off") return false;
+  return std::nullopt;
+}
+
+std::string SelfExe() {
+  std::error_code error;
+  const fs::path self = fs::read_symlink("/proc/self/exe", error);
+  return error ? "" : self.string();
+}
+
+std::string PathEnv() {
+  const char* path = std::getenv("PATH");
+  return path != nullptr ? path : "";
+}
+
+// The first problem with the flags, or "" when they are fine. Fills the fields of `options` that
+// need more than a copy.
+std::string Validate(ColdstartOptions* options, const std::string& server,
+                     const std::string& warmup, const std::string& share_weights,
+                     const std::string& server_args) {
+  std::error_code error;
+  if (options->model_repository.empty()) return "--model_repository is required";
+  if (!fs::is_directory(options->model_repository, error)) {
+    return absl::StrCat("--model_repository: ", options->model_repository, " is not a directory");
+  }
+  if (options->model.empty()) return "--model is required";
+  if (options->model.find('/') != std::string::npos || options->model == "." ||
+      options->model == "..") {
+    return absl::StrCat("--model: '", options->model, "' is not a model name");
+  }
+  const fs::path config = fs::path(options->model_repository) / options->model / "config.pbtxt";
+  if (!fs::is_regular_file(config, error)) {
+    return absl::StrCat("--model: no model '", options->model, "' in ",
+                        options->model_repository, " (", config.string(), " is missing)");
+  }
+  if (options->workers < 1 || options->workers > 256) {
+    return absl::StrCat("--workers must be in 1..256, got ", options->workers);
+  }
+  const std::optional<bool> warm = ParseOnOff(warmup);
+  if (!warm) return absl::StrCat("--warmup must be on or off, got '", warmup, "'");
+  options->warmup = *warm;
+  const std::optional<bool> share = ParseOnOff(share_weights);
+  if (!share) return absl::StrCat("--share_weights must be on or off, got '", share_weights, "'");
+  options->share_weights = *share;
+  if (options->repeat < 1 || options->repeat > 1000) {
+    return absl::StrCat("--repeat must be in 1..1000, got ", options->repeat);
+  }
+  if (options->steady_requests < 1 || options->steady_requests > 1000000) {
+    return absl::StrCat("--steady_requests must be in 1..1000000, got ", options->steady_requests);
+  }
+  if (options->batch < 1 || options->batch > 65536) {
+    return absl::StrCat("--batch must be in 1..65536, got ", options->batch);
+  }
+  if (options->seq < 1 || options->seq > 1048576) {
+    return absl::StrCat("--seq must be in 1..1048576, got ", options->seq);
+  }
+  if (options->timeout_s < 1 || options->timeout_s > 86400) {
+    return absl::StrCat("--timeout_s must be in 1..86400, got ", options->timeout_s);
+  }
+  absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
+  if (!extra.ok()) return std::string(extra.status().message());
+  options->server_args = std::move(*extra);
+  if (server.empty()) {
+    options->server = DefaultServerBinary(SelfExe(), PathEnv());
+    if (options->server.empty()) {
+      return "no kiln-server beside kiln-bench (../server/kiln-server) nor in PATH; pass --server";
+    }
+  } else {
+    options->server = FindExecutable(server, PathEnv());
+    if (!IsExecutableFile(options->server)) {
+      return absl::StrCat("--server: '", server, "' is not an executable file",
+                          server.find('/') == std::string::npos ? " (nor found in PATH)" : "");
+    }
+  }
+  if (!options->json_path.empty()) {
+    const fs::path json(options->json_path);
+    const fs::path parent = json.has_parent_path() ? json.parent_path() : fs::path(".");
+    if (!fs::is_directory(parent, error)) {
+      return absl::StrCat("--json: directory ", parent.string(), " does not exist");
+    }
+    if (fs::is_directory(json, error)) {
+      return absl::StrCat("--json: ", options->json_path, " is a directory");
+    }
+  }
+  if (!options->log_dir.empty()) {
+    fs::create_directories(options->log_dir, error);
+    if (!fs::is_directory(options->log_dir, error)) {
+      return absl::StrCat("--log_dir: cannot create the directory ", options->log_dir);
+    }
+  }
+  return "";
+}
+
+// A channel of its own (no subchannel shared with an earlier run) that reconnects quickly while
+// the port is still closed, so that Watch connects within ~100 ms of the port opening.
+std::shared_ptr<grpc::Channel> ColdstartChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kDefaultMaxMessageBytes);
+  args.SetMaxSendMessageSize(kDefaultMaxMessageBytes);
+  args.SetInt("grpc.initial_reconnect_backoff_ms", 20);
+  args.SetInt("grpc.min_reconnect_backoff_ms", 20);
+  args.SetInt("grpc.max_reconnect_backoff_ms", 100);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// " (kiln-server exited: exit code 1)" once the server has exited, else "".
+std::string ExitNote(const LaunchedServer& server) {
+  const std::optional<ExitStatus> exit = server.PeekExit();
+  return exit ? absl::StrCat(" (kiln-server exited: ", exit->Describe(), ")") : "";
+}
+
+// Watches health service "" from before the port opens until it reports SERVING; returns the
+// moment it did. Fails when the server exits first (the call is cancelled by a thread that
+// polls the master), the stream ends, or `deadline` passes.
+absl::StatusOr<Clock::time_point> WaitServing(Health::Stub& stub, const LaunchedServer& server,
+                                              Clock::time_point deadline, int64_t timeout_s) {
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           deadline - Clock::now()));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool server_exited = false;
+  std::thread watcher([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!done) {
+      if (server.PeekExit()) {
+        server_exited = true;
+        context.TryCancel();
+        return;
+      }
+      cv.wait_for(lock, std::chrono::milliseconds(10));
+    }
+  });
+  HealthCheckRequest request;
+  request.set_service("");
+  std::unique_ptr<grpc::ClientReaderInterface<HealthCheckResponse>> reader =
+      stub.Watch(&context, request);
+  HealthCheckResponse response;
+  std::optional<Clock::time_point> serving;
+  std::string last = "none";
+  while (reader->Read(&response)) {
+    if (response.status() == HealthCheckResponse::SERVING) {
+      serving = Clock::now();
+      break;
+    }
+    last = HealthCheckResponse::ServingStatus_Name(response.status());
+  }
+  context.TryCancel();  // done with the stream either way
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  watcher.join();
+  const grpc::Status status = reader->Finish();
+  if (serving) return *serving;
+  if (server_exited || server.PeekExit()) {
+    return absl::UnavailableError(
+        absl::StrCat("kiln-server exited before SERVING: ", server.PeekExit()->Describe()));
+  }
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "kiln-server not SERVING within --timeout_s=", timeout_s, " s (last health status: ",
+        last, ")"));
+  }
+  return absl::UnavailableError(absl::StrCat("Health.Watch ended before SERVING: ",
+                                             FormatGrpcStatus(status), " (last health status: ",
+                                             last, ")"));
+}
+
+// One timed ModelInfer.
+absl::StatusOr<double> TimedInfer(inference::GRPCInferenceService::Stub& stub,
+                                  const inference::ModelInferRequest& request,
+                                  inference::ModelInferResponse* response, int64_t timeout_s) {
+  grpc::ClientContext context;
+  SetTimeout(&context, timeout_s * 1000);
+  const Clock::time_point start = Clock::now();
+  const grpc::Status status = stub.ModelInfer(&context, request, response);
+  const double latency = Ms(Clock::now() - start);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("ModelInfer failed: ", FormatGrpcStatus(status)));
+  }
+  return latency;
+}
+
+// The measurements of one run against a started server (everything but stopping it).
+absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& server, int port,
+                        ColdstartRun* run) {
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  const std::shared_ptr<grpc::Channel> channel = ColdstartChannel(address);
+  const std::unique_ptr<Health::Stub> health = Health::NewStub(channel);
+  const std::unique_ptr<inference::GRPCInferenceService::Stub> oip =
+      inference::GRPCInferenceService::NewStub(channel);
+
+  absl::StatusOr<Clock::time_point> serving =
+      WaitServing(*health, server, server.started_at() + std::chrono::seconds(options.timeout_s),
+                  options.timeout_s);
+  if (!serving.ok()) return serving.status();
+  run->ready_ms = Ms(*serving - server.started_at());
+
+  // ModelMetadata is answered by the master from the config: no worker sees it, so the
+  // ModelInfer below is still the first thing the model serves.
+  inference::ModelMetadataRequest metadata_request;
+  metadata_request.set_name(options.model);
+  inference::ModelMetadataResponse metadata;
+  {
+    grpc::ClientContext context;
+    SetTimeout(&context, options.timeout_s * 1000);
+    const grpc::Status status = oip->ModelMetadata(&context, metadata_request, &metadata);
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat("ModelMetadata failed: ",
+                                                 FormatGrpcStatus(status), ExitNote(server)));
+    }
+  }
+  absl::StatusOr<std::vector<Tensor>> inputs = MakeRandomInputs(
+      InputSpecsFromMetadata(metadata), options.batch, options.seq, kInputSeed);
+  if (!inputs.ok()) return inputs.status();
+  std::vector<TensorView> views;
+  for (const Tensor& tensor : *inputs) views.push_back(tensor.view());
+  absl::StatusOr<inference::ModelInferRequest> request =
+      BuildInferRequest(options.model, "", views);
+  if (!request.ok()) return request.status();
+
+  inference::ModelInferResponse response;
+  absl::StatusOr<double> first = TimedInfer(*oip, *request, &response, options.timeout_s);
+  if (!first.ok()) {
+    return absl::Status(first.status().code(),
+                        absl::StrCat("first ", first.status().message(), ExitNote(server)));
+  }
+  run->first_ms = *first;
+  if (absl::StatusOr<std::vector<Tensor>> outputs = DecodeInferResponse(response); !outputs.ok()) {
+    return absl::Status(outputs.status().code(),
+                        absl::StrCat("first response: ", outputs.status().message()));
+  }
+
+  std::vector<double> steady;
+  steady.reserve(static_cast<size_t>(options.steady_requests));
+  for (int64_t i = 0; i < options.steady_requests; ++i) {
+    absl::StatusOr<double> latency = TimedInfer(*oip, *request, &response, options.timeout_s);
+    if (!latency.ok()) {
+      return absl::Status(latency.status().code(),
+                          absl::StrCat("steady request ", i + 1, ": ", latency.status().message(),
+                                       ExitNote(server)));
+    }
+    steady.push_back(*latency);
+  }
+  const LatencySummary summary = Summarize(std::move(steady));
+  run->steady_p50_ms = summary.p50;
+  run->steady_p95_ms = summary.p95;
+  run->ratio = summary.p50 > 0 ? run->first_ms / summary.p50 : 0;
+
+  absl::StatusOr<TreeMemory> memory = TreePss(server.pid());
+  if (!memory.ok()) {
+    return absl::Status(memory.status().code(),
+                        absl::StrCat("memory: ", memory.status().message(), ExitNote(server)));
+  }
+  run->pss_mb = static_cast<double>(memory->pss_kb) / 1024.0;
+  run->processes = memory->processes;
+  // The channel and the stubs go when this returns, before the server is stopped: no idle
+  // connection of ours is left for its drain.
+  return absl::OkStatus();
+}
+
+// One whole run: start the server (its output to `log_path`), measure, stop it.
+absl::StatusOr<ColdstartRun> RunOnce(const ColdstartOptions& options, const std::string& lock_dir,
+                                     const std::string& log_path) {
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  if (!port.ok()) return port.status();
+  absl::StatusOr<std::unique_ptr<LaunchedServer>> server =
+      LaunchedServer::Start(ColdstartServerArgv(options, *port, lock_dir), log_path);
+  if (!server.ok()) return server.status();
+  ColdstartRun run;
+  if (absl::Status measured = MeasureRun(options, **server, *port, &run); !measured.ok()) {
+    return measured;  // ~LaunchedServer kills the process group
+  }
+  absl::StatusOr<LaunchedServer::StopResult> stopped = (*server)->Stop(kStopGrace);
+  if (!stopped.ok()) return stopped.status();
+  if (stopped->killed) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "kiln-server did not exit within ", kStopGrace.count(),
+        " s of SIGTERM; its process group was SIGKILLed"));
+  }
+  if (!(stopped->exit == ExitStatus{false, 0})) {
+    return absl::InternalError(
+        absl::StrCat("kiln-server ended with ", stopped->exit.Describe(), " after SIGTERM"));
+  }
+  return run;
+}
+
+}  // namespace
+
+std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
+                                      ColdstartOptions* options, std::ostream& out,
+                                      std::ostream& err) {
+  ColdstartOptions parsed;
+  std::string server;
+  std::string warmup = "on";
+  std::string share_weights = "on";
+  std::string server_args;
+  FlagSet flags(
+      "kiln-bench coldstart --model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
+      "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
+      "           [--repeat=3] [--steady_requests=50] [--batch=1] [--seq=16] [--timeout_s=300]\n"
+      "           [--json=FILE] [--log_dir=DIR]",
+      kColdstartDescription,
+      {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
+       "kiln-bench coldstart --model_repository=models --model=resnet50 --workers=2 "
+       "--warmup=off --json=/tmp/cold.json",
+       "kiln-bench coldstart --model_repository=models --model=resnet18 --share_weights=off "
+       "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs"});
+  flags.AddString("model_repository", &parsed.model_repository,
+                  "model repository the server loads (required; every model in it is loaded)");
+  flags.AddString("model", &parsed.model, "model to send requests to (required)");
+  flags.AddString("server", &server,
+                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
+                  "else kiln-server in PATH");
+  flags.AddInt("workers", &parsed.workers, "the server's --workers (per model), 1..256");
+  flags.AddString("warmup", &warmup, "the server's --warmup: on, or off (baseline: cold workers)");
+  flags.AddString("share_weights", &share_weights,
+                  "the server's --share_weights: on, or off (baseline: a copy per worker)");
+  flags.AddString("server_args", &server_args,
+                  "more server flags, space-separated --name=value words (no quoting); not "
+                  "the flags above, --host, --port or --lock_dir");
+  flags.AddInt("repeat", &parsed.repeat, "how many cold starts, one after the other, 1..1000");
+  flags.AddInt("steady_requests", &parsed.steady_requests,
+               "sequential requests after the first one, for the steady p50/p95");
+  flags.AddInt("batch", &parsed.batch, "batch size of the requests (a leading -1 dim)");
+  flags.AddInt("seq", &parsed.seq, "every other -1 dim of the requests");
+  flags.AddInt("timeout_s", &parsed.timeout_s,
+               "deadline for SERVING (from the fork) and for each request, in seconds");
+  flags.AddString("json", &parsed.json_path, "also write the runs and the summary to this file");
+  flags.AddString("log_dir", &parsed.log_dir,
+                  "keep the server logs here (coldstart-<model>-run<N>.log, overwritten); "
+                  "default: a temporary directory kept only when a run fails");
+  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "coldstart", args, out, err)) {
+    return *exit;
+  }
+  const std::string problem = Validate(&parsed, server, warmup, share_weights, server_args);
+  if (!problem.empty()) {
+    err << "kiln-bench coldstart: " << problem
+        << "\nrun 'kiln-bench coldstart --help' for its flags\n";
+    return kExitUsage;
+  }
+  *options = std::move(parsed);
+  return std::nullopt;
+}
+
+std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, int port,
+                                             const std::string& lock_dir) {
+  ServerCommand command;
+  command.binary = options.server;
+  command.model_repository = options.model_repository;
+  command.port = port;
+  command.lock_dir = lock_dir;
+  command.workers = options.workers;
+  command.warmup = options.warmup;
+  command.share_weights = options.share_weights;
+  command.extra_args = options.server_args;
+  return ServerArgv(command);
+}
+
+std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
+  return absl::StrFormat(
+      "run %d/%d: ready %.1f ms, first %.2f ms, steady p50 %.2f ms p95 %.2f ms, ratio %.2f, "
+      "pss %.1f MB (%d processes)",
+      index, total, run.ready_ms, run.first_ms, run.steady_p50_ms, run.steady_p95_ms, run.ratio,
+      run.pss_mb, run.processes);
+}
+
+std::string FormatColdstartSummary(const ColdstartOptions& options,
+                                   const std::vector<ColdstartRun>& runs) {
+  std::string out = absl::StrFormat(
+      "summary: %s, %d worker(s), warmup %s, share_weights %s, %d run(s): median (min..max)\n",
+      options.model, options.workers, OnOff(options.warmup), OnOff(options.share_weights),
+      runs.size());
+  for (const Metric& metric : kMetrics) {
+    std::vector<double> values;
+    for (const ColdstartRun& run : runs) values.push_back(run.*metric.field);
+    const Spread spread = MedianAndSpread(std::move(values));
+    absl::StrAppendFormat(&out, "  %-14s %10.2f  (%.2f..%.2f)\n", metric.name, spread.median,
+                          spread.min, spread.max);
+  }
+  return out;
+}
+
+std::string ColdstartJson(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs) {
+  nlohmann::ordered_json doc;
+  doc["model"] = options.model;
+  doc["workers"] = options.workers;
+  doc["warmup"] = OnOff(options.warmup);
+  doc["share_weights"] = OnOff(options.share_weights);
+  doc["repeat"] = options.repeat;
+  doc["runs"] = nlohmann::ordered_json::array();
+  for (const ColdstartRun& run : runs) {
+    nlohmann::ordered_json entry;
+    for (const Metric& metric : kMetrics) entry[metric.name] = Round3(run.*metric.field);
+    doc["runs"].push_back(std::move(entry));
+  }
+  for (const Metric& metric : kMetrics) {
+    std::vector<double> values;
+    for (const ColdstartRun& run : runs) values.push_back(run.*metric.field);
+    const Spread spread = MedianAndSpread(std::move(values));
+    doc[metric.name] = {{"median", Round3(spread.median)},
+                        {"min", Round3(spread.min)},
+                        {"max", Round3(spread.max)}};
+  }
+  return doc.dump(2) + "\n";
+}
+
+int RunColdstartCommand(const std::vector<std::string>& args) {
+  ColdstartOptions options;
+  if (std::optional<int> exit = ParseColdstartArgs(args, &options, std::cout, std::cerr)) {
+    return *exit;
+  }
+  absl::StatusOr<std::string> work_dir = MakeTempDir("kiln-coldstart");
+  if (!work_dir.ok()) {
+    std::cerr << "kiln-bench coldstart: " << work_dir.status().message() << "\n";
+    return kExitFailure;
+  }
+  const std::string lock_dir = *work_dir + "/lock";
+  std::error_code error;
+  fs::create_directory(lock_dir, error);
+  if (error) {
+    std::cerr << "kiln-bench coldstart: cannot create " << lock_dir << ": " << error.message()
+              << "\n";
+    return kExitFailure;
+  }
+  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
+
+  std::vector<std::string> shown = ColdstartServerArgv(options, 0, lock_dir);
+  for (std::string& arg : shown) {
+    if (arg == "--port=0") arg = "--port=<a free port per run>";
+  }
+  std::cout << "coldstart: model " << options.model << ", " << options.workers
+            << " worker(s), warmup " << OnOff(options.warmup) << ", share_weights "
+            << OnOff(options.share_weights) << ", " << options.repeat << " run(s), "
+            << options.steady_requests << " steady requests (batch " << options.batch << ", seq "
+            << options.seq << ")\n"
+            << "server: " << absl::StrJoin(shown, " ") << "\n"
+            << std::flush;
+
+  std::vector<ColdstartRun> runs;
+  for (int64_t i = 1; i <= options.repeat; ++i) {
+    const std::string log_path =
+        absl::StrCat(log_dir, "/coldstart-", options.model, "-run", i, ".log");
+    absl::StatusOr<ColdstartRun> run = RunOnce(options, lock_dir, log_path);
+    if (!run.ok()) {
+      std::cerr << "kiln-bench coldstart: run " << i << "/" << options.repeat
+                << " failed: " << run.status().message() << "\n"
+                << "server log (kept): " << log_path << "\n";
+      const std::string tail = FileTail(log_path, kLogTailLines);
+      if (!tail.empty()) {
+        std::cerr << "--- last lines of the log ---\n" << tail << "\n---\n";
+      }
+      return kExitFailure;
+    }
+    runs.push_back(*run);
+    std::cout << FormatRunLine(static_cast<size_t>(i), static_cast<size_t>(options.repeat), *run);
+    if (!options.log_dir.empty()) std::cout << ", log " << log_path;
+    std::cout << std::endl;
+  }
+  std::cout << FormatColdstartSummary(options, runs);
+  fs::remove_all(*work_dir, error);  // every run succeeded: nothing to keep
+
+  if (!options.json_path.empty()) {
+    std::ofstream json(options.json_path, std::ios::trunc);
+    json << ColdstartJson(options, runs);
+    json.close();
+    if (!json) {
+      std::cerr << "kiln-bench coldstart: cannot write " << options.json_path << "\n";
+      return kExitFailure;
+    }
+    std::cout << "wrote " << options.json_path << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace kiln::bench

@@ -1,0 +1,78 @@
+// `kiln-bench coldstart`: starts kiln-server --repeat times and measures what a deploy or a
+// scale-out costs: the time from the fork to gRPC health SERVING, the latency of the very first
+// request against the steady latency after it, and the server's memory (PSS of the whole process
+// tree). The server is started, measured and stopped by this process (bench/server_launcher.h).
+#ifndef KILN_BENCH_COLDSTART_COMMAND_H_
+#define KILN_BENCH_COLDSTART_COMMAND_H_
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace kiln::bench {
+
+// The validated flags of one coldstart invocation.
+struct ColdstartOptions {
+  std::string model_repository;
+  std::string model;
+  std::string server;  // resolved path of the kiln-server executable
+  int64_t workers = 1;
+  bool warmup = true;
+  bool share_weights = true;
+  std::vector<std::string> server_args;  // split --server_args
+  int64_t repeat = 3;
+  int64_t steady_requests = 50;
+  int64_t batch = 1;
+  int64_t seq = 16;
+  int64_t timeout_s = 300;
+  std::string json_path;  // "" = no JSON file
+  std::string log_dir;    // "" = logs in a temporary directory, kept only on failure
+};
+
+// Parses and validates `args` (the arguments after "coldstart"). On success fills `options` and
+// returns std::nullopt; on --help prints the usage to `out` and returns 0; on a bad flag prints
+// "kiln-bench coldstart: <reason>" and a hint to `err` and returns 2. Checks the files too:
+// the repository must be a directory holding <model>/config.pbtxt, the server an executable
+// (default: DefaultServerBinary of /proc/self/exe and $PATH), the --json file's directory must
+// exist; --log_dir is created when missing.
+std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
+                                      ColdstartOptions* options, std::ostream& out,
+                                      std::ostream& err);
+
+// The kiln-server command line of one run (see ServerArgv in bench/server_launcher.h).
+std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, int port,
+                                             const std::string& lock_dir);
+
+// What one run measured.
+struct ColdstartRun {
+  double ready_ms = 0;       // fork -> grpc.health.v1 Watch("") says SERVING
+  double first_ms = 0;       // the first ModelInfer after SERVING
+  double steady_p50_ms = 0;  // --steady_requests sequential ModelInfer after it
+  double steady_p95_ms = 0;
+  double ratio = 0;  // first_ms / steady_p50_ms
+  double pss_mb = 0;  // total PSS of the server's process tree, MiB
+  size_t processes = 0;  // how many processes that tree had
+};
+
+// "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, pss 410.2
+// MB (3 processes)".
+std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run);
+
+// The summary over `runs`: one line per metric with the median and the spread (min..max).
+std::string FormatColdstartSummary(const ColdstartOptions& options,
+                                   const std::vector<ColdstartRun>& runs);
+
+// The --json document (see --help): the settings, every run, and per metric
+// {"median", "min", "max"}.
+std::string ColdstartJson(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs);
+
+// Runs the sub-command; `args` are the arguments after "coldstart". Returns the exit status:
+// 0 when every run succeeded, 1 when one failed (the reason and the server log's tail on
+// stderr), 2 for bad flags.
+int RunColdstartCommand(const std::vector<std::string>& args);
+
+}  // namespace kiln::bench
+
+#endif  // KILN_BENCH_COLDSTART_COMMAND_H_
