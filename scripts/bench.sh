@@ -35,9 +35,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A repository holding only model $1 (files linked from models/).
+# A repository holding only model $1 (files linked from models/), kept with the results so that
+# every recorded command can be run again.
 repo_of() {
-  local dir="$work/repo-$1"
+  local dir="$out/repo-$1"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir/$1/1"
     cp "models/$1/config.pbtxt" "$dir/$1/"
