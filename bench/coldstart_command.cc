@@ -56,8 +56,10 @@ const char* kColdstartDescription =
     "--lock_dir; the server's output goes to a log file (in --log_dir, else in a temporary\n"
     "directory that is kept, and named, only when a run fails).\n"
     "Prints one line per run, then the median and spread (min..max) of each metric over the runs.\n"
-    "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", \"repeat\",\n"
-    "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", \"pss_mb\"}],\n"
+    "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", "
+    "\"repeat\",\n"
+    "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", "
+    "\"pss_mb\"}],\n"
     "and per metric {\"median\", \"min\", \"max\"}}.\n"
     "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
     "log's tail on stderr), 2 bad flags.";
@@ -117,8 +119,8 @@ std::string Validate(ColdstartOptions* options, const std::string& server,
   }
   const fs::path config = fs::path(options->model_repository) / options->model / "config.pbtxt";
   if (!fs::is_regular_file(config, error)) {
-    return absl::StrCat("--model: no model '", options->model, "' in ",
-                        options->model_repository, " (", config.string(), " is missing)");
+    return absl::StrCat("--model: no model '", options->model, "' in ", options->model_repository,
+                        " (", config.string(), " is missing)");
   }
   if (options->workers < 1 || options->workers > 256) {
     return absl::StrCat("--workers must be in 1..256, got ", options->workers);
@@ -204,9 +206,9 @@ absl::StatusOr<Clock::time_point> WaitServing(Health::Stub& stub, const Launched
                                               Clock::time_point deadline, int64_t timeout_s) {
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                           deadline - Clock::now()));
+  context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - Clock::now()));
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -250,13 +252,13 @@ absl::StatusOr<Clock::time_point> WaitServing(Health::Stub& stub, const Launched
         absl::StrCat("kiln-server exited before SERVING: ", server.PeekExit()->Describe()));
   }
   if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "kiln-server not SERVING within --timeout_s=", timeout_s, " s (last health status: ",
-        last, ")"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("kiln-server not SERVING within --timeout_s=", timeout_s,
+                     " s (last health status: ", last, ")"));
   }
-  return absl::UnavailableError(absl::StrCat("Health.Watch ended before SERVING: ",
-                                             FormatGrpcStatus(status), " (last health status: ",
-                                             last, ")"));
+  return absl::UnavailableError(
+      absl::StrCat("Health.Watch ended before SERVING: ", FormatGrpcStatus(status),
+                   " (last health status: ", last, ")"));
 }
 
 // One timed ModelInfer.
@@ -291,20 +293,13 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
 
   // ModelMetadata is answered by the master from the config: no worker sees it, so the
   // ModelInfer below is still the first thing the model serves.
-  inference::ModelMetadataRequest metadata_request;
-  metadata_request.set_name(options.model);
-  inference::ModelMetadataResponse metadata;
-  {
-    grpc::ClientContext context;
-    SetTimeout(&context, options.timeout_s * 1000);
-    const grpc::Status status = oip->ModelMetadata(&context, metadata_request, &metadata);
-    if (!status.ok()) {
-      return absl::UnavailableError(absl::StrCat("ModelMetadata failed: ",
-                                                 FormatGrpcStatus(status), ExitNote(server)));
-    }
+  absl::StatusOr<inference::ModelMetadataResponse> metadata =
+      FetchModelMetadata(*oip, options.model, "", options.timeout_s * 1000);
+  if (!metadata.ok()) {
+    return absl::UnavailableError(absl::StrCat(metadata.status().message(), ExitNote(server)));
   }
-  absl::StatusOr<std::vector<Tensor>> inputs = MakeRandomInputs(
-      InputSpecsFromMetadata(metadata), options.batch, options.seq, kInputSeed);
+  absl::StatusOr<std::vector<Tensor>> inputs =
+      MakeRandomInputs(InputSpecsFromMetadata(*metadata), options.batch, options.seq, kInputSeed);
   if (!inputs.ok()) return inputs.status();
   std::vector<TensorView> views;
   for (const Tensor& tensor : *inputs) views.push_back(tensor.view());
@@ -367,9 +362,9 @@ absl::StatusOr<ColdstartRun> RunOnce(const ColdstartOptions& options, const std:
   absl::StatusOr<LaunchedServer::StopResult> stopped = (*server)->Stop(kStopGrace);
   if (!stopped.ok()) return stopped.status();
   if (stopped->killed) {
-    return absl::DeadlineExceededError(absl::StrCat(
-        "kiln-server did not exit within ", kStopGrace.count(),
-        " s of SIGTERM; its process group was SIGKILLed"));
+    return absl::DeadlineExceededError(
+        absl::StrCat("kiln-server did not exit within ", kStopGrace.count(),
+                     " s of SIGTERM; its process group was SIGKILLed"));
   }
   if (!(stopped->exit == ExitStatus{false, 0})) {
     return absl::InternalError(

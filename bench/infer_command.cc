@@ -80,9 +80,8 @@ absl::StatusOr<std::vector<TensorView>> InputsFromSafetensors(const SafetensorsI
       std::vector<std::string> names;
       for (const SafetensorsTensor& t : index.tensors()) names.push_back(t.name);
       return absl::InvalidArgumentError(absl::StrCat(
-          source, ": no tensor '", spec.name, "' or 'input.", spec.name, "' for input '",
-          spec.name, "' (the file holds: ", names.empty() ? "nothing" : absl::StrJoin(names, ", "),
-          ")"));
+          source, ": no tensor '", spec.name, "' or 'input.", spec.name, "' for input '", spec.name,
+          "' (the file holds: ", names.empty() ? "nothing" : absl::StrJoin(names, ", "), ")"));
     }
     const std::optional<DType> dtype = DTypeForOipDatatype(spec.datatype);
     if (!dtype) {
@@ -178,7 +177,8 @@ int RunInferCommand(const std::vector<std::string>& args) {
     problem = "--seed must be >= 0";
   }
   if (!problem.empty()) {
-    std::cerr << "kiln-bench infer: " << problem << "\nrun 'kiln-bench infer --help' for its flags\n";
+    std::cerr << "kiln-bench infer: " << problem
+              << "\nrun 'kiln-bench infer --help' for its flags\n";
     return kExitUsage;
   }
 
@@ -186,20 +186,13 @@ int RunInferCommand(const std::vector<std::string>& args) {
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
 
-  inference::ModelMetadataRequest metadata_request;
-  metadata_request.set_name(model);
-  metadata_request.set_version(version);
-  inference::ModelMetadataResponse metadata;
-  {
-    grpc::ClientContext context;
-    SetTimeout(&context, timeout_ms);
-    const grpc::Status status = stub->ModelMetadata(&context, metadata_request, &metadata);
-    if (!status.ok()) {
-      std::cerr << "kiln-bench: ModelMetadata failed: " << FormatGrpcStatus(status) << "\n";
-      return kExitFailure;
-    }
+  absl::StatusOr<inference::ModelMetadataResponse> metadata =
+      FetchModelMetadata(*stub, model, version, timeout_ms);
+  if (!metadata.ok()) {
+    std::cerr << "kiln-bench: " << metadata.status().message() << "\n";
+    return kExitFailure;
   }
-  const std::vector<InputSpec> specs = InputSpecsFromMetadata(metadata);
+  const std::vector<InputSpec> specs = InputSpecsFromMetadata(*metadata);
 
   std::unique_ptr<MappedSafetensors> file;
   std::vector<Tensor> random_inputs;

@@ -247,22 +247,15 @@ int RunLoadCommand(const std::vector<std::string>& args) {
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(addr);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
-  inference::ModelMetadataRequest metadata_request;
-  metadata_request.set_name(model);
-  metadata_request.set_version(version);
-  inference::ModelMetadataResponse metadata;
-  {
-    grpc::ClientContext context;
-    // Not --timeout_ms, which may be set tiny on purpose to provoke DEADLINE_EXCEEDED.
-    SetTimeout(&context, std::max<int64_t>(timeout_ms, 10000));
-    const grpc::Status status = stub->ModelMetadata(&context, metadata_request, &metadata);
-    if (!status.ok()) {
-      std::cerr << "kiln-bench: ModelMetadata failed: " << FormatGrpcStatus(status) << "\n";
-      return kExitFailure;
-    }
+  // Not --timeout_ms, which may be set tiny on purpose to provoke DEADLINE_EXCEEDED.
+  absl::StatusOr<inference::ModelMetadataResponse> metadata =
+      FetchModelMetadata(*stub, model, version, std::max<int64_t>(timeout_ms, 10000));
+  if (!metadata.ok()) {
+    std::cerr << "kiln-bench: " << metadata.status().message() << "\n";
+    return kExitFailure;
   }
   absl::StatusOr<std::vector<Tensor>> inputs =
-      MakeRandomInputs(InputSpecsFromMetadata(metadata), batch, seq, static_cast<uint64_t>(seed));
+      MakeRandomInputs(InputSpecsFromMetadata(*metadata), batch, seq, static_cast<uint64_t>(seed));
   if (!inputs.ok()) {
     std::cerr << "kiln-bench: " << inputs.status().message() << "\n";
     return kExitFailure;

@@ -220,6 +220,23 @@ std::optional<DType> DTypeForOipDatatype(absl::string_view datatype) {
   return std::nullopt;
 }
 
+absl::StatusOr<inference::ModelMetadataResponse> FetchModelMetadata(
+    inference::GRPCInferenceService::Stub& stub, const std::string& model,
+    const std::string& version, int64_t timeout_ms) {
+  inference::ModelMetadataRequest request;
+  request.set_name(model);
+  request.set_version(version);
+  inference::ModelMetadataResponse metadata;
+  grpc::ClientContext context;
+  SetTimeout(&context, timeout_ms);
+  const grpc::Status status = stub.ModelMetadata(&context, request, &metadata);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("ModelMetadata failed: ", FormatGrpcStatus(status)));
+  }
+  return metadata;
+}
+
 std::vector<InputSpec> InputSpecsFromMetadata(const inference::ModelMetadataResponse& metadata) {
   std::vector<InputSpec> specs;
   for (const auto& input : metadata.inputs()) {
@@ -228,8 +245,8 @@ std::vector<InputSpec> InputSpecsFromMetadata(const inference::ModelMetadataResp
   return specs;
 }
 
-absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape,
-                                                  int64_t batch, int64_t seq) {
+absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape, int64_t batch,
+                                                  int64_t seq) {
   if (batch < 1 || seq < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch and seq must be >= 1, got batch ", batch, ", seq ", seq));
@@ -239,9 +256,9 @@ absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& sh
     if (shape[i] == -1) {
       resolved.push_back(i == 0 ? batch : seq);
     } else if (shape[i] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("dim ", i, " of shape ", ShapeString(shape), " is ", shape[i],
-                       "; only -1 (variable) may be negative"));
+      return absl::InvalidArgumentError(absl::StrCat("dim ", i, " of shape ", ShapeString(shape),
+                                                     " is ", shape[i],
+                                                     "; only -1 (variable) may be negative"));
     } else {
       resolved.push_back(shape[i]);
     }
@@ -256,10 +273,9 @@ absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec
   for (const InputSpec& spec : specs) {
     const std::optional<DType> dtype = DTypeForOipDatatype(spec.datatype);
     if (!dtype) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input '", spec.name, "': no random data for datatype ", spec.datatype,
-                       spec.datatype == "BYTES" ? " (text inputs need a tokenizer-side client)"
-                                                : ""));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", spec.name, "': no random data for datatype ", spec.datatype,
+          spec.datatype == "BYTES" ? " (text inputs need a tokenizer-side client)" : ""));
     }
     absl::StatusOr<std::vector<int64_t>> shape = ResolveShape(spec.shape, batch, seq);
     if (!shape.ok()) {
@@ -296,9 +312,9 @@ absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
     }
     const std::optional<size_t> expected = ByteSize(view.dtype, view.shape);
     if (!expected || *expected != view.nbytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", view.name, "': ", view.nbytes, " bytes do not match ", *datatype, " ",
-          ShapeString(view.shape)));
+      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': ", view.nbytes,
+                                                     " bytes do not match ", *datatype, " ",
+                                                     ShapeString(view.shape)));
     }
     if (view.data == nullptr && view.nbytes > 0) {
       return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': no data"));
@@ -315,9 +331,9 @@ absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
 absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse& response) {
   const bool raw = response.raw_output_contents_size() > 0;
   if (raw && response.raw_output_contents_size() != response.outputs_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "malformed ModelInfer response: ", response.raw_output_contents_size(),
-        " raw_output_contents for ", response.outputs_size(), " outputs"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed ModelInfer response: ", response.raw_output_contents_size(),
+                     " raw_output_contents for ", response.outputs_size(), " outputs"));
   }
   std::vector<Tensor> tensors;
   tensors.reserve(response.outputs_size());
@@ -328,9 +344,9 @@ absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse
     tensor.shape.assign(output.shape().begin(), output.shape().end());
     const std::optional<DType> dtype = DTypeForOipDatatype(output.datatype());
     if (!dtype) {
-      return BadOutput(output.name(), "datatype '", output.datatype(), "' is not supported",
-                       output.datatype() == "BYTES" ? " (BYTES outputs cannot become tensors)"
-                                                    : "");
+      return BadOutput(
+          output.name(), "datatype '", output.datatype(), "' is not supported",
+          output.datatype() == "BYTES" ? " (BYTES outputs cannot become tensors)" : "");
     }
     tensor.dtype = *dtype;
     const std::optional<int64_t> elements = NumElements(tensor.shape);
@@ -341,8 +357,8 @@ absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse
     if (raw) {
       const std::string& bytes = response.raw_output_contents(i);
       if (bytes.size() != *expected) {
-        return BadOutput(output.name(), bytes.size(), " bytes of raw content, expected ",
-                         *expected, " for ", output.datatype(), " ", ShapeString(tensor.shape));
+        return BadOutput(output.name(), bytes.size(), " bytes of raw content, expected ", *expected,
+                         " for ", output.datatype(), " ", ShapeString(tensor.shape));
       }
       tensor.bytes.assign(bytes.begin(), bytes.end());
     } else if (absl::Status status = DecodeTyped(output.contents(), *elements, &tensor);
@@ -397,7 +413,7 @@ uint16_t FloatToHalf(float value) {
     return sign | (magnitude > 0x7f800000u ? 0x7e00u : 0x7c00u);
   }
   if (magnitude >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: Inf
-  if (magnitude < 0x38800000u) {                         // below 2^-14: a half subnormal (or 0)
+  if (magnitude < 0x38800000u) {                        // below 2^-14: a half subnormal (or 0)
     float abs_value;
     std::memcpy(&abs_value, &magnitude, sizeof(abs_value));
     return sign | static_cast<uint16_t>(std::nearbyint(abs_value * 0x1p24f));

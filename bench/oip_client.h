@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
+#include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
 
 namespace kiln::bench {
@@ -47,6 +48,13 @@ std::string FormatGrpcStatus(const grpc::Status& status);
 std::optional<absl::string_view> OipDatatypeForDType(DType dtype);
 std::optional<DType> DTypeForOipDatatype(absl::string_view datatype);
 
+// ModelMetadata of `model` (`version` "" = the server's choice), with a deadline of
+// `timeout_ms`. A failed RPC comes back with its gRPC code and the message
+// "ModelMetadata failed: <CODE>: <message>".
+absl::StatusOr<inference::ModelMetadataResponse> FetchModelMetadata(
+    inference::GRPCInferenceService::Stub& stub, const std::string& model,
+    const std::string& version, int64_t timeout_ms);
+
 // One input as ModelMetadata describes it: OIP datatype and shape, -1 for variable dims (kiln
 // puts the batch dim first, as -1, for a model with max_batch_size > 0).
 struct InputSpec {
@@ -59,8 +67,8 @@ std::vector<InputSpec> InputSpecsFromMetadata(const inference::ModelMetadataResp
 // The concrete shape to send for a metadata shape: a leading -1 (the batch dim) becomes
 // `batch`, every other -1 becomes `seq`. Any other negative dim, or batch/seq < 1, is an
 // InvalidArgument.
-absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape,
-                                                  int64_t batch, int64_t seq);
+absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& shape, int64_t batch,
+                                                  int64_t seq);
 
 // Seeded synthetic data for every input, at ResolveShape(spec.shape, batch, seq): floats
 // (FP16/BF16/FP32/FP64) uniform in [-1, 1), integers uniform in [0, 100), BOOL 0/1. The same

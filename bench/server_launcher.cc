@@ -1,11 +1,6 @@
 #include "bench/server_launcher.h"
 
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,9 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -36,39 +29,12 @@ constexpr std::chrono::milliseconds kPollInterval(10);
 // SIGKILL through PR_SET_PDEATHSIG) before the group is SIGKILLed.
 constexpr std::chrono::milliseconds kGroupExitTimeout(5000);
 
-// Polls `done` every kPollInterval until it returns true or `timeout` passes; the last value.
-template <typename Predicate>
-bool PollUntil(Predicate done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(kPollInterval);
-  }
-}
-
-std::string ReadWholeFile(const std::string& path, bool* ok = nullptr) {
+std::string ReadWholeFile(const std::string& path, bool* ok) {
   std::ifstream in(path, std::ios::binary);
-  if (ok != nullptr) *ok = static_cast<bool>(in);
+  *ok = static_cast<bool>(in);
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
-}
-
-// The fields of /proc/<pid>/stat after the command name: [0] is field 3 (state), so field n is
-// at index n - 3. Empty when the process does not exist.
-std::vector<std::string> StatFields(pid_t pid) {
-  const std::string line = ReadWholeFile(absl::StrCat("/proc/", pid, "/stat"));
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return {};
-  return absl::StrSplit(line.substr(close + 1), ' ', absl::SkipEmpty());
-}
-
-std::vector<char*> CStrings(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
 }
 
 }  // namespace
@@ -137,24 +103,6 @@ std::string DefaultServerBinary(const std::string& self_exe, const std::string& 
   return FindExecutable("kiln-server", path_env);
 }
 
-absl::StatusOr<int> FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int error = errno;
-    close(fd);
-    return absl::InternalError(absl::StrCat("cannot bind 127.0.0.1:0: ", std::strerror(error)));
-  }
-  close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern =
@@ -180,11 +128,6 @@ std::string FileTail(const std::string& path, size_t max_lines) {
   return absl::StrJoin(lines, "\n");
 }
 
-std::string ExitStatus::Describe() const {
-  if (!signaled) return absl::StrCat("exit code ", code);
-  return absl::StrCat("killed by signal ", code, " (", strsignal(code), ")");
-}
-
 // --- /proc -----------------------------------------------------------------------------------
 
 std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup) {
@@ -197,33 +140,6 @@ std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup) {
     return kb;
   }
   return std::nullopt;
-}
-
-std::vector<pid_t> ChildrenOf(pid_t pid) {
-  std::vector<pid_t> children;
-  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
-  DIR* dir = opendir(tasks.c_str());
-  if (dir == nullptr) return children;
-  while (const dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream in(absl::StrCat(tasks, "/", entry->d_name, "/children"));
-    for (pid_t child; in >> child;) children.push_back(child);
-  }
-  closedir(dir);
-  return children;
-}
-
-std::vector<pid_t> ProcessTree(pid_t root) {
-  std::vector<pid_t> tree;
-  if (StatFields(root).empty()) return tree;
-  std::set<pid_t> seen = {root};
-  tree.push_back(root);
-  for (size_t i = 0; i < tree.size(); ++i) {
-    for (pid_t child : ChildrenOf(tree[i])) {
-      if (seen.insert(child).second) tree.push_back(child);
-    }
-  }
-  return tree;
 }
 
 absl::StatusOr<TreeMemory> TreePss(pid_t root) {
@@ -255,7 +171,7 @@ std::vector<pid_t> ProcessGroupMembers(pid_t pgid) {
   while (const dirent* entry = readdir(dir)) {
     pid_t pid = 0;
     if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
-    const std::vector<std::string> fields = StatFields(pid);
+    const std::vector<std::string> fields = ProcStatFields(pid);
     // [0] state (field 3), [2] pgrp (field 5).
     if (fields.size() < 3 || fields[0] == "Z" || fields[0] == "X") continue;
     if (fields[2] == absl::StrCat(pgid)) members.push_back(pid);
@@ -272,99 +188,51 @@ LaunchedServer::LaunchedServer(pid_t pid, std::string log_path,
     : pid_(pid), log_path_(std::move(log_path)), started_at_(started) {}
 
 absl::StatusOr<std::unique_ptr<LaunchedServer>> LaunchedServer::Start(
-    const std::vector<std::string>& argv_strings, const std::string& log_path) {
-  if (argv_strings.empty()) return absl::InvalidArgumentError("no command to start");
-  // Everything the child needs is prepared here: after fork() in this multi-threaded process
-  // (gRPC's threads) only async-signal-safe calls are allowed.
-  std::vector<std::string> args = argv_strings;
-  std::vector<char*> argv = CStrings(args);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot open ", log_path, ": ", std::strerror(errno)));
-  }
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (null_fd < 0) {
-    const int error = errno;
-    close(log_fd);
-    return absl::InternalError(absl::StrCat("cannot open /dev/null: ", std::strerror(error)));
-  }
-  const pid_t parent = getpid();
+    const std::vector<std::string>& argv, const std::string& log_path) {
   const auto started = std::chrono::steady_clock::now();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close(log_fd);
-    close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(error)));
-  }
-  if (pid == 0) {
-    setpgid(0, 0);  // the whole server tree is one process group
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);  // kiln-bench died before prctl took effect
-    dup2(null_fd, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    static const char kFailed[] = "kiln-bench: execv of the server failed\n";
-    (void)!write(STDERR_FILENO, kFailed, sizeof(kFailed) - 1);
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also here, so that the group exists before the child runs
-  close(log_fd);
-  close(null_fd);
-  return std::unique_ptr<LaunchedServer>(new LaunchedServer(pid, log_path, started));
+  absl::StatusOr<pid_t> pid = SpawnInProcessGroup(argv, /*env=*/nullptr, log_path);
+  if (!pid.ok()) return pid.status();
+  return std::unique_ptr<LaunchedServer>(new LaunchedServer(*pid, log_path, started));
 }
 
 LaunchedServer::~LaunchedServer() {
   if (reaped_) return;
   KillGroupAndWait(kGroupExitTimeout);
   // The master was SIGKILLed; reap it (bounded, in case it is stuck in the kernel).
-  if (PollUntil([this] { return PeekExit().has_value(); }, kGroupExitTimeout)) {
+  if (PollUntil([this] { return PeekExit().has_value(); }, kGroupExitTimeout, kPollInterval)) {
     waitpid(pid_, nullptr, 0);
   }
 }
 
 std::optional<ExitStatus> LaunchedServer::PeekExit() const {
-  siginfo_t info;
-  std::memset(&info, 0, sizeof(info));
-  // WNOWAIT: the master stays a zombie, so its pid (the group id) stays reserved.
-  if (waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid_) {
-    return std::nullopt;
-  }
-  if (info.si_code == CLD_EXITED) return ExitStatus{false, info.si_status};
-  return ExitStatus{true, info.si_status};  // CLD_KILLED, CLD_DUMPED
+  // Not reaped: the master stays a zombie, so its pid (the group id) stays reserved.
+  return PeekChildExit(pid_);
 }
 
 bool LaunchedServer::KillGroupAndWait(std::chrono::milliseconds timeout) {
   // Safe while the master is not reaped: its pid, the group id, cannot have been reused.
   kill(-pid_, SIGKILL);
-  return PollUntil([this] { return ProcessGroupMembers(pid_).empty(); }, timeout);
+  return PollUntil([this] { return ProcessGroupMembers(pid_).empty(); }, timeout, kPollInterval);
 }
 
 absl::StatusOr<LaunchedServer::StopResult> LaunchedServer::Stop(std::chrono::milliseconds grace) {
   if (reaped_) return absl::FailedPreconditionError("the server was already stopped");
   StopResult result;
   kill(pid_, SIGTERM);
-  if (!PollUntil([this] { return PeekExit().has_value(); }, grace)) {
+  if (!PollUntil([this] { return PeekExit().has_value(); }, grace, kPollInterval)) {
     result.killed = true;
     kill(-pid_, SIGKILL);
   }
   // The zygote and the workers follow the master (PR_SET_PDEATHSIG); give them a moment, then
   // make sure.
-  bool empty = PollUntil([this] { return ProcessGroupMembers(pid_).empty(); }, kGroupExitTimeout);
+  bool empty = PollUntil([this] { return ProcessGroupMembers(pid_).empty(); }, kGroupExitTimeout,
+                         kPollInterval);
   if (!empty) empty = KillGroupAndWait(kGroupExitTimeout);
   const std::optional<ExitStatus> exit = PeekExit();
   if (!empty || !exit) {
-    return absl::InternalError(absl::StrCat(
-        "kiln-server's process group ", pid_, " survived SIGKILL: pids ",
-        absl::StrJoin(ProcessGroupMembers(pid_), " ")));
+    return absl::InternalError(absl::StrCat("kiln-server's process group ", pid_,
+                                            " survived SIGKILL: pids ",
+                                            absl::StrJoin(ProcessGroupMembers(pid_), " ")));
   }
   result.exit = *exit;
   waitpid(pid_, nullptr, 0);

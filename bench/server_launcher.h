@@ -1,5 +1,6 @@
-// Starting kiln-server as a child of kiln-bench (for `coldstart`), looking at its process tree
-// (master, zygote, workers) and its memory, and stopping it so that nothing of it survives.
+// Starting kiln-server as a child of kiln-bench (for `coldstart`), looking at its process group
+// and its memory, and stopping it so that nothing of it survives. Spawning, the process tree and
+// the free port are common/process.h's.
 //
 // The helpers above LaunchedServer are pure functions of their arguments or read /proc only:
 // safe from any thread, testable without a server.
@@ -19,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/process.h"
 
 namespace kiln::bench {
 
@@ -62,38 +64,17 @@ std::string FindExecutable(const std::string& name, const std::string& path_env)
 // neither. `self_exe` is kiln-bench's own binary (/proc/self/exe resolved).
 std::string DefaultServerBinary(const std::string& self_exe, const std::string& path_env);
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
-absl::StatusOr<int> FreeLoopbackPort();
-
 // A fresh directory `$TMPDIR/<prefix>-XXXXXX` (TMPDIR unset or empty: /tmp).
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);
 
 // The last `max_lines` lines of the file at `path` (at most its last 64 KiB); "" when unreadable.
 std::string FileTail(const std::string& path, size_t max_lines);
 
-// How a process ended: its exit code, or the signal that killed it.
-struct ExitStatus {
-  bool signaled = false;
-  int code = 0;  // the exit code, or the signal number when `signaled`
-  // "exit code 3", "killed by signal 9 (Killed)".
-  std::string Describe() const;
-  bool operator==(const ExitStatus& other) const {
-    return signaled == other.signaled && code == other.code;
-  }
-};
-
 // --- /proc -----------------------------------------------------------------------------------
 
 // The "Pss:" value of /proc/<pid>/smaps_rollup text, in kB; std::nullopt without a well-formed
 // "Pss: <n> kB" line.
 std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup);
-
-// The children of every thread of `pid` (/proc/<pid>/task/*/children); empty when it is gone.
-std::vector<pid_t> ChildrenOf(pid_t pid);
-
-// `root` and all its descendants, root first, each once; empty when `root` does not exist. A
-// snapshot: processes may come and go while it is taken.
-std::vector<pid_t> ProcessTree(pid_t root);
 
 // The total PSS of a process tree.
 struct TreeMemory {
@@ -122,9 +103,8 @@ std::vector<pid_t> ProcessGroupMembers(pid_t pgid);
 // thread until Stop() or the destructor runs; everything else from the owning thread only.
 class LaunchedServer {
  public:
-  // Forks and execs `argv` (argv[0] a path) with the log truncated at `log_path`. Fails when the
-  // log cannot be opened or fork fails; an exec failure shows as exit code 127 (and a line in the
-  // log).
+  // SpawnInProcessGroup(argv, inherited environment, log_path). Fails when the log cannot be
+  // opened or fork fails; an exec failure shows as exit code 127 (and a line in the log).
   static absl::StatusOr<std::unique_ptr<LaunchedServer>> Start(const std::vector<std::string>& argv,
                                                                const std::string& log_path);
   ~LaunchedServer();
@@ -133,7 +113,7 @@ class LaunchedServer {
 
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
-  // Taken just before the fork: the start of "time to SERVING".
+  // Taken just before the spawn: the start of "time to SERVING".
   std::chrono::steady_clock::time_point started_at() const { return started_at_; }
 
   // How the master ended, once it has, without reaping it; std::nullopt while it runs.

@@ -1,17 +1,9 @@
 #include "tests/server_process.h"
 
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,20 +13,6 @@ extern char** environ;
 
 namespace kiln::testing {
 namespace {
-
-// The fields of /proc/<pid>/stat after the command name, so that fields()[0] is field 3
-// (state); field n is at index n - 3. Empty when the process does not exist.
-std::vector<std::string> StatFields(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!in || !std::getline(in, line)) return {};
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return {};
-  std::istringstream rest(line.substr(close + 1));
-  std::vector<std::string> fields;
-  for (std::string field; rest >> field;) fields.push_back(field);
-  return fields;
-}
 
 std::string ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -57,46 +35,19 @@ std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra) 
   return env;
 }
 
-std::vector<char*> CStrings(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
-
-// The master's exit as an exit code, without reaping it (WNOWAIT): a zombie master keeps its
-// pid and its process group id reserved, so the destructor can still kill the group safely.
-std::optional<int> PeekExit(pid_t pid) {
-  siginfo_t info;
-  std::memset(&info, 0, sizeof(info));
-  if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) {
-    return std::nullopt;
-  }
-  if (info.si_code == CLD_EXITED) return info.si_status;
-  return 128 + info.si_status;  // CLD_KILLED, CLD_DUMPED
+// The master's exit as an exit code (128 + n for a signal n), without reaping it: a zombie
+// master keeps its pid and its process group id reserved, so the destructor can still kill the
+// group safely.
+std::optional<int> PeekExitCode(pid_t pid) {
+  const std::optional<ExitStatus> exit = PeekChildExit(pid);
+  if (!exit.has_value()) return std::nullopt;
+  return exit->signaled ? 128 + exit->code : exit->code;
 }
 
 }  // namespace
 
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    throw std::runtime_error("cannot bind 127.0.0.1:0");
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::optional<ProcessId> Identify(pid_t pid) {
-  const std::vector<std::string> fields = StatFields(pid);
+  const std::vector<std::string> fields = ProcStatFields(pid);
   if (fields.size() < 20 || fields[0] == "Z" || fields[0] == "X") return std::nullopt;
   return ProcessId{pid, std::stoull(fields[22 - 3])};
 }
@@ -107,26 +58,12 @@ bool IsAlive(const ProcessId& process) {
 }
 
 pid_t ParentOf(pid_t pid) {
-  const std::vector<std::string> fields = StatFields(pid);
+  const std::vector<std::string> fields = ProcStatFields(pid);
   return fields.size() < 2 ? -1 : static_cast<pid_t>(std::stol(fields[4 - 3]));
 }
 
-std::vector<pid_t> ChildrenOf(pid_t pid) {
-  std::vector<pid_t> children;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  DIR* dir = opendir(tasks.c_str());
-  if (dir == nullptr) return children;
-  while (const dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream in(tasks + "/" + entry->d_name + "/children");
-    for (pid_t child; in >> child;) children.push_back(child);
-  }
-  closedir(dir);
-  return children;
-}
-
 double CpuTimeMs(pid_t pid) {
-  const std::vector<std::string> fields = StatFields(pid);
+  const std::vector<std::string> fields = ProcStatFields(pid);
   if (fields.size() < 20) return -1;
   const double ticks = std::stod(fields[14 - 3]) + std::stod(fields[15 - 3]);
   return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
@@ -135,7 +72,13 @@ double CpuTimeMs(pid_t pid) {
 // --- ServerProcess -------------------------------------------------------------------------
 
 ServerProcess::ServerProcess(ServerConfig config) : config_(std::move(config)) {
-  port_ = config_.port != 0 ? config_.port : FreeLoopbackPort();
+  if (config_.port != 0) {
+    port_ = config_.port;
+  } else {
+    const absl::StatusOr<int> port = FreeLoopbackPort();
+    if (!port.ok()) throw std::runtime_error(port.status().ToString());
+    port_ = *port;
+  }
   lock_dir_ = config_.lock_dir.empty() ? dir_.path() : config_.lock_dir;
   log_path_ = dir_.path() + "/server.log";
 
@@ -148,38 +91,10 @@ ServerProcess::ServerProcess(ServerConfig config) : config_(std::move(config)) {
   };
   if (config_.workers > 0) args.push_back("--workers=" + std::to_string(config_.workers));
   args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
-  std::vector<std::string> env = EnvironmentWith(config_.env);
-  // Everything the child needs is prepared here: after fork() in this multi-threaded process
-  // only async-signal-safe calls are allowed.
-  std::vector<char*> argv = CStrings(args);
-  std::vector<char*> envp = CStrings(env);
-  const int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log_fd < 0 || null_fd < 0) throw std::runtime_error("cannot open " + log_path_);
-
-  pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    setpgid(0, 0);                     // the whole server tree is one process group
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // if the test process dies, the master dies (and its tree)
-    dup2(null_fd, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execve(argv[0], argv.data(), envp.data());
-    static const char kFailed[] = "server_process: execve failed\n";
-    (void)!write(STDERR_FILENO, kFailed, sizeof(kFailed) - 1);
-    _exit(127);
-  }
-  setpgid(pid_, pid_);  // also here, so that the group exists before the child runs
-  close(log_fd);
-  close(null_fd);
+  const std::vector<std::string> env = EnvironmentWith(config_.env);
+  const absl::StatusOr<pid_t> pid = SpawnInProcessGroup(args, &env, log_path_);
+  if (!pid.ok()) throw std::runtime_error(pid.status().ToString());
+  pid_ = *pid;
 }
 
 ServerProcess::~ServerProcess() {
@@ -228,20 +143,15 @@ std::optional<int> ServerProcess::WaitExit(std::chrono::milliseconds timeout) {
 }
 
 bool ServerProcess::IsRunning() {
-  if (!exit_code_.has_value()) exit_code_ = PeekExit(pid_);
+  if (!exit_code_.has_value()) exit_code_ = PeekExitCode(pid_);
   return !exit_code_.has_value();
 }
 
 std::vector<ProcessId> ServerProcess::TreePids() const {
   std::vector<ProcessId> tree;
-  std::vector<pid_t> frontier = {pid_};
-  while (!frontier.empty()) {
-    const pid_t pid = frontier.back();
-    frontier.pop_back();
+  for (pid_t pid : ProcessTree(pid_)) {
     const std::optional<ProcessId> id = Identify(pid);
-    if (!id.has_value()) continue;
-    tree.push_back(*id);
-    for (pid_t child : ChildrenOf(pid)) frontier.push_back(child);
+    if (id.has_value()) tree.push_back(*id);
   }
   return tree;
 }

@@ -2,6 +2,7 @@
 // group of its own, read its log, probe its health, signal it, inspect its process tree (master,
 // zygote, workers), and make sure nothing of it outlives the test. Plus a small Open Inference
 // Protocol client and a helper that builds throw-away model repositories from the demo models.
+// Spawning, the /proc tree walk, free ports and PollUntil are common/process.h's.
 //
 // Everything here is for one test thread, except where a comment says otherwise.
 #ifndef KILN_TESTS_SERVER_PROCESS_H_
@@ -15,11 +16,11 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
 
+#include "common/process.h"
 #include "common/tensor.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/grpc_service.grpc.pb.h"
@@ -27,8 +28,9 @@
 
 namespace kiln::testing {
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close).
-int FreeLoopbackPort();
+// Polls `done` every `interval` (default 20 ms) until it returns true or `timeout` passes; the
+// synchronisation every test uses instead of fixed sleeps.
+using ::kiln::PollUntil;
 
 // One process as seen in /proc, identified by pid and start time so that a recycled pid is
 // never mistaken for the original process.
@@ -43,21 +45,13 @@ std::optional<ProcessId> Identify(pid_t pid);
 bool IsAlive(const ProcessId& process);
 // The parent pid of `pid` (field 4 of /proc/<pid>/stat), or -1.
 pid_t ParentOf(pid_t pid);
-// The children of every thread of `pid` (/proc/<pid>/task/*/children).
-std::vector<pid_t> ChildrenOf(pid_t pid);
 // User + system CPU time of every thread of `pid` so far, in ms; -1 when it is gone.
 double CpuTimeMs(pid_t pid);
-
-// Polls `done` every `interval` until it returns true or `timeout` passes; returns the last
-// value. The synchronisation every test uses instead of fixed sleeps.
-template <typename Predicate>
-bool PollUntil(Predicate done, std::chrono::milliseconds timeout,
-               std::chrono::milliseconds interval = std::chrono::milliseconds(20));
 
 struct ServerConfig {
   std::string binary;  // the kiln-server executable
   std::string model_repository;
-  int port = 0;                         // 0: FreeLoopbackPort()
+  int port = 0;                         // 0: kiln::FreeLoopbackPort()
   int workers = 1;                      // --workers; 0 leaves the flag out
   std::string lock_dir;                 // "": a directory of the ServerProcess's own
   std::vector<std::string> extra_args;  // more flags, e.g. "--drain_timeout_s=5"
@@ -71,8 +65,8 @@ struct ServerConfig {
 class ServerProcess {
  public:
   // Starts `binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D [--workers=K]
-  // extra_args...` with stdout and stderr going to a log file. Throws std::runtime_error when
-  // it cannot fork.
+  // extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file). Throws
+  // std::runtime_error when it cannot (no free port, no log file, fork failed).
   explicit ServerProcess(ServerConfig config);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
@@ -153,19 +147,6 @@ struct TestModel {
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);
 // Shorthand: every model is the demo model of the same name.
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, std::string>& configs);
-
-// --- implementation of the template --------------------------------------------------------
-
-template <typename Predicate>
-bool PollUntil(Predicate done, std::chrono::milliseconds timeout,
-               std::chrono::milliseconds interval) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(interval);
-  }
-}
 
 }  // namespace kiln::testing
 

@@ -1,6 +1,6 @@
 // kiln-bench coldstart without a server: its flags, the server command line, the /proc readers
-// (PSS, process tree, process group), the child-process handling on stand-in commands, and the
-// summary and JSON built from fake runs.
+// (PSS, process group), LaunchedServer on stand-in commands, and the summary and JSON built from
+// fake runs. Spawning and the process tree are tested in tests/common/process_test.cc.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,7 +12,6 @@
 #include <csignal>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,17 +29,6 @@ using kiln::testing::TempDir;
 
 bool Has(const std::vector<pid_t>& pids, pid_t pid) {
   return std::find(pids.begin(), pids.end(), pid) != pids.end();
-}
-
-// Polls `done` every 10 ms for up to `timeout`; the last value.
-template <typename Predicate>
-bool PollUntil(Predicate done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
 }
 
 // A model repository holding one (empty) model and an executable stand-in for kiln-server.
@@ -251,7 +239,8 @@ TEST_CASE("PSS is read from smaps_rollup text", "[coldstart][proc]") {
   CHECK_FALSE(ParsePssKb("Pss: -3 kB\n").has_value());
 }
 
-TEST_CASE("the process tree holds a forked child until it exits", "[coldstart][proc]") {
+TEST_CASE("the process group and the tree's PSS count a forked child until it exits",
+          "[coldstart][proc]") {
   int fds[2];
   REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
   const pid_t child = fork();
@@ -263,12 +252,6 @@ TEST_CASE("the process tree holds a forked child until it exits", "[coldstart][p
     _exit(0);
   }
   close(fds[0]);
-  const std::vector<pid_t> tree = ProcessTree(getpid());
-  CHECK(!tree.empty());
-  CHECK(tree.front() == getpid());
-  CHECK(Has(tree, child));
-  CHECK(Has(ChildrenOf(getpid()), child));
-  CHECK(ProcessTree(child) == std::vector<pid_t>{child});
   CHECK(Has(ProcessGroupMembers(getpgrp()), child));
 
   absl::StatusOr<TreeMemory> memory = TreePss(getpid());
@@ -280,16 +263,8 @@ TEST_CASE("the process tree holds a forked child until it exits", "[coldstart][p
   int status = 0;
   REQUIRE(waitpid(child, &status, 0) == child);
   CHECK(WIFEXITED(status));
-  CHECK_FALSE(Has(ProcessTree(getpid()), child));
-  CHECK(ProcessTree(child).empty());
+  CHECK_FALSE(Has(ProcessGroupMembers(getpgrp()), child));
   CHECK_FALSE(TreePss(child).ok());
-}
-
-TEST_CASE("a free loopback port can be bound", "[coldstart][proc]") {
-  absl::StatusOr<int> port = FreeLoopbackPort();
-  REQUIRE(port.ok());
-  CHECK(*port > 0);
-  CHECK(*port < 65536);
 }
 
 TEST_CASE("a log's tail is its last lines", "[coldstart][proc]") {
@@ -374,7 +349,7 @@ TEST_CASE("an exec failure shows as exit code 127 with a line in the log", "[col
   REQUIRE(PollUntil([&] { return (*server)->PeekExit().has_value(); }, std::chrono::seconds(10)));
   CHECK(*(*server)->PeekExit() == ExitStatus{false, 127});
   CHECK((*server)->PeekExit()->Describe() == "exit code 127");
-  CHECK_THAT(FileTail(log, 5), Contains("execv of the server failed"));
+  CHECK_THAT(FileTail(log, 5), Contains("exec of " + dir.path() + "/no-such-server failed"));
   CHECK_FALSE(LaunchedServer::Start({"/bin/true"}, dir.path() + "/no/such/dir/log").ok());
 }
 
