@@ -203,6 +203,23 @@ void ResolveWarmup(ModelConfig& config, const std::string& model_dir, Defects& d
                   warmup.calls_per_shape());
   }
   if (warmup.calls_per_shape() <= 0) warmup.set_calls_per_shape(kDefaultWarmupCallsPerShape);
+  if (warmup.settle_tolerance() == 0) warmup.set_settle_tolerance(kDefaultWarmupSettleTolerance);
+  if (!(warmup.settle_tolerance() > 0 && warmup.settle_tolerance() <= 1)) {
+    defects.Field("warmup.settle_tolerance", "a fraction in (0, 1]", warmup.settle_tolerance());
+  }
+  if (warmup.max_calls_per_shape() == 0) {
+    warmup.set_max_calls_per_shape(
+        std::max(kDefaultWarmupMaxCallsPerShape, warmup.calls_per_shape()));
+  }
+  if (warmup.max_calls_per_shape() < warmup.calls_per_shape()) {
+    defects.Field("warmup.max_calls_per_shape",
+                  absl::StrCat("a count >= calls_per_shape=", warmup.calls_per_shape()),
+                  warmup.max_calls_per_shape());
+  }
+  if (warmup.steady_calls() < 0) {
+    defects.Field("warmup.steady_calls", "a count >= 1 (0 = default 5)", warmup.steady_calls());
+  }
+  if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
 
   if (warmup.data() == WarmupConfig::DATA_FILE) {
     if (warmup.data_file().empty()) {

@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Create(absl::string_vi
     ::close(fd);
     return ErrnoError(err, absl::StrCat(what, ": ftruncate to ", size, " bytes"));
   }
-  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (data == MAP_FAILED) {
     const int err = errno;
     ::close(fd);
@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Adopt(int fd) {
                                                    st.st_size, ")"));
   }
   const size_t size = static_cast<size_t>(st.st_size);
-  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (data == MAP_FAILED) {
     const int err = errno;
     ::close(fd);

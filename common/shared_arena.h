@@ -25,6 +25,7 @@ inline constexpr uint64_t kArenaAlignment = 64;
 // Thread-safety: none of its own; the master and the worker take turns by protocol (the master
 // writes inputs, the worker reads them and writes outputs, the master reads outputs), never
 // both at once. The accessors and Fits only read members fixed at construction.
+// Both ends map it with MAP_POPULATE, so the first request pays no page faults on the arena.
 class SharedArena {
  public:
   // A new arena of `bytes` (> 0), rounded up to the page size, zero-filled, backed by

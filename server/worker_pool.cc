@@ -138,9 +138,11 @@ std::string Describe(const internal::WarmupReport& report) {
   std::string shapes;
   for (const internal::ShapeWarmup& shape : report.shapes()) {
     absl::StrAppendFormat(
-        &shapes, " [b%d%s first %.1f ms, steady %.1f ms]", shape.batch_size(),
+        &shapes, " [b%d%s first %.1f ms, steady %.1f ms, %s]", shape.batch_size(),
         shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length()) : std::string(),
-        shape.first_ms(), shape.steady_ms());
+        shape.first_ms(), shape.steady_ms(),
+        shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
+                                  : absl::StrCat("not settled in ", shape.calls(), " calls"));
   }
   return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB;%s",
                          report.warmup_ms(), report.device(), report.intra_op_threads(),

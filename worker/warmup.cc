@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -108,8 +109,38 @@ absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config,
   return inputs;
 }
 
+absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<double>()>& call,
+                                         const SettlePlan& plan) {
+  SettleResult result;
+  auto agree = [&plan](double a, double b) {
+    return std::abs(a - b) <= plan.tolerance * std::max(a, b);
+  };
+  for (int n = 1; n <= plan.max_calls; ++n) {
+    absl::StatusOr<double> ms = call();
+    if (!ms.ok()) return ms.status();
+    result.latencies.push_back(*ms);
+    if (n >= std::max(plan.min_calls, 2) && agree(result.latencies[n - 2], *ms)) {
+      result.settled_after = n;
+      break;
+    }
+  }
+  std::vector<double> steady;
+  for (int n = 0; n < plan.steady_calls; ++n) {
+    absl::StatusOr<double> ms = call();
+    if (!ms.ok()) return ms.status();
+    result.latencies.push_back(*ms);
+    steady.push_back(*ms);
+  }
+  result.first_ms = result.latencies.front();
+  result.steady_ms = steady.empty() ? result.latencies.back() : Median(steady);
+  return result;
+}
+
 absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model) {
   const ModelConfig& config = model.spec().config;
+  const WarmupConfig& warmup = config.warmup();
+  const SettlePlan plan{warmup.calls_per_shape(), warmup.max_calls_per_shape(),
+                        warmup.settle_tolerance(), warmup.steady_calls()};
   std::vector<internal::ShapeWarmup> report;
   uint32_t seed = 1;
   for (const WarmupShape& shape : WarmupShapes(config)) {
@@ -117,9 +148,7 @@ absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model) 
     if (!inputs.ok()) return inputs.status();
     std::vector<TensorView> views;
     for (const Tensor& input : *inputs) views.push_back(input.view());
-
-    std::vector<double> latencies;
-    for (int call = 0; call < config.warmup().calls_per_shape(); ++call) {
+    auto call = [&]() -> absl::StatusOr<double> {
       const auto start = std::chrono::steady_clock::now();
       absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(views);
       if (!outputs.ok()) {
@@ -127,16 +156,17 @@ absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model) 
                             absl::StrCat("warmup batch ", shape.batch_size, " length ",
                                          shape.sequence_length, ": ", outputs.status().message()));
       }
-      latencies.push_back(MillisecondsSince(start));
-    }
+      return MillisecondsSince(start);
+    };
+    absl::StatusOr<SettleResult> settled = SettleShape(call, plan);
+    if (!settled.ok()) return settled.status();
     internal::ShapeWarmup& entry = report.emplace_back();
     entry.set_batch_size(shape.batch_size);
     entry.set_sequence_length(shape.sequence_length);
-    entry.set_calls(static_cast<int32_t>(latencies.size()));
-    entry.set_first_ms(latencies.front());
-    entry.set_steady_ms(latencies.size() > 1
-                            ? Median(std::vector<double>(latencies.begin() + 1, latencies.end()))
-                            : latencies.front());
+    entry.set_calls(static_cast<int32_t>(settled->latencies.size()));
+    entry.set_first_ms(settled->first_ms);
+    entry.set_steady_ms(settled->steady_ms);
+    entry.set_settled_after(settled->settled_after);
   }
   return report;
 }

@@ -7,6 +7,7 @@
 #define KILN_WORKER_WARMUP_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,8 +37,29 @@ std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig
 absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config,
                                                      const WarmupShape& shape, uint32_t seed);
 
-// Runs the plan on `model` and reports each shape's first-call and steady (median of the other
-// calls) latency. The first error of a forward pass stops it.
+// How one shape is settled (the config's warmup fields).
+struct SettlePlan {
+  int min_calls = 3;   // calls before agreement is judged (calls_per_shape)
+  int max_calls = 50;  // cap on the settling phase (max_calls_per_shape)
+  double tolerance = 0.15;
+  int steady_calls = 5;  // calls after settling whose median is the steady latency
+};
+
+struct SettleResult {
+  std::vector<double> latencies;  // every call, in order
+  int settled_after = 0;          // calls until two in a row agreed; 0 = not within the cap
+  double first_ms = 0;
+  double steady_ms = 0;  // median of the steady calls
+};
+
+// Calls `call` (one forward pass, returning its latency in ms) at least plan.min_calls times and
+// until two consecutive latencies agree within plan.tolerance (|a - b| <= tolerance x max(a, b)),
+// at most plan.max_calls times, then plan.steady_calls more. The first error stops it.
+absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<double>()>& call,
+                                         const SettlePlan& plan);
+
+// Runs the plan on `model` and reports each shape's first-call latency, steady latency and the
+// calls it took to settle. The first error of a forward pass stops it.
 absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model);
 
 }  // namespace kiln

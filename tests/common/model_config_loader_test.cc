@@ -56,6 +56,9 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   CHECK(std::vector<int32_t>(config.warmup().batch_sizes().begin(),
                              config.warmup().batch_sizes().end()) == std::vector<int32_t>{1, 8});
   CHECK(config.warmup().calls_per_shape() == kDefaultWarmupCallsPerShape);
+  CHECK(config.warmup().settle_tolerance() == Approx(kDefaultWarmupSettleTolerance));
+  CHECK(config.warmup().max_calls_per_shape() == kDefaultWarmupMaxCallsPerShape);
+  CHECK(config.warmup().steady_calls() == kDefaultWarmupSteadyCalls);
   CHECK(config.dynamic_batching().enabled());
   CHECK(config.dynamic_batching().max_queue_delay_us() == kDefaultMaxQueueDelayUs);
   CHECK(config.dynamic_batching().max_queue_size() == kDefaultMaxQueueSize);
@@ -203,6 +206,13 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"warmup batch without batching",
        "warmup { batch_sizes: [2] }\n" + io,
        {"field 'warmup.batch_sizes[0]'", "max_batch_size is 0"}},
+      {"settle tolerance above 1", "warmup { settle_tolerance: 1.5 }\n" + io,
+       {"field 'warmup.settle_tolerance'", "(0, 1]", "got 1.5"}},
+      {"settling cap below the minimum calls",
+       "warmup { calls_per_shape: 10 max_calls_per_shape: 4 }\n" + io,
+       {"field 'warmup.max_calls_per_shape'", "calls_per_shape=10", "got 4"}},
+      {"negative steady calls", "warmup { steady_calls: -1 }\n" + io,
+       {"field 'warmup.steady_calls'", "got -1"}},
       {"negative calls per shape",
        "warmup { calls_per_shape: -2 }\n" + io,
        {"field 'warmup.calls_per_shape'", "got -2"}},
