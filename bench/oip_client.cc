@@ -298,36 +298,6 @@ absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec
   return tensors;
 }
 
-absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
-                                                    const std::string& version,
-                                                    const std::vector<TensorView>& inputs) {
-  ModelInferRequest request;
-  request.set_model_name(model);
-  request.set_model_version(version);
-  for (const TensorView& view : inputs) {
-    const std::optional<absl::string_view> datatype = OipDatatypeForDType(view.dtype);
-    if (!datatype) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", view.name, "': dtype ", DTypeName(view.dtype), " has no OIP datatype"));
-    }
-    const std::optional<size_t> expected = ByteSize(view.dtype, view.shape);
-    if (!expected || *expected != view.nbytes) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': ", view.nbytes,
-                                                     " bytes do not match ", *datatype, " ",
-                                                     ShapeString(view.shape)));
-    }
-    if (view.data == nullptr && view.nbytes > 0) {
-      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': no data"));
-    }
-    ModelInferRequest::InferInputTensor* input = request.add_inputs();
-    input->set_name(view.name);
-    input->set_datatype(std::string(*datatype));
-    input->mutable_shape()->Add(view.shape.begin(), view.shape.end());
-    request.add_raw_input_contents()->assign(static_cast<const char*>(view.data), view.nbytes);
-  }
-  return request;
-}
-
 absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse& response) {
   const bool raw = response.raw_output_contents_size() > 0;
   if (raw && response.raw_output_contents_size() != response.outputs_size()) {

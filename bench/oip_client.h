@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
+#include "server/infer_codec.h"  // BuildInferRequest
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
 
@@ -76,13 +77,6 @@ absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& sh
 // is an InvalidArgument naming it.
 absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec>& specs,
                                                      int64_t batch, int64_t seq, uint64_t seed);
-
-// A ModelInferRequest for `model` (and `version`, empty = the server's choice) carrying every
-// input in raw_input_contents (dense row-major little-endian bytes, copied), asking for all
-// outputs. A view whose byte count does not match its shape and dtype, or whose dtype has no
-// OIP name, is an InvalidArgument naming it.
-absl::StatusOr<inference::ModelInferRequest> BuildInferRequest(
-    const std::string& model, const std::string& version, const std::vector<TensorView>& inputs);
 
 // The outputs of a response as tensors, in the response's order. Reads raw_output_contents, or
 // the typed contents when the server sent those instead. A malformed response (raw entries not

@@ -293,6 +293,13 @@ void ResolveReadiness(ModelConfig& config, Defects& defects) {
   if (!(readiness.max_p95_factor() >= 1.0)) {
     defects.Field("readiness.max_p95_factor", "a factor >= 1.0", readiness.max_p95_factor());
   }
+  if (readiness.check_allowance_ms() == 0) {
+    readiness.set_check_allowance_ms(kDefaultReadinessCheckAllowanceMs);
+  }
+  if (!(readiness.check_allowance_ms() > 0)) {
+    defects.Field("readiness.check_allowance_ms", "a duration > 0 ms",
+                  readiness.check_allowance_ms());
+  }
 }
 
 // Must run before the tensors and warmup are checked: they depend on its resolved names.

@@ -523,6 +523,37 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
   return decoded;
 }
 
+absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
+                                                    const std::string& version,
+                                                    const std::vector<TensorView>& inputs) {
+  ModelInferRequest request;
+  request.set_model_name(model);
+  request.set_model_version(version);
+  for (const TensorView& view : inputs) {
+    const std::optional<DataType> type = DataTypeFromDType(view.dtype);
+    if (!type.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", view.name, "': dtype ", DTypeName(view.dtype), " has no OIP datatype"));
+    }
+    const std::optional<int64_t> elements = NumElements(view.shape);
+    if (!elements || static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': ", view.nbytes,
+                                                     " bytes do not match ",
+                                                     OipDatatypeName(*type), " ",
+                                                     ShapeString(view.shape)));
+    }
+    if (view.data == nullptr && view.nbytes > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': no data"));
+    }
+    InputTensor* input = request.add_inputs();
+    input->set_name(view.name);
+    input->set_datatype(std::string(OipDatatypeName(*type)));
+    input->mutable_shape()->Add(view.shape.begin(), view.shape.end());
+    request.add_raw_input_contents()->assign(static_cast<const char*>(view.data), view.nbytes);
+  }
+  return request;
+}
+
 absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& model_version,
                                  const inference::ModelInferRequest& request,
                                  const DecodedRequest& decoded, const std::vector<Tensor>& outputs,

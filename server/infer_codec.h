@@ -54,6 +54,14 @@ struct DecodedRequest {
 absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
                                                   const ModelConfig& config);
 
+// The client's side, for kiln-bench and the readiness check: a ModelInferRequest for `model`
+// (and `version`, empty = the server's choice) carrying every input in raw_input_contents
+// (dense row-major little-endian bytes, copied), asking for all outputs. A view whose byte count
+// does not match its shape and dtype, or whose dtype has no config DataType, is an
+// InvalidArgument naming it.
+absl::StatusOr<inference::ModelInferRequest> BuildInferRequest(
+    const std::string& model, const std::string& version, const std::vector<TensorView>& inputs);
+
 // Fills `response` (model_name, model_version, id, outputs with datatype + shape, and
 // raw_output_contents) in the requested order, or the config's order when none was requested,
 // from the backend's output tensors (named after the config's outputs). A missing output, or

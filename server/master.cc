@@ -23,6 +23,7 @@
 #include "glog/logging.h"
 #include "server/inference_service.h"
 #include "server/port_lock.h"
+#include "server/readiness_check.h"
 #include "server/systemd_notify.h"
 #include "server/worker_pool.h"
 #include "server/zygote.h"
@@ -158,20 +159,68 @@ absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> LoadModels(
   return models;
 }
 
-std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceService& service,
-                                        int& port) {
+// What every gRPC server of the master shares: the default health service, reflection, and the
+// message size limits.
+void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   NoteGrpcObjectCreated();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  // gRPC sets SO_REUSEPORT by default, which would let a second server share the port.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
+}
+
+std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceService& service,
+                                        int& port) {
+  grpc::ServerBuilder builder;
+  ConfigureGrpc(options, builder);
+  // gRPC sets SO_REUSEPORT by default, which would let a second server share the port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(absl::StrCat(options.host, ":", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   return builder.BuildAndStart();
+}
+
+// The readiness check (server/readiness_check.h) through a private gRPC server that listens on
+// no port: only an in-process channel reaches it. Retried up to kReadinessAttempts times; returns
+// 0 when every model passed, else the exit code (1).
+int CheckReadiness(const MasterOptions& options, WorkerPool& pool,
+                   const std::vector<ModelSpec>& specs) {
+  constexpr int kReadinessAttempts = 3;
+  for (int attempt = 1; attempt <= kReadinessAttempts; ++attempt) {
+    InferenceService service(specs, pool);
+    grpc::ServerBuilder builder;
+    ConfigureGrpc(options, builder);
+    builder.RegisterService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (server == nullptr) {
+      LOG(ERROR) << "startup failed: cannot start the readiness check's in-process server";
+      return 1;
+    }
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxReceiveMessageSize(options.max_message_mb << 20);
+    arguments.SetMaxSendMessageSize(options.max_message_mb << 20);
+    std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
+        inference::GRPCInferenceService::NewStub(server->InProcessChannel(arguments));
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(*stub, specs, pool.Workers(), options.warmup);
+    server->Shutdown();
+    if (!results.ok()) {
+      LOG(ERROR) << "startup failed: readiness check: " << results.status().message();
+      return 1;
+    }
+    bool passed = true;
+    for (const ReadinessResult& result : *results) {
+      LOG_IF(INFO, result.passed()) << "readiness check: " << result.Describe();
+      LOG_IF(WARNING, !result.passed()) << "readiness check (attempt " << attempt << " of "
+                                        << kReadinessAttempts << "): " << result.Describe();
+      passed = passed && result.passed();
+    }
+    if (passed) return 0;
+  }
+  LOG(ERROR) << "startup failed: the readiness check did not pass in " << kReadinessAttempts
+             << " attempts (see readiness.max_p95_factor and check_allowance_ms)";
+  return 1;
 }
 
 // Health of "" and of each model, from the pool's quorums.
@@ -269,7 +318,15 @@ int RunMaster(const MasterOptions& options) {
   }
   timeline.Phase(absl::StrCat("workers warm (", ReadySummary(**pool), ")"));
 
-  // 5. Open the port, turn health SERVING, tell systemd.
+  // 5. The readiness check through the whole path, then open the port, turn health SERVING,
+  // tell systemd.
+  NotifySystemd("STATUS=readiness check");
+  if (CheckReadiness(options, **pool, *specs) != 0) {
+    (*pool)->Stop();
+    ReapZygote(*zygote, /*now=*/false);
+    return 1;
+  }
+  timeline.Phase("readiness check passed");
   InferenceService service(*specs, **pool);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(options, service, port);

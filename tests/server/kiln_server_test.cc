@@ -853,10 +853,9 @@ TEST_CASE(
 
 TEST_CASE("SIGTERM on an idle server: exit 0 within 3 s, the zygote and workers leave with it",
           "[integration][server][signals]") {
-  // SERVER BUG (found by this test): the master's end of the zygote's socketpair is inherited
-  // by the zygote (and by every worker) at fork and never closed there, so when the master
-  // closes its end on shutdown the zygote sees no EOF; StopZygote then waits its full 5 s and
-  // SIGKILLs the zygote. TERM on an idle server takes ~5 s instead of milliseconds.
+  // Regression: the master's end of the zygote's socketpair was once inherited by the zygote
+  // (and every worker) and never closed there, so the zygote saw no EOF on shutdown and TERM
+  // took 5 s (then a SIGKILL).
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
   auto server = StartServing(Config(repo, 2));
@@ -976,10 +975,9 @@ TEST_CASE("SIGINT exits 130 at once and takes the tree with it", "[integration][
   std::unique_ptr<SilentHttp2Client> client;
   SECTION("no client connected") {}
   SECTION("a client holds an idle connection") {
-    // SERVER BUG (found by this section): on SIGINT RunMaster returns with the grpc::Server
-    // still running; ~Server then calls Shutdown() without a deadline, which waits for every
-    // connected client to acknowledge the graceful GOAWAY. A silent peer holds the "immediate"
-    // exit for ~20 s (an idle C++ gRPC client, which only polls every 5 s, for up to 5 s).
+    // Regression: SIGINT once returned through ~grpc::Server, whose Shutdown() without a
+    // deadline waits for every connected client to acknowledge the GOAWAY: a silent peer held
+    // the "immediate" exit for ~20 s.
     client = std::make_unique<SilentHttp2Client>(server->port());
     // The server has taken the connection once it answers on another one.
     auto channel = kiln::testing::LoopbackChannel(server->port());
@@ -1082,4 +1080,40 @@ TEST_CASE(
 }
 
 }  // namespace
+// --- readiness check --------------------------------------------------------------------------
+
+TEST_CASE("the readiness check runs through the whole path before the port opens",
+          "[integration][server][readiness]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  auto server = StartServing(Config(repo, 1));
+  const std::string log = server->log();
+  INFO("log:\n" << log);
+  const size_t check = log.find("readiness check: mlp: 20 requests through the whole path");
+  const size_t ready = log.find("startup: ready: serving gRPC");
+  REQUIRE(check != std::string::npos);
+  REQUIRE(ready != std::string::npos);
+  CHECK(check < ready);
+  CHECK_THAT(log, Contains("passed"));
+}
+
+TEST_CASE("a readiness check that cannot pass keeps the port closed and exits 1 with the numbers",
+          "[integration][server][readiness]") {
+  TempDir repo_dir;
+  // A limit no request path can meet: 1 x the worker's compute time + 1 ns.
+  const std::string repo = kiln::testing::MakeRepository(
+      repo_dir, {{"mlp", DemoConfig("mlp") +
+                             "readiness { max_p95_factor: 1.0 check_allowance_ms: 0.000001 }\n"}});
+  ServerProcess server(Config(repo, 1));
+  const std::optional<int> code = server.WaitExit(kStartup);
+  const std::string log = server.log();
+  INFO("log:\n" << log);
+  REQUIRE(code.has_value());
+  CHECK(*code == 1);
+  CHECK(Count(log, "FAILED") == 3);  // every attempt, logged with its numbers
+  CHECK_THAT(log, Contains("p95"));
+  CHECK_THAT(log, Contains("the readiness check did not pass in 3 attempts"));
+  CHECK(Count(log, "startup: ready") == 0);
+}
+
 }  // namespace kiln

@@ -1,0 +1,138 @@
+#include "server/readiness_check.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/clock.h"
+#include "server/infer_codec.h"
+#include "worker/warmup.h"
+
+namespace kiln {
+namespace {
+
+// Per request: generous, since a worker may still be settling its caches; a timeout is an error.
+constexpr int kRequestTimeoutSeconds = 30;
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// Nearest-rank p95 of `values` (non-empty).
+double P95(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t rank = static_cast<size_t>(std::ceil(0.95 * values.size()));
+  return values[std::max<size_t>(rank, 1) - 1];
+}
+
+// The median over the model's workers of their steady latency at `shape`.
+double SteadyMs(const std::string& model, const WarmupShape& shape,
+                const std::vector<WorkerInfo>& workers) {
+  std::vector<double> steady;
+  for (const WorkerInfo& worker : workers) {
+    if (worker.model != model) continue;
+    for (const internal::ShapeWarmup& warmed : worker.warmup.shapes()) {
+      if (warmed.batch_size() == shape.batch_size &&
+          warmed.sequence_length() == shape.sequence_length) {
+        steady.push_back(warmed.steady_ms());
+      }
+    }
+  }
+  return Median(steady);
+}
+
+ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const ModelSpec& spec,
+                           const inference::ModelInferRequest& request, double steady_ms) {
+  const ReadinessConfig& readiness = spec.config.readiness();
+  ReadinessResult result;
+  result.model = spec.config.name();
+  result.requests = readiness.check_requests();
+  result.steady_ms = steady_ms;
+  result.factor = readiness.max_p95_factor();
+  result.allowance_ms = readiness.check_allowance_ms();
+  result.limit_ms = result.factor * steady_ms + result.allowance_ms;
+
+  std::mutex mu;
+  std::vector<double> latencies;
+  int next = 0;
+  auto sender = [&] {
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (next >= result.requests) return;
+        ++next;
+      }
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(kRequestTimeoutSeconds));
+      inference::ModelInferResponse response;
+      const auto start = std::chrono::steady_clock::now();
+      const grpc::Status status = stub.ModelInfer(&context, request, &response);
+      const double ms = MillisecondsSince(start);
+      std::lock_guard<std::mutex> lock(mu);
+      if (status.ok()) {
+        latencies.push_back(ms);
+      } else if (result.errors++ == 0) {
+        result.first_error = status.error_message();
+      }
+    }
+  };
+  std::vector<std::thread> senders;
+  for (int i = 0; i < std::max(1, readiness.check_concurrency()); ++i) senders.emplace_back(sender);
+  for (std::thread& thread : senders) thread.join();
+  result.p95_ms = latencies.empty() ? 0 : P95(latencies);
+  return result;
+}
+
+}  // namespace
+
+std::string ReadinessResult::Describe() const {
+  if (!skipped.empty()) return absl::StrCat(model, ": not checked (", skipped, ")");
+  std::string text = absl::StrFormat(
+      "%s: %d requests through the whole path, p95 %.2f ms %s limit %.2f ms (%.1f x steady "
+      "%.2f ms + %.1f ms): %s",
+      model, requests, p95_ms, p95_ms <= limit_ms ? "<=" : ">", limit_ms, factor, steady_ms,
+      allowance_ms, passed() ? "passed" : "FAILED");
+  if (errors > 0) absl::StrAppend(&text, "; ", errors, " errors, the first: ", first_error);
+  return text;
+}
+
+absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
+    inference::GRPCInferenceService::Stub& stub, const std::vector<ModelSpec>& specs,
+    const std::vector<WorkerInfo>& workers, bool warmup) {
+  std::vector<ReadinessResult> results;
+  for (const ModelSpec& spec : specs) {
+    ReadinessResult skipped;
+    skipped.model = spec.config.name();
+    if (!warmup || !spec.config.warmup().enabled()) {
+      skipped.skipped = "warmup is off";
+      results.push_back(skipped);
+      continue;
+    }
+    const WarmupShape shape = WarmupShapes(spec.config).front();
+    absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec.config, shape, 7);
+    if (absl::IsFailedPrecondition(inputs.status())) {
+      skipped.skipped = std::string(inputs.status().message());
+      results.push_back(skipped);
+      continue;
+    }
+    if (!inputs.ok()) return inputs.status();
+    std::vector<TensorView> views;
+    for (const Tensor& input : *inputs) views.push_back(input.view());
+    absl::StatusOr<inference::ModelInferRequest> request =
+        BuildInferRequest(spec.config.name(), "", views);
+    if (!request.ok()) return request.status();
+    results.push_back(
+        CheckModel(stub, spec, *request, SteadyMs(spec.config.name(), shape, workers)));
+  }
+  return results;
+}
+
+}  // namespace kiln

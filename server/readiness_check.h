@@ -1,0 +1,49 @@
+// The readiness check of DESIGN.md's startup step 5: before the public port opens, a short
+// synthetic load goes through the whole request path (gRPC service, validation, queue, worker
+// over its socket and arena, response encoding), and its p95 must be within
+// max_p95_factor x the workers' steady latency (+ check_allowance_ms for the path itself).
+// It also warms that path, so the first real request does not pay for it.
+#ifndef KILN_SERVER_READINESS_CHECK_H_
+#define KILN_SERVER_READINESS_CHECK_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config_loader.h"
+#include "proto/grpc_service.grpc.pb.h"
+#include "server/worker_pool.h"
+
+namespace kiln {
+
+struct ReadinessResult {
+  std::string model;
+  int requests = 0;
+  int errors = 0;
+  double p95_ms = 0;
+  double steady_ms = 0;     // the workers' steady latency for the checked shape (median)
+  double factor = 0;        // readiness.max_p95_factor
+  double allowance_ms = 0;  // readiness.check_allowance_ms
+  double limit_ms = 0;      // factor x steady_ms + allowance_ms
+  std::string first_error;
+  std::string
+      skipped;  // why the model was not checked (warmup off, no synthetic data); "" if it was
+
+  bool passed() const { return !skipped.empty() || (errors == 0 && p95_ms <= limit_ms); }
+  // "mlp: 20 requests, p95 0.61 ms <= limit 2.13 ms (steady 0.04 ms): passed".
+  std::string Describe() const;
+};
+
+// Sends each model's readiness.check_requests requests, readiness.check_concurrency at a time,
+// at the plan's smallest shape (seeded data), through `stub` (an in-process channel to the
+// service), and compares their p95 with the limit. `workers` gives the steady latencies from the
+// warmup reports. A model is skipped (and says why) when its warmup is off (`warmup` false: the
+// --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
+// generated (BYTES). Only building a request can fail; a failed check is a result.
+absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
+    inference::GRPCInferenceService::Stub& stub, const std::vector<ModelSpec>& specs,
+    const std::vector<WorkerInfo>& workers, bool warmup);
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_READINESS_CHECK_H_
