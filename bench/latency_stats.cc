@@ -5,13 +5,12 @@
 #include <numeric>
 
 #include "absl/strings/str_format.h"
+#include "common/stats.h"
 
 namespace kiln::bench {
 
 double Percentile(const std::vector<double>& sorted, double p) {
-  const double rank = std::ceil(std::clamp(p, 0.0, 100.0) / 100.0 * sorted.size());
-  const size_t index = rank <= 1 ? 0 : static_cast<size_t>(rank) - 1;
-  return sorted[std::min(index, sorted.size() - 1)];
+  return NearestRankPercentile(sorted, p);
 }
 
 LatencySummary Summarize(std::vector<double> samples) {
@@ -36,8 +35,7 @@ Spread MedianAndSpread(std::vector<double> values) {
   spread.count = values.size();
   spread.min = values.front();
   spread.max = values.back();
-  const size_t mid = values.size() / 2;
-  spread.median = values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+  spread.median = Median(values);
   return spread;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/clock.h"
+#include "common/stats.h"
 #include "server/infer_codec.h"
 #include "worker/warmup.h"
 
@@ -17,20 +18,6 @@ namespace {
 
 // Per request: generous, since a worker may still be settling its caches; a timeout is an error.
 constexpr int kRequestTimeoutSeconds = 30;
-
-double Median(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
-
-// Nearest-rank p95 of `values` (non-empty).
-double P95(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t rank = static_cast<size_t>(std::ceil(0.95 * values.size()));
-  return values[std::max<size_t>(rank, 1) - 1];
-}
 
 // The median over the model's workers of their steady latency at `shape`.
 double SteadyMs(const std::string& model, const WarmupShape& shape,
@@ -87,7 +74,8 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
   std::vector<std::thread> senders;
   for (int i = 0; i < std::max(1, readiness.check_concurrency()); ++i) senders.emplace_back(sender);
   for (std::thread& thread : senders) thread.join();
-  result.p95_ms = latencies.empty() ? 0 : P95(latencies);
+  std::sort(latencies.begin(), latencies.end());
+  result.p95_ms = latencies.empty() ? 0 : NearestRankPercentile(latencies, 95);
   return result;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/stats.h"
 #include "common/dtype.h"
 
 namespace kiln {
@@ -44,11 +45,6 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
   }  // 16-bit floats stay zero: no portable half type here, and zero is a valid warmup value.
 }
 
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
 
 }  // namespace
 
