@@ -45,10 +45,6 @@ std::vector<T> Values(const Tensor& tensor) {
   return values;
 }
 
-std::string Bytes(const Tensor& tensor) {
-  return std::string(tensor.bytes.begin(), tensor.bytes.end());
-}
-
 // ---- flags -----------------------------------------------------------------------------------
 
 struct TestFlags {
@@ -169,41 +165,6 @@ TEST_CASE("gRPC statuses are formatted with their code names", "[oip]") {
   CHECK(FormatGrpcStatus(grpc::Status::OK) == "OK");
   CHECK(GrpcCodeName(grpc::StatusCode::UNAUTHENTICATED) == "UNAUTHENTICATED");
   CHECK(GrpcCodeName(static_cast<grpc::StatusCode>(99)) == "CODE_99");
-}
-
-// ---- requests ---------------------------------------------------------------------------------
-
-TEST_CASE("requests carry every input in raw_input_contents with datatype and shape", "[oip]") {
-  const Tensor x = MakeTensor<float>("x", DType::kFloat32, {2, 3}, {1, 2, 3, 4, 5, 6});
-  const Tensor ids = MakeTensor<int64_t>("ids", DType::kInt64, {1, 2}, {7, -8});
-  const Tensor mask = MakeTensor<uint8_t>("mask", DType::kBool, {2}, {1, 0});
-  absl::StatusOr<ModelInferRequest> request =
-      BuildInferRequest("m", "3", {x.view(), ids.view(), mask.view()});
-  REQUIRE(request.ok());
-  CHECK(request->model_name() == "m");
-  CHECK(request->model_version() == "3");
-  REQUIRE(request->inputs_size() == 3);
-  REQUIRE(request->raw_input_contents_size() == 3);
-  CHECK(request->inputs(0).name() == "x");
-  CHECK(request->inputs(0).datatype() == "FP32");
-  CHECK(std::vector<int64_t>(request->inputs(0).shape().begin(), request->inputs(0).shape().end()) ==
-        std::vector<int64_t>{2, 3});
-  CHECK(request->inputs(1).datatype() == "INT64");
-  CHECK(request->inputs(2).datatype() == "BOOL");
-  CHECK(request->raw_input_contents(0) == Bytes(x));
-  CHECK(request->raw_input_contents(1) == Bytes(ids));
-  CHECK(request->raw_input_contents(2) == Bytes(mask));
-  CHECK_FALSE(request->inputs(0).has_contents());
-  CHECK(request->outputs_size() == 0);
-}
-
-TEST_CASE("a request view whose bytes do not match its shape is refused", "[oip]") {
-  Tensor x = MakeTensor<float>("x", DType::kFloat32, {2, 3}, {1, 2, 3, 4, 5});
-  absl::StatusOr<ModelInferRequest> request = BuildInferRequest("m", "", {x.view()});
-  REQUIRE(request.status().code() == absl::StatusCode::kInvalidArgument);
-  CHECK_THAT(std::string(request.status().message()), Contains("input 'x'"));
-  Tensor fp8 = MakeTensor<uint8_t>("f", DType::kFloat8E5M2, {1}, {0});
-  CHECK_FALSE(BuildInferRequest("m", "", {fp8.view()}).ok());
 }
 
 const char kModel[] = R"pb(

@@ -790,5 +790,44 @@ TEST_CASE("model metadata lists tensors with OIP datatypes and a -1 batch dim", 
                              response.inputs(0).shape().end()) == std::vector<int64_t>{2, -1});
 }
 
+// --- requests (the client's side) ---------------------------------------------------------
+
+std::string RawBytes(const Tensor& tensor) {
+  return std::string(tensor.bytes.begin(), tensor.bytes.end());
+}
+
+TEST_CASE("requests carry every input in raw_input_contents with datatype and shape", "[codec]") {
+  const Tensor x = MakeTensor("x", DType::kFloat32, {2, 3}, Le<float>({1, 2, 3, 4, 5, 6}));
+  const Tensor ids = MakeTensor("ids", DType::kInt64, {1, 2}, Le<int64_t>({7, -8}));
+  const Tensor mask = MakeTensor("mask", DType::kBool, {2}, {1, 0});
+  absl::StatusOr<ModelInferRequest> request =
+      BuildInferRequest("m", "3", {x.view(), ids.view(), mask.view()});
+  REQUIRE(request.ok());
+  CHECK(request->model_name() == "m");
+  CHECK(request->model_version() == "3");
+  REQUIRE(request->inputs_size() == 3);
+  REQUIRE(request->raw_input_contents_size() == 3);
+  CHECK(request->inputs(0).name() == "x");
+  CHECK(request->inputs(0).datatype() == "FP32");
+  CHECK(std::vector<int64_t>(request->inputs(0).shape().begin(), request->inputs(0).shape().end()) ==
+        std::vector<int64_t>{2, 3});
+  CHECK(request->inputs(1).datatype() == "INT64");
+  CHECK(request->inputs(2).datatype() == "BOOL");
+  CHECK(request->raw_input_contents(0) == RawBytes(x));
+  CHECK(request->raw_input_contents(1) == RawBytes(ids));
+  CHECK(request->raw_input_contents(2) == RawBytes(mask));
+  CHECK_FALSE(request->inputs(0).has_contents());
+  CHECK(request->outputs_size() == 0);
+}
+
+TEST_CASE("a request view whose bytes do not match its shape is refused", "[codec]") {
+  const Tensor x = MakeTensor("x", DType::kFloat32, {2, 3}, Le<float>({1, 2, 3, 4, 5}));
+  absl::StatusOr<ModelInferRequest> request = BuildInferRequest("m", "", {x.view()});
+  REQUIRE(request.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(request.status().message()), Contains("input 'x'"));
+  const Tensor fp8 = MakeTensor("f", DType::kFloat8E5M2, {1}, {0});
+  CHECK_FALSE(BuildInferRequest("m", "", {fp8.view()}).ok());
+}
+
 }  // namespace
 }  // namespace kiln
