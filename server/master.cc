@@ -9,6 +9,7 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -109,8 +110,9 @@ std::string ReadySummary(const WorkerPool& pool) {
   return absl::StrCat(ready, "/", total, " workers warm");
 }
 
-// Waits for every model's quorum. Returns 0 when ready, else the exit code to leave with.
-int WaitForQuorum(const WorkerPool& pool, const MasterOptions& options, bool& interrupted) {
+// Waits for every model's quorum. Returns std::nullopt when ready, else the exit code to leave
+// with (1 on failure, 0 for TERM and 130 for INT while warming).
+std::optional<int> WaitForQuorum(const WorkerPool& pool, const MasterOptions& options) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(options.startup_timeout_s);
   auto next_extend = std::chrono::steady_clock::now();
@@ -132,11 +134,10 @@ int WaitForQuorum(const WorkerPool& pool, const MasterOptions& options, bool& in
     }
     if (const int sig = NextSignal(50); sig == SIGTERM || sig == SIGINT) {
       LOG(INFO) << "startup: " << strsignal(sig) << " while warming; stopping";
-      interrupted = true;
       return sig == SIGINT ? 130 : 0;
     }
   }
-  return 0;
+  return std::nullopt;
 }
 
 absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> LoadModels(
@@ -310,11 +311,10 @@ int RunMaster(const MasterOptions& options) {
     return 1;
   }
   NotifySystemd("STATUS=warming workers");
-  bool interrupted = false;
-  if (const int code = WaitForQuorum(**pool, options, interrupted); code != 0 || interrupted) {
+  if (const std::optional<int> code = WaitForQuorum(**pool, options); code.has_value()) {
     (*pool)->Stop();
     ReapZygote(*zygote, /*now=*/false);
-    return code;
+    return *code;
   }
   timeline.Phase(absl::StrCat("workers warm (", ReadySummary(**pool), ")"));
 
