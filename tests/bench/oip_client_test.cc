@@ -17,6 +17,7 @@
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
 #include "google/protobuf/text_format.h"
+#include "tests/tensor_values.h"
 #include "server/infer_codec.h"
 
 namespace kiln::bench {
@@ -26,17 +27,7 @@ using Catch::Matchers::Contains;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
-template <typename T>
-Tensor MakeTensor(std::string name, DType dtype, std::vector<int64_t> shape,
-                  const std::vector<T>& values) {
-  Tensor tensor;
-  tensor.name = std::move(name);
-  tensor.dtype = dtype;
-  tensor.shape = std::move(shape);
-  tensor.bytes.resize(values.size() * sizeof(T));
-  std::memcpy(tensor.bytes.data(), values.data(), tensor.bytes.size());
-  return tensor;
-}
+using ::kiln::testing::MakeTensor;
 
 template <typename T>
 std::vector<T> Values(const Tensor& tensor) {

@@ -8,21 +8,12 @@
 #include <vector>
 
 #include "common/safetensors.h"
+#include "tests/tensor_values.h"
 
 namespace kiln {
 namespace {
 
-template <typename T>
-Tensor MakeTensor(std::string name, DType dtype, std::vector<int64_t> shape,
-                  const std::vector<T>& values) {
-  Tensor tensor;
-  tensor.name = std::move(name);
-  tensor.dtype = dtype;
-  tensor.shape = std::move(shape);
-  tensor.bytes.resize(values.size() * sizeof(T));
-  std::memcpy(tensor.bytes.data(), values.data(), tensor.bytes.size());
-  return tensor;
-}
+using ::kiln::testing::MakeTensor;
 
 TEST_CASE("the safetensors writer round-trips through ParseSafetensors", "[safetensors]") {
   const Tensor logits = MakeTensor<float>("logits", DType::kFloat32, {2, 2}, {1, -2, 3.5f, 4});
