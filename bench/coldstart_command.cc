@@ -46,7 +46,9 @@ const char* kColdstartDescription =
     "  ready_ms       fork of kiln-server -> grpc.health.v1 Watch(\"\") reports SERVING (the port\n"
     "                 opens only once the workers are warm; the Watch waits for it)\n"
     "  first_ms       the first ModelInfer right after SERVING (seeded random inputs at\n"
-    "                 [--batch, dims] with every other -1 dim set to --seq)\n"
+    "                 [--batch, dims] with every other -1 dim set to --seq; a text model, one\n"
+    "                 with a BYTES input, gets text in that input alone, as with 'infer':\n"
+    "                 --text, else a fixed English sample of --seq words, in --batch rows)\n"
     "  steady_p50_ms  p50 and p95 of --steady_requests sequential ModelInfer after it (the\n"
     "  steady_p95_ms  same request)\n"
     "  ratio          first_ms / steady_p50_ms (1.0 = no cold-request penalty)\n"
@@ -298,17 +300,17 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   if (!metadata.ok()) {
     return absl::UnavailableError(absl::StrCat(metadata.status().message(), ExitNote(server)));
   }
-  absl::StatusOr<std::vector<Tensor>> inputs =
-      MakeRandomInputs(InputSpecsFromMetadata(*metadata), options.batch, options.seq, kInputSeed);
-  if (!inputs.ok()) return inputs.status();
-  std::vector<TensorView> views;
-  for (const Tensor& tensor : *inputs) views.push_back(tensor.view());
-  absl::StatusOr<inference::ModelInferRequest> request =
-      BuildInferRequest(options.model, "", views);
+  SyntheticRequestOptions input_options;
+  input_options.batch = options.batch;
+  input_options.seq = options.seq;
+  input_options.seed = kInputSeed;
+  input_options.text = options.text;
+  absl::StatusOr<SyntheticRequest> request =
+      BuildSyntheticRequest(*metadata, options.model, "", input_options);
   if (!request.ok()) return request.status();
 
   inference::ModelInferResponse response;
-  absl::StatusOr<double> first = TimedInfer(*oip, *request, &response, options.timeout_s);
+  absl::StatusOr<double> first = TimedInfer(*oip, request->request, &response, options.timeout_s);
   if (!first.ok()) {
     return absl::Status(first.status().code(),
                         absl::StrCat("first ", first.status().message(), ExitNote(server)));
@@ -322,7 +324,8 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   std::vector<double> steady;
   steady.reserve(static_cast<size_t>(options.steady_requests));
   for (int64_t i = 0; i < options.steady_requests; ++i) {
-    absl::StatusOr<double> latency = TimedInfer(*oip, *request, &response, options.timeout_s);
+    absl::StatusOr<double> latency =
+        TimedInfer(*oip, request->request, &response, options.timeout_s);
     if (!latency.ok()) {
       return absl::Status(latency.status().code(),
                           absl::StrCat("steady request ", i + 1, ": ", latency.status().message(),
@@ -383,17 +386,19 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   std::string warmup = "on";
   std::string share_weights = "on";
   std::string server_args;
+  std::string text;
   FlagSet flags(
       "kiln-bench coldstart --model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
       "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
-      "           [--repeat=3] [--steady_requests=50] [--batch=1] [--seq=16] [--timeout_s=300]\n"
-      "           [--json=FILE] [--log_dir=DIR]",
+      "           [--repeat=3] [--steady_requests=50] [--batch=1] [--seq=16] [--text=TEXT]\n"
+      "           [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
       kColdstartDescription,
       {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
        "kiln-bench coldstart --model_repository=models --model=resnet50 --workers=2 "
        "--warmup=off --json=/tmp/cold.json",
        "kiln-bench coldstart --model_repository=models --model=resnet18 --share_weights=off "
-       "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs"});
+       "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs",
+       "kiln-bench coldstart --model_repository=models --model=textcls --batch=4 --seq=64"});
   flags.AddString("model_repository", &parsed.model_repository,
                   "model repository the server loads (required; every model in it is loaded)");
   flags.AddString("model", &parsed.model, "model to send requests to (required)");
@@ -410,8 +415,12 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   flags.AddInt("repeat", &parsed.repeat, "how many cold starts, one after the other, 1..1000");
   flags.AddInt("steady_requests", &parsed.steady_requests,
                "sequential requests after the first one, for the steady p50/p95");
-  flags.AddInt("batch", &parsed.batch, "batch size of the requests (a leading -1 dim)");
-  flags.AddInt("seq", &parsed.seq, "every other -1 dim of the requests");
+  flags.AddInt("batch", &parsed.batch,
+               "batch size of the requests (a leading -1 dim); text models: rows of text");
+  flags.AddInt("seq", &parsed.seq,
+               "every other -1 dim of the requests; text models: words of sample text");
+  flags.AddString("text", &text,
+                  "text models: the text of every row (default: sample text of --seq words)");
   flags.AddInt("timeout_s", &parsed.timeout_s,
                "deadline for SERVING (from the fork) and for each request, in seconds");
   flags.AddString("json", &parsed.json_path, "also write the runs and the summary to this file");
@@ -427,6 +436,7 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
         << "\nrun 'kiln-bench coldstart --help' for its flags\n";
     return kExitUsage;
   }
+  if (flags.WasSet("text")) parsed.text = text;
   *options = std::move(parsed);
   return std::nullopt;
 }

@@ -26,6 +26,7 @@ struct ColdstartOptions {
   int64_t steady_requests = 50;
   int64_t batch = 1;
   int64_t seq = 16;
+  std::optional<std::string> text;  // --text for a text model; std::nullopt = sample text
   int64_t timeout_s = 300;
   std::string json_path;  // "" = no JSON file
   std::string log_dir;    // "" = logs in a temporary directory, kept only on failure

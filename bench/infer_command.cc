@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -59,12 +60,16 @@ std::string ElementText(DType dtype, const uint8_t* data, size_t i) {
 }
 
 const char* kInferDescription =
-    "Sends one ModelInfer request (Open Inference Protocol, raw_input_contents) and prints one\n"
-    "line per output: name, datatype, shape, the first values and min/max/mean, then the\n"
-    "round-trip latency. ModelMetadata tells which inputs to send. With --input they come from\n"
-    "a safetensors file (tensor 'x' or 'input.x' for input x); otherwise (--random) from seeded\n"
-    "data: floats uniform in [-1, 1), integers in [0, 100), BOOL 0/1, at shape [--batch, dims]\n"
-    "with every other -1 dim set to --seq.\n"
+    "Sends one ModelInfer request (Open Inference Protocol) and prints one line per output:\n"
+    "name, datatype, shape, the first values and min/max/mean, then the round-trip latency.\n"
+    "ModelMetadata tells which inputs to send. With --input they come from a safetensors file\n"
+    "(tensor 'x' or 'input.x' for input x); otherwise (--random) from seeded data: floats\n"
+    "uniform in [-1, 1), integers in [0, 100), BOOL 0/1, at shape [--batch, dims] with every\n"
+    "other -1 dim set to --seq.\n"
+    "Text models (a BYTES input in the metadata, e.g. 'text' of a model with a tokenizer) get\n"
+    "text instead, in that input alone: --text, else a fixed English sample of --seq words, the\n"
+    "same string in each of the --batch rows (shape [--batch, 1]); the server tokenizes it.\n"
+    "With --input, a text model gets its token inputs from the file and no text.\n"
     "Exit status: 0 ok, 1 RPC or file error, 2 bad flags.";
 
 }  // namespace
@@ -144,21 +149,27 @@ int RunInferCommand(const std::vector<std::string>& args) {
   int64_t seed = 0;
   int64_t timeout_ms = 10000;
   std::string output_path;
+  std::string text;
 
-  FlagSet flags("kiln-bench infer --model=NAME [--input=FILE.safetensors | --random] [flags]",
-                kInferDescription,
-                {"kiln-bench infer --model=mlp --batch=4",
-                 "kiln-bench infer --model=textcls --random --batch=2 --seq=32 --seed=7",
-                 "kiln-bench infer --model=resnet18 --input=models/resnet18/1/reference.safetensors"
-                 " --output=/tmp/out.safetensors"});
+  FlagSet flags(
+      "kiln-bench infer --model=NAME [--input=FILE.safetensors | --random | --text=TEXT] [flags]",
+      kInferDescription,
+      {"kiln-bench infer --model=mlp --batch=4",
+       "kiln-bench infer --model=textcls --text=\"the service scales out\" --batch=2",
+       "kiln-bench infer --model=textcls --batch=4 --seq=64",
+       "kiln-bench infer --model=resnet18 --input=models/resnet18/1/reference.safetensors"
+       " --output=/tmp/out.safetensors"});
   flags.AddString("addr", &addr, "server address, host:port");
   flags.AddString("model", &model, "model name (required)");
   flags.AddString("version", &version, "model version; empty = the server's choice");
   flags.AddString("input", &input_path, "safetensors file with the inputs");
-  flags.AddBool("random", &random, "seeded random inputs (the default without --input)");
-  flags.AddInt("batch", &batch, "random inputs: batch size (a leading -1 dim)");
-  flags.AddInt("seq", &seq, "random inputs: every other -1 dim");
+  flags.AddBool("random", &random,
+                "seeded random inputs, or text for a text model (the default without --input)");
+  flags.AddInt("batch", &batch, "batch size (the leading -1 dim); text models: rows of text");
+  flags.AddInt("seq", &seq, "random inputs: every other -1 dim; text models: words of sample text");
   flags.AddInt("seed", &seed, "random inputs: seed");
+  flags.AddString("text", &text,
+                  "text models: the text of every row (default: sample text of --seq words)");
   flags.AddInt("timeout_ms", &timeout_ms, "deadline of each RPC, in milliseconds");
   flags.AddString("output", &output_path, "write the outputs to this safetensors file");
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "infer", args, std::cout, std::cerr)) {
@@ -169,6 +180,8 @@ int RunInferCommand(const std::vector<std::string>& args) {
     problem = "--model is required";
   } else if (!input_path.empty() && random) {
     problem = "--input and --random exclude each other";
+  } else if (!input_path.empty() && flags.WasSet("text")) {
+    problem = "--input and --text exclude each other";
   } else if (batch < 1 || seq < 1) {
     problem = "--batch and --seq must be >= 1";
   } else if (timeout_ms < 1) {
@@ -192,12 +205,9 @@ int RunInferCommand(const std::vector<std::string>& args) {
     std::cerr << "kiln-bench: " << metadata.status().message() << "\n";
     return kExitFailure;
   }
-  const std::vector<InputSpec> specs = InputSpecsFromMetadata(*metadata);
 
   std::unique_ptr<MappedSafetensors> file;
-  std::vector<Tensor> random_inputs;
-  std::vector<TensorView> inputs;
-  std::string origin;
+  absl::StatusOr<inference::ModelInferRequest> request;
   if (!input_path.empty()) {
     absl::StatusOr<std::unique_ptr<MappedSafetensors>> opened = MappedSafetensors::Open(input_path);
     if (!opened.ok()) {
@@ -205,31 +215,39 @@ int RunInferCommand(const std::vector<std::string>& args) {
       return kExitFailure;
     }
     file = std::move(*opened);
+    // A text model's token inputs come from the file; its text input has no tensor form.
+    std::vector<InputSpec> specs = InputSpecsFromMetadata(*metadata);
+    if (const std::optional<size_t> text_input = FindTextInput(specs)) {
+      specs.erase(specs.begin() + static_cast<std::ptrdiff_t>(*text_input));
+    }
     absl::StatusOr<std::vector<TensorView>> views =
         InputsFromSafetensors(file->index(), specs, input_path);
     if (!views.ok()) {
       std::cerr << "kiln-bench: " << views.status().message() << "\n";
       return kExitFailure;
     }
-    inputs = std::move(*views);
-    origin = absl::StrCat("from ", input_path);
+    for (const TensorView& view : *views) {
+      std::cout << "input  " << view.name << " " << *OipDatatypeForDType(view.dtype) << " "
+                << ShapeString(view.shape) << " (from " << input_path << ")\n";
+    }
+    request = BuildInferRequest(model, version, *views);
   } else {
-    absl::StatusOr<std::vector<Tensor>> made =
-        MakeRandomInputs(specs, batch, seq, static_cast<uint64_t>(seed));
-    if (!made.ok()) {
-      std::cerr << "kiln-bench: " << made.status().message() << "\n";
+    SyntheticRequestOptions options;
+    options.batch = batch;
+    options.seq = seq;
+    options.seed = static_cast<uint64_t>(seed);
+    if (flags.WasSet("text")) options.text = text;
+    absl::StatusOr<SyntheticRequest> synthetic =
+        BuildSyntheticRequest(*metadata, model, version, options);
+    if (!synthetic.ok()) {
+      std::cerr << "kiln-bench: " << synthetic.status().message() << "\n";
       return kExitFailure;
     }
-    random_inputs = std::move(*made);
-    for (const Tensor& tensor : random_inputs) inputs.push_back(tensor.view());
-    origin = absl::StrCat("random, seed ", seed);
+    for (const std::string& input : synthetic->inputs) {
+      std::cout << "input  " << input << " (" << synthetic->origin << ")\n";
+    }
+    request = std::move(synthetic->request);
   }
-  for (const TensorView& view : inputs) {
-    std::cout << "input  " << view.name << " " << *OipDatatypeForDType(view.dtype) << " "
-              << ShapeString(view.shape) << " (" << origin << ")\n";
-  }
-
-  absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, version, inputs);
   if (!request.ok()) {
     std::cerr << "kiln-bench: " << request.status().message() << "\n";
     return kExitFailure;

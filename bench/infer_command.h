@@ -1,5 +1,6 @@
-// `kiln-bench infer`: one ModelInfer request with inputs from a safetensors file or seeded
-// random data, the outputs summarised (and optionally written to a safetensors file).
+// `kiln-bench infer`: one ModelInfer request with inputs from a safetensors file, seeded random
+// data or text (a text model), the outputs summarised (and optionally written to a safetensors
+// file).
 #ifndef KILN_BENCH_INFER_COMMAND_H_
 #define KILN_BENCH_INFER_COMMAND_H_
 

@@ -28,7 +28,9 @@ const char* kLoadDescription =
     "Drives one model with ModelInfer requests and reports the achieved rate, throughput, latency\n"
     "percentiles (OK requests only) and errors by gRPC code. Every request carries the same\n"
     "seeded random inputs (as 'infer --random': ModelMetadata gives the inputs, --batch the\n"
-    "leading -1 dim, --seq every other -1 dim).\n"
+    "leading -1 dim, --seq every other -1 dim). A text model (a BYTES input in the metadata)\n"
+    "gets text in that input alone, as with 'infer': --text, else a fixed English sample of\n"
+    "--seq words, in each of the --batch rows; the server tokenizes every request.\n"
     "\n"
     "--mode=open: requests are scheduled at --rate per second, evenly spaced (--arrival=constant)\n"
     "  or with seeded exponential gaps (--arrival=poisson), and each is sent at its time whether\n"
@@ -139,6 +141,7 @@ int RunLoadCommand(const std::vector<std::string>& args) {
   int64_t warmup_requests = 0;
   std::string csv_path;
   std::string json_path;
+  std::string text;
 
   FlagSet flags(
       "kiln-bench load --model=NAME --mode=open|closed [--rate=R] [flags]", kLoadDescription,
@@ -146,7 +149,9 @@ int RunLoadCommand(const std::vector<std::string>& args) {
        "kiln-bench load --model=mlp --mode=open --rate=500 --arrival=constant --requests=10000"
        " --csv=/tmp/requests.csv",
        "kiln-bench load --model=resnet18 --mode=closed --concurrency=4 --duration_s=20"
-       " --warmup_requests=20 --batch=2"});
+       " --warmup_requests=20 --batch=2",
+       "kiln-bench load --model=textcls --mode=closed --concurrency=2 --requests=200"
+       " --text=\"is this review positive\""});
   flags.AddString("addr", &addr, "server address, host:port");
   flags.AddString("model", &model, "model name (required)");
   flags.AddString("version", &version, "model version; empty = the server's choice");
@@ -160,8 +165,10 @@ int RunLoadCommand(const std::vector<std::string>& args) {
   flags.AddString("duration_s", &duration_text,
                   "how long to schedule requests, seconds (> 0; excludes --requests)");
   flags.AddInt("requests", &requests, "how many requests to schedule (excludes --duration_s)");
-  flags.AddInt("batch", &batch, "batch size (the leading -1 dim)");
-  flags.AddInt("seq", &seq, "every other -1 dim");
+  flags.AddInt("batch", &batch, "batch size (the leading -1 dim); text models: rows of text");
+  flags.AddInt("seq", &seq, "every other -1 dim; text models: words of sample text");
+  flags.AddString("text", &text,
+                  "text models: the text of every row (default: sample text of --seq words)");
   flags.AddInt("seed", &seed, "seed of the random inputs and of the Poisson schedule");
   flags.AddInt("timeout_ms", &timeout_ms, "deadline of each RPC, in milliseconds");
   flags.AddInt("warmup_requests", &warmup_requests, "sent first, one at a time, not counted");
@@ -254,27 +261,21 @@ int RunLoadCommand(const std::vector<std::string>& args) {
     std::cerr << "kiln-bench: " << metadata.status().message() << "\n";
     return kExitFailure;
   }
-  absl::StatusOr<std::vector<Tensor>> inputs =
-      MakeRandomInputs(InputSpecsFromMetadata(*metadata), batch, seq, static_cast<uint64_t>(seed));
-  if (!inputs.ok()) {
-    std::cerr << "kiln-bench: " << inputs.status().message() << "\n";
+  SyntheticRequestOptions input_options;
+  input_options.batch = batch;
+  input_options.seq = seq;
+  input_options.seed = static_cast<uint64_t>(seed);
+  if (flags.WasSet("text")) input_options.text = text;
+  absl::StatusOr<SyntheticRequest> synthetic =
+      BuildSyntheticRequest(*metadata, model, version, input_options);
+  if (!synthetic.ok()) {
+    std::cerr << "kiln-bench: " << synthetic.status().message() << "\n";
     return kExitFailure;
   }
-  std::vector<TensorView> views;
-  std::vector<std::string> described;
-  for (const Tensor& tensor : *inputs) {
-    views.push_back(tensor.view());
-    described.push_back(absl::StrCat(tensor.name, " ", *OipDatatypeForDType(tensor.dtype), " ",
-                                     ShapeString(tensor.shape)));
-  }
-  absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, version, views);
-  if (!request.ok()) {
-    std::cerr << "kiln-bench: " << request.status().message() << "\n";
-    return kExitFailure;
-  }
+  const inference::ModelInferRequest& request = synthetic->request;
 
   std::cerr << "kiln-bench load: " << model << " at " << addr << ", inputs "
-            << absl::StrJoin(described, "; ") << " (random, seed " << seed << "), "
+            << absl::StrJoin(synthetic->inputs, "; ") << " (" << synthetic->origin << "), "
             << (open ? absl::StrCat("open loop at ", rate_text, " rps (", arrival_text, ")")
                      : absl::StrCat("closed loop, concurrency ", options.concurrency))
             << ", "
@@ -287,7 +288,7 @@ int RunLoadCommand(const std::vector<std::string>& args) {
 
   LoadResult result;
   {
-    GrpcSender sender(stub.get(), &*request, timeout_ms);
+    GrpcSender sender(stub.get(), &request, timeout_ms);
     result = RunLoad(options, [&sender](DoneFn done) { sender.Send(std::move(done)); });
   }  // ~GrpcSender: every call completed (late ones after the drain are ignored)
   if (result.warmup_failures > 0) {

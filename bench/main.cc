@@ -11,6 +11,7 @@
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "bench/load_command.h"
+#include "bench/warmup_command.h"
 
 namespace {
 
@@ -21,7 +22,7 @@ struct Subcommand {
 };
 
 constexpr Subcommand kSubcommands[] = {
-    {"infer", "send one ModelInfer (inputs random or from safetensors), print the outputs",
+    {"infer", "send one ModelInfer (random inputs, text, or safetensors), print the outputs",
      kiln::bench::RunInferCommand},
     {"health", "grpc.health.v1 Check or Watch, like grpc_health_probe",
      kiln::bench::RunHealthCommand},
@@ -29,6 +30,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunColdstartCommand},
     {"load", "open- or closed-loop load on one model: rate, throughput, latency percentiles",
      kiln::bench::RunLoadCommand},
+    {"warmup", "KilnService/WarmupReport: startup timeline, per-shape warmup, serving counters",
+     kiln::bench::RunWarmupCommand},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sample_text.h"
 
 namespace kiln::bench {
 namespace {
@@ -109,6 +111,23 @@ void FillRandom(std::mt19937_64& rng, Tensor* out) {
         break;
     }
   }
+}
+
+// How many bytes of a --text the request description shows.
+constexpr size_t kShownTextBytes = 40;
+
+// `text` quoted for a one-line description: at most kShownTextBytes (cut at a UTF-8 character
+// boundary) and then "..." and the full length.
+std::string QuotedText(const std::string& text) {
+  if (text.size() <= kShownTextBytes) return absl::StrCat("\"", text, "\"");
+  size_t cut = kShownTextBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+  return absl::StrCat("\"", text.substr(0, cut), "...\" (", text.size(), " bytes)");
+}
+
+std::string Describe(const std::string& name, absl::string_view datatype,
+                     const std::vector<int64_t>& shape) {
+  return absl::StrCat(name, " ", datatype, " ", ShapeString(shape));
 }
 
 template <typename... Args>
@@ -275,7 +294,7 @@ absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec
     if (!dtype) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input '", spec.name, "': no random data for datatype ", spec.datatype,
-          spec.datatype == "BYTES" ? " (text inputs need a tokenizer-side client)" : ""));
+          spec.datatype == "BYTES" ? " (a text input takes text, not random data)" : ""));
     }
     absl::StatusOr<std::vector<int64_t>> shape = ResolveShape(spec.shape, batch, seq);
     if (!shape.ok()) {
@@ -296,6 +315,86 @@ absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec
     tensors.push_back(std::move(tensor));
   }
   return tensors;
+}
+
+std::optional<size_t> FindTextInput(const std::vector<InputSpec>& specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].datatype == "BYTES") return i;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<ModelInferRequest> BuildTextRequest(const std::string& model,
+                                                   const std::string& version,
+                                                   const InputSpec& text_input,
+                                                   const std::string& text, int64_t batch) {
+  absl::StatusOr<std::vector<int64_t>> shape = ResolveShape(text_input.shape, batch, 1);
+  if (!shape.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", text_input.name, "': ", shape.status().message()));
+  }
+  const std::optional<int64_t> elements = NumElements(*shape);
+  if (!elements) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", text_input.name, "': invalid shape ", ShapeString(*shape)));
+  }
+  ModelInferRequest request;
+  request.set_model_name(model);
+  request.set_model_version(version);
+  ModelInferRequest::InferInputTensor& input = *request.add_inputs();
+  input.set_name(text_input.name);
+  input.set_datatype("BYTES");
+  input.mutable_shape()->Add(shape->begin(), shape->end());
+  auto& rows = *input.mutable_contents()->mutable_bytes_contents();
+  rows.Reserve(static_cast<int>(*elements));
+  for (int64_t i = 0; i < *elements; ++i) *rows.Add() = text;
+  return request;
+}
+
+absl::StatusOr<SyntheticRequest> BuildSyntheticRequest(
+    const inference::ModelMetadataResponse& metadata, const std::string& model,
+    const std::string& version, const SyntheticRequestOptions& options) {
+  const std::vector<InputSpec> specs = InputSpecsFromMetadata(metadata);
+  SyntheticRequest out;
+  if (const std::optional<size_t> text_index = FindTextInput(specs)) {
+    const InputSpec& spec = specs[*text_index];
+    if (!options.text && (options.seq < 1 || options.seq > std::numeric_limits<int32_t>::max())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "seq must be in 1..", std::numeric_limits<int32_t>::max(), ", got ", options.seq));
+    }
+    const std::string text =
+        options.text ? *options.text : SampleText(static_cast<int32_t>(options.seq));
+    absl::StatusOr<ModelInferRequest> request =
+        BuildTextRequest(model, version, spec, text, options.batch);
+    if (!request.ok()) return request.status();
+    out.request = std::move(*request);
+    const auto& shape = out.request.inputs(0).shape();
+    out.inputs.push_back(Describe(spec.name, "BYTES", {shape.begin(), shape.end()}));
+    out.origin = options.text ? absl::StrCat("text ", QuotedText(*options.text))
+                              : absl::StrCat("sample text, ", options.seq, " words");
+    return out;
+  }
+  if (options.text) {
+    std::vector<std::string> inputs;
+    for (const InputSpec& spec : specs)
+      inputs.push_back(Describe(spec.name, spec.datatype, spec.shape));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", model, "' takes no text (no BYTES input; its inputs: ",
+                     inputs.empty() ? "none" : absl::StrJoin(inputs, ", "), "); leave out --text"));
+  }
+  absl::StatusOr<std::vector<Tensor>> tensors =
+      MakeRandomInputs(specs, options.batch, options.seq, options.seed);
+  if (!tensors.ok()) return tensors.status();
+  std::vector<TensorView> views;
+  for (const Tensor& tensor : *tensors) {
+    views.push_back(tensor.view());
+    out.inputs.push_back(Describe(tensor.name, *OipDatatypeForDType(tensor.dtype), tensor.shape));
+  }
+  absl::StatusOr<ModelInferRequest> request = BuildInferRequest(model, version, views);
+  if (!request.ok()) return request.status();
+  out.request = std::move(*request);
+  out.origin = absl::StrCat("random, seed ", options.seed);
+  return out;
 }
 
 absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse& response) {

@@ -1,6 +1,7 @@
 // Client-side helpers shared by kiln-bench's sub-commands: the gRPC channel, Open Inference
 // Protocol (KServe v2) requests built from kiln::TensorView and responses decoded into
-// kiln::Tensor, synthetic inputs for a model's metadata, and gRPC status formatting.
+// kiln::Tensor, synthetic requests for a model's metadata (random numbers, or text for a text
+// model), and gRPC status formatting.
 //
 // Everything here except CreateChannel is a pure function of its arguments: no state, safe to
 // call from any thread (the load generator will call them from many).
@@ -74,9 +75,46 @@ absl::StatusOr<std::vector<int64_t>> ResolveShape(const std::vector<int64_t>& sh
 // Seeded synthetic data for every input, at ResolveShape(spec.shape, batch, seq): floats
 // (FP16/BF16/FP32/FP64) uniform in [-1, 1), integers uniform in [0, 100), BOOL 0/1. The same
 // specs and seed give the same bytes on every platform. A BYTES input (or an unknown datatype)
-// is an InvalidArgument naming it.
+// is an InvalidArgument naming it: text goes through BuildSyntheticRequest.
 absl::StatusOr<std::vector<Tensor>> MakeRandomInputs(const std::vector<InputSpec>& specs,
                                                      int64_t batch, int64_t seq, uint64_t seed);
+
+// The text input of a text model: the index of the first BYTES input in `specs` (kiln lists a
+// text model's text input first, shape [-1, 1], before its token inputs), or std::nullopt.
+std::optional<size_t> FindTextInput(const std::vector<InputSpec>& specs);
+
+// A request carrying only `text_input` (datatype BYTES, bytes_contents): its shape is
+// ResolveShape(text_input.shape, batch, 1) ([batch, 1] for kiln's [-1, 1]) and every element
+// holds `text`. A bad shape is an InvalidArgument naming the input.
+absl::StatusOr<inference::ModelInferRequest> BuildTextRequest(const std::string& model,
+                                                              const std::string& version,
+                                                              const InputSpec& text_input,
+                                                              const std::string& text,
+                                                              int64_t batch);
+
+// What infer, coldstart and load send when no input file is given.
+struct SyntheticRequestOptions {
+  int64_t batch = 1;  // the leading -1 dim
+  int64_t seq = 16;   // numeric inputs: every other -1 dim; text: SampleText(seq) words
+  uint64_t seed = 0;  // numeric inputs only
+  std::optional<std::string> text;  // --text; std::nullopt = kiln::SampleText(seq)
+};
+
+struct SyntheticRequest {
+  inference::ModelInferRequest request;
+  std::vector<std::string> inputs;  // "name DATATYPE [shape]" per input sent, in order
+  std::string origin;  // "random, seed 7", "sample text, 16 words" or "text \"hello\""
+};
+
+// The one rule for a request built from ModelMetadata. A model with a BYTES input (a text
+// model) gets text in that input alone (BuildTextRequest): `options.text` when set, else
+// kiln::SampleText(options.seq), the same string in each of the `options.batch` rows; its token
+// inputs are not sent (the server tokenizes). Any other model gets MakeRandomInputs for every
+// input. `options.text` for a model without a BYTES input, or inputs MakeRandomInputs refuses,
+// are an InvalidArgument.
+absl::StatusOr<SyntheticRequest> BuildSyntheticRequest(
+    const inference::ModelMetadataResponse& metadata, const std::string& model,
+    const std::string& version, const SyntheticRequestOptions& options);
 
 // The outputs of a response as tensors, in the response's order. Reads raw_output_contents, or
 // the typed contents when the server sent those instead. A malformed response (raw entries not

@@ -47,4 +47,58 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
   return views;
 }
 
+absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
+                                          const std::vector<std::string>& rows, uint64_t offset,
+                                          SharedArena& arena, internal::TensorRef& ref) {
+  offset = SharedArena::Align(offset);
+  uint64_t nbytes = 0;
+  for (const std::string& row : rows) nbytes += 4 + row.size();
+  if (!arena.Fits(offset, nbytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("text input '", name, "' (", nbytes, " bytes) does not fit in the worker's ",
+                     "arena of ", arena.size(), " bytes; send shorter texts"));
+  }
+  uint8_t* out = arena.data() + offset;
+  for (const std::string& row : rows) {
+    const uint32_t length = static_cast<uint32_t>(row.size());
+    for (int i = 0; i < 4; ++i) *out++ = static_cast<uint8_t>(length >> (8 * i));
+    if (!row.empty()) std::memcpy(out, row.data(), row.size());
+    out += row.size();
+  }
+  ref.set_name(name);
+  ref.set_dtype("BYTES");
+  ref.clear_shape();
+  ref.add_shape(static_cast<int64_t>(rows.size()));
+  ref.add_shape(1);
+  ref.set_offset(offset);
+  ref.set_nbytes(nbytes);
+  return SharedArena::Align(offset + nbytes);
+}
+
+absl::StatusOr<std::vector<std::string>> TextInArena(const internal::TensorRef& ref,
+                                                     const SharedArena& arena) {
+  auto bad = [&ref](absl::string_view why) {
+    return absl::InternalError(absl::StrCat("bad text ref '", ref.name(), "' (", ref.nbytes(),
+                                            " bytes at ", ref.offset(), "): ", why));
+  };
+  if (ref.dtype() != "BYTES" || ref.shape_size() < 1 || ref.shape(0) < 0) {
+    return bad("not a BYTES batch");
+  }
+  if (!arena.Fits(ref.offset(), ref.nbytes())) return bad("outside the arena");
+  const uint8_t* p = arena.data() + ref.offset();
+  const uint8_t* end = p + ref.nbytes();
+  std::vector<std::string> rows;
+  for (int64_t i = 0; i < ref.shape(0); ++i) {
+    if (end - p < 4) return bad("truncated length");
+    const uint32_t length = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
+                            uint32_t{p[3]} << 24;
+    p += 4;
+    if (static_cast<uint64_t>(end - p) < length) return bad("truncated string");
+    rows.emplace_back(reinterpret_cast<const char*>(p), length);
+    p += length;
+  }
+  if (p != end) return bad("trailing bytes");
+  return rows;
+}
+
 }  // namespace kiln

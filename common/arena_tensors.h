@@ -4,6 +4,7 @@
 #define KILN_COMMON_ARENA_TENSORS_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,18 @@ absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, ui
 // Views of the tensors `refs` describe, pointing into `arena`. Internal when a ref has an
 // unknown dtype or lies outside the arena.
 absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
+                                                     const SharedArena& arena);
+
+// A text batch (one string per row) in the BYTES form: per string a 4-byte little-endian length,
+// then its bytes. Written from `offset` on (aligned); `ref` gets dtype "BYTES" and shape
+// [rows, 1]. Returns the offset after it (aligned), or ResourceExhausted when it does not fit.
+absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
+                                          const std::vector<std::string>& rows, uint64_t offset,
+                                          SharedArena& arena, internal::TensorRef& ref);
+
+// The strings of a text ref written by WriteTextToArena. Internal when the ref lies outside the
+// arena or its bytes do not hold exactly shape[0] strings.
+absl::StatusOr<std::vector<std::string>> TextInArena(const internal::TensorRef& ref,
                                                      const SharedArena& arena);
 
 }  // namespace kiln

@@ -95,11 +95,11 @@ void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensor
           "one of TYPE_BOOL, TYPE_UINT8, TYPE_INT8, TYPE_INT16, "
           "TYPE_INT32, TYPE_INT64, TYPE_FP16, TYPE_FP32, TYPE_FP64, TYPE_BF16, TYPE_BYTES",
           "TYPE_INVALID (or no data_type)");
-    } else if (tensor.data_type() == TYPE_BYTES &&
-               !(kind == "input" && config.has_tokenizer() &&
-                 tensor.name() == config.tokenizer().text_input())) {
+    } else if (tensor.data_type() == TYPE_BYTES) {
+      // Text reaches a model only through its tokenizer, which adds the BYTES input itself.
       defects.Field(field + ".data_type",
-                    "TYPE_BYTES only on the tokenizer's text input (tokenizer.text_input)",
+                    "a numeric type: text is declared by a tokenizer block, whose text_input "
+                    "is the model's BYTES input",
                     "TYPE_BYTES on " + Quoted(tensor.name()));
     }
     if (tensor.dims().empty() && config.max_batch_size() == 0) {
@@ -325,6 +325,17 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
   const std::pair<const char*, const std::string*> fed[] = {
       {"tokenizer.ids_input", &tokenizer.ids_input()},
       {"tokenizer.mask_input", &tokenizer.mask_input()}};
+  for (const TensorConfig& input : config.input()) {
+    if (input.name() != tokenizer.ids_input() && input.name() != tokenizer.mask_input()) {
+      defects.Field("tokenizer", "a model whose inputs are only the tokenizer's ids_input and "
+                    "mask_input (it fills both from the text)",
+                    "another input " + Quoted(input.name()));
+    }
+  }
+  if (FindInput(config, tokenizer.text_input()) != nullptr) {
+    defects.Field("tokenizer.text_input", "a name that is not one of the model's inputs",
+                  Quoted(tokenizer.text_input()));
+  }
   for (const auto& [field, name] : fed) {
     const TensorConfig* input = FindInput(config, *name);
     if (input == nullptr) {

@@ -1,5 +1,9 @@
 #include "common/tensor.h"
 
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace kiln {
@@ -15,6 +19,37 @@ std::optional<int64_t> NumElements(const std::vector<int64_t>& shape) {
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return "[" + absl::StrJoin(shape, ", ") + "]";
+}
+
+TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count) {
+  TensorView slice = tensor;
+  const int64_t rows = tensor.shape.empty() ? 0 : tensor.shape[0];
+  const size_t row_bytes = rows > 0 ? tensor.nbytes / static_cast<size_t>(rows) : 0;
+  slice.shape[0] = count;
+  slice.data = static_cast<const uint8_t*>(tensor.data) + static_cast<size_t>(begin) * row_bytes;
+  slice.nbytes = static_cast<size_t>(count) * row_bytes;
+  return slice;
+}
+
+absl::StatusOr<Tensor> ConcatRows(const std::vector<const Tensor*>& parts) {
+  if (parts.empty()) return absl::InvalidArgumentError("ConcatRows: no parts");
+  Tensor joined = *parts.front();
+  if (joined.shape.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", joined.name, "' has no batch dim"));
+  }
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const Tensor& part = *parts[i];
+    if (part.dtype != joined.dtype || part.shape.size() != joined.shape.size() ||
+        !std::equal(part.shape.begin() + 1, part.shape.end(), joined.shape.begin() + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", joined.name, "': part ", i, " is ", DTypeName(part.dtype), " ",
+          ShapeString(part.shape), ", part 0 is ", DTypeName(parts.front()->dtype), " ",
+          ShapeString(parts.front()->shape)));
+    }
+    joined.shape[0] += part.shape[0];
+    joined.bytes.insert(joined.bytes.end(), part.bytes.begin(), part.bytes.end());
+  }
+  return joined;
 }
 
 }  // namespace kiln

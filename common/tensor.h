@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/dtype.h"
 
 namespace kiln {
@@ -38,6 +39,14 @@ struct Tensor {
 
   TensorView view() const { return {name, dtype, shape, bytes.data(), bytes.size()}; }
 };
+
+// Rows [begin, begin + count) of `tensor` along its first (batch) dim: a view of the same
+// memory. The caller keeps 0 <= begin, count and begin + count <= shape[0].
+TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count);
+
+// The parts of one tensor (same name, dtype and trailing dims) joined along the first dim, in
+// order. InvalidArgument, naming the tensor, when their dtypes or trailing dims differ.
+absl::StatusOr<Tensor> ConcatRows(const std::vector<const Tensor*>& parts);
 
 }  // namespace kiln
 

@@ -492,8 +492,37 @@ std::optional<DataType> DataTypeFromOipName(absl::string_view name) {
   return std::nullopt;
 }
 
+TensorConfig TextInputConfig(const ModelConfig& config) {
+  TensorConfig text;
+  text.set_name(config.tokenizer().text_input());
+  text.set_data_type(TYPE_BYTES);
+  text.add_dims(1);
+  return text;
+}
+
 absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
                                                   const ModelConfig& config) {
+  if (config.has_tokenizer()) {
+    const std::string& text = config.tokenizer().text_input();
+    const bool has_text =
+        std::any_of(request.inputs().begin(), request.inputs().end(),
+                    [&text](const InputTensor& input) { return input.name() == text; });
+    if (has_text && request.inputs_size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "send either the text input ", Quoted(text), " alone or the token inputs ",
+          TensorNames(config.input()), ", not both"));
+    }
+    if (has_text) {
+      // Decoded against the model as seen from the text side: one BYTES input of dims [1].
+      ModelConfig text_model = config;
+      text_model.clear_input();
+      text_model.clear_tokenizer();
+      *text_model.add_input() = TextInputConfig(config);
+      absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, text_model);
+      if (decoded.ok()) decoded->text = true;
+      return decoded;
+    }
+  }
   absl::StatusOr<std::vector<int>> index = MatchInputs(request, config);
   if (!index.ok()) return index.status();
   if (absl::Status status = CheckContentsForm(request); !status.ok()) return status;
@@ -521,6 +550,20 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
   if (!outputs.ok()) return outputs.status();
   decoded.outputs = *std::move(outputs);
   return decoded;
+}
+
+ModelInferRequest BuildTextInferRequest(const ModelConfig& config, const std::string& version,
+                                        const std::vector<std::string>& texts) {
+  ModelInferRequest request;
+  request.set_model_name(config.name());
+  request.set_model_version(version);
+  InputTensor& input = *request.add_inputs();
+  input.set_name(config.tokenizer().text_input());
+  input.set_datatype("BYTES");
+  if (config.max_batch_size() > 0) input.add_shape(static_cast<int64_t>(texts.size()));
+  input.add_shape(1);
+  for (const std::string& text : texts) input.mutable_contents()->add_bytes_contents(text);
+  return request;
 }
 
 absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
@@ -598,6 +641,7 @@ void FillModelMetadata(const ModelConfig& config, const std::string& version,
     const std::vector<int64_t> shape = ModelShape(tensor, config.max_batch_size());
     out->mutable_shape()->Add(shape.begin(), shape.end());
   };
+  if (config.has_tokenizer()) fill(TextInputConfig(config), response->add_inputs());
   for (const TensorConfig& tensor : config.input()) fill(tensor, response->add_inputs());
   for (const TensorConfig& tensor : config.output()) fill(tensor, response->add_outputs());
 }

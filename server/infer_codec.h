@@ -43,13 +43,20 @@ struct DecodedInput {
 };
 
 struct DecodedRequest {
-  std::vector<DecodedInput> inputs;  // in the config's input order
+  // In the config's input order; for a text request (`text`), the one BYTES text input.
+  std::vector<DecodedInput> inputs;
+  bool text = false;
   int64_t batch_size = 0;            // 0 when the model has no batch dim (max_batch_size 0)
   std::vector<std::string> outputs;  // requested output names in request order; empty = all
 };
 
-// Validates `request` against `config` and decodes it. Every defect is InvalidArgument with a
-// message naming the tensor and what was expected. The model's name and version are not looked
+// The BYTES input a text model (one with a tokenizer) takes: tokenizer.text_input, dims [1]
+// (shape [batch, 1] with batching), one UTF-8 string per row.
+TensorConfig TextInputConfig(const ModelConfig& config);
+
+// Validates `request` against `config` and decodes it. A text model takes either its text input
+// alone (TextInputConfig; then `text` is set) or its token inputs. Every defect is
+// InvalidArgument with a message naming the tensor and what was expected. The model's name and version are not looked
 // at here: finding the model is the caller's job.
 absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
                                                   const ModelConfig& config);
@@ -62,6 +69,12 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
 absl::StatusOr<inference::ModelInferRequest> BuildInferRequest(
     const std::string& model, const std::string& version, const std::vector<TensorView>& inputs);
 
+// The client's side for a text model: its text input (TextInputConfig) holding `texts`, one per
+// row, as bytes_contents, shape [rows, 1] ([1] without a batch dim).
+inference::ModelInferRequest BuildTextInferRequest(const ModelConfig& config,
+                                                   const std::string& version,
+                                                   const std::vector<std::string>& texts);
+
 // Fills `response` (model_name, model_version, id, outputs with datatype + shape, and
 // raw_output_contents) in the requested order, or the config's order when none was requested,
 // from the backend's output tensors (named after the config's outputs). A missing output, or
@@ -73,8 +86,8 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
                                  inference::ModelInferResponse* response);
 
 // Replaces `response` with the ModelMetadata for a config: name, versions {version}, platform,
-// inputs and outputs with OIP datatype and shape (the batch dim as -1 first when
-// max_batch_size > 0).
+// inputs (a text model's text input first) and outputs with OIP datatype and shape (the batch
+// dim as -1 first when max_batch_size > 0).
 void FillModelMetadata(const ModelConfig& config, const std::string& version,
                        inference::ModelMetadataResponse* response);
 

@@ -37,8 +37,9 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
 
 }  // namespace
 
-InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool)
-    : pool_(pool) {
+InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
+                                   TrafficRecorder* samples)
+    : pool_(pool), samples_(samples) {
   for (const ModelSpec& spec : specs) models_[spec.config.name()] = &spec;
 }
 
@@ -111,17 +112,15 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
 
   // The decoded request (and the request message its views may point into) lives until the
   // reactor finishes, which happens in `done`.
-  for (const DecodedInput& input : decoded->inputs) {
-    if (input.data_type == TYPE_BYTES) {
-      return Finish(context, absl::UnimplementedError(absl::StrCat(
-                                 "input '", input.view.name,
-                                 "': BYTES (text) inputs are not tokenized by this version yet")));
-    }
-  }
   auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
   InferJob job;
   job.model = spec.config.name();
-  for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
+  if (held->text) {
+    job.text = &held->inputs.front().strings;
+  } else {
+    for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
+    if (samples_ != nullptr) samples_->RecordSample(job.model, job.inputs);
+  }
   job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   job.done = [reactor, request, response, held,

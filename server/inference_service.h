@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/model_config_loader.h"
+#include "common/traffic_profile.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/worker_pool.h"
 
@@ -20,7 +21,9 @@ namespace kiln {
 // mutable state besides the atomic draining flag.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool);
+  // `samples` (optional) keeps a bounded sample of the requests served (--record_samples).
+  InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
+                   TrafficRecorder* samples = nullptr);
 
   // After this, ServerReady and ModelReady answer false (the server is draining).
   void SetDraining() { draining_.store(true); }
@@ -51,6 +54,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
   std::map<std::string, const ModelSpec*> models_;
   WorkerPool& pool_;
+  TrafficRecorder* const samples_;
   std::atomic<bool> draining_{false};
 };
 

@@ -35,6 +35,13 @@ DEFINE_int32(startup_timeout_s, 600,
              "How long loading and warming may take before startup "
              "fails.");
 DEFINE_int32(max_message_mb, 64, "Largest gRPC request or response, in MiB.");
+DEFINE_string(state_dir, "",
+              "Where traffic-shaped warmup keeps <model>.traffic.pbtxt: the shapes served are "
+              "recorded there (every 30 s and at shutdown) and replayed by the next start's "
+              "warmup. Empty: no recording.");
+DEFINE_int32(record_samples, 0,
+             "With --state_dir: also keep up to N real requests per model (their inputs, "
+             "<model>.samples.safetensors) whose data the next warmup uses. 0: off.");
 
 namespace {
 
@@ -84,6 +91,10 @@ bool ValidateFlags() {
     problem = "--drain_timeout_s must be >= 0 and --startup_timeout_s > 0";
   } else if (FLAGS_max_message_mb <= 0 || FLAGS_max_message_mb > 2047) {
     problem = "--max_message_mb must be in [1, 2047]";
+  } else if (FLAGS_record_samples < 0 || FLAGS_record_samples > 1000) {
+    problem = "--record_samples must be in [0, 1000]";
+  } else if (FLAGS_record_samples > 0 && FLAGS_state_dir.empty()) {
+    problem = "--record_samples needs --state_dir";
   }
   if (problem.empty()) return true;
   std::fprintf(stderr, "kiln-server: %s (see --help)\n", problem.c_str());
@@ -123,5 +134,7 @@ int main(int argc, char** argv) {
   options.drain_timeout_s = FLAGS_drain_timeout_s;
   options.startup_timeout_s = FLAGS_startup_timeout_s;
   options.max_message_mb = FLAGS_max_message_mb;
+  options.state_dir = FLAGS_state_dir;
+  options.record_samples = FLAGS_record_samples;
   return kiln::RunMaster(options);
 }

@@ -20,14 +20,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/fork_safety.h"
+#include "common/clock.h"
+#include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "glog/logging.h"
+#include "common/traffic_profile.h"
 #include "server/inference_service.h"
+#include "server/kiln_service.h"
 #include "server/port_lock.h"
 #include "server/readiness_check.h"
 #include "server/systemd_notify.h"
+#include "server/traffic_replay.h"
 #include "server/worker_pool.h"
 #include "server/zygote.h"
+#include "worker/tokenizer.h"
 #include "worker/torch_model.h"
 
 namespace kiln {
@@ -53,14 +59,18 @@ int NextSignal(int timeout_ms) {
 // Times the phases of the startup timeline (DESIGN.md, "Startup sequence").
 class Timeline {
  public:
-  // Logs "startup: <phase> in <ms> ms" for the time since the previous call.
+  // Logs "startup: <phase> in <ms> ms" for the time since the previous call, and keeps it.
   void Phase(const std::string& what) {
     const auto now = std::chrono::steady_clock::now();
     LOG(INFO) << absl::StrFormat("startup: %s in %.1f ms (%.1f ms since start)", what,
                                  Ms(last_, now), Ms(start_, now));
+    StartupPhase& phase = phases_.emplace_back();
+    phase.set_name(what);
+    phase.set_duration_ms(Ms(last_, now));
+    phase.set_since_start_ms(Ms(start_, now));
     last_ = now;
   }
-  double TotalMs() const { return Ms(start_, std::chrono::steady_clock::now()); }
+  const std::vector<StartupPhase>& phases() const { return phases_; }
 
  private:
   static double Ms(std::chrono::steady_clock::time_point a,
@@ -69,14 +79,14 @@ class Timeline {
   }
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_ = start_;
+  std::vector<StartupPhase> phases_;
 };
 
 // Forks the zygote from this (main, only) thread, so that its PR_SET_PDEATHSIG fires when the
 // master exits. Returns its pid in the master; never returns in the zygote.
 // `master_end` is closed in the zygote, so that only the master holds it and the zygote (and
 // every worker it forks) sees EOF when the master closes it.
-absl::StatusOr<pid_t> ForkZygote(const std::vector<ModelSpec>& specs,
-                                 const std::vector<std::unique_ptr<TorchModel>>& models,
+absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
                                  FrameChannel& master_end, FrameChannel zygote_end) {
   absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
   if (!pid.ok() || *pid != 0) return pid;
@@ -85,9 +95,7 @@ absl::StatusOr<pid_t> ForkZygote(const std::vector<ModelSpec>& specs,
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != master) _exit(1);  // the master died before prctl took effect
   prctl(PR_SET_NAME, "kiln-zygote");
-  std::map<std::string, TorchModel*> by_name;
-  for (const auto& model : models) by_name[model->spec().config.name()] = model.get();
-  RunZygote(specs, by_name, std::move(zygote_end));
+  RunZygote(models, std::move(zygote_end));
 }
 
 // Reaps the zygote (its workers die with it through PR_SET_PDEATHSIG). It leaves by itself once
@@ -140,10 +148,36 @@ std::optional<int> WaitForQuorum(const WorkerPool& pool, const MasterOptions& op
   return std::nullopt;
 }
 
-absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> LoadModels(
-    const std::vector<ModelSpec>& specs, Timeline& timeline) {
-  std::vector<std::unique_ptr<TorchModel>> models;
+// What the master loads before the fork and every worker inherits.
+struct LoadedModels {
+  std::vector<std::unique_ptr<TorchModel>> models;  // empty with --share_weights=off
+  std::vector<std::unique_ptr<Tokenizer>> tokenizers;
+  std::map<std::string, ZygoteModel> by_name;
+};
+
+// Loads every model's tokenizer, and (with `share_weights`) the model itself: mapped weights,
+// TorchScript, rebinding.
+absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, bool share_weights,
+                                        Timeline& timeline) {
+  LoadedModels loaded;
   for (const ModelSpec& spec : specs) {
+    ZygoteModel& entry = loaded.by_name[spec.config.name()];
+    entry.spec = &spec;
+    if (!spec.tokenizer_path.empty()) {
+      const auto start = std::chrono::steady_clock::now();
+      absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(spec.tokenizer_path);
+      if (!tokenizer.ok()) {
+        return absl::Status(tokenizer.status().code(),
+                            absl::StrCat("load ", spec.config.name(), "'s tokenizer: ",
+                                         tokenizer.status().message()));
+      }
+      entry.tokenizer = tokenizer->get();
+      loaded.tokenizers.push_back(*std::move(tokenizer));
+      timeline.Phase(absl::StrFormat("loaded %s's tokenizer (%d pieces, %.1f ms)",
+                                     spec.config.name(), entry.tokenizer->vocab_size(),
+                                     MillisecondsSince(start)));
+    }
+    if (!share_weights) continue;
     absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
     if (!model.ok()) {
       return absl::Status(model.status().code(), absl::StrCat("load ", spec.config.name(), ": ",
@@ -155,9 +189,10 @@ absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> LoadModels(
         "shared, %d copied)",
         spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
         stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));
-    models.push_back(*std::move(model));
+    entry.loaded = model->get();
+    loaded.models.push_back(*std::move(model));
   }
-  return models;
+  return loaded;
 }
 
 // What every gRPC server of the master shares: the default health service, reflection, and the
@@ -171,7 +206,7 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
 }
 
 std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceService& service,
-                                        int& port) {
+                                        KilnServiceImpl& kiln_service, int& port) {
   grpc::ServerBuilder builder;
   ConfigureGrpc(options, builder);
   // gRPC sets SO_REUSEPORT by default, which would let a second server share the port.
@@ -179,6 +214,7 @@ std::unique_ptr<grpc::Server> StartGrpc(const MasterOptions& options, InferenceS
   builder.AddListeningPort(absl::StrCat(options.host, ":", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&kiln_service);
   return builder.BuildAndStart();
 }
 
@@ -222,6 +258,15 @@ int CheckReadiness(const MasterOptions& options, WorkerPool& pool,
   LOG(ERROR) << "startup failed: the readiness check did not pass in " << kReadinessAttempts
              << " attempts (see readiness.max_p95_factor and check_allowance_ms)";
   return 1;
+}
+
+// How often the recorded traffic is written to --state_dir while serving (and once at the end).
+constexpr std::chrono::seconds kTrafficSaveInterval(30);
+
+void SaveTraffic(TrafficRecorder& recorder, const std::string& state_dir) {
+  if (absl::Status saved = recorder.Save(state_dir); !saved.ok()) {
+    LOG(WARNING) << "traffic profile not saved: " << saved.message();
+  }
 }
 
 // Health of "" and of each model, from the pool's quorums.
@@ -274,11 +319,10 @@ int RunMaster(const MasterOptions& options) {
   timeline.Phase(absl::StrCat("read model repository ", options.model_repository, " (",
                               specs->size(), " models)"));
 
-  // 2. Load every model: map the weights, load TorchScript, rebind. Still one thread. (In the
-  // --share_weights=off baseline the master loads nothing: every worker loads its own copy.)
-  absl::StatusOr<std::vector<std::unique_ptr<TorchModel>>> models =
-      options.share_weights ? LoadModels(*specs, timeline)
-                            : std::vector<std::unique_ptr<TorchModel>>();
+  // 2. Load every model: map the weights, load TorchScript, rebind, load the tokenizer. Still
+  // one thread. (In the --share_weights=off baseline the master loads only the tokenizers: every
+  // worker loads its own copy of the model.)
+  absl::StatusOr<LoadedModels> models = LoadModels(*specs, options.share_weights, timeline);
   if (!models.ok()) {
     LOG(ERROR) << "startup failed: " << models.status().message();
     return 1;
@@ -290,8 +334,22 @@ int RunMaster(const MasterOptions& options) {
     LOG(ERROR) << "startup failed: " << channel.status();
     return 1;
   }
+  std::map<std::string, ModelReplay> replay = LoadTrafficReplay(*specs, options.state_dir);
+  for (auto& [name, model] : models->by_name) {
+    auto found = replay.find(name);
+    if (found != replay.end() && !found->second.samples.empty()) {
+      model.samples = &found->second.samples;
+    }
+  }
+  absl::StatusOr<MemoryLimit> memory = ProcessMemoryLimit();
+  if (memory.ok()) {
+    LOG(INFO) << "memory: " << memory->Describe() << " for the whole server";
+  } else {
+    LOG(WARNING) << "memory: no limit known (" << memory.status().message()
+                 << "); workers run without a memory budget";
+  }
   absl::StatusOr<pid_t> zygote =
-      ForkZygote(*specs, *models, channel->first, std::move(channel->second));
+      ForkZygote(models->by_name, channel->first, std::move(channel->second));
   if (!zygote.ok()) {
     LOG(ERROR) << "startup failed: " << zygote.status().message();
     return 1;
@@ -303,6 +361,14 @@ int RunMaster(const MasterOptions& options) {
   WorkerPoolOptions pool_options;
   pool_options.workers_per_model = options.workers_per_model;
   pool_options.warmup = options.warmup;
+  pool_options.memory_limit_bytes = memory.ok() ? memory->bytes : 0;
+  for (const auto& [name, model] : replay) pool_options.replay[name] = model.shapes;
+  TrafficRecorder recorder(options.record_samples);
+  if (!options.state_dir.empty()) {
+    pool_options.on_shape = [&recorder](const std::string& model, int32_t batch, int32_t length) {
+      recorder.Record(model, batch, length);
+    };
+  }
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
       WorkerPool::Start(std::move(channel->first), *specs, pool_options);
   if (!pool.ok()) {
@@ -327,9 +393,15 @@ int RunMaster(const MasterOptions& options) {
     return 1;
   }
   timeline.Phase("readiness check passed");
-  InferenceService service(*specs, **pool);
+  InferenceService service(*specs, **pool,
+                           options.record_samples > 0 ? &recorder : nullptr);
+  StartupReport startup;
+  startup.timeline = timeline.phases();
+  startup.memory_limit = memory.ok() ? memory->Describe() : "unknown";
+  for (const auto& [name, model] : replay) startup.replayed[name] = model.shapes;
+  KilnServiceImpl kiln_service(*specs, **pool, std::move(startup));
   int port = 0;
-  std::unique_ptr<grpc::Server> server = StartGrpc(options, service, port);
+  std::unique_ptr<grpc::Server> server = StartGrpc(options, service, kiln_service, port);
   if (server == nullptr || port == 0) {
     LOG(ERROR) << "startup failed: cannot listen on " << options.host << ":" << options.port
                << " (in use by another process, or not a local address)";
@@ -346,6 +418,7 @@ int RunMaster(const MasterOptions& options) {
   // The main loop: signals, health, the systemd watchdog.
   const uint64_t watchdog_usec = SystemdWatchdogUsec();
   int exit_code = 0;
+  auto next_save = std::chrono::steady_clock::now() + kTrafficSaveInterval;
   while (true) {
     const int sig = NextSignal(200);
     if (sig == SIGINT) {
@@ -365,6 +438,10 @@ int RunMaster(const MasterOptions& options) {
     }
     UpdateHealth(health, **pool, *specs, health_state);
     if (watchdog_usec > 0 && (*pool)->AllModelsReady()) NotifySystemd("WATCHDOG=1");
+    if (!options.state_dir.empty() && std::chrono::steady_clock::now() >= next_save) {
+      SaveTraffic(recorder, options.state_dir);
+      next_save += kTrafficSaveInterval;
+    }
   }
 
   // TERM: stop accepting, let in-flight requests finish, then take the process tree down.
@@ -377,6 +454,7 @@ int RunMaster(const MasterOptions& options) {
                    std::chrono::seconds(options.drain_timeout_s));
   (*pool)->Stop();
   ReapZygote(*zygote, /*now=*/false);
+  if (!options.state_dir.empty()) SaveTraffic(recorder, options.state_dir);
   LOG(INFO) << "stopped";
   return exit_code;
 }

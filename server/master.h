@@ -18,6 +18,8 @@ struct MasterOptions {
   int drain_timeout_s = 30;
   int startup_timeout_s = 600;
   int max_message_mb = 64;
+  std::string state_dir;   // traffic profiles; empty = no recording
+  int record_samples = 0;  // real requests kept per model in state_dir; 0 = none
 };
 
 // Runs the server until TERM (drain, then returns 0) or INT (exits the process with 130 at

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/stats.h"
 #include "server/infer_codec.h"
+#include "worker/text_batch.h"
 #include "worker/warmup.h"
 
 namespace kiln {
@@ -105,6 +106,15 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       continue;
     }
     const WarmupShape shape = WarmupShapes(spec.config).front();
+    if (spec.config.has_tokenizer()) {
+      // Text through the tokenizer: sample text short enough for the smallest length bucket
+      // (sub-word pieces outnumber words).
+      const std::string text = SampleText(std::max(1, shape.sequence_length / 2));
+      const std::vector<std::string> texts(std::max(shape.batch_size, 1), text);
+      results.push_back(CheckModel(stub, spec, BuildTextInferRequest(spec.config, "", texts),
+                                   SteadyMs(spec.config.name(), shape, workers)));
+      continue;
+    }
     absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec.config, shape, 7);
     if (absl::IsFailedPrecondition(inputs.status())) {
       skipped.skipped = std::string(inputs.status().message());

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -17,6 +18,9 @@
 #include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
+#include "common/memory_budget.h"
+#include "common/memory_probe.h"
+#include "common/process.h"
 #include "glog/logging.h"
 #include "worker/warmup.h"
 
@@ -50,6 +54,10 @@ struct WorkerPool::ModelState {
   std::deque<InferJob> queue;
   int failed_starts = 0;  // consecutive deaths before ready
   bool ever_ready = false;
+  int64_t budget_bytes = 0;             // per worker; 0 = none
+  std::vector<internal::Shape> replay;  // recorded traffic shapes to warm
+  std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
+  ModelCounters counters;
 };
 
 const char* WorkerStateName(WorkerState state) {
@@ -74,7 +82,11 @@ bool Expired(const InferJob& job, int64_t now) {
   return job.deadline_monotonic_ns != 0 && now >= job.deadline_monotonic_ns;
 }
 
-// Bytes of every input plus every output at the largest warmup shape, each 64-byte aligned.
+// Text sent to a text model: bytes allowed per token of max_length, per row.
+constexpr uint64_t kTextBytesPerToken = 32;
+
+// Bytes of every input plus every output at the largest warmup shape, each 64-byte aligned, and
+// for a text model room for the text.
 uint64_t ArenaBytes(const ModelConfig& config) {
   WarmupShape largest;
   largest.batch_size = std::max(config.max_batch_size(), 1);
@@ -92,6 +104,10 @@ uint64_t ArenaBytes(const ModelConfig& config) {
       bytes = SharedArena::Align(bytes) +
               static_cast<uint64_t>(elements) * (dtype.has_value() ? DTypeSize(*dtype) : 1);
     }
+  }
+  if (config.has_tokenizer()) {
+    bytes += static_cast<uint64_t>(largest.batch_size) *
+             (4 + kTextBytesPerToken * config.tokenizer().max_length());
   }
   return std::max(kMinArenaBytes, 2 * bytes);
 }
@@ -137,16 +153,34 @@ absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& 
 std::string Describe(const internal::WarmupReport& report) {
   std::string shapes;
   for (const internal::ShapeWarmup& shape : report.shapes()) {
+    const std::string name = absl::StrCat(
+        "b", shape.batch_size(),
+        shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length()) : "");
+    if (shape.refused() && shape.calls() == 0) {
+      absl::StrAppendFormat(&shapes, " [%s REFUSED: projected peak %.0f MB over budget]", name,
+                            shape.projected_peak_bytes() / 1e6);
+      continue;
+    }
     absl::StrAppendFormat(
-        &shapes, " [b%d%s first %.1f ms, steady %.1f ms, %s]", shape.batch_size(),
-        shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length()) : std::string(),
+        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s]", name,
         shape.first_ms(), shape.steady_ms(),
         shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
-                                  : absl::StrCat("not settled in ", shape.calls(), " calls"));
+                                  : absl::StrCat("not settled in ", shape.calls(), " calls"),
+        shape.peak_rss_bytes() / 1e6, shape.refused() ? ", REFUSED: over budget" : "");
   }
-  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB;%s",
+  std::string tokenizer;
+  if (report.tokenizer_texts() > 0) {
+    tokenizer = absl::StrFormat(" tokenizer: %d texts, first %.2f ms, steady %.2f ms;",
+                                report.tokenizer_texts(), report.tokenizer_first_ms(),
+                                report.tokenizer_steady_ms());
+  }
+  const std::string budget =
+      report.budget_bytes() > 0 ? absl::StrFormat(" of budget %.0f MB", report.budget_bytes() / 1e6)
+                                : "";
+  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB%s;%s%s",
                          report.warmup_ms(), report.device(), report.intra_op_threads(),
-                         report.peak_rss_bytes() / 1e6, shapes.empty() ? " no warmup" : shapes);
+                         report.peak_rss_bytes() / 1e6, budget, tokenizer,
+                         shapes.empty() ? " no warmup" : shapes);
 }
 
 }  // namespace
@@ -185,6 +219,8 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
                         ? model->workers
                         : std::min(config.readiness().quorum(), model->workers);
     model->arena_bytes = ArenaBytes(config);
+    auto replay = options.replay.find(config.name());
+    if (replay != options.replay.end()) model->replay = replay->second;
     total_workers += model->workers;
     models_[config.name()] = std::move(model);
   }
@@ -192,8 +228,13 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
                         ? options.cores
                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   for (auto& [name, model] : models_) {
-    const int configured = model->spec->config.instance_group().intra_op_threads();
+    const ModelConfig& config = model->spec->config;
+    const int configured = config.instance_group().intra_op_threads();
     model->threads = configured > 0 ? configured : std::max(1, cores / std::max(1, total_workers));
+    if (options.memory_limit_bytes > 0 || config.memory().limit_bytes() > 0) {
+      model->budget_bytes =
+          WorkerBudgetBytes(config.memory(), options.memory_limit_bytes, total_workers);
+    }
   }
 }
 
@@ -202,8 +243,31 @@ WorkerPool::~WorkerPool() {
   close(wake_fd_);
 }
 
+absl::Status WorkerPool::CheckRoomLocked(const ModelState& model) const {
+  if (options_.memory_limit_bytes <= 0 || model.budget_bytes <= 0) return absl::OkStatus();
+  // The tree's resident memory now, plus the budgets of the workers that have not reached their
+  // peak yet (still spawning or warming) and of the new one, must fit within the limit.
+  int64_t pending = 0;
+  for (const auto& [id, worker] : workers_) {
+    if (worker->state == WorkerState::kSpawning || worker->state == WorkerState::kWarming) {
+      pending += worker->model->budget_bytes;
+    }
+  }
+  const int64_t tree = SumResidentBytes(ProcessTree(getpid()));
+  absl::Status room =
+      CheckRoomForWorker(tree + pending, model.budget_bytes, options_.memory_limit_bytes, 1.0);
+  if (!room.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no memory for another worker of '", model.spec->config.name(), "' (", room.message(),
+        "; the tree's resident memory includes ", pending / 1000000,
+        " MB reserved for workers still warming)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   const ModelConfig& config = model.spec->config;
+  if (absl::Status room = CheckRoomLocked(model); !room.ok()) return room;
   auto worker = std::make_unique<Worker>();
   worker->id = next_worker_id_++;
   worker->slot = slot;
@@ -222,6 +286,8 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_intra_op_threads(model.threads);
   spawn.set_device_index(DeviceIndex(config.instance_group(), slot));
   spawn.set_warmup(options_.warmup && config.warmup().enabled());
+  spawn.set_memory_budget_bytes(model.budget_bytes);
+  *spawn.mutable_replay() = {model.replay.begin(), model.replay.end()};
   absl::Status sent = zygote_.Send(command, {pair->second.fd(), worker->arena->fd()});
   // pair->second (the worker's end) closes here: only the worker holds it now, so its death
   // is an EOF on our end.
@@ -301,6 +367,18 @@ absl::Status WorkerPool::fatal_error() const {
   return fatal_;
 }
 
+ModelCounters WorkerPool::Counters(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  return it == models_.end() ? ModelCounters() : it->second->counters;
+}
+
+int64_t WorkerPool::BudgetBytes(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  return it == models_.end() ? 0 : it->second->budget_bytes;
+}
+
 std::vector<WorkerInfo> WorkerPool::Workers() const {
   absl::MutexLock lock(&mu_);
   std::vector<WorkerInfo> infos;
@@ -369,18 +447,30 @@ void WorkerPool::Loop() {
           HandleWorkerLocked(*it->second, done);
         }
       }
-      // Replace the workers that exited (not while stopping, not after a fatal error).
+      // Replace the workers that exited (not while stopping, not after a fatal error). Without
+      // memory room for a replacement, its slot waits and is retried on every turn.
       for (auto it = workers_.begin(); it != workers_.end();) {
-        Worker& worker = *it->second;
-        if (worker.state != WorkerState::kExited) {
+        if (it->second->state != WorkerState::kExited) {
           ++it;
           continue;
         }
-        ModelState& model = *worker.model;
-        const int slot = worker.slot;
+        it->second->model->missing_slots.insert(it->second->slot);
         it = workers_.erase(it);
-        if (fatal_.ok() && !stopping_) {
-          if (absl::Status spawned = SpawnLocked(model, slot); !spawned.ok()) fatal_ = spawned;
+      }
+      if (fatal_.ok() && !stopping_) {
+        for (auto& [name, model] : models_) {
+          for (auto slot = model->missing_slots.begin(); slot != model->missing_slots.end();) {
+            absl::Status spawned = SpawnLocked(*model, *slot);
+            if (spawned.ok()) {
+              slot = model->missing_slots.erase(slot);
+            } else if (absl::IsResourceExhausted(spawned)) {
+              LOG_EVERY_N(WARNING, 100) << "worker respawn waits: " << spawned.message();
+              break;
+            } else {
+              fatal_ = spawned;
+              break;
+            }
+          }
         }
       }
       ExpireLocked(done);
@@ -458,6 +548,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();
+    CountLocked(model, result);
     absl::StatusOr<std::vector<Tensor>> outputs =
         result.code() == 0
             ? CollectOutputs(result, *worker.arena)
@@ -481,6 +572,23 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
                << WorkerStateName(worker.state) << ": " << frame.ShortDebugString();
     if (worker.pid > 0) kill(worker.pid, SIGKILL);
     WorkerGoneLocked(worker, "it broke the protocol", done);
+  }
+}
+
+void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& result) {
+  ModelCounters& counters = model.counters;
+  ++counters.requests;
+  if (result.code() == static_cast<int>(absl::StatusCode::kResourceExhausted) &&
+      result.batch_size() == 0) {
+    ++counters.over_budget;
+  }
+  if (result.batch_size() == 0) return;  // refused before running
+  counters.cold_shape_hits += result.cold_shape();
+  counters.padded_to_bucket +=
+      result.unpadded_length() > 0 && result.unpadded_length() < result.sequence_length();
+  counters.split += result.chunks() > 1;
+  if (options_.on_shape) {
+    options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length());
   }
 }
 
@@ -541,7 +649,10 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     call.set_call_id(next_call_id_++);
     call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
     absl::StatusOr<uint64_t> output_offset =
-        WriteToArena(job.inputs, 0, *idle->arena, *call.mutable_inputs());
+        job.text != nullptr
+            ? WriteTextToArena(model.spec->config.tokenizer().text_input(), *job.text, 0,
+                               *idle->arena, *call.mutable_text())
+            : WriteToArena(job.inputs, 0, *idle->arena, *call.mutable_inputs());
     if (!output_offset.ok()) {
       done.emplace_back(std::move(job.done), output_offset.status());
       continue;

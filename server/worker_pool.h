@@ -42,14 +42,34 @@ using InferDone = std::function<void(absl::StatusOr<std::vector<Tensor>>)>;
 struct InferJob {
   std::string model;
   std::vector<TensorView> inputs;     // config input order; the memory must outlive `done`'s call
+  // A text model's request as text instead (one string per row; `inputs` empty). The strings
+  // must outlive `done`'s call.
+  const std::vector<std::string>* text = nullptr;
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
   InferDone done;
+};
+
+// Per model, since start: what the workers reported with each result.
+struct ModelCounters {
+  int64_t requests = 0;         // results returned, OK or not
+  int64_t cold_shape_hits = 0;  // ran a shape the worker had not warmed
+  int64_t padded_to_bucket = 0; // text padded up to a warmed sequence length longer than needed
+  int64_t split = 0;            // run in several passes to fit the memory budget
+  int64_t over_budget = 0;      // refused: not even one row fits the memory budget
 };
 
 struct WorkerPoolOptions {
   int workers_per_model = 0;  // 0: each model's instance_group.count
   bool warmup = true;         // false: the --warmup=off baseline
   int cores = 0;              // for the default intra-op threads; 0: hardware_concurrency()
+  // The memory the whole server lives under (cgroup limit or physical memory; 0 = unknown: no
+  // budgets and no check before forking).
+  int64_t memory_limit_bytes = 0;
+  // Recorded traffic shapes to warm per model, on top of each config's plan.
+  std::map<std::string, std::vector<internal::Shape>> replay;
+  // Called on the pool's thread for every result: the model and the shape the worker ran.
+  std::function<void(const std::string& model, int32_t batch_size, int32_t sequence_length)>
+      on_shape;
 };
 
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
@@ -97,6 +117,9 @@ class WorkerPool {
   void Stop();
 
   std::vector<WorkerInfo> Workers() const;
+  ModelCounters Counters(const std::string& model) const;
+  // The per-worker memory budget of `model` (0 = none).
+  int64_t BudgetBytes(const std::string& model) const;
 
  private:
   struct Worker;
@@ -110,6 +133,8 @@ class WorkerPool {
   void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountLocked(ModelState& model, const internal::InferResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked(ModelState& model, std::vector<Completion>& done)
@@ -118,6 +143,9 @@ class WorkerPool {
   void SetStateLocked(Worker& worker, WorkerState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
+  // Whether the tree has room for one more worker of `model` (common/memory_budget.h); logs why
+  // not.
+  absl::Status CheckRoomLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerPoolOptions options_;
   const int wake_fd_;  // eventfd: Submit and Stop wake the loop

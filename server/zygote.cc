@@ -48,12 +48,6 @@ void CloseAll(const std::vector<int>& fds) {
 }
 
 // Forks the worker `spawn` asks for; returns its pid, or -1 when it could not.
-// The models a worker may be forked for: the spec, and the master's loaded copy (or null).
-struct ZygoteModel {
-  const ModelSpec* spec = nullptr;
-  TorchModel* loaded = nullptr;
-};
-
 pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
             const std::map<std::string, ZygoteModel>& models, FrameChannel& master, int signal_fd) {
   auto model = models.find(spawn.model());
@@ -82,6 +76,14 @@ pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
     options.intra_op_threads = spawn.intra_op_threads();
     options.device_index = spawn.device_index();
     options.warmup = spawn.warmup();
+    options.memory_budget_bytes = spawn.memory_budget_bytes();
+    for (const internal::Shape& shape : spawn.replay()) {
+      options.replay.push_back({shape.batch_size(), shape.sequence_length()});
+    }
+    options.samples = model->second.samples;
+    if (const Tokenizer* tokenizer = model->second.tokenizer) {
+      options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
+    }
     RunWorker(*model->second.spec, model->second.loaded, options, FrameChannel(fds[0]),
               *std::move(arena));
   }
@@ -112,13 +114,7 @@ void ReapChildren(std::map<pid_t, int>& workers, FrameChannel& master) {
 
 }  // namespace
 
-void RunZygote(const std::vector<ModelSpec>& specs,
-               const std::map<std::string, TorchModel*>& loaded, FrameChannel master) {
-  std::map<std::string, ZygoteModel> models;
-  for (const ModelSpec& spec : specs) {
-    auto it = loaded.find(spec.config.name());
-    models[spec.config.name()] = {&spec, it == loaded.end() ? nullptr : it->second};
-  }
+void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel master) {
   SetZygoteSignals();
   const int signal_fd = SignalFdForChildren();
   if (signal_fd < 0) {

@@ -8,9 +8,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/clock.h"
-#include "common/stats.h"
 #include "common/dtype.h"
+#include "common/memory_probe.h"
+#include "common/stats.h"
 
 namespace kiln {
 namespace {
@@ -132,15 +134,122 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<doub
   return result;
 }
 
-absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model) {
+std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
+                                    const std::vector<WarmupShape>& replay) {
+  std::vector<WarmupShape> shapes = WarmupShapes(config);
+  for (const WarmupShape& shape : replay) {
+    const bool known = std::any_of(shapes.begin(), shapes.end(), [&](const WarmupShape& s) {
+      return s.batch_size == shape.batch_size && s.sequence_length == shape.sequence_length;
+    });
+    if (!known) shapes.push_back(shape);
+  }
+  std::stable_sort(shapes.begin(), shapes.end(), [](const WarmupShape& a, const WarmupShape& b) {
+    return ShapeUnits(a.batch_size, a.sequence_length) <
+           ShapeUnits(b.batch_size, b.sequence_length);
+  });
+  return shapes;
+}
+
+namespace {
+
+// Warms the tokenizer on sample texts of every warmed length: the first call, then the median of
+// five rounds.
+absl::Status WarmTokenizer(const EncodeFn& tokenize, const std::vector<WarmupShape>& shapes,
+                           WarmupOutcome& outcome) {
+  std::set<int32_t> lengths;
+  for (const WarmupShape& shape : shapes) lengths.insert(std::max(shape.sequence_length, 1));
+  std::vector<double> rounds;
+  for (int round = 0; round < 6; ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int32_t length : lengths) {
+      absl::StatusOr<std::vector<int32_t>> ids = tokenize(SampleText(length));
+      if (!ids.ok()) return ids.status();
+      if (round == 0 && outcome.tokenizer_texts == 0) {
+        outcome.tokenizer_first_ms = MillisecondsSince(start);
+      }
+      ++outcome.tokenizer_texts;
+    }
+    if (round > 0) rounds.push_back(MillisecondsSince(start) / lengths.size());
+  }
+  outcome.tokenizer_steady_ms = Median(rounds);
+  return absl::OkStatus();
+}
+
+// A text model's inputs for `shape`: sample text tokenized and cut to exactly the shape's length.
+absl::StatusOr<std::vector<Tensor>> TextWarmupInputs(const ModelConfig& config,
+                                                     const EncodeFn& tokenize,
+                                                     const WarmupShape& shape) {
+  const int32_t length = std::max(shape.sequence_length, 1);
+  const EncodeFn cut = [&](absl::string_view text) -> absl::StatusOr<std::vector<int32_t>> {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenize(text);
+    if (ids.ok() && static_cast<int32_t>(ids->size()) > length) ids->resize(length);
+    return ids;
+  };
+  const std::vector<std::string> texts(std::max(shape.batch_size, 1), SampleText(length));
+  absl::StatusOr<TextBatch> batch = TokenizeBatch(texts, cut, config, {length});
+  if (!batch.ok()) return batch.status();
+  return std::move(batch->inputs);
+}
+
+// The recorded request whose inputs have exactly the shapes of `shape`, or null.
+const std::vector<Tensor>* MatchingSample(const ModelConfig& config, const WarmupShape& shape,
+                                          const std::vector<std::vector<Tensor>>* samples) {
+  if (samples == nullptr) return nullptr;
+  for (const std::vector<Tensor>& sample : *samples) {
+    bool match = static_cast<int>(sample.size()) == config.input_size();
+    for (int i = 0; match && i < config.input_size(); ++i) {
+      const std::optional<DType> dtype = DTypeFromDataType(config.input(i).data_type());
+      match = sample[i].name == config.input(i).name() && dtype == sample[i].dtype &&
+              sample[i].shape == ConcreteShape(config.input(i), config, shape);
+    }
+    if (match) return &sample;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options) {
   const ModelConfig& config = model.spec().config;
   const WarmupConfig& warmup = config.warmup();
   const SettlePlan plan{warmup.calls_per_shape(), warmup.max_calls_per_shape(),
                         warmup.settle_tolerance(), warmup.steady_calls()};
-  std::vector<internal::ShapeWarmup> report;
+  const std::vector<WarmupShape> shapes = PlanShapes(config, options.replay);
+  const bool text = config.has_tokenizer() && options.tokenize != nullptr;
+
+  WarmupOutcome outcome;
+  if (text) {
+    if (absl::Status warmed = WarmTokenizer(options.tokenize, shapes, outcome); !warmed.ok()) {
+      return warmed;
+    }
+  }
+  absl::StatusOr<ResidentMemory> before = ReadResidentMemory();
+  if (!before.ok()) return before.status();
+  outcome.baseline_bytes = before->resident_bytes;
+  outcome.memory = ShapeMemoryModel(outcome.baseline_bytes);
+  if (options.budget_bytes > 0 && outcome.baseline_bytes > options.budget_bytes) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: the worker already holds %.0f MB before warmup, over its memory budget of %.0f MB; "
+        "raise memory.limit_bytes or memory.cgroup_share, or run fewer workers",
+        config.name(), outcome.baseline_bytes / 1e6, options.budget_bytes / 1e6));
+  }
+
   uint32_t seed = 1;
-  for (const WarmupShape& shape : WarmupShapes(config)) {
-    absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(config, shape, seed++);
+  for (const WarmupShape& shape : shapes) {
+    internal::ShapeWarmup& entry = outcome.shapes.emplace_back();
+    entry.set_batch_size(shape.batch_size);
+    entry.set_sequence_length(shape.sequence_length);
+    const int64_t units = ShapeUnits(shape.batch_size, shape.sequence_length);
+    entry.set_projected_peak_bytes(outcome.memory.Projected(units));
+    if (options.budget_bytes > 0 && entry.projected_peak_bytes() > options.budget_bytes) {
+      entry.set_refused(true);
+      continue;
+    }
+    const std::vector<Tensor>* sample = MatchingSample(config, shape, options.samples);
+    absl::StatusOr<std::vector<Tensor>> inputs =
+        sample != nullptr ? *sample
+        : text            ? TextWarmupInputs(config, options.tokenize, shape)
+                          : MakeWarmupInputs(config, shape, seed++);
     if (!inputs.ok()) return inputs.status();
     std::vector<TensorView> views;
     for (const Tensor& input : *inputs) views.push_back(input.view());
@@ -154,17 +263,30 @@ absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model) 
       }
       return MillisecondsSince(start);
     };
+    // A failed reset (e.g. /proc/self not writable) leaves VmHWM at the peak so far: still an
+    // upper bound for this shape, so the projection stays conservative.
+    (void)ResetPeakResident();
     absl::StatusOr<SettleResult> settled = SettleShape(call, plan);
     if (!settled.ok()) return settled.status();
-    internal::ShapeWarmup& entry = report.emplace_back();
-    entry.set_batch_size(shape.batch_size);
-    entry.set_sequence_length(shape.sequence_length);
+    absl::StatusOr<ResidentMemory> after = ReadResidentMemory();
+    if (!after.ok()) return after.status();
+    outcome.memory.Add(units, after->peak_resident_bytes);
+    entry.set_peak_rss_bytes(after->peak_resident_bytes);
+    entry.set_refused(options.budget_bytes > 0 && entry.peak_rss_bytes() > options.budget_bytes);
     entry.set_calls(static_cast<int32_t>(settled->latencies.size()));
     entry.set_first_ms(settled->first_ms);
     entry.set_steady_ms(settled->steady_ms);
     entry.set_settled_after(settled->settled_after);
   }
-  return report;
+  return outcome;
+}
+
+std::set<std::pair<int32_t, int32_t>> WarmedShapes(const WarmupOutcome& outcome) {
+  std::set<std::pair<int32_t, int32_t>> warmed;
+  for (const internal::ShapeWarmup& shape : outcome.shapes) {
+    if (!shape.refused()) warmed.insert({shape.batch_size(), shape.sequence_length()});
+  }
+  return warmed;
 }
 
 }  // namespace kiln

@@ -8,12 +8,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/memory_budget.h"
 #include "common/tensor.h"
 #include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
+#include "worker/text_batch.h"
 #include "worker/torch_model.h"
 
 namespace kiln {
@@ -58,9 +62,42 @@ struct SettleResult {
 absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<double>()>& call,
                                          const SettlePlan& plan);
 
-// Runs the plan on `model` and reports each shape's first-call latency, steady latency and the
-// calls it took to settle. The first error of a forward pass stops it.
-absl::StatusOr<std::vector<internal::ShapeWarmup>> RunWarmup(TorchModel& model);
+struct WarmupOptions {
+  int64_t budget_bytes = 0;          // the worker's memory budget; 0 = none
+  std::vector<WarmupShape> replay;   // recorded traffic shapes, warmed on top of the plan
+  EncodeFn tokenize;                 // text models: the tokenizer (warmed, and feeds the shapes)
+  // Recorded real requests (inputs in config order); a shape with a matching one warms on its
+  // data instead of generated data.
+  const std::vector<std::vector<Tensor>>* samples = nullptr;
+};
+
+struct WarmupOutcome {
+  std::vector<internal::ShapeWarmup> shapes;  // in the order run, refused ones included
+  ShapeMemoryModel memory{0};                 // peaks measured per shape
+  int64_t baseline_bytes = 0;                 // resident before the first shape
+  // The tokenizer's warmup: sample texts of each warmed length.
+  int32_t tokenizer_texts = 0;
+  double tokenizer_first_ms = 0;
+  double tokenizer_steady_ms = 0;
+};
+
+// The plan's shapes plus `replay`, without repeats, smallest (batch x length) first.
+std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
+                                    const std::vector<WarmupShape>& replay);
+
+// Runs the plan on `model`, smallest shape first: before each shape its peak resident memory is
+// projected from the shapes before it (ShapeMemoryModel); a shape projected over the budget is
+// refused (reported, never run), and one that ran but peaked over it is reported refused too.
+// Each shape that runs is settled (SettleShape) under the serving guard, with the peak resident
+// memory reset before it and read after it. Its inputs are a recorded request of that shape when
+// there is one; else, for text models (which warm their tokenizer on sample texts first), the
+// token ids of sample text of that length; else generated (MakeWarmupInputs).
+// FailedPrecondition when the worker's resident memory before warmup already exceeds the budget;
+// the first error of a forward pass stops it.
+absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);
+
+// The (batch size, sequence length) pairs of `outcome` that ran within the budget.
+std::set<std::pair<int32_t, int32_t>> WarmedShapes(const WarmupOutcome& outcome);
 
 }  // namespace kiln
 

@@ -1,9 +1,9 @@
 #include "worker/worker_process.h"
 
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -16,17 +16,25 @@
 #include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
+#include "common/memory_probe.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
+#include "worker/shape_guard.h"
+#include "worker/text_batch.h"
 #include "worker/warmup.h"
 
 namespace kiln {
 namespace {
 
-int64_t PeakRssBytes() {
-  rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return int64_t{usage.ru_maxrss} * 1024;  // ru_maxrss is in KiB on Linux
+// The worker's peak resident bytes: the largest of the shapes' peaks (VmHWM is reset before each
+// shape) and the current VmHWM.
+int64_t PeakRssBytes(const WarmupOutcome& warm) {
+  int64_t peak = 0;
+  for (const internal::ShapeWarmup& shape : warm.shapes) {
+    peak = std::max(peak, shape.peak_rss_bytes());
+  }
+  absl::StatusOr<ResidentMemory> now = ReadResidentMemory();
+  return std::max(peak, now.ok() ? now->peak_resident_bytes : 0);
 }
 
 // Dies with the zygote (and so with the master): the zygote forked us from its only thread.
@@ -54,8 +62,49 @@ void BecomeChildOfZygote() {
   _exit(1);
 }
 
-internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
-                            SharedArena& arena) {
+// The sequence length of a request: the size of the first variable (-1) dim of the config's
+// inputs, 0 when there is none.
+int32_t SequenceLength(const ModelConfig& config, const std::vector<TensorView>& inputs) {
+  const size_t offset = config.max_batch_size() > 0 ? 1 : 0;
+  for (int i = 0; i < config.input_size() && i < static_cast<int>(inputs.size()); ++i) {
+    const TensorConfig& input = config.input(i);
+    for (int d = 0; d < input.dims_size(); ++d) {
+      if (input.dims(d) == -1 && d + offset < inputs[i].shape.size()) {
+        return static_cast<int32_t>(inputs[i].shape[d + offset]);
+      }
+    }
+  }
+  return 0;
+}
+
+// Runs `inputs` in passes of at most `rows` rows along the batch dim and joins the outputs.
+absl::StatusOr<std::vector<Tensor>> ForwardInPasses(TorchModel& model,
+                                                    const std::vector<TensorView>& inputs,
+                                                    int32_t batch, int32_t rows) {
+  if (rows >= batch) return model.Forward(inputs);
+  std::vector<std::vector<Tensor>> passes;
+  for (int32_t begin = 0; begin < batch; begin += rows) {
+    const int32_t count = std::min(rows, batch - begin);
+    std::vector<TensorView> slice;
+    for (const TensorView& input : inputs) slice.push_back(SliceRows(input, begin, count));
+    absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(slice);
+    if (!outputs.ok()) return outputs.status();
+    passes.push_back(*std::move(outputs));
+  }
+  std::vector<Tensor> joined;
+  for (size_t o = 0; o < passes.front().size(); ++o) {
+    std::vector<const Tensor*> parts;
+    for (const std::vector<Tensor>& pass : passes) parts.push_back(&pass[o]);
+    absl::StatusOr<Tensor> output = ConcatRows(parts);
+    if (!output.ok()) return output.status();
+    joined.push_back(*std::move(output));
+  }
+  return joined;
+}
+
+internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,
+                            const internal::InferCall& call, SharedArena& arena) {
+  const ModelConfig& config = model.spec().config;
   internal::InferResult result;
   result.set_call_id(call.call_id());
   auto fail = [&result](const absl::Status& status) {
@@ -67,10 +116,41 @@ internal::InferResult Serve(TorchModel& model, const internal::InferCall& call,
   if (call.deadline_monotonic_ns() != 0 && MonotonicNowNs() >= call.deadline_monotonic_ns()) {
     return fail(absl::DeadlineExceededError("deadline expired before compute; not run"));
   }
-  absl::StatusOr<std::vector<TensorView>> inputs = ViewsInArena(call.inputs(), arena);
-  if (!inputs.ok()) return fail(inputs.status());
+  std::vector<TensorView> inputs;
+  TextBatch text;  // owns the tokenized inputs of a text call
+  if (call.has_text()) {
+    if (tokenize == nullptr) {
+      return fail(absl::InvalidArgumentError(config.name() + " has no tokenizer for text"));
+    }
+    absl::StatusOr<std::vector<std::string>> texts = TextInArena(call.text(), arena);
+    if (!texts.ok()) return fail(texts.status());
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<TextBatch> batch =
+        TokenizeBatch(*texts, tokenize, config, guard.SequenceBuckets());
+    result.set_tokenize_ms(MillisecondsSince(start));
+    if (!batch.ok()) return fail(batch.status());
+    text = *std::move(batch);
+    for (const Tensor& input : text.inputs) inputs.push_back(input.view());
+    result.set_unpadded_length(text.longest);
+  } else {
+    absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(call.inputs(), arena);
+    if (!views.ok()) return fail(views.status());
+    inputs = *std::move(views);
+  }
+  const bool batched = config.max_batch_size() > 0;
+  const int32_t batch =
+      batched && !inputs.empty() && !inputs[0].shape.empty() ? inputs[0].shape[0] : 1;
+  const int32_t length = SequenceLength(config, inputs);
+  absl::StatusOr<int32_t> rows = guard.RowsPerPass(batch, length);
+  if (!rows.ok()) return fail(rows.status());
+  result.set_batch_size(*rows);
+  result.set_sequence_length(length);
+  result.set_chunks((batch + *rows - 1) / *rows);
+  const int32_t last = batch - (result.chunks() - 1) * *rows;
+  result.set_cold_shape(!guard.Warmed(*rows, length) || !guard.Warmed(last, length));
+
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(*inputs);
+  absl::StatusOr<std::vector<Tensor>> outputs = ForwardInPasses(model, inputs, batch, *rows);
   result.set_compute_ms(MillisecondsSince(start));
   if (!outputs.ok()) return fail(outputs.status());
   std::vector<TensorView> views;
@@ -105,17 +185,28 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
 
   internal::FromWorker ready;
   internal::WarmupReport& report = *ready.mutable_ready();
+  WarmupOutcome warm;
   if (options.warmup) {
-    absl::StatusOr<std::vector<internal::ShapeWarmup>> shapes = RunWarmup(model);
-    if (!shapes.ok()) Fail(channel, id, shapes.status());
-    for (internal::ShapeWarmup& shape : *shapes) *report.add_shapes() = std::move(shape);
+    WarmupOptions warmup{options.memory_budget_bytes, options.replay, options.tokenize,
+                         options.samples};
+    absl::StatusOr<WarmupOutcome> outcome = RunWarmup(model, warmup);
+    if (!outcome.ok()) Fail(channel, id, outcome.status());
+    warm = *std::move(outcome);
+    for (const internal::ShapeWarmup& shape : warm.shapes) *report.add_shapes() = shape;
   }
+  const ShapeGuard guard(model.spec().config, WarmedShapes(warm), warm.memory,
+                         options.warmup ? options.memory_budget_bytes : 0);
   report.set_worker_id(id);
   report.set_pid(getpid());
   report.set_device(model.DeviceName());
   report.set_intra_op_threads(options.intra_op_threads);
   report.set_warmup_ms(MillisecondsSince(start));
-  report.set_peak_rss_bytes(PeakRssBytes());
+  report.set_peak_rss_bytes(PeakRssBytes(warm));
+  report.set_budget_bytes(options.memory_budget_bytes);
+  report.set_baseline_rss_bytes(warm.baseline_bytes);
+  report.set_tokenizer_texts(warm.tokenizer_texts);
+  report.set_tokenizer_first_ms(warm.tokenizer_first_ms);
+  report.set_tokenizer_steady_ms(warm.tokenizer_steady_ms);
   if (absl::Status sent = channel.Send(ready); !sent.ok()) _exit(1);  // master gone
 
   while (true) {
@@ -125,7 +216,7 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
     if (!received.ok()) Fail(channel, id, received);
     if (!frame.has_infer()) continue;
     internal::FromWorker reply;
-    *reply.mutable_result() = Serve(model, frame.infer(), *arena);
+    *reply.mutable_result() = Serve(model, guard, options.tokenize, frame.infer(), *arena);
     if (absl::Status sent = channel.Send(reply); !sent.ok()) {
       _exit(absl::IsUnavailable(sent) ? 0 : 1);
     }

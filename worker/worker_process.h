@@ -7,11 +7,15 @@
 #ifndef KILN_WORKER_WORKER_PROCESS_H_
 #define KILN_WORKER_WORKER_PROCESS_H_
 
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "common/frame_channel.h"
 #include "common/shared_arena.h"
+#include "worker/text_batch.h"
 #include "worker/torch_model.h"
+#include "worker/warmup.h"
 
 namespace kiln {
 
@@ -20,6 +24,10 @@ struct WorkerOptions {
   int intra_op_threads = 1;
   int device_index = -1;  // CUDA device for KIND_GPU; -1 = CPU
   bool warmup = true;     // false only for the --warmup=off baseline
+  int64_t memory_budget_bytes = 0;  // 0 = no budget
+  std::vector<WarmupShape> replay;  // recorded traffic shapes to warm on top of the plan
+  EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
+  const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null
 };
 
 // Runs the worker in the current (freshly forked) process and never returns: it exits 0 when

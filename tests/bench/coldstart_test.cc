@@ -84,6 +84,7 @@ TEST_CASE("coldstart flags: defaults and every value are taken", "[coldstart][fl
   CHECK(defaults.options.steady_requests == 50);
   CHECK(defaults.options.batch == 1);
   CHECK(defaults.options.seq == 16);
+  CHECK_FALSE(defaults.options.text.has_value());  // a text model gets sample text
   CHECK(defaults.options.timeout_s == 300);
   CHECK(defaults.options.json_path.empty());
   CHECK(defaults.options.log_dir.empty());
@@ -107,6 +108,13 @@ TEST_CASE("coldstart flags: defaults and every value are taken", "[coldstart][fl
   CHECK(all.options.log_dir == logs);
   struct stat st;
   CHECK(stat(logs.c_str(), &st) == 0);  // --log_dir is created
+
+  Parsed text = Parse(f.Args({"--text=hello world"}));
+  REQUIRE_FALSE(text.exit.has_value());
+  CHECK(text.options.text == std::optional<std::string>("hello world"));
+  Parsed empty_text = Parse(f.Args({"--text="}));
+  REQUIRE_FALSE(empty_text.exit.has_value());
+  CHECK(empty_text.options.text == std::optional<std::string>(""));
 }
 
 TEST_CASE("coldstart flags: every bad value exits 2 with the reason", "[coldstart][flags]") {

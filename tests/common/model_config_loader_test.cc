@@ -273,7 +273,7 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
            dims: [ 1 ]
          })pb",
        {"field 'warmup.sequence_lengths'", "\"ids\" has a variable (-1) dimension"}},
-      {"BYTES without a tokenizer",
+      {"BYTES input",
        R"pb(
          input {
            name: "text"
@@ -285,7 +285,16 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
            data_type: TYPE_FP32
            dims: [ 1 ]
          })pb",
-       {"field 'input[0].data_type'", "tokenizer's text input"}},
+       {"field 'input[0].data_type'", "declared by a tokenizer block"}},
+      {"tokenizer model with another input",
+       "max_batch_size: 2\n" + kTextModelIo +
+           "input { name: \"extra\" data_type: TYPE_FP32 dims: [ 1 ] }\n"
+           "tokenizer { model_file: \"model.pt\" }",
+       {"field 'tokenizer'", "another input \"extra\""}},
+      {"tokenizer text input named like a model input",
+       "max_batch_size: 2\n" + kTextModelIo +
+           "tokenizer { model_file: \"model.pt\" text_input: \"input_ids\" }",
+       {"field 'tokenizer.text_input'", "\"input_ids\""}},
       {"GPUs listed for a CPU instance",
        "instance_group { count: 2 gpus: [0] }\n" + io,
        {"field 'instance_group.gpus'", "KIND_CPU"}},

@@ -1,0 +1,539 @@
+#include "common/traffic_profile.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <system_error>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "common/dtype.h"
+#include "common/safetensors.h"
+#include "common/safetensors_writer.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+using Shape = std::pair<int32_t, int32_t>;
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Most requested first; ties: smaller batch, then shorter sequence.
+bool MoreRequested(const std::pair<Shape, int64_t>& a, const std::pair<Shape, int64_t>& b) {
+  if (a.second != b.second) return a.second > b.second;
+  return a.first < b.first;
+}
+
+std::vector<std::pair<Shape, int64_t>> SortedByRequests(const std::map<Shape, int64_t>& counts) {
+  std::vector<std::pair<Shape, int64_t>> sorted(counts.begin(), counts.end());
+  std::sort(sorted.begin(), sorted.end(), MoreRequested);
+  return sorted;
+}
+
+TrafficProfile MakeProfile(const std::string& model, const std::map<Shape, int64_t>& counts,
+                           int64_t other_requests) {
+  TrafficProfile profile;
+  profile.set_model(model);
+  profile.set_updated_unix_ms(NowUnixMs());
+  for (const auto& [shape, requests] : SortedByRequests(counts)) {
+    ShapeCount* count = profile.add_shapes();
+    count->set_batch_size(shape.first);
+    count->set_sequence_length(shape.second);
+    count->set_requests(requests);
+  }
+  profile.set_other_requests(other_requests);
+  return profile;
+}
+
+// A model name that is one plain file name component, so its files stay in the state directory.
+absl::Status CheckModelName(const std::string& model) {
+  if (model.empty() || model == "." || model == ".." ||
+      model.find_first_of(std::string("/\0", 2)) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("traffic profile: model name \"", model, "\" is not a plain file name"));
+  }
+  return absl::OkStatus();
+}
+
+// Names, dtypes and shapes of all inputs, in order; equal exactly when those are equal.
+std::string Signature(const std::vector<TensorView>& inputs) {
+  std::string signature;
+  for (const TensorView& input : inputs) {
+    absl::StrAppend(&signature, input.name.size(), ":", input.name, " ", DTypeName(input.dtype),
+                    ShapeString(input.shape), ";");
+  }
+  return signature;
+}
+
+std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
+  std::vector<TensorView> views;
+  views.reserve(tensors.size());
+  for (const Tensor& tensor : tensors) views.push_back(tensor.view());
+  return views;
+}
+
+absl::Status ErrnoError(absl::string_view path, absl::string_view what, int error) {
+  const std::string message = absl::StrCat(path, ": ", what, ": ", std::strerror(error));
+  return error == ENOENT ? absl::NotFoundError(message) : absl::UnavailableError(message);
+}
+
+// Durably replaces `path` with `contents`: writes a fresh temp file beside it, fsyncs it, renames
+// it over `path` and fsyncs the directory. On failure the temp file is removed and `path` is
+// left as it was.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
+  static std::atomic<uint64_t> next_temp{0};
+  const std::string temp = absl::StrCat(path, ".tmp.", getpid(), ".", next_temp++);
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(temp, "cannot create", errno);
+
+  absl::Status status;
+  for (size_t written = 0; written < contents.size() && status.ok();) {
+    const ssize_t n = write(fd, contents.data() + written, contents.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      status = ErrnoError(temp, "write failed", errno);
+    } else {
+      written += static_cast<size_t>(n);
+    }
+  }
+  if (status.ok() && fsync(fd) != 0) status = ErrnoError(temp, "fsync failed", errno);
+  if (close(fd) != 0 && status.ok()) status = ErrnoError(temp, "close failed", errno);
+  if (status.ok() && rename(temp.c_str(), path.c_str()) != 0) {
+    status = ErrnoError(path, absl::StrCat("cannot rename ", temp, " onto it"), errno);
+  }
+  if (!status.ok()) {
+    unlink(temp.c_str());
+    return status;
+  }
+
+  // The rename is durable only once the directory is: fsync it (EINVAL: not supported there).
+  const std::string dir = fs::path(path).parent_path().string();
+  const int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return ErrnoError(dir, "cannot open directory to fsync", errno);
+  if (fsync(dir_fd) != 0 && errno != EINVAL) status = ErrnoError(dir, "fsync failed", errno);
+  close(dir_fd);
+  return status;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ErrnoError(path, "cannot open", errno);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) return ErrnoError(path, "read failed", errno);
+  return contents.str();
+}
+
+// Collects text-format parse errors as "path:line:column: message" (1-based, as editors count).
+class ParseErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit ParseErrors(std::string path) : path_(std::move(path)) {}
+
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    errors_.push_back(absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
+  }
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::string path_;
+  std::vector<std::string> errors_;
+};
+
+// "path:line:col" of a location the parser recorded, or just "path" when it recorded none.
+std::string Where(const std::string& path, google::protobuf::TextFormat::ParseLocation location) {
+  if (location.line < 0) return path;
+  return absl::StrCat(path, ":", location.line + 1, ":", location.column + 1);
+}
+
+// Adds `delta` to the profile at `path` (none yet: an empty one) and writes it back, bounded to
+// kMaxShapesPerModel shapes: the most requested stay, the rest join other_requests.
+absl::Status MergeProfile(const std::string& path, const std::string& model,
+                          const std::map<Shape, int64_t>& delta, int64_t other_delta) {
+  std::map<Shape, int64_t> counts = delta;
+  int64_t other_requests = other_delta;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    absl::StatusOr<TrafficProfile> existing = LoadTrafficProfile(path);
+    if (!existing.ok()) return existing.status();
+    if (!existing->model().empty() && existing->model() != model) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": holds the profile of model \"",
+                                                     existing->model(), "\", not \"", model, "\""));
+    }
+    for (const ShapeCount& shape : existing->shapes()) {
+      counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
+    }
+    other_requests += existing->other_requests();
+  } else if (ec) {
+    return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
+  }
+
+  if (counts.size() > static_cast<size_t>(kMaxShapesPerModel)) {
+    const std::vector<std::pair<Shape, int64_t>> sorted = SortedByRequests(counts);
+    for (size_t i = kMaxShapesPerModel; i < sorted.size(); ++i) {
+      other_requests += sorted[i].second;
+      counts.erase(sorted[i].first);
+    }
+  }
+  const TrafficProfile profile = MakeProfile(model, counts, other_requests);
+  std::string text;
+  if (!google::protobuf::TextFormat::PrintToString(profile, &text)) {
+    return absl::InternalError(absl::StrCat(path, ": cannot print the profile"));
+  }
+  return WriteFileAtomically(
+      path, absl::StrCat("# kiln traffic profile (kiln.TrafficProfile), written by kiln-server.\n"
+                         "# Counts accumulate across restarts.\n",
+                         text));
+}
+
+// Writes `samples` to `path`, followed by those already there whose signatures differ, up to
+// `max_samples` in all.
+absl::Status MergeSamples(const std::string& path, const std::string& model,
+                          const std::vector<std::vector<Tensor>>& samples, int max_samples) {
+  std::vector<const std::vector<Tensor>*> merged;
+  std::set<std::string> signatures;
+  for (const std::vector<Tensor>& sample : samples) {
+    if (merged.size() >= static_cast<size_t>(max_samples)) break;
+    if (signatures.insert(Signature(Views(sample))).second) merged.push_back(&sample);
+  }
+  std::vector<std::vector<Tensor>> existing;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    absl::StatusOr<std::vector<std::vector<Tensor>>> loaded = LoadTrafficSamples(path);
+    if (!loaded.ok()) return loaded.status();
+    existing = *std::move(loaded);
+  } else if (ec) {
+    return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
+  }
+  for (const std::vector<Tensor>& sample : existing) {
+    if (merged.size() >= static_cast<size_t>(max_samples)) break;
+    if (signatures.insert(Signature(Views(sample))).second) merged.push_back(&sample);
+  }
+
+  std::vector<TensorView> views;
+  for (size_t i = 0; i < merged.size(); ++i) {
+    for (const Tensor& input : *merged[i]) {
+      TensorView view = input.view();
+      view.name = absl::StrCat(i, ".", input.name);
+      views.push_back(std::move(view));
+    }
+  }
+  absl::StatusOr<std::string> image = SerializeSafetensors(views, {{"model", model}});
+  if (!image.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", image.status().message()));
+  }
+  return WriteFileAtomically(path, *image);
+}
+
+}  // namespace
+
+std::string TrafficProfilePath(const std::string& state_dir, const std::string& model) {
+  return (fs::path(state_dir) / (model + ".traffic.pbtxt")).string();
+}
+
+std::string TrafficSamplesPath(const std::string& state_dir, const std::string& model) {
+  return (fs::path(state_dir) / (model + ".samples.safetensors")).string();
+}
+
+TrafficRecorder::TrafficRecorder(int max_samples_per_model)
+    : max_samples_per_model_(std::max(0, max_samples_per_model)) {}
+
+void TrafficRecorder::Record(const std::string& model, int32_t batch_size,
+                             int32_t sequence_length) {
+  if (batch_size < 1 || sequence_length < 0) return;
+  absl::MutexLock lock(&mu_);
+  ModelTraffic& traffic = models_[model];
+  const auto it = traffic.requests.find({batch_size, sequence_length});
+  if (it != traffic.requests.end()) {
+    ++it->second;
+  } else if (traffic.requests.size() < static_cast<size_t>(kMaxShapesPerModel)) {
+    traffic.requests.emplace(Shape{batch_size, sequence_length}, 1);
+  } else {
+    ++traffic.other_requests;
+  }
+}
+
+void TrafficRecorder::RecordSample(const std::string& model,
+                                   const std::vector<TensorView>& inputs) {
+  if (max_samples_per_model_ == 0 || inputs.empty()) return;
+  const auto full = [this](const ModelTraffic& traffic) {
+    return traffic.samples.size() >= static_cast<size_t>(max_samples_per_model_);
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    const auto it = models_.find(model);
+    if (it != models_.end() && full(it->second)) return;
+  }
+  size_t total_bytes = 0;
+  std::set<absl::string_view> names;
+  for (const TensorView& input : inputs) {
+    const std::optional<int64_t> elements = NumElements(input.shape);
+    if (input.name.empty() || !names.insert(input.name).second || !elements ||
+        static_cast<uint64_t>(*elements) * DTypeSize(input.dtype) != input.nbytes ||
+        (input.data == nullptr && input.nbytes > 0)) {
+      return;
+    }
+    total_bytes += input.nbytes;
+  }
+  if (total_bytes > kMaxSampleBytes) return;
+  std::string signature = Signature(inputs);
+  {
+    absl::MutexLock lock(&mu_);
+    const auto it = models_.find(model);
+    if (it != models_.end() &&
+        (full(it->second) || it->second.sample_signatures.count(signature))) {
+      return;
+    }
+  }
+
+  // Copy outside the lock: gRPC threads recording other requests must not wait on a memcpy.
+  auto sample = std::make_shared<Sample>();
+  sample->signature = signature;
+  sample->inputs.reserve(inputs.size());
+  for (const TensorView& input : inputs) {
+    const uint8_t* data = static_cast<const uint8_t*>(input.data);
+    sample->inputs.push_back(Tensor{input.name, input.dtype, input.shape,
+                                    std::vector<uint8_t>(data, data + input.nbytes)});
+  }
+
+  absl::MutexLock lock(&mu_);
+  ModelTraffic& traffic = models_[model];
+  if (full(traffic) || !traffic.sample_signatures.insert(std::move(signature)).second) return;
+  traffic.samples.push_back(std::move(sample));
+  traffic.samples_saved = false;
+}
+
+TrafficProfile TrafficRecorder::Snapshot(const std::string& model) const {
+  absl::MutexLock lock(&mu_);
+  const auto it = models_.find(model);
+  if (it == models_.end()) return MakeProfile(model, {}, 0);
+  return MakeProfile(model, it->second.requests, it->second.other_requests);
+}
+
+std::vector<std::vector<Tensor>> TrafficRecorder::Samples(const std::string& model) const {
+  std::vector<std::shared_ptr<const Sample>> samples;
+  {
+    absl::MutexLock lock(&mu_);
+    const auto it = models_.find(model);
+    if (it != models_.end()) samples = it->second.samples;
+  }
+  std::vector<std::vector<Tensor>> copies;
+  copies.reserve(samples.size());
+  for (const std::shared_ptr<const Sample>& sample : samples) copies.push_back(sample->inputs);
+  return copies;
+}
+
+absl::Status TrafficRecorder::Save(const std::string& state_dir) {
+  absl::MutexLock save_lock(&save_mu_);
+
+  // What is not yet in the files, copied under mu_ (samples by pointer: they are immutable).
+  struct Pending {
+    std::string model;
+    std::map<Shape, int64_t> requests;
+    int64_t other_requests = 0;
+    bool write_samples = false;
+    std::vector<std::shared_ptr<const Sample>> samples;
+  };
+  std::vector<Pending> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [model, traffic] : models_) {
+      Pending entry;
+      entry.model = model;
+      for (const auto& [shape, requests] : traffic.requests) {
+        const auto saved = traffic.saved.find(shape);
+        const int64_t delta = requests - (saved == traffic.saved.end() ? 0 : saved->second);
+        if (delta > 0) entry.requests.emplace(shape, delta);
+      }
+      entry.other_requests = traffic.other_requests - traffic.saved_other_requests;
+      entry.write_samples = max_samples_per_model_ > 0 && !traffic.samples_saved;
+      if (entry.write_samples) entry.samples = traffic.samples;
+      if (!entry.requests.empty() || entry.other_requests > 0 || entry.write_samples) {
+        pending.push_back(std::move(entry));
+      }
+    }
+  }
+  if (pending.empty()) return absl::OkStatus();
+
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  if (ec || !fs::is_directory(state_dir, ec)) {
+    return absl::UnavailableError(
+        absl::StrCat("traffic state directory ", state_dir,
+                     ": cannot create: ", ec ? ec.message() : std::string("not a directory")));
+  }
+
+  std::vector<absl::Status> errors;
+  for (const Pending& entry : pending) {
+    if (absl::Status valid = CheckModelName(entry.model); !valid.ok()) {
+      errors.push_back(std::move(valid));
+      continue;
+    }
+    if (!entry.requests.empty() || entry.other_requests > 0) {
+      absl::Status saved = MergeProfile(TrafficProfilePath(state_dir, entry.model), entry.model,
+                                        entry.requests, entry.other_requests);
+      if (saved.ok()) {
+        absl::MutexLock lock(&mu_);
+        ModelTraffic& traffic = models_[entry.model];
+        for (const auto& [shape, delta] : entry.requests) traffic.saved[shape] += delta;
+        traffic.saved_other_requests += entry.other_requests;
+      } else {
+        errors.push_back(std::move(saved));
+      }
+    }
+    if (entry.write_samples) {
+      std::vector<std::vector<Tensor>> samples;
+      samples.reserve(entry.samples.size());
+      for (const std::shared_ptr<const Sample>& sample : entry.samples) {
+        samples.push_back(sample->inputs);
+      }
+      absl::Status saved = MergeSamples(TrafficSamplesPath(state_dir, entry.model), entry.model,
+                                        samples, max_samples_per_model_);
+      if (saved.ok()) {
+        absl::MutexLock lock(&mu_);
+        ModelTraffic& traffic = models_[entry.model];
+        // Samples kept while this save ran are still to be written.
+        if (traffic.samples.size() == entry.samples.size()) traffic.samples_saved = true;
+      } else {
+        errors.push_back(std::move(saved));
+      }
+    }
+  }
+  if (errors.empty()) return absl::OkStatus();
+  std::vector<std::string> messages;
+  for (const absl::Status& error : errors) messages.emplace_back(error.message());
+  return absl::Status(errors.front().code(), absl::StrJoin(messages, "\n"));
+}
+
+absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  TrafficProfile profile;
+  ParseErrors errors(path);
+  google::protobuf::TextFormat::ParseInfoTree locations;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  parser.WriteLocationsTo(&locations);
+  if (!parser.ParseFromString(*text, &profile)) {
+    return absl::InvalidArgumentError(errors.errors().empty()
+                                          ? absl::StrCat(path, ": not a valid kiln.TrafficProfile")
+                                          : absl::StrJoin(errors.errors(), "\n"));
+  }
+
+  const google::protobuf::Descriptor* descriptor = TrafficProfile::descriptor();
+  const google::protobuf::FieldDescriptor* shapes_field = descriptor->FindFieldByName("shapes");
+  const google::protobuf::Descriptor* shape_descriptor = ShapeCount::descriptor();
+  std::vector<std::string> defects;
+  // Where field `name` of shapes[i] is, or shapes[i] itself when the field was left out.
+  const auto shape_where = [&](int i, const char* name) {
+    const google::protobuf::TextFormat::ParseInfoTree* nested =
+        locations.GetTreeForNested(shapes_field, i);
+    google::protobuf::TextFormat::ParseLocation location;
+    if (nested != nullptr) {
+      location = nested->GetLocation(shape_descriptor->FindFieldByName(name), -1);
+    }
+    if (location.line < 0) location = locations.GetLocation(shapes_field, i);
+    return Where(path, location);
+  };
+  std::map<Shape, int> first_index;
+  for (int i = 0; i < profile.shapes_size(); ++i) {
+    const ShapeCount& shape = profile.shapes(i);
+    const std::string field = absl::StrCat("shapes[", i, "]");
+    if (shape.batch_size() < 1) {
+      defects.push_back(absl::StrCat(shape_where(i, "batch_size"), ": field '", field,
+                                     ".batch_size': expected a size >= 1, got ",
+                                     shape.batch_size()));
+    }
+    if (shape.sequence_length() < 0) {
+      defects.push_back(absl::StrCat(shape_where(i, "sequence_length"), ": field '", field,
+                                     ".sequence_length': expected a length >= 0, got ",
+                                     shape.sequence_length()));
+    }
+    if (shape.requests() < 0) {
+      defects.push_back(absl::StrCat(shape_where(i, "requests"), ": field '", field,
+                                     ".requests': expected a count >= 0, got ", shape.requests()));
+    }
+    const auto [first, inserted] =
+        first_index.emplace(Shape{shape.batch_size(), shape.sequence_length()}, i);
+    if (!inserted) {
+      defects.push_back(absl::StrCat(
+          shape_where(i, "batch_size"), ": field '", field,
+          "': expected each shape once, got batch_size ", shape.batch_size(), ", sequence_length ",
+          shape.sequence_length(), " again (as in shapes[", first->second, "])"));
+    }
+  }
+  if (profile.other_requests() < 0) {
+    defects.push_back(absl::StrCat(
+        Where(path, locations.GetLocation(descriptor->FindFieldByName("other_requests"), -1)),
+        ": field 'other_requests': expected a count >= 0, got ", profile.other_requests()));
+  }
+  if (!defects.empty()) return absl::InvalidArgumentError(absl::StrJoin(defects, "\n"));
+  return profile;
+}
+
+absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<MappedSafetensors>> file = MappedSafetensors::Open(path);
+  if (!file.ok()) return file.status();
+  std::map<int64_t, std::vector<Tensor>> by_index;
+  for (const SafetensorsTensor& entry : (*file)->index().tensors()) {
+    const size_t dot = entry.name.find('.');
+    int64_t index = -1;
+    if (dot == std::string::npos || dot == 0 || dot + 1 == entry.name.size() ||
+        !std::all_of(entry.name.begin(), entry.name.begin() + static_cast<ptrdiff_t>(dot),
+                     [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }) ||
+        !absl::SimpleAtoi(absl::string_view(entry.name).substr(0, dot), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", entry.name, "': expected a name \"<sample index>.<input name>\""));
+    }
+    by_index[index].push_back(
+        Tensor{entry.name.substr(dot + 1), entry.dtype, entry.shape,
+               std::vector<uint8_t>(entry.data, entry.data + entry.nbytes())});
+  }
+  std::vector<std::vector<Tensor>> samples;
+  samples.reserve(by_index.size());
+  for (auto& [index, inputs] : by_index) samples.push_back(std::move(inputs));
+  return samples;
+}
+
+std::vector<std::pair<int32_t, int32_t>> ShapesToReplay(const TrafficProfile& profile,
+                                                        int max_shapes, double min_share) {
+  std::map<Shape, int64_t> counts;
+  int64_t total = std::max<int64_t>(profile.other_requests(), 0);
+  for (const ShapeCount& shape : profile.shapes()) {
+    if (shape.requests() <= 0 || shape.batch_size() < 1 || shape.sequence_length() < 0) continue;
+    counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
+    total += shape.requests();
+  }
+  std::vector<std::pair<int32_t, int32_t>> shapes;
+  if (max_shapes <= 0 || total == 0) return shapes;
+  for (const auto& [shape, requests] : SortedByRequests(counts)) {
+    if (shapes.size() >= static_cast<size_t>(max_shapes)) break;
+    if (static_cast<double>(requests) / static_cast<double>(total) < min_share) break;
+    shapes.push_back(shape);
+  }
+  return shapes;
+}
+
+}  // namespace kiln

@@ -1,0 +1,57 @@
+#include "server/kiln_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace kiln {
+
+KilnServiceImpl::KilnServiceImpl(const std::vector<ModelSpec>& specs, const WorkerPool& pool,
+                                 StartupReport startup)
+    : specs_(specs), pool_(pool), startup_(std::move(startup)) {}
+
+grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerContext* context,
+                                                        const WarmupReportRequest* request,
+                                                        WarmupReportResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool known =
+      request->model().empty() ||
+      std::any_of(specs_.begin(), specs_.end(),
+                  [&](const ModelSpec& spec) { return spec.config.name() == request->model(); });
+  if (!known) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("unknown model '", request->model(), "'")));
+    return reactor;
+  }
+  *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
+  response->set_memory_limit(startup_.memory_limit);
+  const std::vector<WorkerInfo> workers = pool_.Workers();
+  for (const ModelSpec& spec : specs_) {
+    const std::string& name = spec.config.name();
+    if (!request->model().empty() && request->model() != name) continue;
+    ModelWarmupReport& model = *response->add_models();
+    model.set_model(name);
+    model.set_worker_budget_bytes(pool_.BudgetBytes(name));
+    auto replayed = startup_.replayed.find(name);
+    if (replayed != startup_.replayed.end()) {
+      *model.mutable_replayed() = {replayed->second.begin(), replayed->second.end()};
+    }
+    for (const WorkerInfo& worker : workers) {
+      if (worker.model == name && (worker.state == WorkerState::kReady ||
+                                   worker.state == WorkerState::kBusy)) {
+        *model.add_workers() = worker.warmup;
+      }
+    }
+    const ModelCounters counters = pool_.Counters(name);
+    ServingCounters& out = *model.mutable_counters();
+    out.set_requests(counters.requests);
+    out.set_cold_shape_hits(counters.cold_shape_hits);
+    out.set_padded_to_bucket(counters.padded_to_bucket);
+    out.set_split(counters.split);
+    out.set_over_budget(counters.over_budget);
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace kiln

@@ -1,0 +1,43 @@
+// kiln.KilnService (proto/kiln_service.proto) on the public port: the startup timeline, every
+// worker's warmup report and the serving counters, for operators and `kiln-bench warmup`.
+#ifndef KILN_SERVER_KILN_SERVICE_H_
+#define KILN_SERVER_KILN_SERVICE_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/model_config_loader.h"
+#include "proto/kiln_service.grpc.pb.h"
+#include "server/worker_pool.h"
+
+namespace kiln {
+
+// What the master knew when it opened the port, beside what the pool knows.
+struct StartupReport {
+  std::vector<StartupPhase> timeline;
+  std::string memory_limit = "unknown";
+  std::map<std::string, std::vector<internal::Shape>> replayed;  // by model
+};
+
+// Ownership: borrows the specs and the pool, which must outlive it (and the grpc::Server it is
+// registered with); owns a copy of the startup report. Thread-safety: gRPC calls it from any of
+// its threads; it holds no mutable state (the pool is thread-safe).
+class KilnServiceImpl final : public KilnService::CallbackService {
+ public:
+  KilnServiceImpl(const std::vector<ModelSpec>& specs, const WorkerPool& pool,
+                  StartupReport startup);
+
+  grpc::ServerUnaryReactor* WarmupReport(grpc::CallbackServerContext* context,
+                                         const WarmupReportRequest* request,
+                                         WarmupReportResponse* response) override;
+
+ private:
+  const std::vector<ModelSpec>& specs_;
+  const WorkerPool& pool_;
+  const StartupReport startup_;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_KILN_SERVICE_H_

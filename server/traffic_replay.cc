@@ -1,0 +1,92 @@
+#include "server/traffic_replay.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/traffic_profile.h"
+#include "glog/logging.h"
+
+namespace kiln {
+namespace {
+
+bool HasVariableDim(const ModelConfig& config) {
+  for (const TensorConfig& input : config.input()) {
+    if (std::find(input.dims().begin(), input.dims().end(), -1) != input.dims().end()) return true;
+  }
+  return false;
+}
+
+// Why `shape` cannot be served by `config`, or "" when it can.
+std::string Unservable(const ModelConfig& config, int32_t batch, int32_t length) {
+  if (batch > std::max(config.max_batch_size(), 1)) return "batch above max_batch_size";
+  if (HasVariableDim(config) != (length > 0)) return "length does not fit the model's dims";
+  if (config.has_tokenizer() && length > config.tokenizer().max_length()) {
+    return "length above tokenizer.max_length";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec>& specs,
+                                                     const std::string& state_dir) {
+  namespace fs = std::filesystem;
+  std::map<std::string, ModelReplay> replays;
+  for (const ModelSpec& spec : specs) {
+    const ModelConfig& config = spec.config;
+    std::vector<std::string> paths;
+    if (!config.warmup().traffic_profile().empty()) {
+      paths.push_back((fs::path(spec.directory) / config.warmup().traffic_profile()).string());
+    }
+    if (!state_dir.empty()) paths.push_back(TrafficProfilePath(state_dir, config.name()));
+    ModelReplay replay;
+    for (const std::string& path : paths) {
+      std::error_code ec;
+      if (!fs::exists(path, ec)) continue;
+      absl::StatusOr<TrafficProfile> profile = LoadTrafficProfile(path);
+      if (!profile.ok()) {
+        LOG(WARNING) << config.name() << ": recorded traffic not replayed: "
+                     << profile.status().message();
+        continue;
+      }
+      for (const auto& [batch, length] :
+           ShapesToReplay(*profile, kMaxReplayShapes, kMinReplayShare)) {
+        const std::string why = Unservable(config, batch, length);
+        const bool known = std::any_of(
+            replay.shapes.begin(), replay.shapes.end(), [&](const internal::Shape& shape) {
+              return shape.batch_size() == batch && shape.sequence_length() == length;
+            });
+        if (!why.empty()) {
+          LOG(WARNING) << config.name() << ": recorded shape batch " << batch << " length "
+                       << length << " in " << path << " not replayed: " << why;
+        } else if (!known && static_cast<int>(replay.shapes.size()) < kMaxReplayShapes) {
+          internal::Shape& shape = replay.shapes.emplace_back();
+          shape.set_batch_size(batch);
+          shape.set_sequence_length(length);
+        }
+      }
+    }
+    if (!state_dir.empty()) {
+      const std::string samples_path = TrafficSamplesPath(state_dir, config.name());
+      std::error_code ec;
+      if (fs::exists(samples_path, ec)) {
+        absl::StatusOr<std::vector<std::vector<Tensor>>> samples =
+            LoadTrafficSamples(samples_path);
+        if (samples.ok()) {
+          replay.samples = *std::move(samples);
+        } else {
+          LOG(WARNING) << config.name() << ": recorded samples not used: "
+                       << samples.status().message();
+        }
+      }
+    }
+    if (!replay.shapes.empty() || !replay.samples.empty()) {
+      LOG(INFO) << config.name() << ": traffic-shaped warmup replays " << replay.shapes.size()
+                << " recorded shape(s) and " << replay.samples.size() << " recorded request(s)";
+      replays[config.name()] = std::move(replay);
+    }
+  }
+  return replays;
+}
+
+}  // namespace kiln

@@ -1,0 +1,56 @@
+#include "worker/shape_guard.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace kiln {
+
+ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<std::pair<int32_t, int32_t>> warmed,
+                       ShapeMemoryModel memory, int64_t budget_bytes)
+    : model_(config.name()),
+      batched_(config.max_batch_size() > 0),
+      warmed_(std::move(warmed)),
+      memory_(std::move(memory)),
+      budget_bytes_(budget_bytes) {}
+
+bool ShapeGuard::Warmed(int32_t batch_size, int32_t sequence_length) const {
+  return warmed_.count({batch_size, sequence_length}) > 0;
+}
+
+std::vector<int32_t> ShapeGuard::SequenceBuckets() const {
+  std::set<int32_t> lengths;
+  for (const auto& [batch, length] : warmed_) {
+    if (length > 0) lengths.insert(length);
+  }
+  return {lengths.begin(), lengths.end()};
+}
+
+absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size,
+                                                int32_t sequence_length) const {
+  if (budget_bytes_ <= 0) return batch_size;
+  const int64_t per_row = ShapeUnits(1, sequence_length);
+  if (memory_.Projected(ShapeUnits(batch_size, sequence_length)) <= budget_bytes_) {
+    return batch_size;
+  }
+  const int64_t rows = batched_ ? memory_.MaxUnitsWithin(budget_bytes_) / per_row : 0;
+  if (rows < 1) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: a forward pass of %s%s is projected to peak at %.0f MB, over this worker's memory "
+        "budget of %.0f MB (memory.limit_bytes / memory.cgroup_share); not run",
+        model_, batched_ ? "1 row" : "this request",
+        sequence_length > 0 ? absl::StrFormat(" of length %d", sequence_length) : "",
+        memory_.Projected(ShapeUnits(batched_ ? 1 : batch_size, sequence_length)) / 1e6,
+        budget_bytes_ / 1e6));
+  }
+  // Passes of a warmed batch size when one fits, so a split request runs warm shapes.
+  int32_t warmed_rows = 0;
+  for (const auto& [batch, length] : warmed_) {
+    if (length == sequence_length && batch <= rows) warmed_rows = std::max(warmed_rows, batch);
+  }
+  return warmed_rows > 0 ? warmed_rows
+                         : static_cast<int32_t>(std::min<int64_t>(rows, batch_size));
+}
+
+}  // namespace kiln
