@@ -31,6 +31,24 @@ TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count) {
   return slice;
 }
 
+Tensor PadRows(const TensorView& tensor, int64_t rows) {
+  Tensor padded{tensor.name, tensor.dtype, tensor.shape, {}};
+  const int64_t own = tensor.shape.empty() ? 0 : tensor.shape[0];
+  const size_t row_bytes = own > 0 ? tensor.nbytes / static_cast<size_t>(own) : 0;
+  const auto* begin = static_cast<const uint8_t*>(tensor.data);
+  padded.bytes.assign(begin, begin + tensor.nbytes);
+  padded.bytes.resize(static_cast<size_t>(rows) * row_bytes, 0);
+  padded.shape[0] = rows;
+  return padded;
+}
+
+void KeepRows(Tensor& tensor, int64_t rows) {
+  const int64_t own = tensor.shape.empty() ? 0 : tensor.shape[0];
+  if (own <= rows) return;
+  tensor.bytes.resize(tensor.bytes.size() / static_cast<size_t>(own) * static_cast<size_t>(rows));
+  tensor.shape[0] = rows;
+}
+
 absl::StatusOr<Tensor> ConcatRows(const std::vector<const Tensor*>& parts) {
   if (parts.empty()) return absl::InvalidArgumentError("ConcatRows: no parts");
   Tensor joined = *parts.front();

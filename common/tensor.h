@@ -44,6 +44,13 @@ struct Tensor {
 // memory. The caller keeps 0 <= begin, count and begin + count <= shape[0].
 TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count);
 
+// A copy of `tensor` with zero rows appended along its first (batch) dim up to `rows` (>= its
+// own rows).
+Tensor PadRows(const TensorView& tensor, int64_t rows);
+
+// Drops every row of `tensor` after the first `rows` (<= its own rows).
+void KeepRows(Tensor& tensor, int64_t rows);
+
 // The parts of one tensor (same name, dtype and trailing dims) joined along the first dim, in
 // order. InvalidArgument, naming the tensor, when their dtypes or trailing dims differ.
 absl::StatusOr<Tensor> ConcatRows(const std::vector<const Tensor*>& parts);

@@ -10,6 +10,11 @@ KilnServiceImpl::KilnServiceImpl(const std::vector<ModelSpec>& specs, const Work
                                  StartupReport startup)
     : specs_(specs), pool_(pool), startup_(std::move(startup)) {}
 
+void KilnServiceImpl::SetTimeline(std::vector<StartupPhase> timeline) {
+  absl::MutexLock lock(&mu_);
+  startup_.timeline = std::move(timeline);
+}
+
 grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerContext* context,
                                                         const WarmupReportRequest* request,
                                                         WarmupReportResponse* response) {
@@ -23,8 +28,13 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
                                  absl::StrCat("unknown model '", request->model(), "'")));
     return reactor;
   }
-  *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
-  response->set_memory_limit(startup_.memory_limit);
+  std::map<std::string, std::vector<internal::Shape>> replayed;
+  {
+    absl::MutexLock lock(&mu_);
+    *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
+    response->set_memory_limit(startup_.memory_limit);
+    replayed = startup_.replayed;
+  }
   const std::vector<WorkerInfo> workers = pool_.Workers();
   for (const ModelSpec& spec : specs_) {
     const std::string& name = spec.config.name();
@@ -32,9 +42,9 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     ModelWarmupReport& model = *response->add_models();
     model.set_model(name);
     model.set_worker_budget_bytes(pool_.BudgetBytes(name));
-    auto replayed = startup_.replayed.find(name);
-    if (replayed != startup_.replayed.end()) {
-      *model.mutable_replayed() = {replayed->second.begin(), replayed->second.end()};
+    auto shapes = replayed.find(name);
+    if (shapes != replayed.end()) {
+      *model.mutable_replayed() = {shapes->second.begin(), shapes->second.end()};
     }
     for (const WorkerInfo& worker : workers) {
       if (worker.model == name && (worker.state == WorkerState::kReady ||
@@ -49,6 +59,7 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     out.set_padded_to_bucket(counters.padded_to_bucket);
     out.set_split(counters.split);
     out.set_over_budget(counters.over_budget);
+    out.set_padded_batch(counters.padded_batch);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/model_config_loader.h"
 #include "proto/kiln_service.grpc.pb.h"
 #include "server/worker_pool.h"
@@ -22,11 +24,14 @@ struct StartupReport {
 
 // Ownership: borrows the specs and the pool, which must outlive it (and the grpc::Server it is
 // registered with); owns a copy of the startup report. Thread-safety: gRPC calls it from any of
-// its threads; it holds no mutable state (the pool is thread-safe).
+// its threads; the timeline is guarded by mu_ (the pool is thread-safe).
 class KilnServiceImpl final : public KilnService::CallbackService {
  public:
   KilnServiceImpl(const std::vector<ModelSpec>& specs, const WorkerPool& pool,
                   StartupReport startup);
+
+  // Replaces the startup timeline (the master adds its last phase once the port is open).
+  void SetTimeline(std::vector<StartupPhase> timeline);
 
   grpc::ServerUnaryReactor* WarmupReport(grpc::CallbackServerContext* context,
                                          const WarmupReportRequest* request,
@@ -35,7 +40,8 @@ class KilnServiceImpl final : public KilnService::CallbackService {
  private:
   const std::vector<ModelSpec>& specs_;
   const WorkerPool& pool_;
-  const StartupReport startup_;
+  mutable absl::Mutex mu_;
+  StartupReport startup_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kiln

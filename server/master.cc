@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <ctime>
@@ -364,9 +365,11 @@ int RunMaster(const MasterOptions& options) {
   pool_options.memory_limit_bytes = memory.ok() ? memory->bytes : 0;
   for (const auto& [name, model] : replay) pool_options.replay[name] = model.shapes;
   TrafficRecorder recorder(options.record_samples);
+  std::atomic<bool> serving{false};  // the readiness check's requests are not traffic
   if (!options.state_dir.empty()) {
-    pool_options.on_shape = [&recorder](const std::string& model, int32_t batch, int32_t length) {
-      recorder.Record(model, batch, length);
+    pool_options.on_shape = [&recorder, &serving](const std::string& model, int32_t batch,
+                                                  int32_t length) {
+      if (serving.load(std::memory_order_relaxed)) recorder.Record(model, batch, length);
     };
   }
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
@@ -412,7 +415,10 @@ int RunMaster(const MasterOptions& options) {
   grpc::HealthCheckServiceInterface& health = *server->GetHealthCheckService();
   std::map<std::string, bool> health_state;
   UpdateHealth(health, **pool, *specs, health_state);
+  (*pool)->ResetCounters();  // serving counters start with the first client's request
+  serving.store(true);
   timeline.Phase(absl::StrCat("ready: serving gRPC on ", options.host, ":", port));
+  kiln_service.SetTimeline(timeline.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options.host, ":", port));
 
   // The main loop: signals, health, the systemd watchdog.

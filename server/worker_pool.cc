@@ -373,6 +373,11 @@ ModelCounters WorkerPool::Counters(const std::string& name) const {
   return it == models_.end() ? ModelCounters() : it->second->counters;
 }
 
+void WorkerPool::ResetCounters() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, model] : models_) model->counters = ModelCounters();
+}
+
 int64_t WorkerPool::BudgetBytes(const std::string& name) const {
   absl::MutexLock lock(&mu_);
   auto it = models_.find(name);
@@ -587,6 +592,7 @@ void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& res
   counters.padded_to_bucket +=
       result.unpadded_length() > 0 && result.unpadded_length() < result.sequence_length();
   counters.split += result.chunks() > 1;
+  counters.padded_batch += result.padded_rows() > 0;
   if (options_.on_shape) {
     options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length());
   }

@@ -56,6 +56,7 @@ struct ModelCounters {
   int64_t padded_to_bucket = 0; // text padded up to a warmed sequence length longer than needed
   int64_t split = 0;            // run in several passes to fit the memory budget
   int64_t over_budget = 0;      // refused: not even one row fits the memory budget
+  int64_t padded_batch = 0;     // padded with zero rows up to a warmed batch size
 };
 
 struct WorkerPoolOptions {
@@ -118,6 +119,9 @@ class WorkerPool {
 
   std::vector<WorkerInfo> Workers() const;
   ModelCounters Counters(const std::string& model) const;
+  // Zeroes every model's counters (the master does when the port opens, after the readiness
+  // check's requests).
+  void ResetCounters();
   // The per-worker memory budget of `model` (0 = none).
   int64_t BudgetBytes(const std::string& model) const;
 

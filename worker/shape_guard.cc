@@ -11,6 +11,7 @@ ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<std::pair<int32_t, in
                        ShapeMemoryModel memory, int64_t budget_bytes)
     : model_(config.name()),
       batched_(config.max_batch_size() > 0),
+      pad_to_warmed_(config.dynamic_batching().pad_to_warmed()),
       warmed_(std::move(warmed)),
       memory_(std::move(memory)),
       budget_bytes_(budget_bytes) {}
@@ -25,6 +26,19 @@ std::vector<int32_t> ShapeGuard::SequenceBuckets() const {
     if (length > 0) lengths.insert(length);
   }
   return {lengths.begin(), lengths.end()};
+}
+
+int32_t ShapeGuard::PaddedBatch(int32_t batch_size, int32_t sequence_length) const {
+  if (!batched_ || !pad_to_warmed_ || Warmed(batch_size, sequence_length)) return batch_size;
+  int32_t best = 0;
+  for (const auto& [batch, length] : warmed_) {
+    if (length == sequence_length && batch > batch_size && (best == 0 || batch < best) &&
+        (budget_bytes_ <= 0 ||
+         memory_.Projected(ShapeUnits(batch, length)) <= budget_bytes_)) {
+      best = batch;
+    }
+  }
+  return best > 0 ? best : batch_size;
 }
 
 absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size,

@@ -31,6 +31,12 @@ class ShapeGuard {
   // Every warmed sequence length (for padding text up to), ascending.
   std::vector<int32_t> SequenceBuckets() const;
 
+  // The batch size to pad a single-pass request of `batch_size` rows up to: the smallest warmed
+  // batch size >= it at `sequence_length` whose projected peak fits the budget, or `batch_size`
+  // itself when it is warmed, when none is, or when padding is off
+  // (dynamic_batching.pad_to_warmed false, or a model without a batch dim).
+  int32_t PaddedBatch(int32_t batch_size, int32_t sequence_length) const;
+
   // Rows per forward pass for a request of `batch_size` rows (1 for a model without a batch
   // dim) at `sequence_length`: `batch_size` when its projected peak fits the budget (or there is
   // no budget), else the largest warmed batch size that fits, else the most rows that fit.
@@ -43,6 +49,7 @@ class ShapeGuard {
  private:
   const std::string model_;
   const bool batched_;
+  const bool pad_to_warmed_;
   const std::set<std::pair<int32_t, int32_t>> warmed_;
   const ShapeMemoryModel memory_;
   const int64_t budget_bytes_;

@@ -278,6 +278,17 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     entry.set_steady_ms(settled->steady_ms);
     entry.set_settled_after(settled->settled_after);
   }
+  if (options.budget_bytes > 0 && !shapes.empty() && WarmedShapes(outcome).empty()) {
+    const internal::ShapeWarmup& smallest = outcome.shapes.front();
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: no warmup shape fits the worker's memory budget of %.0f MB (the smallest, batch %d%s, "
+        "peaked at %.0f MB): it could serve nothing; raise memory.limit_bytes or "
+        "memory.cgroup_share, or run fewer workers",
+        config.name(), options.budget_bytes / 1e6, smallest.batch_size(),
+        smallest.sequence_length() > 0 ? absl::StrCat(" length ", smallest.sequence_length())
+                                       : "",
+        std::max(smallest.peak_rss_bytes(), smallest.projected_peak_bytes()) / 1e6));
+  }
   return outcome;
 }
 

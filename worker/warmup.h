@@ -92,8 +92,9 @@ std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
 // memory reset before it and read after it. Its inputs are a recorded request of that shape when
 // there is one; else, for text models (which warm their tokenizer on sample texts first), the
 // token ids of sample text of that length; else generated (MakeWarmupInputs).
-// FailedPrecondition when the worker's resident memory before warmup already exceeds the budget;
-// the first error of a forward pass stops it.
+// FailedPrecondition when the worker's resident memory before warmup already exceeds the budget,
+// or when no shape fits it (the worker could serve nothing); the first error of a forward pass
+// stops it.
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);
 
 // The (batch size, sequence length) pairs of `outcome` that ran within the budget.

@@ -143,16 +143,31 @@ internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const En
   const int32_t length = SequenceLength(config, inputs);
   absl::StatusOr<int32_t> rows = guard.RowsPerPass(batch, length);
   if (!rows.ok()) return fail(rows.status());
-  result.set_batch_size(*rows);
+  // One pass of an unwarmed batch size: pad it with zero rows up to a warmed one.
+  const int32_t padded = *rows == batch ? guard.PaddedBatch(batch, length) : batch;
+  std::vector<Tensor> padded_inputs;
+  if (padded > batch) {
+    for (const TensorView& input : inputs) padded_inputs.push_back(PadRows(input, padded));
+    inputs.clear();
+    for (const Tensor& input : padded_inputs) inputs.push_back(input.view());
+    result.set_padded_rows(padded - batch);
+  }
+  const int32_t per_pass = padded > batch ? padded : *rows;
+  result.set_batch_size(per_pass);
   result.set_sequence_length(length);
-  result.set_chunks((batch + *rows - 1) / *rows);
-  const int32_t last = batch - (result.chunks() - 1) * *rows;
-  result.set_cold_shape(!guard.Warmed(*rows, length) || !guard.Warmed(last, length));
+  result.set_chunks((batch + per_pass - 1) / per_pass);
+  const int32_t last = batch - (result.chunks() - 1) * per_pass;
+  result.set_cold_shape(!guard.Warmed(per_pass, length) ||
+                        (padded == batch && !guard.Warmed(last, length)));
 
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Tensor>> outputs = ForwardInPasses(model, inputs, batch, *rows);
+  absl::StatusOr<std::vector<Tensor>> outputs =
+      ForwardInPasses(model, inputs, padded > batch ? padded : batch, per_pass);
   result.set_compute_ms(MillisecondsSince(start));
   if (!outputs.ok()) return fail(outputs.status());
+  if (padded > batch) {
+    for (Tensor& output : *outputs) KeepRows(output, batch);
+  }
   std::vector<TensorView> views;
   for (const Tensor& output : *outputs) views.push_back(output.view());
   absl::StatusOr<uint64_t> written =

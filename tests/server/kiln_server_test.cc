@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/safetensors.h"
+#include "tests/server/server_test_util.h"
 #include "tests/server_process.h"
 #include "tests/test_paths.h"
 
@@ -48,118 +49,25 @@ using kiln::testing::ServerProcess;
 using kiln::testing::TempDir;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-using Stub = inference::GRPCInferenceService::Stub;
-using HealthStub = grpc::health::v1::Health::Stub;
+using kiln::testing::AllGone;
+using kiln::testing::Config;
+using kiln::testing::Count;
+using kiln::testing::DemoConfig;
+using kiln::testing::Describe;
+using kiln::testing::Fp32Tensor;
+using kiln::testing::Health;
+using kiln::testing::HealthStub;
+using kiln::testing::Infer;
+using kiln::testing::kServer;
+using kiln::testing::kStartup;
+using kiln::testing::MaxAbsDiff;
+using kiln::testing::MlpRequest;
+using kiln::testing::Pids;
+using kiln::testing::ReadText;
+using kiln::testing::ResnetRequest;
+using kiln::testing::StartServing;
+using kiln::testing::Stub;
 
-// The binary under test: the build's kiln-server, or $KILN_SERVER_BINARY when set (to run these
-// tests against another build).
-const std::string kServer = [] {
-  const char* env = std::getenv("KILN_SERVER_BINARY");
-  return std::string(env != nullptr && *env != '\0' ? env : KILN_SERVER_BINARY);
-}();
-
-// Generous bounds: a loaded 2-core CI machine must not turn a pass into a failure.
-constexpr milliseconds kStartup = seconds(120);
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-// The demo model's config.pbtxt text, to copy into a test repository (optionally amended).
-std::string DemoConfig(const std::string& model) {
-  const std::string text = ReadText(ModelsDir() + "/" + model + "/config.pbtxt");
-  if (text.empty()) FAIL("no demo config for " << model << " under " << ModelsDir());
-  return text;
-}
-
-ServerConfig Config(const std::string& repository, int workers) {
-  ServerConfig config;
-  config.binary = kServer;
-  config.model_repository = repository;
-  config.workers = workers;
-  return config;
-}
-
-// Count of non-overlapping occurrences of `needle` in `text`.
-int Count(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (size_t pos = text.find(needle); pos != std::string::npos;
-       pos = text.find(needle, pos + needle.size())) {
-    ++n;
-  }
-  return n;
-}
-
-// True when no process of `tree` is alive any more (zombies count as gone).
-bool AllGone(const std::vector<ProcessId>& tree) {
-  return std::none_of(tree.begin(), tree.end(), [](const ProcessId& p) { return IsAlive(p); });
-}
-
-std::string Pids(const std::vector<ProcessId>& tree) {
-  std::string out;
-  for (const ProcessId& p : tree)
-    out += std::to_string(p.pid) + (IsAlive(p) ? "(alive) " : "(gone) ");
-  return out;
-}
-
-// A tensor of `shape` filled with a deterministic pattern; owns its bytes.
-Tensor Fp32Tensor(const std::string& name, std::vector<int64_t> shape, float scale = 0.01f) {
-  Tensor t;
-  t.name = name;
-  t.dtype = DType::kFloat32;
-  t.shape = std::move(shape);
-  const int64_t n = NumElements(t.shape).value_or(0);
-  std::vector<float> values(n);
-  for (int64_t i = 0; i < n; ++i) values[i] = scale * static_cast<float>((i % 97) - 48);
-  t.bytes.resize(n * sizeof(float));
-  std::memcpy(t.bytes.data(), values.data(), t.bytes.size());
-  return t;
-}
-
-inference::ModelInferRequest MlpRequest(int batch) {
-  const Tensor input = Fp32Tensor("input", {batch, 16});
-  return kiln::testing::MakeInferRequest("mlp", {input.view()});
-}
-
-inference::ModelInferRequest ResnetRequest(const std::string& model, int batch) {
-  const Tensor input = Fp32Tensor("input", {batch, 3, 224, 224}, 0.001f);
-  return kiln::testing::MakeInferRequest(model, {input.view()});
-}
-
-grpc::Status Infer(Stub& stub, const inference::ModelInferRequest& request,
-                   inference::ModelInferResponse* response, milliseconds timeout) {
-  return kiln::testing::ModelInfer(stub, request, response, timeout);
-}
-
-grpc::Status Infer(Stub& stub, const inference::ModelInferRequest& request, milliseconds timeout) {
-  inference::ModelInferResponse response;
-  return Infer(stub, request, &response, timeout);
-}
-
-HealthCheckResponse::ServingStatus Health(HealthStub& stub, const std::string& service,
-                                          grpc::StatusCode* code = nullptr) {
-  HealthCheckResponse::ServingStatus serving = HealthCheckResponse::UNKNOWN;
-  const grpc::Status status = kiln::testing::HealthCheck(stub, service, &serving, seconds(2));
-  if (code != nullptr) *code = status.error_code();
-  return status.ok() ? serving : HealthCheckResponse::UNKNOWN;
-}
-
-std::string Describe(const grpc::Status& status) {
-  return std::to_string(static_cast<int>(status.error_code())) + " " + status.error_message();
-}
-
-// Starts a server and waits until it is SERVING; FAILs (with the log) when it does not.
-std::unique_ptr<ServerProcess> StartServing(ServerConfig config) {
-  auto server = std::make_unique<ServerProcess>(std::move(config));
-  if (!server->WaitServing(kStartup)) {
-    FAIL("kiln-server did not become SERVING on port " << server->port() << "\n--- log ---\n"
-                                                       << server->log());
-  }
-  return server;
-}
 
 // Waits until the worker `pid` has burnt `ms` more CPU time than `baseline_ms`: proof that it is
 // computing (what the tests use to know a request reached a worker).
@@ -243,19 +151,6 @@ bool ConnectRefused(int port) {
 }
 
 // Largest absolute difference between raw FP32 output bytes and a reference tensor.
-double MaxAbsDiff(const std::string& raw, const SafetensorsTensor& expected) {
-  REQUIRE(expected.dtype == DType::kFloat32);
-  REQUIRE(raw.size() == expected.nbytes());
-  std::vector<float> a(raw.size() / 4), e(expected.nbytes() / 4);
-  std::memcpy(a.data(), raw.data(), raw.size());
-  std::memcpy(e.data(), expected.data, expected.nbytes());
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    worst = std::max(worst, std::abs(static_cast<double>(a[i]) - e[i]));
-  }
-  return worst;
-}
 
 // --- 1. readiness ----------------------------------------------------------------------------
 
