@@ -45,13 +45,19 @@ const char* kColdstartDescription =
     "Starts kiln-server --repeat times, one run after the other, and measures each cold start:\n"
     "  ready_ms       fork of kiln-server -> grpc.health.v1 Watch(\"\") reports SERVING (the port\n"
     "                 opens only once the workers are warm; the Watch waits for it)\n"
-    "  first_ms       the first ModelInfer right after SERVING (seeded random inputs at\n"
+    "  first_ms       the first ModelInfer, --pause_ms after SERVING (seeded random inputs at\n"
     "                 [--batch, dims] with every other -1 dim set to --seq; a text model, one\n"
     "                 with a BYTES input, gets text in that input alone, as with 'infer':\n"
     "                 --text, else a fixed English sample of --seq words, in --batch rows)\n"
     "  steady_p50_ms  p50 and p95 of --steady_requests sequential ModelInfer after it (the\n"
     "  steady_p95_ms  same request)\n"
     "  ratio          first_ms / steady_p50_ms (1.0 = no cold-request penalty)\n"
+    "  idle_p50_ms    p50 of 10 more requests, each sent after the same --pause_ms idle pause\n"
+    "                 as the first one (which waits --pause_ms after SERVING): the warm\n"
+    "                 server's latency after an idle pause (waking threads and refilling caches\n"
+    "                 costs sub-ms requests dearly)\n"
+    "  idle_ratio     first_ms / idle_p50_ms (1.0 = the first request costs what any request\n"
+    "                 after the same pause costs: no cold-start penalty of its own)\n"
     "  pss_mb         total PSS of the server's process tree (master, zygote, workers), MiB\n"
     "then stops the server with SIGTERM (SIGKILL of its process group after 30 s) and makes sure\n"
     "none of its processes is left. Each run gets a free port on 127.0.0.1 and a temporary\n"
@@ -61,6 +67,7 @@ const char* kColdstartDescription =
     "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", "
     "\"repeat\",\n"
     "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", "
+    "\"idle_p50_ms\", \"idle_ratio\", "
     "\"pss_mb\"}],\n"
     "and per metric {\"median\", \"min\", \"max\"}}.\n"
     "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
@@ -76,8 +83,13 @@ constexpr Metric kMetrics[] = {
     {"steady_p50_ms", &ColdstartRun::steady_p50_ms},
     {"steady_p95_ms", &ColdstartRun::steady_p95_ms},
     {"ratio", &ColdstartRun::ratio},
+    {"idle_p50_ms", &ColdstartRun::idle_p50_ms},
+    {"idle_ratio", &ColdstartRun::idle_ratio},
     {"pss_mb", &ColdstartRun::pss_mb},
 };
+
+// Requests after an idle pause like the first one's, for idle_p50_ms.
+constexpr int kIdleRequests = 10;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -135,6 +147,9 @@ std::string Validate(ColdstartOptions* options, const std::string& server,
   options->share_weights = *share;
   if (options->repeat < 1 || options->repeat > 1000) {
     return absl::StrCat("--repeat must be in 1..1000, got ", options->repeat);
+  }
+  if (options->pause_ms < 0 || options->pause_ms > 10000) {
+    return absl::StrCat("--pause_ms must be in 0..10000, got ", options->pause_ms);
   }
   if (options->steady_requests < 1 || options->steady_requests > 1000000) {
     return absl::StrCat("--steady_requests must be in 1..1000000, got ", options->steady_requests);
@@ -310,6 +325,8 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   if (!request.ok()) return request.status();
 
   inference::ModelInferResponse response;
+  const std::chrono::milliseconds pause(options.pause_ms);
+  std::this_thread::sleep_until(*serving + pause);
   absl::StatusOr<double> first = TimedInfer(*oip, request->request, &response, options.timeout_s);
   if (!first.ok()) {
     return absl::Status(first.status().code(),
@@ -337,6 +354,21 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   run->steady_p50_ms = summary.p50;
   run->steady_p95_ms = summary.p95;
   run->ratio = summary.p50 > 0 ? run->first_ms / summary.p50 : 0;
+
+  std::vector<double> idle;
+  for (int i = 0; i < kIdleRequests; ++i) {
+    std::this_thread::sleep_for(pause);
+    absl::StatusOr<double> latency =
+        TimedInfer(*oip, request->request, &response, options.timeout_s);
+    if (!latency.ok()) {
+      return absl::Status(latency.status().code(),
+                          absl::StrCat("idle request ", i + 1, ": ", latency.status().message(),
+                                       ExitNote(server)));
+    }
+    idle.push_back(*latency);
+  }
+  run->idle_p50_ms = Summarize(std::move(idle)).p50;
+  run->idle_ratio = run->idle_p50_ms > 0 ? run->first_ms / run->idle_p50_ms : 0;
 
   absl::StatusOr<TreeMemory> memory = TreePss(server.pid());
   if (!memory.ok()) {
@@ -390,8 +422,8 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   FlagSet flags(
       "kiln-bench coldstart --model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
       "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
-      "           [--repeat=3] [--steady_requests=50] [--batch=1] [--seq=16] [--text=TEXT]\n"
-      "           [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
+      "           [--repeat=3] [--steady_requests=50] [--pause_ms=50] [--batch=1] [--seq=16]\n"
+      "           [--text=TEXT] [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
       kColdstartDescription,
       {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
        "kiln-bench coldstart --model_repository=models --model=resnet50 --workers=2 "
@@ -415,6 +447,9 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   flags.AddInt("repeat", &parsed.repeat, "how many cold starts, one after the other, 1..1000");
   flags.AddInt("steady_requests", &parsed.steady_requests,
                "sequential requests after the first one, for the steady p50/p95");
+  flags.AddInt("pause_ms", &parsed.pause_ms,
+               "idle pause after SERVING before the first request, and before each of the 10 "
+               "idle-probe requests, 0..10000");
   flags.AddInt("batch", &parsed.batch,
                "batch size of the requests (a leading -1 dim); text models: rows of text");
   flags.AddInt("seq", &parsed.seq,
@@ -458,9 +493,9 @@ std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, in
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
   return absl::StrFormat(
       "run %d/%d: ready %.1f ms, first %.2f ms, steady p50 %.2f ms p95 %.2f ms, ratio %.2f, "
-      "pss %.1f MB (%d processes)",
+      "after a pause p50 %.2f ms (ratio %.2f), pss %.1f MB (%d processes)",
       index, total, run.ready_ms, run.first_ms, run.steady_p50_ms, run.steady_p95_ms, run.ratio,
-      run.pss_mb, run.processes);
+      run.idle_p50_ms, run.idle_ratio, run.pss_mb, run.processes);
 }
 
 std::string FormatColdstartSummary(const ColdstartOptions& options,

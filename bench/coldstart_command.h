@@ -24,6 +24,8 @@ struct ColdstartOptions {
   std::vector<std::string> server_args;  // split --server_args
   int64_t repeat = 3;
   int64_t steady_requests = 50;
+  // The idle pause before the first request (after SERVING) and before each idle probe.
+  int64_t pause_ms = 50;
   int64_t batch = 1;
   int64_t seq = 16;
   std::optional<std::string> text;  // --text for a text model; std::nullopt = sample text
@@ -53,12 +55,16 @@ struct ColdstartRun {
   double steady_p50_ms = 0;  // --steady_requests sequential ModelInfer after it
   double steady_p95_ms = 0;
   double ratio = 0;  // first_ms / steady_p50_ms
+  // The same request on the now-warm server, each after the same --pause_ms idle pause as the
+  // first request: what any request pays for waking an idle server, cold start or not.
+  double idle_p50_ms = 0;
+  double idle_ratio = 0;  // first_ms / idle_p50_ms
   double pss_mb = 0;  // total PSS of the server's process tree, MiB
   size_t processes = 0;  // how many processes that tree had
 };
 
-// "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, pss 410.2
-// MB (3 processes)".
+// "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, after a
+// pause p50 2.90 ms (ratio 1.07), pss 410.2 MB (3 processes)".
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run);
 
 // The summary over `runs`: one line per metric with the median and the spread (min..max).

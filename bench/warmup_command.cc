@@ -25,8 +25,8 @@ const char* kWarmupDescription =
     "  - per model (--model: that one only): each worker's memory budget, the recorded traffic\n"
     "    shapes replayed on top of the config's warmup plan (batch x seq), and the serving\n"
     "    counters (requests, cold_shape_hits: ran an unwarmed shape, padded_to_bucket: text\n"
-    "    padded up to a warmed length, split: run in several passes to fit the budget,\n"
-    "    over_budget: refused);\n"
+    "    padded up to a warmed length, padded_batch: zero rows added up to a warmed batch size,\n"
+    "    split: run in several passes to fit the budget, over_budget: refused);\n"
     "  - per ready worker: pid, device, warmup time, peak and baseline RSS, the tokenizer's\n"
     "    first and steady time (text models), and one row per warmed shape: batch, seq (- for a\n"
     "    model without a variable dim), the first call's ms, the steady median ms, first/steady,\n"
@@ -122,8 +122,9 @@ void AppendModel(const ModelWarmupReport& model, std::string* out) {
                   replayed.empty() ? "" : " (batch x seq)", "\n");
   const ServingCounters& c = model.counters();
   absl::StrAppend(out, "  counters:        requests ", c.requests(), ", cold_shape_hits ",
-                  c.cold_shape_hits(), ", padded_to_bucket ", c.padded_to_bucket(), ", split ",
-                  c.split(), ", over_budget ", c.over_budget(), "\n");
+                  c.cold_shape_hits(), ", padded_to_bucket ", c.padded_to_bucket(),
+                  ", padded_batch ", c.padded_batch(), ", split ", c.split(), ", over_budget ",
+                  c.over_budget(), "\n");
   if (model.workers().empty()) {
     absl::StrAppend(out, "  no ready workers\n");
     return;

@@ -33,8 +33,11 @@ TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count) {
 
 Tensor PadRows(const TensorView& tensor, int64_t rows) {
   Tensor padded{tensor.name, tensor.dtype, tensor.shape, {}};
-  const int64_t own = tensor.shape.empty() ? 0 : tensor.shape[0];
-  const size_t row_bytes = own > 0 ? tensor.nbytes / static_cast<size_t>(own) : 0;
+  // From the trailing dims, so that a tensor of 0 rows pads to whole rows too.
+  const std::vector<int64_t> row_shape(tensor.shape.begin() + (tensor.shape.empty() ? 0 : 1),
+                                       tensor.shape.end());
+  const size_t row_bytes =
+      static_cast<size_t>(NumElements(row_shape).value_or(0)) * DTypeSize(tensor.dtype);
   const auto* begin = static_cast<const uint8_t*>(tensor.data);
   padded.bytes.assign(begin, begin + tensor.nbytes);
   padded.bytes.resize(static_cast<size_t>(rows) * row_bytes, 0);

@@ -79,8 +79,8 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/4 first request vs steady: mlp and resnet18, warmup on and off"
-for model in mlp resnet18; do
+step "2/4 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
       --model_repository="$(repo_of $model)" --model=$model --workers=2 --warmup=$warmup \

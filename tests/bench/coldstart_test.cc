@@ -364,9 +364,9 @@ TEST_CASE("an exec failure shows as exit code 127 with a line in the log", "[col
 // --- output ------------------------------------------------------------------------------------
 
 std::vector<ColdstartRun> FakeRuns() {
-  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 486, 4};
-  ColdstartRun b{2000, 50, 50, 52, 1.0, 480, 4};
-  ColdstartRun c{2200, 70, 56, 60, 1.25, 490.5, 4};
+  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 60, 1.0, 486, 4};
+  ColdstartRun b{2000, 50, 50, 52, 1.0, 40, 1.25, 480, 4};
+  ColdstartRun c{2200, 70, 56, 60, 1.25, 70, 1.0, 490.5, 4};
   return {a, b, c};
 }
 
@@ -389,16 +389,16 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["share_weights"] == "off");
   CHECK(doc["repeat"] == 3);
   REQUIRE(doc["runs"].size() == 3);
-  const char* metrics[] = {"ready_ms", "first_ms", "steady_p50_ms", "steady_p95_ms", "ratio",
-                           "pss_mb"};
+  const char* metrics[] = {"ready_ms", "first_ms",    "steady_p50_ms", "steady_p95_ms",
+                           "ratio",    "idle_p50_ms", "idle_ratio",    "pss_mb"};
   for (const nlohmann::json& run : doc["runs"]) {
-    CHECK(run.size() == 6);
+    CHECK(run.size() == 8);
     for (const char* metric : metrics) CHECK(run.at(metric).is_number());
   }
   CHECK(doc["runs"][0]["ready_ms"] == 2100.0);
   CHECK(doc["runs"][0]["ratio"].get<double>() == Approx(1.091).margin(1e-9));  // 3 decimals
   CHECK(doc["runs"][2]["pss_mb"] == 490.5);
-  CHECK(doc.size() == 6 + 6);
+  CHECK(doc.size() == 6 + 8);
   for (const char* metric : metrics) {
     INFO(metric);
     REQUIRE(doc.contains(metric));
@@ -411,6 +411,8 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["ratio"]["median"].get<double>() == Approx(1.091).margin(1e-9));
   CHECK(doc["ratio"]["max"] == 1.25);
   CHECK(doc["pss_mb"] == nlohmann::json{{"median", 486.0}, {"min", 480.0}, {"max", 490.5}});
+  CHECK(doc["idle_p50_ms"] == nlohmann::json{{"median", 60.0}, {"min", 40.0}, {"max", 70.0}});
+  CHECK(doc["idle_ratio"] == nlohmann::json{{"median", 1.0}, {"min", 1.0}, {"max", 1.25}});
 
   // Keys in the documented order (scripts read it; people too).
   const std::string text = ColdstartJson(FakeOptions(), FakeRuns());
@@ -429,10 +431,12 @@ TEST_CASE("the summary has one line per metric with median and spread", "[coldst
   CHECK_THAT(summary, Contains("steady_p95_ms       58.00  (52.00..60.00)"));
   CHECK_THAT(summary, Contains("ratio                1.09  (1.00..1.25)"));
   CHECK_THAT(summary, Contains("pss_mb             486.00  (480.00..490.50)"));
-  CHECK(std::count(summary.begin(), summary.end(), '\n') == 7);
+  CHECK_THAT(summary, Contains("idle_p50_ms         60.00  (40.00..70.00)"));
+  CHECK_THAT(summary, Contains("idle_ratio           1.00  (1.00..1.25)"));
+  CHECK(std::count(summary.begin(), summary.end(), '\n') == 9);
   CHECK(FormatRunLine(2, 3, FakeRuns()[1]) ==
         "run 2/3: ready 2000.0 ms, first 50.00 ms, steady p50 50.00 ms p95 52.00 ms, ratio 1.00, "
-        "pss 480.0 MB (4 processes)");
+        "after a pause p50 40.00 ms (ratio 1.25), pss 480.0 MB (4 processes)");
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ const char kReport[] = R"pb(
     worker_budget_bytes: 512000000
     replayed { batch_size: 4 sequence_length: 32 }
     replayed { batch_size: 2 sequence_length: 0 }
-    counters { requests: 12 cold_shape_hits: 1 padded_to_bucket: 3 split: 0 over_budget: 2 }
+    counters { requests: 12 cold_shape_hits: 1 padded_to_bucket: 3 padded_batch: 4 split: 0 over_budget: 2 }
     workers {
       worker_id: 3
       pid: 4242
@@ -68,7 +68,7 @@ TEST_CASE("warmup: the timeline, the memory limit and each model's settings", "[
   CHECK_THAT(text, Contains("\nmodel textcls\n  worker budget:   512.0 MB\n"
                             "  replayed shapes: 4x32, 2 (batch x seq)\n"));
   CHECK_THAT(text, Contains("  counters:        requests 12, cold_shape_hits 1, "
-                            "padded_to_bucket 3, split 0, over_budget 2\n"));
+                            "padded_to_bucket 3, padded_batch 4, split 0, over_budget 2\n"));
   CHECK_THAT(text, Contains("\nmodel mlp\n  worker budget:   none\n  replayed shapes: none\n"));
   CHECK_THAT(text, Contains("  no ready workers\n"));
 }

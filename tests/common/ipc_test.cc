@@ -780,5 +780,133 @@ TEST_CASE("a tensor that does not fit, or a ref outside the arena, is an error",
   CHECK_FALSE(ViewsInArena(call.inputs(), **arena).ok());
 }
 
+// --- text batches in the arena ---------------------------------------------------------------
+
+TEST_CASE("a text batch round-trips through the arena, empty and binary strings included",
+          "[arena][text]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("text", 4096);
+  REQUIRE(arena.ok());
+  const std::string binary("a\0b\xff\0", 5);
+  const std::vector<std::string> rows = {"hello world", "", binary, std::string(300, 'x')};
+  TensorRef ref;
+  absl::StatusOr<uint64_t> end = WriteTextToArena("text", rows, 70, **arena, ref);
+  REQUIRE(end.ok());
+  CHECK(ref.name() == "text");
+  CHECK(ref.dtype() == "BYTES");
+  CHECK(std::vector<int64_t>(ref.shape().begin(), ref.shape().end()) == std::vector<int64_t>{4, 1});
+  CHECK(ref.offset() == 2 * kArenaAlignment);  // 70 rounded up
+  const uint64_t nbytes = 4 * 4 + 11 + 0 + 5 + 300;
+  CHECK(ref.nbytes() == nbytes);
+  CHECK(*end == SharedArena::Align(ref.offset() + nbytes));
+  // The BYTES form: a 4-byte little-endian length, then the bytes.
+  const uint8_t* first = (*arena)->data() + ref.offset();
+  CHECK(std::vector<uint8_t>(first, first + 4) == std::vector<uint8_t>{11, 0, 0, 0});
+  CHECK(std::string(reinterpret_cast<const char*>(first) + 4, 11) == "hello world");
+
+  absl::StatusOr<std::vector<std::string>> back = TextInArena(ref, **arena);
+  REQUIRE(back.ok());
+  CHECK(*back == rows);
+  CHECK((*back)[2].size() == 5);
+
+  // A second batch written after the first leaves the first intact.
+  TensorRef second;
+  REQUIRE(WriteTextToArena("text", {"next"}, *end, **arena, second).ok());
+  CHECK(second.offset() == *end);
+  CHECK(*TextInArena(ref, **arena) == rows);
+  CHECK(*TextInArena(second, **arena) == std::vector<std::string>{"next"});
+}
+
+TEST_CASE("an empty text batch round-trips as zero rows", "[arena][text]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("text0", 64);
+  REQUIRE(arena.ok());
+  TensorRef ref;
+  absl::StatusOr<uint64_t> end = WriteTextToArena("text", {}, 0, **arena, ref);
+  REQUIRE(end.ok());
+  CHECK(ref.nbytes() == 0);
+  CHECK(std::vector<int64_t>(ref.shape().begin(), ref.shape().end()) == std::vector<int64_t>{0, 1});
+  absl::StatusOr<std::vector<std::string>> back = TextInArena(ref, **arena);
+  REQUIRE(back.ok());
+  CHECK(back->empty());
+}
+
+TEST_CASE("a text batch that does not fit the arena is ResourceExhausted", "[arena][text]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("textfull", 1);
+  REQUIRE(arena.ok());
+  const size_t size = (*arena)->size();
+  TensorRef ref;
+  // Exactly the arena: fits.
+  REQUIRE(WriteTextToArena("text", {std::string(size - 4, 'a')}, 0, **arena, ref).ok());
+  CHECK(*TextInArena(ref, **arena) == std::vector<std::string>{std::string(size - 4, 'a')});
+  // One byte more: does not.
+  TensorRef over;
+  absl::StatusOr<uint64_t> end =
+      WriteTextToArena("prompt", {std::string(size - 3, 'a')}, 0, **arena, over);
+  REQUIRE_FALSE(end.ok());
+  CHECK(end.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(end.status().message()), Contains("text input 'prompt'"));
+  CHECK_THAT(std::string(end.status().message()), Contains(std::to_string(size + 1) + " bytes"));
+  // A batch that fits from offset 0 does not fit from near the end of the arena.
+  absl::StatusOr<uint64_t> late = WriteTextToArena("text", {"abc"}, size - 1, **arena, over);
+  REQUIRE_FALSE(late.ok());
+  CHECK(late.status().code() == absl::StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("a corrupted text ref is Internal, never read past its bytes", "[arena][text]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("textbad", 4096);
+  REQUIRE(arena.ok());
+  TensorRef good;
+  REQUIRE(WriteTextToArena("text", {"abc", "de"}, 0, **arena, good).ok());
+  REQUIRE(good.nbytes() == 4 + 3 + 4 + 2);
+  REQUIRE(TextInArena(good, **arena).ok());
+
+  TensorRef ref = good;
+  std::string why;
+  SECTION("a dtype other than BYTES") {
+    ref.set_dtype("F32");
+    why = "not a BYTES batch";
+  }
+  SECTION("no shape") {
+    ref.clear_shape();
+    why = "not a BYTES batch";
+  }
+  SECTION("a negative row count") {
+    ref.set_shape(0, -1);
+    why = "not a BYTES batch";
+  }
+  SECTION("outside the arena") {
+    ref.set_offset((*arena)->size() - 4);
+    why = "outside the arena";
+  }
+  SECTION("cut inside the second length") {
+    ref.set_nbytes(4 + 3 + 2);
+    why = "truncated length";
+  }
+  SECTION("cut inside the second string") {
+    ref.set_nbytes(4 + 3 + 4 + 1);
+    why = "truncated string";
+  }
+  SECTION("more rows than the bytes hold") {
+    ref.set_shape(0, 3);
+    why = "truncated length";
+  }
+  SECTION("trailing bytes after the last row") {
+    ref.set_nbytes(good.nbytes() + 1);
+    why = "trailing bytes";
+  }
+  SECTION("fewer rows than the bytes hold") {
+    ref.set_shape(0, 1);
+    why = "trailing bytes";
+  }
+  SECTION("a length that runs past the end") {
+    (*arena)->data()[good.offset() + 4 + 3] = 200;  // the second string's length: 200
+    why = "truncated string";
+  }
+  absl::StatusOr<std::vector<std::string>> back = TextInArena(ref, **arena);
+  REQUIRE_FALSE(back.ok());
+  CHECK(back.status().code() == absl::StatusCode::kInternal);
+  CHECK_THAT(std::string(back.status().message()), Contains("bad text ref 'text'"));
+  CHECK_THAT(std::string(back.status().message()), Contains(why));
+}
+
 }  // namespace
 }  // namespace kiln

@@ -829,5 +829,199 @@ TEST_CASE("a request view whose bytes do not match its shape is refused", "[code
   CHECK_FALSE(BuildInferRequest("m", "", {fp8.view()}).ok());
 }
 
+// --- text models -----------------------------------------------------------------------------
+
+// A text model: clients send "text" (BYTES [batch, 1]) or the token inputs themselves.
+const char kTextModel[] = R"pb(
+  name: "textcls"
+  platform: "torchscript"
+  max_batch_size: 4
+  input {
+    name: "input_ids"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  input {
+    name: "attention_mask"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  output {
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ 2 ]
+  }
+  tokenizer {
+    model_file: "tokenizer.model"
+    max_length: 128
+    text_input: "text"
+    ids_input: "input_ids"
+    mask_input: "attention_mask"
+  }
+)pb";
+
+std::vector<int64_t> ShapeOf(const google::protobuf::RepeatedField<int64_t>& shape) {
+  return std::vector<int64_t>(shape.begin(), shape.end());
+}
+
+TEST_CASE("TextInputConfig is the tokenizer's text input as BYTES [1]", "[codec][text]") {
+  ModelConfig config = ParseConfig(kTextModel);
+  TensorConfig text = TextInputConfig(config);
+  CHECK(text.name() == "text");
+  CHECK(text.data_type() == TYPE_BYTES);
+  CHECK(std::vector<int64_t>(text.dims().begin(), text.dims().end()) == std::vector<int64_t>{1});
+  config.mutable_tokenizer()->set_text_input("prompt");
+  CHECK(TextInputConfig(config).name() == "prompt");
+}
+
+TEST_CASE("a text model's text input alone decodes as a text request", "[codec][text]") {
+  const ModelConfig config = ParseConfig(kTextModel);
+  const std::vector<std::string> texts = {"hello world", "", std::string("a\0b", 3)};
+  ModelInferRequest request;
+  InputTensor* input = AddInput(&request, "text", "BYTES", {3, 1});
+  SECTION("bytes_contents") {
+    input->mutable_contents()->mutable_bytes_contents()->Add(texts.begin(), texts.end());
+  }
+  SECTION("raw BYTES") { request.add_raw_input_contents(LengthPrefixed(texts)); }
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->text);
+  CHECK(decoded->batch_size == 3);
+  CHECK(decoded->outputs.empty());
+  REQUIRE(decoded->inputs.size() == 1);
+  const DecodedInput& text = decoded->inputs[0];
+  CHECK(text.view.name == "text");
+  CHECK(text.data_type == TYPE_BYTES);
+  CHECK(text.view.shape == std::vector<int64_t>{3, 1});
+  CHECK(text.strings == texts);
+}
+
+TEST_CASE("a text request keeps its requested outputs and is validated like any input",
+          "[codec][text]") {
+  const ModelConfig config = ParseConfig(kTextModel);
+  ModelInferRequest request;
+  AddInput(&request, "text", "BYTES", {1, 1})->mutable_contents()->add_bytes_contents("hi");
+  request.add_outputs()->set_name("logits");
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->text);
+  CHECK(decoded->outputs == std::vector<std::string>{"logits"});
+
+  ModelInferRequest flat;
+  AddInput(&flat, "text", "BYTES", {2})->mutable_contents()->add_bytes_contents("hi");
+  CHECK_THAT(DecodeError(flat, config), Contains("input 'text': shape [2] does not match"));
+
+  ModelInferRequest too_many;
+  InputTensor* input = AddInput(&too_many, "text", "BYTES", {5, 1});
+  for (int i = 0; i < 5; ++i) input->mutable_contents()->add_bytes_contents("x");
+  CHECK_THAT(DecodeError(too_many, config), Contains("exceeds max_batch_size 4"));
+
+  ModelInferRequest typed;
+  AddInput(&typed, "text", "INT64", {1, 1})->mutable_contents()->add_int64_contents(1);
+  CHECK_THAT(DecodeError(typed, config), Contains("input 'text': datatype INT64"));
+}
+
+TEST_CASE("a text model refuses its text input together with token inputs", "[codec][text]") {
+  const ModelConfig config = ParseConfig(kTextModel);
+  ModelInferRequest request;
+  AddInput(&request, "text", "BYTES", {1, 1})->mutable_contents()->add_bytes_contents("hi");
+  AddInput(&request, "input_ids", "INT64", {1, 2})
+      ->mutable_contents()
+      ->mutable_int64_contents()
+      ->Add(5);
+  const std::string message = DecodeError(request, config);
+  CHECK_THAT(message, Contains("not both"));
+  CHECK_THAT(message, Contains("'text'"));
+  CHECK_THAT(message, Contains("'input_ids', 'attention_mask'"));
+}
+
+TEST_CASE("a text model still takes its token inputs alone", "[codec][text]") {
+  const ModelConfig config = ParseConfig(kTextModel);
+  ModelInferRequest request;
+  AddAll(AddInput(&request, "input_ids", "INT64", {2, 3})
+             ->mutable_contents()
+             ->mutable_int64_contents(),
+         {1, 2, 3, 4, 5, 6});
+  AddAll(AddInput(&request, "attention_mask", "INT64", {2, 3})
+             ->mutable_contents()
+             ->mutable_int64_contents(),
+         {1, 1, 1, 1, 1, 0});
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  REQUIRE(decoded.ok());
+  CHECK_FALSE(decoded->text);
+  CHECK(decoded->batch_size == 2);
+  REQUIRE(decoded->inputs.size() == 2);
+  CHECK(decoded->inputs[0].view.name == "input_ids");
+  CHECK(decoded->inputs[0].view.shape == std::vector<int64_t>{2, 3});
+  CHECK(ViewBytes(decoded->inputs[0].view) == Le<int64_t>({1, 2, 3, 4, 5, 6}));
+  CHECK(decoded->inputs[1].view.name == "attention_mask");
+  CHECK(ViewBytes(decoded->inputs[1].view) == Le<int64_t>({1, 1, 1, 1, 1, 0}));
+
+  // One token input without the other is a missing input, as for any model.
+  ModelInferRequest half;
+  AddAll(
+      AddInput(&half, "input_ids", "INT64", {1, 1})->mutable_contents()->mutable_int64_contents(),
+      {1});
+  CHECK_THAT(DecodeError(half, config), Contains("missing input 'attention_mask'"));
+}
+
+TEST_CASE("BuildTextInferRequest round-trips through DecodeInferRequest", "[codec][text]") {
+  ModelConfig config = ParseConfig(kTextModel);
+  const std::vector<std::string> texts = {"the first", "", "th\xc3\xa9 third"};
+  const ModelInferRequest request = BuildTextInferRequest(config, "2", texts);
+  CHECK(request.model_name() == "textcls");
+  CHECK(request.model_version() == "2");
+  REQUIRE(request.inputs_size() == 1);
+  CHECK(request.inputs(0).name() == "text");
+  CHECK(request.inputs(0).datatype() == "BYTES");
+  CHECK(ShapeOf(request.inputs(0).shape()) == std::vector<int64_t>{3, 1});
+  CHECK(request.raw_input_contents_size() == 0);
+  CHECK(request.outputs_size() == 0);
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->text);
+  CHECK(decoded->batch_size == 3);
+  REQUIRE(decoded->inputs.size() == 1);
+  CHECK(decoded->inputs[0].strings == texts);
+
+  // Without a batch dim: shape [1], one text.
+  config.set_max_batch_size(0);
+  const ModelInferRequest single = BuildTextInferRequest(config, "", {"only"});
+  REQUIRE(single.inputs_size() == 1);
+  CHECK(ShapeOf(single.inputs(0).shape()) == std::vector<int64_t>{1});
+  absl::StatusOr<DecodedRequest> one = DecodeInferRequest(single, config);
+  REQUIRE(one.ok());
+  CHECK(one->text);
+  CHECK(one->batch_size == 0);
+  REQUIRE(one->inputs.size() == 1);
+  CHECK(one->inputs[0].strings == std::vector<std::string>{"only"});
+}
+
+TEST_CASE("a text model's metadata lists its text input first, then the token inputs",
+          "[codec][text]") {
+  ModelMetadataResponse response;
+  FillModelMetadata(ParseConfig(kTextModel), "1", &response);
+  CHECK(response.name() == "textcls");
+  REQUIRE(response.inputs_size() == 3);
+  CHECK(response.inputs(0).name() == "text");
+  CHECK(response.inputs(0).datatype() == "BYTES");
+  CHECK(ShapeOf(response.inputs(0).shape()) == std::vector<int64_t>{-1, 1});
+  CHECK(response.inputs(1).name() == "input_ids");
+  CHECK(response.inputs(1).datatype() == "INT64");
+  CHECK(ShapeOf(response.inputs(1).shape()) == std::vector<int64_t>{-1, -1});
+  CHECK(response.inputs(2).name() == "attention_mask");
+  CHECK(response.inputs(2).datatype() == "INT64");
+  CHECK(ShapeOf(response.inputs(2).shape()) == std::vector<int64_t>{-1, -1});
+  REQUIRE(response.outputs_size() == 1);
+  CHECK(response.outputs(0).name() == "logits");
+
+  // A model without a tokenizer lists no text input.
+  ModelConfig plain = ParseConfig(kTextModel);
+  plain.clear_tokenizer();
+  FillModelMetadata(plain, "1", &response);
+  REQUIRE(response.inputs_size() == 2);
+  CHECK(response.inputs(0).name() == "input_ids");
+}
+
 }  // namespace
 }  // namespace kiln
