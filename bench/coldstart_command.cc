@@ -361,9 +361,9 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
     absl::StatusOr<double> latency =
         TimedInfer(*oip, request->request, &response, options.timeout_s);
     if (!latency.ok()) {
-      return absl::Status(latency.status().code(),
-                          absl::StrCat("idle request ", i + 1, ": ", latency.status().message(),
-                                       ExitNote(server)));
+      return absl::Status(
+          latency.status().code(),
+          absl::StrCat("idle request ", i + 1, ": ", latency.status().message(), ExitNote(server)));
     }
     idle.push_back(*latency);
   }

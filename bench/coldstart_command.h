@@ -59,8 +59,8 @@ struct ColdstartRun {
   // first request: what any request pays for waking an idle server, cold start or not.
   double idle_p50_ms = 0;
   double idle_ratio = 0;  // first_ms / idle_p50_ms
-  double pss_mb = 0;  // total PSS of the server's process tree, MiB
-  size_t processes = 0;  // how many processes that tree had
+  double pss_mb = 0;      // total PSS of the server's process tree, MiB
+  size_t processes = 0;   // how many processes that tree had
 };
 
 // "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, after a

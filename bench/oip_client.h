@@ -21,9 +21,9 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
-#include "server/infer_codec.h"  // BuildInferRequest
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
+#include "server/infer_codec.h"  // BuildInferRequest
 
 namespace kiln::bench {
 
@@ -103,7 +103,7 @@ struct SyntheticRequestOptions {
 struct SyntheticRequest {
   inference::ModelInferRequest request;
   std::vector<std::string> inputs;  // "name DATATYPE [shape]" per input sent, in order
-  std::string origin;  // "random, seed 7", "sample text, 16 words" or "text \"hello\""
+  std::string origin;               // "random, seed 7", "sample text, 16 words" or "text \"hello\""
 };
 
 // The one rule for a request built from ModelMetadata. A model with a BYTES input (a text

@@ -14,9 +14,9 @@ absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, ui
   for (const TensorView& tensor : tensors) {
     offset = SharedArena::Align(offset);
     if (!arena.Fits(offset, tensor.nbytes)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "tensor '", tensor.name, "' (", tensor.nbytes, " bytes at offset ", offset,
-          ") does not fit in the worker's arena of ", arena.size(), " bytes"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tensor '", tensor.name, "' (", tensor.nbytes, " bytes at offset ", offset,
+                       ") does not fit in the worker's arena of ", arena.size(), " bytes"));
     }
     if (tensor.nbytes > 0) std::memcpy(arena.data() + offset, tensor.data, tensor.nbytes);
     internal::TensorRef& ref = *refs.Add();
@@ -41,8 +41,11 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
                                               ref.dtype(), ", ", ref.nbytes(), " bytes at ",
                                               ref.offset(), ")"));
     }
-    views.push_back(TensorView{ref.name(), *dtype, {ref.shape().begin(), ref.shape().end()},
-                               arena.data() + ref.offset(), ref.nbytes()});
+    views.push_back(TensorView{ref.name(),
+                               *dtype,
+                               {ref.shape().begin(), ref.shape().end()},
+                               arena.data() + ref.offset(),
+                               ref.nbytes()});
   }
   return views;
 }
@@ -90,8 +93,8 @@ absl::StatusOr<std::vector<std::string>> TextInArena(const internal::TensorRef& 
   std::vector<std::string> rows;
   for (int64_t i = 0; i < ref.shape(0); ++i) {
     if (end - p < 4) return bad("truncated length");
-    const uint32_t length = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
-                            uint32_t{p[3]} << 24;
+    const uint32_t length =
+        uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
     p += 4;
     if (static_cast<uint64_t>(end - p) < length) return bad("truncated string");
     rows.emplace_back(reinterpret_cast<const char*>(p), length);

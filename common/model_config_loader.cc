@@ -14,30 +14,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "google/protobuf/io/tokenizer.h"
+#include "common/text_proto_file.h"
 #include "google/protobuf/text_format.h"
 
 namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Collects text-format parse errors as "path:line:column: message" (1-based, as editors count).
-class ParseErrors : public google::protobuf::io::ErrorCollector {
- public:
-  explicit ParseErrors(std::string path) : path_(std::move(path)) {}
-
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    errors_.push_back(absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
-  }
-
-  const std::vector<std::string>& errors() const { return errors_; }
-
- private:
-  std::string path_;
-  std::vector<std::string> errors_;
-};
 
 // Accumulates the defects of one config: "<path>: field '<field>': expected <x>, got <y>".
 class Defects {
@@ -327,7 +310,8 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
       {"tokenizer.mask_input", &tokenizer.mask_input()}};
   for (const TensorConfig& input : config.input()) {
     if (input.name() != tokenizer.ids_input() && input.name() != tokenizer.mask_input()) {
-      defects.Field("tokenizer", "a model whose inputs are only the tokenizer's ids_input and "
+      defects.Field("tokenizer",
+                    "a model whose inputs are only the tokenizer's ids_input and "
                     "mask_input (it fills both from the text)",
                     "another input " + Quoted(input.name()));
     }
@@ -378,26 +362,9 @@ std::string BaseName(const std::string& dir) {
   return path.filename().string();
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", strerror(errno)));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
 absl::StatusOr<ModelConfig> ParseConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
   ModelConfig config;
-  ParseErrors errors(path);
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(*text, &config)) {
-    return absl::InvalidArgumentError(errors.errors().empty()
-                                          ? absl::StrCat(path, ": not a valid kiln.ModelConfig")
-                                          : absl::StrJoin(errors.errors(), "\n"));
-  }
+  if (absl::Status parsed = ParseTextProtoFile(path, &config); !parsed.ok()) return parsed;
   return config;
 }
 

@@ -62,10 +62,10 @@ absl::StatusOr<Tensor> ConcatRows(const std::vector<const Tensor*>& parts) {
     const Tensor& part = *parts[i];
     if (part.dtype != joined.dtype || part.shape.size() != joined.shape.size() ||
         !std::equal(part.shape.begin() + 1, part.shape.end(), joined.shape.begin() + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'", joined.name, "': part ", i, " is ", DTypeName(part.dtype), " ",
-          ShapeString(part.shape), ", part 0 is ", DTypeName(parts.front()->dtype), " ",
-          ShapeString(parts.front()->shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", joined.name, "': part ", i, " is ", DTypeName(part.dtype), " ",
+                       ShapeString(part.shape), ", part 0 is ", DTypeName(parts.front()->dtype),
+                       " ", ShapeString(parts.front()->shape)));
     }
     joined.shape[0] += part.shape[0];
     joined.bytes.insert(joined.bytes.end(), part.bytes.begin(), part.bytes.end());

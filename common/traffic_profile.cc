@@ -24,7 +24,7 @@
 #include "common/dtype.h"
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
-#include "google/protobuf/io/tokenizer.h"
+#include "common/text_proto_file.h"
 #include "google/protobuf/text_format.h"
 
 namespace kiln {
@@ -135,32 +135,6 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   close(dir_fd);
   return status;
 }
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoError(path, "cannot open", errno);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return ErrnoError(path, "read failed", errno);
-  return contents.str();
-}
-
-// Collects text-format parse errors as "path:line:column: message" (1-based, as editors count).
-class ParseErrors : public google::protobuf::io::ErrorCollector {
- public:
-  explicit ParseErrors(std::string path) : path_(std::move(path)) {}
-
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    errors_.push_back(absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message));
-  }
-
-  const std::vector<std::string>& errors() const { return errors_; }
-
- private:
-  std::string path_;
-  std::vector<std::string> errors_;
-};
 
 // "path:line:col" of a location the parser recorded, or just "path" when it recorded none.
 std::string Where(const std::string& path, google::protobuf::TextFormat::ParseLocation location) {
@@ -428,18 +402,10 @@ absl::Status TrafficRecorder::Save(const std::string& state_dir) {
 }
 
 absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
   TrafficProfile profile;
-  ParseErrors errors(path);
   google::protobuf::TextFormat::ParseInfoTree locations;
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  parser.WriteLocationsTo(&locations);
-  if (!parser.ParseFromString(*text, &profile)) {
-    return absl::InvalidArgumentError(errors.errors().empty()
-                                          ? absl::StrCat(path, ": not a valid kiln.TrafficProfile")
-                                          : absl::StrJoin(errors.errors(), "\n"));
+  if (absl::Status parsed = ParseTextProtoFile(path, &profile, &locations); !parsed.ok()) {
+    return parsed;
   }
 
   const google::protobuf::Descriptor* descriptor = TrafficProfile::descriptor();

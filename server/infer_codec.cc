@@ -508,9 +508,9 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
         std::any_of(request.inputs().begin(), request.inputs().end(),
                     [&text](const InputTensor& input) { return input.name() == text; });
     if (has_text && request.inputs_size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "send either the text input ", Quoted(text), " alone or the token inputs ",
-          TensorNames(config.input()), ", not both"));
+      return absl::InvalidArgumentError(absl::StrCat("send either the text input ", Quoted(text),
+                                                     " alone or the token inputs ",
+                                                     TensorNames(config.input()), ", not both"));
     }
     if (has_text) {
       // Decoded against the model as seen from the text side: one BYTES input of dims [1].
@@ -581,9 +581,8 @@ absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
     const std::optional<int64_t> elements = NumElements(view.shape);
     if (!elements || static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes) {
       return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': ", view.nbytes,
-                                                     " bytes do not match ",
-                                                     OipDatatypeName(*type), " ",
-                                                     ShapeString(view.shape)));
+                                                     " bytes do not match ", OipDatatypeName(*type),
+                                                     " ", ShapeString(view.shape)));
     }
     if (view.data == nullptr && view.nbytes > 0) {
       return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': no data"));

@@ -56,8 +56,8 @@ TensorConfig TextInputConfig(const ModelConfig& config);
 
 // Validates `request` against `config` and decodes it. A text model takes either its text input
 // alone (TextInputConfig; then `text` is set) or its token inputs. Every defect is
-// InvalidArgument with a message naming the tensor and what was expected. The model's name and version are not looked
-// at here: finding the model is the caller's job.
+// InvalidArgument with a message naming the tensor and what was expected. The model's name and
+// version are not looked at here: finding the model is the caller's job.
 absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
                                                   const ModelConfig& config);
 

@@ -19,10 +19,10 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
                                                         const WarmupReportRequest* request,
                                                         WarmupReportResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const bool known =
-      request->model().empty() ||
-      std::any_of(specs_.begin(), specs_.end(),
-                  [&](const ModelSpec& spec) { return spec.config.name() == request->model(); });
+  const bool known = request->model().empty() ||
+                     std::any_of(specs_.begin(), specs_.end(), [&](const ModelSpec& spec) {
+                       return spec.config.name() == request->model();
+                     });
   if (!known) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  absl::StrCat("unknown model '", request->model(), "'")));
@@ -47,8 +47,8 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
       *model.mutable_replayed() = {shapes->second.begin(), shapes->second.end()};
     }
     for (const WorkerInfo& worker : workers) {
-      if (worker.model == name && (worker.state == WorkerState::kReady ||
-                                   worker.state == WorkerState::kBusy)) {
+      if (worker.model == name &&
+          (worker.state == WorkerState::kReady || worker.state == WorkerState::kBusy)) {
         *model.add_workers() = worker.warmup;
       }
     }

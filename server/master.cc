@@ -20,12 +20,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/fork_safety.h"
 #include "common/clock.h"
+#include "common/fork_safety.h"
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
-#include "glog/logging.h"
 #include "common/traffic_profile.h"
+#include "glog/logging.h"
 #include "server/inference_service.h"
 #include "server/kiln_service.h"
 #include "server/port_lock.h"
@@ -169,8 +169,8 @@ absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, boo
       absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(spec.tokenizer_path);
       if (!tokenizer.ok()) {
         return absl::Status(tokenizer.status().code(),
-                            absl::StrCat("load ", spec.config.name(), "'s tokenizer: ",
-                                         tokenizer.status().message()));
+                            absl::StrCat("load ", spec.config.name(),
+                                         "'s tokenizer: ", tokenizer.status().message()));
       }
       entry.tokenizer = tokenizer->get();
       loaded.tokenizers.push_back(*std::move(tokenizer));
@@ -396,8 +396,7 @@ int RunMaster(const MasterOptions& options) {
     return 1;
   }
   timeline.Phase("readiness check passed");
-  InferenceService service(*specs, **pool,
-                           options.record_samples > 0 ? &recorder : nullptr);
+  InferenceService service(*specs, **pool, options.record_samples > 0 ? &recorder : nullptr);
   StartupReport startup;
   startup.timeline = timeline.phases();
   startup.memory_limit = memory.ok() ? memory->Describe() : "unknown";

@@ -45,8 +45,8 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
       if (!fs::exists(path, ec)) continue;
       absl::StatusOr<TrafficProfile> profile = LoadTrafficProfile(path);
       if (!profile.ok()) {
-        LOG(WARNING) << config.name() << ": recorded traffic not replayed: "
-                     << profile.status().message();
+        LOG(WARNING) << config.name()
+                     << ": recorded traffic not replayed: " << profile.status().message();
         continue;
       }
       for (const auto& [batch, length] :
@@ -70,13 +70,12 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
       const std::string samples_path = TrafficSamplesPath(state_dir, config.name());
       std::error_code ec;
       if (fs::exists(samples_path, ec)) {
-        absl::StatusOr<std::vector<std::vector<Tensor>>> samples =
-            LoadTrafficSamples(samples_path);
+        absl::StatusOr<std::vector<std::vector<Tensor>>> samples = LoadTrafficSamples(samples_path);
         if (samples.ok()) {
           replay.samples = *std::move(samples);
         } else {
-          LOG(WARNING) << config.name() << ": recorded samples not used: "
-                       << samples.status().message();
+          LOG(WARNING) << config.name()
+                       << ": recorded samples not used: " << samples.status().message();
         }
       }
     }

@@ -21,7 +21,7 @@ inline constexpr int kMaxReplayShapes = 16;
 inline constexpr double kMinReplayShare = 0.01;
 
 struct ModelReplay {
-  std::vector<internal::Shape> shapes;     // servable shapes, most requested first
+  std::vector<internal::Shape> shapes;       // servable shapes, most requested first
   std::vector<std::vector<Tensor>> samples;  // recorded requests' inputs (may be empty)
 };
 

@@ -162,8 +162,8 @@ std::string Describe(const internal::WarmupReport& report) {
       continue;
     }
     absl::StrAppendFormat(
-        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s]", name,
-        shape.first_ms(), shape.steady_ms(),
+        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s]", name, shape.first_ms(),
+        shape.steady_ms(),
         shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
                                   : absl::StrCat("not settled in ", shape.calls(), " calls"),
         shape.peak_rss_bytes() / 1e6, shape.refused() ? ", REFUSED: over budget" : "");
@@ -257,10 +257,10 @@ absl::Status WorkerPool::CheckRoomLocked(const ModelState& model) const {
   absl::Status room =
       CheckRoomForWorker(tree + pending, model.budget_bytes, options_.memory_limit_bytes, 1.0);
   if (!room.ok()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "no memory for another worker of '", model.spec->config.name(), "' (", room.message(),
-        "; the tree's resident memory includes ", pending / 1000000,
-        " MB reserved for workers still warming)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no memory for another worker of '", model.spec->config.name(), "' (",
+                     room.message(), "; the tree's resident memory includes ", pending / 1000000,
+                     " MB reserved for workers still warming)"));
   }
   return absl::OkStatus();
 }
@@ -655,10 +655,9 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     call.set_call_id(next_call_id_++);
     call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
     absl::StatusOr<uint64_t> output_offset =
-        job.text != nullptr
-            ? WriteTextToArena(model.spec->config.tokenizer().text_input(), *job.text, 0,
-                               *idle->arena, *call.mutable_text())
-            : WriteToArena(job.inputs, 0, *idle->arena, *call.mutable_inputs());
+        job.text != nullptr ? WriteTextToArena(model.spec->config.tokenizer().text_input(),
+                                               *job.text, 0, *idle->arena, *call.mutable_text())
+                            : WriteToArena(job.inputs, 0, *idle->arena, *call.mutable_inputs());
     if (!output_offset.ok()) {
       done.emplace_back(std::move(job.done), output_offset.status());
       continue;

@@ -41,7 +41,7 @@ using InferDone = std::function<void(absl::StatusOr<std::vector<Tensor>>)>;
 
 struct InferJob {
   std::string model;
-  std::vector<TensorView> inputs;     // config input order; the memory must outlive `done`'s call
+  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
   // A text model's request as text instead (one string per row; `inputs` empty). The strings
   // must outlive `done`'s call.
   const std::vector<std::string>* text = nullptr;
@@ -51,12 +51,12 @@ struct InferJob {
 
 // Per model, since start: what the workers reported with each result.
 struct ModelCounters {
-  int64_t requests = 0;         // results returned, OK or not
-  int64_t cold_shape_hits = 0;  // ran a shape the worker had not warmed
-  int64_t padded_to_bucket = 0; // text padded up to a warmed sequence length longer than needed
-  int64_t split = 0;            // run in several passes to fit the memory budget
-  int64_t over_budget = 0;      // refused: not even one row fits the memory budget
-  int64_t padded_batch = 0;     // padded with zero rows up to a warmed batch size
+  int64_t requests = 0;          // results returned, OK or not
+  int64_t cold_shape_hits = 0;   // ran a shape the worker had not warmed
+  int64_t padded_to_bucket = 0;  // text padded up to a warmed sequence length longer than needed
+  int64_t split = 0;             // run in several passes to fit the memory budget
+  int64_t over_budget = 0;       // refused: not even one row fits the memory budget
+  int64_t padded_batch = 0;      // padded with zero rows up to a warmed batch size
 };
 
 struct WorkerPoolOptions {

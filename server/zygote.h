@@ -34,8 +34,7 @@ struct ZygoteModel {
 // Protocol: the master sends ZygoteCommand{spawn} with two fds (the worker's channel end and
 // its arena memfd); the zygote forks, answers ZygoteEvent{started} with the pid, and later
 // ZygoteEvent{exited} with the exit status.
-[[noreturn]] void RunZygote(const std::map<std::string, ZygoteModel>& models,
-                            FrameChannel master);
+[[noreturn]] void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel master);
 
 }  // namespace kiln
 

@@ -33,16 +33,14 @@ int32_t ShapeGuard::PaddedBatch(int32_t batch_size, int32_t sequence_length) con
   int32_t best = 0;
   for (const auto& [batch, length] : warmed_) {
     if (length == sequence_length && batch > batch_size && (best == 0 || batch < best) &&
-        (budget_bytes_ <= 0 ||
-         memory_.Projected(ShapeUnits(batch, length)) <= budget_bytes_)) {
+        (budget_bytes_ <= 0 || memory_.Projected(ShapeUnits(batch, length)) <= budget_bytes_)) {
       best = batch;
     }
   }
   return best > 0 ? best : batch_size;
 }
 
-absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size,
-                                                int32_t sequence_length) const {
+absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size, int32_t sequence_length) const {
   if (budget_bytes_ <= 0) return batch_size;
   const int64_t per_row = ShapeUnits(1, sequence_length);
   if (memory_.Projected(ShapeUnits(batch_size, sequence_length)) <= budget_bytes_) {
@@ -63,8 +61,7 @@ absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size,
   for (const auto& [batch, length] : warmed_) {
     if (length == sequence_length && batch <= rows) warmed_rows = std::max(warmed_rows, batch);
   }
-  return warmed_rows > 0 ? warmed_rows
-                         : static_cast<int32_t>(std::min<int64_t>(rows, batch_size));
+  return warmed_rows > 0 ? warmed_rows : static_cast<int32_t>(std::min<int64_t>(rows, batch_size));
 }
 
 }  // namespace kiln

@@ -44,14 +44,14 @@ absl::StatusOr<TextBatch> TokenizeBatch(const std::vector<std::string>& texts,
   const TensorConfig* ids_input = FindInput(config, tokenizer.ids_input());
   const TensorConfig* mask_input = FindInput(config, tokenizer.mask_input());
   if (ids_input == nullptr || mask_input == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        config.name(), ": the tokenizer's inputs '", tokenizer.ids_input(), "' and '",
-        tokenizer.mask_input(), "' are not both inputs of the model"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(config.name(), ": the tokenizer's inputs '", tokenizer.ids_input(), "' and '",
+                     tokenizer.mask_input(), "' are not both inputs of the model"));
   }
   if (texts.empty()) return absl::InvalidArgumentError("no texts to tokenize");
   if (config.max_batch_size() == 0 && texts.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        config.name(), " has no batch dimension: send one text, not ", texts.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.name(), " has no batch dimension: send one text, not ", texts.size()));
   }
 
   std::vector<std::vector<int32_t>> rows;

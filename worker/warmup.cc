@@ -47,7 +47,6 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
   }  // 16-bit floats stay zero: no portable half type here, and zero is a valid warmup value.
 }
 
-
 }  // namespace
 
 std::vector<WarmupShape> WarmupShapes(const ModelConfig& config) {
@@ -285,8 +284,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
         "peaked at %.0f MB): it could serve nothing; raise memory.limit_bytes or "
         "memory.cgroup_share, or run fewer workers",
         config.name(), options.budget_bytes / 1e6, smallest.batch_size(),
-        smallest.sequence_length() > 0 ? absl::StrCat(" length ", smallest.sequence_length())
-                                       : "",
+        smallest.sequence_length() > 0 ? absl::StrCat(" length ", smallest.sequence_length()) : "",
         std::max(smallest.peak_rss_bytes(), smallest.projected_peak_bytes()) / 1e6));
   }
   return outcome;

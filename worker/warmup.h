@@ -63,9 +63,9 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<doub
                                          const SettlePlan& plan);
 
 struct WarmupOptions {
-  int64_t budget_bytes = 0;          // the worker's memory budget; 0 = none
-  std::vector<WarmupShape> replay;   // recorded traffic shapes, warmed on top of the plan
-  EncodeFn tokenize;                 // text models: the tokenizer (warmed, and feeds the shapes)
+  int64_t budget_bytes = 0;         // the worker's memory budget; 0 = none
+  std::vector<WarmupShape> replay;  // recorded traffic shapes, warmed on top of the plan
+  EncodeFn tokenize;                // text models: the tokenizer (warmed, and feeds the shapes)
   // Recorded real requests (inputs in config order); a shape with a matching one warms on its
   // data instead of generated data.
   const std::vector<std::vector<Tensor>>* samples = nullptr;

@@ -22,8 +22,8 @@ namespace kiln {
 struct WorkerOptions {
   int worker_id = 0;
   int intra_op_threads = 1;
-  int device_index = -1;  // CUDA device for KIND_GPU; -1 = CPU
-  bool warmup = true;     // false only for the --warmup=off baseline
+  int device_index = -1;            // CUDA device for KIND_GPU; -1 = CPU
+  bool warmup = true;               // false only for the --warmup=off baseline
   int64_t memory_budget_bytes = 0;  // 0 = no budget
   std::vector<WarmupShape> replay;  // recorded traffic shapes to warm on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork

@@ -45,7 +45,7 @@ struct Fixture {
   // The required flags plus `more`.
   std::vector<std::string> Args(std::vector<std::string> more) const {
     std::vector<std::string> args = {"--model_repository=" + repo, "--model=mlp",
-                                      "--server=" + server};
+                                     "--server=" + server};
     args.insert(args.end(), more.begin(), more.end());
     return args;
   }
@@ -168,8 +168,8 @@ TEST_CASE("coldstart help lists flags with defaults and examples and exits 0",
   CHECK(parsed.exit == std::optional<int>(0));
   for (const char* text :
        {"--model_repository=\"\"", "--model=\"\"", "--server=", "--workers=1", "--warmup=on",
-        "--share_weights=on", "--server_args=", "--repeat=3", "--steady_requests=50",
-        "--batch=1", "--seq=16", "--timeout_s=300", "--json=", "--log_dir=", "examples:",
+        "--share_weights=on", "--server_args=", "--repeat=3", "--steady_requests=50", "--batch=1",
+        "--seq=16", "--timeout_s=300", "--json=", "--log_dir=", "examples:",
         "kiln-bench coldstart --model_repository=models --model=mlp", "ready_ms", "pss_mb"}) {
     CHECK_THAT(parsed.out, Contains(text));
   }
@@ -292,8 +292,8 @@ TEST_CASE("a log's tail is its last lines", "[coldstart][proc]") {
 TEST_CASE("a launched server that honours SIGTERM is stopped and reaped", "[coldstart][launch]") {
   TempDir dir;
   const std::string log = dir.path() + "/server.log";
-  absl::StatusOr<std::unique_ptr<LaunchedServer>> server = LaunchedServer::Start(
-      {"/bin/sh", "-c", "echo started; exec sleep 1000"}, log);
+  absl::StatusOr<std::unique_ptr<LaunchedServer>> server =
+      LaunchedServer::Start({"/bin/sh", "-c", "echo started; exec sleep 1000"}, log);
   REQUIRE(server.ok());
   const pid_t pid = (*server)->pid();
   CHECK(getpgid(pid) == pid);  // a process group of its own

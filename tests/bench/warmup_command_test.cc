@@ -23,7 +23,14 @@ const char kReport[] = R"pb(
     worker_budget_bytes: 512000000
     replayed { batch_size: 4 sequence_length: 32 }
     replayed { batch_size: 2 sequence_length: 0 }
-    counters { requests: 12 cold_shape_hits: 1 padded_to_bucket: 3 padded_batch: 4 split: 0 over_budget: 2 }
+    counters {
+      requests: 12
+      cold_shape_hits: 1
+      padded_to_bucket: 3
+      padded_batch: 4
+      split: 0
+      over_budget: 2
+    }
     workers {
       worker_id: 3
       pid: 4242

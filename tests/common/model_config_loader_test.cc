@@ -30,9 +30,21 @@ constexpr char kGoodConfig[] = R"pb(
 
 // The inputs and output of a text model fed by a tokenizer.
 const std::string kTextModelIo = R"pb(
-  input { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }
-  input { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }
-  output { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] }
+  input {
+    name: "input_ids"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  input {
+    name: "attention_mask"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  output {
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ 3 ]
+  }
 )pb";
 
 // Writes <tmp>/<name>/config.pbtxt with `config` and, unless told otherwise, 1/model.pt.
@@ -206,12 +218,14 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"warmup batch without batching",
        "warmup { batch_sizes: [2] }\n" + io,
        {"field 'warmup.batch_sizes[0]'", "max_batch_size is 0"}},
-      {"settle tolerance above 1", "warmup { settle_tolerance: 1.5 }\n" + io,
+      {"settle tolerance above 1",
+       "warmup { settle_tolerance: 1.5 }\n" + io,
        {"field 'warmup.settle_tolerance'", "(0, 1]", "got 1.5"}},
       {"settling cap below the minimum calls",
        "warmup { calls_per_shape: 10 max_calls_per_shape: 4 }\n" + io,
        {"field 'warmup.max_calls_per_shape'", "calls_per_shape=10", "got 4"}},
-      {"negative steady calls", "warmup { steady_calls: -1 }\n" + io,
+      {"negative steady calls",
+       "warmup { steady_calls: -1 }\n" + io,
        {"field 'warmup.steady_calls'", "got -1"}},
       {"negative calls per shape",
        "warmup { calls_per_shape: -2 }\n" + io,

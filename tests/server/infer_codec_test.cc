@@ -809,8 +809,8 @@ TEST_CASE("requests carry every input in raw_input_contents with datatype and sh
   REQUIRE(request->raw_input_contents_size() == 3);
   CHECK(request->inputs(0).name() == "x");
   CHECK(request->inputs(0).datatype() == "FP32");
-  CHECK(std::vector<int64_t>(request->inputs(0).shape().begin(), request->inputs(0).shape().end()) ==
-        std::vector<int64_t>{2, 3});
+  CHECK(std::vector<int64_t>(request->inputs(0).shape().begin(),
+                             request->inputs(0).shape().end()) == std::vector<int64_t>{2, 3});
   CHECK(request->inputs(1).datatype() == "INT64");
   CHECK(request->inputs(2).datatype() == "BOOL");
   CHECK(request->raw_input_contents(0) == RawBytes(x));

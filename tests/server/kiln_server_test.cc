@@ -40,15 +40,6 @@ namespace {
 
 using Catch::Matchers::Contains;
 using grpc::health::v1::HealthCheckResponse;
-using kiln::testing::IsAlive;
-using kiln::testing::ModelsDir;
-using kiln::testing::PollUntil;
-using kiln::testing::ProcessId;
-using kiln::testing::ServerConfig;
-using kiln::testing::ServerProcess;
-using kiln::testing::TempDir;
-using std::chrono::milliseconds;
-using std::chrono::seconds;
 using kiln::testing::AllGone;
 using kiln::testing::Config;
 using kiln::testing::Count;
@@ -58,16 +49,24 @@ using kiln::testing::Fp32Tensor;
 using kiln::testing::Health;
 using kiln::testing::HealthStub;
 using kiln::testing::Infer;
+using kiln::testing::IsAlive;
 using kiln::testing::kServer;
 using kiln::testing::kStartup;
 using kiln::testing::MaxAbsDiff;
 using kiln::testing::MlpRequest;
+using kiln::testing::ModelsDir;
 using kiln::testing::Pids;
+using kiln::testing::PollUntil;
+using kiln::testing::ProcessId;
 using kiln::testing::ReadText;
 using kiln::testing::ResnetRequest;
+using kiln::testing::ServerConfig;
+using kiln::testing::ServerProcess;
 using kiln::testing::StartServing;
 using kiln::testing::Stub;
-
+using kiln::testing::TempDir;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
 
 // Waits until the worker `pid` has burnt `ms` more CPU time than `baseline_ms`: proof that it is
 // computing (what the tests use to know a request reached a worker).
@@ -530,7 +529,10 @@ constexpr char kTextBytesConfig[] = R"pb(
     dims: [ 4 ]
   }
   instance_group { count: 1 }
-  warmup { sequence_lengths: [ 16 ] batch_sizes: [ 1 ] }
+  warmup {
+    sequence_lengths: [ 16 ]
+    batch_sizes: [ 1 ]
+  }
   tokenizer { model_file: "tokenizer.model" max_length: 128 pad_id: 0 }
 )pb";
 

@@ -101,8 +101,8 @@ TEST_CASE(
 
   inference::ModelInferResponse response;
   const grpc::Status status =
-      Infer(oip, TextRequest("textcls", {metadata.at("text.0"), metadata.at("text.1")}),
-            &response, seconds(30));
+      Infer(oip, TextRequest("textcls", {metadata.at("text.0"), metadata.at("text.1")}), &response,
+            seconds(30));
   INFO("status " << Describe(status));
   REQUIRE(status.ok());
   REQUIRE(response.outputs_size() == 1);
@@ -253,8 +253,8 @@ TEST_CASE("the master refuses to fork a worker whose budget does not fit in memo
           "[integration][warm][memory]") {
   TempDir repo_dir;
   // 1 PB per worker: no machine has it.
-  const std::string repo = kiln::testing::MakeRepository(
-      repo_dir, {{"mlp", MlpWithBudget(int64_t{1} << 50)}});
+  const std::string repo =
+      kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(int64_t{1} << 50)}});
   ServerProcess server(Config(repo, 1));
   const std::optional<int> code = server.WaitExit(kStartup);
   REQUIRE(code.has_value());

@@ -1,0 +1,26 @@
+// Reading a protobuf text-format file (config.pbtxt, <model>.traffic.pbtxt) with errors that
+// name the file and the line, as editors count them.
+#ifndef KILN_COMMON_TEXT_PROTO_FILE_H_
+#define KILN_COMMON_TEXT_PROTO_FILE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/text_format.h"
+
+namespace kiln {
+
+// The whole file; NotFound naming it (and the system's reason) when it cannot be opened or read.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+
+// Parses the text-format file `path` into `message` (recording where each field was into
+// `locations` when given). NotFound when it cannot be read; InvalidArgument with one
+// "path:line:column: message" line per parse error (1-based).
+absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* message,
+                                google::protobuf::TextFormat::ParseInfoTree* locations = nullptr);
+
+}  // namespace kiln
+
+#endif  // KILN_COMMON_TEXT_PROTO_FILE_H_
