@@ -402,6 +402,8 @@ int RunMaster(const MasterOptions& options) {
   startup.memory_limit = memory.ok() ? memory->Describe() : "unknown";
   for (const auto& [name, model] : replay) startup.replayed[name] = model.shapes;
   KilnServiceImpl kiln_service(*specs, **pool, std::move(startup));
+  (*pool)->ResetCounters();  // serving counters and traffic start with the first client's request
+  serving.store(true);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(options, service, kiln_service, port);
   if (server == nullptr || port == 0) {
@@ -414,8 +416,6 @@ int RunMaster(const MasterOptions& options) {
   grpc::HealthCheckServiceInterface& health = *server->GetHealthCheckService();
   std::map<std::string, bool> health_state;
   UpdateHealth(health, **pool, *specs, health_state);
-  (*pool)->ResetCounters();  // serving counters start with the first client's request
-  serving.store(true);
   timeline.Phase(absl::StrCat("ready: serving gRPC on ", options.host, ":", port));
   kiln_service.SetTimeline(timeline.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options.host, ":", port));
