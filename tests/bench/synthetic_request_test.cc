@@ -189,7 +189,7 @@ TEST_CASE("numeric model: --text is an error naming the model's inputs", "[text]
   CHECK_THAT(message, Contains("--text"));
 }
 
-TEST_CASE("the text input is the first BYTES input; text shapes follow the metadata", "[text]") {
+TEST_CASE("the text input is the first BYTES input, and text shapes follow the metadata", "[text]") {
   CHECK_FALSE(FindTextInput({{"x", "FP32", {-1, 3}}}).has_value());
   CHECK_FALSE(FindTextInput({}).has_value());
   const std::optional<size_t> found =

@@ -293,7 +293,7 @@ TEST_CASE("received fds are closed when the caller does not want them", "[frame_
   close(pipe_fds[1]);
 }
 
-TEST_CASE("fd limits: too many to send is an error; too many received is DataLoss, no leak",
+TEST_CASE("fd limits: too many to send is an error, too many received is DataLoss, no leak",
           "[frame_channel]") {
   auto [a, b] = MakePair();
   std::vector<int> many(kMaxFrameFds + 1, a.fd());

@@ -126,7 +126,7 @@ TEST_CASE("PollUntil returns once the predicate holds, or false after the timeou
 
 // --- SpawnInProcessGroup -----------------------------------------------------------------------
 
-TEST_CASE("a spawned command leads its own group; its output, stdin and exit are as documented",
+TEST_CASE("a spawned command leads its own group, and its output, stdin and exit are as documented",
           "[process][spawn]") {
   TempDir dir;
   const std::string log = dir.WriteFile("child.log", "left from before\n");

@@ -168,7 +168,7 @@ std::string MlpWithBudget(int64_t limit_bytes) {
 
 TEST_CASE(
     "a memory budget refuses shapes projected over it and splits a large batch into warm "
-    "passes without killing the worker; a budget nothing fits fails startup with the numbers",
+    "passes without killing the worker, and a budget nothing fits fails startup with the numbers",
     "[integration][warm][memory]") {
   // 1. Without a budget: the worker's resident memory before warmup and at batch 1.
   int64_t baseline = 0, peak1 = 0;

@@ -303,7 +303,7 @@ ChildWarmup WarmupInFreshProcess(int64_t budget_bytes) {
 }
 
 TEST_CASE(
-    "RunWarmup refuses, without running them, shapes projected over the budget; a budget "
+    "RunWarmup refuses, without running them, shapes projected over the budget, and a budget "
     "nothing fits is FailedPrecondition",
     "[warmup][torch][memory]") {
   // 1. Without a budget: a fresh process's baseline and its peak at batch 1.
