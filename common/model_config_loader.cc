@@ -97,13 +97,6 @@ void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensor
   }
 }
 
-const TensorConfig* FindInput(const ModelConfig& config, const std::string& name) {
-  for (const TensorConfig& input : config.input()) {
-    if (input.name() == name) return &input;
-  }
-  return nullptr;
-}
-
 void ResolveInstances(ModelConfig& config, Defects& defects) {
   InstanceConfig& group = *config.mutable_instance_group();
   if (group.count() < 0) defects.Field("instance_group.count", "a count >= 1", group.count());
@@ -456,6 +449,18 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& re
   }
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   return specs;
+}
+
+const TensorConfig* FindInput(const ModelConfig& config, const std::string& name) {
+  for (const TensorConfig& input : config.input()) {
+    if (input.name() == name) return &input;
+  }
+  return nullptr;
+}
+
+bool HasVariableDim(const ModelConfig& config) {
+  return std::any_of(config.input().begin(), config.input().end(),
+                     [](const TensorConfig& input) { return HasVariableDim(input); });
 }
 
 }  // namespace kiln

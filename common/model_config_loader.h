@@ -58,6 +58,12 @@ struct ModelSpec {
 // reports all of them, one per line.
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);
 
+// The config's input named `name`, or nullptr.
+const TensorConfig* FindInput(const ModelConfig& config, const std::string& name);
+
+// Whether any input has a variable (-1) dim, i.e. the model takes a sequence length.
+bool HasVariableDim(const ModelConfig& config);
+
 // Loads every model directory (a subdirectory holding config.pbtxt) of the repository, sorted by
 // name. Fails if the repository is missing, holds no model, or any model fails to load (all
 // failures are reported, not just the first).

@@ -9,13 +9,6 @@
 namespace kiln {
 namespace {
 
-bool HasVariableDim(const ModelConfig& config) {
-  for (const TensorConfig& input : config.input()) {
-    if (std::find(input.dims().begin(), input.dims().end(), -1) != input.dims().end()) return true;
-  }
-  return false;
-}
-
 // Why `shape` cannot be served by `config`, or "" when it can.
 std::string Unservable(const ModelConfig& config, int32_t batch, int32_t length) {
   if (batch > std::max(config.max_batch_size(), 1)) return "batch above max_batch_size";

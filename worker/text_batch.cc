@@ -6,16 +6,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/model_config_loader.h"
 
 namespace kiln {
 namespace {
-
-const TensorConfig* FindInput(const ModelConfig& config, const std::string& name) {
-  for (const TensorConfig& input : config.input()) {
-    if (input.name() == name) return &input;
-  }
-  return nullptr;
-}
 
 // Writes `value` as element `i` of `tensor` (INT64 or INT32).
 void Put(Tensor& tensor, size_t i, int64_t value) {

@@ -17,15 +17,6 @@
 namespace kiln {
 namespace {
 
-bool HasVariableDim(const ModelConfig& config) {
-  for (const TensorConfig& input : config.input()) {
-    if (std::find(input.dims().begin(), input.dims().end(), -1) != input.dims().end()) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // Fills `bytes` (elements of `dtype`) with seeded values: floats in [-1, 1), others 0 or 1.
 void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
   const size_t n = bytes.size() / DTypeSize(dtype);
