@@ -240,7 +240,7 @@ TEST_CASE(
   {
     TempDir repo_dir;
     const std::string repo =
-        kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(baseline + slope / 4)}});
+        kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(baseline + slope / 2)}});
     ServerProcess server(Config(repo, 1));
     const std::optional<int> code = server.WaitExit(kStartup);
     REQUIRE(code.has_value());
