@@ -1,9 +1,11 @@
 #include "tests/run_command.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <string>
 
 namespace kiln::testing {
 
@@ -18,6 +20,14 @@ CommandResult RunCommand(const std::string& command) {
   const int status = pclose(pipe);
   if (status != -1 && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   return result;
+}
+
+CommandResult RunThisTestBinary(const std::string& test_spec, const std::string& environment) {
+  std::string exe(4096, '\0');
+  const ssize_t n = readlink("/proc/self/exe", exe.data(), exe.size());
+  if (n <= 0) return {-1, "cannot read /proc/self/exe"};
+  exe.resize(static_cast<size_t>(n));
+  return RunCommand(environment + " '" + exe + "' '" + test_spec + "' --use-colour no");
 }
 
 }  // namespace kiln::testing

@@ -14,6 +14,11 @@ struct CommandResult {
 // Runs `command` with /bin/sh, waits for it, and captures its combined output.
 CommandResult RunCommand(const std::string& command);
 
+// Runs this test binary again in a fresh process, with `environment` ("NAME=value ...", shell
+// words) set and only the test cases `test_spec` selects (a hidden "[.][tag]" case, usually):
+// for what a process can do only once, or only before something else ran in it.
+CommandResult RunThisTestBinary(const std::string& test_spec, const std::string& environment);
+
 }  // namespace kiln::testing
 
 #endif  // KILN_TESTS_RUN_COMMAND_H_

@@ -274,12 +274,8 @@ struct ChildWarmup {
 
 // 0 headroom: no budget.
 ChildWarmup WarmupInFreshProcess(int64_t headroom_bytes) {
-  std::string exe(4096, '\0');
-  const ssize_t n = readlink("/proc/self/exe", exe.data(), exe.size());
-  REQUIRE(n > 0);
-  exe.resize(static_cast<size_t>(n));
-  const kiln::testing::CommandResult run = kiln::testing::RunCommand(absl::StrCat(
-      kChildBudgetVariable, "=", headroom_bytes, " '", exe, "' '[warmup_child]' --use-colour no"));
+  const kiln::testing::CommandResult run = kiln::testing::RunThisTestBinary(
+      "[warmup_child]", absl::StrCat(kChildBudgetVariable, "=", headroom_bytes));
   INFO("child output:\n" << run.output);
   REQUIRE(run.exit_code == 0);
   ChildWarmup child;
