@@ -15,7 +15,7 @@ using kiln::testing::RunCommand;
 
 const std::string kServer = KILN_SERVER_BINARY;
 
-TEST_CASE("--help lists kiln's flags and glog's, and exits 0", "[server][cli]") {
+TEST_CASE("kiln-server --help lists kiln's flags and glog's, and exits 0", "[server][cli]") {
   CommandResult result = RunCommand(kServer + " --help");
   CHECK(result.exit_code == 0);
   CHECK_THAT(result.output, Contains("model_repository"));
