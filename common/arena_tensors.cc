@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/bytes_form.h"
 #include "common/dtype.h"
 
 namespace kiln {
@@ -54,20 +55,13 @@ absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           const std::vector<std::string>& rows, uint64_t offset,
                                           SharedArena& arena, internal::TensorRef& ref) {
   offset = SharedArena::Align(offset);
-  uint64_t nbytes = 0;
-  for (const std::string& row : rows) nbytes += 4 + row.size();
+  const uint64_t nbytes = BytesFormSize(rows);
   if (!arena.Fits(offset, nbytes)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("text input '", name, "' (", nbytes, " bytes) does not fit in the worker's ",
                      "arena of ", arena.size(), " bytes; send shorter texts"));
   }
-  uint8_t* out = arena.data() + offset;
-  for (const std::string& row : rows) {
-    const uint32_t length = static_cast<uint32_t>(row.size());
-    for (int i = 0; i < 4; ++i) *out++ = static_cast<uint8_t>(length >> (8 * i));
-    if (!row.empty()) std::memcpy(out, row.data(), row.size());
-    out += row.size();
-  }
+  WriteBytesForm(rows, arena.data() + offset);
   ref.set_name(name);
   ref.set_dtype("BYTES");
   ref.clear_shape();
@@ -88,19 +82,10 @@ absl::StatusOr<std::vector<std::string>> TextInArena(const internal::TensorRef& 
     return bad("not a BYTES batch");
   }
   if (!arena.Fits(ref.offset(), ref.nbytes())) return bad("outside the arena");
-  const uint8_t* p = arena.data() + ref.offset();
-  const uint8_t* end = p + ref.nbytes();
-  std::vector<std::string> rows;
-  for (int64_t i = 0; i < ref.shape(0); ++i) {
-    if (end - p < 4) return bad("truncated length");
-    const uint32_t length =
-        uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-    p += 4;
-    if (static_cast<uint64_t>(end - p) < length) return bad("truncated string");
-    rows.emplace_back(reinterpret_cast<const char*>(p), length);
-    p += length;
-  }
-  if (p != end) return bad("trailing bytes");
+  absl::StatusOr<std::vector<std::string>> rows = SplitBytesForm(
+      absl::string_view(reinterpret_cast<const char*>(arena.data() + ref.offset()), ref.nbytes()),
+      ref.shape(0));
+  if (!rows.ok()) return bad(rows.status().message());
   return rows;
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/bytes_form.h"
 
 namespace kiln {
 namespace {
@@ -36,9 +37,6 @@ constexpr std::array<OipName, 11> kOipNames = {{
     {TYPE_BF16, "BF16"},
     {TYPE_BYTES, "BYTES"},
 }};
-
-// The BYTES raw form: each element is a 4-byte little-endian length, then that many bytes.
-constexpr size_t kBytesLengthPrefix = 4;
 
 // "input 'x': <what>" as InvalidArgument.
 template <typename... Args>
@@ -319,40 +317,13 @@ absl::Status CheckContentsForm(const ModelInferRequest& request) {
   return absl::OkStatus();
 }
 
-uint32_t ReadLittleEndian32(const char* p) {
-  const auto* b = reinterpret_cast<const unsigned char*>(p);
-  return uint32_t{b[0]} | uint32_t{b[1]} << 8 | uint32_t{b[2]} << 16 | uint32_t{b[3]} << 24;
-}
-
 // Splits the BYTES raw form into exactly `elements` strings.
 absl::Status DecodeRawBytes(absl::string_view raw, int64_t elements, DecodedInput* out) {
-  const std::string& name = out->view.name;
-  const std::string shape = ShapeString(out->view.shape);
-  out->strings.reserve(std::min<size_t>(elements, raw.size() / kBytesLengthPrefix));
-  size_t pos = 0;
-  for (int64_t i = 0; i < elements; ++i) {
-    const size_t left = raw.size() - pos;
-    if (left == 0) {
-      return BadInput(name, "malformed BYTES: ", i, " elements, expected ", elements, " for shape ",
-                      shape);
-    }
-    if (left < kBytesLengthPrefix) {
-      return BadInput(name, "malformed BYTES: element ", i, "'s 4-byte length is truncated (", left,
-                      " bytes left)");
-    }
-    const uint32_t length = ReadLittleEndian32(raw.data() + pos);
-    pos += kBytesLengthPrefix;
-    if (length > raw.size() - pos) {
-      return BadInput(name, "malformed BYTES: element ", i, "'s length ", length,
-                      " runs past the end (", raw.size() - pos, " bytes left)");
-    }
-    out->strings.emplace_back(raw.substr(pos, length));
-    pos += length;
-  }
-  if (pos != raw.size()) {
-    return BadInput(name, "malformed BYTES: ", raw.size() - pos, " trailing bytes after the ",
-                    elements, " elements of shape ", shape);
-  }
+  absl::StatusOr<std::vector<std::string>> strings =
+      SplitBytesForm(raw, elements, absl::StrCat("shape ", ShapeString(out->view.shape)));
+  if (!strings.ok())
+    return BadInput(out->view.name, "malformed BYTES: ", strings.status().message());
+  out->strings = *std::move(strings);
   return absl::OkStatus();
 }
 

@@ -879,27 +879,27 @@ TEST_CASE("a corrupted text ref is Internal, never read past its bytes", "[arena
   }
   SECTION("cut inside the second length") {
     ref.set_nbytes(4 + 3 + 2);
-    why = "truncated length";
+    why = "element 1's 4-byte length is truncated (2 bytes left)";
   }
   SECTION("cut inside the second string") {
     ref.set_nbytes(4 + 3 + 4 + 1);
-    why = "truncated string";
+    why = "element 1's length 2 runs past the end (1 bytes left)";
   }
   SECTION("more rows than the bytes hold") {
     ref.set_shape(0, 3);
-    why = "truncated length";
+    why = "2 elements, expected 3";
   }
   SECTION("trailing bytes after the last row") {
     ref.set_nbytes(good.nbytes() + 1);
-    why = "trailing bytes";
+    why = "trailing bytes after the";
   }
   SECTION("fewer rows than the bytes hold") {
     ref.set_shape(0, 1);
-    why = "trailing bytes";
+    why = "trailing bytes after the";
   }
   SECTION("a length that runs past the end") {
     (*arena)->data()[good.offset() + 4 + 3] = 200;  // the second string's length: 200
-    why = "truncated string";
+    why = "element 1's length 200 runs past the end";
   }
   absl::StatusOr<std::vector<std::string>> back = TextInArena(ref, **arena);
   REQUIRE_FALSE(back.ok());
