@@ -30,8 +30,10 @@ const char* kWarmupDescription =
     "  - per ready worker: pid, device, warmup time, peak and baseline RSS, the tokenizer's\n"
     "    first and steady time (text models), and one row per warmed shape: batch, seq (- for a\n"
     "    model without a variable dim), the first call's ms, the steady median ms, first/steady,\n"
-    "    calls, calls until it settled (never = not within the cap) and the peak RSS; a shape\n"
-    "    whose projected peak was over the budget was never run: REFUSED (projected N MB).\n"
+    "    calls, calls until it settled (never = not within the cap), the peak RSS, and its\n"
+    "    inputs (recorded: a real request kept with --record_samples; synthetic: generated\n"
+    "    data or sample text); a shape whose projected peak was over the budget was never run:\n"
+    "    REFUSED (projected N MB).\n"
     "MB are 10^6 bytes, as in the server's log. --json prints the response as JSON instead\n"
     "(proto field names, every field; int64 values are strings, as the proto3 JSON mapping has\n"
     "it), for scripts.\n"
@@ -68,9 +70,9 @@ void AppendShapeTable(const internal::WarmupReport& worker, std::string* out) {
     absl::StrAppend(out, "    no warmed shapes\n");
     return;
   }
-  absl::StrAppendFormat(out, "    %5s  %5s  %9s  %13s  %12s  %5s  %13s  %11s\n", "batch", "seq",
+  absl::StrAppendFormat(out, "    %5s  %5s  %9s  %13s  %12s  %5s  %13s  %11s  %s\n", "batch", "seq",
                         "first ms", "steady p50 ms", "first/steady", "calls", "settled after",
-                        "peak RSS MB");
+                        "peak RSS MB", "inputs");
   for (const internal::ShapeWarmup& shape : worker.shapes()) {
     const std::string seq =
         shape.sequence_length() == 0 ? "-" : absl::StrCat(shape.sequence_length());
@@ -87,9 +89,10 @@ void AppendShapeTable(const internal::WarmupReport& worker, std::string* out) {
     const std::string rss = shape.peak_rss_bytes() > 0
                                 ? absl::StrFormat("%.1f", shape.peak_rss_bytes() / kBytesPerMb)
                                 : std::string("-");
-    absl::StrAppendFormat(out, "    %5d  %5s  %9.3f  %13.3f  %12s  %5d  %13s  %11s\n",
+    absl::StrAppendFormat(out, "    %5d  %5s  %9.3f  %13.3f  %12s  %5d  %13s  %11s  %s\n",
                           shape.batch_size(), seq, shape.first_ms(), shape.steady_ms(), ratio,
-                          shape.calls(), settled, rss);
+                          shape.calls(), settled, rss,
+                          shape.recorded_request() ? "recorded" : "synthetic");
   }
 }
 

@@ -29,7 +29,7 @@ absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, i
   std::vector<std::string> strings;
   strings.reserve(std::min<size_t>(std::max<int64_t>(count, 0), raw.size() / kBytesLengthPrefix));
   size_t pos = 0;
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; count < 0 ? pos < raw.size() : i < count; ++i) {
     const size_t left = raw.size() - pos;
     if (left == 0) {
       return absl::InvalidArgumentError(
@@ -51,7 +51,7 @@ absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, i
     strings.emplace_back(raw.substr(pos, length));
     pos += length;
   }
-  if (pos != raw.size()) {
+  if (pos != raw.size()) {  // count >= 0 only
     return absl::InvalidArgumentError(absl::StrCat(raw.size() - pos, " trailing bytes after the ",
                                                    count, " elements", layout.empty() ? "" : " of ",
                                                    layout));

@@ -22,10 +22,10 @@ size_t BytesFormSize(const std::vector<std::string>& strings);
 // Writes the form of `strings` to `out`, which holds BytesFormSize(strings) bytes.
 void WriteBytesForm(const std::vector<std::string>& strings, uint8_t* out);
 
-// Splits `raw` into exactly `count` strings. InvalidArgument when it holds fewer, has a length
-// that is cut off or runs past the end, or has bytes left after them; the message says which
-// element and, when `layout` is given (e.g. "shape [1, 2]"), names it: "1 elements, expected 2
-// for shape [1, 2]".
+// Splits `raw` into exactly `count` strings (count < 0: as many as it holds). InvalidArgument
+// when it holds fewer, has a length that is cut off or runs past the end, or has bytes left after
+// them; the message says which element and, when `layout` is given (e.g. "shape [1, 2]"), names
+// it: "1 elements, expected 2 for shape [1, 2]".
 absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, int64_t count,
                                                         absl::string_view layout = "");
 

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/bytes_form.h"
 #include "common/dtype.h"
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
@@ -182,15 +183,18 @@ absl::Status MergeProfile(const std::string& path, const std::string& model,
                          text));
 }
 
-// Writes `samples` to `path`, followed by those already there whose signatures differ, up to
-// `max_samples` in all.
+// Writes `samples` (distinct already: the recorder told them apart) to `path`, followed by those
+// already there whose Signature differs from all before them, up to `max_samples` in all. (A
+// text request's Signature is its size in the BYTES form, not the shape it ran as, which the
+// file does not keep: across restarts two of one shape may both stay.)
 absl::Status MergeSamples(const std::string& path, const std::string& model,
                           const std::vector<std::vector<Tensor>>& samples, int max_samples) {
   std::vector<const std::vector<Tensor>*> merged;
   std::set<std::string> signatures;
   for (const std::vector<Tensor>& sample : samples) {
     if (merged.size() >= static_cast<size_t>(max_samples)) break;
-    if (signatures.insert(Signature(Views(sample))).second) merged.push_back(&sample);
+    signatures.insert(Signature(Views(sample)));
+    merged.push_back(&sample);
   }
   std::vector<std::vector<Tensor>> existing;
   std::error_code ec;
@@ -231,6 +235,33 @@ std::string TrafficSamplesPath(const std::string& state_dir, const std::string& 
   return (fs::path(state_dir) / (model + ".samples.safetensors")).string();
 }
 
+Tensor TextSampleTensor(const std::string& text_input, const std::vector<std::string>& texts) {
+  Tensor tensor{text_input, DType::kUInt8, {}, std::vector<uint8_t>(BytesFormSize(texts))};
+  tensor.shape = {static_cast<int64_t>(tensor.bytes.size())};
+  WriteBytesForm(texts, tensor.bytes.data());
+  return tensor;
+}
+
+absl::StatusOr<std::optional<std::vector<std::string>>> TextSampleTexts(
+    const std::vector<Tensor>& sample, const std::string& text_input) {
+  if (sample.size() != 1 || sample[0].name != text_input || sample[0].dtype != DType::kUInt8) {
+    return std::nullopt;
+  }
+  absl::StatusOr<std::vector<std::string>> texts =
+      SplitBytesForm(absl::string_view(reinterpret_cast<const char*>(sample[0].bytes.data()),
+                                       sample[0].bytes.size()),
+                     -1);
+  if (!texts.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recorded text request '", text_input, "': ", texts.status().message()));
+  }
+  if (texts->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recorded text request '", text_input, "' holds no text"));
+  }
+  return std::optional<std::vector<std::string>>(*std::move(texts));
+}
+
 TrafficRecorder::TrafficRecorder(int max_samples_per_model)
     : max_samples_per_model_(std::max(0, max_samples_per_model)) {}
 
@@ -249,17 +280,29 @@ void TrafficRecorder::Record(const std::string& model, int32_t batch_size,
   }
 }
 
+bool TrafficRecorder::WantsSample(const std::string& model, const std::string* signature) const {
+  if (max_samples_per_model_ == 0) return false;
+  absl::MutexLock lock(&mu_);
+  const auto it = models_.find(model);
+  return it == models_.end() ||
+         (it->second.samples.size() < static_cast<size_t>(max_samples_per_model_) &&
+          (signature == nullptr || it->second.sample_signatures.count(*signature) == 0));
+}
+
+void TrafficRecorder::KeepSample(const std::string& model, std::shared_ptr<Sample> sample) {
+  absl::MutexLock lock(&mu_);
+  ModelTraffic& traffic = models_[model];
+  if (traffic.samples.size() >= static_cast<size_t>(max_samples_per_model_) ||
+      !traffic.sample_signatures.insert(sample->signature).second) {
+    return;
+  }
+  traffic.samples.push_back(std::move(sample));
+  traffic.samples_saved = false;
+}
+
 void TrafficRecorder::RecordSample(const std::string& model,
                                    const std::vector<TensorView>& inputs) {
-  if (max_samples_per_model_ == 0 || inputs.empty()) return;
-  const auto full = [this](const ModelTraffic& traffic) {
-    return traffic.samples.size() >= static_cast<size_t>(max_samples_per_model_);
-  };
-  {
-    absl::MutexLock lock(&mu_);
-    const auto it = models_.find(model);
-    if (it != models_.end() && full(it->second)) return;
-  }
+  if (inputs.empty() || !WantsSample(model)) return;  // the common case once full: one lock
   size_t total_bytes = 0;
   std::set<absl::string_view> names;
   for (const TensorView& input : inputs) {
@@ -273,30 +316,31 @@ void TrafficRecorder::RecordSample(const std::string& model,
   }
   if (total_bytes > kMaxSampleBytes) return;
   std::string signature = Signature(inputs);
-  {
-    absl::MutexLock lock(&mu_);
-    const auto it = models_.find(model);
-    if (it != models_.end() &&
-        (full(it->second) || it->second.sample_signatures.count(signature))) {
-      return;
-    }
-  }
+  if (!WantsSample(model, &signature)) return;
 
   // Copy outside the lock: gRPC threads recording other requests must not wait on a memcpy.
   auto sample = std::make_shared<Sample>();
-  sample->signature = signature;
+  sample->signature = std::move(signature);
   sample->inputs.reserve(inputs.size());
   for (const TensorView& input : inputs) {
     const uint8_t* data = static_cast<const uint8_t*>(input.data);
     sample->inputs.push_back(Tensor{input.name, input.dtype, input.shape,
                                     std::vector<uint8_t>(data, data + input.nbytes)});
   }
+  KeepSample(model, std::move(sample));
+}
 
-  absl::MutexLock lock(&mu_);
-  ModelTraffic& traffic = models_[model];
-  if (full(traffic) || !traffic.sample_signatures.insert(std::move(signature)).second) return;
-  traffic.samples.push_back(std::move(sample));
-  traffic.samples_saved = false;
+void TrafficRecorder::RecordTextSample(const std::string& model, const std::string& text_input,
+                                       const std::vector<std::string>& texts, int32_t batch_size,
+                                       int32_t sequence_length) {
+  if (texts.empty() || text_input.empty() || !WantsSample(model)) return;
+  std::string signature = absl::StrCat(text_input.size(), ":", text_input, " text ran as ",
+                                       batch_size, "x", sequence_length);
+  if (BytesFormSize(texts) > kMaxSampleBytes || !WantsSample(model, &signature)) return;
+  auto sample = std::make_shared<Sample>();
+  sample->signature = std::move(signature);
+  sample->inputs.push_back(TextSampleTensor(text_input, texts));
+  KeepSample(model, std::move(sample));
 }
 
 TrafficProfile TrafficRecorder::Snapshot(const std::string& model) const {

@@ -8,6 +8,9 @@
 //                                 counts accumulate across restarts.
 //   <model>.samples.safetensors   recorded requests; tensor "<sample index>.<input name>", the
 //                                 inputs of one sample in the order the request carried them.
+//                                 A text model's request is one UINT8 tensor named after its
+//                                 text input, holding the texts in the BYTES form
+//                                 (common/bytes_form.h): TextSampleTensor.
 // Both are replaced atomically (temp file in the same directory, fsync, rename), so a reader
 // sees the old file or the new one, never a torn one.
 #ifndef KILN_COMMON_TRAFFIC_PROFILE_H_
@@ -17,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -42,11 +46,23 @@ inline constexpr size_t kMaxSampleBytes = size_t{8} << 20;
 std::string TrafficProfilePath(const std::string& state_dir, const std::string& model);
 std::string TrafficSamplesPath(const std::string& state_dir, const std::string& model);
 
+// A text request kept as a sample: one UINT8 tensor named `text_input` holding `texts` in the
+// BYTES form.
+Tensor TextSampleTensor(const std::string& text_input, const std::vector<std::string>& texts);
+
+// The texts of `sample` when it is a text request of a model whose text input is `text_input`
+// (one UINT8 tensor of that name), else nullopt. InvalidArgument when it is one but its bytes
+// are not the BYTES form. A text model's own inputs can never be named like its text input (the
+// config loader refuses it), so the name tells the two kinds apart.
+absl::StatusOr<std::optional<std::vector<std::string>>> TextSampleTexts(
+    const std::vector<Tensor>& sample, const std::string& text_input);
+
 // Counts the shapes served per model and keeps a bounded sample of requests, for Save to merge
 // into the state directory.
 //
 // Sampling keeps, per model, the first `max_samples_per_model` requests of distinct input
-// signatures (names, dtypes and shapes of all inputs), not a reservoir: warmup gains from
+// signatures (names, dtypes and shapes of all inputs; for text requests, the shape they ran
+// as), not a reservoir: warmup gains from
 // replaying different shapes, not from repeating one, and the first-N rule is deterministic
 // and costs one lock and a size check per request once full. Save merges them with the samples
 // already on disk: this run's samples first, then earlier ones of other signatures, up to N.
@@ -79,6 +95,14 @@ class TrafficRecorder {
   // kMaxSampleBytes. Inputs whose bytes do not match their dtype and shape are not kept.
   void RecordSample(const std::string& model, const std::vector<TensorView>& inputs);
 
+  // Keeps a copy of `texts`, a request of text model `model` that ran as (batch_size,
+  // sequence_length) after tokenizing, as a sample (TextSampleTensor(text_input, texts)) when
+  // sampling is on, fewer than N samples are kept, no kept text sample ran as that shape, and
+  // the texts hold at most kMaxSampleBytes.
+  void RecordTextSample(const std::string& model, const std::string& text_input,
+                        const std::vector<std::string>& texts, int32_t batch_size,
+                        int32_t sequence_length);
+
   // The counts recorded for `model` since construction (not those of earlier runs), shapes
   // most requested first; `updated_unix_ms` is now. An empty profile for an unknown model.
   TrafficProfile Snapshot(const std::string& model) const;
@@ -99,9 +123,17 @@ class TrafficRecorder {
   using Shape = std::pair<int32_t, int32_t>;  // (batch_size, sequence_length)
 
   struct Sample {
-    std::string signature;  // names, dtypes and shapes of all inputs
+    std::string signature;  // names, dtypes and shapes of all inputs; text: the shape it ran as
     std::vector<Tensor> inputs;
   };
+
+  // Whether a sample would be kept now: sampling is on, `model` has room and, when `signature`
+  // is given, no sample of it.
+  bool WantsSample(const std::string& model, const std::string* signature = nullptr) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Keeps `sample` unless, since WantsSample, the model filled up or got its signature.
+  void KeepSample(const std::string& model, std::shared_ptr<Sample> sample)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   struct ModelTraffic {
     std::map<Shape, int64_t> requests;  // since construction; at most kMaxShapesPerModel keys

@@ -40,8 +40,9 @@ DEFINE_string(state_dir, "",
               "recorded there (every 30 s and at shutdown) and replayed by the next start's "
               "warmup. Empty: no recording.");
 DEFINE_int32(record_samples, 0,
-             "With --state_dir: also keep up to N real requests per model (their inputs, "
-             "<model>.samples.safetensors) whose data the next warmup uses. 0: off.");
+             "With --state_dir: also keep up to N real requests per model, one per shape "
+             "(their inputs, or a text model's texts, in <model>.samples.safetensors), whose "
+             "data the next warmup runs on. 0: off.");
 
 namespace {
 

@@ -367,9 +367,23 @@ int RunMaster(const MasterOptions& options) {
   TrafficRecorder recorder(options.record_samples);
   std::atomic<bool> serving{false};  // the readiness check's requests are not traffic
   if (!options.state_dir.empty()) {
-    pool_options.on_shape = [&recorder, &serving](const std::string& model, int32_t batch,
-                                                  int32_t length) {
-      if (serving.load(std::memory_order_relaxed)) recorder.Record(model, batch, length);
+    std::map<std::string, std::string> text_inputs;  // text models' text input names
+    for (const ModelSpec& spec : *specs) {
+      if (spec.config.has_tokenizer()) {
+        text_inputs[spec.config.name()] = spec.config.tokenizer().text_input();
+      }
+    }
+    pool_options.on_shape = [&recorder, &serving, text_inputs](
+                                const std::string& model, int32_t batch, int32_t length,
+                                const std::vector<std::string>* texts) {
+      if (!serving.load(std::memory_order_relaxed)) return;
+      recorder.Record(model, batch, length);
+      // Numeric requests are sampled as they arrive (InferenceService); a text request once the
+      // worker has tokenized it, so that it is kept per shape it ran as.
+      const auto text_input = text_inputs.find(model);
+      if (texts != nullptr && text_input != text_inputs.end()) {
+        recorder.RecordTextSample(model, text_input->second, *texts, batch, length);
+      }
     };
   }
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =

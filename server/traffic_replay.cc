@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
+#include <utility>
 
 #include "common/traffic_profile.h"
 #include "glog/logging.h"
@@ -17,6 +19,25 @@ std::string Unservable(const ModelConfig& config, int32_t batch, int32_t length)
     return "length above tokenizer.max_length";
   }
   return "";
+}
+
+// `samples` without the text requests whose texts cannot be read (logged), for a text model.
+std::vector<std::vector<Tensor>> UsableSamples(const ModelConfig& config,
+                                               std::vector<std::vector<Tensor>> samples,
+                                               const std::string& path) {
+  if (!config.has_tokenizer()) return samples;
+  std::vector<std::vector<Tensor>> usable;
+  for (std::vector<Tensor>& sample : samples) {
+    absl::StatusOr<std::optional<std::vector<std::string>>> texts =
+        TextSampleTexts(sample, config.tokenizer().text_input());
+    if (texts.ok()) {
+      usable.push_back(std::move(sample));
+    } else {
+      LOG(WARNING) << config.name() << ": a recorded request in " << path
+                   << " not used: " << texts.status().message();
+    }
+  }
+  return usable;
 }
 
 }  // namespace
@@ -65,7 +86,7 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
       if (fs::exists(samples_path, ec)) {
         absl::StatusOr<std::vector<std::vector<Tensor>>> samples = LoadTrafficSamples(samples_path);
         if (samples.ok()) {
-          replay.samples = *std::move(samples);
+          replay.samples = UsableSamples(config, *std::move(samples), samples_path);
         } else {
           LOG(WARNING) << config.name()
                        << ": recorded samples not used: " << samples.status().message();

@@ -162,11 +162,12 @@ std::string Describe(const internal::WarmupReport& report) {
       continue;
     }
     absl::StrAppendFormat(
-        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s]", name, shape.first_ms(),
-        shape.steady_ms(),
+        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s%s]", name,
+        shape.first_ms(), shape.steady_ms(),
         shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
                                   : absl::StrCat("not settled in ", shape.calls(), " calls"),
-        shape.peak_rss_bytes() / 1e6, shape.refused() ? ", REFUSED: over budget" : "");
+        shape.peak_rss_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
+        shape.refused() ? ", REFUSED: over budget" : "");
   }
   std::string tokenizer;
   if (report.tokenizer_texts() > 0) {
@@ -553,7 +554,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();
-    CountLocked(model, result);
+    CountLocked(model, result, *worker.job);
     absl::StatusOr<std::vector<Tensor>> outputs =
         result.code() == 0
             ? CollectOutputs(result, *worker.arena)
@@ -580,7 +581,8 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   }
 }
 
-void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& result) {
+void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& result,
+                             const InferJob& job) {
   ModelCounters& counters = model.counters;
   ++counters.requests;
   if (result.code() == static_cast<int>(absl::StatusCode::kResourceExhausted) &&
@@ -594,7 +596,8 @@ void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& res
   counters.split += result.chunks() > 1;
   counters.padded_batch += result.padded_rows() > 0;
   if (options_.on_shape) {
-    options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length());
+    options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length(),
+                      job.text);
   }
 }
 

@@ -68,8 +68,10 @@ struct WorkerPoolOptions {
   int64_t memory_limit_bytes = 0;
   // Recorded traffic shapes to warm per model, on top of each config's plan.
   std::map<std::string, std::vector<internal::Shape>> replay;
-  // Called on the pool's thread for every result: the model and the shape the worker ran.
-  std::function<void(const std::string& model, int32_t batch_size, int32_t sequence_length)>
+  // Called on the pool's thread for every result: the model, the shape the worker ran, and a
+  // text request's texts (else null; valid only during the call).
+  std::function<void(const std::string& model, int32_t batch_size, int32_t sequence_length,
+                     const std::vector<std::string>* texts)>
       on_shape;
 };
 
@@ -137,7 +139,7 @@ class WorkerPool {
   void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CountLocked(ModelState& model, const internal::InferResult& result)
+  void CountLocked(ModelState& model, const internal::InferResult& result, const InferJob& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

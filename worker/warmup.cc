@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 
 #include "absl/status/status.h"
@@ -13,6 +15,7 @@
 #include "common/dtype.h"
 #include "common/memory_probe.h"
 #include "common/stats.h"
+#include "common/traffic_profile.h"
 
 namespace kiln {
 namespace {
@@ -165,18 +168,70 @@ absl::Status WarmTokenizer(const EncodeFn& tokenize, const std::vector<WarmupSha
   return absl::OkStatus();
 }
 
-// A text model's inputs for `shape`: sample text tokenized and cut to exactly the shape's length.
+// A text model's recorded request and the sequence length its texts pad to.
+struct RecordedText {
+  std::vector<std::string> texts;
+  int32_t length = 0;
+};
+
+// The text requests among `samples` (other samples are skipped, as are texts beyond the model's
+// batch), each with the length it pads to among the plan's lengths, as serving would pad it.
+absl::StatusOr<std::vector<RecordedText>> RecordedTexts(
+    const ModelConfig& config, const EncodeFn& tokenize, const std::vector<WarmupShape>& shapes,
+    const std::vector<std::vector<Tensor>>* samples) {
+  std::vector<RecordedText> recorded;
+  if (samples == nullptr) return recorded;
+  std::vector<int32_t> lengths;
+  for (const WarmupShape& shape : shapes) lengths.push_back(shape.sequence_length);
+  const size_t max_rows = std::max(config.max_batch_size(), 1);
+  for (const std::vector<Tensor>& sample : *samples) {
+    absl::StatusOr<std::optional<std::vector<std::string>>> texts =
+        TextSampleTexts(sample, config.tokenizer().text_input());
+    if (!texts.ok() || !texts->has_value()) continue;  // the master logged a broken one
+    RecordedText& text = recorded.emplace_back();
+    text.texts = std::move(**texts);
+    if (text.texts.size() > max_rows) text.texts.resize(max_rows);
+    absl::StatusOr<TextBatch> batch = TokenizeBatch(text.texts, tokenize, config, lengths);
+    if (!batch.ok()) return batch.status();
+    text.length = batch->length;
+  }
+  return recorded;
+}
+
+// The recorded texts that pad to `shape`'s length, the one whose row count is nearest its batch
+// size (the first of equals), or null.
+const RecordedText* MatchingText(const WarmupShape& shape,
+                                 const std::vector<RecordedText>& recorded) {
+  const RecordedText* best = nullptr;
+  const auto distance = [&shape](const RecordedText& text) {
+    return std::abs(static_cast<int64_t>(text.texts.size()) - shape.batch_size);
+  };
+  for (const RecordedText& text : recorded) {
+    if (text.length == shape.sequence_length &&
+        (best == nullptr || distance(text) < distance(*best))) {
+      best = &text;
+    }
+  }
+  return best;
+}
+
+// A text model's inputs for `shape`: `texts` (cycled or cut to the batch size; null: sample text
+// of the shape's length) tokenized and cut to exactly the shape's length.
 absl::StatusOr<std::vector<Tensor>> TextWarmupInputs(const ModelConfig& config,
                                                      const EncodeFn& tokenize,
-                                                     const WarmupShape& shape) {
+                                                     const WarmupShape& shape,
+                                                     const std::vector<std::string>* texts) {
   const int32_t length = std::max(shape.sequence_length, 1);
   const EncodeFn cut = [&](absl::string_view text) -> absl::StatusOr<std::vector<int32_t>> {
     absl::StatusOr<std::vector<int32_t>> ids = tokenize(text);
     if (ids.ok() && static_cast<int32_t>(ids->size()) > length) ids->resize(length);
     return ids;
   };
-  const std::vector<std::string> texts(std::max(shape.batch_size, 1), SampleText(length));
-  absl::StatusOr<TextBatch> batch = TokenizeBatch(texts, cut, config, {length});
+  std::vector<std::string> rows(std::max(shape.batch_size, 1));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    rows[i] = texts != nullptr ? (*texts)[i % texts->size()] : SampleText(length);
+  }
+  absl::StatusOr<TextBatch> batch = TokenizeBatch(rows, cut, config, {length});
   if (!batch.ok()) return batch.status();
   return std::move(batch->inputs);
 }
@@ -208,10 +263,15 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
   const bool text = config.has_tokenizer() && options.tokenize != nullptr;
 
   WarmupOutcome outcome;
+  std::vector<RecordedText> recorded_texts;
   if (text) {
     if (absl::Status warmed = WarmTokenizer(options.tokenize, shapes, outcome); !warmed.ok()) {
       return warmed;
     }
+    absl::StatusOr<std::vector<RecordedText>> recorded =
+        RecordedTexts(config, options.tokenize, shapes, options.samples);
+    if (!recorded.ok()) return recorded.status();
+    recorded_texts = *std::move(recorded);
   }
   absl::StatusOr<ResidentMemory> before = ReadResidentMemory();
   if (!before.ok()) return before.status();
@@ -236,9 +296,12 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
       continue;
     }
     const std::vector<Tensor>* sample = MatchingSample(config, shape, options.samples);
+    const RecordedText* recorded_text = text ? MatchingText(shape, recorded_texts) : nullptr;
+    entry.set_recorded_request(sample != nullptr || recorded_text != nullptr);
     absl::StatusOr<std::vector<Tensor>> inputs =
         sample != nullptr ? *sample
-        : text            ? TextWarmupInputs(config, options.tokenize, shape)
+        : text            ? TextWarmupInputs(config, options.tokenize, shape,
+                                  recorded_text != nullptr ? &recorded_text->texts : nullptr)
                           : MakeWarmupInputs(config, shape, seed++);
     if (!inputs.ok()) return inputs.status();
     std::vector<TensorView> views;

@@ -66,8 +66,10 @@ struct WarmupOptions {
   int64_t budget_bytes = 0;         // the worker's memory budget; 0 = none
   std::vector<WarmupShape> replay;  // recorded traffic shapes, warmed on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer (warmed, and feeds the shapes)
-  // Recorded real requests (inputs in config order); a shape with a matching one warms on its
-  // data instead of generated data.
+  // Recorded real requests (common/traffic_profile.h): a shape with one of exactly its inputs'
+  // shapes warms on its data instead of generated data; a text model's shape warms on the
+  // recorded texts that pad to its length (those with the nearest row count, cycled or cut to
+  // its batch size) instead of sample text.
   const std::vector<std::vector<Tensor>>* samples = nullptr;
 };
 
@@ -90,8 +92,9 @@ std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
 // refused (reported, never run), and one that ran but peaked over it is reported refused too.
 // Each shape that runs is settled (SettleShape) under the serving guard, with the peak resident
 // memory reset before it and read after it. Its inputs are a recorded request of that shape when
-// there is one; else, for text models (which warm their tokenizer on sample texts first), the
-// token ids of sample text of that length; else generated (MakeWarmupInputs).
+// there is one (WarmupOptions::samples; ShapeWarmup.recorded_request); else, for text models
+// (which warm their tokenizer on sample texts first), the token ids of sample text of that
+// length; else generated (MakeWarmupInputs).
 // FailedPrecondition when the worker's resident memory before warmup already exceeds the budget,
 // or when no shape fits it (the worker could serve nothing); the first error of a forward pass
 // stops it.

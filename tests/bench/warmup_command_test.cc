@@ -52,7 +52,14 @@ const char kReport[] = R"pb(
         settled_after: 3
         peak_rss_bytes: 310000000
       }
-      shapes { batch_size: 4 sequence_length: 128 calls: 12 first_ms: 9 steady_ms: 4.5 }
+      shapes {
+        batch_size: 4
+        sequence_length: 128
+        calls: 12
+        first_ms: 9
+        steady_ms: 4.5
+        recorded_request: true
+      }
       shapes { batch_size: 8 sequence_length: 128 refused: true projected_peak_bytes: 900000000 }
     }
   }
@@ -87,11 +94,11 @@ TEST_CASE("warmup: per worker its times and one row per shape, refused ones mark
                             "budget 512.0 MB\n"
                             "    tokenizer: 8 texts, first 2.50 ms, steady 0.05 ms\n"));
   CHECK_THAT(text, Contains("    batch    seq   first ms  steady p50 ms  first/steady  calls  "
-                            "settled after  peak RSS MB\n"
+                            "settled after  peak RSS MB  inputs\n"
                             "        1     16    120.000          3.000          40.0      5  "
-                            "            3        310.0\n"
+                            "            3        310.0  synthetic\n"
                             "        4    128      9.000          4.500           2.0     12  "
-                            "        never            -\n"
+                            "        never            -  recorded\n"
                             "        8    128  REFUSED (projected 900.0 MB)\n"));
 }
 

@@ -26,6 +26,10 @@ TEST_CASE("the BYTES form round-trips any bytes, empty strings included", "[byte
   REQUIRE(back.ok());
   CHECK(*back == strings);
   CHECK(SplitBytesForm("", 0)->empty());
+  // A negative count: every string the form holds.
+  CHECK(*SplitBytesForm(raw, -1) == strings);
+  CHECK(SplitBytesForm("", -1)->empty());
+  CHECK_FALSE(SplitBytesForm(raw.substr(0, raw.size() - 1), -1).ok());
 }
 
 TEST_CASE("a malformed BYTES form is InvalidArgument naming what is wrong", "[bytes_form]") {

@@ -342,6 +342,60 @@ TEST_CASE("samples are bounded, distinct, and round-trip through the samples fil
   CheckSameTensors((*loaded)[1], {long_ids, long_mask});
 }
 
+TEST_CASE("text requests are kept as their texts, one per shape they ran as, and round-trip",
+          "[traffic][text]") {
+  TempDir tmp;
+  TrafficRecorder recorder(/*max_samples_per_model=*/3);
+  const std::vector<std::string> first = {"the first text", ""};
+  recorder.RecordTextSample("textcls", "text", first, 2, 16);
+  recorder.RecordTextSample("textcls", "text", {"same shape, other text"}, 2, 16);  // dropped
+  recorder.RecordTextSample("textcls", "text", {"longer"}, 1, 64);
+  recorder.RecordTextSample("textcls", "text", {}, 1, 32);  // nothing to keep
+  recorder.RecordTextSample("textcls", "text", {std::string(kMaxSampleBytes, 'x')}, 1, 128);
+  // A numeric sample of the same model counts against the same bound.
+  const Tensor ids = MakeTensor<int64_t>("input_ids", DType::kInt64, {1, 2}, {5, 6});
+  recorder.RecordSample("textcls", {ids.view()});
+  recorder.RecordTextSample("textcls", "text", {"full"}, 4, 128);  // full: dropped
+
+  const std::vector<std::vector<Tensor>> kept = recorder.Samples("textcls");
+  REQUIRE(kept.size() == 3);
+  CheckSameTensors(kept[0], {TextSampleTensor("text", first)});
+  CheckSameTensors(kept[1], {TextSampleTensor("text", {"longer"})});
+  CheckSameTensors(kept[2], {ids});
+
+  recorder.Record("textcls", 2, 16);
+  REQUIRE(recorder.Save(tmp.path()).ok());
+  absl::StatusOr<std::vector<std::vector<Tensor>>> loaded =
+      LoadTrafficSamples(TrafficSamplesPath(tmp.path(), "textcls"));
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->size() == 3);
+  absl::StatusOr<std::optional<std::vector<std::string>>> texts =
+      TextSampleTexts((*loaded)[0], "text");
+  REQUIRE(texts.ok());
+  REQUIRE(texts->has_value());
+  CHECK(**texts == first);
+  texts = TextSampleTexts((*loaded)[1], "text");
+  REQUIRE(texts.ok());
+  CHECK(texts->value() == std::vector<std::string>{"longer"});
+  // Not text requests of a model whose text input is "text": nullopt.
+  CHECK_FALSE(TextSampleTexts((*loaded)[2], "text")->has_value());
+  CHECK_FALSE(TextSampleTexts((*loaded)[0], "prompt")->has_value());
+}
+
+TEST_CASE("a text request whose bytes are not the BYTES form is InvalidArgument",
+          "[traffic][text]") {
+  Tensor broken = TextSampleTensor("text", {"abc"});
+  broken.bytes.pop_back();
+  broken.shape = {static_cast<int64_t>(broken.bytes.size())};
+  absl::StatusOr<std::optional<std::vector<std::string>>> texts = TextSampleTexts({broken}, "text");
+  REQUIRE_FALSE(texts.ok());
+  CHECK(texts.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(texts.status().message(), "recorded text request 'text'"));
+  CHECK(absl::StrContains(texts.status().message(), "runs past the end"));
+  const Tensor empty = TextSampleTensor("text", {});
+  CHECK(absl::StrContains(TextSampleTexts({empty}, "text").status().message(), "holds no text"));
+}
+
 TEST_CASE("sampling off keeps nothing and writes no samples file", "[traffic]") {
   TempDir tmp;
   TrafficRecorder recorder(/*max_samples_per_model=*/0);

@@ -300,6 +300,8 @@ TEST_CASE(
   REQUIRE(report.workers_size() == 1);
   bool warmed_three = false;
   for (const internal::ShapeWarmup& shape : report.workers(0).shapes()) {
+    // Batch 3 on the recorded request of batch 3; batch 1 on generated data.
+    CHECK(shape.recorded_request() == (shape.batch_size() == 3));
     warmed_three = warmed_three || (shape.batch_size() == 3 && shape.calls() > 0);
   }
   CHECK(warmed_three);
@@ -307,6 +309,53 @@ TEST_CASE(
   Stub oip(kiln::testing::LoopbackChannel(server->port()));
   REQUIRE(Infer(oip, request, seconds(30)).ok());
   CHECK(ModelReport(Report(*server), "mlp").counters().cold_shape_hits() == 0);
+}
+
+TEST_CASE(
+    "a text request kept with --record_samples is saved as its texts, and the next start warms "
+    "the length it ran at on them",
+    "[integration][warm][traffic][text]") {
+  TempDir repo_dir, state;
+  const std::string repo =
+      kiln::testing::MakeRepository(repo_dir, {{"textcls", DemoConfig("textcls")}});
+  auto config = Config(repo, 1);
+  config.extra_args = {"--state_dir=" + state.path(), "--record_samples=4"};
+  const std::vector<std::string> texts = {SampleText(40), "a short one"};
+  {
+    auto server = StartServing(config);
+    Stub oip(kiln::testing::LoopbackChannel(server->port()));
+    REQUIRE(Infer(oip, TextRequest("textcls", texts), seconds(30)).ok());
+    server->Signal(SIGTERM);  // the drain saves the profile and the samples
+    REQUIRE(server->WaitExit(seconds(30)) == std::optional<int>(0));
+  }
+  absl::StatusOr<TrafficProfile> profile =
+      LoadTrafficProfile(TrafficProfilePath(state.path(), "textcls"));
+  REQUIRE(profile.ok());
+  REQUIRE(profile->shapes_size() == 1);
+  const int32_t length = profile->shapes(0).sequence_length();
+  INFO("the request ran at length " << length);
+  absl::StatusOr<std::vector<std::vector<Tensor>>> samples =
+      LoadTrafficSamples(TrafficSamplesPath(state.path(), "textcls"));
+  REQUIRE(samples.ok());
+  REQUIRE(samples->size() == 1);
+  absl::StatusOr<std::optional<std::vector<std::string>>> kept =
+      TextSampleTexts(samples->front(), "text");
+  REQUIRE(kept.ok());
+  REQUIRE(kept->has_value());
+  CHECK(**kept == texts);
+
+  auto server = StartServing(config);
+  CHECK_THAT(server->log(), Contains("and 1 recorded request(s)"));
+  const ModelWarmupReport report = ModelReport(Report(*server), "textcls");
+  REQUIRE(report.workers_size() == 1);
+  int on_recorded = 0;
+  for (const internal::ShapeWarmup& shape : report.workers(0).shapes()) {
+    INFO("batch " << shape.batch_size() << " length " << shape.sequence_length());
+    CHECK(shape.recorded_request() == (shape.sequence_length() == length));
+    on_recorded += shape.recorded_request() && shape.calls() > 0;
+  }
+  CHECK(on_recorded >= 1);
+  CHECK_THAT(server->log(), Contains("on a recorded request"));
 }
 
 }  // namespace

@@ -16,8 +16,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
+#include "common/traffic_profile.h"
 #include "tests/run_command.h"
 #include "tests/test_paths.h"
 #include "worker/torch_model.h"
@@ -420,6 +422,47 @@ TEST_CASE("RunWarmup warms a shape on the recorded request of that shape", "[war
     REQUIRE(outcome.ok());
     CHECK(WarmedShapes(*outcome).size() == 4);
   }
+}
+
+TEST_CASE("RunWarmup warms a text model's lengths on the recorded texts that pad to them",
+          "[warmup][torch][text]") {
+  absl::StatusOr<ModelSpec> spec = LoadModel(kiln::testing::ModelsDir() + "/textcls");
+  REQUIRE(spec.ok());
+  // The demo config warms batches 1 and 4 at lengths 16, 32, 64 and 128.
+  REQUIRE(spec->config.warmup().sequence_lengths_size() == 4);
+  REQUIRE(spec->config.warmup().sequence_lengths(1) == 32);
+  absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(*spec);
+  REQUIRE(model.ok());
+
+  // A fake tokenizer, one id per word, that notes every text it is given.
+  std::set<std::string> tokenized;
+  WarmupOptions options;
+  options.tokenize = [&tokenized](absl::string_view text) -> absl::StatusOr<std::vector<int32_t>> {
+    tokenized.insert(std::string(text));
+    std::vector<int32_t> ids;
+    for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+      ids.push_back(static_cast<int32_t>(word.size() % 50) + 1);
+    }
+    return ids;
+  };
+  // 20 words: pads to 32. Another model's text input, and a numeric sample: not text requests.
+  std::string twenty;
+  for (int i = 0; i < 20; ++i) twenty += "word" + std::to_string(i) + " ";
+  std::vector<std::vector<Tensor>> samples = {{TextSampleTensor("text", {twenty, "two words"})},
+                                              {TextSampleTensor("prompt", {"not this one"})}};
+  options.samples = &samples;
+
+  absl::StatusOr<WarmupOutcome> outcome = RunWarmup(**model, options);
+  REQUIRE(outcome.ok());
+  REQUIRE(outcome->shapes.size() == 8);
+  for (const internal::ShapeWarmup& shape : outcome->shapes) {
+    INFO("batch " << shape.batch_size() << " length " << shape.sequence_length());
+    CHECK(shape.recorded_request() == (shape.sequence_length() == 32));
+    CHECK(shape.calls() > 0);
+  }
+  CHECK(tokenized.count(twenty) == 1);
+  CHECK(tokenized.count("two words") == 1);
+  CHECK(tokenized.count("not this one") == 0);
 }
 
 }  // namespace
