@@ -321,8 +321,9 @@ absl::Status CheckContentsForm(const ModelInferRequest& request) {
 absl::Status DecodeRawBytes(absl::string_view raw, int64_t elements, DecodedInput* out) {
   absl::StatusOr<std::vector<std::string>> strings =
       SplitBytesForm(raw, elements, absl::StrCat("shape ", ShapeString(out->view.shape)));
-  if (!strings.ok())
+  if (!strings.ok()) {
     return BadInput(out->view.name, "malformed BYTES: ", strings.status().message());
+  }
   out->strings = *std::move(strings);
   return absl::OkStatus();
 }

@@ -596,8 +596,9 @@ void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& res
   counters.split += result.chunks() > 1;
   counters.padded_batch += result.padded_rows() > 0;
   if (options_.on_shape) {
+    // Texts only of a request that succeeded: they may be kept as a warmup sample.
     options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length(),
-                      job.text);
+                      result.code() == 0 ? job.text : nullptr);
   }
 }
 

@@ -69,7 +69,7 @@ struct WorkerPoolOptions {
   // Recorded traffic shapes to warm per model, on top of each config's plan.
   std::map<std::string, std::vector<internal::Shape>> replay;
   // Called on the pool's thread for every result: the model, the shape the worker ran, and a
-  // text request's texts (else null; valid only during the call).
+  // successful text request's texts (else null; valid only during the call).
   std::function<void(const std::string& model, int32_t batch_size, int32_t sequence_length,
                      const std::vector<std::string>* texts)>
       on_shape;

@@ -175,10 +175,11 @@ struct RecordedText {
 };
 
 // The text requests among `samples` (other samples are skipped, as are texts beyond the model's
-// batch), each with the length it pads to among the plan's lengths, as serving would pad it.
-absl::StatusOr<std::vector<RecordedText>> RecordedTexts(
-    const ModelConfig& config, const EncodeFn& tokenize, const std::vector<WarmupShape>& shapes,
-    const std::vector<std::vector<Tensor>>* samples) {
+// batch and requests the tokenizer fails on: recorded traffic never stops a start), each with
+// the length it pads to among the plan's lengths, as serving would pad it.
+std::vector<RecordedText> RecordedTexts(const ModelConfig& config, const EncodeFn& tokenize,
+                                        const std::vector<WarmupShape>& shapes,
+                                        const std::vector<std::vector<Tensor>>* samples) {
   std::vector<RecordedText> recorded;
   if (samples == nullptr) return recorded;
   std::vector<int32_t> lengths;
@@ -192,8 +193,11 @@ absl::StatusOr<std::vector<RecordedText>> RecordedTexts(
     text.texts = std::move(**texts);
     if (text.texts.size() > max_rows) text.texts.resize(max_rows);
     absl::StatusOr<TextBatch> batch = TokenizeBatch(text.texts, tokenize, config, lengths);
-    if (!batch.ok()) return batch.status();
-    text.length = batch->length;
+    if (batch.ok()) {
+      text.length = batch->length;
+    } else {
+      recorded.pop_back();
+    }
   }
   return recorded;
 }
@@ -268,10 +272,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     if (absl::Status warmed = WarmTokenizer(options.tokenize, shapes, outcome); !warmed.ok()) {
       return warmed;
     }
-    absl::StatusOr<std::vector<RecordedText>> recorded =
-        RecordedTexts(config, options.tokenize, shapes, options.samples);
-    if (!recorded.ok()) return recorded.status();
-    recorded_texts = *std::move(recorded);
+    recorded_texts = RecordedTexts(config, options.tokenize, shapes, options.samples);
   }
   absl::StatusOr<ResidentMemory> before = ReadResidentMemory();
   if (!before.ok()) return before.status();
