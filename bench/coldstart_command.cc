@@ -30,8 +30,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using grpc::health::v1::Health;
-using grpc::health::v1::HealthCheckRequest;
-using grpc::health::v1::HealthCheckResponse;
 using Clock = std::chrono::steady_clock;
 
 // How long the server may drain after SIGTERM before its process group is SIGKILLed.
@@ -65,7 +63,7 @@ const char* kColdstartDescription =
     "directory that is kept, and named, only when a run fails).\n"
     "Prints one line per run, then the median and spread (min..max) of each metric over the runs.\n"
     "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", "
-    "\"repeat\",\n"
+    "\"repeat\", \"cgroup\",\n"
     "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", "
     "\"idle_p50_ms\", \"idle_ratio\", "
     "\"pss_mb\"}],\n"
@@ -98,22 +96,16 @@ double Round3(double value) { return std::round(value * 1000.0) / 1000.0; }
 
 const char* OnOff(bool value) { return value ? "on" : "off"; }
 
+// "2 worker(s)", or what --workers=0 leaves to the server.
+std::string WorkersText(int64_t workers) {
+  return workers > 0 ? absl::StrCat(workers, " worker(s)") : "the server's worker count";
+}
+
 // Parses an on|off flag value.
 std::optional<bool> ParseOnOff(const std::string& value) {
   if (value == "on") return true;
   if (value == "off") return false;
   return std::nullopt;
-}
-
-std::string SelfExe() {
-  std::error_code error;
-  const fs::path self = fs::read_symlink("/proc/self/exe", error);
-  return error ? "" : self.string();
-}
-
-std::string PathEnv() {
-  const char* path = std::getenv("PATH");
-  return path != nullptr ? path : "";
 }
 
 // The first problem with the flags, or "" when they are fine. Fills the fields of `options` that
@@ -122,22 +114,12 @@ std::string Validate(ColdstartOptions* options, const std::string& server,
                      const std::string& warmup, const std::string& share_weights,
                      const std::string& server_args) {
   std::error_code error;
-  if (options->model_repository.empty()) return "--model_repository is required";
-  if (!fs::is_directory(options->model_repository, error)) {
-    return absl::StrCat("--model_repository: ", options->model_repository, " is not a directory");
-  }
-  if (options->model.empty()) return "--model is required";
-  if (options->model.find('/') != std::string::npos || options->model == "." ||
-      options->model == "..") {
-    return absl::StrCat("--model: '", options->model, "' is not a model name");
-  }
-  const fs::path config = fs::path(options->model_repository) / options->model / "config.pbtxt";
-  if (!fs::is_regular_file(config, error)) {
-    return absl::StrCat("--model: no model '", options->model, "' in ", options->model_repository,
-                        " (", config.string(), " is missing)");
-  }
-  if (options->workers < 1 || options->workers > 256) {
-    return absl::StrCat("--workers must be in 1..256, got ", options->workers);
+  const std::string launch =
+      ValidateLaunchFlags(options->model_repository, options->model, server, options->json_path,
+                          options->log_dir, &options->server);
+  if (!launch.empty()) return launch;
+  if (options->workers < 0 || options->workers > 256) {
+    return absl::StrCat("--workers must be in 0..256, got ", options->workers);
   }
   const std::optional<bool> warm = ParseOnOff(warmup);
   if (!warm) return absl::StrCat("--warmup must be on or off, got '", warmup, "'");
@@ -163,119 +145,15 @@ std::string Validate(ColdstartOptions* options, const std::string& server,
   if (options->timeout_s < 1 || options->timeout_s > 86400) {
     return absl::StrCat("--timeout_s must be in 1..86400, got ", options->timeout_s);
   }
+  if (!options->cgroup.empty() &&
+      !fs::is_regular_file(fs::path(options->cgroup) / "cgroup.procs", error)) {
+    return absl::StrCat("--cgroup: ", options->cgroup,
+                        " is not a cgroup directory (no cgroup.procs in it)");
+  }
   absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
   if (!extra.ok()) return std::string(extra.status().message());
   options->server_args = std::move(*extra);
-  if (server.empty()) {
-    options->server = DefaultServerBinary(SelfExe(), PathEnv());
-    if (options->server.empty()) {
-      return "no kiln-server beside kiln-bench (../server/kiln-server) nor in PATH; pass --server";
-    }
-  } else {
-    options->server = FindExecutable(server, PathEnv());
-    if (!IsExecutableFile(options->server)) {
-      return absl::StrCat("--server: '", server, "' is not an executable file",
-                          server.find('/') == std::string::npos ? " (nor found in PATH)" : "");
-    }
-  }
-  if (!options->json_path.empty()) {
-    const fs::path json(options->json_path);
-    const fs::path parent = json.has_parent_path() ? json.parent_path() : fs::path(".");
-    if (!fs::is_directory(parent, error)) {
-      return absl::StrCat("--json: directory ", parent.string(), " does not exist");
-    }
-    if (fs::is_directory(json, error)) {
-      return absl::StrCat("--json: ", options->json_path, " is a directory");
-    }
-  }
-  if (!options->log_dir.empty()) {
-    fs::create_directories(options->log_dir, error);
-    if (!fs::is_directory(options->log_dir, error)) {
-      return absl::StrCat("--log_dir: cannot create the directory ", options->log_dir);
-    }
-  }
   return "";
-}
-
-// A channel of its own (no subchannel shared with an earlier run) that reconnects quickly while
-// the port is still closed, so that Watch connects within ~100 ms of the port opening.
-std::shared_ptr<grpc::Channel> ColdstartChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kDefaultMaxMessageBytes);
-  args.SetMaxSendMessageSize(kDefaultMaxMessageBytes);
-  args.SetInt("grpc.initial_reconnect_backoff_ms", 20);
-  args.SetInt("grpc.min_reconnect_backoff_ms", 20);
-  args.SetInt("grpc.max_reconnect_backoff_ms", 100);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-}
-
-// " (kiln-server exited: exit code 1)" once the server has exited, else "".
-std::string ExitNote(const LaunchedServer& server) {
-  const std::optional<ExitStatus> exit = server.PeekExit();
-  return exit ? absl::StrCat(" (kiln-server exited: ", exit->Describe(), ")") : "";
-}
-
-// Watches health service "" from before the port opens until it reports SERVING; returns the
-// moment it did. Fails when the server exits first (the call is cancelled by a thread that
-// polls the master), the stream ends, or `deadline` passes.
-absl::StatusOr<Clock::time_point> WaitServing(Health::Stub& stub, const LaunchedServer& server,
-                                              Clock::time_point deadline, int64_t timeout_s) {
-  grpc::ClientContext context;
-  context.set_wait_for_ready(true);
-  context.set_deadline(
-      std::chrono::system_clock::now() +
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - Clock::now()));
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  bool server_exited = false;
-  std::thread watcher([&] {
-    std::unique_lock<std::mutex> lock(mu);
-    while (!done) {
-      if (server.PeekExit()) {
-        server_exited = true;
-        context.TryCancel();
-        return;
-      }
-      cv.wait_for(lock, std::chrono::milliseconds(10));
-    }
-  });
-  HealthCheckRequest request;
-  request.set_service("");
-  std::unique_ptr<grpc::ClientReaderInterface<HealthCheckResponse>> reader =
-      stub.Watch(&context, request);
-  HealthCheckResponse response;
-  std::optional<Clock::time_point> serving;
-  std::string last = "none";
-  while (reader->Read(&response)) {
-    if (response.status() == HealthCheckResponse::SERVING) {
-      serving = Clock::now();
-      break;
-    }
-    last = HealthCheckResponse::ServingStatus_Name(response.status());
-  }
-  context.TryCancel();  // done with the stream either way
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    done = true;
-  }
-  cv.notify_all();
-  watcher.join();
-  const grpc::Status status = reader->Finish();
-  if (serving) return *serving;
-  if (server_exited || server.PeekExit()) {
-    return absl::UnavailableError(
-        absl::StrCat("kiln-server exited before SERVING: ", server.PeekExit()->Describe()));
-  }
-  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("kiln-server not SERVING within --timeout_s=", timeout_s,
-                     " s (last health status: ", last, ")"));
-  }
-  return absl::UnavailableError(
-      absl::StrCat("Health.Watch ended before SERVING: ", FormatGrpcStatus(status),
-                   " (last health status: ", last, ")"));
 }
 
 // One timed ModelInfer.
@@ -297,14 +175,14 @@ absl::StatusOr<double> TimedInfer(inference::GRPCInferenceService::Stub& stub,
 absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& server, int port,
                         ColdstartRun* run) {
   const std::string address = absl::StrCat("127.0.0.1:", port);
-  const std::shared_ptr<grpc::Channel> channel = ColdstartChannel(address);
+  const std::shared_ptr<grpc::Channel> channel = ServerChannel(address);
   const std::unique_ptr<Health::Stub> health = Health::NewStub(channel);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> oip =
       inference::GRPCInferenceService::NewStub(channel);
 
   absl::StatusOr<Clock::time_point> serving =
       WaitServing(*health, server, server.started_at() + std::chrono::seconds(options.timeout_s),
-                  options.timeout_s);
+                  absl::StrCat("--timeout_s=", options.timeout_s, " s"));
   if (!serving.ok()) return serving.status();
   run->ready_ms = Ms(*serving - server.started_at());
 
@@ -437,13 +315,18 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   flags.AddString("server", &server,
                   "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
                   "else kiln-server in PATH");
-  flags.AddInt("workers", &parsed.workers, "the server's --workers (per model), 1..256");
+  flags.AddInt("workers", &parsed.workers,
+               "the server's --workers (per model), 0..256; 0 = the config's count, or as many "
+               "as the server's CPUs allow");
   flags.AddString("warmup", &warmup, "the server's --warmup: on, or off (baseline: cold workers)");
   flags.AddString("share_weights", &share_weights,
                   "the server's --share_weights: on, or off (baseline: a copy per worker)");
   flags.AddString("server_args", &server_args,
                   "more server flags, space-separated --name=value words (no quoting); not "
                   "the flags above, --host, --port or --lock_dir");
+  flags.AddString("cgroup", &parsed.cgroup,
+                  "run the server in this cgroup directory (e.g. one with a CPU quota: "
+                  "/sys/fs/cgroup/cpu/x); kiln-bench itself stays outside it");
   flags.AddInt("repeat", &parsed.repeat, "how many cold starts, one after the other, 1..1000");
   flags.AddInt("steady_requests", &parsed.steady_requests,
                "sequential requests after the first one, for the steady p50/p95");
@@ -487,7 +370,8 @@ std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, in
   command.warmup = options.warmup;
   command.share_weights = options.share_weights;
   command.extra_args = options.server_args;
-  return ServerArgv(command);
+  std::vector<std::string> argv = ServerArgv(command);
+  return options.cgroup.empty() ? argv : InCgroup(options.cgroup, std::move(argv));
 }
 
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
@@ -501,8 +385,8 @@ std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
 std::string FormatColdstartSummary(const ColdstartOptions& options,
                                    const std::vector<ColdstartRun>& runs) {
   std::string out = absl::StrFormat(
-      "summary: %s, %d worker(s), warmup %s, share_weights %s, %d run(s): median (min..max)\n",
-      options.model, options.workers, OnOff(options.warmup), OnOff(options.share_weights),
+      "summary: %s, %s, warmup %s, share_weights %s, %d run(s): median (min..max)\n", options.model,
+      WorkersText(options.workers), OnOff(options.warmup), OnOff(options.share_weights),
       runs.size());
   for (const Metric& metric : kMetrics) {
     std::vector<double> values;
@@ -521,6 +405,7 @@ std::string ColdstartJson(const ColdstartOptions& options, const std::vector<Col
   doc["warmup"] = OnOff(options.warmup);
   doc["share_weights"] = OnOff(options.share_weights);
   doc["repeat"] = options.repeat;
+  doc["cgroup"] = options.cgroup;
   doc["runs"] = nlohmann::ordered_json::array();
   for (const ColdstartRun& run : runs) {
     nlohmann::ordered_json entry;
@@ -562,8 +447,8 @@ int RunColdstartCommand(const std::vector<std::string>& args) {
   for (std::string& arg : shown) {
     if (arg == "--port=0") arg = "--port=<a free port per run>";
   }
-  std::cout << "coldstart: model " << options.model << ", " << options.workers
-            << " worker(s), warmup " << OnOff(options.warmup) << ", share_weights "
+  std::cout << "coldstart: model " << options.model << ", " << WorkersText(options.workers)
+            << ", warmup " << OnOff(options.warmup) << ", share_weights "
             << OnOff(options.share_weights) << ", " << options.repeat << " run(s), "
             << options.steady_requests << " steady requests (batch " << options.batch << ", seq "
             << options.seq << ")\n"

@@ -22,6 +22,7 @@ struct ColdstartOptions {
   bool warmup = true;
   bool share_weights = true;
   std::vector<std::string> server_args;  // split --server_args
+  std::string cgroup;  // a cgroup directory the server runs in (its CPU quota); "" = none
   int64_t repeat = 3;
   int64_t steady_requests = 50;
   // The idle pause before the first request (after SERVING) and before each idle probe.

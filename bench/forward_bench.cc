@@ -15,6 +15,7 @@
 #include "bench/latency_stats.h"
 #include "common/clock.h"
 #include "common/model_config_loader.h"
+#include "common/openmp_wait.h"
 #include "nlohmann/json.hpp"
 #include "worker/torch_model.h"
 #include "worker/warmup.h"
@@ -28,22 +29,24 @@ int Run(const std::vector<std::string>& args) {
   FlagSet flags("kiln-forward-bench --model=NAME [flags]",
                 "Times forward passes of one model in this process, with kiln's LibTorch backend "
                 "and nothing else (no gRPC, no IPC), after warming it on the same thread. Prints "
-                "the latency summary; --json writes it for scripts/bench.sh.",
+                "the latency summary; --json writes it for scripts/bench.sh. OpenMP threads wait "
+                "as in kiln-server: passively, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.",
                 {"kiln-forward-bench --model=mlp --batch=1 --threads=1",
                  "kiln-forward-bench --model=resnet18 --batch=4 --calls=50 --json=/tmp/f.json"});
   flags.AddString("model_repository", &repository, "model repository");
   flags.AddString("model", &model_name, "model name (required)");
   flags.AddInt("batch", &batch, "batch size (when the model batches)");
   flags.AddInt("seq", &seq, "length of variable (-1) dims");
-  flags.AddInt("threads", &threads, "intra-op threads (a worker's default is cores / workers)");
+  flags.AddInt("threads", &threads,
+               "intra-op threads (a worker's automatic default is its share of the CPUs: 1 when "
+               "the count is automatic too)");
   flags.AddInt("warmup_calls", &warmup_calls, "untimed calls first");
   flags.AddInt("calls", &calls, "timed calls");
   flags.AddString("json", &json_path, "write the summary here as JSON");
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "forward", args, std::cout, std::cerr)) {
     return *exit;
   }
-  if (model_name.empty() || batch < 1 || seq < 1 || threads < 1 || warmup_calls < 0 ||
-      calls < 1) {
+  if (model_name.empty() || batch < 1 || seq < 1 || threads < 1 || warmup_calls < 0 || calls < 1) {
     std::cerr << "kiln-forward-bench: --model is required; --batch, --seq, --threads and "
                  "--calls must be >= 1 (see --help)\n";
     return kExitUsage;
@@ -84,14 +87,18 @@ int Run(const std::vector<std::string>& args) {
   std::cout << absl::StrFormat("%s batch %d, %d thread(s): %s\n", model_name, batch, threads,
                                FormatSummary(summary));
   if (!json_path.empty()) {
-    const nlohmann::json json = {
-        {"model", model_name},
-        {"batch", batch},
-        {"threads", threads},
-        {"latency_ms",
-         {{"count", summary.count}, {"min", summary.min}, {"mean", summary.mean},
-          {"p50", summary.p50}, {"p90", summary.p90}, {"p95", summary.p95},
-          {"p99", summary.p99}, {"max", summary.max}}}};
+    const nlohmann::json json = {{"model", model_name},
+                                 {"batch", batch},
+                                 {"threads", threads},
+                                 {"latency_ms",
+                                  {{"count", summary.count},
+                                   {"min", summary.min},
+                                   {"mean", summary.mean},
+                                   {"p50", summary.p50},
+                                   {"p90", summary.p90},
+                                   {"p95", summary.p95},
+                                   {"p99", summary.p99},
+                                   {"max", summary.max}}}};
     std::ofstream(json_path) << json.dump(2) << "\n";
   }
   return kExitOk;
@@ -101,5 +108,6 @@ int Run(const std::vector<std::string>& args) {
 }  // namespace kiln::bench
 
 int main(int argc, char** argv) {
+  kiln::EnsurePassiveOpenMpWait(argv);  // as kiln-server does, so that both wait alike
   return kiln::bench::Run(std::vector<std::string>(argv + 1, argv + argc));
 }

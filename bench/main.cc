@@ -11,6 +11,7 @@
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "bench/load_command.h"
+#include "bench/scaleout_command.h"
 #include "bench/warmup_command.h"
 
 namespace {
@@ -32,6 +33,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunLoadCommand},
     {"warmup", "KilnService/WarmupReport: startup timeline, per-shape warmup, serving counters",
      kiln::bench::RunWarmupCommand},
+    {"scaleout", "replica B starts beside loaded replica A: A's tail latency while B warms",
+     kiln::bench::RunScaleoutCommand},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -8,8 +8,11 @@
 #ifndef KILN_BENCH_OIP_CLIENT_H_
 #define KILN_BENCH_OIP_CLIENT_H_
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -131,6 +134,54 @@ uint16_t FloatToHalf(float value);
 float HalfToFloat(uint16_t bits);
 uint16_t FloatToBFloat16(float value);
 float BFloat16ToFloat(uint16_t bits);
+
+// Sends the one prepared request with the gRPC callback API. Ownership: borrows the stub and the
+// request, which must outlive it; the destructor waits until every call it started completed
+// (each has a deadline, so gRPC completes it by then). Thread-safe.
+class GrpcSender {
+ public:
+  GrpcSender(inference::GRPCInferenceService::Stub* stub,
+             const inference::ModelInferRequest* request, int64_t timeout_ms)
+      : stub_(stub), request_(request), timeout_ms_(timeout_ms) {}
+  ~GrpcSender() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+  GrpcSender(const GrpcSender&) = delete;
+  GrpcSender& operator=(const GrpcSender&) = delete;
+
+  // Starts one call; `done` gets its status exactly once, on a gRPC thread.
+  void Send(std::function<void(grpc::Status)> done) {
+    auto* call = new Call;
+    call->done = std::move(done);
+    SetTimeout(&call->context, timeout_ms_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++in_flight_;
+    }
+    stub_->async()->ModelInfer(&call->context, request_, &call->response,
+                               [this, call](grpc::Status status) {
+                                 call->done(std::move(status));
+                                 delete call;
+                                 std::lock_guard<std::mutex> lock(mu_);
+                                 if (--in_flight_ == 0) idle_.notify_all();
+                               });
+  }
+
+ private:
+  struct Call {
+    grpc::ClientContext context;
+    inference::ModelInferResponse response;
+    std::function<void(grpc::Status)> done;
+  };
+
+  inference::GRPCInferenceService::Stub* const stub_;
+  const inference::ModelInferRequest* const request_;
+  const int64_t timeout_ms_;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int64_t in_flight_ = 0;  // GUARDED_BY(mu_)
+};
 
 }  // namespace kiln::bench
 

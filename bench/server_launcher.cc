@@ -7,12 +7,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -20,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bench/oip_client.h"
 
 namespace kiln::bench {
 namespace {
@@ -238,6 +242,138 @@ absl::StatusOr<LaunchedServer::StopResult> LaunchedServer::Stop(std::chrono::mil
   waitpid(pid_, nullptr, 0);
   reaped_ = true;
   return result;
+}
+
+std::string ValidateLaunchFlags(const std::string& repository, const std::string& model,
+                                const std::string& server_flag, const std::string& json_path,
+                                const std::string& log_dir, std::string* server) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (repository.empty()) return "--model_repository is required";
+  if (!fs::is_directory(repository, error)) {
+    return absl::StrCat("--model_repository: ", repository, " is not a directory");
+  }
+  if (model.empty()) return "--model is required";
+  if (model.find('/') != std::string::npos || model == "." || model == "..") {
+    return absl::StrCat("--model: '", model, "' is not a model name");
+  }
+  const fs::path config = fs::path(repository) / model / "config.pbtxt";
+  if (!fs::is_regular_file(config, error)) {
+    return absl::StrCat("--model: no model '", model, "' in ", repository, " (", config.string(),
+                        " is missing)");
+  }
+  const char* path_env = std::getenv("PATH");
+  if (server_flag.empty()) {
+    std::error_code link_error;
+    const fs::path self = fs::read_symlink("/proc/self/exe", link_error);
+    *server =
+        DefaultServerBinary(link_error ? "" : self.string(), path_env != nullptr ? path_env : "");
+    if (server->empty()) {
+      return "no kiln-server beside kiln-bench (../server/kiln-server) nor in PATH; pass --server";
+    }
+  } else {
+    *server = FindExecutable(server_flag, path_env != nullptr ? path_env : "");
+    if (!IsExecutableFile(*server)) {
+      return absl::StrCat("--server: '", server_flag, "' is not an executable file",
+                          server_flag.find('/') == std::string::npos ? " (nor found in PATH)" : "");
+    }
+  }
+  if (!json_path.empty()) {
+    const fs::path json(json_path);
+    const fs::path parent = json.has_parent_path() ? json.parent_path() : fs::path(".");
+    if (!fs::is_directory(parent, error)) {
+      return absl::StrCat("--json: directory ", parent.string(), " does not exist");
+    }
+    if (fs::is_directory(json, error))
+      return absl::StrCat("--json: ", json_path, " is a directory");
+  }
+  if (!log_dir.empty()) {
+    fs::create_directories(log_dir, error);
+    if (!fs::is_directory(log_dir, error)) {
+      return absl::StrCat("--log_dir: cannot create the directory ", log_dir);
+    }
+  }
+  return "";
+}
+
+// --- waiting for SERVING -------------------------------------------------------------------
+
+std::shared_ptr<grpc::Channel> ServerChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kDefaultMaxMessageBytes);
+  args.SetMaxSendMessageSize(kDefaultMaxMessageBytes);
+  args.SetInt("grpc.initial_reconnect_backoff_ms", 20);
+  args.SetInt("grpc.min_reconnect_backoff_ms", 20);
+  args.SetInt("grpc.max_reconnect_backoff_ms", 100);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+std::string ExitNote(const LaunchedServer& server) {
+  const std::optional<ExitStatus> exit = server.PeekExit();
+  return exit ? absl::StrCat(" (kiln-server exited: ", exit->Describe(), ")") : "";
+}
+
+absl::StatusOr<std::chrono::steady_clock::time_point> WaitServing(
+    grpc::health::v1::Health::Stub& stub, const LaunchedServer& server,
+    std::chrono::steady_clock::time_point deadline, const std::string& timeout_flag) {
+  using Clock = std::chrono::steady_clock;
+  using grpc::health::v1::HealthCheckRequest;
+  using grpc::health::v1::HealthCheckResponse;
+  grpc::ClientContext context;
+  context.set_wait_for_ready(true);
+  context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - Clock::now()));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool server_exited = false;
+  std::thread watcher([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!done) {
+      if (server.PeekExit()) {
+        server_exited = true;
+        context.TryCancel();
+        return;
+      }
+      cv.wait_for(lock, std::chrono::milliseconds(10));
+    }
+  });
+  HealthCheckRequest request;
+  request.set_service("");
+  std::unique_ptr<grpc::ClientReaderInterface<HealthCheckResponse>> reader =
+      stub.Watch(&context, request);
+  HealthCheckResponse response;
+  std::optional<Clock::time_point> serving;
+  std::string last = "none";
+  while (reader->Read(&response)) {
+    if (response.status() == HealthCheckResponse::SERVING) {
+      serving = Clock::now();
+      break;
+    }
+    last = HealthCheckResponse::ServingStatus_Name(response.status());
+  }
+  context.TryCancel();  // done with the stream either way
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  watcher.join();
+  const grpc::Status status = reader->Finish();
+  if (serving) return *serving;
+  if (server_exited || server.PeekExit()) {
+    return absl::UnavailableError(
+        absl::StrCat("kiln-server exited before SERVING: ", server.PeekExit()->Describe()));
+  }
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(absl::StrCat("kiln-server not SERVING within ", timeout_flag,
+                                                    " (last health status: ", last, ")"));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("Health.Watch ended before SERVING: ", FormatGrpcStatus(status),
+                   " (last health status: ", last, ")"));
 }
 
 }  // namespace kiln::bench

@@ -17,10 +17,13 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/process.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
 
 namespace kiln::bench {
 
@@ -140,6 +143,32 @@ class LaunchedServer {
   std::chrono::steady_clock::time_point started_at_;
   bool reaped_ = false;
 };
+
+// The flags every command that starts kiln-server checks alike: the repository must be a
+// directory holding <model>/config.pbtxt; the server an executable (`server_flag` as given, found
+// in $PATH when it has no '/'; empty: DefaultServerBinary of /proc/self/exe); the --json file's
+// directory must exist; --log_dir is created when missing. Returns the first problem, or "" and
+// the server's path in `server`.
+std::string ValidateLaunchFlags(const std::string& repository, const std::string& model,
+                                const std::string& server_flag, const std::string& json_path,
+                                const std::string& log_dir, std::string* server);
+
+// --- waiting for SERVING -------------------------------------------------------------------
+
+// A channel of its own (no subchannel shared with an earlier one) that reconnects quickly while
+// the port is still closed, so that a Watch connects within ~100 ms of the port opening.
+std::shared_ptr<grpc::Channel> ServerChannel(const std::string& address);
+
+// " (kiln-server exited: exit code 1)" once the server has exited, else "".
+std::string ExitNote(const LaunchedServer& server);
+
+// Watches health service "" of `server` from before its port opens until it reports SERVING;
+// returns the moment it did. Fails when the server exits first (the call is cancelled by a thread
+// that polls the master), the stream ends, or `deadline` passes (the message says what the
+// deadline was: `timeout_flag`, e.g. "--timeout_s=300 s").
+absl::StatusOr<std::chrono::steady_clock::time_point> WaitServing(
+    grpc::health::v1::Health::Stub& stub, const LaunchedServer& server,
+    std::chrono::steady_clock::time_point deadline, const std::string& timeout_flag);
 
 }  // namespace kiln::bench
 

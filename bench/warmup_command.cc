@@ -109,6 +109,20 @@ void AppendWorker(const internal::WarmupReport& worker, std::string* out) {
                           worker.tokenizer_texts(), worker.tokenizer_first_ms(),
                           worker.tokenizer_steady_ms());
   }
+  if (worker.idle_starved()) {
+    absl::StrAppendFormat(out,
+                          "    priority: idle for %.1f ms, then normal (starved: %.1f%% of the "
+                          "CPU time it waited for)\n",
+                          worker.idle_ms(), 100 * worker.idle_starved_cpu_share());
+  } else if (worker.idle_priority()) {
+    absl::StrAppendFormat(out, "    priority: idle while warming (%.1f ms), then normal\n",
+                          worker.idle_ms());
+  } else {
+    absl::StrAppend(
+        out, "    priority: normal",
+        worker.priority_note().empty() ? "" : absl::StrCat(" (", worker.priority_note(), ")"),
+        "\n");
+  }
   AppendShapeTable(worker, out);
 }
 
@@ -142,6 +156,16 @@ std::string FormatWarmupReport(const WarmupReportResponse& response) {
   AppendTimeline(response, &out);
   absl::StrAppend(&out, "memory limit: ",
                   response.memory_limit().empty() ? "unknown" : response.memory_limit(), "\n");
+  // Servers before the CPU sizing report none of these; say nothing rather than "unknown".
+  if (!response.cpu_limit().empty()) {
+    absl::StrAppend(&out, "cpu limit:    ", response.cpu_limit(), "\n");
+    absl::StrAppend(&out, "threads:      ", response.thread_plan(), "\n");
+    for (const std::string& warning : response.thread_plan_warnings()) {
+      absl::StrAppend(&out, "  warning: ", warning, "\n");
+    }
+    absl::StrAppend(&out, "openmp wait:  ", response.openmp_wait(), "\n");
+    absl::StrAppend(&out, "warming at:   ", response.warm_priority(), "\n");
+  }
   if (response.models().empty()) absl::StrAppend(&out, "\nno models\n");
   for (const ModelWarmupReport& model : response.models()) AppendModel(model, &out);
   return out;

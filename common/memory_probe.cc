@@ -5,8 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -18,15 +16,6 @@
 
 namespace kiln {
 namespace {
-
-// The whole file, or std::nullopt when it cannot be opened.
-std::optional<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 // A limit file's value: bytes, or std::nullopt for "max", values from kUnlimitedMemoryBytes up,
 // negative values (v1 accepts -1 for "none") and anything malformed (logged).
@@ -44,33 +33,6 @@ std::optional<int64_t> ParseLimitValue(const std::string& file, absl::string_vie
   return bytes;
 }
 
-// Reads `file_name` in the cgroup at `path` (as in /proc/self/cgroup) under `hierarchy`, and in
-// each of its ancestors up to `hierarchy` itself; lowers `tightest` to each limit found.
-void TightenFromHierarchy(const std::string& hierarchy, absl::string_view path,
-                          absl::string_view file_name, std::optional<CgroupLimit>& tightest) {
-  std::vector<std::string> parts;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    // "/.." and the like: the cgroup is outside this cgroup namespace's view; only the root of
-    // the hierarchy as mounted here can be read.
-    if (part == ".." || part == ".") {
-      parts.clear();
-      break;
-    }
-    parts.emplace_back(part);
-  }
-  for (size_t depth = parts.size() + 1; depth-- > 0;) {
-    std::string dir = hierarchy;
-    for (size_t i = 0; i < depth; ++i) absl::StrAppend(&dir, "/", parts[i]);
-    const std::string file = absl::StrCat(dir, "/", file_name);
-    const std::optional<std::string> text = ReadWholeFile(file);
-    if (!text.has_value()) continue;  // no such cgroup here, or the root (which has no limit)
-    const std::optional<int64_t> bytes = ParseLimitValue(file, *text);
-    if (bytes.has_value() && (!tightest.has_value() || *bytes < tightest->bytes)) {
-      tightest = CgroupLimit{*bytes, file};
-    }
-  }
-}
-
 // "VmRSS:\t  1234 kB" -> 1234 * 1024.
 std::optional<int64_t> ParseKbLine(absl::string_view line, absl::string_view key) {
   if (!absl::ConsumePrefix(&line, key)) return std::nullopt;
@@ -83,7 +45,7 @@ std::optional<int64_t> ParseKbLine(absl::string_view line, absl::string_view key
 }
 
 absl::StatusOr<ResidentMemory> ReadStatusFile(const std::string& path) {
-  const std::optional<std::string> text = ReadWholeFile(path);
+  const std::optional<std::string> text = ReadSmallFile(path);
   if (!text.has_value()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::optional<int64_t> rss;
   std::optional<int64_t> hwm;
@@ -100,34 +62,16 @@ absl::StatusOr<ResidentMemory> ReadStatusFile(const std::string& path) {
 
 }  // namespace
 
-std::optional<CgroupLimit> TightestCgroupMemoryLimit(const MemoryProbeRoots& roots) {
-  const std::optional<std::string> self = ReadWholeFile(absl::StrCat(roots.proc, "/self/cgroup"));
-  if (!self.has_value()) return std::nullopt;
+std::optional<CgroupLimit> TightestCgroupMemoryLimit(const SystemRoots& roots) {
   std::optional<CgroupLimit> tightest;
-  for (absl::string_view line : absl::StrSplit(*self, '\n', absl::SkipWhitespace())) {
-    // hierarchy-ID:controller-list:cgroup-path; the path may itself contain ':'.
-    const std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(':', 2));
-    if (fields.size() != 3) continue;
-    const absl::string_view controllers = fields[1];
-    const absl::string_view path = absl::StripTrailingAsciiWhitespace(fields[2]);
-    if (fields[0] == "0" && controllers.empty()) {
-      // cgroup v2: mounted at the root (unified) or at <root>/unified (hybrid, where it usually
-      // has no memory controller and so no memory.max).
-      TightenFromHierarchy(roots.cgroup, path, "memory.max", tightest);
-      TightenFromHierarchy(absl::StrCat(roots.cgroup, "/unified"), path, "memory.max", tightest);
-      continue;
-    }
-    bool has_memory = false;
-    for (absl::string_view controller : absl::StrSplit(controllers, ',')) {
-      if (controller == "memory") has_memory = true;
-    }
-    if (!has_memory) continue;
-    // cgroup v1: each hierarchy is mounted at a directory named by its controllers.
-    TightenFromHierarchy(absl::StrCat(roots.cgroup, "/", controllers), path,
-                         "memory.limit_in_bytes", tightest);
-    if (controllers != "memory") {
-      TightenFromHierarchy(absl::StrCat(roots.cgroup, "/memory"), path, "memory.limit_in_bytes",
-                           tightest);
+  for (const CgroupDir& dir : CgroupDirsFor("memory", roots)) {
+    const std::string file =
+        absl::StrCat(dir.path, dir.v2 ? "/memory.max" : "/memory.limit_in_bytes");
+    const std::optional<std::string> text = ReadSmallFile(file);
+    if (!text.has_value()) continue;  // the root (which has no limit), or not enabled here
+    const std::optional<int64_t> bytes = ParseLimitValue(file, *text);
+    if (bytes.has_value() && (!tightest.has_value() || *bytes < tightest->bytes)) {
+      tightest = CgroupLimit{*bytes, file};
     }
   }
   return tightest;
@@ -155,22 +99,22 @@ MemoryLimit ChooseMemoryLimit(const std::optional<CgroupLimit>& cgroup, int64_t 
                      "physical memory"};
 }
 
-absl::StatusOr<MemoryLimit> ProcessMemoryLimit(const MemoryProbeRoots& roots) {
+absl::StatusOr<MemoryLimit> ProcessMemoryLimit(const SystemRoots& roots) {
   const std::optional<CgroupLimit> cgroup = TightestCgroupMemoryLimit(roots);
   const absl::StatusOr<int64_t> physical = PhysicalMemoryBytes();
   if (!physical.ok() && !cgroup.has_value()) return physical.status();
   return ChooseMemoryLimit(cgroup, physical.ok() ? *physical : 0);
 }
 
-absl::StatusOr<ResidentMemory> ReadResidentMemory(const MemoryProbeRoots& roots) {
+absl::StatusOr<ResidentMemory> ReadResidentMemory(const SystemRoots& roots) {
   return ReadStatusFile(absl::StrCat(roots.proc, "/self/status"));
 }
 
-absl::StatusOr<ResidentMemory> ReadResidentMemoryOf(pid_t pid, const MemoryProbeRoots& roots) {
+absl::StatusOr<ResidentMemory> ReadResidentMemoryOf(pid_t pid, const SystemRoots& roots) {
   return ReadStatusFile(absl::StrCat(roots.proc, "/", pid, "/status"));
 }
 
-absl::Status ResetPeakResident(const MemoryProbeRoots& roots) {
+absl::Status ResetPeakResident(const SystemRoots& roots) {
   const std::string path = absl::StrCat(roots.proc, "/self/clear_refs");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -187,7 +131,7 @@ absl::Status ResetPeakResident(const MemoryProbeRoots& roots) {
   return absl::OkStatus();
 }
 
-int64_t SumResidentBytes(const std::vector<pid_t>& pids, const MemoryProbeRoots& roots) {
+int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots) {
   int64_t total = 0;
   for (pid_t pid : pids) {
     const absl::StatusOr<ResidentMemory> memory = ReadResidentMemoryOf(pid, roots);

@@ -17,16 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/cgroup_files.h"
 
 namespace kiln {
-
-// Where the probes look. The defaults are the real mounts; tests point them at a fake tree.
-struct MemoryProbeRoots {
-  std::string proc = "/proc";
-  // cgroup v2 is read at <cgroup> (unified) and <cgroup>/unified (hybrid); cgroup v1's memory
-  // controller at <cgroup>/<controller list>, e.g. <cgroup>/memory.
-  std::string cgroup = "/sys/fs/cgroup";
-};
 
 // Limits from 2^60 bytes (1 EiB) up mean "no limit": cgroup v1 reports an unset limit as
 // LONG_MAX rounded down to a page (9223372036854771712).
@@ -45,7 +38,7 @@ struct CgroupLimit {
 // cgroup (the path in /proc names a directory only the host sees) still finds its limit at the
 // mount's root. Unreadable or malformed values count as no limit (logged). std::nullopt when
 // there is no limit, or no <proc>/self/cgroup. memory.high (throttling, not a kill) is ignored.
-std::optional<CgroupLimit> TightestCgroupMemoryLimit(const MemoryProbeRoots& roots = {});
+std::optional<CgroupLimit> TightestCgroupMemoryLimit(const SystemRoots& roots = {});
 
 // Physical memory: sysconf(_SC_PHYS_PAGES) x sysconf(_SC_PAGESIZE).
 absl::StatusOr<int64_t> PhysicalMemoryBytes();
@@ -66,7 +59,7 @@ MemoryLimit ChooseMemoryLimit(const std::optional<CgroupLimit>& cgroup, int64_t 
 
 // ChooseMemoryLimit(TightestCgroupMemoryLimit(roots), PhysicalMemoryBytes()); an error only
 // when there is no cgroup limit and physical memory cannot be read.
-absl::StatusOr<MemoryLimit> ProcessMemoryLimit(const MemoryProbeRoots& roots = {});
+absl::StatusOr<MemoryLimit> ProcessMemoryLimit(const SystemRoots& roots = {});
 
 // Resident bytes from /proc/<pid>/status.
 struct ResidentMemory {
@@ -75,21 +68,21 @@ struct ResidentMemory {
 };
 
 // This process's resident memory (<proc>/self/status).
-absl::StatusOr<ResidentMemory> ReadResidentMemory(const MemoryProbeRoots& roots = {});
+absl::StatusOr<ResidentMemory> ReadResidentMemory(const SystemRoots& roots = {});
 
 // Process `pid`'s resident memory (<proc>/<pid>/status). NotFound when the process does not exist
 // or has no memory of its own (a zombie, a kernel thread: no VmRSS line).
-absl::StatusOr<ResidentMemory> ReadResidentMemoryOf(pid_t pid, const MemoryProbeRoots& roots = {});
+absl::StatusOr<ResidentMemory> ReadResidentMemoryOf(pid_t pid, const SystemRoots& roots = {});
 
 // Resets this process's VmHWM to its current VmRSS by writing "5" to <proc>/self/clear_refs
 // (Linux >= 4.0). Fails when the write fails, e.g. EACCES after prctl(PR_SET_DUMPABLE, 0) made
 // /proc/self root's. getrusage's ru_maxrss may not follow the reset: read VmHWM instead.
-absl::Status ResetPeakResident(const MemoryProbeRoots& roots = {});
+absl::Status ResetPeakResident(const SystemRoots& roots = {});
 
 // The summed VmRSS of `pids` (e.g. ProcessTree(master)). A process that has gone or has no memory
 // of its own counts 0: the list is a snapshot. RSS counts a page shared by several processes once
 // per process, so this over-counts shared weights: an upper bound, which is what a check wants.
-int64_t SumResidentBytes(const std::vector<pid_t>& pids, const MemoryProbeRoots& roots = {});
+int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots = {});
 
 }  // namespace kiln
 

@@ -99,8 +99,10 @@ void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensor
 
 void ResolveInstances(ModelConfig& config, Defects& defects) {
   InstanceConfig& group = *config.mutable_instance_group();
-  if (group.count() < 0) defects.Field("instance_group.count", "a count >= 1", group.count());
-  if (group.count() == 0) group.set_count(kDefaultInstanceCount);
+  // 0 stays 0: the master chooses the count from the CPUs it has (common/thread_plan.h).
+  if (group.count() < 0) {
+    defects.Field("instance_group.count", "a count >= 1 (0 = automatic)", group.count());
+  }
   if (group.kind() == InstanceConfig::KIND_CPU && !group.gpus().empty()) {
     defects.Field("instance_group.gpus", "no gpus with kind KIND_CPU",
                   absl::StrCat("[", absl::StrJoin(group.gpus(), ", "), "]"));
@@ -246,13 +248,15 @@ void ResolveMemory(ModelConfig& config, Defects& defects) {
 
 void ResolveReadiness(ModelConfig& config, Defects& defects) {
   ReadinessConfig& readiness = *config.mutable_readiness();
+  // 0 stays 0 ("all"): the worker count may be chosen only when the server starts.
   const int32_t count = config.instance_group().count();
-  if (readiness.quorum() < 0 || readiness.quorum() > count) {
+  if (readiness.quorum() < 0 || (count > 0 && readiness.quorum() > count)) {
     defects.Field("readiness.quorum",
-                  absl::StrCat("a worker count in [1, instance_group.count=", count, "] (0 = all)"),
+                  count > 0 ? absl::StrCat("a worker count in [1, instance_group.count=", count,
+                                           "] (0 = all)")
+                            : std::string("a worker count >= 1 (0 = all)"),
                   readiness.quorum());
   }
-  if (readiness.quorum() == 0) readiness.set_quorum(count);
   if (readiness.check_requests() < 0) {
     defects.Field("readiness.check_requests", "a count >= 1 (0 = default 20)",
                   readiness.check_requests());

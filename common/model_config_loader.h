@@ -26,7 +26,6 @@ inline constexpr char kWeightsFileName[] = "model.safetensors";
 
 // Defaults that ModelConfig's comments promise; the loader writes them into the config.
 inline constexpr char kDefaultPlatform[] = "torchscript";
-inline constexpr int32_t kDefaultInstanceCount = 1;
 inline constexpr int32_t kDefaultWarmupCallsPerShape = 3;
 inline constexpr double kDefaultWarmupSettleTolerance = 0.15;
 inline constexpr int32_t kDefaultWarmupMaxCallsPerShape = 50;

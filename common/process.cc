@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 #include "absl/status/status.h"
@@ -48,6 +49,14 @@ void WriteExecFailure(const std::string& prefix, int error) {
 }  // namespace
 
 // --- starting a child --------------------------------------------------------------------------
+
+std::vector<std::string> InCgroup(const std::string& cgroup_dir, std::vector<std::string> argv) {
+  std::vector<std::string> wrapped = {"/bin/sh", "-c", "echo $$ > \"$0\" && exec \"$@\"",
+                                      cgroup_dir + "/cgroup.procs"};
+  wrapped.insert(wrapped.end(), std::make_move_iterator(argv.begin()),
+                 std::make_move_iterator(argv.end()));
+  return wrapped;
+}
 
 absl::StatusOr<pid_t> SpawnInProcessGroup(const std::vector<std::string>& argv_strings,
                                           const std::vector<std::string>* env,

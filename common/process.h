@@ -39,6 +39,12 @@ absl::StatusOr<pid_t> SpawnInProcessGroup(const std::vector<std::string>& argv,
                                           const std::vector<std::string>* env,
                                           const std::string& log_path);
 
+// `argv` run by /bin/sh, which first moves itself into the cgroup at `cgroup_dir` (writes its pid
+// to <cgroup_dir>/cgroup.procs, v1 or v2) and then execs argv[0]: the command and everything it
+// starts run in that cgroup, under its limits, with the pid the spawner knows. If the write fails,
+// sh says why on stderr and the command does not run (exit code 2 from sh).
+std::vector<std::string> InCgroup(const std::string& cgroup_dir, std::vector<std::string> argv);
+
 // How a process ended: its exit code, or the signal that killed it.
 struct ExitStatus {
   bool signaled = false;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
-# measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off),
-# with the command that produced it. Bounded: about 10 minutes on 2 cores.
+# measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
+# and the old CPU settings), with the command that produced it. Bounded: about 10 minutes on 2
+# cores. The CPU section makes a cgroup with a CPU quota (root and a writable cgroup file system;
+# skipped, and said so in the report, where it cannot) and starts busy loops, killed by pid.
 #
 # Usage: scripts/bench.sh [--quick]   (--quick: 1 repeat and short load runs, for a smoke test)
 # Results: BENCHMARKS.md, and the raw JSON of every command in bench-results/.
@@ -10,8 +12,8 @@ cd "$(dirname "$0")/.."
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
-repeat=3; load_s=15; capacity_s=10
-[ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; }
+repeat=3; load_s=15; capacity_s=10; scaleout_s=30; wait_calls=40; cpu_steady=100
+[ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; scaleout_s=14; wait_calls=10; cpu_steady=20; }
 
 start=$(date +%s)
 step() { echo "== bench.sh: $* ($(( $(date +%s) - start ))s)" >&2; }
@@ -29,8 +31,12 @@ out=bench-results
 rm -rf "$out"; mkdir -p "$out"
 work=$(mktemp -d)
 server_pid=""
+spinners=()
+quota_cgroup=""
 cleanup() {
   [ -n "$server_pid" ] && kill -9 -- "-$server_pid" 2>/dev/null || true
+  stop_spinners
+  [ -n "$quota_cgroup" ] && rmdir "$quota_cgroup" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,6 +60,68 @@ run() {
   "$@" > "$out/$name.log" 2>&1 || { echo "bench.sh: '$*' failed:" >&2; tail -20 "$out/$name.log" >&2; exit 1; }
 }
 
+# run_may_fail NAME COMMAND...: as run, but a failure (a baseline that never becomes SERVING, say)
+# is a result: its last lines go to NAME.failed for the report.
+run_may_fail() {
+  local name=$1; shift
+  echo "$*" > "$out/$name.cmd"
+  "$@" > "$out/$name.log" 2>&1 || grep -v '^\[' "$out/$name.log" | tail -4 > "$out/$name.failed"
+}
+
+# Busy loops at normal priority, as noisy neighbours; stop_spinners kills them by pid.
+start_spinners() {
+  for _ in $(seq 1 "$1"); do bash -c 'while :; do :; done' & spinners+=($!); done
+}
+stop_spinners() {
+  for pid in "${spinners[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  spinners=()
+}
+
+# make_quota_cgroup CPUS: a cgroup allowing CPUS CPUs of time (CFS quota), in this process's cpu
+# hierarchy (cgroup v1, or v2 with the cpu controller); sets $quota_cgroup, or writes why not to
+# $out/cpu-quota.skipped.
+make_quota_cgroup() {
+  local quota=$(( $1 * 100000 )) line path dir
+  line=$(grep -E '^[0-9]+:([^:]*,)?cpu(,[^:]*)?:' /proc/self/cgroup | head -1 || true)
+  if [ -n "$line" ]; then
+    path=${line#*:*:}; dir="/sys/fs/cgroup/$(echo "$line" | cut -d: -f2)$path"
+    [ -d "$dir" ] || dir="/sys/fs/cgroup/cpu$path"
+    dir="${dir%/}/kiln-bench-$$"
+    if mkdir "$dir" 2>/dev/null && echo 100000 > "$dir/cpu.cfs_period_us" &&
+       echo "$quota" > "$dir/cpu.cfs_quota_us"; then quota_cgroup=$dir; return; fi
+  else
+    path=$(sed -n 's/^0:://p' /proc/self/cgroup); dir="/sys/fs/cgroup${path%/}/kiln-bench-$$"
+    if mkdir "$dir" 2>/dev/null && [ -f "$dir/cpu.max" ] && echo "$quota 100000" > "$dir/cpu.max"; then
+      quota_cgroup=$dir; return
+    fi
+  fi
+  rmdir "$dir" 2>/dev/null || true
+  echo "cannot create a cgroup with a CPU quota at $dir (needs root and a writable cgroup file system)" \
+    > "$out/cpu-quota.skipped"
+}
+
+# cpu_repo MODEL auto|old: a repository of MODEL whose instance_group is automatic, or the old
+# default on this machine (1 worker of $(nproc) intra-op threads).
+cpu_repo() {
+  local dir="$out/repo-$1-$2"
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir/$1/1"
+    if [ "$2" = auto ]; then
+      grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt"
+    else
+      sed "s/^instance_group.*/instance_group { count: 1 intra_op_threads: $(nproc) }/" \
+        "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt"
+    fi
+    ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
+  fi
+  echo "$dir"
+}
+
+# The old CPU settings beside the repository: libgomp's default spinning (GOMP_SPINCOUNT=300000
+# is its default; kiln leaves an operator's setting alone) and warming at normal priority.
+old_env=(env GOMP_SPINCOUNT=300000)
+old_args="--warmup_priority=normal"
+
 # start_server MODEL WORKERS: kiln-server on a free port in the background; sets $port.
 start_server() {
   port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -69,7 +137,7 @@ start_server() {
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-step "1/4 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+step "1/8 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
 for workers in 1 2 4; do
   for share in on off; do
     run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -79,7 +147,7 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/4 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+step "2/8 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -88,7 +156,7 @@ for model in mlp resnet18 textcls; do
   done
 done
 
-step "3/4 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+step "3/8 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
   start_server $model 2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -102,7 +170,7 @@ for model in mlp resnet18; do
   stop_server
 done
 
-step "4/4 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+step "4/8 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
 start_server mlp 1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -110,6 +178,79 @@ threads=$(grep -o '[0-9]* thread(s)' "$out/server-mlp.log" | head -1 | cut -d' '
 stop_server
 run "forward-mlp" "$forward" --model=mlp --batch=1 --threads="${threads:-1}" --warmup_calls=100 \
   --calls=2000 --json="$out/forward-mlp.json"
+
+step "5/8 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+make_quota_cgroup 1
+for setting in auto old; do
+  prefix=(); server_args=""
+  [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
+  for condition in quiet quota spinners; do
+    name="cpu-resnet50-$setting-$condition"
+    cgroup_flag=()
+    if [ "$condition" = quota ]; then
+      [ -n "$quota_cgroup" ] || continue
+      cgroup_flag=(--cgroup="$quota_cgroup")
+    fi
+    [ "$condition" = spinners ] && start_spinners 2
+    run_may_fail "$name" "${prefix[@]}" "$bench" coldstart \
+      --model_repository="$(cpu_repo resnet50 "$setting")" --model=resnet50 --workers=0 \
+      --server_args="$server_args" "${cgroup_flag[@]}" --repeat=1 --steady_requests=$cpu_steady \
+      --timeout_s=300 --log_dir="$out/logs-$name" --json="$out/$name.json"
+    stop_spinners
+    grep -ho 'threads: [0-9]* CPUs\?: .* = [0-9]* threads\?' "$out/logs-$name/"*.log 2>/dev/null |
+      head -1 | sed 's/^threads: //' > "$out/$name.plan" || true
+  done
+done
+
+step "6/8 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+for setting in auto old; do
+  prefix=(); server_args=""
+  [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
+  run_may_fail "scaleout-resnet18-$setting" "${prefix[@]}" "$bench" scaleout \
+    --model_repository="$(cpu_repo resnet18 "$setting")" --model=resnet18 --workers=0 \
+    --server_args="$server_args" --rate=15 --duration_s=$scaleout_s --start_b_s=8 \
+    --json="$out/scaleout-resnet18-$setting.json"
+done
+
+step "7/8 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+for setting in auto old; do
+  repo=$(cpu_repo resnet50 "$setting")
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # Old CPU settings only for the thread count here: both wait passively, so that this compares
+  # one request's latency and the throughput of the two shapes, not the spinning.
+  setsid "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" --lock_dir="$work" \
+    > "$out/server-threads-$setting.log" 2>&1 &
+  server_pid=$!
+  deadline=$(( $(date +%s) + 300 ))
+  until "$bench" health --addr="127.0.0.1:$port" > /dev/null 2>&1; do
+    kill -0 "$server_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ] ||
+      { echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-threads-$setting.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  grep -ho 'threads: [0-9]* CPUs\?: .* = [0-9]* threads\?' "$out/server-threads-$setting.log" |
+    head -1 | sed 's/^threads: //' > "$out/threads-$setting.plan"
+  for concurrency in 1 2; do
+    run "threads-$setting-c$concurrency" "$bench" load --addr="127.0.0.1:$port" --model=resnet50 \
+      --mode=closed --concurrency=$concurrency --duration_s=$capacity_s --warmup_requests=10 \
+      --json="$out/threads-$setting-c$concurrency.json"
+  done
+  stop_server
+done
+
+step "8/8 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+for condition in quiet spinners; do
+  [ "$condition" = spinners ] && start_spinners 2
+  for wait in passive default spin1000; do
+    case $wait in
+      passive) wait_env=(env OMP_WAIT_POLICY=PASSIVE) ;;
+      default) wait_env=(env GOMP_SPINCOUNT=300000) ;;  # libgomp's default, spelled out
+      spin1000) wait_env=(env GOMP_SPINCOUNT=1000) ;;
+    esac
+    run "wait-$wait-$condition" "${wait_env[@]}" "$forward" --model=resnet50 --batch=1 --threads=2 \
+      --warmup_calls=5 --calls=$wait_calls --json="$out/wait-$wait-$condition.json"
+  done
+  stop_spinners
+done
 
 step "write BENCHMARKS.md"
 /usr/bin/python3 scripts/bench_report.py "$out" > BENCHMARKS.md

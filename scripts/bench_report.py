@@ -135,6 +135,140 @@ def overhead_table(folder, out):
     out.append("Commands: `" + command(folder, "roundtrip-mlp") + "` and `" + command(folder, "forward-mlp") + "`.\n")
 
 
+def maybe(folder, name):
+    """The JSON of a run that may have failed (run_may_fail), and why it did, or None."""
+    path = os.path.join(folder, name + ".json")
+    data = None
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    failed = os.path.join(folder, name + ".failed")
+    reason = None
+    if os.path.exists(failed):
+        with open(failed) as f:
+            reason = " ".join(f.read().split())[-300:] or "failed"
+    return data, reason
+
+
+def text_of(folder, name, default=""):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return f.read().strip() or default
+
+
+def cpu_table(folder, out):
+    out.append("## CPU sizing: quiet, under a 1-CPU quota, beside two busy loops (resnet50)\n")
+    out.append("One cold start each (`kiln-bench coldstart --workers=0`: the count comes from the config "
+               "or the CPUs), then 100 sequential requests for the steady p50 and p95. **automatic**: the config leaves `instance_group` unset, so kiln sizes "
+               "workers x intra-op threads to the CPUs it has (affinity and CFS quota), OpenMP threads "
+               "wait passively, workers warm at idle priority. **old**: kiln's earlier default on this "
+               "machine: 1 worker of as many intra-op threads as the node has cores, libgomp's default "
+               "spinning (`GOMP_SPINCOUNT=300000`) and warming at normal priority "
+               "(`--warmup_priority=normal`). The quota is a cgroup the server runs in (kiln-bench "
+               "outside it); the busy loops are two `bash` loops at nice 0 beside the server. "
+               "\"vs quiet\" compares with the same setting's quiet run. Targets (issue #9): under the "
+               "quota p95 / p50 <= 1.1 and first <= 1.1x steady; beside two busy loops steady p50 <= "
+               "2.5x and time to SERVING <= 3x the quiet run.\n")
+    skipped = text_of(folder, "cpu-quota.skipped")
+    if skipped:
+        out.append(f"The 1-CPU quota rows are skipped on this machine: {skipped}.\n")
+    out.append("| setting | condition | workers x threads | ready | ready vs quiet | first | steady p50 | "
+               "steady p95 | p95 / p50 | first / steady | p50 vs quiet |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for setting in ("auto", "old"):
+        quiet, _ = maybe(folder, f"cpu-resnet50-{setting}-quiet")
+        for condition in ("quiet", "quota", "spinners"):
+            name = f"cpu-resnet50-{setting}-{condition}"
+            if not os.path.exists(os.path.join(folder, name + ".cmd")):
+                continue
+            run, reason = maybe(folder, name)
+            label = {"auto": "automatic", "old": "old"}[setting]
+            cond = {"quiet": "quiet", "quota": "1-CPU quota", "spinners": "2 busy loops"}[condition]
+            plan = text_of(folder, name + ".plan", "?").split(": ", 1)[-1]
+            if reason or run is None:
+                out.append(f"| {label} | {cond} | {plan} | failed: {reason} | | | | | | | |")
+                continue
+            ready = run["ready_ms"]["median"]
+            p50 = run["steady_p50_ms"]["median"]
+            p95 = run["steady_p95_ms"]["median"]
+            vs_ready = ratio(ready, quiet["ready_ms"]["median"]) if quiet and condition != "quiet" else ""
+            vs_p50 = ratio(p50, quiet["steady_p50_ms"]["median"]) if quiet and condition != "quiet" else ""
+            out.append(f"| {label} | {cond} | {plan} | {ready:.0f} ms | {vs_ready} | "
+                       f"{run['first_ms']['median']:.1f} ms | {p50:.1f} ms | {p95:.1f} ms | "
+                       f"{ratio(p95, p50)} | {ratio(run['first_ms']['median'], p50)} | {vs_p50} |")
+    out.append("")
+    out.append("Commands: `" + command(folder, "cpu-resnet50-auto-spinners") + "` (automatic, beside "
+               "the busy loops) and `" + command(folder, "cpu-resnet50-old-quiet") + "` (old).\n")
+
+
+def scaleout_table(folder, out):
+    out.append("## Scale-out: replica B starts beside loaded replica A (resnet18, 15 req/s)\n")
+    out.append("`kiln-bench scaleout`: replica A serves Poisson arrivals at 15 req/s; 8 s in, replica B "
+               "(the same model and settings) starts on the same machine. A's latency from each "
+               "request's scheduled time, before B started and while B warms (until B's health says "
+               "SERVING). Target (issue #9): with the automatic settings A's p99 while B warms <= 2x "
+               "its p99 before, zero errors, B SERVING.\n")
+    out.append("| setting | A before: p50 / p95 / p99 | A while B warms: p50 / p95 / p99 | p99 while / before "
+               "| A's errors | B ready |")
+    out.append("|---|---|---|---|---|---|")
+    for setting in ("auto", "old"):
+        run, reason = maybe(folder, f"scaleout-resnet18-{setting}")
+        label = {"auto": "automatic", "old": "old"}[setting]
+        if run is None:
+            out.append(f"| {label} | failed: {reason} | | | | |")
+            continue
+        before, warming = run["phases"][0], run["phases"][1]
+        cells = [f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f} / {p['p99_ms']:.1f} ms ({p['count']} req)"
+                 for p in (before, warming)]
+        ready = (f"{run['b_ready_ms']:.0f} ms" if run["b_ready_ms"] is not None
+                 else f"never in {run['duration_s'] - run['start_b_s']:.0f} s: {run['b_error']}")
+        out.append(f"| {label} | {cells[0]} | {cells[1]} | {run['p99_ratio']:.2f}x | {run['errors']} | "
+                   f"{ready} |")
+    out.append("")
+    out.append("Commands: `" + command(folder, "scaleout-resnet18-auto") + "` and `" +
+               command(folder, "scaleout-resnet18-old") + "`.\n")
+
+
+def threads_table(folder, out):
+    out.append("## Threads vs workers: one request's latency against throughput (resnet50, quiet)\n")
+    out.append("The same CPUs spent two ways, both waiting passively: the automatic plan (one intra-op "
+               "thread per worker, as many workers as CPUs) and one worker with every CPU as an intra-op "
+               "thread. Closed loop for 10 s at concurrency 1 (one request at a time: its latency) and "
+               "2.\n")
+    out.append("| plan | c=1 p50 | c=1 throughput | c=2 p50 | c=2 throughput |")
+    out.append("|---|---|---|---|---|")
+    for setting in ("auto", "old"):
+        one = load(folder, f"threads-{setting}-c1")
+        two = load(folder, f"threads-{setting}-c2")
+        plan = text_of(folder, f"threads-{setting}.plan", "?")
+        out.append(f"| {plan} | {one['latency_ms']['p50']:.1f} ms | {one['throughput_rps']:.1f} req/s | "
+                   f"{two['latency_ms']['p50']:.1f} ms | {two['throughput_rps']:.1f} req/s |")
+    out.append("")
+    out.append("Command: `" + command(folder, "threads-auto-c2") + "`.\n")
+
+
+def wait_table(folder, out):
+    out.append("## OpenMP waiting: resnet50 with 2 intra-op threads, quiet and beside two busy loops\n")
+    out.append("`kiln-forward-bench` (forward passes in-process, no server) with 2 intra-op threads, batch 1, "
+               "p50 of the timed calls. **passive**: kiln's default (`OMP_WAIT_POLICY=PASSIVE`); "
+               "**libgomp default**: threads spin 300,000 times before they sleep (what kiln did "
+               "before); **spin 1000**: `GOMP_SPINCOUNT=1000`, a short spin an operator may set on "
+               "dedicated CPUs. Workers with one intra-op thread (kiln's automatic plan) run no parallel "
+               "region and are the same under all three. Beside the busy loops these numbers swing "
+               "widely from run to run (where the scheduler puts the two threads): compare one run's "
+               "rows with each other, and see the README for the spread over several runs.\n")
+    out.append("| waiting | quiet p50 | beside 2 busy loops p50 | busy / quiet |")
+    out.append("|---|---|---|---|")
+    for wait, label in (("passive", "passive"), ("default", "libgomp default"), ("spin1000", "spin 1000")):
+        quiet = load(folder, f"wait-{wait}-quiet")["latency_ms"]["p50"]
+        busy = load(folder, f"wait-{wait}-spinners")["latency_ms"]["p50"]
+        out.append(f"| {label} | {quiet:.1f} ms | {busy:.1f} ms | {ratio(busy, quiet)} |")
+    out.append("")
+    out.append("Command: `" + command(folder, "wait-passive-spinners") + "`.\n")
+
+
 def main():
     folder = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
     out = ["# kiln benchmarks", "",
@@ -146,6 +280,10 @@ def main():
     warmup_table(folder, out)
     open_loop_table(folder, out)
     overhead_table(folder, out)
+    cpu_table(folder, out)
+    scaleout_table(folder, out)
+    threads_table(folder, out)
+    wait_table(folder, out)
     print("\n".join(out))
 
 

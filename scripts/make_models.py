@@ -205,8 +205,8 @@ def _list(values):
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
-def render_config(name, inputs, outputs, max_batch_size, instance_count, warmup,
-                  dynamic_batching=None, tokenizer=None):
+def render_config(name, inputs, outputs, max_batch_size, warmup, dynamic_batching=None,
+                  tokenizer=None):
     """inputs/outputs: [(name, torch dtype, dims without batch)]; warmup, dynamic_batching and
     tokenizer: {field: value} rendered inside their message (lists as [a, b])."""
     def message(field, fields):
@@ -220,7 +220,8 @@ def render_config(name, inputs, outputs, max_batch_size, instance_count, warmup,
         for tname, dtype, dims in tensors:
             lines.append(f'{field} {{ name: "{tname}" data_type: {_CONFIG_TYPES[dtype]} '
                          f"dims: {_list(dims)} }}")
-    lines.append(f"instance_group {{ count: {instance_count} kind: KIND_CPU }}")
+    # No count and no intra_op_threads: kiln sizes both to the CPUs the server has.
+    lines.append("instance_group { kind: KIND_CPU }  # count, intra_op_threads: automatic")
     lines.append(message("warmup", warmup))
     if dynamic_batching:
         lines.append(message("dynamic_batching", dynamic_batching))
@@ -254,7 +255,7 @@ def build_mlp(version_dir):
     model.eval()
     config = render_config(
         "mlp", [("input", torch.float32, [16])], [("output", torch.float32, [4])],
-        max_batch_size=8, instance_count=2,
+        max_batch_size=8,
         warmup={"batch_sizes": [1, 2, 4, 8], "calls_per_shape": 3},
         dynamic_batching={"max_queue_delay_us": 500})
     return Built(model, {"input": torch.randn(3, 16)}, "output", config)
@@ -265,7 +266,7 @@ def _build_resnet(name):
     calibrate_batchnorm(model, torch.randn(4, 3, 224, 224))
     config = render_config(
         name, [("input", torch.float32, [3, 224, 224])], [("logits", torch.float32, [1000])],
-        max_batch_size=8, instance_count=2,
+        max_batch_size=8,
         warmup={"batch_sizes": [1, 4], "calls_per_shape": 3})
     return Built(model, {"input": torch.randn(2, 3, 224, 224)}, "logits", config)
 
@@ -379,7 +380,7 @@ def build_textcls(version_dir):
     config = render_config(
         "textcls",
         [("input_ids", torch.int64, [-1]), ("attention_mask", torch.int64, [-1])],
-        [("logits", torch.float32, [4])], max_batch_size=8, instance_count=2,
+        [("logits", torch.float32, [4])], max_batch_size=8,
         warmup={"batch_sizes": [1, 4], "sequence_lengths": [16, 32, 64, 128],
                 "calls_per_shape": 3},
         tokenizer={"model_file": "tokenizer.model", "max_length": TEXTCLS_MAX_LENGTH,

@@ -33,6 +33,13 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     absl::MutexLock lock(&mu_);
     *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
     response->set_memory_limit(startup_.memory_limit);
+    response->set_cpu_limit(startup_.cpu.limit);
+    response->set_cpus(startup_.cpu.cpus);
+    response->set_thread_plan(startup_.cpu.plan.Describe());
+    *response->mutable_thread_plan_warnings() = {startup_.cpu.plan.warnings.begin(),
+                                                 startup_.cpu.plan.warnings.end()};
+    response->set_openmp_wait(startup_.cpu.openmp_wait);
+    response->set_warm_priority(startup_.cpu.warm_priority);
     replayed = startup_.replayed;
   }
   const std::vector<WorkerInfo> workers = pool_.Workers();

@@ -10,15 +10,27 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/model_config_loader.h"
+#include "common/thread_plan.h"
 #include "proto/kiln_service.grpc.pb.h"
 #include "server/worker_pool.h"
 
 namespace kiln {
 
+// The master's CPU decisions (master.cc, PlanCpu): what it sized threads to and how.
+struct CpuSetup {
+  int cpus = 1;
+  std::string limit;  // CpuLimit::Describe(), or --cpus
+  ThreadPlan plan;
+  std::string openmp_wait;  // DescribeOpenMpWait()
+  bool warm_at_idle_priority = false;
+  std::string warm_priority;  // "idle (...)" or "normal: <why>"
+};
+
 // What the master knew when it opened the port, beside what the pool knows.
 struct StartupReport {
   std::vector<StartupPhase> timeline;
   std::string memory_limit = "unknown";
+  CpuSetup cpu;
   std::map<std::string, std::vector<internal::Shape>> replayed;  // by model
 };
 

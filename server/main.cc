@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/openmp_wait.h"
 #include "glog/logging.h"
 #include "server/master.h"
 
@@ -19,7 +20,21 @@ DEFINE_string(host, "0.0.0.0", "Address the gRPC port listens on (e.g. 127.0.0.1
 DEFINE_int32(port, 8001,
              "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
              "port (logged when ready).");
-DEFINE_int32(workers, 0, "Workers per model; 0 = each model's instance_group.count.");
+DEFINE_int32(workers, 0,
+             "Workers per model; 0 = each model's instance_group.count, and where that is "
+             "unset too, as many as the CPUs allow (one intra-op thread each; README.md, "
+             "\"Threads, workers and the CPUs\").");
+DEFINE_int32(cpus, 0,
+             "CPUs to size workers and intra-op threads to; 0 = what the process has: its CPU "
+             "affinity (cpuset, taskset) and its cgroup's CFS quota (a Kubernetes CPU limit), "
+             "rounded down.");
+DEFINE_string(warmup_priority, "idle",
+              "idle: workers warm at SCHED_IDLE (taking only CPU left over by whatever else "
+              "runs, e.g. a replica serving beside this one) through the readiness check, and "
+              "return to normal priority as the port opens; used only where the process may "
+              "return (CAP_SYS_NICE, or RLIMIT_NICE: "
+              "systemd LimitNICE=+0), else normal, as the log says. normal: warm at normal "
+              "priority.");
 DEFINE_string(warmup, "on",
               "on: workers warm every shape of the plan before the server is "
               "ready. off: baseline mode, workers serve cold (for benchmarks).");
@@ -54,6 +69,8 @@ constexpr char kUsage[] =
     "The master loads every model of the repository once (weights memory-mapped and shared),\n"
     "forks a zygote that forks the workers, waits until they are warm, then opens the gRPC port\n"
     "(Open Inference Protocol, grpc.health.v1, reflection) and tells systemd READY=1.\n"
+    "Threads are sized to the CPUs the process has (affinity and CFS quota); OpenMP threads\n"
+    "wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it or GOMP_SPINCOUNT).\n"
     "Signals: TERM drains in-flight requests and exits 0; INT exits at once.";
 
 constexpr char kLogFlagsHelp[] =
@@ -88,6 +105,10 @@ bool ValidateFlags() {
     problem = "--port must be in [0, 65535]";
   } else if (FLAGS_workers < 0) {
     problem = "--workers must be >= 0";
+  } else if (FLAGS_cpus < 0) {
+    problem = "--cpus must be >= 0";
+  } else if (FLAGS_warmup_priority != "idle" && FLAGS_warmup_priority != "normal") {
+    problem = "--warmup_priority must be idle or normal, got '" + FLAGS_warmup_priority + "'";
   } else if (FLAGS_drain_timeout_s < 0 || FLAGS_startup_timeout_s <= 0) {
     problem = "--drain_timeout_s must be >= 0 and --startup_timeout_s > 0";
   } else if (FLAGS_max_message_mb <= 0 || FLAGS_max_message_mb > 2047) {
@@ -110,6 +131,9 @@ std::string DefaultLockDir() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: libgomp read its settings before main(); this re-executes the binary once to
+  // make OpenMP threads wait passively, unless the environment already says how they wait.
+  kiln::EnsurePassiveOpenMpWait(argv);
   gflags::SetUsageMessage(kUsage);
   gflags::SetVersionString(KILN_VERSION);
   FLAGS_logtostderr = true;  // before parsing, so --logtostderr=false still works
@@ -129,6 +153,8 @@ int main(int argc, char** argv) {
   options.host = FLAGS_host;
   options.port = FLAGS_port;
   options.workers_per_model = FLAGS_workers;
+  options.cpus = FLAGS_cpus;
+  options.warm_at_idle_priority = FLAGS_warmup_priority == "idle";
   options.warmup = FLAGS_warmup == "on";
   options.share_weights = FLAGS_share_weights == "on";
   options.lock_dir = FLAGS_lock_dir.empty() ? DefaultLockDir() : FLAGS_lock_dir;

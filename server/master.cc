@@ -21,9 +21,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/clock.h"
+#include "common/cpu_probe.h"
 #include "common/fork_safety.h"
+#include "common/idle_priority.h"
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
+#include "common/openmp_wait.h"
+#include "common/thread_plan.h"
 #include "common/traffic_profile.h"
 #include "glog/logging.h"
 #include "server/inference_service.h"
@@ -293,6 +297,51 @@ void UpdateHealth(grpc::HealthCheckServiceInterface& health, const WorkerPool& p
   }
 }
 
+// The CPUs the server sizes its threads to, how it sizes them, how OpenMP threads wait and the
+// priority workers warm at: decided once, before the zygote, and logged beside the memory limit.
+CpuSetup PlanCpu(const MasterOptions& options, const std::vector<ModelSpec>& specs,
+                 const LoadedModels& models, int64_t memory_limit_bytes) {
+  CpuSetup setup;
+  const CpuLimit limit = ProcessCpuLimit();
+  setup.cpus = options.cpus > 0 ? options.cpus : limit.cpus;
+  setup.limit = options.cpus > 0 ? absl::StrCat(options.cpus, " (--cpus; the process has ",
+                                                limit.Describe(), ")")
+                                 : limit.Describe();
+  LOG(INFO) << "cpu: " << setup.limit << " for the whole server";
+
+  // A worker starts as a copy of the master and touches every weight: reckon it at the master's
+  // resident memory plus the mapped weights (only to cap automatic worker counts).
+  ThreadPlanInputs inputs;
+  inputs.cpus = setup.cpus;
+  inputs.workers_per_model = options.workers_per_model;
+  inputs.memory_limit_bytes = memory_limit_bytes;
+  if (absl::StatusOr<ResidentMemory> resident = ReadResidentMemory(); resident.ok()) {
+    inputs.worker_footprint_bytes = resident->resident_bytes;
+    for (const auto& model : models.models) {
+      inputs.worker_footprint_bytes += static_cast<int64_t>(model->stats().mapped_bytes);
+    }
+  }
+  setup.plan = PlanThreads(specs, inputs);
+  LOG(INFO) << "threads: " << setup.plan.Describe();
+  for (const std::string& warning : setup.plan.warnings) LOG(WARNING) << "threads: " << warning;
+  setup.openmp_wait = DescribeOpenMpWait();
+  LOG(INFO) << "threads: OpenMP threads wait: " << setup.openmp_wait;
+
+  if (!options.warmup) {
+    setup.warm_priority = "normal (--warmup=off: nothing to warm)";
+  } else if (!options.warm_at_idle_priority) {
+    setup.warm_priority = "normal (--warmup_priority=normal)";
+  } else if (const IdleReturn back = CheckReturnFromIdle(); back.allowed) {
+    setup.warm_at_idle_priority = true;
+    setup.warm_priority = absl::StrCat(
+        "idle (SCHED_IDLE: only CPU left over), back to normal as the port opens (", back.how, ")");
+  } else {
+    setup.warm_priority = absl::StrCat("normal: ", back.how);
+  }
+  LOG(INFO) << "cpu: workers warm at " << setup.warm_priority;
+  return setup;
+}
+
 }  // namespace
 
 int RunMaster(const MasterOptions& options) {
@@ -349,6 +398,7 @@ int RunMaster(const MasterOptions& options) {
     LOG(WARNING) << "memory: no limit known (" << memory.status().message()
                  << "); workers run without a memory budget";
   }
+  const CpuSetup cpu = PlanCpu(options, *specs, *models, memory.ok() ? memory->bytes : 0);
   absl::StatusOr<pid_t> zygote =
       ForkZygote(models->by_name, channel->first, std::move(channel->second));
   if (!zygote.ok()) {
@@ -360,7 +410,8 @@ int RunMaster(const MasterOptions& options) {
 
   // 4. The zygote forks the workers; each warms and reports.
   WorkerPoolOptions pool_options;
-  pool_options.workers_per_model = options.workers_per_model;
+  pool_options.threads = cpu.plan.models;
+  pool_options.warm_at_idle_priority = cpu.warm_at_idle_priority;
   pool_options.warmup = options.warmup;
   pool_options.memory_limit_bytes = memory.ok() ? memory->bytes : 0;
   for (const auto& [name, model] : replay) pool_options.replay[name] = model.shapes;
@@ -414,9 +465,11 @@ int RunMaster(const MasterOptions& options) {
   StartupReport startup;
   startup.timeline = timeline.phases();
   startup.memory_limit = memory.ok() ? memory->Describe() : "unknown";
+  startup.cpu = cpu;
   for (const auto& [name, model] : replay) startup.replayed[name] = model.shapes;
   KilnServiceImpl kiln_service(*specs, **pool, std::move(startup));
   (*pool)->ResetCounters();  // serving counters and traffic start with the first client's request
+  (*pool)->StartServing();   // workers that warmed at idle priority return to normal now
   serving.store(true);
   int port = 0;
   std::unique_ptr<grpc::Server> server = StartGrpc(options, service, kiln_service, port);

@@ -11,7 +11,10 @@ struct MasterOptions {
   std::string model_repository = "models";
   std::string host = "0.0.0.0";
   int port = 8001;
-  int workers_per_model = 0;  // 0: each model's instance_group.count
+  int workers_per_model = 0;  // 0: each model's instance_group.count (0 there: automatic)
+  int cpus = 0;               // CPUs to size threads to; 0: what the process has (cpu_probe.h)
+  // Workers warm at idle CPU priority where the process may return to normal afterwards.
+  bool warm_at_idle_priority = true;
   bool warmup = true;
   bool share_weights = true;  // false: each worker loads its own copy (a baseline mode)
   std::string lock_dir = "/tmp";

@@ -178,8 +178,19 @@ std::string Describe(const internal::WarmupReport& report) {
   const std::string budget =
       report.budget_bytes() > 0 ? absl::StrFormat(" of budget %.0f MB", report.budget_bytes() / 1e6)
                                 : "";
-  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s), peak RSS %.0f MB%s;%s%s",
-                         report.warmup_ms(), report.device(), report.intra_op_threads(),
+  std::string priority;  // while warming; it returns to normal priority once serving
+  if (report.idle_starved()) {
+    priority = absl::StrFormat(
+        " at idle priority for %.0f ms, then normal (starved: it got %.1f%% of the CPU time it "
+        "waited for)",
+        report.idle_ms(), 100 * report.idle_starved_cpu_share());
+  } else if (report.idle_priority()) {
+    priority = " at idle priority";
+  } else if (!report.priority_note().empty()) {
+    priority = absl::StrCat(" at normal priority (", report.priority_note(), ")");
+  }
+  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s)%s, peak RSS %.0f MB%s;%s%s",
+                         report.warmup_ms(), report.device(), report.intra_op_threads(), priority,
                          report.peak_rss_bytes() / 1e6, budget, tokenizer,
                          shapes.empty() ? " no warmup" : shapes);
 }
@@ -213,25 +224,22 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     auto model = std::make_unique<ModelState>();
     const ModelConfig& config = spec.config;
     model->spec = &spec;
-    model->workers =
-        options.workers_per_model > 0 ? options.workers_per_model : config.instance_group().count();
-    // The quorum's default is "all workers"; an explicit smaller one is kept, capped.
-    model->quorum = config.readiness().quorum() == config.instance_group().count()
-                        ? model->workers
-                        : std::min(config.readiness().quorum(), model->workers);
+    const auto planned = options.threads.find(config.name());
+    const ModelThreads threads =
+        planned != options.threads.end() ? planned->second : ModelThreads();
+    model->workers = std::max(threads.workers, 1);
+    model->threads = std::max(threads.intra_op_threads, 1);
+    // The quorum's default (0) is "all workers"; an explicit one is kept, capped.
+    const int quorum = config.readiness().quorum();
+    model->quorum = quorum > 0 ? std::min(quorum, model->workers) : model->workers;
     model->arena_bytes = ArenaBytes(config);
     auto replay = options.replay.find(config.name());
     if (replay != options.replay.end()) model->replay = replay->second;
     total_workers += model->workers;
     models_[config.name()] = std::move(model);
   }
-  const int cores = options.cores > 0
-                        ? options.cores
-                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   for (auto& [name, model] : models_) {
     const ModelConfig& config = model->spec->config;
-    const int configured = config.instance_group().intra_op_threads();
-    model->threads = configured > 0 ? configured : std::max(1, cores / std::max(1, total_workers));
     if (options.memory_limit_bytes > 0 || config.memory().limit_bytes() > 0) {
       model->budget_bytes =
           WorkerBudgetBytes(config.memory(), options.memory_limit_bytes, total_workers);
@@ -287,6 +295,7 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_intra_op_threads(model.threads);
   spawn.set_device_index(DeviceIndex(config.instance_group(), slot));
   spawn.set_warmup(options_.warmup && config.warmup().enabled());
+  spawn.set_warm_at_idle_priority(spawn.warmup() && options_.warm_at_idle_priority);
   spawn.set_memory_budget_bytes(model.budget_bytes);
   *spawn.mutable_replay() = {model.replay.begin(), model.replay.end()};
   absl::Status sent = zygote_.Send(command, {pair->second.fd(), worker->arena->fd()});
@@ -377,6 +386,31 @@ ModelCounters WorkerPool::Counters(const std::string& name) const {
 void WorkerPool::ResetCounters() {
   absl::MutexLock lock(&mu_);
   for (auto& [name, model] : models_) model->counters = ModelCounters();
+}
+
+void WorkerPool::StartServing() {
+  std::vector<Completion> done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (serving_ || stopping_) return;
+    serving_ = true;
+    for (auto& [id, worker] : workers_) {
+      if (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy) {
+        PromoteLocked(*worker, done);
+      }
+    }
+  }
+  Wake();  // a worker whose Promote could not be sent is gone: let the loop replace it
+  for (auto& [callback, result] : done) callback(std::move(result));
+}
+
+void WorkerPool::PromoteLocked(Worker& worker, std::vector<Completion>& done) {
+  if (!options_.warm_at_idle_priority) return;
+  internal::ToWorker frame;
+  frame.mutable_promote();
+  if (absl::Status sent = worker.channel.Send(frame); !sent.ok()) {
+    WorkerGoneLocked(worker, absl::StrCat("sending Promote failed (", sent.message(), ")"), done);
+  }
 }
 
 int64_t WorkerPool::BudgetBytes(const std::string& name) const {
@@ -551,6 +585,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     model.ever_ready = true;
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
               << "): " << Describe(worker.warmup);
+    if (serving_) PromoteLocked(worker, done);  // before any call is dispatched to it
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();

@@ -9,6 +9,10 @@
 //
 // A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
 // and rejoins; the call it was serving ends with UNAVAILABLE.
+//
+// Workers that warm at idle CPU priority stay there while Ready until StartServing(): then, and
+// from then on as soon as one becomes Ready, the pool sends it Promote (normal priority) ahead of
+// any call.
 #ifndef KILN_SERVER_WORKER_POOL_H_
 #define KILN_SERVER_WORKER_POOL_H_
 
@@ -31,6 +35,7 @@
 #include "common/model_config_loader.h"
 #include "common/shared_arena.h"
 #include "common/tensor.h"
+#include "common/thread_plan.h"
 #include "proto/worker_frames.pb.h"
 
 namespace kiln {
@@ -60,9 +65,13 @@ struct ModelCounters {
 };
 
 struct WorkerPoolOptions {
-  int workers_per_model = 0;  // 0: each model's instance_group.count
-  bool warmup = true;         // false: the --warmup=off baseline
-  int cores = 0;              // for the default intra-op threads; 0: hardware_concurrency()
+  // Workers and intra-op threads per model (common/thread_plan.h); a model missing here gets
+  // one worker of one thread.
+  std::map<std::string, ModelThreads> threads;
+  bool warmup = true;  // false: the --warmup=off baseline
+  // Workers warm at SCHED_IDLE (common/idle_priority.h) and return to normal priority on
+  // StartServing(), or once ready after it.
+  bool warm_at_idle_priority = false;
   // The memory the whole server lives under (cgroup limit or physical memory; 0 = unknown: no
   // budgets and no check before forking).
   int64_t memory_limit_bytes = 0;
@@ -124,6 +133,11 @@ class WorkerPool {
   // Zeroes every model's counters (the master does when the port opens, after the readiness
   // check's requests).
   void ResetCounters();
+
+  // The master is about to open the port: every Ready or Busy worker, and from now on every
+  // worker as soon as it is Ready, returns to normal CPU priority (a Promote frame, ahead of any
+  // call). Only with WorkerPoolOptions::warm_at_idle_priority; idempotent.
+  void StartServing();
   // The per-worker memory budget of `model` (0 = none).
   int64_t BudgetBytes(const std::string& model) const;
 
@@ -147,6 +161,9 @@ class WorkerPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetStateLocked(Worker& worker, WorkerState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends Promote; a failed send is the worker's end (as for a call).
+  void PromoteLocked(Worker& worker, std::vector<Completion>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
   // Whether the tree has room for one more worker of `model` (common/memory_budget.h); logs why
@@ -164,6 +181,7 @@ class WorkerPool {
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool serving_ ABSL_GUARDED_BY(mu_) = false;  // StartServing() was called
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
 };
 

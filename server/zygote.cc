@@ -77,6 +77,7 @@ pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
     options.device_index = spawn.device_index();
     options.warmup = spawn.warmup();
     options.memory_budget_bytes = spawn.memory_budget_bytes();
+    options.warm_at_idle_priority = spawn.warm_at_idle_priority();
     for (const internal::Shape& shape : spawn.replay()) {
       options.replay.push_back({shape.batch_size(), shape.sequence_length()});
     }

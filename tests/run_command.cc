@@ -30,4 +30,32 @@ CommandResult RunThisTestBinary(const std::string& test_spec, const std::string&
   return RunCommand(environment + " '" + exe + "' '" + test_spec + "' --use-colour no");
 }
 
+CommandResult RunInChild(const std::function<int(std::string* output)>& body) {
+  int fds[2];
+  if (pipe(fds) != 0) return {-1, "pipe failed"};
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return {-1, "fork failed"};
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    std::string output;
+    const int code = body(&output);
+    const bool written =
+        write(fds[1], output.data(), output.size()) == static_cast<ssize_t>(output.size());
+    _exit(written ? code : 120);
+  }
+  close(fds[1]);
+  CommandResult result;
+  char buffer[512];
+  ssize_t n;
+  while ((n = read(fds[0], buffer, sizeof(buffer))) > 0) result.output.append(buffer, n);
+  close(fds[0]);
+  int status = 0;
+  if (waitpid(pid, &status, 0) == pid && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
 }  // namespace kiln::testing

@@ -1,9 +1,12 @@
 #include "tests/server_process.h"
 
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,7 +24,8 @@ std::string ReadWholeFile(const std::string& path) {
   return out.str();
 }
 
-// Copies the environment, with each of `extra` ("NAME=value") replacing its name's entry.
+// Copies the environment, with each of `extra` ("NAME=value") replacing its name's entry, and
+// without the names `extra` lists alone ("NAME").
 std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra) {
   std::vector<std::string> env;
   auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
@@ -31,7 +35,9 @@ std::vector<std::string> EnvironmentWith(const std::vector<std::string>& extra) 
     for (const std::string& x : extra) replaced = replaced || name_of(x) == name_of(entry);
     if (!replaced) env.push_back(entry);
   }
-  env.insert(env.end(), extra.begin(), extra.end());
+  for (const std::string& x : extra) {
+    if (x.find('=') != std::string::npos) env.push_back(x);  // "NAME" alone only removes
+  }
   return env;
 }
 
@@ -82,13 +88,15 @@ ServerProcess::ServerProcess(ServerConfig config) : config_(std::move(config)) {
   lock_dir_ = config_.lock_dir.empty() ? dir_.path() : config_.lock_dir;
   log_path_ = dir_.path() + "/server.log";
 
-  std::vector<std::string> args = {
+  std::vector<std::string> args = config_.launcher;
+  const std::vector<std::string> server = {
       config_.binary,
       "--model_repository=" + config_.model_repository,
       "--host=127.0.0.1",
       "--port=" + std::to_string(port_),
       "--lock_dir=" + lock_dir_,
   };
+  args.insert(args.end(), server.begin(), server.end());
   if (config_.workers > 0) args.push_back("--workers=" + std::to_string(config_.workers));
   args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
   const std::vector<std::string> env = EnvironmentWith(config_.env);
@@ -175,6 +183,62 @@ std::vector<pid_t> ServerProcess::WorkerPids() const {
 }
 
 // --- OIP client ----------------------------------------------------------------------------
+
+BusyLoops::BusyLoops(int count, int cpu) {
+  for (int i = 0; i < count; ++i) {
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error("BusyLoops: fork failed");
+    if (pid == 0) {
+      // Only async-signal-safe calls here: the test process may have gRPC threads.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+      if (cpu >= 0) {
+        cpu_set_t mask;
+        CPU_ZERO(&mask);
+        CPU_SET(cpu, &mask);
+        sched_setaffinity(0, sizeof(mask), &mask);
+      }
+      for (volatile uint64_t spins = 0;; spins = spins + 1) {
+      }
+    }
+    pids_.push_back(pid);
+  }
+}
+
+BusyLoops::~BusyLoops() {
+  for (pid_t pid : pids_) kill(pid, SIGKILL);
+  for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+}
+
+int FirstAllowedCpu() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &mask)) return cpu;
+  }
+  return 0;
+}
+
+std::map<pid_t, int> ThreadPolicies(pid_t pid) {
+  std::map<pid_t, int> policies;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(tasks, error)) {
+    const std::string name = entry.path().filename();
+    const std::string stat = ReadWholeFile(entry.path().string() + "/stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string field;
+    for (int n = 3; n <= 41 && fields >> field; ++n) {
+      if (n == 41) policies[std::stoi(name)] = std::stoi(field);
+    }
+  }
+  return policies;
+}
 
 std::shared_ptr<grpc::Channel> LoopbackChannel(int port) {
   grpc::ChannelArguments args;

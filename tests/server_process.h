@@ -55,7 +55,11 @@ struct ServerConfig {
   int workers = 1;                      // --workers; 0 leaves the flag out
   std::string lock_dir;                 // "": a directory of the ServerProcess's own
   std::vector<std::string> extra_args;  // more flags, e.g. "--drain_timeout_s=5"
-  std::vector<std::string> env;         // "NAME=value" added to (or replacing in) the environment
+  // "NAME=value" added to (or replacing in) the environment; "NAME" alone removes it.
+  std::vector<std::string> env;
+  // A command the server runs under, e.g. {"/usr/bin/taskset", "-c", "0"}; it must exec the
+  // server, keeping its pid (taskset, setpriv, prlimit, InCgroup's sh do).
+  std::vector<std::string> launcher;
 };
 
 // Ownership: owns the server's process group and the directory holding its log (and, unless
@@ -64,9 +68,9 @@ struct ServerConfig {
 // methods (log(), pid(), port(), TreePids(), ...), which any thread may call.
 class ServerProcess {
  public:
-  // Starts `binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D [--workers=K]
-  // extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file). Throws
-  // std::runtime_error when it cannot (no free port, no log file, fork failed).
+  // Starts `[launcher...] binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D
+  // [--workers=K] extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file).
+  // Throws std::runtime_error when it cannot (no free port, no log file, fork failed).
   explicit ServerProcess(ServerConfig config);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
@@ -110,6 +114,29 @@ class ServerProcess {
   pid_t pid_ = -1;
   std::optional<int> exit_code_;
 };
+
+// Busy loops beside the server under test, as a noisy neighbour: `count` child processes that
+// spin at normal priority (nice 0), each pinned to CPU `cpu` when it is >= 0. They die with the
+// object (SIGKILL by pid, reaped) and with this process (PR_SET_PDEATHSIG). Throws
+// std::runtime_error when fork fails.
+class BusyLoops {
+ public:
+  explicit BusyLoops(int count, int cpu = -1);
+  ~BusyLoops();
+  BusyLoops(const BusyLoops&) = delete;
+  BusyLoops& operator=(const BusyLoops&) = delete;
+  const std::vector<pid_t>& pids() const { return pids_; }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+// The first CPU this process may run on (its affinity mask), for pinning.
+int FirstAllowedCpu();
+
+// The scheduling policy of every thread of `pid` (field 41 of /proc/<pid>/task/<tid>/stat:
+// 0 SCHED_OTHER, 5 SCHED_IDLE), by thread id; empty when it is gone.
+std::map<pid_t, int> ThreadPolicies(pid_t pid);
 
 // --- Open Inference Protocol client ------------------------------------------------------------
 

@@ -16,6 +16,7 @@
 #include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
+#include "common/idle_priority.h"
 #include "common/memory_probe.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
@@ -183,6 +184,17 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   BecomeChildOfZygote();
   const int id = options.worker_id;
   const auto start = std::chrono::steady_clock::now();
+  // Loading (in the --share_weights=off baseline) and warming take only the CPU left over.
+  std::unique_ptr<IdleWarming> idle;
+  std::string priority_note;
+  if (options.warm_at_idle_priority) {
+    absl::StatusOr<std::unique_ptr<IdleWarming>> started = IdleWarming::Start({});
+    if (started.ok()) {
+      idle = *std::move(started);
+    } else {
+      priority_note = std::string(started.status().message());
+    }
+  }
   std::unique_ptr<TorchModel> own;
   if (shared == nullptr) {
     absl::StatusOr<std::unique_ptr<TorchModel>> loaded =
@@ -209,6 +221,15 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
     warm = *std::move(outcome);
     for (const internal::ShapeWarmup& shape : warm.shapes) *report.add_shapes() = shape;
   }
+  if (idle != nullptr) {
+    // It stays idle (the watchdog still on) through the readiness check, until Promote.
+    const IdleWarmingReport so_far = idle->SoFar();
+    report.set_idle_priority(true);
+    report.set_idle_ms(so_far.idle_ms);
+    report.set_idle_starved(so_far.starved);
+    report.set_idle_starved_cpu_share(so_far.starved_cpu_share);
+  }
+  report.set_priority_note(priority_note);
   const ShapeGuard guard(model.spec().config, WarmedShapes(warm), warm.memory,
                          options.warmup ? options.memory_budget_bytes : 0);
   report.set_worker_id(id);
@@ -229,6 +250,16 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
     absl::Status received = channel.Receive(&frame);
     if (absl::IsUnavailable(received)) _exit(0);  // the master closed the channel: we are done
     if (!received.ok()) Fail(channel, id, received);
+    if (frame.has_promote() && idle != nullptr) {
+      absl::StatusOr<IdleWarmingReport> finished = idle->Finish();
+      if (!finished.ok()) {
+        Fail(channel, id,
+             absl::FailedPreconditionError(absl::StrCat(
+                 "cannot return to normal CPU priority after warming at idle priority: ",
+                 finished.status().message(), " (run kiln-server with --warmup_priority=normal)")));
+      }
+      idle.reset();
+    }
     if (!frame.has_infer()) continue;
     internal::FromWorker reply;
     *reply.mutable_result() = Serve(model, guard, options.tokenize, frame.infer(), *arena);

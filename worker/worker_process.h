@@ -1,9 +1,10 @@
 // The worker process: what runs in a child the zygote forked (DESIGN.md, "Process model").
 //
 // It owns nothing but its model (inherited from the zygote, weights shared with every other
-// process), its channel to the master and its shared-memory arena. It sets up its threads and
-// device, warms every shape of the plan, reports to the master, then serves one call at a time
-// until the master closes the channel.
+// process), its channel to the master and its shared-memory arena. It drops to idle CPU priority
+// (when asked), sets up its threads and device, warms every shape of the plan, reports to the
+// master, then serves one call at a time until the master closes the channel; the master's
+// Promote returns it to normal priority before its first real request.
 #ifndef KILN_WORKER_WORKER_PROCESS_H_
 #define KILN_WORKER_WORKER_PROCESS_H_
 
@@ -25,6 +26,9 @@ struct WorkerOptions {
   int device_index = -1;            // CUDA device for KIND_GPU; -1 = CPU
   bool warmup = true;               // false only for the --warmup=off baseline
   int64_t memory_budget_bytes = 0;  // 0 = no budget
+  // Load and warm at SCHED_IDLE, and return to normal priority on the master's Promote
+  // (common/idle_priority.h).
+  bool warm_at_idle_priority = false;
   std::vector<WarmupShape> replay;  // recorded traffic shapes to warm on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
   const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null

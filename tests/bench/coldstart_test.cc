@@ -131,7 +131,7 @@ TEST_CASE("coldstart flags: every bad value exits 2 with the reason", "[coldstar
        "no model 'resnet50' in"},
       {{"--model_repository=" + f.repo, "--model=../repo", "--server=" + f.server},
        "is not a model name"},
-      {f.Args({"--workers=0"}), "--workers must be in 1..256, got 0"},
+      {f.Args({"--workers=-1"}), "--workers must be in 0..256, got -1"},
       {f.Args({"--warmup=maybe"}), "--warmup must be on or off, got 'maybe'"},
       {f.Args({"--share_weights=true"}), "--share_weights must be on or off, got 'true'"},
       {f.Args({"--repeat=0"}), "--repeat must be in 1..1000, got 0"},
@@ -148,6 +148,7 @@ TEST_CASE("coldstart flags: every bad value exits 2 with the reason", "[coldstar
       {{"--model_repository=" + f.repo, "--model=mlp", "--server=" + f.repo + "/mlp/config.pbtxt"},
        "is not an executable file"},
       {f.Args({"--json=" + f.dir.path() + "/missing/out.json"}), "does not exist"},
+      {f.Args({"--cgroup=" + f.dir.path()}), "is not a cgroup directory (no cgroup.procs in it)"},
       {f.Args({"--json=" + f.dir.path()}), "is a directory"},
       {f.Args({"--log_dir=" + f.repo + "/mlp/config.pbtxt/logs"}), "cannot create the directory"},
       {f.Args({"--bogus=1"}), "unknown flag --bogus"},
@@ -190,6 +191,15 @@ TEST_CASE("coldstart starts the server with exactly the flags it was given", "[c
                                  "--host=127.0.0.1", "--port=40123", "--lock_dir=/tmp/lock",
                                  "--workers=2", "--warmup=off", "--share_weights=on",
                                  "--drain_timeout_s=5", "--v=1"});
+  SECTION("in a cgroup: sh joins it, then execs the same command") {
+    options.cgroup = "/sys/fs/cgroup/cpu/q";
+    const std::vector<std::string> argv = ColdstartServerArgv(options, 40123, "/tmp/lock");
+    REQUIRE(argv.size() == 14);
+    CHECK(argv[0] == "/bin/sh");
+    CHECK(argv[3] == "/sys/fs/cgroup/cpu/q/cgroup.procs");
+    CHECK(argv[4] == "/opt/kiln/kiln-server");
+    CHECK(argv[13] == "--v=1");
+  }
 }
 
 TEST_CASE("server_args split on whitespace into flags", "[coldstart][argv]") {
@@ -388,6 +398,7 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["warmup"] == "on");
   CHECK(doc["share_weights"] == "off");
   CHECK(doc["repeat"] == 3);
+  CHECK(doc["cgroup"] == "");
   REQUIRE(doc["runs"].size() == 3);
   const char* metrics[] = {"ready_ms", "first_ms",    "steady_p50_ms", "steady_p95_ms",
                            "ratio",    "idle_p50_ms", "idle_ratio",    "pss_mb"};
@@ -398,7 +409,7 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["runs"][0]["ready_ms"] == 2100.0);
   CHECK(doc["runs"][0]["ratio"].get<double>() == Approx(1.091).margin(1e-9));  // 3 decimals
   CHECK(doc["runs"][2]["pss_mb"] == 490.5);
-  CHECK(doc.size() == 6 + 8);
+  CHECK(doc.size() == 7 + 8);
   for (const char* metric : metrics) {
     INFO(metric);
     REQUIRE(doc.contains(metric));

@@ -18,6 +18,12 @@ const char kReport[] = R"pb(
   timeline { name: "load_configs" duration_ms: 12.34 since_start_ms: 12.34 }
   timeline { name: "workers_warm" duration_ms: 1500 since_start_ms: 1512.34 }
   memory_limit: "25276.5 MB from physical memory"
+  cpu_limit: "1 CPU (CFS quota 1.50 CPUs from /sys/fs/cgroup/cpu.max, rounded down; affinity 2 CPUs)"
+  cpus: 1
+  thread_plan: "1 CPU: mlp 1 worker (automatic) x 1 intra-op thread (automatic), textcls 1 worker x 2 intra-op threads = 3 threads"
+  thread_plan_warnings: "2 workers x their intra-op threads = 3 threads on 1 CPU: oversubscribed"
+  openmp_wait: "passive (OMP_WAIT_POLICY=PASSIVE, set by kiln: the binary re-executed itself once)"
+  warm_priority: "idle (SCHED_IDLE: only CPU left over), back to normal as the port opens (CAP_SYS_NICE)"
   models {
     model: "textcls"
     worker_budget_bytes: 512000000
@@ -43,6 +49,10 @@ const char kReport[] = R"pb(
       tokenizer_texts: 8
       tokenizer_first_ms: 2.5
       tokenizer_steady_ms: 0.05
+      idle_priority: true
+      idle_ms: 640.5
+      idle_starved: true
+      idle_starved_cpu_share: 0.02
       shapes {
         batch_size: 1
         sequence_length: 16
@@ -70,6 +80,33 @@ WarmupReportResponse Report() {
   WarmupReportResponse response;
   REQUIRE(google::protobuf::TextFormat::ParseFromString(kReport, &response));
   return response;
+}
+
+TEST_CASE("warmup: the CPUs, the thread plan, OpenMP waiting and the warm priority", "[warmup]") {
+  const std::string text = FormatWarmupReport(Report());
+  CHECK_THAT(text, Contains("cpu limit:    1 CPU (CFS quota 1.50 CPUs from "
+                            "/sys/fs/cgroup/cpu.max, rounded down; affinity 2 CPUs)\n"));
+  CHECK_THAT(text, Contains("threads:      1 CPU: mlp 1 worker (automatic) x 1 intra-op thread "
+                            "(automatic), textcls 1 worker x 2 intra-op threads = 3 threads\n"));
+  CHECK_THAT(text, Contains("  warning: 2 workers x their intra-op threads = 3 threads on 1 CPU: "
+                            "oversubscribed\n"));
+  CHECK_THAT(text, Contains("openmp wait:  passive (OMP_WAIT_POLICY=PASSIVE, set by kiln"));
+  CHECK_THAT(text, Contains("warming at:   idle (SCHED_IDLE: only CPU left over), back to normal "
+                            "as the port opens (CAP_SYS_NICE)\n"));
+  CHECK_THAT(text,
+             Contains("    priority: idle for 640.5 ms, then normal (starved: 2.0% of the CPU "
+                      "time it waited for)\n"));
+
+  WarmupReportResponse normal = Report();
+  internal::WarmupReport& worker = *normal.mutable_models(0)->mutable_workers(0);
+  worker.set_idle_starved(false);
+  CHECK_THAT(FormatWarmupReport(normal),
+             Contains("    priority: idle while warming (640.5 ms), then normal\n"));
+  worker.set_idle_priority(false);
+  worker.set_priority_note("cannot watch for starvation");
+  CHECK_THAT(FormatWarmupReport(normal),
+             Contains("    priority: normal (cannot watch for starvation)\n"));
+  CHECK(Report().cpus() == 1);
 }
 
 TEST_CASE("warmup: the timeline, the memory limit and each model's settings", "[warmup]") {

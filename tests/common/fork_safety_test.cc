@@ -1,14 +1,13 @@
 #include "common/fork_safety.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include "tests/run_command.h"
 
 namespace kiln {
 namespace {
@@ -18,29 +17,15 @@ using Catch::Matchers::Contains;
 // The notes are process-wide, so each scenario runs in a child of its own; the child writes the
 // check's message (empty when OK) to a pipe.
 std::string CheckInChild(const std::function<void()>& before) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
+  const testing::CommandResult child = testing::RunInChild([&before](std::string* message) {
     before();
     const absl::Status status = CheckForkSafe("a test fork");
-    const std::string message(status.message());
-    (void)!write(fds[1], message.data(), message.size());
-    _exit(status.ok() ? 0 : 3);
-  }
-  close(fds[1]);
-  std::string message;
-  char buffer[512];
-  ssize_t n;
-  while ((n = read(fds[0], buffer, sizeof(buffer))) > 0) message.append(buffer, n);
-  close(fds[0]);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  CHECK((WEXITSTATUS(status) == 0) == message.empty());
-  return message;
+    *message = std::string(status.message());
+    return status.ok() ? 0 : 3;
+  });
+  REQUIRE(child.exit_code >= 0);
+  CHECK((child.exit_code == 0) == child.output.empty());
+  return child.output;
 }
 
 TEST_CASE("a fresh single-threaded process may fork", "[fork]") {

@@ -17,40 +17,18 @@
 #include "absl/status/status.h"
 #include "common/memory_budget.h"
 #include "common/memory_probe.h"
+#include "tests/fake_system.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
 namespace {
 
 using Catch::Matchers::Contains;
+using kiln::testing::FakeSystem;
 using kiln::testing::TempDir;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr char kV1Unlimited[] = "9223372036854771712\n";
-
-// A fake /proc and /sys/fs/cgroup under a temporary directory.
-class FakeSystem {
- public:
-  FakeSystem() {
-    roots_.proc = dir_.path() + "/proc";
-    roots_.cgroup = dir_.path() + "/cgroup";
-  }
-  const MemoryProbeRoots& roots() const { return roots_; }
-  void SelfCgroup(const std::string& contents) const {
-    dir_.WriteFile("proc/self/cgroup", contents);
-  }
-  // Writes cgroup/<relative>; returns its full path.
-  std::string Cgroup(const std::string& relative, const std::string& contents) const {
-    return dir_.WriteFile("cgroup/" + relative, contents);
-  }
-  std::string Proc(const std::string& relative, const std::string& contents) const {
-    return dir_.WriteFile("proc/" + relative, contents);
-  }
-
- private:
-  TempDir dir_;
-  MemoryProbeRoots roots_;
-};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

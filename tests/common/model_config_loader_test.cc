@@ -62,7 +62,8 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   const ModelConfig& config = spec->config;
   CHECK(config.name() == "tiny");
   CHECK(config.platform() == "torchscript");
-  CHECK(config.instance_group().count() == 1);
+  CHECK(config.instance_group().count() == 0);  // automatic: the master sizes it to its CPUs
+  CHECK(config.instance_group().intra_op_threads() == 0);
   CHECK(config.instance_group().kind() == InstanceConfig::KIND_CPU);
   CHECK(config.warmup().enabled());
   CHECK(std::vector<int32_t>(config.warmup().batch_sizes().begin(),
@@ -76,7 +77,7 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   CHECK(config.dynamic_batching().max_queue_size() == kDefaultMaxQueueSize);
   CHECK(config.dynamic_batching().pad_to_warmed());
   CHECK(config.memory().cgroup_share() == Approx(kDefaultCgroupShare));
-  CHECK(config.readiness().quorum() == 1);
+  CHECK(config.readiness().quorum() == 0);  // all, however many the master starts
   CHECK(config.readiness().check_requests() == kDefaultReadinessCheckRequests);
   CHECK(config.readiness().max_p95_factor() == Approx(kDefaultReadinessMaxP95Factor));
   CHECK_FALSE(config.has_tokenizer());
@@ -315,6 +316,12 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"quorum above the instance count",
        "instance_group { count: 2 }\nreadiness { quorum: 3 }\n" + io,
        {"field 'readiness.quorum'", "instance_group.count=2", "got 3"}},
+      {"a negative instance count",
+       "instance_group { count: -1 }\n" + io,
+       {"field 'instance_group.count'", "a count >= 1 (0 = automatic)", "got -1"}},
+      {"a negative quorum with an automatic count",
+       "readiness { quorum: -2 }\n" + io,
+       {"field 'readiness.quorum'", "a worker count >= 1 (0 = all)", "got -2"}},
       {"cgroup share above 1",
        "memory { cgroup_share: 1.5 }\n" + io,
        {"field 'memory.cgroup_share'", "(0, 1]", "got 1.5"}},

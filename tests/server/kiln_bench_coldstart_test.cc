@@ -1,5 +1,6 @@
-// Drives the real `kiln-bench coldstart` against the real kiln-server, as a user does: one cold
-// start of the mlp model, its JSON report, and no server process left behind.
+// Drives the real `kiln-bench coldstart` and `kiln-bench scaleout` against the real kiln-server,
+// as a user does: one cold start of the mlp model, a second replica started beside a loaded
+// first one, their JSON reports, and no server process left behind.
 #include <signal.h>
 #include <sys/types.h>
 
@@ -105,15 +106,55 @@ TEST_CASE("kiln-bench coldstart reports a server that exits before SERVING",
   dir.WriteFile("repo/mlp/1/model.pt", "not a TorchScript file");
   const std::string tmp = dir.path() + "/tmp";
   fs::create_directories(tmp);
-  const CommandResult result =
-      RunCommand("TMPDIR=" + tmp + " " + kBench + " coldstart --server=" + kServer +
-                 " --model_repository=" + dir.path() + "/repo --model=mlp --repeat=2 --timeout_s=60");
+  const CommandResult result = RunCommand(
+      "TMPDIR=" + tmp + " " + kBench + " coldstart --server=" + kServer +
+      " --model_repository=" + dir.path() + "/repo --model=mlp --repeat=2 --timeout_s=60");
   INFO(result.output);
   CHECK(result.exit_code == 1);
-  CHECK_THAT(result.output, Contains("run 1/2 failed: kiln-server exited before SERVING: exit code"));
+  CHECK_THAT(result.output,
+             Contains("run 1/2 failed: kiln-server exited before SERVING: exit code"));
   CHECK_THAT(result.output, Contains("server log (kept): " + tmp + "/kiln-coldstart-"));
   CHECK_THAT(result.output, Contains("--- last lines of the log ---"));
   CHECK(ServersWithLockDirUnder(tmp).empty());
+}
+
+TEST_CASE(
+    "kiln-bench scaleout starts replica B beside loaded replica A and leaves no server "
+    "behind",
+    "[server][bench][scaleout]") {
+  REQUIRE(RunCommand("command -v pgrep").exit_code == 0);
+  TempDir dir;
+  const std::string repo = MlpOnlyRepository(dir);
+  const std::string tmp = dir.path() + "/tmp";
+  fs::create_directories(tmp);
+  const std::string json = dir.path() + "/scaleout.json";
+  const CommandResult result =
+      RunCommand("TMPDIR=" + tmp + " " + kBench + " scaleout --server=" + kServer +
+                 " --model_repository=" + repo +
+                 " --model=mlp --workers=1 --rate=40 --duration_s=8 --start_b_s=2 --skip_s=0.5"
+                 " --timeout_s=120 --json=" +
+                 json);
+  INFO(result.output);
+  CHECK(result.exit_code == 0);
+  CHECK_THAT(result.output, Contains("replica B started 2."));
+  CHECK_THAT(result.output, Contains("A's p99 while B warms / before: "));
+
+  const std::vector<pid_t> left = ServersWithLockDirUnder(tmp);
+  CHECK(left.empty());
+  for (pid_t pid : left) kill(pid, SIGKILL);
+
+  std::ifstream in(json);
+  REQUIRE(in);
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  CHECK(doc["model"] == "mlp");
+  CHECK(doc["b_error"] == "");
+  CHECK(doc["b_ready_ms"].get<double>() > 0);
+  CHECK(doc["errors"] == 0);
+  REQUIRE(doc["phases"].size() == 3);
+  // 40 req/s: about 60 requests before B (1.5 s) and 240 after B is SERVING; B's warmup of mlp
+  // takes some hundred ms, so its window may hold few or none.
+  CHECK(doc["phases"][0]["count"].get<int>() > 20);
+  CHECK(doc["phases"][2]["count"].get<int>() > 20);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/safetensors.h"
+#include "proto/kiln_service.grpc.pb.h"
 #include "tests/server_process.h"
 #include "tests/test_paths.h"
 
@@ -127,6 +128,28 @@ inline HealthCheckResponse::ServingStatus Health(HealthStub& stub, const std::st
 
 inline std::string Describe(const grpc::Status& status) {
   return std::to_string(static_cast<int>(status.error_code())) + " " + status.error_message();
+}
+
+// The server's kiln.KilnService WarmupReport (every model); REQUIREs that it answers.
+inline WarmupReportResponse Report(const ServerProcess& server) {
+  auto stub = KilnService::NewStub(LoopbackChannel(server.port()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  WarmupReportResponse response;
+  const grpc::Status status = stub->WarmupReport(&context, {}, &response);
+  INFO("WarmupReport: " << status.error_message());
+  REQUIRE(status.ok());
+  return response;
+}
+
+// One model's part of a report; FAILs when it has none.
+inline ModelWarmupReport ModelReport(const WarmupReportResponse& response,
+                                     const std::string& model) {
+  for (const ModelWarmupReport& report : response.models()) {
+    if (report.model() == model) return report;
+  }
+  FAIL("no warmup report for " << model);
+  throw;  // unreachable: FAIL throws
 }
 
 // Starts a server and waits until it is SERVING; FAILs (with the log) when it does not.

@@ -32,31 +32,14 @@ using kiln::testing::Fp32Tensor;
 using kiln::testing::Infer;
 using kiln::testing::kStartup;
 using kiln::testing::MaxAbsDiff;
+using kiln::testing::ModelReport;
 using kiln::testing::ModelsDir;
+using kiln::testing::Report;
 using kiln::testing::ServerProcess;
 using kiln::testing::StartServing;
 using kiln::testing::Stub;
 using kiln::testing::TempDir;
 using std::chrono::seconds;
-
-WarmupReportResponse Report(const ServerProcess& server) {
-  auto stub = KilnService::NewStub(kiln::testing::LoopbackChannel(server.port()));
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + seconds(10));
-  WarmupReportResponse response;
-  const grpc::Status status = stub->WarmupReport(&context, {}, &response);
-  INFO("WarmupReport: " << Describe(status));
-  REQUIRE(status.ok());
-  return response;
-}
-
-ModelWarmupReport ModelReport(const WarmupReportResponse& response, const std::string& model) {
-  for (const ModelWarmupReport& report : response.models()) {
-    if (report.model() == model) return report;
-  }
-  FAIL("no warmup report for " << model);
-  throw;  // unreachable: FAIL throws
-}
 
 inference::ModelInferRequest TextRequest(const std::string& model,
                                          const std::vector<std::string>& texts) {
