@@ -29,8 +29,8 @@ TEST_CASE("the safetensors writer round-trips through ParseSafetensors", "[safet
   std::memcpy(&header_size, image->data(), 8);
   CHECK(header_size % 8 == 0);
 
-  absl::StatusOr<SafetensorsIndex> index =
-      ParseSafetensors(reinterpret_cast<const uint8_t*>(image->data()), image->size(), "out", {});
+  absl::StatusOr<SafetensorsIndex> index = ParseSafetensors(
+      reinterpret_cast<const uint8_t*>(image->data()), image->size(), "out", {});
   REQUIRE(index.ok());
   CHECK(index->data_start() == 8 + header_size);
   CHECK(index->metadata() == metadata);
@@ -59,8 +59,8 @@ TEST_CASE("data_start_mod 1 misaligns every tensor wider than a byte", "[safeten
   absl::StatusOr<std::string> image = SerializeSafetensors({a.view()}, {}, /*data_start_mod=*/1);
   REQUIRE(image.ok());
   // A std::string's buffer is at least 8-aligned, so the file offset decides the alignment.
-  absl::StatusOr<SafetensorsIndex> index =
-      ParseSafetensors(reinterpret_cast<const uint8_t*>(image->data()), image->size(), "out");
+  absl::StatusOr<SafetensorsIndex> index = ParseSafetensors(
+      reinterpret_cast<const uint8_t*>(image->data()), image->size(), "out");
   REQUIRE(index.ok());
   CHECK(index->data_start() % 8 == 1);
   CHECK_FALSE(index->tensors().front().aligned);
