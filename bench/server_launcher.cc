@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -24,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bench/oip_client.h"
+#include "common/text_proto_file.h"
 
 namespace kiln::bench {
 namespace {
@@ -32,14 +32,6 @@ constexpr std::chrono::milliseconds kPollInterval(10);
 // After the master exited, how long its zygote and workers may take to follow it (they get
 // SIGKILL through PR_SET_PDEATHSIG) before the group is SIGKILLed.
 constexpr std::chrono::milliseconds kGroupExitTimeout(5000);
-
-std::string ReadWholeFile(const std::string& path, bool* ok) {
-  std::ifstream in(path, std::ios::binary);
-  *ok = static_cast<bool>(in);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 }  // namespace
 
@@ -152,15 +144,14 @@ absl::StatusOr<TreeMemory> TreePss(pid_t root) {
   TreeMemory memory;
   for (pid_t pid : tree) {
     const std::string path = absl::StrCat("/proc/", pid, "/smaps_rollup");
-    bool ok = false;
-    const std::string text = ReadWholeFile(path, &ok);
-    const std::optional<int64_t> kb = ok ? ParsePssKb(text) : std::nullopt;
+    const absl::StatusOr<std::string> text = ReadWholeFile(path);
+    const std::optional<int64_t> kb = text.ok() ? ParsePssKb(*text) : std::nullopt;
     if (!kb) {
       // A zombie (or a process that just exited) has an empty smaps_rollup: skip it, unless it
       // is the root, whose memory is the point.
       if (pid != root) continue;
       return absl::InternalError(
-          absl::StrCat("cannot read the Pss of ", path, ok ? " (no 'Pss: N kB' line)" : ""));
+          absl::StrCat("cannot read the Pss of ", path, text.ok() ? " (no 'Pss: N kB' line)" : ""));
     }
     ++memory.processes;
     memory.pss_kb += *kb;

@@ -2,12 +2,10 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/text_proto_file.h"
 
 namespace kiln {
 namespace {
@@ -40,18 +38,10 @@ void AppendHierarchy(const std::string& hierarchy, absl::string_view path, bool 
 
 }  // namespace
 
-std::optional<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 std::vector<CgroupDir> CgroupDirsFor(absl::string_view controller, const SystemRoots& roots) {
   std::vector<CgroupDir> dirs;
-  const std::optional<std::string> self = ReadSmallFile(absl::StrCat(roots.proc, "/self/cgroup"));
-  if (!self.has_value()) return dirs;
+  const absl::StatusOr<std::string> self = ReadWholeFile(absl::StrCat(roots.proc, "/self/cgroup"));
+  if (!self.ok()) return dirs;
   for (absl::string_view line : absl::StrSplit(*self, '\n', absl::SkipWhitespace())) {
     // hierarchy-ID:controller-list:cgroup-path; the path may itself contain ':'.
     const std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(':', 2));

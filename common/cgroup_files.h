@@ -1,13 +1,13 @@
 // Where a cgroup controller's files are for this process: its own cgroup and every ancestor, in
 // cgroup v2 (unified) and v1 (one hierarchy per controller list), as the memory and CPU probes
-// (common/memory_probe.h, common/cpu_probe.h) read their limits.
+// (common/memory_probe.h, common/cpu_probe.h) read their limits. The probes read the files with
+// ReadWholeFile (common/text_proto_file.h).
 //
 // Ownership: nothing here holds state. Thread-safety: every function may be called from any
 // thread; each reads the files it names and returns values.
 #ifndef KILN_COMMON_CGROUP_FILES_H_
 #define KILN_COMMON_CGROUP_FILES_H_
 
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,9 +39,6 @@ struct CgroupDir {
 // The caller reads the files it needs; a v2 directory holds a controller's files only where the
 // controller is enabled.
 std::vector<CgroupDir> CgroupDirsFor(absl::string_view controller, const SystemRoots& roots);
-
-// The whole file, or std::nullopt when it cannot be opened (for small /proc and cgroup files).
-std::optional<std::string> ReadSmallFile(const std::string& path);
 
 }  // namespace kiln
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/text_proto_file.h"
 #include "glog/logging.h"
 
 namespace kiln {
@@ -37,8 +38,8 @@ std::optional<int64_t> ParseMicroseconds(const std::string& file, absl::string_v
 // cgroup v2 cpu.max: "<quota> <period>" or "max <period>".
 std::optional<CgroupCpuQuota> ReadV2(const std::string& dir) {
   const std::string file = absl::StrCat(dir, "/cpu.max");
-  const std::optional<std::string> text = ReadSmallFile(file);
-  if (!text.has_value()) return std::nullopt;
+  const absl::StatusOr<std::string> text = ReadWholeFile(file);
+  if (!text.ok()) return std::nullopt;
   const std::vector<absl::string_view> fields =
       absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ', absl::SkipEmpty());
   if (fields.empty() || fields[0] == "max") return std::nullopt;
@@ -53,12 +54,12 @@ std::optional<CgroupCpuQuota> ReadV2(const std::string& dir) {
 // cgroup v1: cpu.cfs_quota_us (-1 = none) and cpu.cfs_period_us.
 std::optional<CgroupCpuQuota> ReadV1(const std::string& dir) {
   const std::string file = absl::StrCat(dir, "/cpu.cfs_quota_us");
-  const std::optional<std::string> quota_text = ReadSmallFile(file);
-  if (!quota_text.has_value()) return std::nullopt;
+  const absl::StatusOr<std::string> quota_text = ReadWholeFile(file);
+  if (!quota_text.ok()) return std::nullopt;
   if (absl::StripAsciiWhitespace(*quota_text) == "-1") return std::nullopt;
   const std::string period_file = absl::StrCat(dir, "/cpu.cfs_period_us");
-  const std::optional<std::string> period_text = ReadSmallFile(period_file);
-  if (!period_text.has_value()) {
+  const absl::StatusOr<std::string> period_text = ReadWholeFile(period_file);
+  if (!period_text.ok()) {
     LOG(WARNING) << "ignoring CPU quota file " << file << ": no " << period_file << " beside it";
     return std::nullopt;
   }

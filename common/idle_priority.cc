@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/text_proto_file.h"
 
 namespace kiln {
 namespace {
@@ -31,8 +32,8 @@ struct SchedStat {
 };
 
 absl::StatusOr<SchedStat> ReadSchedStat(const std::string& path) {
-  const std::optional<std::string> text = ReadSmallFile(path);
-  if (!text.has_value()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
   const std::vector<absl::string_view> fields =
       absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ', absl::SkipEmpty());
   SchedStat stat;
@@ -81,8 +82,9 @@ bool HasEffectiveCapability(absl::string_view proc_status, int capability) {
 }
 
 IdleReturn CheckReturnFromIdle(const SystemRoots& roots) {
-  const std::optional<std::string> status = ReadSmallFile(absl::StrCat(roots.proc, "/self/status"));
-  const bool cap = status.has_value() && HasEffectiveCapability(*status, CAP_SYS_NICE);
+  const absl::StatusOr<std::string> status =
+      ReadWholeFile(absl::StrCat(roots.proc, "/self/status"));
+  const bool cap = status.ok() && HasEffectiveCapability(*status, CAP_SYS_NICE);
   rlimit limit{};
   int64_t rlimit_nice = 0;
   if (getrlimit(RLIMIT_NICE, &limit) == 0) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/text_proto_file.h"
 #include "glog/logging.h"
 
 namespace kiln {
@@ -45,8 +46,8 @@ std::optional<int64_t> ParseKbLine(absl::string_view line, absl::string_view key
 }
 
 absl::StatusOr<ResidentMemory> ReadStatusFile(const std::string& path) {
-  const std::optional<std::string> text = ReadSmallFile(path);
-  if (!text.has_value()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::optional<int64_t> rss;
   std::optional<int64_t> hwm;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
@@ -67,8 +68,8 @@ std::optional<CgroupLimit> TightestCgroupMemoryLimit(const SystemRoots& roots) {
   for (const CgroupDir& dir : CgroupDirsFor("memory", roots)) {
     const std::string file =
         absl::StrCat(dir.path, dir.v2 ? "/memory.max" : "/memory.limit_in_bytes");
-    const std::optional<std::string> text = ReadSmallFile(file);
-    if (!text.has_value()) continue;  // the root (which has no limit), or not enabled here
+    const absl::StatusOr<std::string> text = ReadWholeFile(file);
+    if (!text.ok()) continue;  // the root (which has no limit), or not enabled here
     const std::optional<int64_t> bytes = ParseLimitValue(file, *text);
     if (bytes.has_value() && (!tightest.has_value() || *bytes < tightest->bytes)) {
       tightest = CgroupLimit{*bytes, file};
