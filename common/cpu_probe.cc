@@ -115,13 +115,10 @@ CpuLimit ChooseCpuLimit(int affinity_cpus, const std::optional<CgroupCpuQuota>& 
   CpuLimit limit;
   limit.affinity_cpus = std::max(affinity_cpus, 0);
   limit.quota = quota;
-  // A quota of more CPUs than int holds bounds nothing.
-  const double from_quota = quota.has_value() ? std::floor(quota->cpus()) : 0;
-  int cpus = limit.affinity_cpus > 0 ? limit.affinity_cpus : std::numeric_limits<int>::max();
-  if (quota.has_value() && from_quota < static_cast<double>(cpus)) {
-    cpus = static_cast<int>(from_quota);
-  }
-  limit.cpus = cpus == std::numeric_limits<int>::max() ? 1 : std::max(cpus, 1);
+  double cpus = limit.affinity_cpus > 0 ? limit.affinity_cpus : HUGE_VAL;
+  if (quota.has_value()) cpus = std::min(cpus, std::floor(quota->cpus()));
+  // No usable bound (no affinity, and no quota or one of more CPUs than int holds): 1.
+  limit.cpus = cpus < std::numeric_limits<int>::max() ? std::max(static_cast<int>(cpus), 1) : 1;
   return limit;
 }
 

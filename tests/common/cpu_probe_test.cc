@@ -144,6 +144,7 @@ TEST_CASE("the usable CPUs: affinity and the quota rounded down, at least 1", "[
   CHECK(ChooseCpuLimit(0, Quota(200000, 100000)).cpus == 2);  // affinity unknown
   CHECK(ChooseCpuLimit(0, std::nullopt).cpus == 1);
   CHECK(ChooseCpuLimit(4, Quota(int64_t{1} << 50, 1)).cpus == 4);  // a huge quota bounds nothing
+  CHECK(ChooseCpuLimit(0, Quota(int64_t{1} << 50, 1)).cpus == 1);  // nor with no affinity
 
   CHECK(ChooseCpuLimit(2, std::nullopt).Describe() == "2 CPUs (affinity 2 CPUs, no CFS quota)");
   CHECK(ChooseCpuLimit(2, Quota(150000, 100000)).Describe() ==
