@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln::bench {
@@ -43,6 +45,14 @@ bool FlagSet::WasSet(absl::string_view name) const {
     if (flag.name == name) return flag.set;
   }
   return false;
+}
+
+std::optional<double> ParsePositive(absl::string_view text) {
+  double value = 0;
+  if (!absl::SimpleAtod(text, &value) || !std::isfinite(value) || !(value > 0)) {
+    return std::nullopt;
+  }
+  return value;
 }
 
 std::optional<int64_t> ParseInt64(absl::string_view text) {

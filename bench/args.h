@@ -75,6 +75,9 @@ class FlagSet {
 // Parses a whole decimal int64 (optional leading '-', nothing else); std::nullopt otherwise.
 std::optional<int64_t> ParseInt64(absl::string_view text);
 
+// A finite number > 0 from `text` (a rate, a duration); std::nullopt otherwise.
+std::optional<double> ParsePositive(absl::string_view text);
+
 // The common front of every sub-command: parses `args`; on --help prints Usage() to `out` and
 // returns kExitOk; on an error prints "kiln-bench <command>: <error>" and a hint to `err` and
 // returns kExitUsage; returns std::nullopt when the command should go on.

@@ -92,7 +92,6 @@ constexpr int kIdleRequests = 10;
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 // Rounds to 3 decimals, so that the JSON stays readable.
-double Round3(double value) { return std::round(value * 1000.0) / 1000.0; }
 
 const char* OnOff(bool value) { return value ? "on" : "off"; }
 
@@ -409,16 +408,18 @@ std::string ColdstartJson(const ColdstartOptions& options, const std::vector<Col
   doc["runs"] = nlohmann::ordered_json::array();
   for (const ColdstartRun& run : runs) {
     nlohmann::ordered_json entry;
-    for (const Metric& metric : kMetrics) entry[metric.name] = Round3(run.*metric.field);
+    for (const Metric& metric : kMetrics) {
+      entry[metric.name] = RoundToThousandths(run.*metric.field);
+    }
     doc["runs"].push_back(std::move(entry));
   }
   for (const Metric& metric : kMetrics) {
     std::vector<double> values;
     for (const ColdstartRun& run : runs) values.push_back(run.*metric.field);
     const Spread spread = MedianAndSpread(std::move(values));
-    doc[metric.name] = {{"median", Round3(spread.median)},
-                        {"min", Round3(spread.min)},
-                        {"max", Round3(spread.max)}};
+    doc[metric.name] = {{"median", RoundToThousandths(spread.median)},
+                        {"min", RoundToThousandths(spread.min)},
+                        {"max", RoundToThousandths(spread.max)}};
   }
   return doc.dump(2) + "\n";
 }

@@ -44,4 +44,6 @@ std::string FormatSummary(const LatencySummary& s) {
                          s.count, s.p50, s.p90, s.p95, s.p99, s.max);
 }
 
+double RoundToThousandths(double value) { return std::round(value * 1000) / 1000; }
+
 }  // namespace kiln::bench

@@ -28,6 +28,9 @@ struct Spread {
 };
 Spread MedianAndSpread(std::vector<double> values);
 
+// `value` rounded to 3 decimals: milliseconds to the microsecond, as the --json files write them.
+double RoundToThousandths(double value);
+
 // "p50 12.3 ms, p90 ..., max ..." for progress and report lines.
 std::string FormatSummary(const LatencySummary& summary);
 

@@ -49,15 +49,6 @@ const char* kLoadDescription =
     "Exit status: 0 the run completed (request errors are reported, not fatal), 1 it could not\n"
     "run (ModelMetadata failed, unusable model, output file not writable), 2 bad flags.";
 
-// A finite number > 0 from `text`, or std::nullopt.
-std::optional<double> ParsePositive(const std::string& text) {
-  double value = 0;
-  if (!absl::SimpleAtod(text, &value) || !std::isfinite(value) || !(value > 0)) {
-    return std::nullopt;
-  }
-  return value;
-}
-
 int Usage(const std::string& problem) {
   std::cerr << "kiln-bench load: " << problem << "\nrun 'kiln-bench load --help' for its flags\n";
   return kExitUsage;

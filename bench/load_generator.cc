@@ -23,8 +23,6 @@ using Clock = std::chrono::steady_clock;
 // Above this many arrivals a schedule is refused (80 MB of offsets, more in records).
 constexpr double kMaxScheduledRequests = 1e7;
 
-double Round(double value, double scale) { return std::round(value * scale) / scale; }
-
 // The state one run shares between its sending thread, the sender's completion threads and the
 // progress thread. Owned jointly (shared_ptr) by RunLoad and every pending completion, so that
 // a completion arriving after RunLoad returned touches live memory and is ignored (`closed`).
@@ -424,20 +422,20 @@ nlohmann::ordered_json RunStats::ToJson() const {
       {"arrival", open ? ArrivalName(info_.arrival) : "none"},
       {"target_rate", open ? info_.target_rate : 0.0},
       {"concurrency", info_.concurrency},
-      {"duration_s", Round(window_s(), 1e3)},
+      {"duration_s", RoundToThousandths(window_s())},
       {"sent", sent()},
       {"completed", completed()},
       {"ok", ok()},
-      {"throughput_rps", Round(throughput(), 1e3)},
+      {"throughput_rps", RoundToThousandths(throughput())},
       {"latency_ms",
        {{"count", s.count},
-        {"min", Round(s.min, 1e3)},
-        {"mean", Round(s.mean, 1e3)},
-        {"p50", Round(s.p50, 1e3)},
-        {"p90", Round(s.p90, 1e3)},
-        {"p95", Round(s.p95, 1e3)},
-        {"p99", Round(s.p99, 1e3)},
-        {"max", Round(s.max, 1e3)}}},
+        {"min", RoundToThousandths(s.min)},
+        {"mean", RoundToThousandths(s.mean)},
+        {"p50", RoundToThousandths(s.p50)},
+        {"p90", RoundToThousandths(s.p90)},
+        {"p95", RoundToThousandths(s.p95)},
+        {"p99", RoundToThousandths(s.p99)},
+        {"max", RoundToThousandths(s.max)}}},
       {"errors", errors},
   };
 }

@@ -41,17 +41,7 @@ constexpr char kDescription[] =
     "Exit status: 0 B became SERVING within A's load and both served; 1 something failed (the\n"
     "reason and the logs' tails on stderr); 2 bad flags.";
 
-std::optional<double> ParsePositiveNumber(const std::string& text) {
-  double value = 0;
-  if (!absl::SimpleAtod(text, &value) || !std::isfinite(value) || !(value > 0)) {
-    return std::nullopt;
-  }
-  return value;
-}
-
 std::string TwoDecimals(double value) { return absl::StrFormat("%.2f", value); }
-
-double Round3(double value) { return std::round(value * 1000) / 1000; }
 
 }  // namespace
 
@@ -138,22 +128,23 @@ std::string ScaleoutJson(const ScaleoutOptions& options, const ScaleoutResult& r
   doc["rate"] = options.rate;
   doc["duration_s"] = options.duration_s;
   doc["start_b_s"] = options.start_b_s;
-  doc["b_ready_ms"] = result.b_error.empty() ? nlohmann::ordered_json(Round3(result.b_ready_ms()))
-                                             : nlohmann::ordered_json(nullptr);
+  doc["b_ready_ms"] = result.b_error.empty()
+                          ? nlohmann::ordered_json(RoundToThousandths(result.b_ready_ms()))
+                          : nlohmann::ordered_json(nullptr);
   doc["b_error"] = result.b_error;
-  doc["p99_ratio"] = Round3(result.p99_ratio());
+  doc["p99_ratio"] = RoundToThousandths(result.p99_ratio());
   doc["errors"] = result.errors();
   doc["phases"] = nlohmann::ordered_json::array();
   for (const ScaleoutPhase& phase : result.phases) {
     nlohmann::ordered_json entry;
     entry["name"] = phase.name;
-    entry["from_ms"] = Round3(phase.from_ms);
-    entry["to_ms"] = Round3(phase.to_ms);
+    entry["from_ms"] = RoundToThousandths(phase.from_ms);
+    entry["to_ms"] = RoundToThousandths(phase.to_ms);
     entry["count"] = phase.latency.count;
-    entry["p50_ms"] = Round3(phase.latency.p50);
-    entry["p95_ms"] = Round3(phase.latency.p95);
-    entry["p99_ms"] = Round3(phase.latency.p99);
-    entry["max_ms"] = Round3(phase.latency.max);
+    entry["p50_ms"] = RoundToThousandths(phase.latency.p50);
+    entry["p95_ms"] = RoundToThousandths(phase.latency.p95);
+    entry["p99_ms"] = RoundToThousandths(phase.latency.p99);
+    entry["max_ms"] = RoundToThousandths(phase.latency.max);
     entry["errors"] = nlohmann::ordered_json::object();
     for (const auto& [name, count] : phase.errors) entry["errors"][name] = count;
     doc["phases"].push_back(std::move(entry));
@@ -204,11 +195,10 @@ std::optional<int> ParseScaleoutArgs(const std::vector<std::string>& args, Scale
     absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
     if (!extra.ok()) return std::string(extra.status().message());
     parsed.server_args = std::move(*extra);
-    const std::optional<double> r = ParsePositiveNumber(rate);
-    const std::optional<double> d = ParsePositiveNumber(duration);
-    const std::optional<double> b = ParsePositiveNumber(start_b);
-    const std::optional<double> s =
-        skip == "0" ? std::optional<double>(0) : ParsePositiveNumber(skip);
+    const std::optional<double> r = ParsePositive(rate);
+    const std::optional<double> d = ParsePositive(duration);
+    const std::optional<double> b = ParsePositive(start_b);
+    const std::optional<double> s = skip == "0" ? std::optional<double>(0) : ParsePositive(skip);
     if (!r) return absl::StrCat("--rate must be a number > 0, not '", rate, "'");
     if (!d) return absl::StrCat("--duration_s must be a number > 0, not '", duration, "'");
     if (!b) return absl::StrCat("--start_b_s must be a number > 0, not '", start_b, "'");
