@@ -1,7 +1,7 @@
 // Warming at idle CPU priority (DESIGN.md, "Change without going cold"): a worker that warms
 // while something else on the machine serves (the server's other workers, another replica) takes
 // only the CPU left over, so the neighbour's tail latency stays flat, and goes back to normal
-// priority once warm.
+// priority before it takes real traffic (the master's Promote frame).
 //
 // Linux's SCHED_IDLE runs a thread only when nothing else wants the CPU (weight 3 against 1024 for
 // a nice-0 thread). Lowering a thread to it needs no privilege; going back to SCHED_OTHER needs

@@ -34,7 +34,7 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
     response->set_memory_limit(startup_.memory_limit);
     response->set_cpu_limit(startup_.cpu.limit);
-    response->set_cpus(startup_.cpu.cpus);
+    response->set_cpus(startup_.cpu.plan.cpus);
     response->set_thread_plan(startup_.cpu.plan.Describe());
     *response->mutable_thread_plan_warnings() = {startup_.cpu.plan.warnings.begin(),
                                                  startup_.cpu.plan.warnings.end()};

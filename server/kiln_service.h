@@ -18,9 +18,8 @@ namespace kiln {
 
 // The master's CPU decisions (master.cc, PlanCpu): what it sized threads to and how.
 struct CpuSetup {
-  int cpus = 1;
-  std::string limit;  // CpuLimit::Describe(), or --cpus
-  ThreadPlan plan;
+  std::string limit;        // CpuLimit::Describe(), or --cpus
+  ThreadPlan plan;          // plan.cpus: the CPUs it was sized to
   std::string openmp_wait;  // DescribeOpenMpWait()
   bool warm_at_idle_priority = false;
   std::string warm_priority;  // "idle (...)" or "normal: <why>"

@@ -303,7 +303,6 @@ CpuSetup PlanCpu(const MasterOptions& options, const std::vector<ModelSpec>& spe
                  const LoadedModels& models, int64_t memory_limit_bytes) {
   CpuSetup setup;
   const CpuLimit limit = ProcessCpuLimit();
-  setup.cpus = options.cpus > 0 ? options.cpus : limit.cpus;
   setup.limit = options.cpus > 0 ? absl::StrCat(options.cpus, " (--cpus; the process has ",
                                                 limit.Describe(), ")")
                                  : limit.Describe();
@@ -312,7 +311,7 @@ CpuSetup PlanCpu(const MasterOptions& options, const std::vector<ModelSpec>& spe
   // A worker starts as a copy of the master and touches every weight: reckon it at the master's
   // resident memory plus the mapped weights (only to cap automatic worker counts).
   ThreadPlanInputs inputs;
-  inputs.cpus = setup.cpus;
+  inputs.cpus = options.cpus > 0 ? options.cpus : limit.cpus;
   inputs.workers_per_model = options.workers_per_model;
   inputs.memory_limit_bytes = memory_limit_bytes;
   if (absl::StatusOr<ResidentMemory> resident = ReadResidentMemory(); resident.ok()) {
