@@ -41,13 +41,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A repository holding only model $1 (files linked from models/), kept with the results so that
-# every recorded command can be run again.
+# repo_of MODEL [auto|old]: a repository holding only MODEL (files linked from models/), kept
+# with the results so that every recorded command can be run again. Its config is the demo's;
+# with "auto" one whose instance_group is automatic, with "old" kiln's old default on this
+# machine (1 worker of $(nproc) intra-op threads).
 repo_of() {
-  local dir="$out/repo-$1"
+  local dir="$out/repo-$1${2:+-$2}"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir/$1/1"
-    cp "models/$1/config.pbtxt" "$dir/$1/"
+    case "${2:-}" in
+      auto) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
+      old) sed "s/^instance_group.*/instance_group { count: 1 intra_op_threads: $(nproc) }/" \
+             "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
+      *) cp "models/$1/config.pbtxt" "$dir/$1/" ;;
+    esac
     ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
   fi
   echo "$dir"
@@ -100,21 +107,12 @@ make_quota_cgroup() {
     > "$out/cpu-quota.skipped"
 }
 
-# cpu_repo MODEL auto|old: a repository of MODEL whose instance_group is automatic, or the old
-# default on this machine (1 worker of $(nproc) intra-op threads).
-cpu_repo() {
-  local dir="$out/repo-$1-$2"
-  if [ ! -d "$dir" ]; then
-    mkdir -p "$dir/$1/1"
-    if [ "$2" = auto ]; then
-      grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt"
-    else
-      sed "s/^instance_group.*/instance_group { count: 1 intra_op_threads: $(nproc) }/" \
-        "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt"
-    fi
-    ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
-  fi
-  echo "$dir"
+# save_plan FILE LOG...: the first thread plan the server logs ("2 CPUs: resnet50 2 workers ...
+# = 2 threads") into FILE, for the report.
+save_plan() {
+  local file=$1; shift
+  grep -ho 'threads: [0-9]* CPUs\?: .* = [0-9]* threads\?' "$@" 2>/dev/null | head -1 |
+    sed 's/^threads: //' > "$file" || true
 }
 
 # The old CPU settings beside the repository: libgomp's default spinning (GOMP_SPINCOUNT=300000
@@ -122,16 +120,18 @@ cpu_repo() {
 old_env=(env GOMP_SPINCOUNT=300000)
 old_args="--warmup_priority=normal"
 
-# start_server MODEL WORKERS: kiln-server on a free port in the background; sets $port.
+# start_server NAME REPO [FLAGS...]: kiln-server on REPO and a free port in the background, its
+# log in server-NAME.log; sets $port.
 start_server() {
+  local name=$1 repo=$2; shift 2
   port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  setsid "$server" --model_repository="$(repo_of "$1")" --host=127.0.0.1 --port="$port" \
-    --workers="$2" --lock_dir="$work" > "$out/server-$1.log" 2>&1 &
+  setsid "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" \
+    --lock_dir="$work" "$@" > "$out/server-$name.log" 2>&1 &
   server_pid=$!
   local deadline=$(( $(date +%s) + 300 ))
   until "$bench" health --addr="127.0.0.1:$port" > /dev/null 2>&1; do
     kill -0 "$server_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ] ||
-      { echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-$1.log" >&2; exit 1; }
+      { echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-$name.log" >&2; exit 1; }
     sleep 0.2
   done
 }
@@ -158,7 +158,7 @@ done
 
 step "3/8 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
-  start_server $model 2
+  start_server "$model" "$(repo_of "$model")" --workers=2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
     --concurrency=4 --duration_s=$capacity_s --warmup_requests=20 --json="$out/capacity-$model.json"
   capacity=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/capacity-$model.json'))['throughput_rps'])")
@@ -171,7 +171,7 @@ for model in mlp resnet18; do
 done
 
 step "4/8 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
-start_server mlp 1
+start_server mlp "$(repo_of mlp)" --workers=1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
 threads=$(grep -o '[0-9]* thread(s)' "$out/server-mlp.log" | head -1 | cut -d' ' -f1)
@@ -193,12 +193,11 @@ for setting in auto old; do
     fi
     [ "$condition" = spinners ] && start_spinners 2
     run_may_fail "$name" "${prefix[@]}" "$bench" coldstart \
-      --model_repository="$(cpu_repo resnet50 "$setting")" --model=resnet50 --workers=0 \
+      --model_repository="$(repo_of resnet50 "$setting")" --model=resnet50 --workers=0 \
       --server_args="$server_args" "${cgroup_flag[@]}" --repeat=1 --steady_requests=$cpu_steady \
       --timeout_s=300 --log_dir="$out/logs-$name" --json="$out/$name.json"
     stop_spinners
-    grep -ho 'threads: [0-9]* CPUs\?: .* = [0-9]* threads\?' "$out/logs-$name/"*.log 2>/dev/null |
-      head -1 | sed 's/^threads: //' > "$out/$name.plan" || true
+    save_plan "$out/$name.plan" "$out/logs-$name/"*.log
   done
 done
 
@@ -207,28 +206,17 @@ for setting in auto old; do
   prefix=(); server_args=""
   [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
   run_may_fail "scaleout-resnet18-$setting" "${prefix[@]}" "$bench" scaleout \
-    --model_repository="$(cpu_repo resnet18 "$setting")" --model=resnet18 --workers=0 \
+    --model_repository="$(repo_of resnet18 "$setting")" --model=resnet18 --workers=0 \
     --server_args="$server_args" --rate=15 --duration_s=$scaleout_s --start_b_s=8 \
     --json="$out/scaleout-resnet18-$setting.json"
 done
 
 step "7/8 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
 for setting in auto old; do
-  repo=$(cpu_repo resnet50 "$setting")
-  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   # Old CPU settings only for the thread count here: both wait passively, so that this compares
   # one request's latency and the throughput of the two shapes, not the spinning.
-  setsid "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" --lock_dir="$work" \
-    > "$out/server-threads-$setting.log" 2>&1 &
-  server_pid=$!
-  deadline=$(( $(date +%s) + 300 ))
-  until "$bench" health --addr="127.0.0.1:$port" > /dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ] ||
-      { echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-threads-$setting.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  grep -ho 'threads: [0-9]* CPUs\?: .* = [0-9]* threads\?' "$out/server-threads-$setting.log" |
-    head -1 | sed 's/^threads: //' > "$out/threads-$setting.plan"
+  start_server "threads-$setting" "$(repo_of resnet50 "$setting")"
+  save_plan "$out/threads-$setting.plan" "$out/server-threads-$setting.log"
   for concurrency in 1 2; do
     run "threads-$setting-c$concurrency" "$bench" load --addr="127.0.0.1:$port" --model=resnet50 \
       --mode=closed --concurrency=$concurrency --duration_s=$capacity_s --warmup_requests=10 \
