@@ -46,7 +46,8 @@ int Run(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "forward", args, std::cout, std::cerr)) {
     return *exit;
   }
-  if (model_name.empty() || batch < 1 || seq < 1 || threads < 1 || warmup_calls < 0 || calls < 1) {
+  if (model_name.empty() || batch < 1 || seq < 1 || threads < 1 || warmup_calls < 0 ||
+      calls < 1) {
     std::cerr << "kiln-forward-bench: --model is required; --batch, --seq, --threads and "
                  "--calls must be >= 1 (see --help)\n";
     return kExitUsage;
@@ -87,18 +88,14 @@ int Run(const std::vector<std::string>& args) {
   std::cout << absl::StrFormat("%s batch %d, %d thread(s): %s\n", model_name, batch, threads,
                                FormatSummary(summary));
   if (!json_path.empty()) {
-    const nlohmann::json json = {{"model", model_name},
-                                 {"batch", batch},
-                                 {"threads", threads},
-                                 {"latency_ms",
-                                  {{"count", summary.count},
-                                   {"min", summary.min},
-                                   {"mean", summary.mean},
-                                   {"p50", summary.p50},
-                                   {"p90", summary.p90},
-                                   {"p95", summary.p95},
-                                   {"p99", summary.p99},
-                                   {"max", summary.max}}}};
+    const nlohmann::json json = {
+        {"model", model_name},
+        {"batch", batch},
+        {"threads", threads},
+        {"latency_ms",
+         {{"count", summary.count}, {"min", summary.min}, {"mean", summary.mean},
+          {"p50", summary.p50}, {"p90", summary.p90}, {"p95", summary.p95},
+          {"p99", summary.p99}, {"max", summary.max}}}};
     std::ofstream(json_path) << json.dump(2) << "\n";
   }
   return kExitOk;

@@ -275,8 +275,9 @@ std::string ValidateLaunchFlags(const std::string& repository, const std::string
     if (!fs::is_directory(parent, error)) {
       return absl::StrCat("--json: directory ", parent.string(), " does not exist");
     }
-    if (fs::is_directory(json, error))
+    if (fs::is_directory(json, error)) {
       return absl::StrCat("--json: ", json_path, " is a directory");
+    }
   }
   if (!log_dir.empty()) {
     fs::create_directories(log_dir, error);

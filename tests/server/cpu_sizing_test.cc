@@ -84,8 +84,6 @@ void ServesMlp(const ServerProcess& server, const std::string& model = "mlp") {
   }
 }
 
-int WorkersOf(const ModelWarmupReport& model) { return model.workers_size(); }
-
 TEST_CASE("pinned to one CPU, kiln-server runs one worker of one intra-op thread",
           "[integration][cpu]") {
   TempDir dir;
@@ -99,7 +97,7 @@ TEST_CASE("pinned to one CPU, kiln-server runs one worker of one intra-op thread
   CHECK(report.thread_plan() ==
         "1 CPU: mlp 1 worker (automatic) x 1 intra-op thread (automatic) = 1 thread");
   const ModelWarmupReport mlp = ModelReport(report, "mlp");
-  REQUIRE(WorkersOf(mlp) == 1);
+  REQUIRE(mlp.workers_size() == 1);
   CHECK(mlp.workers(0).intra_op_threads() == 1);
   CHECK(server->WorkerPids().size() == 1);
   CHECK_THAT(server->log(), Contains("cpu: " + report.cpu_limit() + " for the whole server"));
@@ -123,7 +121,7 @@ TEST_CASE("in a cgroup with a 1-CPU quota, kiln-server runs one worker of one th
   CHECK_THAT(report.cpu_limit(),
              StartsWith("1 CPU (CFS quota 1.00 CPUs from " + (*cgroup)->quota_file()));
   const ModelWarmupReport mlp = ModelReport(report, "mlp");
-  REQUIRE(WorkersOf(mlp) == 1);
+  REQUIRE(mlp.workers_size() == 1);
   CHECK(mlp.workers(0).intra_op_threads() == 1);
   // The whole tree runs under the quota.
   const std::string name = (*cgroup)->dir().substr((*cgroup)->dir().rfind('/'));
@@ -153,7 +151,7 @@ TEST_CASE(
           "intra-op threads = 3 threads");
     CHECK(report.thread_plan_warnings().empty());
     const ModelWarmupReport fixed = ModelReport(report, "fixed");
-    REQUIRE(WorkersOf(fixed) == 1);
+    REQUIRE(fixed.workers_size() == 1);
     CHECK(fixed.workers(0).intra_op_threads() == 2);
     CHECK(ModelReport(report, "auto").workers(0).intra_op_threads() == 1);
     ServesMlp(*server, "fixed");
@@ -255,7 +253,7 @@ void CheckWarmPriority(const ServerProcess& server, const std::string& warm_prio
   CHECK(report.warm_priority() == warm_priority);
   CHECK_THAT(server.log(), Contains("cpu: workers warm at " + warm_priority));
   const ModelWarmupReport mlp = ModelReport(report, "mlp");
-  REQUIRE(WorkersOf(mlp) > 0);
+  REQUIRE(mlp.workers_size() > 0);
   for (const internal::WarmupReport& worker : mlp.workers()) {
     CHECK(worker.idle_priority() == idle);
     if (idle) CHECK(worker.idle_ms() > 0);
@@ -370,7 +368,7 @@ TEST_CASE(
   config.launcher = {"/usr/bin/taskset", "-c", std::to_string(cpu)};
   auto server = StartServing(config);
   const ModelWarmupReport mlp = ModelReport(Report(*server), "mlp");
-  REQUIRE(WorkersOf(mlp) == 1);
+  REQUIRE(mlp.workers_size() == 1);
   const internal::WarmupReport& worker = mlp.workers(0);
   CHECK(worker.idle_priority());
   CHECK(worker.idle_starved());
@@ -393,7 +391,7 @@ TEST_CASE("beside two busy neighbours kiln-server comes up on its CPUs and serve
       dir, std::map<std::string, TestModel>{{"mlp", {"mlp", config_text}}});
   auto server = StartServing(Automatic(repository));
   const WarmupReportResponse report = Report(*server);
-  CHECK(WorkersOf(ModelReport(report, "mlp")) == report.cpus());
+  CHECK(ModelReport(report, "mlp").workers_size() == report.cpus());
   ServesMlp(*server);
   WorkersAtNormalPriority(*server);
 }
