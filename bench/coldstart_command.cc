@@ -22,6 +22,8 @@
 #include "bench/latency_stats.h"
 #include "bench/oip_client.h"
 #include "bench/server_launcher.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/grpc_service.grpc.pb.h"
 
@@ -179,11 +181,11 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   const std::unique_ptr<inference::GRPCInferenceService::Stub> oip =
       inference::GRPCInferenceService::NewStub(channel);
 
-  absl::StatusOr<Clock::time_point> serving =
+  ASSIGN_OR_RETURN(
+      const Clock::time_point serving,
       WaitServing(*health, server, server.started_at() + std::chrono::seconds(options.timeout_s),
-                  absl::StrCat("--timeout_s=", options.timeout_s, " s"));
-  if (!serving.ok()) return serving.status();
-  run->ready_ms = Ms(*serving - server.started_at());
+                  absl::StrCat("--timeout_s=", options.timeout_s, " s")));
+  run->ready_ms = Ms(serving - server.started_at());
 
   // ModelMetadata is answered by the master from the config: no worker sees it, so the
   // ModelInfer below is still the first thing the model serves.
@@ -197,29 +199,27 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   input_options.seq = options.seq;
   input_options.seed = kInputSeed;
   input_options.text = options.text;
-  absl::StatusOr<SyntheticRequest> request =
-      BuildSyntheticRequest(*metadata, options.model, "", input_options);
-  if (!request.ok()) return request.status();
+  ASSIGN_OR_RETURN(const SyntheticRequest request,
+                   BuildSyntheticRequest(*metadata, options.model, "", input_options));
 
   inference::ModelInferResponse response;
   const std::chrono::milliseconds pause(options.pause_ms);
-  std::this_thread::sleep_until(*serving + pause);
-  absl::StatusOr<double> first = TimedInfer(*oip, request->request, &response, options.timeout_s);
+  std::this_thread::sleep_until(serving + pause);
+  absl::StatusOr<double> first = TimedInfer(*oip, request.request, &response, options.timeout_s);
   if (!first.ok()) {
     return absl::Status(first.status().code(),
                         absl::StrCat("first ", first.status().message(), ExitNote(server)));
   }
   run->first_ms = *first;
   if (absl::StatusOr<std::vector<Tensor>> outputs = DecodeInferResponse(response); !outputs.ok()) {
-    return absl::Status(outputs.status().code(),
-                        absl::StrCat("first response: ", outputs.status().message()));
+    return Annotate(outputs.status(), "first response");
   }
 
   std::vector<double> steady;
   steady.reserve(static_cast<size_t>(options.steady_requests));
   for (int64_t i = 0; i < options.steady_requests; ++i) {
     absl::StatusOr<double> latency =
-        TimedInfer(*oip, request->request, &response, options.timeout_s);
+        TimedInfer(*oip, request.request, &response, options.timeout_s);
     if (!latency.ok()) {
       return absl::Status(latency.status().code(),
                           absl::StrCat("steady request ", i + 1, ": ", latency.status().message(),
@@ -236,7 +236,7 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   for (int i = 0; i < kIdleRequests; ++i) {
     std::this_thread::sleep_for(pause);
     absl::StatusOr<double> latency =
-        TimedInfer(*oip, request->request, &response, options.timeout_s);
+        TimedInfer(*oip, request.request, &response, options.timeout_s);
     if (!latency.ok()) {
       return absl::Status(
           latency.status().code(),
@@ -262,25 +262,21 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
 // One whole run: start the server (its output to `log_path`), measure, stop it.
 absl::StatusOr<ColdstartRun> RunOnce(const ColdstartOptions& options, const std::string& lock_dir,
                                      const std::string& log_path) {
-  absl::StatusOr<int> port = FreeLoopbackPort();
-  if (!port.ok()) return port.status();
-  absl::StatusOr<std::unique_ptr<LaunchedServer>> server =
-      LaunchedServer::Start(ColdstartServerArgv(options, *port, lock_dir), log_path);
-  if (!server.ok()) return server.status();
+  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
+  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
+                   LaunchedServer::Start(ColdstartServerArgv(options, port, lock_dir), log_path));
   ColdstartRun run;
-  if (absl::Status measured = MeasureRun(options, **server, *port, &run); !measured.ok()) {
-    return measured;  // ~LaunchedServer kills the process group
-  }
-  absl::StatusOr<LaunchedServer::StopResult> stopped = (*server)->Stop(kStopGrace);
-  if (!stopped.ok()) return stopped.status();
-  if (stopped->killed) {
+  // On an error ~LaunchedServer kills the process group.
+  RETURN_IF_ERROR(MeasureRun(options, *server, port, &run));
+  ASSIGN_OR_RETURN(const LaunchedServer::StopResult stopped, server->Stop(kStopGrace));
+  if (stopped.killed) {
     return absl::DeadlineExceededError(
         absl::StrCat("kiln-server did not exit within ", kStopGrace.count(),
                      " s of SIGTERM; its process group was SIGKILLed"));
   }
-  if (!(stopped->exit == ExitStatus{false, 0})) {
+  if (!(stopped.exit == ExitStatus{false, 0})) {
     return absl::InternalError(
-        absl::StrCat("kiln-server ended with ", stopped->exit.Describe(), " after SIGTERM"));
+        absl::StrCat("kiln-server ended with ", stopped.exit.Describe(), " after SIGTERM"));
   }
   return run;
 }

@@ -10,7 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_status.h"
 #include "common/sample_text.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 
 namespace kiln::bench {
 namespace {
@@ -250,8 +253,9 @@ absl::StatusOr<inference::ModelMetadataResponse> FetchModelMetadata(
   SetTimeout(&context, timeout_ms);
   const grpc::Status status = stub.ModelMetadata(&context, request, &metadata);
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        absl::StrCat("ModelMetadata failed: ", FormatGrpcStatus(status)));
+    // The server's code; "ModelMetadata failed: NOT_FOUND: <the server's message>".
+    return Annotate(FromGrpcStatus(status),
+                    absl::StrCat("ModelMetadata failed: ", GrpcCodeName(status.error_code())));
   }
   return metadata;
 }
@@ -364,10 +368,7 @@ absl::StatusOr<SyntheticRequest> BuildSyntheticRequest(
     }
     const std::string text =
         options.text ? *options.text : SampleText(static_cast<int32_t>(options.seq));
-    absl::StatusOr<ModelInferRequest> request =
-        BuildTextRequest(model, version, spec, text, options.batch);
-    if (!request.ok()) return request.status();
-    out.request = std::move(*request);
+    ASSIGN_OR_RETURN(out.request, BuildTextRequest(model, version, spec, text, options.batch));
     const auto& shape = out.request.inputs(0).shape();
     out.inputs.push_back(Describe(spec.name, "BYTES", {shape.begin(), shape.end()}));
     out.origin = options.text ? absl::StrCat("text ", QuotedText(*options.text))
@@ -382,17 +383,14 @@ absl::StatusOr<SyntheticRequest> BuildSyntheticRequest(
         absl::StrCat("model '", model, "' takes no text (no BYTES input; its inputs: ",
                      inputs.empty() ? "none" : absl::StrJoin(inputs, ", "), "); leave out --text"));
   }
-  absl::StatusOr<std::vector<Tensor>> tensors =
-      MakeRandomInputs(specs, options.batch, options.seq, options.seed);
-  if (!tensors.ok()) return tensors.status();
+  ASSIGN_OR_RETURN(const std::vector<Tensor> tensors,
+                   MakeRandomInputs(specs, options.batch, options.seq, options.seed));
   std::vector<TensorView> views;
-  for (const Tensor& tensor : *tensors) {
+  for (const Tensor& tensor : tensors) {
     views.push_back(tensor.view());
     out.inputs.push_back(Describe(tensor.name, *OipDatatypeForDType(tensor.dtype), tensor.shape));
   }
-  absl::StatusOr<ModelInferRequest> request = BuildInferRequest(model, version, views);
-  if (!request.ok()) return request.status();
-  out.request = std::move(*request);
+  ASSIGN_OR_RETURN(out.request, BuildInferRequest(model, version, views));
   out.origin = absl::StrCat("random, seed ", options.seed);
   return out;
 }
@@ -430,9 +428,8 @@ absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(const ModelInferResponse
                          " for ", output.datatype(), " ", ShapeString(tensor.shape));
       }
       tensor.bytes.assign(bytes.begin(), bytes.end());
-    } else if (absl::Status status = DecodeTyped(output.contents(), *elements, &tensor);
-               !status.ok()) {
-      return status;
+    } else {
+      RETURN_IF_ERROR(DecodeTyped(output.contents(), *elements, &tensor));
     }
     tensors.push_back(std::move(tensor));
   }

@@ -20,6 +20,8 @@
 #include "bench/args.h"
 #include "bench/oip_client.h"
 #include "bench/server_launcher.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 
 namespace kiln::bench {
 namespace {
@@ -238,19 +240,18 @@ struct Replica {
 
 absl::StatusOr<Replica> StartReplica(const ScaleoutOptions& options, const std::string& name,
                                      const std::string& lock_dir, const std::string& log_dir) {
-  absl::StatusOr<int> port = FreeLoopbackPort();
-  if (!port.ok()) return port.status();
+  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
   ServerCommand command;
   command.binary = options.server;
   command.model_repository = options.model_repository;
-  command.port = *port;
+  command.port = port;
   command.lock_dir = lock_dir;
   command.workers = options.workers;
   command.extra_args = options.server_args;
-  absl::StatusOr<std::unique_ptr<LaunchedServer>> server =
-      LaunchedServer::Start(ServerArgv(command), absl::StrCat(log_dir, "/scaleout-", name, ".log"));
-  if (!server.ok()) return server.status();
-  return Replica{name, *port, *std::move(server)};
+  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
+                   LaunchedServer::Start(ServerArgv(command),
+                                         absl::StrCat(log_dir, "/scaleout-", name, ".log")));
+  return Replica{name, port, std::move(server)};
 }
 
 absl::StatusOr<Clock::time_point> ReplicaServing(const Replica& replica, Clock::time_point deadline,
@@ -261,10 +262,7 @@ absl::StatusOr<Clock::time_point> ReplicaServing(const Replica& replica, Clock::
       grpc::health::v1::Health::NewStub(channel);
   absl::StatusOr<Clock::time_point> serving =
       WaitServing(*health, *replica.server, deadline, timeout_flag);
-  if (!serving.ok()) {
-    return absl::Status(serving.status().code(),
-                        absl::StrCat("replica ", replica.name, ": ", serving.status().message()));
-  }
+  if (!serving.ok()) return Annotate(serving.status(), absl::StrCat("replica ", replica.name));
   return serving;
 }
 
@@ -272,25 +270,22 @@ absl::StatusOr<Clock::time_point> ReplicaServing(const Replica& replica, Clock::
 absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
                                            const std::string& lock_dir,
                                            const std::string& log_dir) {
-  absl::StatusOr<Replica> a = StartReplica(options, "A", lock_dir, log_dir);
-  if (!a.ok()) return a.status();
-  absl::StatusOr<Clock::time_point> a_serving =
-      ReplicaServing(*a, a->server->started_at() + std::chrono::seconds(options.timeout_s),
-                     absl::StrCat("--timeout_s=", options.timeout_s));
-  if (!a_serving.ok()) return a_serving.status();
+  ASSIGN_OR_RETURN(Replica a, StartReplica(options, "A", lock_dir, log_dir));
+  const Clock::time_point a_deadline =
+      a.server->started_at() + std::chrono::seconds(options.timeout_s);
+  RETURN_IF_ERROR(
+      ReplicaServing(a, a_deadline, absl::StrCat("--timeout_s=", options.timeout_s)).status());
 
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(absl::StrCat("127.0.0.1:", a->port));
+  const std::shared_ptr<grpc::Channel> channel = CreateChannel(absl::StrCat("127.0.0.1:", a.port));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
-  absl::StatusOr<inference::ModelMetadataResponse> metadata =
-      FetchModelMetadata(*stub, options.model, "", kRequestTimeoutMs);
-  if (!metadata.ok()) return metadata.status();
+  ASSIGN_OR_RETURN(const inference::ModelMetadataResponse metadata,
+                   FetchModelMetadata(*stub, options.model, "", kRequestTimeoutMs));
   SyntheticRequestOptions input_options;
   input_options.batch = options.batch;
   input_options.seed = static_cast<uint64_t>(options.seed);
-  absl::StatusOr<SyntheticRequest> request =
-      BuildSyntheticRequest(*metadata, options.model, "", input_options);
-  if (!request.ok()) return request.status();
+  ASSIGN_OR_RETURN(const SyntheticRequest request,
+                   BuildSyntheticRequest(metadata, options.model, "", input_options));
 
   LoadOptions load;
   load.mode = LoopMode::kOpen;
@@ -304,7 +299,7 @@ absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
   std::future<Clock::time_point> load_start = load_started.get_future();
   LoadResult result;
   std::thread loader([&] {
-    GrpcSender sender(stub.get(), &request->request, kRequestTimeoutMs);
+    GrpcSender sender(stub.get(), &request.request, kRequestTimeoutMs);
     load_started.set_value(Clock::now());  // RunLoad's times count from here (no warmup)
     result = RunLoad(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
   });
@@ -324,14 +319,12 @@ absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
                    absl::StrCat("A's load of ", options.duration_s, " s (raise --duration_s)"))
              : b.status();
   loader.join();
-  if (!b.ok()) return b.status();
+  RETURN_IF_ERROR(b.status());
   std::cerr << "kiln-bench scaleout: replica B " << (b_serving.ok() ? "SERVING" : "not SERVING")
             << "; stopping both" << std::endl;
-  absl::StatusOr<LaunchedServer::StopResult> stopped = a->server->Stop(kStopGrace);
-  if (!stopped.ok()) return stopped.status();
+  RETURN_IF_ERROR(a.server->Stop(kStopGrace).status());
   if (b_serving.ok()) {
-    stopped = b->server->Stop(kStopGrace);
-    if (!stopped.ok()) return stopped.status();
+    RETURN_IF_ERROR(b->server->Stop(kStopGrace).status());
   }  // else ~LaunchedServer kills it: it may be stuck, or gone already
   ScaleoutResult phases =
       SplitPhases(result.records, options.skip_s * 1000, since_start(b->server->started_at()),

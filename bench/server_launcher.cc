@@ -10,7 +10,6 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -23,6 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bench/oip_client.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/text_proto_file.h"
 
 namespace kiln::bench {
@@ -104,8 +105,7 @@ absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
   std::string pattern =
       absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", prefix, "-XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) {
-    return absl::InternalError(
-        absl::StrCat("cannot create a directory ", pattern, ": ", std::strerror(errno)));
+    return ErrnoStatus(errno, absl::StrCat("cannot create a directory ", pattern));
   }
   return pattern;
 }
@@ -185,9 +185,8 @@ LaunchedServer::LaunchedServer(pid_t pid, std::string log_path,
 absl::StatusOr<std::unique_ptr<LaunchedServer>> LaunchedServer::Start(
     const std::vector<std::string>& argv, const std::string& log_path) {
   const auto started = std::chrono::steady_clock::now();
-  absl::StatusOr<pid_t> pid = SpawnInProcessGroup(argv, /*env=*/nullptr, log_path);
-  if (!pid.ok()) return pid.status();
-  return std::unique_ptr<LaunchedServer>(new LaunchedServer(*pid, log_path, started));
+  ASSIGN_OR_RETURN(const pid_t pid, SpawnInProcessGroup(argv, /*env=*/nullptr, log_path));
+  return std::unique_ptr<LaunchedServer>(new LaunchedServer(pid, log_path, started));
 }
 
 LaunchedServer::~LaunchedServer() {

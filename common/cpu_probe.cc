@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/status_util.h"
 #include "common/text_proto_file.h"
 #include "glog/logging.h"
 
@@ -97,7 +97,7 @@ absl::StatusOr<int> AffinityCpuCount() {
     CPU_FREE(set);
     if (result == 0) return std::max(count, 1);
     if (error != EINVAL) {
-      return absl::InternalError(absl::StrCat("sched_getaffinity: ", std::strerror(error)));
+      return ErrnoStatus(error, "sched_getaffinity");
     }
   }
   return absl::InternalError("sched_getaffinity: the CPU mask is larger than 2^20 CPUs");

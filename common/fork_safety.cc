@@ -5,13 +5,14 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "glog/logging.h"
 
 namespace kiln {
@@ -54,12 +55,10 @@ absl::Status CheckForkSafe(absl::string_view what) {
 }
 
 absl::StatusOr<pid_t> ForkChecked(absl::string_view what) {
-  if (absl::Status safe = CheckForkSafe(what); !safe.ok()) return safe;
+  RETURN_IF_ERROR(CheckForkSafe(what));
   google::FlushLogFiles(google::GLOG_INFO);
   const pid_t pid = fork();
-  if (pid < 0) {
-    return absl::InternalError(absl::StrCat("fork ", what, ": ", std::strerror(errno)));
-  }
+  if (pid < 0) return ErrnoStatus(errno, absl::StrCat("fork ", what));
   return pid;
 }
 

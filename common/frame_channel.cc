@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/status_util.h"
 
 namespace kiln {
 namespace {
@@ -25,10 +26,6 @@ constexpr int kSocketBufferRequest = static_cast<int>(2 * kMaxFrameBytes);
 // The smallest effective SO_SNDBUF that lets a kMaxFrameBytes datagram through (the kernel's
 // 32-byte slack plus room for the skb overhead).
 constexpr int kSocketBufferNeeded = static_cast<int>(kMaxFrameBytes + 4096);
-
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::Status(absl::ErrnoToStatusCode(err), absl::StrCat(what, ": ", std::strerror(err)));
-}
 
 absl::Status PeerClosed(absl::string_view what) {
   return absl::UnavailableError(absl::StrCat(what, ": peer closed"));
@@ -66,7 +63,7 @@ int64_t MonotonicMs() {
 absl::StatusOr<std::pair<FrameChannel, FrameChannel>> FrameChannel::CreatePair() {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
-    return ErrnoError(errno, "FrameChannel::CreatePair: socketpair(AF_UNIX, SOCK_SEQPACKET)");
+    return ErrnoStatus(errno, "FrameChannel::CreatePair: socketpair(AF_UNIX, SOCK_SEQPACKET)");
   }
   for (int fd : fds) {
     GrowBuffer(fd, SO_SNDBUF, SO_SNDBUFFORCE);
@@ -173,7 +170,7 @@ absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message,
             "net.core.wmem_max to at least ",
             kSocketBufferNeeded));
       default:
-        return ErrnoError(err, "FrameChannel::Send: sendmsg");
+        return ErrnoStatus(err, "FrameChannel::Send: sendmsg");
     }
   }
   if (static_cast<size_t>(sent) != frame.size()) {  // SEQPACKET sends whole datagrams
@@ -223,7 +220,7 @@ absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message,
       case ECONNRESET:
         return PeerClosed("FrameChannel::Receive");
       default:
-        return ErrnoError(err, "FrameChannel::Receive: recvmsg");
+        return ErrnoStatus(err, "FrameChannel::Receive: recvmsg");
     }
   }
 

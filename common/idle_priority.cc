@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <deque>
 #include <optional>
 #include <utility>
@@ -19,6 +18,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/text_proto_file.h"
 
 namespace kiln {
@@ -32,10 +33,9 @@ struct SchedStat {
 };
 
 absl::StatusOr<SchedStat> ReadSchedStat(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok()) return text.status();
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
   const std::vector<absl::string_view> fields =
-      absl::StrSplit(absl::StripAsciiWhitespace(*text), ' ', absl::SkipEmpty());
+      absl::StrSplit(absl::StripAsciiWhitespace(text), ' ', absl::SkipEmpty());
   SchedStat stat;
   if (fields.size() < 2 || !absl::SimpleAtoi(fields[0], &stat.cpu_ns) ||
       !absl::SimpleAtoi(fields[1], &stat.wait_ns)) {
@@ -47,13 +47,9 @@ absl::StatusOr<SchedStat> ReadSchedStat(const std::string& path) {
 absl::Status SetPolicy(pid_t tid, int policy) {
   const sched_param param{};
   if (sched_setscheduler(tid, policy, &param) == 0) return absl::OkStatus();
-  const int error = errno;
-  return absl::Status(error == EPERM   ? absl::StatusCode::kPermissionDenied
-                      : error == ESRCH ? absl::StatusCode::kNotFound  // the thread is gone
-                                       : absl::StatusCode::kInternal,
-                      absl::StrCat("sched_setscheduler(", tid, ", ",
-                                   policy == SCHED_IDLE ? "SCHED_IDLE" : "SCHED_OTHER",
-                                   "): ", std::strerror(error)));
+  // EPERM: PERMISSION_DENIED; ESRCH (the thread is gone): NOT_FOUND.
+  return ErrnoStatus(errno, absl::StrCat("sched_setscheduler(", tid, ", ",
+                                         policy == SCHED_IDLE ? "SCHED_IDLE" : "SCHED_OTHER", ")"));
 }
 
 }  // namespace
@@ -98,8 +94,7 @@ IdleReturn CheckReturnFromIdle(const SystemRoots& roots) {
 absl::StatusOr<bool> ThreadIsIdle(pid_t tid) {
   const int policy = sched_getscheduler(tid);
   if (policy < 0) {
-    return absl::InternalError(
-        absl::StrCat("sched_getscheduler(", tid, "): ", std::strerror(errno)));
+    return ErrnoStatus(errno, absl::StrCat("sched_getscheduler(", tid, ")"));
   }
   return (policy & ~SCHED_RESET_ON_FORK) == SCHED_IDLE;
 }
@@ -107,7 +102,7 @@ absl::StatusOr<bool> ThreadIsIdle(pid_t tid) {
 absl::Status ReturnAllThreadsFromIdle() {
   DIR* dir = opendir("/proc/self/task");
   if (dir == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot list /proc/self/task: ", std::strerror(errno)));
+    return ErrnoStatus(errno, "cannot list /proc/self/task");
   }
   absl::Status first_error;
   while (const dirent* entry = readdir(dir)) {
@@ -203,9 +198,9 @@ absl::StatusOr<IdleWarmingReport> IdleWarming::Finish() {
   if (watchdog_.joinable()) watchdog_.join();
   const absl::Status returned = ReturnAllThreadsFromIdle();
   const IdleWarmingReport report = SoFar();
-  if (!returned.ok()) return returned;
+  RETURN_IF_ERROR(returned);
   absl::MutexLock lock(&mu_);
-  if (!watchdog_status_.ok()) return watchdog_status_;
+  RETURN_IF_ERROR(watchdog_status_);
   return report;
 }
 

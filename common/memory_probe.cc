@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -12,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/status_util.h"
 #include "common/text_proto_file.h"
 #include "glog/logging.h"
 
@@ -119,15 +119,13 @@ absl::Status ResetPeakResident(const SystemRoots& roots) {
   const std::string path = absl::StrCat(roots.proc, "/self/clear_refs");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot open ", path, " to reset the peak RSS: ", std::strerror(errno)));
+    return ErrnoStatus(errno, absl::StrCat("cannot open ", path, " to reset the peak RSS"));
   }
   const ssize_t written = write(fd, "5", 1);
   const int error = errno;
   close(fd);
   if (written != 1) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "writing 5 to ", path, " (reset the peak RSS) failed: ", std::strerror(error)));
+    return ErrnoStatus(error, absl::StrCat("writing 5 to ", path, " (reset the peak RSS) failed"));
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "common/text_proto_file.h"
 #include "google/protobuf/text_format.h"
 
@@ -361,7 +362,7 @@ std::string BaseName(const std::string& dir) {
 
 absl::StatusOr<ModelConfig> ParseConfig(const std::string& path) {
   ModelConfig config;
-  if (absl::Status parsed = ParseTextProtoFile(path, &config); !parsed.ok()) return parsed;
+  RETURN_IF_ERROR(ParseTextProtoFile(path, &config));
   return config;
 }
 
@@ -371,9 +372,8 @@ absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
   ModelSpec spec;
   spec.directory = model_dir;
   spec.config_path = (fs::path(model_dir) / kConfigFileName).string();
-  absl::StatusOr<ModelConfig> parsed = ParseConfig(spec.config_path);
-  if (!parsed.ok()) return parsed.status();
-  ModelConfig& config = spec.config = *std::move(parsed);
+  ASSIGN_OR_RETURN(spec.config, ParseConfig(spec.config_path));
+  ModelConfig& config = spec.config;
   Defects defects(spec.config_path);
 
   const std::string dir_name = BaseName(model_dir);

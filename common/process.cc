@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status_util.h"
 
 namespace kiln {
 namespace {
@@ -71,13 +72,13 @@ absl::StatusOr<pid_t> SpawnInProcessGroup(const std::vector<std::string>& argv_s
   const std::string exec_failed = absl::StrCat("exec of ", args[0], " failed (errno ");
   const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat("cannot open ", log_path, ": ", std::strerror(errno)));
+    return ErrnoStatus(errno, absl::StrCat("cannot open ", log_path));
   }
   const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null_fd < 0) {
     const int error = errno;
     close(log_fd);
-    return absl::InternalError(absl::StrCat("cannot open /dev/null: ", std::strerror(error)));
+    return ErrnoStatus(error, "cannot open /dev/null");
   }
   const pid_t parent = getpid();
   const pid_t pid = fork();
@@ -85,7 +86,7 @@ absl::StatusOr<pid_t> SpawnInProcessGroup(const std::vector<std::string>& argv_s
     const int error = errno;
     close(log_fd);
     close(null_fd);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(error)));
+    return ErrnoStatus(error, "fork");
   }
   if (pid == 0) {
     setpgid(0, 0);  // the child and all it starts are one process group
@@ -172,7 +173,7 @@ std::vector<pid_t> ProcessTree(pid_t root) {
 
 absl::StatusOr<int> FreeLoopbackPort() {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (fd < 0) return ErrnoStatus(errno, "socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -182,7 +183,7 @@ absl::StatusOr<int> FreeLoopbackPort() {
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     const int error = errno;
     close(fd);
-    return absl::InternalError(absl::StrCat("cannot bind 127.0.0.1:0: ", std::strerror(error)));
+    return ErrnoStatus(error, "cannot bind 127.0.0.1:0");
   }
   close(fd);
   return static_cast<int>(ntohs(addr.sin_port));

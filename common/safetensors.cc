@@ -19,6 +19,8 @@
 #include "absl/memory/memory.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/tensor.h"
 #include "glog/logging.h"
 #include "nlohmann/json.hpp"
@@ -254,20 +256,14 @@ absl::StatusOr<SafetensorsTensor> ParseTensorEntry(const std::string& name, cons
   if (!entry.is_object()) {
     return InvalidTensor(source, name, "entry is ", Describe(entry), ", not an object");
   }
-  if (absl::Status keys = CheckEntryKeys(name, entry, source); !keys.ok()) return keys;
+  RETURN_IF_ERROR(CheckEntryKeys(name, entry, source));
 
   SafetensorsTensor tensor;
   tensor.name = name;
-  absl::StatusOr<DType> dtype = ParseDType(name, entry["dtype"], source);
-  if (!dtype.ok()) return dtype.status();
-  tensor.dtype = *dtype;
-  absl::StatusOr<std::vector<int64_t>> shape = ParseShape(name, entry["shape"], source);
-  if (!shape.ok()) return shape.status();
-  tensor.shape = *std::move(shape);
-  absl::StatusOr<std::pair<uint64_t, uint64_t>> offsets =
-      ParseOffsets(name, entry["data_offsets"], source);
-  if (!offsets.ok()) return offsets.status();
-  std::tie(tensor.begin, tensor.end) = *offsets;
+  ASSIGN_OR_RETURN(tensor.dtype, ParseDType(name, entry["dtype"], source));
+  ASSIGN_OR_RETURN(tensor.shape, ParseShape(name, entry["shape"], source));
+  ASSIGN_OR_RETURN(std::tie(tensor.begin, tensor.end),
+                   ParseOffsets(name, entry["data_offsets"], source));
 
   if (tensor.end > data_size) {
     return InvalidTensor(source, name, "data_offsets [", tensor.begin, ", ", tensor.end,
@@ -330,34 +326,27 @@ const SafetensorsTensor* SafetensorsIndex::Find(absl::string_view name) const {
 absl::StatusOr<SafetensorsIndex> ParseSafetensors(const uint8_t* image, size_t size,
                                                   absl::string_view source,
                                                   const SafetensorsOptions& options) {
-  absl::StatusOr<uint64_t> header_length = ReadHeaderLength(size, image, source);
-  if (!header_length.ok()) return header_length.status();
+  ASSIGN_OR_RETURN(const uint64_t header_length, ReadHeaderLength(size, image, source));
   const char* header = reinterpret_cast<const char*>(image + kLengthBytes);
-  absl::StatusOr<json> root = ParseHeaderJson(header, header + *header_length, source);
-  if (!root.ok()) return root.status();
+  ASSIGN_OR_RETURN(json root, ParseHeaderJson(header, header + header_length, source));
 
   SafetensorsIndex index;
-  index.data_start_ = kLengthBytes + *header_length;
+  index.data_start_ = kLengthBytes + header_length;
   const uint64_t data_size = size - index.data_start_;
-  for (const auto& [name, entry] : root->items()) {
+  for (const auto& [name, entry] : root.items()) {
     if (name == kMetadataKey) {
-      absl::StatusOr<std::map<std::string, std::string>> metadata = ParseMetadata(entry, source);
-      if (!metadata.ok()) return metadata.status();
-      index.metadata_ = *std::move(metadata);
+      ASSIGN_OR_RETURN(index.metadata_, ParseMetadata(entry, source));
       continue;
     }
-    absl::StatusOr<SafetensorsTensor> tensor = ParseTensorEntry(name, entry, data_size, source);
-    if (!tensor.ok()) return tensor.status();
-    index.tensors_.push_back(*std::move(tensor));
+    ASSIGN_OR_RETURN(SafetensorsTensor tensor, ParseTensorEntry(name, entry, data_size, source));
+    index.tensors_.push_back(std::move(tensor));
   }
 
   std::sort(index.tensors_.begin(), index.tensors_.end(),
             [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
               return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
             });
-  if (absl::Status coverage = CheckCoverage(index.tensors_, data_size, source); !coverage.ok()) {
-    return coverage;
-  }
+  RETURN_IF_ERROR(CheckCoverage(index.tensors_, data_size, source));
 
   const uint8_t* data_section = image + index.data_start_;
   for (size_t i = 0; i < index.tensors_.size(); ++i) {
@@ -383,18 +372,14 @@ MappedSafetensors::~MappedSafetensors() { munmap(const_cast<uint8_t*>(base_), si
 
 absl::StatusOr<std::unique_ptr<MappedSafetensors>> MappedSafetensors::Open(
     const std::string& path, const SafetensorsOptions& options) {
-  auto errno_error = [&path](int err, const char* what) {
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": ", what, ": ", std::strerror(err)));
-  };
   // O_NONBLOCK: opening a FIFO by mistake must not hang; it has no effect on regular files.
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) return errno_error(errno, "cannot open");
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat(path, ": cannot open"));
   struct stat st;
   if (fstat(fd, &st) != 0) {
     const int err = errno;
     close(fd);
-    return errno_error(err, "cannot stat");
+    return ErrnoStatus(err, absl::StrCat(path, ": cannot stat"));
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
@@ -409,7 +394,7 @@ absl::StatusOr<std::unique_ptr<MappedSafetensors>> MappedSafetensors::Open(
   void* base = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int mmap_errno = errno;
   close(fd);  // the mapping keeps the file alive
-  if (base == MAP_FAILED) return errno_error(mmap_errno, "cannot mmap");
+  if (base == MAP_FAILED) return ErrnoStatus(mmap_errno, absl::StrCat(path, ": cannot mmap"));
 
   const auto* bytes = static_cast<const uint8_t*>(base);
   absl::StatusOr<SafetensorsIndex> index = ParseSafetensors(bytes, size, path, options);

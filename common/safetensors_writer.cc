@@ -2,12 +2,13 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <fstream>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "nlohmann/json.hpp"
 
 namespace kiln {
@@ -53,16 +54,12 @@ absl::StatusOr<std::string> SerializeSafetensors(const std::vector<TensorView>& 
 
 absl::Status WriteSafetensorsFile(const std::string& path, const std::vector<TensorView>& tensors,
                                   const std::map<std::string, std::string>& metadata) {
-  absl::StatusOr<std::string> image = SerializeSafetensors(tensors, metadata);
-  if (!image.ok()) return image.status();
+  ASSIGN_OR_RETURN(const std::string image, SerializeSafetensors(tensors, metadata));
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) {
-    return absl::UnavailableError(
-        absl::StrCat(path, ": cannot open for writing: ", std::strerror(errno)));
-  }
-  file.write(image->data(), static_cast<std::streamsize>(image->size()));
+  if (!file) return ErrnoStatus(errno, absl::StrCat(path, ": cannot open for writing"));
+  file.write(image.data(), static_cast<std::streamsize>(image.size()));
   file.close();
-  if (!file) return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  if (!file) return ErrnoStatus(errno, absl::StrCat(path, ": write failed"));
   return absl::OkStatus();
 }
 

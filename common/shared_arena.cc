@@ -5,22 +5,18 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <limits>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_util.h"
 
 namespace kiln {
 namespace {
 
 // memfd_create refuses names over 249 bytes (NAME_MAX less the "memfd:" prefix).
 constexpr size_t kMaxMemfdName = 249;
-
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::Status(absl::ErrnoToStatusCode(err), absl::StrCat(what, ": ", std::strerror(err)));
-}
 
 }  // namespace
 
@@ -39,7 +35,7 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Create(absl::string_vi
   const size_t size = (bytes + page - 1) / page * page;
 
   const int fd = ::memfd_create(memfd_name.c_str(), MFD_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, absl::StrCat(what, ": memfd_create"));
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat(what, ": memfd_create"));
   int rc;
   do {
     rc = ::ftruncate(fd, static_cast<off_t>(size));
@@ -47,13 +43,13 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Create(absl::string_vi
   if (rc != 0) {
     const int err = errno;
     ::close(fd);
-    return ErrnoError(err, absl::StrCat(what, ": ftruncate to ", size, " bytes"));
+    return ErrnoStatus(err, absl::StrCat(what, ": ftruncate to ", size, " bytes"));
   }
   void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (data == MAP_FAILED) {
     const int err = errno;
     ::close(fd);
-    return ErrnoError(err, absl::StrCat(what, ": mmap of ", size, " bytes"));
+    return ErrnoStatus(err, absl::StrCat(what, ": mmap of ", size, " bytes"));
   }
   return std::unique_ptr<SharedArena>(new SharedArena(fd, static_cast<uint8_t*>(data), size));
 }
@@ -65,7 +61,7 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Adopt(int fd) {
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    return ErrnoError(err, absl::StrCat(what, ": fstat"));
+    return ErrnoStatus(err, absl::StrCat(what, ": fstat"));
   }
   if (st.st_size <= 0) {
     ::close(fd);
@@ -77,7 +73,7 @@ absl::StatusOr<std::unique_ptr<SharedArena>> SharedArena::Adopt(int fd) {
   if (data == MAP_FAILED) {
     const int err = errno;
     ::close(fd);
-    return ErrnoError(err, absl::StrCat(what, ": mmap of ", size, " bytes"));
+    return ErrnoStatus(err, absl::StrCat(what, ": mmap of ", size, " bytes"));
   }
   return std::unique_ptr<SharedArena>(new SharedArena(fd, static_cast<uint8_t*>(data), size));
 }

@@ -1,13 +1,14 @@
 #include "common/text_proto_file.h"
 
 #include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "google/protobuf/io/tokenizer.h"
 
 namespace kiln {
@@ -34,22 +35,21 @@ class ParseErrors : public google::protobuf::io::ErrorCollector {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", strerror(errno)));
+  if (!in) return ErrnoStatus(errno, absl::StrCat(path, ": cannot open"));
   std::ostringstream contents;
   contents << in.rdbuf();
-  if (in.bad()) return absl::NotFoundError(absl::StrCat(path, ": read failed: ", strerror(errno)));
+  if (in.bad()) return ErrnoStatus(errno, absl::StrCat(path, ": read failed"));
   return contents.str();
 }
 
 absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* message,
                                 google::protobuf::TextFormat::ParseInfoTree* locations) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok()) return text.status();
+  ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
   ParseErrors errors(path);
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
   if (locations != nullptr) parser.WriteLocationsTo(locations);
-  if (!parser.ParseFromString(*text, message)) {
+  if (!parser.ParseFromString(text, message)) {
     return absl::InvalidArgumentError(
         errors.errors().empty()
             ? absl::StrCat(path, ": not a valid ", message->GetDescriptor()->full_name())

@@ -12,11 +12,12 @@
 
 namespace kiln {
 
-// The whole file; NotFound naming it (and the system's reason) when it cannot be opened or read.
+// The whole file; when it cannot be opened or read, errno's code (ENOENT: NotFound, EACCES:
+// PermissionDenied) naming it, with the system's reason.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // Parses the text-format file `path` into `message` (recording where each field was into
-// `locations` when given). NotFound when it cannot be read; InvalidArgument with one
+// `locations` when given). ReadWholeFile's error when it cannot be read; InvalidArgument with one
 // "path:line:column: message" line per parse error (1-based).
 absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* message,
                                 google::protobuf::TextFormat::ParseInfoTree* locations = nullptr);

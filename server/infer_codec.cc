@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/bytes_form.h"
+#include "common/status_macros.h"
 
 namespace kiln {
 namespace {
@@ -291,7 +292,7 @@ absl::Status DecodeTyped(const InferTensorContents& contents, int64_t elements, 
     out->strings.assign(contents.bytes_contents().begin(), contents.bytes_contents().end());
     return absl::OkStatus();
   }
-  if (absl::Status status = ConvertTyped(contents, out); !status.ok()) return status;
+  RETURN_IF_ERROR(ConvertTyped(contents, out));
   out->view.data = out->owned.data();
   out->view.nbytes = out->owned.size();
   return absl::OkStatus();
@@ -392,10 +393,10 @@ absl::StatusOr<int64_t> CheckShape(const std::string& name, const std::vector<in
 absl::Status DecodeInput(const ModelInferRequest& request, int r, const TensorConfig& tensor,
                          int32_t max_batch_size, DecodedInput* out) {
   const InputTensor& input = request.inputs(r);
-  if (absl::Status status = CheckDatatype(input, tensor); !status.ok()) return status;
+  RETURN_IF_ERROR(CheckDatatype(input, tensor));
   std::vector<int64_t> shape(input.shape().begin(), input.shape().end());
-  const absl::StatusOr<int64_t> elements = CheckShape(tensor.name(), shape, tensor, max_batch_size);
-  if (!elements.ok()) return elements.status();
+  ASSIGN_OR_RETURN(const int64_t elements,
+                   CheckShape(tensor.name(), shape, tensor, max_batch_size));
 
   out->data_type = tensor.data_type();
   out->view.name = tensor.name();
@@ -403,12 +404,12 @@ absl::Status DecodeInput(const ModelInferRequest& request, int r, const TensorCo
   // BYTES has no DType; its view stays empty and its dtype is never read.
   out->view.dtype = DTypeFromDataType(tensor.data_type()).value_or(DType::kUInt8);
   if (!request.raw_input_contents().empty()) {
-    return DecodeRaw(request.raw_input_contents(r), *elements, out);
+    return DecodeRaw(request.raw_input_contents(r), elements, out);
   }
   if (!HasTypedContents(input.contents())) {
     return BadInput(tensor.name(), "no contents: neither raw_input_contents nor typed contents");
   }
-  return DecodeTyped(input.contents(), *elements, out);
+  return DecodeTyped(input.contents(), elements, out);
 }
 
 // --- responses -----------------------------------------------------------------------------
@@ -495,9 +496,8 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
       return decoded;
     }
   }
-  absl::StatusOr<std::vector<int>> index = MatchInputs(request, config);
-  if (!index.ok()) return index.status();
-  if (absl::Status status = CheckContentsForm(request); !status.ok()) return status;
+  ASSIGN_OR_RETURN(const std::vector<int> index, MatchInputs(request, config));
+  RETURN_IF_ERROR(CheckContentsForm(request));
 
   DecodedRequest decoded;
   // Reserved so that no element moves: views may point into each input's `owned`.
@@ -505,9 +505,7 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
   for (int c = 0; c < config.input_size(); ++c) {
     const TensorConfig& tensor = config.input(c);
     DecodedInput& input = decoded.inputs.emplace_back();
-    absl::Status status =
-        DecodeInput(request, (*index)[c], tensor, config.max_batch_size(), &input);
-    if (!status.ok()) return status;
+    RETURN_IF_ERROR(DecodeInput(request, index[c], tensor, config.max_batch_size(), &input));
     if (config.max_batch_size() == 0) continue;
     const int64_t batch = input.view.shape[0];
     if (c == 0) {
@@ -518,9 +516,7 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
     }
   }
 
-  absl::StatusOr<std::vector<std::string>> outputs = RequestedOutputs(request, config);
-  if (!outputs.ok()) return outputs.status();
-  decoded.outputs = *std::move(outputs);
+  ASSIGN_OR_RETURN(decoded.outputs, RequestedOutputs(request, config));
   return decoded;
 }
 
@@ -586,10 +582,7 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
     if (tensor == nullptr) return BadOutput(name, "not one of the model's outputs");
     const Tensor* produced = FindOutput(outputs, name);
     if (produced == nullptr) return BadOutput(name, "the backend did not return it");
-    if (absl::Status status = CheckOutput(config, *tensor, *produced, decoded.batch_size);
-        !status.ok()) {
-      return status;
-    }
+    RETURN_IF_ERROR(CheckOutput(config, *tensor, *produced, decoded.batch_size));
     inference::ModelInferResponse::InferOutputTensor* out = response->add_outputs();
     out->set_name(name);
     out->set_datatype(std::string(OipDatatypeName(tensor->data_type())));

@@ -5,21 +5,18 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/status_util.h"
 
 namespace kiln {
 
 absl::StatusOr<std::unique_ptr<PortLock>> PortLock::Acquire(const std::string& dir, int port) {
   const std::string path = absl::StrCat(dir, "/kiln-server-", port, ".lock");
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot open lock file ", path, ": ", std::strerror(errno)));
-  }
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open lock file ", path));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     char holder[32] = {};
     const ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);

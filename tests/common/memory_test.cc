@@ -220,7 +220,9 @@ TEST_CASE("resident memory is parsed from a status file", "[proc]") {
 
 TEST_CASE("ResetPeakResident writes 5 to clear_refs", "[proc]") {
   FakeSystem sys;
-  CHECK(ResetPeakResident(sys.roots()).code() == absl::StatusCode::kFailedPrecondition);
+  const absl::Status missing = ResetPeakResident(sys.roots());
+  CHECK(missing.code() == absl::StatusCode::kNotFound);  // ENOENT
+  CHECK_THAT(std::string(missing.message()), Contains("No such file or directory"));
   const std::string clear_refs = sys.Proc("self/clear_refs", "");
   REQUIRE(ResetPeakResident(sys.roots()).ok());
   CHECK(ReadFile(clear_refs) == "5");

@@ -218,7 +218,7 @@ TEST_CASE("spawning fails without a command or without a log file", "[process][s
   absl::StatusOr<pid_t> pid = SpawnInProcessGroup({}, nullptr, dir.path() + "/child.log");
   CHECK(pid.status().code() == absl::StatusCode::kInvalidArgument);
   pid = SpawnInProcessGroup({"/bin/true"}, nullptr, dir.path() + "/no/such/dir/child.log");
-  CHECK(pid.status().code() == absl::StatusCode::kInternal);
+  CHECK(pid.status().code() == absl::StatusCode::kNotFound);  // ENOENT
   CHECK_THAT(std::string(pid.status().message()), Contains("cannot open " + dir.path()));
 }
 
