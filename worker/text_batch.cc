@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "common/model_config_loader.h"
+#include "common/status_util.h"
 
 namespace kiln {
 namespace {
@@ -53,10 +54,7 @@ absl::StatusOr<TextBatch> TokenizeBatch(const std::vector<std::string>& texts,
   TextBatch batch;
   for (size_t r = 0; r < texts.size(); ++r) {
     absl::StatusOr<std::vector<int32_t>> ids = encode(texts[r]);
-    if (!ids.ok()) {
-      return absl::Status(ids.status().code(),
-                          absl::StrCat("tokenizing text row ", r, ": ", ids.status().message()));
-    }
+    if (!ids.ok()) return Annotate(ids.status(), absl::StrCat("tokenizing text row ", r));
     if (static_cast<int32_t>(ids->size()) > tokenizer.max_length()) {
       ids->resize(tokenizer.max_length());
     }

@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 
 #ifndef KILN_SPM_SHIM_DEFAULT
 #error "KILN_SPM_SHIM_DEFAULT (the path of the built libkiln_spm_shim.so) must be defined"
@@ -98,9 +100,7 @@ absl::StatusOr<const SpmShim*> ProcessShim() {
   absl::MutexLock lock(&shim_mutex);
   if (process_shim == nullptr) {
     // A failure is not cached: the next Load tries again (e.g. after KILN_SPM_SHIM was fixed).
-    absl::StatusOr<const SpmShim*> shim = OpenSpmShim(SpmShimCandidates());
-    if (!shim.ok()) return shim.status();
-    process_shim = *shim;
+    ASSIGN_OR_RETURN(process_shim, OpenSpmShim(SpmShimCandidates()));
   }
   return process_shim;
 }
@@ -142,8 +142,7 @@ Tokenizer::~Tokenizer() { shim_->free(model_); }
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path) {
   absl::StatusOr<const SpmShim*> shim = ProcessShim();
   if (!shim.ok()) {
-    return absl::Status(shim.status().code(), absl::StrCat("cannot load tokenizer ", model_path,
-                                                           ": ", shim.status().message()));
+    return Annotate(shim.status(), absl::StrCat("cannot load tokenizer ", model_path));
   }
   char error[kErrorBufferSize] = "";
   int code = 0;

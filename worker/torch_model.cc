@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/fork_safety.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "glog/logging.h"
 
 namespace kiln {
@@ -146,7 +148,8 @@ absl::Status Rebind(torch::jit::Module& module, const MappedSafetensors& weights
   return absl::OkStatus();
 }
 
-// Converts forward()'s result into tensors; `expected` is the config's output count.
+// Converts forward()'s result into tensors; `expected` is the config's output count. A result
+// that does not match the config is Internal: the model broke its contract, not the caller.
 absl::StatusOr<std::vector<torch::Tensor>> OutputTensors(const c10::IValue& result,
                                                          size_t expected) {
   std::vector<torch::Tensor> outputs;
@@ -157,20 +160,20 @@ absl::StatusOr<std::vector<torch::Tensor>> OutputTensors(const c10::IValue& resu
         result.isTuple() ? result.toTupleRef().elements().vec() : result.toListRef().vec();
     for (const c10::IValue& item : items) {
       if (!item.isTensor()) {
-        return absl::InvalidArgumentError(absl::StrCat("forward() returned a ", item.tagKind(),
-                                                       " among its outputs; expected "
-                                                       "only tensors"));
+        return absl::InternalError(absl::StrCat("forward() returned a ", item.tagKind(),
+                                                " among its outputs; expected "
+                                                "only tensors"));
       }
       outputs.push_back(item.toTensor());
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("forward() returned a ", result.tagKind(),
-                                                   "; expected a tensor or a tuple of tensors"));
+    return absl::InternalError(absl::StrCat("forward() returned a ", result.tagKind(),
+                                            "; expected a tensor or a tuple of tensors"));
   }
   if (outputs.size() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat("forward() returned ", outputs.size(),
-                                                   " tensors; the config declares ", expected,
-                                                   " outputs"));
+    return absl::InternalError(absl::StrCat("forward() returned ", outputs.size(),
+                                            " tensors; the config declares ", expected,
+                                            " outputs"));
   }
   return outputs;
 }
@@ -227,10 +230,7 @@ absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& sp
   std::shared_ptr<const MappedSafetensors> weights;
   if (map_weights && !spec.weights_path.empty()) {
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<MappedSafetensors>> mapped =
-        MappedSafetensors::Open(spec.weights_path);
-    if (!mapped.ok()) return mapped.status();
-    weights = *std::move(mapped);
+    ASSIGN_OR_RETURN(weights, MappedSafetensors::Open(spec.weights_path));
     weights->Prefetch();
     stats.mapped_bytes = weights->size();
     stats.map_ms = MillisecondsSince(start);
@@ -243,8 +243,7 @@ absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& sp
     stats.load_ms = MillisecondsSince(start);
     if (weights != nullptr) {
       start = std::chrono::steady_clock::now();
-      absl::Status rebound = Rebind(module->module, *weights, spec.model_path, stats);
-      if (!rebound.ok()) return rebound;
+      RETURN_IF_ERROR(Rebind(module->module, *weights, spec.model_path, stats));
       malloc_trim(0);  // hand the heap copy torch::jit::load made back to the system
       stats.rebind_ms = MillisecondsSince(start);
     }
@@ -291,7 +290,7 @@ absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<Tensor
         config.name(), ": forward needs ", config.input_size(), " inputs, got ", inputs.size()));
   }
   for (const TensorView& input : inputs) {
-    if (absl::Status fits = CheckInput(input); !fits.ok()) return fits;
+    RETURN_IF_ERROR(CheckInput(input));
   }
   try {
     torch::NoGradGuard no_grad;
@@ -306,24 +305,18 @@ absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<Tensor
     const c10::IValue result = module_->module.forward(std::move(args));
     absl::StatusOr<std::vector<torch::Tensor>> outputs =
         OutputTensors(result, static_cast<size_t>(config.output_size()));
-    if (!outputs.ok()) {
-      return absl::Status(outputs.status().code(),
-                          absl::StrCat(config.name(), ": ", outputs.status().message()));
-    }
+    if (!outputs.ok()) return Annotate(outputs.status(), config.name());
     std::vector<Tensor> converted;
     converted.reserve(outputs->size());
     for (size_t i = 0; i < outputs->size(); ++i) {
       absl::StatusOr<Tensor> tensor =
           ToHostTensor((*outputs)[i], config.output(static_cast<int>(i)).name());
-      if (!tensor.ok()) {
-        return absl::Status(tensor.status().code(),
-                            absl::StrCat(config.name(), ": ", tensor.status().message()));
-      }
+      if (!tensor.ok()) return Annotate(tensor.status(), config.name());
       converted.push_back(*std::move(tensor));
     }
     return converted;
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
+    return absl::InternalError(
         absl::StrCat(config.name(), ": forward failed: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(config.name(), ": forward failed: ", e.what()));

@@ -66,6 +66,9 @@ class TorchModel {
   // Runs forward() under NoGradGuard on `inputs`, given in the order of the config's inputs;
   // returns the outputs (a tensor, or a tuple/list of tensors) in the config's output order,
   // named after it. The input memory is viewed, not copied: the model must not write to it.
+  // Errors (common/status_util.h): inputs that do not match the config in count, dtype or byte
+  // size -> InvalidArgument; a forward pass that throws, or outputs that do not match the
+  // config -> Internal (the master validated the request already: the model failed, not it).
   absl::StatusOr<std::vector<Tensor>> Forward(const std::vector<TensorView>& inputs);
 
   // Every parameter and buffer of the module (name, dtype, shape, where its data lives).

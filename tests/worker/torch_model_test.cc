@@ -238,18 +238,22 @@ TEST_CASE("forward rejects inputs that do not fit, without crashing", "[torch]")
   SECTION("wrong input count") {
     absl::StatusOr<std::vector<Tensor>> out = (*model)->Forward({});
     REQUIRE_FALSE(out.ok());
+    CHECK(out.status().code() == absl::StatusCode::kInvalidArgument);
     CHECK_THAT(std::string(out.status().message()), Contains("needs 1 inputs, got 0"));
   }
   SECTION("bytes that do not hold the shape") {
     TensorView in{"input", DType::kFloat32, {2, 16}, data.data(), 10};
     absl::StatusOr<std::vector<Tensor>> out = (*model)->Forward({in});
     REQUIRE_FALSE(out.ok());
+    CHECK(out.status().code() == absl::StatusCode::kInvalidArgument);
     CHECK_THAT(std::string(out.status().message()), Contains("10 bytes do not hold F32 [2, 16]"));
   }
   SECTION("a shape the module cannot take") {
     TensorView in{"input", DType::kFloat32, {4, 8}, data.data(), data.size() * sizeof(float)};
     absl::StatusOr<std::vector<Tensor>> out = (*model)->Forward({in});
     REQUIRE_FALSE(out.ok());
+    // A forward pass that throws is the model's failure (the master validated the request).
+    CHECK(out.status().code() == absl::StatusCode::kInternal);
     CHECK_THAT(std::string(out.status().message()), Contains("mlp: forward failed"));
   }
   SECTION("a good input still works afterwards") {
@@ -259,6 +263,23 @@ TEST_CASE("forward rejects inputs that do not fit, without crashing", "[torch]")
     REQUIRE(out->size() == 1);
     CHECK((*out)[0].shape == std::vector<int64_t>{2, 4});
   }
+}
+
+TEST_CASE("outputs that do not match the config are the model's failure (Internal)", "[torch]") {
+  ModelSpec spec = DemoSpec("mlp");
+  TensorConfig* extra = spec.config.add_output();  // the module returns one tensor, not two
+  extra->set_name("extra");
+  extra->set_data_type(TYPE_FP32);
+  extra->add_dims(4);
+  absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
+  REQUIRE(model.ok());
+  std::vector<float> data(2 * 16, 0.5f);
+  TensorView in{"input", DType::kFloat32, {2, 16}, data.data(), data.size() * sizeof(float)};
+  absl::StatusOr<std::vector<Tensor>> out = (*model)->Forward({in});
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.status().code() == absl::StatusCode::kInternal);
+  CHECK_THAT(std::string(out.status().message()),
+             Contains("mlp: forward() returned 1 tensors; the config declares 2 outputs"));
 }
 
 // Loading (what the master does before forking the zygote) must leave one thread and no note;
