@@ -33,6 +33,13 @@ class Defects {
     messages_.push_back(
         absl::StrCat(path_, ": field '", field, "': expected ", expected, ", got ", got));
   }
+  // A value asking for something this version does not have (what the config accepts must
+  // work; common/status_util.h): "<path>: field '<field>': <got> is not supported in this
+  // version; <instead>".
+  void NotBuilt(absl::string_view field, absl::string_view got, absl::string_view instead) {
+    messages_.push_back(absl::StrCat(path_, ": field '", field, "': ", got,
+                                     " is not supported in this version; ", instead));
+  }
   void Add(absl::string_view message) { messages_.push_back(absl::StrCat(path_, ": ", message)); }
 
   bool empty() const { return messages_.empty(); }
@@ -137,7 +144,7 @@ void CheckSizes(const google::protobuf::RepeatedField<int32_t>& sizes, absl::str
   }
 }
 
-void ResolveWarmup(ModelConfig& config, const std::string& model_dir, Defects& defects) {
+void ResolveWarmup(ModelConfig& config, Defects& defects) {
   WarmupConfig& warmup = *config.mutable_warmup();
   if (!warmup.has_enabled()) warmup.set_enabled(true);
 
@@ -200,25 +207,28 @@ void ResolveWarmup(ModelConfig& config, const std::string& model_dir, Defects& d
   }
   if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
 
+  // Warmup inputs read from a file are not built (worker/warmup.cc generates them).
   if (warmup.data() == WarmupConfig::DATA_FILE) {
-    if (warmup.data_file().empty()) {
-      defects.Field("warmup.data_file", "a file name with data: DATA_FILE", "\"\"");
-    } else if (!fs::is_regular_file(fs::path(model_dir) / warmup.data_file())) {
-      defects.Field("warmup.data_file", "an existing file relative to " + model_dir,
-                    Quoted(warmup.data_file()));
-    }
-  } else if (!warmup.data_file().empty()) {
-    defects.Field("warmup.data_file", "no data_file unless data: DATA_FILE",
-                  Quoted(warmup.data_file()));
+    defects.NotBuilt("warmup.data", "DATA_FILE (inputs read from warmup.data_file)",
+                     "use DATA_ZERO or DATA_RANDOM");
+  }
+  if (!warmup.data_file().empty()) {
+    defects.NotBuilt("warmup.data_file",
+                     absl::StrCat("a warmup data file (", Quoted(warmup.data_file()), ")"),
+                     "remove it (warmup data comes from warmup.data: DATA_ZERO or DATA_RANDOM)");
   }
 }
 
 void ResolveBatching(ModelConfig& config, Defects& defects) {
   DynamicBatchingConfig& batching = *config.mutable_dynamic_batching();
-  if (!batching.has_enabled()) batching.set_enabled(config.max_batch_size() > 1);
-  if (batching.enabled() && config.max_batch_size() <= 1) {
-    defects.Field("dynamic_batching.enabled", "false when max_batch_size <= 1", "true");
+  // No cross-request batcher is built: each request runs as its own batch (its rows, padded to
+  // a warmed size when pad_to_warmed). So enabled resolves to false, and true is refused.
+  if (!batching.has_enabled()) batching.set_enabled(false);
+  if (batching.enabled()) {
+    defects.NotBuilt("dynamic_batching.enabled", "true (batching requests together across clients)",
+                     "each request runs as its own batch: leave enabled unset or false");
   }
+  // A bound on how long a request may wait for others: never waiting honours every value.
   if (!batching.has_max_queue_delay_us()) batching.set_max_queue_delay_us(kDefaultMaxQueueDelayUs);
   if (batching.max_queue_delay_us() < 0) {
     defects.Field("dynamic_batching.max_queue_delay_us", "a delay >= 0 microseconds",
@@ -393,7 +403,7 @@ absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
   CheckTensors(config.input(), "input", config, defects);
   CheckTensors(config.output(), "output", config, defects);
   ResolveInstances(config, defects);
-  ResolveWarmup(config, model_dir, defects);
+  ResolveWarmup(config, defects);
   ResolveBatching(config, defects);
   ResolveMemory(config, defects);
   ResolveReadiness(config, defects);

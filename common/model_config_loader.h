@@ -7,7 +7,9 @@
 //
 // The loader parses each config, resolves every default (so the returned config holds explicit
 // values), checks every value and the files it names, and reports each defect with the file,
-// the field and what was expected.
+// the field and what was expected. What the config accepts works: a value that asks for
+// something this version does not have (DATA_FILE warmup data, dynamic_batching.enabled: true)
+// is refused here, as "... is not supported in this version", not later in a worker.
 #ifndef KILN_COMMON_MODEL_CONFIG_LOADER_H_
 #define KILN_COMMON_MODEL_CONFIG_LOADER_H_
 
@@ -51,10 +53,11 @@ struct ModelSpec {
   std::string tokenizer_path;  // empty when the config has no tokenizer
 };
 
-// Loads one model directory. NotFound when its config.pbtxt cannot be read; otherwise
-// InvalidArgument for every defect (a bad value, a missing model or tokenizer file), naming the
-// file and, for a bad value, the field and what was expected. A config with several defects
-// reports all of them, one per line.
+// Loads one model directory. Its config.pbtxt's errno code (NotFound when there is none) when it
+// cannot be read; otherwise InvalidArgument for every defect (a bad value, a value that is not
+// supported in this version, a missing model or tokenizer file), naming the file and, for a bad
+// value, the field and what was expected. A config with several defects reports all of them, one
+// per line.
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);
 
 // The config's input named `name`, or nullptr.

@@ -72,7 +72,7 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   CHECK(config.warmup().settle_tolerance() == Approx(kDefaultWarmupSettleTolerance));
   CHECK(config.warmup().max_calls_per_shape() == kDefaultWarmupMaxCallsPerShape);
   CHECK(config.warmup().steady_calls() == kDefaultWarmupSteadyCalls);
-  CHECK(config.dynamic_batching().enabled());
+  CHECK_FALSE(config.dynamic_batching().enabled());  // no cross-request batcher in this version
   CHECK(config.dynamic_batching().max_queue_delay_us() == kDefaultMaxQueueDelayUs);
   CHECK(config.dynamic_batching().max_queue_size() == kDefaultMaxQueueSize);
   CHECK(config.dynamic_batching().pad_to_warmed());
@@ -328,12 +328,6 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"p95 factor below 1",
        "readiness { max_p95_factor: 0.5 }\n" + io,
        {"field 'readiness.max_p95_factor'", "got 0.5"}},
-      {"dynamic batching without batches",
-       "dynamic_batching { enabled: true }\n" + io,
-       {"field 'dynamic_batching.enabled'", "max_batch_size <= 1"}},
-      {"warmup file missing",
-       "warmup { data: DATA_FILE data_file: \"nope.safetensors\" }\n" + io,
-       {"field 'warmup.data_file'", "\"nope.safetensors\""}},
       {"tokenizer file missing",
        R"pb(
          max_batch_size: 2
@@ -384,6 +378,88 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       for (const std::string& expected : bad.expected) CHECK_THAT(message, Contains(expected));
     }
   }
+}
+
+// What the config accepts works: a value asking for something this version does not have is
+// refused when the config is loaded (not later, in a forked worker), naming the file and field.
+TEST_CASE("what is not built is refused at load time, naming the file and the field", "[config]") {
+  struct NotBuilt {
+    std::string what;
+    std::string config;
+    std::string field;    // the one field refused
+    std::string instead;  // part of the advice
+  };
+  const std::string good = kGoodConfig;  // max_batch_size: 8
+  const std::string unbatched = R"pb(
+    input {
+      name: "input"
+      data_type: TYPE_FP32
+      dims: [ 16 ]
+    }
+    output {
+      name: "output"
+      data_type: TYPE_FP32
+      dims: [ 4 ]
+    }
+  )pb";
+  const std::vector<NotBuilt> cases = {
+      {"DATA_FILE warmup data, even with an existing file", good + "warmup { data: DATA_FILE }\n",
+       "warmup.data", "DATA_ZERO or DATA_RANDOM"},
+      {"a warmup data file", good + "warmup { data_file: \"inputs.safetensors\" }\n",
+       "warmup.data_file", "remove it"},
+      {"cross-request dynamic batching", good + "dynamic_batching { enabled: true }\n",
+       "dynamic_batching.enabled", "leave enabled unset or false"},
+      {"cross-request dynamic batching without a batch dimension",
+       unbatched + "dynamic_batching { enabled: true }\n", "dynamic_batching.enabled",
+       "leave enabled unset or false"},
+  };
+  for (const NotBuilt& c : cases) {
+    SECTION(c.what) {
+      TempDir tmp;
+      tmp.WriteFile("m/inputs.safetensors", "present, and still not read");
+      absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(tmp, "m", c.config));
+      REQUIRE_FALSE(spec.ok());
+      CHECK(spec.status().code() == absl::StatusCode::kInvalidArgument);
+      const std::string message(spec.status().message());
+      INFO(message);
+      CHECK_THAT(message, Contains(tmp.path() + "/m/config.pbtxt: field '" + c.field + "'"));
+      CHECK_THAT(message, Contains("is not supported in this version"));
+      CHECK_THAT(message, Contains(c.instead));
+      CHECK(message.find('\n') == std::string::npos);  // that one defect only
+    }
+  }
+  SECTION("DATA_FILE and its file are both named") {
+    TempDir tmp;
+    absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(
+        tmp, "m",
+        std::string(kGoodConfig) + "warmup { data: DATA_FILE data_file: \"x.safetensors\" }\n"));
+    REQUIRE_FALSE(spec.ok());
+    const std::string message(spec.status().message());
+    CHECK_THAT(message, Contains("field 'warmup.data': DATA_FILE"));
+    CHECK_THAT(message,
+               Contains("field 'warmup.data_file': a warmup data file (\"x.safetensors\")"));
+  }
+}
+
+// The fields next to those refused above work, and stay accepted: generated warmup data, a
+// queue delay (a bound that is always met: no request waits for others), no batching.
+TEST_CASE("the built neighbours of refused fields load", "[config]") {
+  TempDir tmp;
+  absl::StatusOr<ModelSpec> spec = LoadModel(WriteModel(tmp, "m", std::string(kGoodConfig) + R"pb(
+    warmup { data: DATA_RANDOM }
+    dynamic_batching {
+      enabled: false
+      max_queue_delay_us: 500
+      max_queue_size: 16
+      pad_to_warmed: false
+    }
+  )pb"));
+  REQUIRE(spec.ok());
+  CHECK(spec->config.warmup().data() == WarmupConfig::DATA_RANDOM);
+  CHECK_FALSE(spec->config.dynamic_batching().enabled());
+  CHECK(spec->config.dynamic_batching().max_queue_delay_us() == 500);
+  CHECK(spec->config.dynamic_batching().max_queue_size() == 16);
+  CHECK_FALSE(spec->config.dynamic_batching().pad_to_warmed());
 }
 
 TEST_CASE("a missing model file is an error naming it", "[config]") {
