@@ -44,9 +44,9 @@ namespace kiln {
 
 // The status of a failed system call: code absl::ErrnoToStatusCode(err), message
 // "<what>: <strerror(err)>", e.g. ErrnoStatus(ENOENT, "x.pbtxt: cannot open") is NOT_FOUND
-// "x.pbtxt: cannot open: No such file or directory". `err` is errno as saved right after the
-// call (before anything that may change it). err == 0 (a call that failed without setting
-// errno) gives UNKNOWN "<what>: unknown error (errno 0)", never OK.
+// "x.pbtxt: cannot open: No such file or directory". `err` is the failed call's errno: save it
+// before anything that may change it (close(), say). err == 0 (a call that failed without
+// setting errno) gives UNKNOWN "<what>: unknown error (errno 0)", never OK.
 absl::Status ErrnoStatus(int err, absl::string_view what);
 
 // `status` with "<prefix>: " put before its message; its code and payloads are kept. An OK
