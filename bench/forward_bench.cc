@@ -64,7 +64,7 @@ int Run(const std::vector<std::string>& args) {
     return kExitFailure;
   }
   TorchModel::SetIntraOpThreads(static_cast<int>(threads));
-  const WarmupShape shape{static_cast<int32_t>(batch), static_cast<int32_t>(seq)};
+  const Shape shape{static_cast<int32_t>(batch), static_cast<int32_t>(seq)};
   absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec->config, shape, 1);
   if (!inputs.ok()) {
     std::cerr << "kiln-forward-bench: " << inputs.status().message() << "\n";

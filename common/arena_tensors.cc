@@ -1,14 +1,43 @@
 #include "common/arena_tensors.h"
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/bytes_form.h"
 #include "common/dtype.h"
+#include "common/shape.h"
 
 namespace kiln {
+namespace {
+
+// Floor of a worker arena.
+constexpr uint64_t kMinArenaBytes = 4 << 20;
+// Text sent to a text model: bytes allowed per token of max_length, per row.
+constexpr uint64_t kTextBytesPerToken = 32;
+
+}  // namespace
+
+uint64_t ArenaBytesFor(const ModelConfig& config) {
+  const Shape largest = LargestShape(config);
+  uint64_t bytes = 0;
+  for (const auto* tensors : {&config.input(), &config.output()}) {
+    for (const TensorConfig& tensor : *tensors) {
+      const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
+      const int64_t elements = NumElements(ConcreteShape(tensor, config, largest)).value_or(0);
+      bytes = SharedArena::Align(bytes) +
+              static_cast<uint64_t>(elements) * (dtype.has_value() ? DTypeSize(*dtype) : 1);
+    }
+  }
+  if (config.has_tokenizer()) {
+    bytes += static_cast<uint64_t>(largest.batch_size) *
+             (4 + kTextBytesPerToken * config.tokenizer().max_length());
+  }
+  return std::max(kMinArenaBytes, 2 * bytes);
+}
 
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
                                       SharedArena& arena, TensorRefs& refs) {

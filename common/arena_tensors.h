@@ -11,11 +11,17 @@
 #include "common/shared_arena.h"
 #include "common/tensor.h"
 #include "google/protobuf/repeated_ptr_field.h"
+#include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
 
 namespace kiln {
 
 using TensorRefs = google::protobuf::RepeatedPtrField<internal::TensorRef>;
+
+// The arena a worker of `config` needs: every input and output at the largest shape a request
+// may have (LargestShape), each 64-byte aligned, room for a text model's text (32 bytes per token
+// of tokenizer.max_length, per row), doubled, and at least 4 MiB.
+uint64_t ArenaBytesFor(const ModelConfig& config);
 
 // Copies `tensors` into `arena` from `offset` on, each at a kArenaAlignment boundary, and
 // appends a ref for each to `refs`. Returns the offset after the last one (aligned), or

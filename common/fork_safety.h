@@ -1,7 +1,7 @@
-// DESIGN.md invariant 1, enforced: before a fork the forking process has exactly one thread,
-// has created no gRPC object, has run no forward pass (no OpenMP parallel region) and has made
-// no CUDA call. Code that does one of those things notes it here; ForkChecked() refuses to fork
-// once any of them happened.
+// Invariant 1 of docs/ARCHITECTURE.md ("Processes"), enforced: before a fork the forking process
+// has exactly one thread, has created no gRPC object, has run no forward pass (no OpenMP parallel
+// region) and has made no CUDA call. Code that does one of those things notes it here;
+// ForkChecked() refuses to fork once any of them happened.
 //
 // Thread-safety: every function may be called from any thread (the notes are atomics).
 #ifndef KILN_COMMON_FORK_SAFETY_H_

@@ -1,5 +1,6 @@
-// Conversions between absl::Status and grpc::Status, for the RPC edge (DESIGN.md: statuses are
-// absl::Status everywhere and become grpc::Status only where an RPC answers or is answered).
+// Conversions between absl::Status and grpc::Status, for the RPC edge (docs/ARCHITECTURE.md,
+// "A request's path"): statuses are absl::Status everywhere and become grpc::Status only where
+// an RPC answers or is answered.
 //
 // Header-only and inline on purpose: it includes <grpcpp/support/status.h>, so only targets that
 // link gRPC (gRPC::grpc++: the server, kiln-bench, their tests) may include it; kiln_common

@@ -1,4 +1,4 @@
-// Warming at idle CPU priority (DESIGN.md, "Change without going cold"): a worker that warms
+// Warming at idle CPU priority (docs/ARCHITECTURE.md, "Processes"): a worker that warms
 // while something else on the machine serves (the server's other workers, another replica) takes
 // only the CPU left over, so the neighbour's tail latency stays flat, and goes back to normal
 // priority before it takes real traffic (the master's Promote frame).

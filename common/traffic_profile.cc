@@ -25,6 +25,8 @@
 #include "common/dtype.h"
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/text_proto_file.h"
 #include "google/protobuf/text_format.h"
 
@@ -32,7 +34,6 @@ namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
-using Shape = std::pair<int32_t, int32_t>;
 
 int64_t NowUnixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -59,8 +60,8 @@ TrafficProfile MakeProfile(const std::string& model, const std::map<Shape, int64
   profile.set_updated_unix_ms(NowUnixMs());
   for (const auto& [shape, requests] : SortedByRequests(counts)) {
     ShapeCount* count = profile.add_shapes();
-    count->set_batch_size(shape.first);
-    count->set_sequence_length(shape.second);
+    count->set_batch_size(shape.batch_size);
+    count->set_sequence_length(shape.sequence_length);
     count->set_requests(requests);
   }
   profile.set_other_requests(other_requests);
@@ -94,11 +95,6 @@ std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
   return views;
 }
 
-absl::Status ErrnoError(absl::string_view path, absl::string_view what, int error) {
-  const std::string message = absl::StrCat(path, ": ", what, ": ", std::strerror(error));
-  return error == ENOENT ? absl::NotFoundError(message) : absl::UnavailableError(message);
-}
-
 // Durably replaces `path` with `contents`: writes a fresh temp file beside it, fsyncs it, renames
 // it over `path` and fsyncs the directory. On failure the temp file is removed and `path` is
 // left as it was.
@@ -106,22 +102,26 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   static std::atomic<uint64_t> next_temp{0};
   const std::string temp = absl::StrCat(path, ".tmp.", getpid(), ".", next_temp++);
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError(temp, "cannot create", errno);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat(temp, ": cannot create"));
 
   absl::Status status;
   for (size_t written = 0; written < contents.size() && status.ok();) {
     const ssize_t n = write(fd, contents.data() + written, contents.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      status = ErrnoError(temp, "write failed", errno);
+      status = ErrnoStatus(errno, absl::StrCat(temp, ": write failed"));
     } else {
       written += static_cast<size_t>(n);
     }
   }
-  if (status.ok() && fsync(fd) != 0) status = ErrnoError(temp, "fsync failed", errno);
-  if (close(fd) != 0 && status.ok()) status = ErrnoError(temp, "close failed", errno);
+  if (status.ok() && fsync(fd) != 0) {
+    status = ErrnoStatus(errno, absl::StrCat(temp, ": fsync failed"));
+  }
+  if (close(fd) != 0 && status.ok()) {
+    status = ErrnoStatus(errno, absl::StrCat(temp, ": close failed"));
+  }
   if (status.ok() && rename(temp.c_str(), path.c_str()) != 0) {
-    status = ErrnoError(path, absl::StrCat("cannot rename ", temp, " onto it"), errno);
+    status = ErrnoStatus(errno, absl::StrCat(path, ": cannot rename ", temp, " onto it"));
   }
   if (!status.ok()) {
     unlink(temp.c_str());
@@ -131,8 +131,10 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   // The rename is durable only once the directory is: fsync it (EINVAL: not supported there).
   const std::string dir = fs::path(path).parent_path().string();
   const int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return ErrnoError(dir, "cannot open directory to fsync", errno);
-  if (fsync(dir_fd) != 0 && errno != EINVAL) status = ErrnoError(dir, "fsync failed", errno);
+  if (dir_fd < 0) return ErrnoStatus(errno, absl::StrCat(dir, ": cannot open directory to fsync"));
+  if (fsync(dir_fd) != 0 && errno != EINVAL) {
+    status = ErrnoStatus(errno, absl::StrCat(dir, ": fsync failed"));
+  }
   close(dir_fd);
   return status;
 }
@@ -151,16 +153,15 @@ absl::Status MergeProfile(const std::string& path, const std::string& model,
   int64_t other_requests = other_delta;
   std::error_code ec;
   if (fs::exists(path, ec)) {
-    absl::StatusOr<TrafficProfile> existing = LoadTrafficProfile(path);
-    if (!existing.ok()) return existing.status();
-    if (!existing->model().empty() && existing->model() != model) {
+    ASSIGN_OR_RETURN(const TrafficProfile existing, LoadTrafficProfile(path));
+    if (!existing.model().empty() && existing.model() != model) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": holds the profile of model \"",
-                                                     existing->model(), "\", not \"", model, "\""));
+                                                     existing.model(), "\", not \"", model, "\""));
     }
-    for (const ShapeCount& shape : existing->shapes()) {
+    for (const ShapeCount& shape : existing.shapes()) {
       counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
     }
-    other_requests += existing->other_requests();
+    other_requests += existing.other_requests();
   } else if (ec) {
     return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
   }
@@ -199,9 +200,7 @@ absl::Status MergeSamples(const std::string& path, const std::string& model,
   std::vector<std::vector<Tensor>> existing;
   std::error_code ec;
   if (fs::exists(path, ec)) {
-    absl::StatusOr<std::vector<std::vector<Tensor>>> loaded = LoadTrafficSamples(path);
-    if (!loaded.ok()) return loaded.status();
-    existing = *std::move(loaded);
+    ASSIGN_OR_RETURN(existing, LoadTrafficSamples(path));
   } else if (ec) {
     return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
   }
@@ -265,16 +264,15 @@ absl::StatusOr<std::optional<std::vector<std::string>>> TextSampleTexts(
 TrafficRecorder::TrafficRecorder(int max_samples_per_model)
     : max_samples_per_model_(std::max(0, max_samples_per_model)) {}
 
-void TrafficRecorder::Record(const std::string& model, int32_t batch_size,
-                             int32_t sequence_length) {
-  if (batch_size < 1 || sequence_length < 0) return;
+void TrafficRecorder::Record(const std::string& model, const Shape& shape) {
+  if (shape.batch_size < 1 || shape.sequence_length < 0) return;
   absl::MutexLock lock(&mu_);
   ModelTraffic& traffic = models_[model];
-  const auto it = traffic.requests.find({batch_size, sequence_length});
+  const auto it = traffic.requests.find(shape);
   if (it != traffic.requests.end()) {
     ++it->second;
   } else if (traffic.requests.size() < static_cast<size_t>(kMaxShapesPerModel)) {
-    traffic.requests.emplace(Shape{batch_size, sequence_length}, 1);
+    traffic.requests.emplace(shape, 1);
   } else {
     ++traffic.other_requests;
   }
@@ -331,11 +329,10 @@ void TrafficRecorder::RecordSample(const std::string& model,
 }
 
 void TrafficRecorder::RecordTextSample(const std::string& model, const std::string& text_input,
-                                       const std::vector<std::string>& texts, int32_t batch_size,
-                                       int32_t sequence_length) {
+                                       const std::vector<std::string>& texts, const Shape& ran_as) {
   if (texts.empty() || text_input.empty() || !WantsSample(model)) return;
   std::string signature = absl::StrCat(text_input.size(), ":", text_input, " text ran as ",
-                                       batch_size, "x", sequence_length);
+                                       ran_as.batch_size, "x", ran_as.sequence_length);
   if (BytesFormSize(texts) > kMaxSampleBytes || !WantsSample(model, &signature)) return;
   auto sample = std::make_shared<Sample>();
   sample->signature = std::move(signature);
@@ -504,10 +501,9 @@ absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path) {
 }
 
 absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedSafetensors>> file = MappedSafetensors::Open(path);
-  if (!file.ok()) return file.status();
+  ASSIGN_OR_RETURN(const std::unique_ptr<MappedSafetensors> file, MappedSafetensors::Open(path));
   std::map<int64_t, std::vector<Tensor>> by_index;
-  for (const SafetensorsTensor& entry : (*file)->index().tensors()) {
+  for (const SafetensorsTensor& entry : file->index().tensors()) {
     const size_t dot = entry.name.find('.');
     int64_t index = -1;
     if (dot == std::string::npos || dot == 0 || dot + 1 == entry.name.size() ||
@@ -527,8 +523,7 @@ absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::s
   return samples;
 }
 
-std::vector<std::pair<int32_t, int32_t>> ShapesToReplay(const TrafficProfile& profile,
-                                                        int max_shapes, double min_share) {
+std::vector<Shape> ShapesToReplay(const TrafficProfile& profile, int max_shapes, double min_share) {
   std::map<Shape, int64_t> counts;
   int64_t total = std::max<int64_t>(profile.other_requests(), 0);
   for (const ShapeCount& shape : profile.shapes()) {
@@ -536,7 +531,7 @@ std::vector<std::pair<int32_t, int32_t>> ShapesToReplay(const TrafficProfile& pr
     counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
     total += shape.requests();
   }
-  std::vector<std::pair<int32_t, int32_t>> shapes;
+  std::vector<Shape> shapes;
   if (max_shapes <= 0 || total == 0) return shapes;
   for (const auto& [shape, requests] : SortedByRequests(counts)) {
     if (shapes.size() >= static_cast<size_t>(max_shapes)) break;

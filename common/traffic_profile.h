@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/shape.h"
 #include "common/tensor.h"
 #include "proto/traffic_profile.pb.h"
 
@@ -85,23 +86,22 @@ class TrafficRecorder {
   TrafficRecorder(const TrafficRecorder&) = delete;
   TrafficRecorder& operator=(const TrafficRecorder&) = delete;
 
-  // Counts one request of `model` with this shape. `sequence_length` is 0 for a model without a
-  // variable dimension. A shape with batch_size < 1 or sequence_length < 0 is ignored. Once the
-  // model has kMaxShapesPerModel distinct shapes, a new shape is counted as "other".
-  void Record(const std::string& model, int32_t batch_size, int32_t sequence_length);
+  // Counts one request of `model` that ran as `shape`. A shape with batch_size < 1 or
+  // sequence_length < 0 is ignored. Once the model has kMaxShapesPerModel distinct shapes, a new
+  // shape is counted as "other".
+  void Record(const std::string& model, const Shape& shape);
 
   // Keeps a copy of `inputs` as a sample of `model` when sampling is on, fewer than N samples
   // are kept, no kept sample has the same signature, and the inputs hold at most
   // kMaxSampleBytes. Inputs whose bytes do not match their dtype and shape are not kept.
   void RecordSample(const std::string& model, const std::vector<TensorView>& inputs);
 
-  // Keeps a copy of `texts`, a request of text model `model` that ran as (batch_size,
-  // sequence_length) after tokenizing, as a sample (TextSampleTensor(text_input, texts)) when
+  // Keeps a copy of `texts`, a request of text model `model` that ran as `ran_as` after
+  // tokenizing, as a sample (TextSampleTensor(text_input, texts)) when
   // sampling is on, fewer than N samples are kept, no kept text sample ran as that shape, and
   // the texts hold at most kMaxSampleBytes.
   void RecordTextSample(const std::string& model, const std::string& text_input,
-                        const std::vector<std::string>& texts, int32_t batch_size,
-                        int32_t sequence_length);
+                        const std::vector<std::string>& texts, const Shape& ran_as);
 
   // The counts recorded for `model` since construction (not those of earlier runs), shapes
   // most requested first; `updated_unix_ms` is now. An empty profile for an unknown model.
@@ -120,8 +120,6 @@ class TrafficRecorder {
   absl::Status Save(const std::string& state_dir) ABSL_LOCKS_EXCLUDED(save_mu_, mu_);
 
  private:
-  using Shape = std::pair<int32_t, int32_t>;  // (batch_size, sequence_length)
-
   struct Sample {
     std::string signature;  // names, dtypes and shapes of all inputs; text: the shape it ran as
     std::vector<Tensor> inputs;
@@ -160,12 +158,11 @@ absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path);
 // order they were recorded. Errors name the file (and the tensor, for a badly named one).
 absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::string& path);
 
-// The shapes warmup should replay: (batch_size, sequence_length) of the shapes whose share of
+// The shapes warmup should replay: those whose share of
 // all the profile's requests (other_requests included) is >= `min_share` and > 0, most
 // requested first (ties: smaller batch, then shorter sequence, first), at most `max_shapes`.
 // Shapes listed more than once are summed first.
-std::vector<std::pair<int32_t, int32_t>> ShapesToReplay(const TrafficProfile& profile,
-                                                        int max_shapes, double min_share);
+std::vector<Shape> ShapesToReplay(const TrafficProfile& profile, int max_shapes, double min_share);
 
 }  // namespace kiln
 

@@ -1,6 +1,6 @@
 // Converting between Open Inference Protocol (KServe v2) messages and kiln's backend-neutral
 // tensors: the validation a request gets against its model's config before it is queued
-// (DESIGN.md, "A request's path"), and the response built from a backend's outputs.
+// (docs/ARCHITECTURE.md, "A request's path"), and the response built from a backend's outputs.
 //
 // Everything here is a pure function of its arguments: no state, safe to call from any thread.
 // Configs are expected to be validated and resolved by common/model_config_loader.cc.

@@ -8,20 +8,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
+#include "common/grpc_status.h"
 #include "server/infer_codec.h"
 
 namespace kiln {
 namespace {
 
-grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  // absl::StatusCode mirrors the gRPC codes value for value.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
-
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(status));
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
@@ -38,8 +33,8 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
-                                   TrafficRecorder* samples)
-    : pool_(pool), samples_(samples) {
+                                   const MasterStateMachine& master, TrafficRecording* recording)
+    : pool_(pool), master_(master), recording_(recording) {
   for (const ModelSpec& spec : specs) models_[spec.config.name()] = &spec;
 }
 
@@ -70,7 +65,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
                                                         const inference::ServerReadyRequest*,
                                                         inference::ServerReadyResponse* response) {
-  response->set_ready(!draining_.load() && pool_.AllModelsReady());
+  response->set_ready(Serving() && pool_.AllModelsReady());
   return Finish(context, absl::OkStatus());
 }
 
@@ -79,7 +74,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerConte
                                                        inference::ModelReadyResponse* response) {
   absl::StatusOr<const ModelSpec*> spec = FindModel(request->name(), request->version());
   if (!spec.ok()) return Finish(context, spec.status());
-  response->set_ready(!draining_.load() && pool_.ModelReady(request->name()));
+  response->set_ready(Serving() && pool_.ModelReady(request->name()));
   return Finish(context, absl::OkStatus());
 }
 
@@ -119,21 +114,21 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     job.text = &held->inputs.front().strings;
   } else {
     for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
-    if (samples_ != nullptr) samples_->RecordSample(job.model, job.inputs);
   }
   job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  job.done = [reactor, request, response, held,
-              &spec](absl::StatusOr<std::vector<Tensor>> outputs) {
-    absl::Status status = outputs.status();
+  job.done = [reactor, request, response, held, &spec,
+              recording = recording_](InferOutcome outcome) {
+    if (recording != nullptr) recording->Completed(spec, *held, outcome);
+    absl::Status status = outcome.outputs.status();
     if (status.ok()) {
       status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,
-                                   *outputs, response);
+                                   *outcome.outputs, response);
     }
-    reactor->Finish(ToGrpc(status));
+    reactor->Finish(ToGrpcStatus(status));
   };
   if (absl::Status queued = pool_.Submit(std::move(job)); !queued.ok()) {
-    reactor->Finish(ToGrpc(queued));
+    reactor->Finish(ToGrpcStatus(queued));
   }
   return reactor;
 }

@@ -4,29 +4,27 @@
 #ifndef KILN_SERVER_INFERENCE_SERVICE_H_
 #define KILN_SERVER_INFERENCE_SERVICE_H_
 
-#include <atomic>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "common/model_config_loader.h"
-#include "common/traffic_profile.h"
 #include "proto/grpc_service.grpc.pb.h"
+#include "server/master_state.h"
+#include "server/traffic_recording.h"
 #include "server/worker_pool.h"
 
 namespace kiln {
 
-// Ownership: borrows the specs and the pool, which must outlive it (and the grpc::Server it is
-// registered with). Thread-safety: gRPC calls its methods from any of its threads; it keeps no
-// mutable state besides the atomic draining flag.
+// Ownership: borrows the specs, the pool, the master's state and the recording, which must
+// outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
+// from any of its threads; it keeps no mutable state of its own.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  // `samples` (optional) keeps a bounded sample of the requests served (--record_samples).
+  // ServerReady and ModelReady answer true only while `master` is Serving (and the model has
+  // its quorum). `recording` (optional: --state_dir) is told of every request that finishes.
   InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
-                   TrafficRecorder* samples = nullptr);
-
-  // After this, ServerReady and ModelReady answer false (the server is draining).
-  void SetDraining() { draining_.store(true); }
+                   const MasterStateMachine& master, TrafficRecording* recording = nullptr);
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -52,10 +50,12 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   absl::StatusOr<const ModelSpec*> FindModel(const std::string& name,
                                              const std::string& version) const;
 
+  bool Serving() const { return master_.state() == MasterState::kServing; }
+
   std::map<std::string, const ModelSpec*> models_;
   WorkerPool& pool_;
-  TrafficRecorder* const samples_;
-  std::atomic<bool> draining_{false};
+  const MasterStateMachine& master_;
+  TrafficRecording* const recording_;
 };
 
 }  // namespace kiln

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 
 namespace kiln {
 
@@ -24,11 +25,11 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
                        return spec.config.name() == request->model();
                      });
   if (!known) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 absl::StrCat("unknown model '", request->model(), "'")));
+    reactor->Finish(
+        ToGrpcStatus(absl::NotFoundError(absl::StrCat("unknown model '", request->model(), "'"))));
     return reactor;
   }
-  std::map<std::string, std::vector<internal::Shape>> replayed;
+  std::map<std::string, std::vector<Shape>> replayed;
   {
     absl::MutexLock lock(&mu_);
     *response->mutable_timeline() = {startup_.timeline.begin(), startup_.timeline.end()};
@@ -51,7 +52,7 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     model.set_worker_budget_bytes(pool_.BudgetBytes(name));
     auto shapes = replayed.find(name);
     if (shapes != replayed.end()) {
-      *model.mutable_replayed() = {shapes->second.begin(), shapes->second.end()};
+      for (const Shape& shape : shapes->second) *model.add_replayed() = ToProto(shape);
     }
     for (const WorkerInfo& worker : workers) {
       if (worker.model == name &&

@@ -10,27 +10,19 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/model_config_loader.h"
-#include "common/thread_plan.h"
+#include "common/shape.h"
 #include "proto/kiln_service.grpc.pb.h"
+#include "server/cpu_setup.h"
 #include "server/worker_pool.h"
 
 namespace kiln {
-
-// The master's CPU decisions (master.cc, PlanCpu): what it sized threads to and how.
-struct CpuSetup {
-  std::string limit;        // CpuLimit::Describe(), or --cpus
-  ThreadPlan plan;          // plan.cpus: the CPUs it was sized to
-  std::string openmp_wait;  // DescribeOpenMpWait()
-  bool warm_at_idle_priority = false;
-  std::string warm_priority;  // "idle (...)" or "normal: <why>"
-};
 
 // What the master knew when it opened the port, beside what the pool knows.
 struct StartupReport {
   std::vector<StartupPhase> timeline;
   std::string memory_limit = "unknown";
   CpuSetup cpu;
-  std::map<std::string, std::vector<internal::Shape>> replayed;  // by model
+  std::map<std::string, std::vector<Shape>> replayed;  // by model
 };
 
 // Ownership: borrows the specs and the pool, which must outlive it (and the grpc::Server it is

@@ -1,4 +1,4 @@
-// The master process (DESIGN.md, "Process model" and "Startup sequence"): loads the models,
+// The master process (docs/ARCHITECTURE.md, "Processes" and "Startup timeline"): loads the models,
 // forks the zygote, waits for its workers to be warm, and only then opens the gRPC port.
 #ifndef KILN_SERVER_MASTER_H_
 #define KILN_SERVER_MASTER_H_

@@ -9,7 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/clock.h"
+#include "common/shape.h"
 #include "common/stats.h"
+#include "common/status_macros.h"
 #include "server/infer_codec.h"
 #include "worker/text_batch.h"
 #include "worker/warmup.h"
@@ -21,7 +23,7 @@ namespace {
 constexpr int kRequestTimeoutSeconds = 30;
 
 // The median over the model's workers of their steady latency at `shape`.
-double SteadyMs(const std::string& model, const WarmupShape& shape,
+double SteadyMs(const std::string& model, const Shape& shape,
                 const std::vector<WorkerInfo>& workers) {
   std::vector<double> steady;
   for (const WorkerInfo& worker : workers) {
@@ -105,7 +107,7 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       results.push_back(skipped);
       continue;
     }
-    const WarmupShape shape = WarmupShapes(spec.config).front();
+    const Shape shape = WarmupShapes(spec.config).front();
     if (spec.config.has_tokenizer()) {
       // Text through the tokenizer: sample text short enough for the smallest length bucket
       // (sub-word pieces outnumber words).
@@ -121,14 +123,13 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       results.push_back(skipped);
       continue;
     }
-    if (!inputs.ok()) return inputs.status();
+    ASSIGN_OR_RETURN(const std::vector<Tensor> tensors, std::move(inputs));
     std::vector<TensorView> views;
-    for (const Tensor& input : *inputs) views.push_back(input.view());
-    absl::StatusOr<inference::ModelInferRequest> request =
-        BuildInferRequest(spec.config.name(), "", views);
-    if (!request.ok()) return request.status();
+    for (const Tensor& tensor : tensors) views.push_back(tensor.view());
+    ASSIGN_OR_RETURN(const inference::ModelInferRequest request,
+                     BuildInferRequest(spec.config.name(), "", views));
     results.push_back(
-        CheckModel(stub, spec, *request, SteadyMs(spec.config.name(), shape, workers)));
+        CheckModel(stub, spec, request, SteadyMs(spec.config.name(), shape, workers)));
   }
   return results;
 }

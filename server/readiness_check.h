@@ -1,6 +1,6 @@
-// The readiness check of DESIGN.md's startup step 5: before the public port opens, a short
-// synthetic load goes through the whole request path (gRPC service, validation, queue, worker
-// over its socket and arena, response encoding), and its p95 must be within
+// The readiness check (docs/ARCHITECTURE.md, "Startup timeline", Checking): before the public port
+// opens, a short synthetic load goes through the whole request path (gRPC service, validation,
+// queue, worker over its socket and arena, response encoding), and its p95 must be within
 // max_p95_factor x the workers' steady latency (+ check_allowance_ms for the path itself).
 // It also warms that path, so the first real request does not pay for it.
 #ifndef KILN_SERVER_READINESS_CHECK_H_

@@ -11,16 +11,6 @@
 namespace kiln {
 namespace {
 
-// Why `shape` cannot be served by `config`, or "" when it can.
-std::string Unservable(const ModelConfig& config, int32_t batch, int32_t length) {
-  if (batch > std::max(config.max_batch_size(), 1)) return "batch above max_batch_size";
-  if (HasVariableDim(config) != (length > 0)) return "length does not fit the model's dims";
-  if (config.has_tokenizer() && length > config.tokenizer().max_length()) {
-    return "length above tokenizer.max_length";
-  }
-  return "";
-}
-
 // `samples` without the text requests whose texts cannot be read (logged), for a text model.
 std::vector<std::vector<Tensor>> UsableSamples(const ModelConfig& config,
                                                std::vector<std::vector<Tensor>> samples,
@@ -63,20 +53,16 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
                      << ": recorded traffic not replayed: " << profile.status().message();
         continue;
       }
-      for (const auto& [batch, length] :
-           ShapesToReplay(*profile, kMaxReplayShapes, kMinReplayShare)) {
-        const std::string why = Unservable(config, batch, length);
-        const bool known = std::any_of(
-            replay.shapes.begin(), replay.shapes.end(), [&](const internal::Shape& shape) {
-              return shape.batch_size() == batch && shape.sequence_length() == length;
-            });
+      for (const Shape& shape : ShapesToReplay(*profile, kMaxReplayShapes, kMinReplayShare)) {
+        const std::string why = Unservable(config, shape);
+        const bool known =
+            std::find(replay.shapes.begin(), replay.shapes.end(), shape) != replay.shapes.end();
         if (!why.empty()) {
-          LOG(WARNING) << config.name() << ": recorded shape batch " << batch << " length "
-                       << length << " in " << path << " not replayed: " << why;
+          LOG(WARNING) << config.name() << ": recorded shape batch " << shape.batch_size
+                       << " length " << shape.sequence_length << " in " << path
+                       << " not replayed: " << why;
         } else if (!known && static_cast<int>(replay.shapes.size()) < kMaxReplayShapes) {
-          internal::Shape& shape = replay.shapes.emplace_back();
-          shape.set_batch_size(batch);
-          shape.set_sequence_length(length);
+          replay.shapes.push_back(shape);
         }
       }
     }

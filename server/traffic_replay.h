@@ -1,7 +1,7 @@
-// Traffic-shaped warmup, the master's side (DESIGN.md, startup step 4): before the fork, find
-// each model's recorded traffic (the config's warmup.traffic_profile, and <state_dir>/
-// <model>.traffic.pbtxt written by an earlier run) and pick the shapes its workers warm on top
-// of the configured plan, plus the recorded request samples whose data they warm with.
+// Traffic-shaped warmup, the master's side (docs/ARCHITECTURE.md, "Traffic-shaped warmup"): before
+// the fork, find each model's recorded traffic (the config's warmup.traffic_profile, and
+// <state_dir>/ <model>.traffic.pbtxt written by an earlier run) and pick the shapes its workers
+// warm on top of the configured plan, plus the recorded request samples whose data they warm with.
 #ifndef KILN_SERVER_TRAFFIC_REPLAY_H_
 #define KILN_SERVER_TRAFFIC_REPLAY_H_
 
@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "common/model_config_loader.h"
+#include "common/shape.h"
 #include "common/tensor.h"
-#include "proto/worker_frames.pb.h"
 
 namespace kiln {
 
@@ -21,7 +21,7 @@ inline constexpr int kMaxReplayShapes = 16;
 inline constexpr double kMinReplayShare = 0.01;
 
 struct ModelReplay {
-  std::vector<internal::Shape> shapes;       // servable shapes, most requested first
+  std::vector<Shape> shapes;                 // servable shapes, most requested first
   std::vector<std::vector<Tensor>> samples;  // recorded requests' inputs (may be empty)
 };
 

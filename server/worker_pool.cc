@@ -4,7 +4,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <dirent.h>
 #include <algorithm>
 #include <csignal>
 #include <cstring>
@@ -21,16 +20,17 @@
 #include "common/memory_budget.h"
 #include "common/memory_probe.h"
 #include "common/process.h"
+#include "common/shape.h"
+#include "common/status_macros.h"
 #include "glog/logging.h"
-#include "worker/warmup.h"
+#include "server/device_choice.h"
+#include "server/warmup_report_text.h"
 
 namespace kiln {
 
 // Workers of one model that die before ever becoming ready this many times in a row make the
 // pool fatal (a crash loop is not something to retry forever).
 constexpr int kMaxFailedStarts = 3;
-// Floor of a worker arena; every arena also holds the largest request of the warmup plan.
-constexpr uint64_t kMinArenaBytes = 4 << 20;
 
 struct WorkerPool::Worker {
   int id = 0;
@@ -55,10 +55,26 @@ struct WorkerPool::ModelState {
   int failed_starts = 0;  // consecutive deaths before ready
   bool ever_ready = false;
   int64_t budget_bytes = 0;             // per worker; 0 = none
-  std::vector<internal::Shape> replay;  // recorded traffic shapes to warm
+  std::vector<Shape> replay;            // recorded traffic shapes to warm
   std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
   ModelCounters counters;
 };
+
+bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {
+  switch (from) {
+    case WorkerState::kSpawning:
+      return to == WorkerState::kWarming || to == WorkerState::kExited;
+    case WorkerState::kWarming:
+      return to == WorkerState::kReady || to == WorkerState::kExited;
+    case WorkerState::kReady:
+      return to == WorkerState::kBusy || to == WorkerState::kExited;
+    case WorkerState::kBusy:
+      return to == WorkerState::kReady || to == WorkerState::kExited;
+    case WorkerState::kExited:
+      return false;
+  }
+  return false;
+}
 
 const char* WorkerStateName(WorkerState state) {
   switch (state) {
@@ -82,117 +98,16 @@ bool Expired(const InferJob& job, int64_t now) {
   return job.deadline_monotonic_ns != 0 && now >= job.deadline_monotonic_ns;
 }
 
-// Text sent to a text model: bytes allowed per token of max_length, per row.
-constexpr uint64_t kTextBytesPerToken = 32;
-
-// Bytes of every input plus every output at the largest warmup shape, each 64-byte aligned, and
-// for a text model room for the text.
-uint64_t ArenaBytes(const ModelConfig& config) {
-  WarmupShape largest;
-  largest.batch_size = std::max(config.max_batch_size(), 1);
-  for (int32_t length : config.warmup().sequence_lengths()) {
-    largest.sequence_length = std::max(largest.sequence_length, length);
-  }
-  if (config.has_tokenizer()) {
-    largest.sequence_length = std::max(largest.sequence_length, config.tokenizer().max_length());
-  }
-  uint64_t bytes = 0;
-  for (const auto* tensors : {&config.input(), &config.output()}) {
-    for (const TensorConfig& tensor : *tensors) {
-      const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
-      const int64_t elements = NumElements(ConcreteShape(tensor, config, largest)).value_or(0);
-      bytes = SharedArena::Align(bytes) +
-              static_cast<uint64_t>(elements) * (dtype.has_value() ? DTypeSize(*dtype) : 1);
-    }
-  }
-  if (config.has_tokenizer()) {
-    bytes += static_cast<uint64_t>(largest.batch_size) *
-             (4 + kTextBytesPerToken * config.tokenizer().max_length());
-  }
-  return std::max(kMinArenaBytes, 2 * bytes);
-}
-
-// CUDA devices visible without touching CUDA (DESIGN.md invariant 1): the NVIDIA driver's
-// /proc entries, narrowed by CUDA_VISIBLE_DEVICES when it lists ids.
-int VisibleGpuCount() {
-  int count = 0;
-  if (DIR* dir = opendir("/proc/driver/nvidia/gpus")) {
-    while (const dirent* entry = readdir(dir)) count += entry->d_name[0] != '.';
-    closedir(dir);
-  }
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
-    const std::string list(visible);
-    const int listed =
-        list.empty() ? 0 : 1 + static_cast<int>(std::count(list.begin(), list.end(), ','));
-    count = std::min(count, listed);
-  }
-  return count;
-}
-
-// The CUDA device of the worker in `slot`: the config's gpus round-robin, or all visible ones.
-int DeviceIndex(const InstanceConfig& group, int slot) {
-  if (group.kind() != InstanceConfig::KIND_GPU) return -1;
-  if (!group.gpus().empty()) return group.gpus(slot % group.gpus().size());
-  const int visible = VisibleGpuCount();
-  return visible > 0 ? slot % visible : slot;
-}
-
 // Copies a worker's outputs out of its arena (the arena is reused by the next call).
 absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& result,
                                                    const SharedArena& arena) {
-  absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(result.outputs(), arena);
-  if (!views.ok()) return views.status();
+  ASSIGN_OR_RETURN(const std::vector<TensorView> views, ViewsInArena(result.outputs(), arena));
   std::vector<Tensor> outputs;
-  for (const TensorView& view : *views) {
+  for (const TensorView& view : views) {
     const auto* begin = static_cast<const uint8_t*>(view.data);
     outputs.push_back(Tensor{view.name, view.dtype, view.shape, {begin, begin + view.nbytes}});
   }
   return outputs;
-}
-
-std::string Describe(const internal::WarmupReport& report) {
-  std::string shapes;
-  for (const internal::ShapeWarmup& shape : report.shapes()) {
-    const std::string name = absl::StrCat(
-        "b", shape.batch_size(),
-        shape.sequence_length() > 0 ? absl::StrCat(" s", shape.sequence_length()) : "");
-    if (shape.refused() && shape.calls() == 0) {
-      absl::StrAppendFormat(&shapes, " [%s REFUSED: projected peak %.0f MB over budget]", name,
-                            shape.projected_peak_bytes() / 1e6);
-      continue;
-    }
-    absl::StrAppendFormat(
-        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s%s]", name,
-        shape.first_ms(), shape.steady_ms(),
-        shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
-                                  : absl::StrCat("not settled in ", shape.calls(), " calls"),
-        shape.peak_rss_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
-        shape.refused() ? ", REFUSED: over budget" : "");
-  }
-  std::string tokenizer;
-  if (report.tokenizer_texts() > 0) {
-    tokenizer = absl::StrFormat(" tokenizer: %d texts, first %.2f ms, steady %.2f ms;",
-                                report.tokenizer_texts(), report.tokenizer_first_ms(),
-                                report.tokenizer_steady_ms());
-  }
-  const std::string budget =
-      report.budget_bytes() > 0 ? absl::StrFormat(" of budget %.0f MB", report.budget_bytes() / 1e6)
-                                : "";
-  std::string priority;  // while warming; it returns to normal priority once serving
-  if (report.idle_starved()) {
-    priority = absl::StrFormat(
-        " at idle priority for %.0f ms, then normal (starved: it got %.1f%% of the CPU time it "
-        "waited for)",
-        report.idle_ms(), 100 * report.idle_starved_cpu_share());
-  } else if (report.idle_priority()) {
-    priority = " at idle priority";
-  } else if (!report.priority_note().empty()) {
-    priority = absl::StrCat(" at normal priority (", report.priority_note(), ")");
-  }
-  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s)%s, peak RSS %.0f MB%s;%s%s",
-                         report.warmup_ms(), report.device(), report.intra_op_threads(), priority,
-                         report.peak_rss_bytes() / 1e6, budget, tokenizer,
-                         shapes.empty() ? " no warmup" : shapes);
 }
 
 }  // namespace
@@ -232,7 +147,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     // The quorum's default (0) is "all workers"; an explicit one is kept, capped.
     const int quorum = config.readiness().quorum();
     model->quorum = quorum > 0 ? std::min(quorum, model->workers) : model->workers;
-    model->arena_bytes = ArenaBytes(config);
+    model->arena_bytes = ArenaBytesFor(config);
     auto replay = options.replay.find(config.name());
     if (replay != options.replay.end()) model->replay = replay->second;
     total_workers += model->workers;
@@ -281,12 +196,9 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   worker->id = next_worker_id_++;
   worker->slot = slot;
   worker->model = &model;
-  absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
-  if (!pair.ok()) return pair.status();
-  absl::StatusOr<std::unique_ptr<SharedArena>> arena =
-      SharedArena::Create(absl::StrCat(config.name(), "-", worker->id), model.arena_bytes);
-  if (!arena.ok()) return arena.status();
-  worker->arena = *std::move(arena);
+  ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
+  ASSIGN_OR_RETURN(worker->arena, SharedArena::Create(absl::StrCat(config.name(), "-", worker->id),
+                                                      model.arena_bytes));
 
   internal::ZygoteCommand command;
   internal::SpawnWorker& spawn = *command.mutable_spawn();
@@ -297,27 +209,19 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_warmup(options_.warmup && config.warmup().enabled());
   spawn.set_warm_at_idle_priority(spawn.warmup() && options_.warm_at_idle_priority);
   spawn.set_memory_budget_bytes(model.budget_bytes);
-  *spawn.mutable_replay() = {model.replay.begin(), model.replay.end()};
-  absl::Status sent = zygote_.Send(command, {pair->second.fd(), worker->arena->fd()});
-  // pair->second (the worker's end) closes here: only the worker holds it now, so its death
+  for (const Shape& shape : model.replay) *spawn.add_replay() = ToProto(shape);
+  absl::Status sent = zygote_.Send(command, {pair.second.fd(), worker->arena->fd()});
+  // pair.second (the worker's end) closes here: only the worker holds it now, so its death
   // is an EOF on our end.
   if (!sent.ok()) return absl::UnavailableError(absl::StrCat("zygote: ", sent.message()));
-  worker->channel = std::move(pair->first);
+  worker->channel = std::move(pair.first);
   VLOG(1) << "worker " << worker->id << " (" << config.name() << " slot " << slot << "): spawning";
   workers_[worker->id] = std::move(worker);
   return absl::OkStatus();
 }
 
 void WorkerPool::SetStateLocked(Worker& worker, WorkerState next) {
-  static const std::map<WorkerState, std::vector<WorkerState>> kAllowed = {
-      {WorkerState::kSpawning, {WorkerState::kWarming, WorkerState::kExited}},
-      {WorkerState::kWarming, {WorkerState::kReady, WorkerState::kExited}},
-      {WorkerState::kReady, {WorkerState::kBusy, WorkerState::kExited}},
-      {WorkerState::kBusy, {WorkerState::kReady, WorkerState::kExited}},
-      {WorkerState::kExited, {}},
-  };
-  const std::vector<WorkerState>& allowed = kAllowed.at(worker.state);
-  if (std::find(allowed.begin(), allowed.end(), next) == allowed.end()) {
+  if (!WorkerTransitionAllowed(worker.state, next)) {
     LOG(DFATAL) << "worker " << worker.id << ": illegal transition "
                 << WorkerStateName(worker.state) << " -> " << WorkerStateName(next);
     return;
@@ -401,7 +305,7 @@ void WorkerPool::StartServing() {
     }
   }
   Wake();  // a worker whose Promote could not be sent is gone: let the loop replace it
-  for (auto& [callback, result] : done) callback(std::move(result));
+  for (Completion& completion : done) completion.done(std::move(completion.outcome));
 }
 
 void WorkerPool::PromoteLocked(Worker& worker, std::vector<Completion>& done) {
@@ -516,7 +420,7 @@ void WorkerPool::Loop() {
       ExpireLocked(done);
       for (auto& [name, model] : models_) DispatchLocked(*model, done);
     }
-    for (auto& [callback, result] : done) callback(std::move(result));
+    for (Completion& completion : done) completion.done(std::move(completion.outcome));
   }
 
   // Stopping: fail what is left, close every channel (workers and then the zygote exit).
@@ -536,7 +440,12 @@ void WorkerPool::Loop() {
     workers_.clear();
     zygote_.Close();
   }
-  for (auto& [callback, result] : done) callback(std::move(result));
+  for (Completion& completion : done) completion.done(std::move(completion.outcome));
+}
+
+bool WorkerPool::ZygoteHasEventLocked() const {
+  pollfd fd{zygote_.fd(), POLLIN, 0};
+  return zygote_.fd() >= 0 && poll(&fd, 1, 0) > 0 && (fd.revents & (POLLIN | POLLHUP | POLLERR));
 }
 
 void WorkerPool::HandleZygoteLocked() {
@@ -576,6 +485,10 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     WorkerGoneLocked(worker, absl::StrCat("its channel closed (", received.message(), ")"), done);
     return;
   }
+  // The zygote's `started` for this worker can still be unread when the worker's first frame
+  // comes in the same poll round (a worker that is ready at once, a master thread that fell
+  // behind): take the zygote's events first.
+  while (worker.state == WorkerState::kSpawning && ZygoteHasEventLocked()) HandleZygoteLocked();
   ModelState& model = *worker.model;
   const std::string& name = model.spec->config.name();
   if (frame.has_ready() && worker.state == WorkerState::kWarming) {
@@ -584,17 +497,19 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     model.failed_starts = 0;
     model.ever_ready = true;
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
-              << "): " << Describe(worker.warmup);
+              << "): " << DescribeWarmupReport(worker.warmup);
     if (serving_) PromoteLocked(worker, done);  // before any call is dispatched to it
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();
-    CountLocked(model, result, *worker.job);
-    absl::StatusOr<std::vector<Tensor>> outputs =
+    CountLocked(model, result);
+    InferOutcome outcome;
+    outcome.outputs =
         result.code() == 0
             ? CollectOutputs(result, *worker.arena)
             : absl::Status(static_cast<absl::StatusCode>(result.code()), result.message());
-    done.emplace_back(std::move(worker.job->done), std::move(outputs));
+    if (result.has_ran_as()) outcome.ran_as = FromProto(result.ran_as());
+    done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);
   } else if (frame.has_failed()) {
@@ -616,25 +531,18 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   }
 }
 
-void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& result,
-                             const InferJob& job) {
+void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& result) {
   ModelCounters& counters = model.counters;
   ++counters.requests;
-  if (result.code() == static_cast<int>(absl::StatusCode::kResourceExhausted) &&
-      result.batch_size() == 0) {
-    ++counters.over_budget;
+  if (!result.has_ran_as()) {  // refused before running
+    counters.over_budget += result.code() == static_cast<int>(absl::StatusCode::kResourceExhausted);
+    return;
   }
-  if (result.batch_size() == 0) return;  // refused before running
   counters.cold_shape_hits += result.cold_shape();
   counters.padded_to_bucket +=
-      result.unpadded_length() > 0 && result.unpadded_length() < result.sequence_length();
+      result.unpadded_length() > 0 && result.unpadded_length() < result.ran_as().sequence_length();
   counters.split += result.chunks() > 1;
   counters.padded_batch += result.padded_rows() > 0;
-  if (options_.on_shape) {
-    // Texts only of a request that succeeded: they may be kept as a warmup sample.
-    options_.on_shape(model.spec->config.name(), result.batch_size(), result.sequence_length(),
-                      result.code() == 0 ? job.text : nullptr);
-  }
 }
 
 void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,

@@ -1,5 +1,5 @@
 // The master's side of its workers: the worker table, the per-model request queues and the
-// dispatcher (DESIGN.md, "A request's path" and "Supervision").
+// dispatcher (docs/ARCHITECTURE.md, "A request's path" and "State machines").
 //
 // Worker state machine (a transition not listed is a bug and is logged as one):
 //
@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/frame_channel.h"
 #include "common/model_config_loader.h"
+#include "common/shape.h"
 #include "common/shared_arena.h"
 #include "common/tensor.h"
 #include "common/thread_plan.h"
@@ -40,9 +41,16 @@
 
 namespace kiln {
 
-// Called exactly once per job, on the pool's thread, with the outputs (named after the config's
-// outputs) or the reason there are none. It must not block.
-using InferDone = std::function<void(absl::StatusOr<std::vector<Tensor>>)>;
+// What became of a job: the outputs (named after the config's outputs) or why there are none,
+// and the shape its forward passes ran as (nullopt when none ran).
+struct InferOutcome {
+  absl::StatusOr<std::vector<Tensor>> outputs;
+  std::optional<Shape> ran_as;
+};
+
+// Called exactly once per job, on the pool's thread and without the pool's lock held. It must
+// not block.
+using InferDone = std::function<void(InferOutcome)>;
 
 struct InferJob {
   std::string model;
@@ -76,16 +84,13 @@ struct WorkerPoolOptions {
   // budgets and no check before forking).
   int64_t memory_limit_bytes = 0;
   // Recorded traffic shapes to warm per model, on top of each config's plan.
-  std::map<std::string, std::vector<internal::Shape>> replay;
-  // Called on the pool's thread for every result: the model, the shape the worker ran, and a
-  // successful text request's texts (else null; valid only during the call).
-  std::function<void(const std::string& model, int32_t batch_size, int32_t sequence_length,
-                     const std::vector<std::string>* texts)>
-      on_shape;
+  std::map<std::string, std::vector<Shape>> replay;
 };
 
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
 const char* WorkerStateName(WorkerState state);
+// Whether the diagram at the top of this file has an arrow from `from` to `to`.
+bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
 
 // A copy of one worker's row, for logs, metrics and tests.
 struct WorkerInfo {
@@ -144,16 +149,25 @@ class WorkerPool {
  private:
   struct Worker;
   struct ModelState;
-  using Completion = std::pair<InferDone, absl::StatusOr<std::vector<Tensor>>>;
+  // A job's callback with its outcome, called once mu_ is released.
+  struct Completion {
+    Completion(InferDone done, InferOutcome outcome)
+        : done(std::move(done)), outcome(std::move(outcome)) {}
+    Completion(InferDone done, absl::Status error) : done(std::move(done)), outcome{error, {}} {}
+    InferDone done;
+    InferOutcome outcome;
+  };
 
   WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
              const WorkerPoolOptions& options);
   void Loop();
   absl::Status SpawnLocked(ModelState& model, int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a zygote event (or its EOF) is waiting to be read.
+  bool ZygoteHasEventLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CountLocked(ModelState& model, const internal::InferResult& result, const InferJob& job)
+  void CountLocked(ModelState& model, const internal::InferResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fork_safety.h"
+#include "common/shape.h"
 #include "common/shared_arena.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
@@ -78,9 +79,7 @@ pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
     options.warmup = spawn.warmup();
     options.memory_budget_bytes = spawn.memory_budget_bytes();
     options.warm_at_idle_priority = spawn.warm_at_idle_priority();
-    for (const internal::Shape& shape : spawn.replay()) {
-      options.replay.push_back({shape.batch_size(), shape.sequence_length()});
-    }
+    for (const internal::Shape& shape : spawn.replay()) options.replay.push_back(FromProto(shape));
     options.samples = model->second.samples;
     if (const Tokenizer* tokenizer = model->second.tokenizer) {
       options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
@@ -152,6 +151,27 @@ void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel ma
       }
     }
   }
+}
+
+absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
+                                 FrameChannel& master_end, FrameChannel zygote_end) {
+  absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
+  if (!pid.ok() || *pid != 0) return pid;
+  master_end.Close();
+  const pid_t master = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != master) _exit(1);  // the master died before prctl took effect
+  prctl(PR_SET_NAME, "kiln-zygote");
+  RunZygote(models, std::move(zygote_end));
+}
+
+void ReapZygote(pid_t zygote, bool now) {
+  for (int i = 0; i < 50 && !now; ++i) {
+    if (waitpid(zygote, nullptr, WNOHANG) == zygote) return;
+    usleep(100'000);
+  }
+  kill(zygote, SIGKILL);
+  waitpid(zygote, nullptr, 0);
 }
 
 }  // namespace kiln

@@ -1,15 +1,18 @@
-// The zygote (DESIGN.md, "Why a zygote"): a frozen, single-threaded copy of the master taken
-// right after the models were loaded. It forks a worker whenever the master asks (startup,
+// The zygote (docs/ARCHITECTURE.md, "Processes"): a frozen, single-threaded copy of the master
+// taken right after the models were loaded. It forks a worker whenever the master asks (startup,
 // respawn, scale-up), so a new worker costs a fork plus its own warmup, never a reload, and it
 // tells the master when a worker exits.
 #ifndef KILN_SERVER_ZYGOTE_H_
 #define KILN_SERVER_ZYGOTE_H_
+
+#include <sys/types.h>
 
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/frame_channel.h"
 #include "common/model_config_loader.h"
 #include "worker/tokenizer.h"
@@ -35,6 +38,18 @@ struct ZygoteModel {
 // its arena memfd); the zygote forks, answers ZygoteEvent{started} with the pid, and later
 // ZygoteEvent{exited} with the exit status.
 [[noreturn]] void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel master);
+
+// Forks the zygote, which runs RunZygote(models, zygote_end). Call it from the master's only
+// thread, so that the zygote's PR_SET_PDEATHSIG fires when the master exits. Returns the
+// zygote's pid in the master; never returns in the zygote. `master_end` is closed in the
+// zygote, so that only the master holds it and the zygote (and every worker it forks) sees EOF
+// when the master closes it.
+absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
+                                 FrameChannel& master_end, FrameChannel zygote_end);
+
+// Reaps the zygote (its workers die with it through PR_SET_PDEATHSIG). It leaves by itself once
+// its channel is closed (it ignores TERM); after 5 s, or at once with `now`, it is killed.
+void ReapZygote(pid_t zygote, bool now);
 
 }  // namespace kiln
 

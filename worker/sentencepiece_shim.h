@@ -1,11 +1,11 @@
 /* The C API of libkiln_spm_shim.so, a tiny library that wraps SentencePiece for kiln.
  *
  * Why a shim: Debian's libsentencepiece.so.0 carries its own copy of protobuf-lite and exports
- * it, which clashes with the libprotobuf.so.32 that LibTorch and gRPC use (see DESIGN.md). The
- * server never links sentencepiece; worker/tokenizer.cc dlopen()s this shim with
- * RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND, so sentencepiece and its protobuf stay private to it.
- * Only the functions below are exported (the shim is built with -fvisibility=hidden), and no C++
- * exception ever leaves them.
+ * it, which clashes with the libprotobuf.so.32 that LibTorch and gRPC use (see
+ * docs/ARCHITECTURE.md). The server never links sentencepiece; worker/tokenizer.cc dlopen()s this
+ * shim with RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND, so sentencepiece and its protobuf stay private
+ * to it. Only the functions below are exported (the shim is built with -fvisibility=hidden), and no
+ * C++ exception ever leaves them.
  *
  * Conventions: functions that can fail return a status code, 0 for OK and otherwise one of the
  * canonical codes (the numbering of absl::StatusCode and of sentencepiece::util::StatusCode),

@@ -4,11 +4,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 
 namespace kiln {
 
-ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<std::pair<int32_t, int32_t>> warmed,
-                       ShapeMemoryModel memory, int64_t budget_bytes)
+ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<Shape> warmed, ShapeMemoryModel memory,
+                       int64_t budget_bytes)
     : model_(config.name()),
       batched_(config.max_batch_size() > 0),
       pad_to_warmed_(config.dynamic_batching().pad_to_warmed()),
@@ -16,31 +17,46 @@ ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<std::pair<int32_t, in
       memory_(std::move(memory)),
       budget_bytes_(budget_bytes) {}
 
-bool ShapeGuard::Warmed(int32_t batch_size, int32_t sequence_length) const {
-  return warmed_.count({batch_size, sequence_length}) > 0;
+absl::StatusOr<PassPlan> ShapeGuard::Plan(const Shape& request) const {
+  ASSIGN_OR_RETURN(const int32_t rows, RowsPerPass(request));
+  PassPlan plan;
+  plan.pass = {rows, request.sequence_length};
+  if (rows == request.batch_size) {
+    plan.pass.batch_size = PaddedBatch(request);
+    plan.padded_rows = plan.pass.batch_size - request.batch_size;
+  }
+  plan.passes = (request.batch_size + rows - 1) / rows;
+  // A split request's last pass takes the rows left over.
+  const Shape last{request.batch_size - (plan.passes - 1) * rows, request.sequence_length};
+  plan.cold = !Warmed(plan.pass) || (plan.passes > 1 && !Warmed(last));
+  return plan;
 }
+
+bool ShapeGuard::Warmed(const Shape& shape) const { return warmed_.count(shape) > 0; }
 
 std::vector<int32_t> ShapeGuard::SequenceBuckets() const {
   std::set<int32_t> lengths;
-  for (const auto& [batch, length] : warmed_) {
-    if (length > 0) lengths.insert(length);
+  for (const Shape& shape : warmed_) {
+    if (shape.sequence_length > 0) lengths.insert(shape.sequence_length);
   }
   return {lengths.begin(), lengths.end()};
 }
 
-int32_t ShapeGuard::PaddedBatch(int32_t batch_size, int32_t sequence_length) const {
-  if (!batched_ || !pad_to_warmed_ || Warmed(batch_size, sequence_length)) return batch_size;
+int32_t ShapeGuard::PaddedBatch(const Shape& request) const {
+  if (!batched_ || !pad_to_warmed_ || Warmed(request)) return request.batch_size;
   int32_t best = 0;
   for (const auto& [batch, length] : warmed_) {
-    if (length == sequence_length && batch > batch_size && (best == 0 || batch < best) &&
+    if (length == request.sequence_length && batch > request.batch_size &&
+        (best == 0 || batch < best) &&
         (budget_bytes_ <= 0 || memory_.Projected(ShapeUnits(batch, length)) <= budget_bytes_)) {
       best = batch;
     }
   }
-  return best > 0 ? best : batch_size;
+  return best > 0 ? best : request.batch_size;
 }
 
-absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(int32_t batch_size, int32_t sequence_length) const {
+absl::StatusOr<int32_t> ShapeGuard::RowsPerPass(const Shape& request) const {
+  const auto [batch_size, sequence_length] = request;
   if (budget_bytes_ <= 0) return batch_size;
   const int64_t per_row = ShapeUnits(1, sequence_length);
   if (memory_.Projected(ShapeUnits(batch_size, sequence_length)) <= budget_bytes_) {

@@ -1,6 +1,6 @@
-// Turning a batch of texts into a text model's inputs (DESIGN.md, "A request's path"): token ids
-// truncated to the tokenizer's max_length, every row right-padded with pad_id up to the nearest
-// warmed sequence length, and an attention mask of 1 for a token and 0 for padding.
+// Turning a batch of texts into a text model's inputs (docs/ARCHITECTURE.md, "A request's path"):
+// token ids truncated to the tokenizer's max_length, every row right-padded with pad_id up to the
+// nearest warmed sequence length, and an attention mask of 1 for a token and 0 for padding.
 //
 // Pure functions over their arguments (the tokenizer is passed in as a function, so tests can
 // use a fake): safe from any thread.

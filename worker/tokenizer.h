@@ -1,8 +1,9 @@
 // SentencePiece tokenization for text models. SentencePiece lives in a tiny shim library,
 // libkiln_spm_shim.so (worker/sentencepiece_shim.h), that this code dlopen()s with
 // RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND: Debian's libsentencepiece carries a private protobuf
-// that must never meet the libprotobuf.so.32 of LibTorch and gRPC (DESIGN.md). Nothing here
-// links sentencepiece, and no sentencepiece header is included outside the shim.
+// that must never meet the libprotobuf.so.32 of LibTorch and gRPC (docs/ARCHITECTURE.md, "Folder
+// map and dependencies"). Nothing here links sentencepiece, and no sentencepiece header is included
+// outside the shim.
 #ifndef KILN_WORKER_TOKENIZER_H_
 #define KILN_WORKER_TOKENIZER_H_
 

@@ -15,6 +15,8 @@
 #include "common/dtype.h"
 #include "common/memory_probe.h"
 #include "common/stats.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/traffic_profile.h"
 
 namespace kiln {
@@ -43,37 +45,8 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
 
 }  // namespace
 
-std::vector<WarmupShape> WarmupShapes(const ModelConfig& config) {
-  std::vector<int32_t> lengths = {0};
-  if (HasVariableDim(config)) {
-    lengths.assign(config.warmup().sequence_lengths().begin(),
-                   config.warmup().sequence_lengths().end());
-  }
-  std::vector<int32_t> batches = {1};
-  if (config.max_batch_size() > 0) {
-    batches.assign(config.warmup().batch_sizes().begin(), config.warmup().batch_sizes().end());
-  }
-  std::vector<WarmupShape> shapes;
-  for (int32_t batch : batches) {
-    for (int32_t length : lengths) shapes.push_back({batch, length});
-  }
-  std::stable_sort(shapes.begin(), shapes.end(), [](const WarmupShape& a, const WarmupShape& b) {
-    return int64_t{a.batch_size} * std::max(a.sequence_length, 1) <
-           int64_t{b.batch_size} * std::max(b.sequence_length, 1);
-  });
-  return shapes;
-}
-
-std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig& config,
-                                   const WarmupShape& shape) {
-  std::vector<int64_t> dims;
-  if (config.max_batch_size() > 0) dims.push_back(shape.batch_size);
-  for (int64_t dim : tensor.dims()) dims.push_back(dim == -1 ? shape.sequence_length : dim);
-  return dims;
-}
-
-absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config,
-                                                     const WarmupShape& shape, uint32_t seed) {
+absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, const Shape& shape,
+                                                     uint32_t seed) {
   if (config.warmup().data() == WarmupConfig::DATA_FILE) {
     return absl::FailedPreconditionError(
         absl::StrCat(config.name(),
@@ -107,56 +80,37 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<doub
     return std::abs(a - b) <= plan.tolerance * std::max(a, b);
   };
   for (int n = 1; n <= plan.max_calls; ++n) {
-    absl::StatusOr<double> ms = call();
-    if (!ms.ok()) return ms.status();
-    result.latencies.push_back(*ms);
-    if (n >= std::max(plan.min_calls, 2) && agree(result.latencies[n - 2], *ms)) {
+    ASSIGN_OR_RETURN(const double ms, call());
+    result.latencies.push_back(ms);
+    if (n >= std::max(plan.min_calls, 2) && agree(result.latencies[n - 2], ms)) {
       result.settled_after = n;
       break;
     }
   }
   std::vector<double> steady;
   for (int n = 0; n < plan.steady_calls; ++n) {
-    absl::StatusOr<double> ms = call();
-    if (!ms.ok()) return ms.status();
-    result.latencies.push_back(*ms);
-    steady.push_back(*ms);
+    ASSIGN_OR_RETURN(const double ms, call());
+    result.latencies.push_back(ms);
+    steady.push_back(ms);
   }
   result.first_ms = result.latencies.front();
   result.steady_ms = steady.empty() ? result.latencies.back() : Median(steady);
   return result;
 }
 
-std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
-                                    const std::vector<WarmupShape>& replay) {
-  std::vector<WarmupShape> shapes = WarmupShapes(config);
-  for (const WarmupShape& shape : replay) {
-    const bool known = std::any_of(shapes.begin(), shapes.end(), [&](const WarmupShape& s) {
-      return s.batch_size == shape.batch_size && s.sequence_length == shape.sequence_length;
-    });
-    if (!known) shapes.push_back(shape);
-  }
-  std::stable_sort(shapes.begin(), shapes.end(), [](const WarmupShape& a, const WarmupShape& b) {
-    return ShapeUnits(a.batch_size, a.sequence_length) <
-           ShapeUnits(b.batch_size, b.sequence_length);
-  });
-  return shapes;
-}
-
 namespace {
 
 // Warms the tokenizer on sample texts of every warmed length: the first call, then the median of
 // five rounds.
-absl::Status WarmTokenizer(const EncodeFn& tokenize, const std::vector<WarmupShape>& shapes,
+absl::Status WarmTokenizer(const EncodeFn& tokenize, const std::vector<Shape>& shapes,
                            WarmupOutcome& outcome) {
   std::set<int32_t> lengths;
-  for (const WarmupShape& shape : shapes) lengths.insert(std::max(shape.sequence_length, 1));
+  for (const Shape& shape : shapes) lengths.insert(std::max(shape.sequence_length, 1));
   std::vector<double> rounds;
   for (int round = 0; round < 6; ++round) {
     const auto start = std::chrono::steady_clock::now();
     for (int32_t length : lengths) {
-      absl::StatusOr<std::vector<int32_t>> ids = tokenize(SampleText(length));
-      if (!ids.ok()) return ids.status();
+      RETURN_IF_ERROR(tokenize(SampleText(length)).status());
       if (round == 0 && outcome.tokenizer_texts == 0) {
         outcome.tokenizer_first_ms = MillisecondsSince(start);
       }
@@ -178,12 +132,12 @@ struct RecordedText {
 // batch and requests the tokenizer fails on: recorded traffic never stops a start), each with
 // the length it pads to among the plan's lengths, as serving would pad it.
 std::vector<RecordedText> RecordedTexts(const ModelConfig& config, const EncodeFn& tokenize,
-                                        const std::vector<WarmupShape>& shapes,
+                                        const std::vector<Shape>& shapes,
                                         const std::vector<std::vector<Tensor>>* samples) {
   std::vector<RecordedText> recorded;
   if (samples == nullptr) return recorded;
   std::vector<int32_t> lengths;
-  for (const WarmupShape& shape : shapes) lengths.push_back(shape.sequence_length);
+  for (const Shape& shape : shapes) lengths.push_back(shape.sequence_length);
   const size_t max_rows = std::max(config.max_batch_size(), 1);
   for (const std::vector<Tensor>& sample : *samples) {
     absl::StatusOr<std::optional<std::vector<std::string>>> texts =
@@ -204,8 +158,7 @@ std::vector<RecordedText> RecordedTexts(const ModelConfig& config, const EncodeF
 
 // The recorded texts that pad to `shape`'s length, the one whose row count is nearest its batch
 // size (the first of equals), or null.
-const RecordedText* MatchingText(const WarmupShape& shape,
-                                 const std::vector<RecordedText>& recorded) {
+const RecordedText* MatchingText(const Shape& shape, const std::vector<RecordedText>& recorded) {
   const RecordedText* best = nullptr;
   const auto distance = [&shape](const RecordedText& text) {
     return std::abs(static_cast<int64_t>(text.texts.size()) - shape.batch_size);
@@ -222,8 +175,7 @@ const RecordedText* MatchingText(const WarmupShape& shape,
 // A text model's inputs for `shape`: `texts` (cycled or cut to the batch size; null: sample text
 // of the shape's length) tokenized and cut to exactly the shape's length.
 absl::StatusOr<std::vector<Tensor>> TextWarmupInputs(const ModelConfig& config,
-                                                     const EncodeFn& tokenize,
-                                                     const WarmupShape& shape,
+                                                     const EncodeFn& tokenize, const Shape& shape,
                                                      const std::vector<std::string>* texts) {
   const int32_t length = std::max(shape.sequence_length, 1);
   const EncodeFn cut = [&](absl::string_view text) -> absl::StatusOr<std::vector<int32_t>> {
@@ -235,13 +187,12 @@ absl::StatusOr<std::vector<Tensor>> TextWarmupInputs(const ModelConfig& config,
   for (size_t i = 0; i < rows.size(); ++i) {
     rows[i] = texts != nullptr ? (*texts)[i % texts->size()] : SampleText(length);
   }
-  absl::StatusOr<TextBatch> batch = TokenizeBatch(rows, cut, config, {length});
-  if (!batch.ok()) return batch.status();
-  return std::move(batch->inputs);
+  ASSIGN_OR_RETURN(TextBatch batch, TokenizeBatch(rows, cut, config, {length}));
+  return std::move(batch.inputs);
 }
 
 // The recorded request whose inputs have exactly the shapes of `shape`, or null.
-const std::vector<Tensor>* MatchingSample(const ModelConfig& config, const WarmupShape& shape,
+const std::vector<Tensor>* MatchingSample(const ModelConfig& config, const Shape& shape,
                                           const std::vector<std::vector<Tensor>>* samples) {
   if (samples == nullptr) return nullptr;
   for (const std::vector<Tensor>& sample : *samples) {
@@ -263,7 +214,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
   const WarmupConfig& warmup = config.warmup();
   const SettlePlan plan{warmup.calls_per_shape(), warmup.max_calls_per_shape(),
                         warmup.settle_tolerance(), warmup.steady_calls()};
-  const std::vector<WarmupShape> shapes = PlanShapes(config, options.replay);
+  const std::vector<Shape> shapes = PlanShapes(config, options.replay);
   const bool text = config.has_tokenizer() && options.tokenize != nullptr;
 
   WarmupOutcome outcome;
@@ -274,9 +225,8 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     }
     recorded_texts = RecordedTexts(config, options.tokenize, shapes, options.samples);
   }
-  absl::StatusOr<ResidentMemory> before = ReadResidentMemory();
-  if (!before.ok()) return before.status();
-  outcome.baseline_bytes = before->resident_bytes;
+  ASSIGN_OR_RETURN(const ResidentMemory before, ReadResidentMemory());
+  outcome.baseline_bytes = before.resident_bytes;
   outcome.memory = ShapeMemoryModel(outcome.baseline_bytes);
   if (options.budget_bytes > 0 && outcome.baseline_bytes > options.budget_bytes) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -286,7 +236,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
   }
 
   uint32_t seed = 1;
-  for (const WarmupShape& shape : shapes) {
+  for (const Shape& shape : shapes) {
     internal::ShapeWarmup& entry = outcome.shapes.emplace_back();
     entry.set_batch_size(shape.batch_size);
     entry.set_sequence_length(shape.sequence_length);
@@ -299,38 +249,34 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     const std::vector<Tensor>* sample = MatchingSample(config, shape, options.samples);
     const RecordedText* recorded_text = text ? MatchingText(shape, recorded_texts) : nullptr;
     entry.set_recorded_request(sample != nullptr || recorded_text != nullptr);
-    absl::StatusOr<std::vector<Tensor>> inputs =
+    ASSIGN_OR_RETURN(
+        const std::vector<Tensor> inputs,
         sample != nullptr ? *sample
         : text            ? TextWarmupInputs(config, options.tokenize, shape,
                                   recorded_text != nullptr ? &recorded_text->texts : nullptr)
-                          : MakeWarmupInputs(config, shape, seed++);
-    if (!inputs.ok()) return inputs.status();
+                          : MakeWarmupInputs(config, shape, seed++));
     std::vector<TensorView> views;
-    for (const Tensor& input : *inputs) views.push_back(input.view());
+    for (const Tensor& input : inputs) views.push_back(input.view());
     auto call = [&]() -> absl::StatusOr<double> {
       const auto start = std::chrono::steady_clock::now();
-      absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(views);
-      if (!outputs.ok()) {
-        return absl::Status(outputs.status().code(),
-                            absl::StrCat("warmup batch ", shape.batch_size, " length ",
-                                         shape.sequence_length, ": ", outputs.status().message()));
+      if (absl::Status ran = model.Forward(views).status(); !ran.ok()) {
+        return Annotate(ran, absl::StrCat("warmup batch ", shape.batch_size, " length ",
+                                          shape.sequence_length));
       }
       return MillisecondsSince(start);
     };
     // A failed reset (e.g. /proc/self not writable) leaves VmHWM at the peak so far: still an
     // upper bound for this shape, so the projection stays conservative.
     (void)ResetPeakResident();
-    absl::StatusOr<SettleResult> settled = SettleShape(call, plan);
-    if (!settled.ok()) return settled.status();
-    absl::StatusOr<ResidentMemory> after = ReadResidentMemory();
-    if (!after.ok()) return after.status();
-    outcome.memory.Add(units, after->peak_resident_bytes);
-    entry.set_peak_rss_bytes(after->peak_resident_bytes);
+    ASSIGN_OR_RETURN(const SettleResult settled, SettleShape(call, plan));
+    ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
+    outcome.memory.Add(units, after.peak_resident_bytes);
+    entry.set_peak_rss_bytes(after.peak_resident_bytes);
     entry.set_refused(options.budget_bytes > 0 && entry.peak_rss_bytes() > options.budget_bytes);
-    entry.set_calls(static_cast<int32_t>(settled->latencies.size()));
-    entry.set_first_ms(settled->first_ms);
-    entry.set_steady_ms(settled->steady_ms);
-    entry.set_settled_after(settled->settled_after);
+    entry.set_calls(static_cast<int32_t>(settled.latencies.size()));
+    entry.set_first_ms(settled.first_ms);
+    entry.set_steady_ms(settled.steady_ms);
+    entry.set_settled_after(settled.settled_after);
   }
   if (options.budget_bytes > 0 && !shapes.empty() && WarmedShapes(outcome).empty()) {
     const internal::ShapeWarmup& smallest = outcome.shapes.front();
@@ -345,8 +291,8 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
   return outcome;
 }
 
-std::set<std::pair<int32_t, int32_t>> WarmedShapes(const WarmupOutcome& outcome) {
-  std::set<std::pair<int32_t, int32_t>> warmed;
+std::set<Shape> WarmedShapes(const WarmupOutcome& outcome) {
+  std::set<Shape> warmed;
   for (const internal::ShapeWarmup& shape : outcome.shapes) {
     if (!shape.refused()) warmed.insert({shape.batch_size(), shape.sequence_length()});
   }

@@ -1,7 +1,7 @@
-// The warmup plan of DESIGN.md's startup step 4: every batch size x sequence length of the
-// config, `calls_per_shape` calls each, on the thread and under the guard that will serve
-// (TorchModel::Forward's NoGradGuard), so the TorchScript profiling executor (which profiles on
-// the first call and optimises on the second) and oneDNN's per-shape primitives are settled
+// The warmup plan (docs/ARCHITECTURE.md, "Startup timeline", Warming): every batch size x sequence
+// length of the config, `calls_per_shape` calls each, on the thread and under the guard that will
+// serve (TorchModel::Forward's NoGradGuard), so the TorchScript profiling executor (which profiles
+// on the first call and optimises on the second) and oneDNN's per-shape primitives are settled
 // before the worker reports ready.
 #ifndef KILN_WORKER_WARMUP_H_
 #define KILN_WORKER_WARMUP_H_
@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/memory_budget.h"
+#include "common/shape.h"
 #include "common/tensor.h"
 #include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
@@ -22,24 +23,11 @@
 
 namespace kiln {
 
-struct WarmupShape {
-  int32_t batch_size = 1;       // 1 (and no batch dim) when max_batch_size is 0
-  int32_t sequence_length = 0;  // replaces -1 dims; 0 when the model has none
-};
-
-// The plan's shapes, smallest first: batch sizes x sequence lengths.
-std::vector<WarmupShape> WarmupShapes(const ModelConfig& config);
-
-// The full shape of `tensor` for `shape`: the batch dim first when max_batch_size > 0, then its
-// dims with -1 replaced by the sequence length.
-std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig& config,
-                                   const WarmupShape& shape);
-
 // Inputs for one shape in the config's input order: zeros (DATA_ZERO), or seeded values
 // (DATA_RANDOM: floats in [-1, 1), integers and bools 0 or 1). FailedPrecondition for
 // DATA_FILE (not supported yet) and TYPE_BYTES inputs.
-absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config,
-                                                     const WarmupShape& shape, uint32_t seed);
+absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, const Shape& shape,
+                                                     uint32_t seed);
 
 // How one shape is settled (the config's warmup fields).
 struct SettlePlan {
@@ -64,7 +52,7 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<doub
 
 struct WarmupOptions {
   int64_t budget_bytes = 0;         // the worker's memory budget; 0 = none
-  std::vector<WarmupShape> replay;  // recorded traffic shapes, warmed on top of the plan
+  std::vector<Shape> replay;        // recorded traffic shapes, warmed on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer (warmed, and feeds the shapes)
   // Recorded real requests (common/traffic_profile.h): a shape with one of exactly its inputs'
   // shapes warms on its data instead of generated data; a text model's shape warms on the
@@ -83,10 +71,6 @@ struct WarmupOutcome {
   double tokenizer_steady_ms = 0;
 };
 
-// The plan's shapes plus `replay`, without repeats, smallest (batch x length) first.
-std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
-                                    const std::vector<WarmupShape>& replay);
-
 // Runs the plan on `model`, smallest shape first: before each shape its peak resident memory is
 // projected from the shapes before it (ShapeMemoryModel); a shape projected over the budget is
 // refused (reported, never run), and one that ran but peaked over it is reported refused too.
@@ -100,8 +84,8 @@ std::vector<WarmupShape> PlanShapes(const ModelConfig& config,
 // stops it.
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);
 
-// The (batch size, sequence length) pairs of `outcome` that ran within the budget.
-std::set<std::pair<int32_t, int32_t>> WarmedShapes(const WarmupOutcome& outcome);
+// The shapes of `outcome` that ran within the budget.
+std::set<Shape> WarmedShapes(const WarmupOutcome& outcome);
 
 }  // namespace kiln
 

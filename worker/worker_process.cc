@@ -18,6 +18,8 @@
 #include "common/dtype.h"
 #include "common/idle_priority.h"
 #include "common/memory_probe.h"
+#include "common/shape.h"
+#include "common/status_macros.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
 #include "worker/shape_guard.h"
@@ -63,22 +65,8 @@ void BecomeChildOfZygote() {
   _exit(1);
 }
 
-// The sequence length of a request: the size of the first variable (-1) dim of the config's
-// inputs, 0 when there is none.
-int32_t SequenceLength(const ModelConfig& config, const std::vector<TensorView>& inputs) {
-  const size_t offset = config.max_batch_size() > 0 ? 1 : 0;
-  for (int i = 0; i < config.input_size() && i < static_cast<int>(inputs.size()); ++i) {
-    const TensorConfig& input = config.input(i);
-    for (int d = 0; d < input.dims_size(); ++d) {
-      if (input.dims(d) == -1 && d + offset < inputs[i].shape.size()) {
-        return static_cast<int32_t>(inputs[i].shape[d + offset]);
-      }
-    }
-  }
-  return 0;
-}
-
-// Runs `inputs` in passes of at most `rows` rows along the batch dim and joins the outputs.
+// Runs `inputs` (rows along the batch dim) in forward passes of at most `rows` rows, and joins
+// the passes' outputs.
 absl::StatusOr<std::vector<Tensor>> ForwardInPasses(TorchModel& model,
                                                     const std::vector<TensorView>& inputs,
                                                     int32_t batch, int32_t rows) {
@@ -88,92 +76,94 @@ absl::StatusOr<std::vector<Tensor>> ForwardInPasses(TorchModel& model,
     const int32_t count = std::min(rows, batch - begin);
     std::vector<TensorView> slice;
     for (const TensorView& input : inputs) slice.push_back(SliceRows(input, begin, count));
-    absl::StatusOr<std::vector<Tensor>> outputs = model.Forward(slice);
-    if (!outputs.ok()) return outputs.status();
-    passes.push_back(*std::move(outputs));
+    ASSIGN_OR_RETURN(passes.emplace_back(), model.Forward(slice));
   }
   std::vector<Tensor> joined;
   for (size_t o = 0; o < passes.front().size(); ++o) {
     std::vector<const Tensor*> parts;
     for (const std::vector<Tensor>& pass : passes) parts.push_back(&pass[o]);
-    absl::StatusOr<Tensor> output = ConcatRows(parts);
-    if (!output.ok()) return output.status();
-    joined.push_back(*std::move(output));
+    ASSIGN_OR_RETURN(joined.emplace_back(), ConcatRows(parts));
   }
   return joined;
 }
 
-internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,
-                            const internal::InferCall& call, SharedArena& arena) {
+// A call's inputs, and what owns their bytes when they are not in the arena.
+struct CallInputs {
+  std::vector<TensorView> views;  // in the config's input order
+  TextBatch text;                 // a text call's token ids and mask
+  std::vector<Tensor> padded;     // copies padded with zero rows
+};
+
+// The inputs of `call`: views into the arena, or for a text call its texts tokenized here and
+// padded to the warmed sequence bucket (noted in `result`).
+absl::Status ReadInputs(const ModelConfig& config, const EncodeFn& tokenize,
+                        const ShapeGuard& guard, const internal::InferCall& call,
+                        const SharedArena& arena, CallInputs& inputs,
+                        internal::InferResult& result) {
+  if (!call.has_text()) {
+    ASSIGN_OR_RETURN(inputs.views, ViewsInArena(call.inputs(), arena));
+    return absl::OkStatus();
+  }
+  if (tokenize == nullptr) {
+    return absl::InvalidArgumentError(config.name() + " has no tokenizer for text");
+  }
+  ASSIGN_OR_RETURN(const std::vector<std::string> texts, TextInArena(call.text(), arena));
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<TextBatch> batch = TokenizeBatch(texts, tokenize, config, guard.SequenceBuckets());
+  result.set_tokenize_ms(MillisecondsSince(start));
+  ASSIGN_OR_RETURN(inputs.text, std::move(batch));
+  for (const Tensor& input : inputs.text.inputs) inputs.views.push_back(input.view());
+  result.set_unpadded_length(inputs.text.longest);
+  return absl::OkStatus();
+}
+
+// Serves one call straight down: its inputs, the guard's plan for their shape, the forward
+// passes, the outputs into the arena. What it ran is noted in `result`.
+absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,
+                       const internal::InferCall& call, SharedArena& arena,
+                       internal::InferResult& result) {
   const ModelConfig& config = model.spec().config;
-  internal::InferResult result;
-  result.set_call_id(call.call_id());
-  auto fail = [&result](const absl::Status& status) {
-    result.clear_outputs();
-    result.set_code(static_cast<int>(status.code()));
-    result.set_message(std::string(status.message()));
-    return result;
-  };
   if (call.deadline_monotonic_ns() != 0 && MonotonicNowNs() >= call.deadline_monotonic_ns()) {
-    return fail(absl::DeadlineExceededError("deadline expired before compute; not run"));
+    return absl::DeadlineExceededError("deadline expired before compute; not run");
   }
-  std::vector<TensorView> inputs;
-  TextBatch text;  // owns the tokenized inputs of a text call
-  if (call.has_text()) {
-    if (tokenize == nullptr) {
-      return fail(absl::InvalidArgumentError(config.name() + " has no tokenizer for text"));
+  CallInputs inputs;
+  RETURN_IF_ERROR(ReadInputs(config, tokenize, guard, call, arena, inputs, result));
+  const Shape request = RequestShape(config, inputs.views);
+  ASSIGN_OR_RETURN(const PassPlan plan, guard.Plan(request));
+  *result.mutable_ran_as() = ToProto(plan.pass);
+  result.set_chunks(plan.passes);
+  result.set_padded_rows(plan.padded_rows);
+  result.set_cold_shape(plan.cold);
+  if (plan.padded_rows > 0) {
+    for (const TensorView& input : inputs.views) {
+      inputs.padded.push_back(PadRows(input, plan.pass.batch_size));
     }
-    absl::StatusOr<std::vector<std::string>> texts = TextInArena(call.text(), arena);
-    if (!texts.ok()) return fail(texts.status());
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<TextBatch> batch =
-        TokenizeBatch(*texts, tokenize, config, guard.SequenceBuckets());
-    result.set_tokenize_ms(MillisecondsSince(start));
-    if (!batch.ok()) return fail(batch.status());
-    text = *std::move(batch);
-    for (const Tensor& input : text.inputs) inputs.push_back(input.view());
-    result.set_unpadded_length(text.longest);
-  } else {
-    absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(call.inputs(), arena);
-    if (!views.ok()) return fail(views.status());
-    inputs = *std::move(views);
+    inputs.views.clear();
+    for (const Tensor& input : inputs.padded) inputs.views.push_back(input.view());
   }
-  const bool batched = config.max_batch_size() > 0;
-  const int32_t batch =
-      batched && !inputs.empty() && !inputs[0].shape.empty() ? inputs[0].shape[0] : 1;
-  const int32_t length = SequenceLength(config, inputs);
-  absl::StatusOr<int32_t> rows = guard.RowsPerPass(batch, length);
-  if (!rows.ok()) return fail(rows.status());
-  // One pass of an unwarmed batch size: pad it with zero rows up to a warmed one.
-  const int32_t padded = *rows == batch ? guard.PaddedBatch(batch, length) : batch;
-  std::vector<Tensor> padded_inputs;
-  if (padded > batch) {
-    for (const TensorView& input : inputs) padded_inputs.push_back(PadRows(input, padded));
-    inputs.clear();
-    for (const Tensor& input : padded_inputs) inputs.push_back(input.view());
-    result.set_padded_rows(padded - batch);
-  }
-  const int32_t per_pass = padded > batch ? padded : *rows;
-  result.set_batch_size(per_pass);
-  result.set_sequence_length(length);
-  result.set_chunks((batch + per_pass - 1) / per_pass);
-  const int32_t last = batch - (result.chunks() - 1) * per_pass;
-  result.set_cold_shape(!guard.Warmed(per_pass, length) ||
-                        (padded == batch && !guard.Warmed(last, length)));
 
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<Tensor>> outputs =
-      ForwardInPasses(model, inputs, padded > batch ? padded : batch, per_pass);
+  absl::StatusOr<std::vector<Tensor>> computed = ForwardInPasses(
+      model, inputs.views, request.batch_size + plan.padded_rows, plan.pass.batch_size);
   result.set_compute_ms(MillisecondsSince(start));
-  if (!outputs.ok()) return fail(outputs.status());
-  if (padded > batch) {
-    for (Tensor& output : *outputs) KeepRows(output, batch);
-  }
+  ASSIGN_OR_RETURN(std::vector<Tensor> outputs, std::move(computed));
   std::vector<TensorView> views;
-  for (const Tensor& output : *outputs) views.push_back(output.view());
-  absl::StatusOr<uint64_t> written =
-      WriteToArena(views, call.output_offset(), arena, *result.mutable_outputs());
-  if (!written.ok()) return fail(written.status());
+  for (Tensor& output : outputs) {
+    if (plan.padded_rows > 0) KeepRows(output, request.batch_size);
+    views.push_back(output.view());
+  }
+  return WriteToArena(views, call.output_offset(), arena, *result.mutable_outputs()).status();
+}
+
+internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,
+                            const internal::InferCall& call, SharedArena& arena) {
+  internal::InferResult result;
+  result.set_call_id(call.call_id());
+  if (absl::Status served = ServeCall(model, guard, tokenize, call, arena, result); !served.ok()) {
+    result.clear_outputs();
+    result.set_code(static_cast<int>(served.code()));
+    result.set_message(std::string(served.message()));
+  }
   return result;
 }
 

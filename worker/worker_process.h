@@ -1,4 +1,4 @@
-// The worker process: what runs in a child the zygote forked (DESIGN.md, "Process model").
+// The worker process: what runs in a child the zygote forked (docs/ARCHITECTURE.md, "Processes").
 //
 // It owns nothing but its model (inherited from the zygote, weights shared with every other
 // process), its channel to the master and its shared-memory arena. It drops to idle CPU priority
@@ -29,7 +29,7 @@ struct WorkerOptions {
   // Load and warm at SCHED_IDLE, and return to normal priority on the master's Promote
   // (common/idle_priority.h).
   bool warm_at_idle_priority = false;
-  std::vector<WarmupShape> replay;  // recorded traffic shapes to warm on top of the plan
+  std::vector<Shape> replay;        // recorded traffic shapes to warm on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
   const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null
 };

@@ -20,7 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::kiln::testing::MakeTensor;
 using ::kiln::testing::TempDir;
-using Shape = std::pair<int32_t, int32_t>;
 
 // (batch, sequence, requests) of each listed shape, in the profile's order.
 std::vector<std::tuple<int32_t, int32_t, int64_t>> Counts(const TrafficProfile& profile) {
@@ -48,12 +47,12 @@ std::set<std::string> FileNames(const std::string& dir) {
 TEST_CASE("Record counts shapes per model and Snapshot lists them most requested first",
           "[traffic]") {
   TrafficRecorder recorder;
-  for (int i = 0; i < 3; ++i) recorder.Record("bert", 1, 128);
-  for (int i = 0; i < 5; ++i) recorder.Record("bert", 4, 64);
-  recorder.Record("bert", 2, 0);
-  recorder.Record("mlp", 8, 0);
-  recorder.Record("bert", 0, 16);  // ignored: no batch
-  recorder.Record("bert", 1, -1);  // ignored: negative length
+  for (int i = 0; i < 3; ++i) recorder.Record("bert", {1, 128});
+  for (int i = 0; i < 5; ++i) recorder.Record("bert", {4, 64});
+  recorder.Record("bert", {2, 0});
+  recorder.Record("mlp", {8, 0});
+  recorder.Record("bert", {0, 16});  // ignored: no batch
+  recorder.Record("bert", {1, -1});  // ignored: negative length
 
   const TrafficProfile bert = recorder.Snapshot("bert");
   CHECK(bert.model() == "bert");
@@ -75,7 +74,7 @@ TEST_CASE("Record from several threads loses no request", "[traffic]") {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&recorder, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        recorder.Record(t % 2 == 0 ? "even" : "odd", 1 + i % 4, 16 * (t % 3));
+        recorder.Record(t % 2 == 0 ? "even" : "odd", {1 + i % 4, 16 * (t % 3)});
       }
     });
   }
@@ -98,9 +97,9 @@ TEST_CASE("Record from several threads loses no request", "[traffic]") {
 TEST_CASE("Record keeps at most kMaxShapesPerModel shapes and counts the rest as other",
           "[traffic]") {
   TrafficRecorder recorder;
-  for (int i = 0; i < kMaxShapesPerModel; ++i) recorder.Record("m", 1, i);
-  for (int i = 0; i < 10; ++i) recorder.Record("m", 2, 1000 + i);  // 10 new shapes: no room
-  recorder.Record("m", 1, 0);  // a known shape still counts as itself
+  for (int i = 0; i < kMaxShapesPerModel; ++i) recorder.Record("m", {1, i});
+  for (int i = 0; i < 10; ++i) recorder.Record("m", {2, 1000 + i});  // 10 new shapes: no room
+  recorder.Record("m", {1, 0});  // a known shape still counts as itself
 
   const TrafficProfile profile = recorder.Snapshot("m");
   CHECK(profile.shapes_size() == kMaxShapesPerModel);
@@ -115,9 +114,9 @@ TEST_CASE("Save writes a profile that LoadTrafficProfile reads back", "[traffic]
   TempDir tmp;
   const std::string state_dir = tmp.path() + "/state/nested";  // created by Save
   TrafficRecorder recorder;
-  for (int i = 0; i < 7; ++i) recorder.Record("bert", 4, 64);
-  recorder.Record("bert", 1, 128);
-  recorder.Record("mlp", 8, 0);
+  for (int i = 0; i < 7; ++i) recorder.Record("bert", {4, 64});
+  recorder.Record("bert", {1, 128});
+  recorder.Record("mlp", {8, 0});
   REQUIRE(recorder.Save(state_dir).ok());
 
   const std::string path = TrafficProfilePath(state_dir, "bert");
@@ -141,20 +140,20 @@ TEST_CASE("profiles accumulate across saves and restarts without counting twice"
   using Row = std::tuple<int32_t, int32_t, int64_t>;
   {
     TrafficRecorder first_run;
-    for (int i = 0; i < 3; ++i) first_run.Record("m", 1, 16);
+    for (int i = 0; i < 3; ++i) first_run.Record("m", {1, 16});
     REQUIRE(first_run.Save(tmp.path()).ok());
     // Saving again with nothing new changes nothing.
     REQUIRE(first_run.Save(tmp.path()).ok());
     CHECK(Counts(*LoadTrafficProfile(path)) == std::vector<Row>{{1, 16, 3}});
     // Only what was recorded since the last save is added.
-    first_run.Record("m", 1, 16);
+    first_run.Record("m", {1, 16});
     REQUIRE(first_run.Save(tmp.path()).ok());
     CHECK(Counts(*LoadTrafficProfile(path)) == std::vector<Row>{{1, 16, 4}});
     CHECK(Counts(first_run.Snapshot("m")) == std::vector<Row>{{1, 16, 4}});
   }
   TrafficRecorder second_run;  // a restart
-  for (int i = 0; i < 5; ++i) second_run.Record("m", 2, 32);
-  second_run.Record("m", 1, 16);
+  for (int i = 0; i < 5; ++i) second_run.Record("m", {2, 32});
+  second_run.Record("m", {1, 16});
   REQUIRE(second_run.Save(tmp.path()).ok());
   CHECK(Counts(*LoadTrafficProfile(path)) == std::vector<Row>{{1, 16, 5}, {2, 32, 5}});
 }
@@ -164,13 +163,13 @@ TEST_CASE("Save keeps the most requested shapes when the merge exceeds the bound
   {
     TrafficRecorder first_run;
     for (int i = 0; i < kMaxShapesPerModel; ++i) {
-      for (int n = 0; n < 2; ++n) first_run.Record("m", 1, i);
+      for (int n = 0; n < 2; ++n) first_run.Record("m", {1, i});
     }
     REQUIRE(first_run.Save(tmp.path()).ok());
   }
   TrafficRecorder second_run;
   for (int i = 0; i < 4; ++i) {
-    for (int n = 0; n < 3; ++n) second_run.Record("m", 2, i);
+    for (int n = 0; n < 3; ++n) second_run.Record("m", {2, i});
   }
   REQUIRE(second_run.Save(tmp.path()).ok());
   absl::StatusOr<TrafficProfile> merged = LoadTrafficProfile(TrafficProfilePath(tmp.path(), "m"));
@@ -187,18 +186,18 @@ TEST_CASE("Save keeps the most requested shapes when the merge exceeds the bound
 TEST_CASE("Save replaces files atomically and leaves no temp file behind", "[traffic]") {
   TempDir tmp;
   TrafficRecorder recorder(/*max_samples_per_model=*/2);
-  recorder.Record("m", 1, 0);
+  recorder.Record("m", {1, 0});
   const Tensor x = MakeTensor<float>("x", DType::kFloat32, {1, 2}, {1, 2});
   recorder.RecordSample("m", {x.view()});
   REQUIRE(recorder.Save(tmp.path()).ok());
-  recorder.Record("m", 1, 0);
+  recorder.Record("m", {1, 0});
   REQUIRE(recorder.Save(tmp.path()).ok());
   CHECK(FileNames(tmp.path()) == std::set<std::string>{"m.traffic.pbtxt", "m.samples.safetensors"});
 
   SECTION("a failed replace keeps the old file and removes its temp file") {
     // A directory where the profile should be: the rename fails.
     TrafficRecorder other;
-    other.Record("blocked", 1, 0);
+    other.Record("blocked", {1, 0});
     fs::create_directory(TrafficProfilePath(tmp.path(), "blocked"));
     const absl::Status status = other.Save(tmp.path());
     REQUIRE_FALSE(status.ok());
@@ -216,7 +215,7 @@ TEST_CASE("Save into a directory it cannot create names the directory", "[traffi
   const std::string state_dir = file + "/state";
   TrafficRecorder recorder;
   CHECK(recorder.Save(state_dir).ok());  // nothing recorded: nothing to write
-  recorder.Record("m", 1, 0);
+  recorder.Record("m", {1, 0});
   const absl::Status status = recorder.Save(state_dir);
   REQUIRE_FALSE(status.ok());
   CHECK(absl::StrContains(status.message(), state_dir));
@@ -226,8 +225,8 @@ TEST_CASE("Save refuses a model name that would leave the state directory", "[tr
   TempDir tmp;
   const std::string state_dir = tmp.path() + "/state";
   TrafficRecorder recorder;
-  recorder.Record("../escape", 1, 0);
-  recorder.Record("good", 1, 0);
+  recorder.Record("../escape", {1, 0});
+  recorder.Record("good", {1, 0});
   const absl::Status status = recorder.Save(state_dir);
   REQUIRE_FALSE(status.ok());
   CHECK(absl::StrContains(status.message(), "../escape"));
@@ -274,7 +273,7 @@ TEST_CASE("a malformed profile is an error naming the file and line", "[traffic]
   SECTION("Save does not overwrite it, and keeps the counts for a later save") {
     const std::string path = tmp.WriteFile("m.traffic.pbtxt", "shapes { batch_size: -2 }\n");
     TrafficRecorder recorder;
-    recorder.Record("m", 1, 8);
+    recorder.Record("m", {1, 8});
     const absl::Status status = recorder.Save(tmp.path());
     REQUIRE_FALSE(status.ok());
     CHECK(absl::StrContains(status.message(), path + ":1:"));
@@ -330,7 +329,7 @@ TEST_CASE("samples are bounded, distinct, and round-trip through the samples fil
   CheckSameTensors(kept[1], {long_ids, long_mask});
   CHECK(recorder.Samples("mlp").empty());
 
-  recorder.Record("bert", 1, 3);
+  recorder.Record("bert", {1, 3});
   REQUIRE(recorder.Save(tmp.path()).ok());
   CHECK_FALSE(fs::exists(TrafficSamplesPath(tmp.path(), "mlp")));
   const std::string path = TrafficSamplesPath(tmp.path(), "bert");
@@ -347,15 +346,15 @@ TEST_CASE("text requests are kept as their texts, one per shape they ran as, and
   TempDir tmp;
   TrafficRecorder recorder(/*max_samples_per_model=*/3);
   const std::vector<std::string> first = {"the first text", ""};
-  recorder.RecordTextSample("textcls", "text", first, 2, 16);
-  recorder.RecordTextSample("textcls", "text", {"same shape, other text"}, 2, 16);  // dropped
-  recorder.RecordTextSample("textcls", "text", {"longer"}, 1, 64);
-  recorder.RecordTextSample("textcls", "text", {}, 1, 32);  // nothing to keep
-  recorder.RecordTextSample("textcls", "text", {std::string(kMaxSampleBytes, 'x')}, 1, 128);
+  recorder.RecordTextSample("textcls", "text", first, {2, 16});
+  recorder.RecordTextSample("textcls", "text", {"same shape, other text"}, {2, 16});  // dropped
+  recorder.RecordTextSample("textcls", "text", {"longer"}, {1, 64});
+  recorder.RecordTextSample("textcls", "text", {}, {1, 32});  // nothing to keep
+  recorder.RecordTextSample("textcls", "text", {std::string(kMaxSampleBytes, 'x')}, {1, 128});
   // A numeric sample of the same model counts against the same bound.
   const Tensor ids = MakeTensor<int64_t>("input_ids", DType::kInt64, {1, 2}, {5, 6});
   recorder.RecordSample("textcls", {ids.view()});
-  recorder.RecordTextSample("textcls", "text", {"full"}, 4, 128);  // full: dropped
+  recorder.RecordTextSample("textcls", "text", {"full"}, {4, 128});  // full: dropped
 
   const std::vector<std::vector<Tensor>> kept = recorder.Samples("textcls");
   REQUIRE(kept.size() == 3);
@@ -363,7 +362,7 @@ TEST_CASE("text requests are kept as their texts, one per shape they ran as, and
   CheckSameTensors(kept[1], {TextSampleTensor("text", {"longer"})});
   CheckSameTensors(kept[2], {ids});
 
-  recorder.Record("textcls", 2, 16);
+  recorder.Record("textcls", {2, 16});
   REQUIRE(recorder.Save(tmp.path()).ok());
   absl::StatusOr<std::vector<std::vector<Tensor>>> loaded =
       LoadTrafficSamples(TrafficSamplesPath(tmp.path(), "textcls"));
@@ -401,7 +400,7 @@ TEST_CASE("sampling off keeps nothing and writes no samples file", "[traffic]") 
   TrafficRecorder recorder(/*max_samples_per_model=*/0);
   const Tensor x = MakeTensor<float>("x", DType::kFloat32, {1}, {1});
   recorder.RecordSample("m", {x.view()});
-  recorder.Record("m", 1, 0);
+  recorder.Record("m", {1, 0});
   CHECK(recorder.Samples("m").empty());
   REQUIRE(recorder.Save(tmp.path()).ok());
   CHECK(FileNames(tmp.path()) == std::set<std::string>{"m.traffic.pbtxt"});
@@ -519,7 +518,7 @@ TEST_CASE("Save while recording from other threads writes every request exactly 
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&recorder, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        recorder.Record("m", 1 + (i + t) % 3, 0);
+        recorder.Record("m", {1 + (i + t) % 3, 0});
         if (i % 1000 == 0) {
           const Tensor x = MakeTensor<float>("x", DType::kFloat32, {1 + i / 1000}, {});
           Tensor filled = x;

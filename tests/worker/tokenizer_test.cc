@@ -1,6 +1,6 @@
 // The SentencePiece tokenizer behind its dlopen'd shim. This binary links LibTorch (through
-// kiln_worker) and gRPC + libprotobuf on purpose: DESIGN.md requires that such a process starts
-// and encodes, which linking libsentencepiece directly would break.
+// kiln_worker) and gRPC + libprotobuf on purpose: docs/ARCHITECTURE.md requires that such a process
+// starts and encodes, which linking libsentencepiece directly would break.
 #include "worker/tokenizer.h"
 
 #include <unistd.h>

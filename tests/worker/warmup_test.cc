@@ -20,6 +20,7 @@
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "common/traffic_profile.h"
+#include "tests/catch_shape.h"
 #include "tests/run_command.h"
 #include "tests/test_paths.h"
 #include "worker/torch_model.h"
@@ -80,76 +81,18 @@ TEST_CASE("the first failing call stops settling with its error", "[warmup]") {
   CHECK(calls == 3);
 }
 
-TEST_CASE("warmup shapes run smallest first and replace -1 dims with the length", "[warmup]") {
+TEST_CASE("MakeWarmupInputs makes each input at the shape, -1 dims at its length", "[warmup]") {
   ModelConfig config;
   config.set_max_batch_size(8);
   TensorConfig& ids = *config.add_input();
   ids.set_name("ids");
   ids.set_data_type(TYPE_INT64);
   ids.add_dims(-1);
-  config.mutable_warmup()->add_batch_sizes(1);
-  config.mutable_warmup()->add_batch_sizes(4);
-  config.mutable_warmup()->add_sequence_lengths(64);
-  config.mutable_warmup()->add_sequence_lengths(16);
-  const std::vector<WarmupShape> shapes = WarmupShapes(config);
-  REQUIRE(shapes.size() == 4);
-  CHECK((shapes[0].batch_size == 1 && shapes[0].sequence_length == 16));
-  CHECK((shapes[1].batch_size == 1 && shapes[1].sequence_length == 64));
-  CHECK((shapes[2].batch_size == 4 && shapes[2].sequence_length == 16));
-  CHECK((shapes[3].batch_size == 4 && shapes[3].sequence_length == 64));
-  CHECK(ConcreteShape(ids, config, shapes[3]) == std::vector<int64_t>{4, 64});
-
-  absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(config, shapes[2], 1);
+  absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(config, Shape{4, 16}, 1);
   REQUIRE(inputs.ok());
   REQUIRE(inputs->size() == 1);
   CHECK((*inputs)[0].shape == std::vector<int64_t>{4, 16});
   CHECK((*inputs)[0].bytes.size() == 4 * 16 * sizeof(int64_t));
-}
-
-// --- PlanShapes --------------------------------------------------------------------------------
-
-// (batch, length) of every shape, in order.
-std::vector<std::pair<int32_t, int32_t>> Pairs(const std::vector<WarmupShape>& shapes) {
-  std::vector<std::pair<int32_t, int32_t>> pairs;
-  for (const WarmupShape& shape : shapes) {
-    pairs.emplace_back(shape.batch_size, shape.sequence_length);
-  }
-  return pairs;
-}
-
-TEST_CASE("PlanShapes adds replay shapes to the plan once each, smallest batch x length first",
-          "[warmup]") {
-  ModelConfig config;
-  config.set_max_batch_size(8);
-  TensorConfig& ids = *config.add_input();
-  ids.set_name("ids");
-  ids.set_data_type(TYPE_INT64);
-  ids.add_dims(-1);
-  config.mutable_warmup()->add_batch_sizes(1);
-  config.mutable_warmup()->add_batch_sizes(4);
-  config.mutable_warmup()->add_sequence_lengths(64);
-  config.mutable_warmup()->add_sequence_lengths(16);
-
-  CHECK(Pairs(PlanShapes(config, {})) == Pairs(WarmupShapes(config)));
-  // (4, 16) is in the plan already and (2, 16) comes twice: each runs once. (1, 8) is the
-  // smallest of all; (1, 64) and (4, 16) are the same size and keep the plan's order.
-  const std::vector<WarmupShape> replay = {{2, 16}, {4, 16}, {1, 8}, {2, 16}, {8, 0}};
-  const std::vector<std::pair<int32_t, int32_t>> expected = {{1, 8},  {8, 0},  {1, 16}, {2, 16},
-                                                             {1, 64}, {4, 16}, {4, 64}};
-  CHECK(Pairs(PlanShapes(config, replay)) == expected);
-}
-
-TEST_CASE("PlanShapes of a model without a sequence dim orders by batch size", "[warmup]") {
-  ModelConfig config;
-  config.set_max_batch_size(8);
-  TensorConfig& input = *config.add_input();
-  input.set_name("input");
-  input.set_data_type(TYPE_FP32);
-  input.add_dims(16);
-  for (int32_t batch : {1, 2, 4, 8}) config.mutable_warmup()->add_batch_sizes(batch);
-  const std::vector<std::pair<int32_t, int32_t>> expected = {{1, 0}, {2, 0}, {3, 0},
-                                                             {4, 0}, {6, 0}, {8, 0}};
-  CHECK(Pairs(PlanShapes(config, {{6, 0}, {3, 0}, {2, 0}, {3, 0}})) == expected);
 }
 
 // --- RunWarmup on the demo mlp -----------------------------------------------------------------
@@ -201,8 +144,7 @@ TEST_CASE("RunWarmup without a budget runs every shape and measures it", "[warmu
     REQUIRE(peaks.count(shape.batch_size()) == 1);
     CHECK(peaks.at(shape.batch_size()) == shape.peak_rss_bytes());
   }
-  CHECK(WarmedShapes(*outcome) ==
-        std::set<std::pair<int32_t, int32_t>>{{1, 0}, {2, 0}, {4, 0}, {8, 0}});
+  CHECK(WarmedShapes(*outcome) == std::set<Shape>{{1, 0}, {2, 0}, {4, 0}, {8, 0}});
 }
 
 TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {
@@ -216,7 +158,7 @@ TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {
   CHECK_FALSE(three.refused());
   CHECK(three.calls() > 0);
   CHECK(three.peak_rss_bytes() > 0);
-  CHECK(WarmedShapes(*outcome).count({3, 0}) == 1);
+  CHECK(WarmedShapes(*outcome).count(Shape{3, 0}) == 1);
   CHECK(WarmedShapes(*outcome).size() == 5);
 }
 
@@ -398,7 +340,7 @@ TEST_CASE("RunWarmup warms a shape on the recorded request of that shape", "[war
     absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model, options);
     REQUIRE(outcome.ok());
     CHECK(Batches(*outcome) == std::vector<int32_t>{1, 2, 4, 8});
-    CHECK(WarmedShapes(*outcome).count({2, 0}) == 1);
+    CHECK(WarmedShapes(*outcome).count(Shape{2, 0}) == 1);
     CHECK(outcome->shapes[1].calls() > 0);
   }
   SECTION("the recorded request is what batch 2 runs on: a broken one fails it, by name") {

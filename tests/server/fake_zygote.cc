@@ -1,0 +1,168 @@
+#include "tests/server/fake_zygote.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <utility>
+
+#include "proto/worker_frames.pb.h"
+
+namespace kiln::testing {
+
+FakeZygote::FakeZygote(FrameChannel zygote) : zygote_(std::move(zygote)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+FakeZygote::~FakeZygote() {
+  stop_ = true;
+  thread_.join();
+}
+
+void FakeZygote::SetBehaviour(const Behaviour& behaviour) {
+  absl::MutexLock lock(&mu_);
+  behaviour_ = behaviour;
+}
+
+int FakeZygote::spawns() const {
+  absl::MutexLock lock(&mu_);
+  return spawns_;
+}
+
+std::vector<int> FakeZygote::live() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> ids;
+  for (const auto& [id, worker] : workers_) ids.push_back(id);
+  return ids;
+}
+
+int FakeZygote::held_calls() const {
+  absl::MutexLock lock(&mu_);
+  int held = 0;
+  for (const auto& [id, worker] : workers_) held += static_cast<int>(worker.held.size());
+  return held;
+}
+
+void FakeZygote::Kill(int id) {
+  Run([this, id]() { KillLocked(id); });
+}
+
+void FakeZygote::AnswerHeld() {
+  Run([this]() {
+    for (auto& [id, worker] : workers_) {
+      for (uint64_t call : worker.held) Answer(worker, call);
+      worker.held.clear();
+    }
+  });
+}
+
+void FakeZygote::SendStrayResult(int id) {
+  Run([this, id]() {
+    auto it = workers_.find(id);
+    if (it != workers_.end()) Answer(it->second, /*call_id=*/987654321);
+  });
+}
+
+void FakeZygote::Run(std::function<void()> action) {
+  absl::MutexLock lock(&mu_);
+  actions_.push_back(std::move(action));
+}
+
+void FakeZygote::Loop() {
+  while (!stop_) {
+    std::vector<pollfd> fds;
+    std::vector<int> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!actions_.empty()) {
+        actions_.front()();
+        actions_.pop_front();
+      }
+      fds.push_back({zygote_.fd(), POLLIN, 0});
+      for (const auto& [id, worker] : workers_) {
+        fds.push_back({worker.channel.fd(), POLLIN, 0});
+        ids.push_back(id);
+      }
+    }
+    if (poll(fds.data(), fds.size(), /*timeout_ms=*/2) <= 0) continue;
+    absl::MutexLock lock(&mu_);
+    if (fds[0].revents & (POLLIN | POLLHUP)) HandleZygoteFrame();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (fds[i + 1].revents & (POLLIN | POLLHUP)) HandleWorkerFrame(ids[i]);
+    }
+  }
+}
+
+void FakeZygote::HandleZygoteFrame() {
+  internal::ZygoteCommand command;
+  std::vector<int> fds;
+  if (!zygote_.Receive(&command, &fds).ok()) {
+    zygote_.Close();  // the pool stopped
+    return;
+  }
+  if (!command.has_spawn() || fds.size() != 2) {
+    for (int fd : fds) close(fd);
+    return;
+  }
+  ++spawns_;
+  close(fds[1]);  // the arena: the fake never reads inputs or writes outputs
+  const int id = command.spawn().worker_id();
+  internal::ZygoteEvent started;
+  started.mutable_started()->set_worker_id(id);
+  started.mutable_started()->set_pid(0);  // no process: the pool never signals pid 0
+  (void)zygote_.Send(started);
+  if (behaviour_.die_at_start) {
+    close(fds[0]);
+    return;
+  }
+  Worker& worker = workers_[id];
+  worker.channel = FrameChannel(fds[0]);
+  if (behaviour_.report_ready) {
+    internal::FromWorker ready;
+    ready.mutable_ready()->set_worker_id(id);
+    ready.mutable_ready()->set_device("fake");
+    (void)worker.channel.Send(ready);
+  }
+}
+
+void FakeZygote::HandleWorkerFrame(int id) {
+  Worker& worker = workers_.at(id);
+  internal::ToWorker frame;
+  if (!worker.channel.Receive(&frame).ok()) {
+    workers_.erase(id);  // the pool closed it
+    return;
+  }
+  if (!frame.has_infer()) return;  // Promote
+  if (behaviour_.answer_calls) {
+    Answer(worker, frame.infer().call_id());
+  } else {
+    worker.held.push_back(frame.infer().call_id());
+  }
+}
+
+void FakeZygote::Answer(Worker& worker, uint64_t call_id) {
+  internal::FromWorker reply;
+  internal::InferResult& result = *reply.mutable_result();
+  result.set_call_id(call_id);
+  result.mutable_ran_as()->set_batch_size(1);
+  (void)worker.channel.Send(reply);
+}
+
+void FakeZygote::KillLocked(int id) {
+  if (workers_.erase(id) == 0) return;  // closes its channel
+  internal::ZygoteEvent exited;
+  exited.mutable_exited()->set_worker_id(id);
+  exited.mutable_exited()->set_signal(9);
+  (void)zygote_.Send(exited);
+}
+
+bool WaitUntil(const std::function<bool()>& condition, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    usleep(1000);
+  }
+  return true;
+}
+
+}  // namespace kiln::testing

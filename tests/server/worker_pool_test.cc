@@ -1,0 +1,274 @@
+// WorkerPool against a FakeZygote over real FrameChannels: supervision (respawn, the crash-loop
+// limit, a protocol break), quorums, and the queue (full, deadlines, dispatch, stopping).
+#include "server/worker_pool.h"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "tests/server/fake_zygote.h"
+
+namespace kiln {
+namespace {
+
+using Catch::Matchers::Contains;
+using testing::FakeZygote;
+using testing::WaitUntil;
+
+// A model "m" taking FP32 [4] rows, up to 4 a batch.
+ModelSpec Spec(int max_queue_size, int quorum) {
+  ModelSpec spec;
+  ModelConfig& config = spec.config;
+  config.set_name("m");
+  config.set_max_batch_size(4);
+  TensorConfig& input = *config.add_input();
+  input.set_name("x");
+  input.set_data_type(TYPE_FP32);
+  input.add_dims(4);
+  TensorConfig& output = *config.add_output();
+  output.set_name("y");
+  output.set_data_type(TYPE_FP32);
+  output.add_dims(2);
+  config.mutable_dynamic_batching()->set_max_queue_size(max_queue_size);
+  config.mutable_readiness()->set_quorum(quorum);
+  config.mutable_warmup()->set_enabled(true);
+  return spec;
+}
+
+// Outcomes of submitted jobs, by the order of submission. Thread-safe: the pool's thread fills
+// it.
+class Outcomes {
+ public:
+  InferJob Job(int64_t deadline_ns = 0) {
+    InferJob job;
+    job.model = "m";
+    job.inputs.push_back(TensorView{"x", DType::kFloat32, {1, 4}, row_, sizeof(row_)});
+    job.deadline_monotonic_ns = deadline_ns;
+    absl::MutexLock lock(&mu_);
+    const size_t index = codes_.size();
+    codes_.push_back(std::nullopt);
+    job.done = [this, index](InferOutcome outcome) {
+      absl::MutexLock lock(&mu_);
+      codes_[index] = outcome.outputs.status().code();
+      messages_.push_back(std::string(outcome.outputs.status().message()));
+    };
+    return job;
+  }
+  std::optional<absl::StatusCode> code(size_t index) const {
+    absl::MutexLock lock(&mu_);
+    return codes_.at(index);
+  }
+  int finished() const {
+    absl::MutexLock lock(&mu_);
+    int n = 0;
+    for (const auto& code : codes_) n += code.has_value();
+    return n;
+  }
+  std::string messages() const {
+    absl::MutexLock lock(&mu_);
+    std::string all;
+    for (const std::string& message : messages_) all += message + "\n";
+    return all;
+  }
+
+ private:
+  const float row_[4] = {1, 2, 3, 4};
+  mutable absl::Mutex mu_;
+  std::vector<std::optional<absl::StatusCode>> codes_;
+  std::vector<std::string> messages_;
+};
+
+// A pool of `workers` workers of Spec(max_queue_size, quorum), served by a FakeZygote that
+// behaves as `behaviour` from the start.
+struct PoolUnderTest {
+  PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {}) {
+    specs.push_back(Spec(max_queue_size, quorum));
+    absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+    REQUIRE(pair.ok());
+    zygote = std::make_unique<FakeZygote>(std::move(pair->second));
+    zygote->SetBehaviour(behaviour);
+    WorkerPoolOptions options;
+    options.threads["m"] = ModelThreads{workers, 1};
+    absl::StatusOr<std::unique_ptr<WorkerPool>> started =
+        WorkerPool::Start(std::move(pair->first), specs, options);
+    REQUIRE(started.ok());
+    pool = *std::move(started);
+  }
+  ~PoolUnderTest() { pool->Stop(); }
+
+  int Ready() const {
+    int ready = 0;
+    for (const WorkerInfo& worker : pool->Workers()) {
+      ready += worker.state == WorkerState::kReady || worker.state == WorkerState::kBusy;
+    }
+    return ready;
+  }
+
+  std::vector<ModelSpec> specs;
+  std::unique_ptr<FakeZygote> zygote;
+  std::unique_ptr<WorkerPool> pool;
+};
+
+TEST_CASE("worker transitions outside the state diagram are refused", "[worker_pool]") {
+  using S = WorkerState;
+  CHECK(WorkerTransitionAllowed(S::kSpawning, S::kWarming));
+  CHECK(WorkerTransitionAllowed(S::kWarming, S::kReady));
+  CHECK(WorkerTransitionAllowed(S::kReady, S::kBusy));
+  CHECK(WorkerTransitionAllowed(S::kBusy, S::kReady));
+  for (S state : {S::kSpawning, S::kWarming, S::kReady, S::kBusy}) {
+    CHECK(WorkerTransitionAllowed(state, S::kExited));
+  }
+  CHECK_FALSE(WorkerTransitionAllowed(S::kSpawning, S::kReady));  // warmup skipped
+  CHECK_FALSE(WorkerTransitionAllowed(S::kWarming, S::kBusy));    // a call before ready
+  CHECK_FALSE(WorkerTransitionAllowed(S::kReady, S::kWarming));
+  CHECK_FALSE(WorkerTransitionAllowed(S::kBusy, S::kBusy));  // two calls at once
+  for (S state : {S::kSpawning, S::kWarming, S::kReady, S::kBusy, S::kExited}) {
+    CHECK_FALSE(WorkerTransitionAllowed(S::kExited, state));  // a dead worker stays dead
+  }
+}
+
+TEST_CASE("the pool spawns every worker and a model is ready at its quorum", "[worker_pool]") {
+  SECTION("quorum 0 means all workers") {
+    PoolUnderTest pool(2, 8, 0);
+    REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+    CHECK(pool.pool->ModelReady("m"));
+    CHECK(pool.pool->AllModelsReady());
+    CHECK_FALSE(pool.pool->ModelReady("other"));
+    CHECK(pool.zygote->spawns() == 2);
+  }
+  SECTION("workers that never report keep the model below its quorum") {
+    PoolUnderTest pool(2, 8, 1, {/*report_ready=*/false});
+    REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 2; }));
+    REQUIRE(WaitUntil([&] {
+      const std::vector<WorkerInfo> workers = pool.pool->Workers();
+      return workers.size() == 2 && workers[0].state == WorkerState::kWarming &&
+             workers[1].state == WorkerState::kWarming;
+    }));
+    CHECK_FALSE(pool.pool->ModelReady("m"));
+  }
+}
+
+TEST_CASE("a dead worker is respawned, and the quorum decides readiness meanwhile",
+          "[worker_pool]") {
+  PoolUnderTest pool(2, 8, 1);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  const std::vector<int> before = pool.zygote->live();
+  REQUIRE(before.size() == 2);
+
+  // Replacements stay warming: one worker of two left is still the quorum of 1.
+  pool.zygote->SetBehaviour({/*report_ready=*/false});
+  pool.zygote->Kill(before[0]);
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 3; }));
+  CHECK(pool.Ready() == 1);
+  CHECK(pool.pool->ModelReady("m"));
+  // The replacement is a new worker (new id) in the dead one's slot.
+  const std::vector<WorkerInfo> workers = pool.pool->Workers();
+  REQUIRE(workers.size() == 2);
+  CHECK(workers.back().id > before[1]);
+  CHECK(std::set<int>{workers[0].slot, workers[1].slot} == std::set<int>{0, 1});
+
+  // Both gone: below the quorum until a replacement reports ready.
+  pool.zygote->Kill(before[1]);
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 4; }));
+  CHECK_FALSE(pool.pool->ModelReady("m"));
+  pool.zygote->SetBehaviour({});
+  pool.zygote->Kill(pool.zygote->live().front());
+  REQUIRE(WaitUntil([&] { return pool.pool->ModelReady("m"); }));
+  CHECK(pool.pool->fatal_error().ok());
+}
+
+TEST_CASE("workers that keep dying before ready make the pool fatal after 3 in a row",
+          "[worker_pool]") {
+  FakeZygote::Behaviour dying;
+  dying.die_at_start = true;
+  PoolUnderTest pool(1, 8, 0, dying);
+  REQUIRE(WaitUntil([&] { return !pool.pool->fatal_error().ok(); }));
+  CHECK_THAT(std::string(pool.pool->fatal_error().message()),
+             Contains("died 3 times in a row before becoming ready"));
+  CHECK(pool.zygote->spawns() == 3);  // no fourth try
+  CHECK_FALSE(pool.pool->ModelReady("m"));
+}
+
+TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once and never calls back", "[worker_pool]") {
+  Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
+  PoolUnderTest pool(1, 2, 0, {/*report_ready=*/false});  // no worker ever takes a call
+  CHECK(pool.pool->Submit(outcomes.Job()).ok());
+  CHECK(pool.pool->Submit(outcomes.Job()).ok());
+  const absl::Status full = pool.pool->Submit(outcomes.Job());
+  CHECK(full.code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(full.message()), Contains("queue full (2 requests waiting"));
+  CHECK(pool.pool->Submit(InferJob{"nope", {}, nullptr, 0, [](InferOutcome) {}}).code() ==
+        absl::StatusCode::kNotFound);
+  // Stopping ends the queued jobs with UNAVAILABLE, not the refused one.
+  pool.pool->Stop();
+  CHECK(outcomes.finished() == 2);
+  CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
+  CHECK_FALSE(outcomes.code(2).has_value());
+  CHECK(pool.pool->Submit(outcomes.Job()).code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("a job whose deadline passes in the queue ends DEADLINE_EXCEEDED without running",
+          "[worker_pool]") {
+  Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
+  PoolUnderTest pool(1, 8, 0, {/*report_ready=*/false});
+  REQUIRE(pool.pool->Submit(outcomes.Job(MonotonicNowNs() + 20'000'000)).ok());  // 20 ms
+  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());  // no deadline: stays queued
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
+  CHECK(outcomes.code(0) == absl::StatusCode::kDeadlineExceeded);
+  CHECK_THAT(outcomes.messages(), Contains("deadline expired while queued; not run"));
+  CHECK(pool.zygote->held_calls() == 0);
+  CHECK_FALSE(outcomes.code(1).has_value());
+}
+
+TEST_CASE(
+    "calls go to ready workers, one at a time each, and a busy worker's death is "
+    "UNAVAILABLE",
+    "[worker_pool]") {
+  FakeZygote::Behaviour holding;
+  holding.answer_calls = false;
+  Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
+  PoolUnderTest pool(2, 8, 0, holding);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  for (int i = 0; i < 3; ++i) REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  // Two workers: two calls out, the third waits in the queue.
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 2; }));
+  int busy = 0;
+  for (const WorkerInfo& worker : pool.pool->Workers()) busy += worker.state == WorkerState::kBusy;
+  CHECK(busy == 2);
+
+  pool.zygote->Kill(pool.zygote->live().front());
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
+  CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
+  CHECK_THAT(outcomes.messages(), Contains("died while serving this request"));
+
+  // The survivor answers; the queued call then goes to a worker, and is answered too.
+  pool.zygote->SetBehaviour({});
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1 || outcomes.finished() == 3; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 3; }));
+  CHECK(outcomes.code(1) == absl::StatusCode::kOk);
+  CHECK(outcomes.code(2) == absl::StatusCode::kOk);
+  CHECK(pool.pool->Counters("m").requests == 2);
+}
+
+TEST_CASE("a worker that breaks the protocol is dropped and replaced", "[worker_pool]") {
+  PoolUnderTest pool(1, 8, 0);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  const int first = pool.zygote->live().front();
+  pool.zygote->SendStrayResult(first);  // a result while ready, for a call never sent
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 2 && pool.Ready() == 1; }));
+  CHECK(pool.pool->Workers().front().id != first);
+  CHECK(pool.pool->fatal_error().ok());
+}
+
+}  // namespace
+}  // namespace kiln
