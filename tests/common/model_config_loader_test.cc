@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -390,18 +391,7 @@ TEST_CASE("what is not built is refused at load time, naming the file and the fi
     std::string instead;  // part of the advice
   };
   const std::string good = kGoodConfig;  // max_batch_size: 8
-  const std::string unbatched = R"pb(
-    input {
-      name: "input"
-      data_type: TYPE_FP32
-      dims: [ 16 ]
-    }
-    output {
-      name: "output"
-      data_type: TYPE_FP32
-      dims: [ 4 ]
-    }
-  )pb";
+  const std::string unbatched = absl::StrReplaceAll(good, {{"max_batch_size: 8", ""}});
   const std::vector<NotBuilt> cases = {
       {"DATA_FILE warmup data, even with an existing file", good + "warmup { data: DATA_FILE }\n",
        "warmup.data", "DATA_ZERO or DATA_RANDOM"},
