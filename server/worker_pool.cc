@@ -22,6 +22,7 @@
 #include "common/process.h"
 #include "common/shape.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "glog/logging.h"
 #include "server/device_choice.h"
 #include "server/warmup_report_text.h"
@@ -51,7 +52,7 @@ struct WorkerPool::ModelState {
   int quorum = 0;
   int threads = 1;  // intra-op threads per worker
   uint64_t arena_bytes = 0;
-  std::deque<InferJob> queue;
+  std::optional<JobQueue> queue;  // set in the constructor
   int failed_starts = 0;  // consecutive deaths before ready
   bool ever_ready = false;
   int64_t budget_bytes = 0;             // per worker; 0 = none
@@ -93,10 +94,6 @@ const char* WorkerStateName(WorkerState state) {
 }
 
 namespace {
-
-bool Expired(const InferJob& job, int64_t now) {
-  return job.deadline_monotonic_ns != 0 && now >= job.deadline_monotonic_ns;
-}
 
 // Copies a worker's outputs out of its arena (the arena is reused by the next call).
 absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& result,
@@ -148,6 +145,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     const int quorum = config.readiness().quorum();
     model->quorum = quorum > 0 ? std::min(quorum, model->workers) : model->workers;
     model->arena_bytes = ArenaBytesFor(config);
+    model->queue.emplace(config.dynamic_batching().max_queue_size());
     auto replay = options.replay.find(config.name());
     if (replay != options.replay.end()) model->replay = replay->second;
     total_workers += model->workers;
@@ -237,13 +235,10 @@ absl::Status WorkerPool::Submit(InferJob job) {
     if (it == models_.end())
       return absl::NotFoundError(absl::StrCat("unknown model '", job.model, "'"));
     ModelState& model = *it->second;
-    const int limit = model.spec->config.dynamic_batching().max_queue_size();
-    if (static_cast<int>(model.queue.size()) >= limit) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("model '", job.model, "': queue full (", limit,
-                       " requests waiting; dynamic_batching.max_queue_size)"));
+    const std::string name = job.model;
+    if (absl::Status queued = model.queue->Push(std::move(job)); !queued.ok()) {
+      return Annotate(queued, absl::StrCat("model '", name, "'"));
     }
-    model.queue.push_back(std::move(job));
   }
   Wake();
   return absl::OkStatus();
@@ -346,11 +341,8 @@ void WorkerPool::Stop() {
 int WorkerPool::PollTimeoutMsLocked() const {
   int64_t nearest = 0;
   for (const auto& [name, model] : models_) {
-    for (const InferJob& job : model->queue) {
-      if (job.deadline_monotonic_ns != 0 && (nearest == 0 || job.deadline_monotonic_ns < nearest)) {
-        nearest = job.deadline_monotonic_ns;
-      }
-    }
+    const int64_t deadline = model->queue->NearestDeadlineNs();
+    if (deadline != 0 && (nearest == 0 || deadline < nearest)) nearest = deadline;
   }
   if (nearest == 0) return 1000;
   const int64_t ms = (nearest - MonotonicNowNs()) / 1'000'000 + 1;
@@ -429,8 +421,7 @@ void WorkerPool::Loop() {
     absl::MutexLock lock(&mu_);
     const absl::Status stopped = absl::UnavailableError("server is shutting down");
     for (auto& [name, model] : models_) {
-      for (InferJob& job : model->queue) done.emplace_back(std::move(job.done), stopped);
-      model->queue.clear();
+      for (InferJob& job : model->queue->TakeAll()) done.emplace_back(std::move(job.done), stopped);
     }
     for (auto& [id, worker] : workers_) {
       if (worker->job.has_value()) done.emplace_back(std::move(worker->job->done), stopped);
@@ -572,18 +563,15 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
 void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
   const int64_t now = MonotonicNowNs();
   for (auto& [name, model] : models_) {
-    auto expired = std::stable_partition(model->queue.begin(), model->queue.end(),
-                                         [now](const InferJob& job) { return !Expired(job, now); });
-    for (auto it = expired; it != model->queue.end(); ++it) {
-      done.emplace_back(std::move(it->done),
+    for (InferJob& job : model->queue->TakeExpired(now)) {
+      done.emplace_back(std::move(job.done),
                         absl::DeadlineExceededError("deadline expired while queued; not run"));
     }
-    model->queue.erase(expired, model->queue.end());
   }
 }
 
 void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done) {
-  while (!model.queue.empty()) {
+  while (!model.queue->empty()) {
     // Least loaded: an idle worker (each serves one call at a time); among those, the one idle
     // the longest, so every worker keeps serving and stays warm.
     Worker* idle = nullptr;
@@ -594,8 +582,7 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
       }
     }
     if (idle == nullptr) return;
-    InferJob job = std::move(model.queue.front());
-    model.queue.pop_front();
+    InferJob job = model.queue->Pop();
 
     internal::ToWorker frame;
     internal::InferCall& call = *frame.mutable_infer();

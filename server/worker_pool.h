@@ -19,7 +19,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -38,29 +37,10 @@
 #include "common/tensor.h"
 #include "common/thread_plan.h"
 #include "proto/worker_frames.pb.h"
+#include "server/infer_job.h"
+#include "server/job_queue.h"
 
 namespace kiln {
-
-// What became of a job: the outputs (named after the config's outputs) or why there are none,
-// and the shape its forward passes ran as (nullopt when none ran).
-struct InferOutcome {
-  absl::StatusOr<std::vector<Tensor>> outputs;
-  std::optional<Shape> ran_as;
-};
-
-// Called exactly once per job, on the pool's thread and without the pool's lock held. It must
-// not block.
-using InferDone = std::function<void(InferOutcome)>;
-
-struct InferJob {
-  std::string model;
-  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
-  // A text model's request as text instead (one string per row; `inputs` empty). The strings
-  // must outlive `done`'s call.
-  const std::vector<std::string>* text = nullptr;
-  int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
-  InferDone done;
-};
 
 // Per model, since start: what the workers reported with each result.
 struct ModelCounters {

@@ -1,0 +1,40 @@
+// A request as the worker pool takes it (InferJob), and what becomes of it (InferOutcome).
+#ifndef KILN_SERVER_INFER_JOB_H_
+#define KILN_SERVER_INFER_JOB_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/shape.h"
+#include "common/tensor.h"
+
+namespace kiln {
+
+// What became of a job: the outputs (named after the config's outputs) or why there are none,
+// and the shape its forward passes ran as (nullopt when none ran).
+struct InferOutcome {
+  absl::StatusOr<std::vector<Tensor>> outputs;
+  std::optional<Shape> ran_as;
+};
+
+// Called exactly once per job, on the pool's thread and without the pool's lock held. It must
+// not block.
+using InferDone = std::function<void(InferOutcome)>;
+
+struct InferJob {
+  std::string model;
+  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
+  // A text model's request as text instead (one string per row; `inputs` empty). The strings
+  // must outlive `done`'s call.
+  const std::vector<std::string>* text = nullptr;
+  int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
+  InferDone done;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_INFER_JOB_H_
