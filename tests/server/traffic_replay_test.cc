@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/traffic_profile.h"
+#include "google/protobuf/text_format.h"
 #include "tests/catch_shape.h"
 #include "tests/test_paths.h"
 
@@ -16,17 +17,21 @@ namespace {
 using testing::TempDir;
 
 // "seq": up to 8 rows of INT64 [-1] token ids, at most 64 tokens (a tokenizer's max_length).
+constexpr char kSequenceConfig[] = R"pb(
+  name: "seq"
+  max_batch_size: 8
+  input {
+    name: "ids"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  tokenizer { max_length: 64 }
+)pb";
+
 ModelSpec SequenceSpec(const std::string& directory) {
   ModelSpec spec;
   spec.directory = directory;
-  ModelConfig& config = spec.config;
-  config.set_name("seq");
-  config.set_max_batch_size(8);
-  TensorConfig& ids = *config.add_input();
-  ids.set_name("ids");
-  ids.set_data_type(TYPE_INT64);
-  ids.add_dims(-1);
-  config.mutable_tokenizer()->set_max_length(64);
+  REQUIRE(google::protobuf::TextFormat::ParseFromString(kSequenceConfig, &spec.config));
   return spec;
 }
 
