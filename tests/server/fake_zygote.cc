@@ -6,11 +6,12 @@
 #include <chrono>
 #include <utility>
 
-#include "proto/worker_frames.pb.h"
+#include "common/arena_tensors.h"
 
 namespace kiln::testing {
 
-FakeZygote::FakeZygote(FrameChannel zygote) : zygote_(std::move(zygote)) {
+FakeZygote::FakeZygote(FrameChannel zygote, Outputs outputs)
+    : outputs_(std::move(outputs)), zygote_(std::move(zygote)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -50,7 +51,7 @@ void FakeZygote::Kill(int id) {
 void FakeZygote::AnswerHeld() {
   Run([this]() {
     for (auto& [id, worker] : workers_) {
-      for (uint64_t call : worker.held) Answer(worker, call);
+      for (const internal::InferCall& call : worker.held) Answer(worker, call);
       worker.held.clear();
     }
   });
@@ -59,7 +60,9 @@ void FakeZygote::AnswerHeld() {
 void FakeZygote::SendStrayResult(int id) {
   Run([this, id]() {
     auto it = workers_.find(id);
-    if (it != workers_.end()) Answer(it->second, /*call_id=*/987654321);
+    internal::InferCall stray;
+    stray.set_call_id(987654321);
+    if (it != workers_.end()) Answer(it->second, stray);
   });
 }
 
@@ -105,7 +108,7 @@ void FakeZygote::HandleZygoteFrame() {
     return;
   }
   ++spawns_;
-  close(fds[1]);  // the arena: the fake never reads inputs or writes outputs
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Adopt(fds[1]);
   const int id = command.spawn().worker_id();
   internal::ZygoteEvent started;
   started.mutable_started()->set_worker_id(id);
@@ -117,10 +120,14 @@ void FakeZygote::HandleZygoteFrame() {
   }
   Worker& worker = workers_[id];
   worker.channel = FrameChannel(fds[0]);
+  if (arena.ok()) worker.arena = *std::move(arena);
   if (behaviour_.report_ready) {
     internal::FromWorker ready;
     ready.mutable_ready()->set_worker_id(id);
     ready.mutable_ready()->set_device("fake");
+    internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
+    shape.set_batch_size(1);
+    shape.set_steady_ms(behaviour_.steady_ms);
     (void)worker.channel.Send(ready);
   }
 }
@@ -134,17 +141,32 @@ void FakeZygote::HandleWorkerFrame(int id) {
   }
   if (!frame.has_infer()) return;  // Promote
   if (behaviour_.answer_calls) {
-    Answer(worker, frame.infer().call_id());
+    Answer(worker, frame.infer());
   } else {
-    worker.held.push_back(frame.infer().call_id());
+    worker.held.push_back(frame.infer());
   }
 }
 
-void FakeZygote::Answer(Worker& worker, uint64_t call_id) {
+void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
+  if (behaviour_.answer_delay_ms > 0) usleep(behaviour_.answer_delay_ms * 1000);
   internal::FromWorker reply;
   internal::InferResult& result = *reply.mutable_result();
-  result.set_call_id(call_id);
-  result.mutable_ran_as()->set_batch_size(1);
+  result.set_call_id(call.call_id());
+  const int64_t rows =
+      call.inputs_size() > 0 && call.inputs(0).shape_size() > 0 ? call.inputs(0).shape(0) : 1;
+  result.mutable_ran_as()->set_batch_size(static_cast<int32_t>(rows));
+  if (!outputs_.output.empty() && worker.arena != nullptr) {
+    const std::vector<float> zeros(rows * outputs_.elements_per_row, 0.0f);
+    const TensorView output{outputs_.output,
+                            DType::kFloat32,
+                            {rows, outputs_.elements_per_row},
+                            zeros.data(),
+                            zeros.size() * sizeof(float)};
+    if (!WriteToArena({output}, call.output_offset(), *worker.arena, *result.mutable_outputs())
+             .ok()) {
+      result.set_code(static_cast<int>(absl::StatusCode::kInternal));
+    }
+  }
   (void)worker.channel.Send(reply);
 }
 

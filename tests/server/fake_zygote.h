@@ -8,11 +8,16 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "common/frame_channel.h"
+#include "common/shared_arena.h"
+#include "proto/worker_frames.pb.h"
 
 namespace kiln::testing {
 
@@ -26,10 +31,20 @@ class FakeZygote {
     bool report_ready = true;   // send its warmup report at once (else it stays warming)
     bool die_at_start = false;  // close its channel at once, before any report
     bool answer_calls = true;   // answer each call at once (else hold it until AnswerHeld)
+    int answer_delay_ms = 0;    // sleep this long before each answer (a slow model)
+    double steady_ms = 0;       // the steady latency its warmup report gives for batch 1
+  };
+
+  // What the fake workers answer a call with: `output` (FP32) of `elements_per_row` per row of
+  // the call's first input, zeros; no output when `output` is empty.
+  struct Outputs {
+    std::string output;
+    int64_t elements_per_row = 0;
   };
 
   // Serves the pool's end of `zygote` (the end WorkerPool::Start was not given).
-  explicit FakeZygote(FrameChannel zygote);
+  FakeZygote(FrameChannel zygote, Outputs outputs);
+  explicit FakeZygote(FrameChannel zygote) : FakeZygote(std::move(zygote), Outputs()) {}
   ~FakeZygote();
   FakeZygote(const FakeZygote&) = delete;
   FakeZygote& operator=(const FakeZygote&) = delete;
@@ -50,15 +65,17 @@ class FakeZygote {
  private:
   struct Worker {
     FrameChannel channel;
-    std::vector<uint64_t> held;  // call ids
+    std::unique_ptr<SharedArena> arena;
+    std::vector<internal::InferCall> held;
   };
   void Loop();
   void Run(std::function<void()> action);
   void HandleZygoteFrame() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerFrame(int id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Answer(Worker& worker, uint64_t call_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Answer(Worker& worker, const internal::InferCall& call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KillLocked(int id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const Outputs outputs_;
   std::atomic<bool> stop_{false};
   mutable absl::Mutex mu_;
   FrameChannel zygote_ ABSL_GUARDED_BY(mu_);

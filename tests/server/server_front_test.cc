@@ -1,0 +1,219 @@
+// The gRPC front without LibTorch or forks: the Open Inference Protocol service over an
+// in-process channel, the real worker pool behind it and a FakeZygote playing the workers. The
+// readiness check, the error codes a client sees, readiness by the master's state, and traffic
+// recording fed by each finished request.
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/traffic_profile.h"
+#include "server/infer_codec.h"
+#include "server/inference_service.h"
+#include "server/master_state.h"
+#include "server/readiness_check.h"
+#include "server/traffic_recording.h"
+#include "server/worker_pool.h"
+#include "tests/server/fake_zygote.h"
+#include "tests/test_paths.h"
+
+namespace kiln {
+namespace {
+
+using Catch::Matchers::Contains;
+using testing::FakeZygote;
+using testing::WaitUntil;
+
+// "m": up to 4 rows of FP32 [4] in, FP32 [2] out; a readiness check of 10 requests, 2 at a time,
+// whose p95 must stay within 3 x steady + 20 ms (room for a busy machine).
+ModelSpec Spec() {
+  ModelSpec spec;
+  ModelConfig& config = spec.config;
+  config.set_name("m");
+  config.set_max_batch_size(4);
+  TensorConfig& input = *config.add_input();
+  input.set_name("x");
+  input.set_data_type(TYPE_FP32);
+  input.add_dims(4);
+  TensorConfig& output = *config.add_output();
+  output.set_name("y");
+  output.set_data_type(TYPE_FP32);
+  output.add_dims(2);
+  config.mutable_dynamic_batching()->set_max_queue_size(8);
+  config.mutable_warmup()->set_enabled(true);
+  config.mutable_warmup()->add_batch_sizes(1);
+  ReadinessConfig& readiness = *config.mutable_readiness();
+  readiness.set_check_requests(10);
+  readiness.set_check_concurrency(2);
+  readiness.set_max_p95_factor(3);
+  readiness.set_check_allowance_ms(20);
+  return spec;
+}
+
+// Two fake workers of Spec() behind the service, reached through an in-process channel.
+class Front {
+ public:
+  explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr) {
+    specs_.push_back(Spec());
+    absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+    REQUIRE(pair.ok());
+    zygote_ = std::make_unique<FakeZygote>(std::move(pair->second), FakeZygote::Outputs{"y", 2});
+    zygote_->SetBehaviour(behaviour);
+    WorkerPoolOptions options;
+    options.threads["m"] = ModelThreads{2, 1};
+    absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
+        WorkerPool::Start(std::move(pair->first), specs_, options);
+    REQUIRE(pool.ok());
+    pool_ = *std::move(pool);
+    REQUIRE(WaitUntil([&] { return pool_->AllModelsReady(); }));
+    service_ = std::make_unique<InferenceService>(specs_, *pool_, state_, recording);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_ != nullptr);
+    stub_ = inference::GRPCInferenceService::NewStub(
+        server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  ~Front() {
+    server_->Shutdown();
+    pool_->Stop();
+  }
+
+  grpc::Status Infer(const std::string& model, std::vector<int64_t> shape,
+                     inference::ModelInferResponse* response) {
+    const std::vector<float> values(shape[0] * (shape.size() > 1 ? shape[1] : 1), 0.5f);
+    const TensorView input{"x", DType::kFloat32, std::move(shape), values.data(),
+                           values.size() * sizeof(float)};
+    absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, "", {input});
+    REQUIRE(request.ok());
+    grpc::ClientContext context;
+    return stub_->ModelInfer(&context, *request, response);
+  }
+
+  bool ServerReady() {
+    grpc::ClientContext context;
+    inference::ServerReadyResponse response;
+    REQUIRE(stub_->ServerReady(&context, inference::ServerReadyRequest(), &response).ok());
+    return response.ready();
+  }
+
+  std::vector<ModelSpec>& specs() { return specs_; }
+  WorkerPool& pool() { return *pool_; }
+  FakeZygote& zygote() { return *zygote_; }
+  MasterStateMachine& state() { return state_; }
+  inference::GRPCInferenceService::Stub& stub() { return *stub_; }
+
+ private:
+  std::vector<ModelSpec> specs_;
+  MasterStateMachine state_;
+  std::unique_ptr<FakeZygote> zygote_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
+};
+
+FakeZygote::Behaviour Steady(double steady_ms, int delay_ms = 0) {
+  FakeZygote::Behaviour behaviour;
+  behaviour.steady_ms = steady_ms;
+  behaviour.answer_delay_ms = delay_ms;
+  return behaviour;
+}
+
+TEST_CASE("the readiness check passes through the front and the pool, and fails a slow path",
+          "[server_front]") {
+  SECTION("workers that answer at once") {
+    Front front(Steady(1.0));
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+    REQUIRE(results.ok());
+    REQUIRE(results->size() == 1);
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
+    CHECK(result.passed());
+    CHECK(result.errors == 0);
+    CHECK(result.steady_ms == 1.0);
+    CHECK(result.limit_ms == 23.0);
+    CHECK(front.pool().Counters("m").requests == 10);
+  }
+  SECTION("workers 60 ms slower than their warmup said") {
+    Front front(Steady(1.0, /*delay_ms=*/60));
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+    REQUIRE(results.ok());
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
+    CHECK_FALSE(result.passed());
+    CHECK(result.p95_ms >= 60);
+    CHECK_THAT(result.Describe(), Contains("FAILED"));
+  }
+  SECTION("warmup off: not checked, and says why") {
+    Front front(Steady(1.0));
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), false);
+    REQUIRE(results.ok());
+    CHECK(results->front().passed());
+    CHECK(results->front().skipped == "warmup is off");
+  }
+}
+
+TEST_CASE("ModelInfer answers with outputs, or with the code the policy names", "[server_front]") {
+  Front front(Steady(1.0));
+  inference::ModelInferResponse response;
+  REQUIRE(front.Infer("m", {3, 4}, &response).ok());
+  REQUIRE(response.outputs_size() == 1);
+  CHECK(response.outputs(0).name() == "y");
+  CHECK(response.outputs(0).shape(0) == 3);
+  CHECK(front.Infer("nope", {1, 4}, &response).error_code() == grpc::StatusCode::NOT_FOUND);
+  const grpc::Status bad = front.Infer("m", {1, 5}, &response);
+  CHECK(bad.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(bad.error_message(), Contains("x"));
+  CHECK(front.Infer("m", {9, 4}, &response).error_code() ==
+        grpc::StatusCode::INVALID_ARGUMENT);  // over max_batch_size
+}
+
+TEST_CASE("ServerReady is true only while the master is Serving", "[server_front]") {
+  Front front(Steady(1.0));
+  CHECK_FALSE(front.ServerReady());  // Loading
+  for (MasterState next : {MasterState::kWarming, MasterState::kChecking}) {
+    REQUIRE(front.state().TransitionTo(next).ok());
+    CHECK_FALSE(front.ServerReady());
+  }
+  REQUIRE(front.state().TransitionTo(MasterState::kServing).ok());
+  CHECK(front.ServerReady());
+  REQUIRE(front.state().TransitionTo(MasterState::kDraining).ok());
+  CHECK_FALSE(front.ServerReady());
+}
+
+TEST_CASE("a finished request is recorded by the shape it ran as, with a sample",
+          "[server_front]") {
+  testing::TempDir state;
+  TrafficRecording recording(state.path(), /*samples_per_model=*/2);
+  {
+    Front front(Steady(1.0), &recording);
+    inference::ModelInferResponse response;
+    for (int i = 0; i < 3; ++i) REQUIRE(front.Infer("m", {2, 4}, &response).ok());
+    REQUIRE(front.Infer("m", {1, 4}, &response).ok());
+    REQUIRE_FALSE(front.Infer("m", {1, 5}, &response).ok());  // refused: never ran
+  }
+  recording.Save();
+  absl::StatusOr<TrafficProfile> profile =
+      LoadTrafficProfile(TrafficProfilePath(state.path(), "m"));
+  REQUIRE(profile.ok());
+  std::map<std::pair<int32_t, int32_t>, int64_t> counts;
+  for (const ShapeCount& shape : profile->shapes()) {
+    counts[{shape.batch_size(), shape.sequence_length()}] = shape.requests();
+  }
+  CHECK(counts == std::map<std::pair<int32_t, int32_t>, int64_t>{{{2, 0}, 3}, {{1, 0}, 1}});
+  absl::StatusOr<std::vector<std::vector<Tensor>>> samples =
+      LoadTrafficSamples(TrafficSamplesPath(state.path(), "m"));
+  REQUIRE(samples.ok());
+  CHECK(samples->size() == 2);  // one per input shape
+}
+
+}  // namespace
+}  // namespace kiln
