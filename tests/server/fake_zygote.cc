@@ -178,6 +178,25 @@ void FakeZygote::KillLocked(int id) {
   (void)zygote_.Send(exited);
 }
 
+ModelSpec FakeModelSpec(int max_queue_size, int quorum) {
+  ModelSpec spec;
+  ModelConfig& config = spec.config;
+  config.set_name("m");
+  config.set_max_batch_size(4);
+  TensorConfig& input = *config.add_input();
+  input.set_name("x");
+  input.set_data_type(TYPE_FP32);
+  input.add_dims(4);
+  TensorConfig& output = *config.add_output();
+  output.set_name("y");
+  output.set_data_type(TYPE_FP32);
+  output.add_dims(2);
+  config.mutable_dynamic_batching()->set_max_queue_size(max_queue_size);
+  config.mutable_readiness()->set_quorum(quorum);
+  config.mutable_warmup()->set_enabled(true);
+  return spec;
+}
+
 bool WaitUntil(const std::function<bool()>& condition, double timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (!condition()) {

@@ -16,6 +16,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/frame_channel.h"
+#include "common/model_config_loader.h"
 #include "common/shared_arena.h"
 #include "proto/worker_frames.pb.h"
 
@@ -85,6 +86,11 @@ class FakeZygote {
   std::deque<std::function<void()>> actions_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
+
+// The model the tests serve with a FakeZygote: "m", up to 4 rows a batch of FP32 "x" [4] in and
+// FP32 "y" [2] out (FakeZygote::Outputs{"y", 2} answers it), warmup on, with this queue size and
+// readiness quorum.
+ModelSpec FakeModelSpec(int max_queue_size, int quorum);
 
 // Polls `condition` every millisecond until it holds or `timeout_s` passes; returns whether it
 // held.

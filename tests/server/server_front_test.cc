@@ -28,25 +28,12 @@ using Catch::Matchers::Contains;
 using testing::FakeZygote;
 using testing::WaitUntil;
 
-// "m": up to 4 rows of FP32 [4] in, FP32 [2] out; a readiness check of 10 requests, 2 at a time,
-// whose p95 must stay within 3 x steady + 20 ms (room for a busy machine).
+// FakeModelSpec's "m" with a readiness check of 10 requests, 2 at a time, whose p95 must stay
+// within 3 x steady + 20 ms (room for a busy machine).
 ModelSpec Spec() {
-  ModelSpec spec;
-  ModelConfig& config = spec.config;
-  config.set_name("m");
-  config.set_max_batch_size(4);
-  TensorConfig& input = *config.add_input();
-  input.set_name("x");
-  input.set_data_type(TYPE_FP32);
-  input.add_dims(4);
-  TensorConfig& output = *config.add_output();
-  output.set_name("y");
-  output.set_data_type(TYPE_FP32);
-  output.add_dims(2);
-  config.mutable_dynamic_batching()->set_max_queue_size(8);
-  config.mutable_warmup()->set_enabled(true);
-  config.mutable_warmup()->add_batch_sizes(1);
-  ReadinessConfig& readiness = *config.mutable_readiness();
+  ModelSpec spec = testing::FakeModelSpec(/*max_queue_size=*/8, /*quorum=*/0);
+  spec.config.mutable_warmup()->add_batch_sizes(1);
+  ReadinessConfig& readiness = *spec.config.mutable_readiness();
   readiness.set_check_requests(10);
   readiness.set_check_concurrency(2);
   readiness.set_max_p95_factor(3);

@@ -23,26 +23,6 @@ using Catch::Matchers::Contains;
 using testing::FakeZygote;
 using testing::WaitUntil;
 
-// A model "m" taking FP32 [4] rows, up to 4 a batch.
-ModelSpec Spec(int max_queue_size, int quorum) {
-  ModelSpec spec;
-  ModelConfig& config = spec.config;
-  config.set_name("m");
-  config.set_max_batch_size(4);
-  TensorConfig& input = *config.add_input();
-  input.set_name("x");
-  input.set_data_type(TYPE_FP32);
-  input.add_dims(4);
-  TensorConfig& output = *config.add_output();
-  output.set_name("y");
-  output.set_data_type(TYPE_FP32);
-  output.add_dims(2);
-  config.mutable_dynamic_batching()->set_max_queue_size(max_queue_size);
-  config.mutable_readiness()->set_quorum(quorum);
-  config.mutable_warmup()->set_enabled(true);
-  return spec;
-}
-
 // Outcomes of submitted jobs, by the order of submission. Thread-safe: the pool's thread fills
 // it.
 class Outcomes {
@@ -86,11 +66,11 @@ class Outcomes {
   std::vector<std::string> messages_;
 };
 
-// A pool of `workers` workers of Spec(max_queue_size, quorum), served by a FakeZygote that
-// behaves as `behaviour` from the start.
+// A pool of `workers` workers of FakeModelSpec(max_queue_size, quorum), served by a FakeZygote
+// that behaves as `behaviour` from the start.
 struct PoolUnderTest {
   PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {}) {
-    specs.push_back(Spec(max_queue_size, quorum));
+    specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
     zygote = std::make_unique<FakeZygote>(std::move(pair->second));
