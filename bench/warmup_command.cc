@@ -128,6 +128,15 @@ void AppendWorker(const internal::WarmupReport& worker, std::string* out) {
 
 void AppendModel(const ModelWarmupReport& model, std::string* out) {
   absl::StrAppend(out, "\nmodel ", model.model(), "\n");
+  // Servers before min_ready report no target; say nothing rather than "0/0".
+  if (model.target_workers() > 0) {
+    absl::StrAppend(out, "  workers:         ", model.warm_workers(), "/", model.target_workers(),
+                    " warm, SERVING needs ", model.min_ready(), ": ",
+                    !model.serving()   ? "NOT_SERVING"
+                    : model.degraded() ? "SERVING, degraded (a worker is being replaced)"
+                                       : "SERVING",
+                    "\n");
+  }
   absl::StrAppend(out, "  worker budget:   ",
                   model.worker_budget_bytes() > 0 ? Mb(model.worker_budget_bytes()) : "none", "\n");
   std::vector<std::string> replayed;

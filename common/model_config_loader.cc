@@ -268,6 +268,14 @@ void ResolveReadiness(ModelConfig& config, Defects& defects) {
                             : std::string("a worker count >= 1 (0 = all)"),
                   readiness.quorum());
   }
+  // At most the quorum (all the workers when that is 0), where it is known before startup.
+  const int32_t most = readiness.quorum() > 0 ? readiness.quorum() : count;
+  if (readiness.min_ready() < 0 || (most > 0 && readiness.min_ready() > most)) {
+    defects.Field("readiness.min_ready",
+                  "a worker count >= 1, at most readiness.quorum (0 = default 1)",
+                  readiness.min_ready());
+  }
+  if (readiness.min_ready() <= 0) readiness.set_min_ready(kDefaultReadinessMinReady);
   if (readiness.check_requests() < 0) {
     defects.Field("readiness.check_requests", "a count >= 1 (0 = default 20)",
                   readiness.check_requests());

@@ -35,6 +35,7 @@ inline constexpr int32_t kDefaultWarmupSteadyCalls = 5;
 inline constexpr int64_t kDefaultMaxQueueDelayUs = 1000;
 inline constexpr int32_t kDefaultMaxQueueSize = 256;
 inline constexpr double kDefaultCgroupShare = 0.8;
+inline constexpr int32_t kDefaultReadinessMinReady = 1;
 inline constexpr int32_t kDefaultReadinessCheckRequests = 20;
 inline constexpr int32_t kDefaultReadinessCheckConcurrency = 2;
 inline constexpr double kDefaultReadinessMaxP95Factor = 3.0;

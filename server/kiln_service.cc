@@ -60,6 +60,12 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
         *model.add_workers() = worker.warmup;
       }
     }
+    const ModelReadiness readiness = pool_.Readiness(name);
+    model.set_warm_workers(readiness.warm);
+    model.set_target_workers(readiness.workers);
+    model.set_min_ready(readiness.min_ready);
+    model.set_serving(readiness.serving);
+    model.set_degraded(readiness.degraded());
     const ModelCounters counters = pool_.Counters(name);
     ServingCounters& out = *model.mutable_counters();
     out.set_requests(counters.requests);

@@ -50,6 +50,8 @@ struct WorkerPool::ModelState {
   const ModelSpec* spec = nullptr;
   int workers = 0;  // target count
   int quorum = 0;
+  int min_ready = 1;            // warm workers that keep it SERVING once it reached the quorum
+  bool reached_quorum = false;  // since then, min_ready decides readiness
   int threads = 1;  // intra-op threads per worker
   uint64_t arena_bytes = 0;
   std::optional<JobQueue> queue;  // set in the constructor
@@ -144,6 +146,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     // The quorum's default (0) is "all workers"; an explicit one is kept, capped.
     const int quorum = config.readiness().quorum();
     model->quorum = quorum > 0 ? std::min(quorum, model->workers) : model->workers;
+    model->min_ready = std::clamp(config.readiness().min_ready(), 1, model->quorum);
     model->arena_bytes = ArenaBytesFor(config);
     model->queue.emplace(config.dynamic_batching().max_queue_size());
     auto replay = options.replay.find(config.name());
@@ -249,17 +252,31 @@ void WorkerPool::Wake() {
   (void)!write(wake_fd_, &one, sizeof(one));
 }
 
-bool WorkerPool::ModelReady(const std::string& name) const {
+int WorkerPool::WarmWorkersLocked(const ModelState& model) const {
+  int warm = 0;
+  for (const auto& [id, worker] : workers_) {
+    warm += worker->model == &model &&
+            (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy);
+  }
+  return warm;
+}
+
+ModelReadiness WorkerPool::Readiness(const std::string& name) const {
   absl::MutexLock lock(&mu_);
   auto it = models_.find(name);
-  if (it == models_.end() || stopping_) return false;
-  int ready = 0;
-  for (const auto& [id, worker] : workers_) {
-    ready += worker->model == it->second.get() &&
-             (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy);
-  }
-  return ready >= it->second->quorum;
+  if (it == models_.end()) return ModelReadiness();
+  const ModelState& model = *it->second;
+  ModelReadiness readiness;
+  readiness.warm = WarmWorkersLocked(model);
+  readiness.workers = model.workers;
+  readiness.quorum = model.quorum;
+  readiness.min_ready = model.min_ready;
+  readiness.serving =
+      !stopping_ && readiness.warm >= (model.reached_quorum ? model.min_ready : model.quorum);
+  return readiness;
 }
+
+bool WorkerPool::ModelReady(const std::string& name) const { return Readiness(name).serving; }
 
 bool WorkerPool::AllModelsReady() const {
   std::vector<std::string> names;
@@ -487,6 +504,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     SetStateLocked(worker, WorkerState::kReady);
     model.failed_starts = 0;
     model.ever_ready = true;
+    model.reached_quorum = model.reached_quorum || WarmWorkersLocked(model) >= model.quorum;
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
               << "): " << DescribeWarmupReport(worker.warmup);
     if (serving_) PromoteLocked(worker, done);  // before any call is dispatched to it

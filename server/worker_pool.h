@@ -10,6 +10,10 @@
 // A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
 // and rejoins; the call it was serving ends with UNAVAILABLE.
 //
+// A model is ready once its quorum of workers is warm, and from then on while at least
+// min_ready of them are (ModelReadiness): a worker being replaced degrades the model, it does not
+// take it out.
+//
 // Workers that warm at idle CPU priority stay there while Ready until StartServing(): then, and
 // from then on as soon as one becomes Ready, the pool sends it Promote (normal priority) ahead of
 // any call.
@@ -50,6 +54,17 @@ struct ModelCounters {
   int64_t split = 0;             // run in several passes to fit the memory budget
   int64_t over_budget = 0;       // refused: not even one row fits the memory budget
   int64_t padded_batch = 0;      // padded with zero rows up to a warmed batch size
+};
+
+// A model's warm workers against what keeps it SERVING: the quorum until it was first reached,
+// then min_ready (readiness.min_ready).
+struct ModelReadiness {
+  int warm = 0;     // Ready or Busy workers
+  int workers = 0;  // the target count
+  int quorum = 0;
+  int min_ready = 0;
+  bool serving = false;
+  bool degraded() const { return serving && warm < workers; }
 };
 
 struct WorkerPoolOptions {
@@ -102,8 +117,10 @@ class WorkerPool {
   // `done` is not called.
   absl::Status Submit(InferJob job);
 
-  // True when `model` has at least its quorum (readiness.quorum) of Ready or Busy workers.
+  // Whether `model` has its quorum (readiness.quorum) of Ready or Busy workers, or, once it had
+  // it, at least readiness.min_ready of them. False for an unknown model and once stopping.
   bool ModelReady(const std::string& model) const;
+  ModelReadiness Readiness(const std::string& model) const;
   bool AllModelsReady() const;
   // Non-OK once the pool cannot serve: a worker failed its warmup, workers of a model keep dying
   // before ready, or the zygote died.
@@ -159,6 +176,7 @@ class WorkerPool {
   void PromoteLocked(Worker& worker, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int WarmWorkersLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
   // Whether the tree has room for one more worker of `model` (common/memory_budget.h); logs why
   // not.

@@ -109,6 +109,26 @@ TEST_CASE("warmup: the CPUs, the thread plan, OpenMP waiting and the warm priori
   CHECK(Report().cpus() == 1);
 }
 
+TEST_CASE("warmup: each model's warm workers, and whether it is SERVING or degraded", "[warmup]") {
+  WarmupReportResponse response = Report();
+  ModelWarmupReport& model = *response.mutable_models(0);
+  model.set_target_workers(4);
+  model.set_warm_workers(3);
+  model.set_min_ready(1);
+  model.set_serving(true);
+  model.set_degraded(true);
+  CHECK_THAT(FormatWarmupReport(response),
+             Contains("\nmodel textcls\n  workers:         3/4 warm, SERVING needs 1: SERVING, "
+                      "degraded (a worker is being replaced)\n"));
+  model.set_warm_workers(0);
+  model.set_serving(false);
+  model.set_degraded(false);
+  CHECK_THAT(FormatWarmupReport(response),
+             Contains("  workers:         0/4 warm, SERVING needs 1: NOT_SERVING\n"));
+  // A server that reports no target (older than min_ready) gets no line.
+  CHECK_THAT(FormatWarmupReport(Report()), !Contains("  workers:  "));
+}
+
 TEST_CASE("warmup: the timeline, the memory limit and each model's settings", "[warmup]") {
   const std::string text = FormatWarmupReport(Report());
   CHECK_THAT(text, Contains("startup timeline:\n"

@@ -79,6 +79,7 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   CHECK(config.dynamic_batching().pad_to_warmed());
   CHECK(config.memory().cgroup_share() == Approx(kDefaultCgroupShare));
   CHECK(config.readiness().quorum() == 0);  // all, however many the master starts
+  CHECK(config.readiness().min_ready() == kDefaultReadinessMinReady);
   CHECK(config.readiness().check_requests() == kDefaultReadinessCheckRequests);
   CHECK(config.readiness().max_p95_factor() == Approx(kDefaultReadinessMaxP95Factor));
   CHECK_FALSE(config.has_tokenizer());
@@ -99,7 +100,7 @@ TEST_CASE("explicit values survive, and the highest version is served", "[config
       calls_per_shape: 5
     }
     dynamic_batching { enabled: false max_queue_delay_us: 0 }
-    readiness { quorum: 2 }
+    readiness { quorum: 2 min_ready: 2 }
     tokenizer { model_file: "spm.model" max_length: 32 }
   )pb");
   tmp.WriteFile("text/7/model.pt", "newer");
@@ -116,6 +117,7 @@ TEST_CASE("explicit values survive, and the highest version is served", "[config
   CHECK_FALSE(spec->config.dynamic_batching().enabled());
   CHECK(spec->config.dynamic_batching().max_queue_delay_us() == 0);
   CHECK(spec->config.readiness().quorum() == 2);
+  CHECK(spec->config.readiness().min_ready() == 2);
   CHECK(spec->config.tokenizer().ids_input() == "input_ids");
   CHECK(spec->config.tokenizer().pad_id() == 0);
 }
@@ -320,6 +322,15 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"a negative instance count",
        "instance_group { count: -1 }\n" + io,
        {"field 'instance_group.count'", "a count >= 1 (0 = automatic)", "got -1"}},
+      {"min_ready above the quorum",
+       "instance_group { count: 4 }\nreadiness { quorum: 2 min_ready: 3 }\n" + io,
+       {"field 'readiness.min_ready'", "at most readiness.quorum", "got 3"}},
+      {"min_ready above the instance count (quorum all)",
+       "instance_group { count: 2 }\nreadiness { min_ready: 3 }\n" + io,
+       {"field 'readiness.min_ready'", "got 3"}},
+      {"a negative min_ready",
+       "readiness { min_ready: -1 }\n" + io,
+       {"field 'readiness.min_ready'", "a worker count >= 1", "got -1"}},
       {"a negative quorum with an automatic count",
        "readiness { quorum: -2 }\n" + io,
        {"field 'readiness.quorum'", "a worker count >= 1 (0 = all)", "got -2"}},

@@ -165,6 +165,49 @@ TEST_CASE("a dead worker is respawned, and the quorum decides readiness meanwhil
   CHECK(pool.pool->fatal_error().ok());
 }
 
+TEST_CASE("after its quorum a model stays SERVING while min_ready workers are warm",
+          "[worker_pool]") {
+  PoolUnderTest pool(2, 8, 0);  // quorum 0: all 2; min_ready unset: 1
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  ModelReadiness readiness = pool.pool->Readiness("m");
+  CHECK(readiness.warm == 2);
+  CHECK(readiness.workers == 2);
+  CHECK(readiness.quorum == 2);
+  CHECK(readiness.min_ready == 1);
+  CHECK(readiness.serving);
+  CHECK_FALSE(readiness.degraded());
+
+  // One dies and its replacement stays warming: 1 of 2 warm, still SERVING, degraded.
+  pool.zygote->SetBehaviour({/*report_ready=*/false});
+  const std::vector<int> first = pool.zygote->live();
+  pool.zygote->Kill(first[0]);
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 3; }));
+  readiness = pool.pool->Readiness("m");
+  CHECK(readiness.warm == 1);
+  CHECK(readiness.serving);
+  CHECK(readiness.degraded());
+  CHECK(pool.pool->ModelReady("m"));
+
+  // Both die: below min_ready. One replacement warm again is enough (the quorum was reached).
+  pool.zygote->Kill(first[1]);
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 4; }));
+  CHECK_FALSE(pool.pool->ModelReady("m"));
+  pool.zygote->SetBehaviour({});
+  pool.zygote->Kill(pool.zygote->live().front());
+  REQUIRE(WaitUntil([&] { return pool.pool->ModelReady("m"); }));
+  CHECK(pool.pool->Readiness("m").warm == 1);
+}
+
+TEST_CASE("before its quorum a model is not ready, whatever min_ready says", "[worker_pool]") {
+  PoolUnderTest pool(2, 8, 0, {/*report_ready=*/false});
+  REQUIRE(WaitUntil([&] { return pool.zygote->live().size() == 2; }));
+  pool.zygote->SetBehaviour({});
+  pool.zygote->Kill(pool.zygote->live().front());  // its replacement reports ready
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  CHECK_FALSE(pool.pool->ModelReady("m"));
+  CHECK_FALSE(pool.pool->Readiness("m").degraded());
+}
+
 TEST_CASE("workers that keep dying before ready make the pool fatal after 3 in a row",
           "[worker_pool]") {
   FakeZygote::Behaviour dying;
