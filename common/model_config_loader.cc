@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -257,6 +258,14 @@ void ResolveMemory(ModelConfig& config, Defects& defects) {
   }
 }
 
+void ResolveSupervision(ModelConfig& config, Defects& defects) {
+  const double timeout = config.supervision().compute_timeout_ms();
+  if (!(timeout >= 0) || std::isinf(timeout)) {
+    defects.Field("supervision.compute_timeout_ms", "a duration > 0 ms (0 = derived from warmup)",
+                  timeout);
+  }
+}
+
 void ResolveReadiness(ModelConfig& config, Defects& defects) {
   ReadinessConfig& readiness = *config.mutable_readiness();
   // 0 stays 0 ("all"): the worker count may be chosen only when the server starts.
@@ -415,6 +424,7 @@ absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
   ResolveBatching(config, defects);
   ResolveMemory(config, defects);
   ResolveReadiness(config, defects);
+  ResolveSupervision(config, defects);
 
   if (config.version() < 0) {
     defects.Field("version", "a version >= 1 (0 = the highest present)", config.version());

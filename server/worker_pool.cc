@@ -32,6 +32,10 @@ namespace kiln {
 // Workers of one model that die before ever becoming ready this many times in a row make the
 // pool fatal (a crash loop is not something to retry forever).
 constexpr int kMaxFailedStarts = 3;
+// The derived compute timeout (supervision.compute_timeout_ms unset): this many times the
+// worker's slowest warmed steady latency, and never below the floor.
+constexpr double kComputeTimeoutFactor = 20;
+constexpr double kMinComputeTimeoutMs = 5000;
 
 struct WorkerPool::Worker {
   int id = 0;
@@ -43,6 +47,7 @@ struct WorkerPool::Worker {
   std::unique_ptr<SharedArena> arena;
   std::optional<InferJob> job;  // the job being served (state kBusy)
   uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
+  int64_t call_deadline_ns = 0;  // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
   internal::WarmupReport warmup;
 };
 
@@ -62,6 +67,17 @@ struct WorkerPool::ModelState {
   std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
   ModelCounters counters;
 };
+
+double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup) {
+  if (config.supervision().compute_timeout_ms() > 0) {
+    return config.supervision().compute_timeout_ms();
+  }
+  double slowest = 0;
+  for (const internal::ShapeWarmup& shape : warmup.shapes()) {
+    slowest = std::max(slowest, shape.steady_ms());
+  }
+  return std::max(kMinComputeTimeoutMs, kComputeTimeoutFactor * slowest);
+}
 
 bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {
   switch (from) {
@@ -361,6 +377,12 @@ int WorkerPool::PollTimeoutMsLocked() const {
     const int64_t deadline = model->queue->NearestDeadlineNs();
     if (deadline != 0 && (nearest == 0 || deadline < nearest)) nearest = deadline;
   }
+  for (const auto& [id, worker] : workers_) {
+    if (worker->state == WorkerState::kBusy &&
+        (nearest == 0 || worker->call_deadline_ns < nearest)) {
+      nearest = worker->call_deadline_ns;
+    }
+  }
   if (nearest == 0) return 1000;
   const int64_t ms = (nearest - MonotonicNowNs()) / 1'000'000 + 1;
   return static_cast<int>(std::clamp<int64_t>(ms, 0, 1000));
@@ -427,6 +449,7 @@ void WorkerPool::Loop() {
         }
       }
       ExpireLocked(done);
+      StopHungLocked(done);
       for (auto& [name, model] : models_) DispatchLocked(*model, done);
     }
     for (Completion& completion : done) completion.done(std::move(completion.outcome));
@@ -555,15 +578,17 @@ void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& res
 }
 
 void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
-                                  std::vector<Completion>& done) {
+                                  std::vector<Completion>& done, absl::Status job_error) {
   ModelState& model = *worker.model;
   LOG(WARNING) << "worker " << worker.id << " (" << model.spec->config.name() << ", pid "
                << worker.pid << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
   if (worker.job.has_value()) {
-    done.emplace_back(
-        std::move(worker.job->done),
-        absl::UnavailableError(absl::StrCat("worker ", worker.id, " (pid ", worker.pid,
-                                            ") died while serving this request; retry it")));
+    if (job_error.ok()) {
+      job_error =
+          absl::UnavailableError(absl::StrCat("worker ", worker.id, " (pid ", worker.pid,
+                                              ") died while serving this request; retry it"));
+    }
+    done.emplace_back(std::move(worker.job->done), std::move(job_error));
     worker.job.reset();
   }
   if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
@@ -576,6 +601,26 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
   }
   worker.channel.Close();
   SetStateLocked(worker, WorkerState::kExited);
+}
+
+void WorkerPool::StopHungLocked(std::vector<Completion>& done) {
+  const int64_t now = MonotonicNowNs();
+  for (auto& [id, worker] : workers_) {
+    if (worker->state != WorkerState::kBusy || now < worker->call_deadline_ns) continue;
+    const double timeout_ms = ComputeTimeoutMs(worker->model->spec->config, worker->warmup);
+    // Killed, not asked: a hung or stopped worker answers nothing. Its EOF then finds an
+    // Exited worker, and the zygote's `exited` event is only logged.
+    if (worker->pid > 0) kill(worker->pid, SIGKILL);
+    WorkerGoneLocked(
+        *worker,
+        absl::StrFormat("its call ran past the compute timeout (%.0f ms); killed", timeout_ms),
+        done,
+        absl::UnavailableError(absl::StrFormat(
+            "worker %d (pid %d) was still computing this request after the compute timeout of "
+            "%.0f ms (supervision.compute_timeout_ms); it was killed and is being replaced; "
+            "retry it",
+            worker->id, worker->pid, timeout_ms)));
+  }
 }
 
 void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
@@ -616,6 +661,9 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     }
     call.set_output_offset(*output_offset);
     idle->call_id = call.call_id();
+    idle->call_deadline_ns =
+        MonotonicNowNs() +
+        static_cast<int64_t>(ComputeTimeoutMs(model.spec->config, idle->warmup) * 1e6);
     idle->job = std::move(job);
     SetStateLocked(*idle, WorkerState::kBusy);
     if (absl::Status sent = idle->channel.Send(frame); !sent.ok()) {

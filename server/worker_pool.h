@@ -6,6 +6,7 @@
 //   Spawning --(zygote: started)--> Warming --(worker: warmup report)--> Ready
 //   Ready --(call sent)--> Busy --(result)--> Ready
 //   Spawning | Warming | Ready | Busy --(channel closed / worker failed / pool stopped)--> Exited
+//   Busy --(call past the compute timeout: killed)--> Exited
 //
 // A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
 // and rejoins; the call it was serving ends with UNAVAILABLE.
@@ -87,6 +88,11 @@ const char* WorkerStateName(WorkerState state);
 // Whether the diagram at the top of this file has an arrow from `from` to `to`.
 bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
 
+// How long one call to a worker of `config` may compute before the worker counts as hung:
+// supervision.compute_timeout_ms, or else 20 x the slowest steady latency of the worker's
+// `warmup`, at least 5000 ms.
+double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup);
+
 // A copy of one worker's row, for logs, metrics and tests.
 struct WorkerInfo {
   int id = 0;
@@ -166,8 +172,14 @@ class WorkerPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CountLocked(ModelState& model, const internal::InferResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done)
+  // Closes `worker`'s channel and marks it Exited; its call (if any) ends with `job_error`, or
+  // UNAVAILABLE "died while serving" when that is OK.
+  void WorkerGoneLocked(Worker& worker, const std::string& why, std::vector<Completion>& done,
+                        absl::Status job_error = absl::OkStatus())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kills and drops the workers whose call ran past its compute timeout; the call ends
+  // UNAVAILABLE naming the timeout.
+  void StopHungLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked(ModelState& model, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

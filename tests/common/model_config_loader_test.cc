@@ -80,6 +80,7 @@ TEST_CASE("a minimal config gets every default resolved", "[config]") {
   CHECK(config.memory().cgroup_share() == Approx(kDefaultCgroupShare));
   CHECK(config.readiness().quorum() == 0);  // all, however many the master starts
   CHECK(config.readiness().min_ready() == kDefaultReadinessMinReady);
+  CHECK(config.supervision().compute_timeout_ms() == 0);  // derived from warmup
   CHECK(config.readiness().check_requests() == kDefaultReadinessCheckRequests);
   CHECK(config.readiness().max_p95_factor() == Approx(kDefaultReadinessMaxP95Factor));
   CHECK_FALSE(config.has_tokenizer());
@@ -328,6 +329,9 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"min_ready above the instance count (quorum all)",
        "instance_group { count: 2 }\nreadiness { min_ready: 3 }\n" + io,
        {"field 'readiness.min_ready'", "got 3"}},
+      {"a negative compute timeout",
+       "supervision { compute_timeout_ms: -5 }\n" + io,
+       {"field 'supervision.compute_timeout_ms'", "a duration > 0 ms", "got -5"}},
       {"a negative min_ready",
        "readiness { min_ready: -1 }\n" + io,
        {"field 'readiness.min_ready'", "a worker count >= 1", "got -1"}},

@@ -119,6 +119,7 @@ void FakeZygote::HandleZygoteFrame() {
     return;
   }
   Worker& worker = workers_[id];
+  worker.behaviour = behaviour_;
   worker.channel = FrameChannel(fds[0]);
   if (arena.ok()) worker.arena = *std::move(arena);
   if (behaviour_.report_ready) {
@@ -140,7 +141,7 @@ void FakeZygote::HandleWorkerFrame(int id) {
     return;
   }
   if (!frame.has_infer()) return;  // Promote
-  if (behaviour_.answer_calls) {
+  if (worker.behaviour.answer_calls) {
     Answer(worker, frame.infer());
   } else {
     worker.held.push_back(frame.infer());
@@ -148,7 +149,7 @@ void FakeZygote::HandleWorkerFrame(int id) {
 }
 
 void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
-  if (behaviour_.answer_delay_ms > 0) usleep(behaviour_.answer_delay_ms * 1000);
+  if (worker.behaviour.answer_delay_ms > 0) usleep(worker.behaviour.answer_delay_ms * 1000);
   internal::FromWorker reply;
   internal::InferResult& result = *reply.mutable_result();
   result.set_call_id(call.call_id());

@@ -65,6 +65,7 @@ class FakeZygote {
 
  private:
   struct Worker {
+    Behaviour behaviour;  // as it was when the worker was spawned
     FrameChannel channel;
     std::unique_ptr<SharedArena> arena;
     std::vector<internal::InferCall> held;

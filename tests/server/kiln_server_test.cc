@@ -507,6 +507,48 @@ TEST_CASE(
   CHECK(server->WorkerPids().size() == 2);
 }
 
+TEST_CASE(
+    "a stopped worker is found by the compute timeout: its call ends UNAVAILABLE naming the "
+    "timeout, it is killed and replaced, and health stays SERVING",
+    "[integration][server][supervision]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(
+      repo_dir, {{"mlp", DemoConfig("mlp") + "\nsupervision { compute_timeout_ms: 300 }\n"}});
+  auto server = StartServing(Config(repo, 2));
+  const std::vector<pid_t> before = server->WorkerPids();
+  REQUIRE(before.size() == 2);
+  const pid_t victim = ForkedPid(server->log(), 0);
+  REQUIRE(kill(victim, SIGSTOP) == 0);  // hung: alive, never answers
+
+  // Sequential requests alternate between the two idle workers: within a few, one is the
+  // victim's. It must end well before its own 10 s deadline, as UNAVAILABLE.
+  auto channel = kiln::testing::LoopbackChannel(server->port());
+  Stub oip(channel);
+  const inference::ModelInferRequest request = MlpRequest(1);
+  grpc::Status hung;
+  double hung_ms = 0;
+  for (int i = 0; i < 10 && hung.ok(); ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    hung = Infer(oip, request, seconds(10));
+    hung_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  INFO("log:\n" << server->log());
+  REQUIRE(hung.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_THAT(hung.error_message(), Contains("compute timeout of 300 ms"));
+  CHECK(hung_ms >= 300);
+  CHECK(hung_ms < 5000);
+  HealthStub health(channel);
+  CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);  // min_ready 1 of 2
+
+  // Killed (not left stopped) and replaced from the zygote; then every request succeeds.
+  REQUIRE(PollUntil([&] { return !kiln::testing::Identify(victim).has_value(); }, seconds(10)));
+  REQUIRE(PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, seconds(60)));
+  CHECK(server->WorkerPids().size() == 2);
+  for (int i = 0; i < 10; ++i) CHECK(Infer(oip, request, seconds(10)).ok());
+  CHECK_THAT(server->log(), Contains("ran past the compute timeout (300 ms); killed"));
+}
+
 // --- 4. bad requests --------------------------------------------------------------------------
 
 // A copy of textcls (its tokenizer adds the BYTES input "text"), lightly warmed.

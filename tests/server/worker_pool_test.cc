@@ -69,8 +69,10 @@ class Outcomes {
 // A pool of `workers` workers of FakeModelSpec(max_queue_size, quorum), served by a FakeZygote
 // that behaves as `behaviour` from the start.
 struct PoolUnderTest {
-  PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {}) {
+  PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {},
+                double compute_timeout_ms = 0) {
     specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
+    specs.back().config.mutable_supervision()->set_compute_timeout_ms(compute_timeout_ms);
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
     zygote = std::make_unique<FakeZygote>(std::move(pair->second));
@@ -281,6 +283,38 @@ TEST_CASE(
   CHECK(outcomes.code(1) == absl::StatusCode::kOk);
   CHECK(outcomes.code(2) == absl::StatusCode::kOk);
   CHECK(pool.pool->Counters("m").requests == 2);
+}
+
+TEST_CASE("the compute timeout is the config's, or 20 x the slowest warmed shape, at least 5 s",
+          "[worker_pool]") {
+  ModelConfig config;
+  internal::WarmupReport warmup;
+  CHECK(ComputeTimeoutMs(config, warmup) == 5000);  // no warmup: the floor
+  warmup.add_shapes()->set_steady_ms(40);
+  warmup.add_shapes()->set_steady_ms(400);
+  CHECK(ComputeTimeoutMs(config, warmup) == 8000);
+  config.mutable_supervision()->set_compute_timeout_ms(250);
+  CHECK(ComputeTimeoutMs(config, warmup) == 250);
+}
+
+TEST_CASE(
+    "a call past the compute timeout kills its worker, ends UNAVAILABLE naming the "
+    "timeout, and a replacement serves",
+    "[worker_pool]") {
+  Outcomes outcomes;
+  FakeZygote::Behaviour hung;
+  hung.answer_calls = false;  // a hung (or SIGSTOPped) worker
+  PoolUnderTest pool(1, 8, 0, hung, /*compute_timeout_ms=*/100);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  pool.zygote->SetBehaviour({});  // the replacement answers
+  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
+  CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
+  CHECK_THAT(outcomes.messages(), Contains("after the compute timeout of 100 ms"));
+  REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 2 && pool.Ready() == 1; }));
+  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 2; }));
+  CHECK(outcomes.code(1) == absl::StatusCode::kOk);
 }
 
 TEST_CASE("a worker that breaks the protocol is dropped and replaced", "[worker_pool]") {
