@@ -11,6 +11,7 @@
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "bench/load_command.h"
+#include "bench/scale_command.h"
 #include "bench/scaleout_command.h"
 #include "bench/warmup_command.h"
 
@@ -35,6 +36,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunWarmupCommand},
     {"scaleout", "replica B starts beside loaded replica A: A's tail latency while B warms",
      kiln::bench::RunScaleoutCommand},
+    {"scale", "KilnService/SetWorkerCount: one model's worker count on a running server",
+     kiln::bench::RunScaleCommand},
 };
 
 void PrintUsage(std::ostream& out) {

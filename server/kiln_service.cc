@@ -7,7 +7,7 @@
 
 namespace kiln {
 
-KilnServiceImpl::KilnServiceImpl(const std::vector<ModelSpec>& specs, const WorkerPool& pool,
+KilnServiceImpl::KilnServiceImpl(const std::vector<ModelSpec>& specs, WorkerPool& pool,
                                  StartupReport startup)
     : specs_(specs), pool_(pool), startup_(std::move(startup)) {}
 
@@ -76,6 +76,21 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     out.set_padded_batch(counters.padded_batch);
   }
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KilnServiceImpl::SetWorkerCount(grpc::CallbackServerContext* context,
+                                                          const SetWorkerCountRequest* request,
+                                                          SetWorkerCountResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Status set = pool_.SetWorkers(request->model(), request->workers());
+  if (set.ok()) {
+    const ModelReadiness readiness = pool_.Readiness(request->model());
+    response->set_model(request->model());
+    response->set_workers(readiness.workers);
+    response->set_warm_workers(readiness.warm);
+  }
+  reactor->Finish(ToGrpcStatus(set));
   return reactor;
 }
 

@@ -1,5 +1,6 @@
 // kiln.KilnService (proto/kiln_service.proto) on the public port: the startup timeline, every
-// worker's warmup report and the serving counters, for operators and `kiln-bench warmup`.
+// worker's warmup report and the serving counters, for operators and `kiln-bench warmup`; and
+// setting a model's worker count at runtime (`kiln-bench scale`).
 #ifndef KILN_SERVER_KILN_SERVICE_H_
 #define KILN_SERVER_KILN_SERVICE_H_
 
@@ -30,8 +31,7 @@ struct StartupReport {
 // its threads; the timeline is guarded by mu_ (the pool is thread-safe).
 class KilnServiceImpl final : public KilnService::CallbackService {
  public:
-  KilnServiceImpl(const std::vector<ModelSpec>& specs, const WorkerPool& pool,
-                  StartupReport startup);
+  KilnServiceImpl(const std::vector<ModelSpec>& specs, WorkerPool& pool, StartupReport startup);
 
   // Replaces the startup timeline (the master adds its last phase once the port is open).
   void SetTimeline(std::vector<StartupPhase> timeline);
@@ -39,10 +39,13 @@ class KilnServiceImpl final : public KilnService::CallbackService {
   grpc::ServerUnaryReactor* WarmupReport(grpc::CallbackServerContext* context,
                                          const WarmupReportRequest* request,
                                          WarmupReportResponse* response) override;
+  grpc::ServerUnaryReactor* SetWorkerCount(grpc::CallbackServerContext* context,
+                                           const SetWorkerCountRequest* request,
+                                           SetWorkerCountResponse* response) override;
 
  private:
   const std::vector<ModelSpec>& specs_;
-  const WorkerPool& pool_;
+  WorkerPool& pool_;
   mutable absl::Mutex mu_;
   StartupReport startup_ ABSL_GUARDED_BY(mu_);
 };

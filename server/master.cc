@@ -166,6 +166,9 @@ class Master {
   void PollSignals(int timeout_ms);
   void OnTerm();
   void OnInt();
+  // TTIN adds one worker to every model, TTOU removes one (gunicorn's meaning); only while
+  // serving, and never below one worker.
+  void OnScale(int sig);
   void OnUnsupported(int sig);
 
   const MasterOptions& options_;
@@ -409,6 +412,8 @@ void Master::PollSignals(int timeout_ms) {
     OnTerm();
   } else if (sig == SIGINT) {
     OnInt();
+  } else if (sig == SIGTTIN || sig == SIGTTOU) {
+    OnScale(sig);
   } else if (sig > 0) {
     OnUnsupported(sig);
   }
@@ -428,6 +433,27 @@ void Master::OnInt() {
   if (zygote_ > 0) ReapZygote(zygote_, /*now=*/true);
   google::FlushLogFiles(google::GLOG_INFO);
   _exit(130);
+}
+
+void Master::OnScale(int sig) {
+  const int step = sig == SIGTTIN ? 1 : -1;
+  if (state_.state() != MasterState::kServing) {
+    LOG(WARNING) << strsignal(sig) << ": ignored while " << MasterStateName(state_.state())
+                 << " (workers are scaled only while serving)";
+    return;
+  }
+  for (const ModelSpec& spec : specs_) {
+    const std::string& name = spec.config.name();
+    const int workers = pool_->Readiness(name).workers;
+    if (workers + step < 1) {
+      LOG(WARNING) << strsignal(sig) << ": model " << name << " keeps its one worker";
+      continue;
+    }
+    if (absl::Status scaled = pool_->SetWorkers(name, workers + step); !scaled.ok()) {
+      LOG(WARNING) << strsignal(sig) << ": model " << name << " stays at " << workers
+                   << " worker(s): " << scaled.message();
+    }
+  }
 }
 
 void Master::OnUnsupported(int sig) {

@@ -48,6 +48,7 @@ struct WorkerPool::Worker {
   std::optional<InferJob> job;  // the job being served (state kBusy)
   uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
   int64_t call_deadline_ns = 0;  // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
+  bool retiring = false;         // scaled away: leaves after its call, and is not replaced
   internal::WarmupReport warmup;
 };
 
@@ -184,24 +185,36 @@ WorkerPool::~WorkerPool() {
   close(wake_fd_);
 }
 
-absl::Status WorkerPool::CheckRoomLocked(const ModelState& model) const {
+int64_t WorkerPool::ReservationBytesLocked(const ModelState& model) const {
+  int64_t grown = 0;
+  for (const auto& [id, worker] : workers_) {
+    const internal::WarmupReport& report = worker->warmup;
+    if (worker->model == &model && report.peak_rss_bytes() > 0 && report.baseline_rss_bytes() > 0) {
+      grown = std::max(grown, report.peak_rss_bytes() - report.baseline_rss_bytes());
+    }
+  }
+  return grown > 0 ? std::min(grown, model.budget_bytes) : model.budget_bytes;
+}
+
+absl::Status WorkerPool::CheckRoomLocked(const ModelState& model, int count) const {
   if (options_.memory_limit_bytes <= 0 || model.budget_bytes <= 0) return absl::OkStatus();
-  // The tree's resident memory now, plus the budgets of the workers that have not reached their
-  // peak yet (still spawning or warming) and of the new one, must fit within the limit.
+  // The tree's resident memory now, plus a reservation for each worker that has not reached its
+  // peak yet (still spawning or warming) and for each new one, must fit within the limit.
   int64_t pending = 0;
   for (const auto& [id, worker] : workers_) {
     if (worker->state == WorkerState::kSpawning || worker->state == WorkerState::kWarming) {
-      pending += worker->model->budget_bytes;
+      pending += ReservationBytesLocked(*worker->model);
     }
   }
   const int64_t tree = SumResidentBytes(ProcessTree(getpid()));
-  absl::Status room =
-      CheckRoomForWorker(tree + pending, model.budget_bytes, options_.memory_limit_bytes, 1.0);
+  absl::Status room = CheckRoomForWorker(tree + pending, count * ReservationBytesLocked(model),
+                                         options_.memory_limit_bytes, 1.0);
   if (!room.ok()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("no memory for another worker of '", model.spec->config.name(), "' (",
-                     room.message(), "; the tree's resident memory includes ", pending / 1000000,
-                     " MB reserved for workers still warming)"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no memory for ", count == 1 ? "another worker" : absl::StrCat(count, " more workers"),
+        " of '", model.spec->config.name(), "' (", room.message(),
+        "; the tree's resident memory includes ", pending / 1000000,
+        " MB reserved for workers still warming)"));
   }
   return absl::OkStatus();
 }
@@ -429,7 +442,7 @@ void WorkerPool::Loop() {
           ++it;
           continue;
         }
-        it->second->model->missing_slots.insert(it->second->slot);
+        if (!it->second->retiring) it->second->model->missing_slots.insert(it->second->slot);
         it = workers_.erase(it);
       }
       if (fatal_.ok() && !stopping_) {
@@ -544,6 +557,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);
+    if (worker.retiring) RetireLocked(worker);  // scaled away while busy: its call is done
   } else if (frame.has_failed()) {
     // Before the model ever served, a failure is the model's or the config's (warmup cannot
     // run): stop. Later, replace the worker; a crash loop still ends in kMaxFailedStarts.
@@ -600,6 +614,54 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
     }
   }
   worker.channel.Close();
+  SetStateLocked(worker, WorkerState::kExited);
+}
+
+absl::Status WorkerPool::SetWorkers(const std::string& name, int count) {
+  absl::Status result;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("server is shutting down");
+    auto it = models_.find(name);
+    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("unknown model '", name, "'"));
+    ModelState& model = *it->second;
+    if (count < 1 || count > kMaxWorkersPerModel) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", name, "': a worker count in [1, ",
+                                                     kMaxWorkersPerModel, "], got ", count));
+    }
+    if (count > model.workers) {
+      // All the new workers must fit, or none is started.
+      RETURN_IF_ERROR(CheckRoomLocked(model, count - model.workers));
+      while (model.workers < count && result.ok()) {
+        result = SpawnLocked(model, model.workers);
+        if (result.ok()) ++model.workers;
+      }
+    } else if (count < model.workers) {
+      for (auto& [id, worker] : workers_) {
+        if (worker->model != &model || worker->slot < count || worker->retiring ||
+            worker->state == WorkerState::kExited) {
+          continue;
+        }
+        worker->retiring = true;
+        if (worker->state != WorkerState::kBusy) RetireLocked(*worker);
+      }
+      model.missing_slots.erase(model.missing_slots.lower_bound(count), model.missing_slots.end());
+      model.workers = count;
+    }
+    // The quorum ("all" or an explicit count) never exceeds the workers there are to reach it.
+    const int quorum = model.spec->config.readiness().quorum();
+    model.quorum = quorum > 0 ? std::min(quorum, model.workers) : model.workers;
+    model.min_ready = std::clamp(model.spec->config.readiness().min_ready(), 1, model.quorum);
+    LOG(INFO) << "model " << name << ": " << model.workers << " worker(s) wanted";
+  }
+  Wake();
+  return result;
+}
+
+void WorkerPool::RetireLocked(Worker& worker) {
+  LOG(INFO) << "worker " << worker.id << " (" << worker.model->spec->config.name() << ", pid "
+            << worker.pid << "): retired (scaled down)";
+  worker.channel.Close();  // it exits on EOF
   SetStateLocked(worker, WorkerState::kExited);
 }
 

@@ -7,9 +7,12 @@
 //   Ready --(call sent)--> Busy --(result)--> Ready
 //   Spawning | Warming | Ready | Busy --(channel closed / worker failed / pool stopped)--> Exited
 //   Busy --(call past the compute timeout: killed)--> Exited
+//   Spawning | Warming | Ready --(scaled away: SetWorkers)--> Exited
+//   (a Busy worker scaled away is `retiring`: it goes Busy -> Ready -> Exited after its call)
 //
 // A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
-// and rejoins; the call it was serving ends with UNAVAILABLE.
+// and rejoins; the call it was serving ends with UNAVAILABLE. A worker scaled away is not
+// replaced.
 //
 // A model is ready once its quorum of workers is warm, and from then on while at least
 // min_ready of them are (ModelReadiness): a worker being replaced degrades the model, it does not
@@ -83,6 +86,9 @@ struct WorkerPoolOptions {
   std::map<std::string, std::vector<Shape>> replay;
 };
 
+// The most workers one model may have (SetWorkers; the --workers flag has the same bound).
+inline constexpr int kMaxWorkersPerModel = 256;
+
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
 const char* WorkerStateName(WorkerState state);
 // Whether the diagram at the top of this file has an arrow from `from` to `to`.
@@ -146,6 +152,13 @@ class WorkerPool {
   // worker as soon as it is Ready, returns to normal CPU priority (a Promote frame, ahead of any
   // call). Only with WorkerPoolOptions::warm_at_idle_priority; idempotent.
   void StartServing();
+  // Sets `model`'s worker count at runtime. More: the new workers are forked from the zygote
+  // and take calls only once warm; ResourceExhausted, with the numbers, when they do not all fit
+  // in memory (then none is started). Fewer: the highest slots leave, an idle worker at once, a
+  // busy one after its call; they are not replaced. NotFound for an unknown model,
+  // InvalidArgument for a count outside [1, kMaxWorkersPerModel], Unavailable once stopping.
+  absl::Status SetWorkers(const std::string& model, int count);
+
   // The per-worker memory budget of `model` (0 = none).
   int64_t BudgetBytes(const std::string& model) const;
 
@@ -190,9 +203,17 @@ class WorkerPool {
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int WarmWorkersLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
-  // Whether the tree has room for one more worker of `model` (common/memory_budget.h); logs why
-  // not.
-  absl::Status CheckRoomLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the tree has room for `count` more workers of `model` (common/memory_budget.h):
+  // ResourceExhausted with the numbers when not.
+  absl::Status CheckRoomLocked(const ModelState& model, int count = 1) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The memory a new worker of `model` is expected to add: what its warm workers grew by while
+  // warming (peak less resident before warmup: the pages it did not share), at most its
+  // budget; its budget while none is warm yet.
+  int64_t ReservationBytesLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes the channel of a worker scaled away (it exits on EOF) and marks it Exited; it is not
+  // replaced.
+  void RetireLocked(Worker& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerPoolOptions options_;
   const int wake_fd_;  // eventfd: Submit and Stop wake the loop

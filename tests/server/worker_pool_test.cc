@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/memory_probe.h"
 #include "tests/server/fake_zygote.h"
 
 namespace kiln {
@@ -70,15 +71,18 @@ class Outcomes {
 // that behaves as `behaviour` from the start.
 struct PoolUnderTest {
   PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {},
-                double compute_timeout_ms = 0) {
+                double compute_timeout_ms = 0, int64_t memory_limit_bytes = 0,
+                int64_t budget_bytes = 0) {
     specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
     specs.back().config.mutable_supervision()->set_compute_timeout_ms(compute_timeout_ms);
+    specs.back().config.mutable_memory()->set_limit_bytes(budget_bytes);
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
     zygote = std::make_unique<FakeZygote>(std::move(pair->second));
     zygote->SetBehaviour(behaviour);
     WorkerPoolOptions options;
     options.threads["m"] = ModelThreads{workers, 1};
+    options.memory_limit_bytes = memory_limit_bytes;
     absl::StatusOr<std::unique_ptr<WorkerPool>> started =
         WorkerPool::Start(std::move(pair->first), specs, options);
     REQUIRE(started.ok());
@@ -315,6 +319,82 @@ TEST_CASE(
   REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 2; }));
   CHECK(outcomes.code(1) == absl::StatusCode::kOk);
+}
+
+TEST_CASE("scaling up forks new workers that take calls once warm, and follows the quorum",
+          "[worker_pool]") {
+  PoolUnderTest pool(1, 8, 0);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  REQUIRE(pool.pool->SetWorkers("m", 3).ok());
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 3; }));
+  CHECK(pool.zygote->spawns() == 3);
+  ModelReadiness readiness = pool.pool->Readiness("m");
+  CHECK(readiness.workers == 3);
+  CHECK(readiness.quorum == 3);  // quorum 0: all the workers there are
+  std::set<int> slots;
+  for (const WorkerInfo& worker : pool.pool->Workers()) slots.insert(worker.slot);
+  CHECK(slots == std::set<int>{0, 1, 2});
+}
+
+TEST_CASE(
+    "scaling down retires the highest slots, an idle worker at once and a busy one after "
+    "its call, and none is replaced",
+    "[worker_pool]") {
+  Outcomes outcomes;
+  FakeZygote::Behaviour holding;
+  holding.answer_calls = false;
+  PoolUnderTest pool(3, 8, 0, holding);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 3; }));
+  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());  // to the idlest worker: slot 0, 1 or 2
+  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 2; }));
+  int busy_above_0 = 0;
+  for (const WorkerInfo& worker : pool.pool->Workers()) {
+    busy_above_0 += worker.state == WorkerState::kBusy && worker.slot > 0;
+  }
+  REQUIRE(pool.pool->SetWorkers("m", 1).ok());
+  // The idle ones above slot 0 leave at once; the busy ones keep their call.
+  REQUIRE(
+      WaitUntil([&] { return static_cast<int>(pool.pool->Workers().size()) == 1 + busy_above_0; }));
+  CHECK(outcomes.finished() == 0);
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 2; }));
+  CHECK(outcomes.code(0) == absl::StatusCode::kOk);
+  CHECK(outcomes.code(1) == absl::StatusCode::kOk);
+  REQUIRE(WaitUntil([&] { return pool.pool->Workers().size() == 1; }));
+  CHECK(pool.pool->Workers().front().slot == 0);
+  CHECK(pool.zygote->spawns() == 3);  // nothing replaced
+  CHECK(pool.pool->Readiness("m").workers == 1);
+  CHECK(pool.pool->ModelReady("m"));
+}
+
+TEST_CASE(
+    "a worker count that is out of range, for an unknown model, or does not fit in memory "
+    "is refused and changes nothing",
+    "[worker_pool]") {
+  SECTION("bad requests") {
+    PoolUnderTest pool(1, 8, 0);
+    CHECK(pool.pool->SetWorkers("m", 0).code() == absl::StatusCode::kInvalidArgument);
+    CHECK(pool.pool->SetWorkers("m", kMaxWorkersPerModel + 1).code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(pool.pool->SetWorkers("nope", 2).code() == absl::StatusCode::kNotFound);
+    CHECK(pool.pool->Readiness("m").workers == 1);
+  }
+  SECTION("memory: room for one more worker of 100 MB, not for two") {
+    absl::StatusOr<ResidentMemory> resident = ReadResidentMemory();
+    REQUIRE(resident.ok());
+    constexpr int64_t kMB = 1000 * 1000;
+    PoolUnderTest pool(1, 8, 0, {}, 0, /*memory_limit_bytes=*/resident->resident_bytes + 150 * kMB,
+                       /*budget_bytes=*/100 * kMB);
+    REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+    const absl::Status refused = pool.pool->SetWorkers("m", 3);
+    CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
+    CHECK_THAT(std::string(refused.message()), Contains("no memory for 2 more workers of 'm'"));
+    CHECK(pool.pool->Readiness("m").workers == 1);
+    CHECK(pool.zygote->spawns() == 1);
+    CHECK(pool.pool->SetWorkers("m", 2).ok());
+    REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  }
 }
 
 TEST_CASE("a worker that breaks the protocol is dropped and replaced", "[worker_pool]") {
