@@ -661,6 +661,12 @@ absl::Status WorkerPool::SetWorkers(const std::string& name, int count) {
 void WorkerPool::RetireLocked(Worker& worker) {
   LOG(INFO) << "worker " << worker.id << " (" << worker.model->spec->config.name() << ", pid "
             << worker.pid << "): retired (scaled down)";
+  // A warming worker reads its channel only once warm: stop its warmup now rather than let it
+  // take CPU from the workers that serve.
+  if (worker.pid > 0 &&
+      (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming)) {
+    kill(worker.pid, SIGKILL);
+  }
   worker.channel.Close();  // it exits on EOF
   SetStateLocked(worker, WorkerState::kExited);
 }

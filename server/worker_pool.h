@@ -211,8 +211,8 @@ class WorkerPool {
   // warming (peak less resident before warmup: the pages it did not share), at most its
   // budget; its budget while none is warm yet.
   int64_t ReservationBytesLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Closes the channel of a worker scaled away (it exits on EOF) and marks it Exited; it is not
-  // replaced.
+  // Closes the channel of a worker scaled away (it exits on EOF; a warming one is killed) and
+  // marks it Exited; it is not replaced.
   void RetireLocked(Worker& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerPoolOptions options_;
