@@ -41,15 +41,16 @@ int64_t PeakRssBytes(const WarmupOutcome& warm) {
 }
 
 // Dies with the zygote (and so with the master): the zygote forked us from its only thread.
-// Signals: nothing blocked; TERM and HUP ignored like in the zygote (systemd sends TERM to the
-// whole cgroup, and a worker must finish its call while the master drains: it leaves when the
-// master closes its channel); SIGPIPE ignored (a closed channel is an error, not a death).
+// Signals: nothing blocked; TERM, HUP, TTIN and TTOU ignored like in the zygote (they are the
+// master's, and `systemctl kill` sends them to the whole cgroup: a worker must finish its call
+// while the master drains, and TTIN's default action would stop it); SIGPIPE ignored (a closed
+// channel is an error, not a death).
 void BecomeChildOfZygote() {
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_UNBLOCK, &all, nullptr);
-  for (int sig : {SIGINT, SIGCHLD, SIGTTIN, SIGTTOU}) signal(sig, SIG_DFL);
-  for (int sig : {SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_IGN);
+  for (int sig : {SIGINT, SIGCHLD}) signal(sig, SIG_DFL);
+  for (int sig : {SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE}) signal(sig, SIG_IGN);
   prctl(PR_SET_NAME, "kiln-worker");
   const pid_t parent = getppid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
