@@ -278,9 +278,11 @@ TEST_CASE(
   CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
   CHECK_THAT(outcomes.messages(), Contains("died while serving this request"));
 
-  // The survivor answers; the queued call then goes to a worker, and is answered too.
+  // The survivor answers; the queued call then goes to the survivor (which holds it again) or
+  // to the replacement (which answers at once), and is answered too.
   pool.zygote->SetBehaviour({});
   pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() >= 2; }));
   REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1 || outcomes.finished() == 3; }));
   pool.zygote->AnswerHeld();
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 3; }));
