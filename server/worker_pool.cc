@@ -32,10 +32,6 @@ namespace kiln {
 // Workers of one model that die before ever becoming ready this many times in a row make the
 // pool fatal (a crash loop is not something to retry forever).
 constexpr int kMaxFailedStarts = 3;
-// The derived compute timeout (supervision.compute_timeout_ms unset): this many times the
-// worker's slowest warmed steady latency, and never below the floor.
-constexpr double kComputeTimeoutFactor = 20;
-constexpr double kMinComputeTimeoutMs = 5000;
 
 struct WorkerPool::Worker {
   int id = 0;
@@ -68,49 +64,6 @@ struct WorkerPool::ModelState {
   std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
   ModelCounters counters;
 };
-
-double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup) {
-  if (config.supervision().compute_timeout_ms() > 0) {
-    return config.supervision().compute_timeout_ms();
-  }
-  double slowest = 0;
-  for (const internal::ShapeWarmup& shape : warmup.shapes()) {
-    slowest = std::max(slowest, shape.steady_ms());
-  }
-  return std::max(kMinComputeTimeoutMs, kComputeTimeoutFactor * slowest);
-}
-
-bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {
-  switch (from) {
-    case WorkerState::kSpawning:
-      return to == WorkerState::kWarming || to == WorkerState::kExited;
-    case WorkerState::kWarming:
-      return to == WorkerState::kReady || to == WorkerState::kExited;
-    case WorkerState::kReady:
-      return to == WorkerState::kBusy || to == WorkerState::kExited;
-    case WorkerState::kBusy:
-      return to == WorkerState::kReady || to == WorkerState::kExited;
-    case WorkerState::kExited:
-      return false;
-  }
-  return false;
-}
-
-const char* WorkerStateName(WorkerState state) {
-  switch (state) {
-    case WorkerState::kSpawning:
-      return "spawning";
-    case WorkerState::kWarming:
-      return "warming";
-    case WorkerState::kReady:
-      return "ready";
-    case WorkerState::kBusy:
-      return "busy";
-    case WorkerState::kExited:
-      return "exited";
-  }
-  return "?";
-}
 
 namespace {
 
@@ -188,10 +141,7 @@ WorkerPool::~WorkerPool() {
 int64_t WorkerPool::ReservationBytesLocked(const ModelState& model) const {
   int64_t grown = 0;
   for (const auto& [id, worker] : workers_) {
-    const internal::WarmupReport& report = worker->warmup;
-    if (worker->model == &model && report.peak_rss_bytes() > 0 && report.baseline_rss_bytes() > 0) {
-      grown = std::max(grown, report.peak_rss_bytes() - report.baseline_rss_bytes());
-    }
+    if (worker->model == &model) grown = std::max(grown, WarmupGrowthBytes(worker->warmup));
   }
   return grown > 0 ? std::min(grown, model.budget_bytes) : model.budget_bytes;
 }

@@ -1,14 +1,7 @@
 // The master's side of its workers: the worker table, the per-model request queues and the
 // dispatcher (docs/ARCHITECTURE.md, "A request's path" and "State machines").
 //
-// Worker state machine (a transition not listed is a bug and is logged as one):
-//
-//   Spawning --(zygote: started)--> Warming --(worker: warmup report)--> Ready
-//   Ready --(call sent)--> Busy --(result)--> Ready
-//   Spawning | Warming | Ready | Busy --(channel closed / worker failed / pool stopped)--> Exited
-//   Busy --(call past the compute timeout: killed)--> Exited
-//   Spawning | Warming | Ready --(scaled away: SetWorkers)--> Exited
-//   (a Busy worker scaled away is `retiring`: it goes Busy -> Ready -> Exited after its call)
+// Each worker goes through the state machine of server/worker_state.h.
 //
 // A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
 // and rejoins; the call it was serving ends with UNAVAILABLE. A worker scaled away is not
@@ -47,6 +40,7 @@
 #include "proto/worker_frames.pb.h"
 #include "server/infer_job.h"
 #include "server/job_queue.h"
+#include "server/worker_state.h"
 
 namespace kiln {
 
@@ -88,16 +82,6 @@ struct WorkerPoolOptions {
 
 // The most workers one model may have (SetWorkers; the --workers flag has the same bound).
 inline constexpr int kMaxWorkersPerModel = 256;
-
-enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
-const char* WorkerStateName(WorkerState state);
-// Whether the diagram at the top of this file has an arrow from `from` to `to`.
-bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
-
-// How long one call to a worker of `config` may compute before the worker counts as hung:
-// supervision.compute_timeout_ms, or else 20 x the slowest steady latency of the worker's
-// `warmup`, at least 5000 ms.
-double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup);
 
 // A copy of one worker's row, for logs, metrics and tests.
 struct WorkerInfo {

@@ -1,0 +1,63 @@
+#include "server/worker_state.h"
+
+#include <algorithm>
+
+namespace kiln {
+namespace {
+
+// The derived compute timeout (supervision.compute_timeout_ms unset): this many times the
+// worker's slowest warmed steady latency, and never below the floor.
+constexpr double kComputeTimeoutFactor = 20;
+constexpr double kMinComputeTimeoutMs = 5000;
+
+}  // namespace
+
+double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup) {
+  if (config.supervision().compute_timeout_ms() > 0) {
+    return config.supervision().compute_timeout_ms();
+  }
+  double slowest = 0;
+  for (const internal::ShapeWarmup& shape : warmup.shapes()) {
+    slowest = std::max(slowest, shape.steady_ms());
+  }
+  return std::max(kMinComputeTimeoutMs, kComputeTimeoutFactor * slowest);
+}
+
+bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {
+  switch (from) {
+    case WorkerState::kSpawning:
+      return to == WorkerState::kWarming || to == WorkerState::kExited;
+    case WorkerState::kWarming:
+      return to == WorkerState::kReady || to == WorkerState::kExited;
+    case WorkerState::kReady:
+      return to == WorkerState::kBusy || to == WorkerState::kExited;
+    case WorkerState::kBusy:
+      return to == WorkerState::kReady || to == WorkerState::kExited;
+    case WorkerState::kExited:
+      return false;
+  }
+  return false;
+}
+
+const char* WorkerStateName(WorkerState state) {
+  switch (state) {
+    case WorkerState::kSpawning:
+      return "spawning";
+    case WorkerState::kWarming:
+      return "warming";
+    case WorkerState::kReady:
+      return "ready";
+    case WorkerState::kBusy:
+      return "busy";
+    case WorkerState::kExited:
+      return "exited";
+  }
+  return "?";
+}
+
+int64_t WarmupGrowthBytes(const internal::WarmupReport& warmup) {
+  if (warmup.peak_rss_bytes() <= 0 || warmup.baseline_rss_bytes() <= 0) return 0;
+  return std::max<int64_t>(0, warmup.peak_rss_bytes() - warmup.baseline_rss_bytes());
+}
+
+}  // namespace kiln

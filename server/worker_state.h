@@ -1,0 +1,39 @@
+// A worker's life as the master's pool sees it, and the policies that follow from its warmup
+// report (docs/ARCHITECTURE.md, "State machines").
+//
+// The state machine (a transition not listed is a bug, and WorkerPool logs it as one):
+//
+//   Spawning --(zygote: started)--> Warming --(worker: warmup report)--> Ready
+//   Ready --(call sent)--> Busy --(result)--> Ready
+//   Spawning | Warming | Ready | Busy --(channel closed / worker failed / pool stopped)--> Exited
+//   Busy --(call past the compute timeout: killed)--> Exited
+//   Spawning | Warming | Ready --(scaled away: SetWorkers)--> Exited
+//   (a Busy worker scaled away is `retiring`: it goes Busy -> Ready -> Exited after its call)
+//
+#ifndef KILN_SERVER_WORKER_STATE_H_
+#define KILN_SERVER_WORKER_STATE_H_
+
+#include <cstdint>
+
+#include "proto/model_config.pb.h"
+#include "proto/worker_frames.pb.h"
+
+namespace kiln {
+
+enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
+const char* WorkerStateName(WorkerState state);
+// Whether the diagram at the top of this file has an arrow from `from` to `to`.
+bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
+
+// How long one call to a worker of `config` may compute before the worker counts as hung:
+// supervision.compute_timeout_ms, or else 20 x the slowest steady latency of the worker's
+// `warmup`, at least 5000 ms.
+double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup);
+
+// What a worker grew by while warming (peak resident less resident before warmup: roughly the
+// pages it did not share), from its report; 0 when the report does not say.
+int64_t WarmupGrowthBytes(const internal::WarmupReport& warmup);
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_WORKER_STATE_H_
