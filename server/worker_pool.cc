@@ -43,7 +43,8 @@ struct WorkerPool::Worker {
   std::unique_ptr<SharedArena> arena;
   std::optional<InferJob> job;  // the job being served (state kBusy)
   uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
-  int64_t call_deadline_ns = 0;  // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
+  double compute_timeout_ms = 0;  // ComputeTimeoutMs, from its warmup report once Ready
+  int64_t call_deadline_ns = 0;   // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
   bool retiring = false;         // scaled away: leaves after its call, and is not replaced
   internal::WarmupReport warmup;
 };
@@ -63,6 +64,14 @@ struct WorkerPool::ModelState {
   std::vector<Shape> replay;            // recorded traffic shapes to warm
   std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
   ModelCounters counters;
+
+  // The quorum (readiness.quorum: 0 is "all", an explicit one is capped) and min_ready for the
+  // target count `workers`.
+  void ResolveQuorum() {
+    const ReadinessConfig& readiness = spec->config.readiness();
+    quorum = readiness.quorum() > 0 ? std::min(readiness.quorum(), workers) : workers;
+    min_ready = std::clamp(readiness.min_ready(), 1, quorum);
+  }
 };
 
 namespace {
@@ -113,10 +122,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
         planned != options.threads.end() ? planned->second : ModelThreads();
     model->workers = std::max(threads.workers, 1);
     model->threads = std::max(threads.intra_op_threads, 1);
-    // The quorum's default (0) is "all workers"; an explicit one is kept, capped.
-    const int quorum = config.readiness().quorum();
-    model->quorum = quorum > 0 ? std::min(quorum, model->workers) : model->workers;
-    model->min_ready = std::clamp(config.readiness().min_ready(), 1, model->quorum);
+    model->ResolveQuorum();
     model->arena_bytes = ArenaBytesFor(config);
     model->queue.emplace(config.dynamic_batching().max_queue_size());
     auto replay = options.replay.find(config.name());
@@ -487,6 +493,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   const std::string& name = model.spec->config.name();
   if (frame.has_ready() && worker.state == WorkerState::kWarming) {
     worker.warmup = frame.ready();
+    worker.compute_timeout_ms = ComputeTimeoutMs(model.spec->config, worker.warmup);
     SetStateLocked(worker, WorkerState::kReady);
     model.failed_starts = 0;
     model.ever_ready = true;
@@ -598,10 +605,7 @@ absl::Status WorkerPool::SetWorkers(const std::string& name, int count) {
       model.missing_slots.erase(model.missing_slots.lower_bound(count), model.missing_slots.end());
       model.workers = count;
     }
-    // The quorum ("all" or an explicit count) never exceeds the workers there are to reach it.
-    const int quorum = model.spec->config.readiness().quorum();
-    model.quorum = quorum > 0 ? std::min(quorum, model.workers) : model.workers;
-    model.min_ready = std::clamp(model.spec->config.readiness().min_ready(), 1, model.quorum);
+    model.ResolveQuorum();
     LOG(INFO) << "model " << name << ": " << model.workers << " worker(s) wanted";
   }
   Wake();
@@ -625,7 +629,7 @@ void WorkerPool::StopHungLocked(std::vector<Completion>& done) {
   const int64_t now = MonotonicNowNs();
   for (auto& [id, worker] : workers_) {
     if (worker->state != WorkerState::kBusy || now < worker->call_deadline_ns) continue;
-    const double timeout_ms = ComputeTimeoutMs(worker->model->spec->config, worker->warmup);
+    const double timeout_ms = worker->compute_timeout_ms;
     // Killed, not asked: a hung or stopped worker answers nothing. Its EOF then finds an
     // Exited worker, and the zygote's `exited` event is only logged.
     if (worker->pid > 0) kill(worker->pid, SIGKILL);
@@ -680,8 +684,7 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     call.set_output_offset(*output_offset);
     idle->call_id = call.call_id();
     idle->call_deadline_ns =
-        MonotonicNowNs() +
-        static_cast<int64_t>(ComputeTimeoutMs(model.spec->config, idle->warmup) * 1e6);
+        MonotonicNowNs() + static_cast<int64_t>(idle->compute_timeout_ms * 1e6);
     idle->job = std::move(job);
     SetStateLocked(*idle, WorkerState::kBusy);
     if (absl::Status sent = idle->channel.Send(frame); !sent.ok()) {
