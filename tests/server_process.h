@@ -24,6 +24,7 @@
 #include "common/tensor.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/grpc_service.grpc.pb.h"
+#include "tests/process_identity.h"
 #include "tests/test_paths.h"
 
 namespace kiln::testing {
@@ -31,22 +32,6 @@ namespace kiln::testing {
 // Polls `done` every `interval` (default 20 ms) until it returns true or `timeout` passes; the
 // synchronisation every test uses instead of fixed sleeps.
 using ::kiln::PollUntil;
-
-// One process as seen in /proc, identified by pid and start time so that a recycled pid is
-// never mistaken for the original process.
-struct ProcessId {
-  pid_t pid = 0;
-  uint64_t start_ticks = 0;  // field 22 of /proc/<pid>/stat
-};
-
-// The identity of a running process, or std::nullopt when there is none (or only a zombie).
-std::optional<ProcessId> Identify(pid_t pid);
-// True while `process` exists and is not a zombie (a zombie has exited: only its entry is left).
-bool IsAlive(const ProcessId& process);
-// The parent pid of `pid` (field 4 of /proc/<pid>/stat), or -1.
-pid_t ParentOf(pid_t pid);
-// User + system CPU time of every thread of `pid` so far, in ms; -1 when it is gone.
-double CpuTimeMs(pid_t pid);
 
 struct ServerConfig {
   std::string binary;  // the kiln-server executable

@@ -15,9 +15,9 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/model_config_loader.h"
-#include "common/process.h"
 #include "server/worker_pool.h"
 #include "tests/catch_shape.h"
+#include "tests/process_identity.h"
 #include "tests/server/fake_zygote.h"
 #include "tests/test_paths.h"
 
@@ -46,12 +46,6 @@ InferOutcome InferOneRow(WorkerPool& pool) {
   }));
   absl::MutexLock lock(&mu);
   return *std::move(result);
-}
-
-// Whether `pid` runs (a zombie, left for a parent or init to reap, does not).
-bool Running(pid_t pid) {
-  const std::vector<std::string> fields = ProcStatFields(pid);
-  return !fields.empty() && fields[0] != "Z" && fields[0] != "X";
 }
 
 pid_t OnlyWorkerPid(const WorkerPool& pool) {
@@ -106,8 +100,8 @@ TEST_CASE(
   // Stopping the pool closes the zygote's channel: the zygote leaves, its worker with it.
   (*pool)->Stop();
   ReapZygote(*zygote, /*now=*/false);
-  CHECK(WaitUntil([&] { return !Running(second); }));
-  CHECK_FALSE(Running(*zygote));
+  CHECK(WaitUntil([&] { return !testing::Identify(second).has_value(); }));
+  CHECK_FALSE(testing::Identify(*zygote).has_value());
 }
 
 }  // namespace
