@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bench/oip_client.h"
+#include "common/memory_probe.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "common/text_proto_file.h"
@@ -127,15 +128,9 @@ std::string FileTail(const std::string& path, size_t max_lines) {
 // --- /proc -----------------------------------------------------------------------------------
 
 std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup) {
-  for (absl::string_view line : absl::StrSplit(smaps_rollup, '\n')) {
-    if (!absl::ConsumePrefix(&line, "Pss:")) continue;
-    line = absl::StripAsciiWhitespace(line);
-    if (!absl::ConsumeSuffix(&line, "kB")) return std::nullopt;
-    int64_t kb = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &kb) || kb < 0) return std::nullopt;
-    return kb;
-  }
-  return std::nullopt;
+  const std::optional<ProportionalMemory> memory = ParseSmapsRollup(smaps_rollup);
+  if (!memory.has_value()) return std::nullopt;
+  return memory->pss_bytes / 1024;
 }
 
 absl::StatusOr<TreeMemory> TreePss(pid_t root) {

@@ -22,6 +22,32 @@ inline double MillisecondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+// CPU time this process has used (all its threads, user and system), in milliseconds. A call's
+// CPU time, unlike its wall time, does not grow when a busy neighbour takes the core: the
+// readiness check and the warmup's settling compare CPU times for that reason.
+inline double ProcessCpuMs() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// A call's wall-clock and CPU time, in milliseconds.
+struct CallTime {
+  double wall_ms = 0;
+  double cpu_ms = 0;
+};
+
+// Started on construction; Elapsed() is the wall and CPU time since. Thread-compatible.
+class CallTimer {
+ public:
+  CallTimer() : start_(std::chrono::steady_clock::now()), cpu_start_(ProcessCpuMs()) {}
+  CallTime Elapsed() const { return {MillisecondsSince(start_), ProcessCpuMs() - cpu_start_}; }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  double cpu_start_;
+};
+
 }  // namespace kiln
 
 #endif  // KILN_COMMON_CLOCK_H_

@@ -19,13 +19,18 @@ namespace kiln {
 namespace {
 
 std::atomic<bool> grpc_created{false};
-std::atomic<bool> forward_ran{false};
+std::atomic<int> forward_threads{0};  // the most intra-op threads a pass ran with
 std::atomic<bool> cuda_called{false};
 
 }  // namespace
 
 void NoteGrpcObjectCreated() { grpc_created.store(true); }
-void NoteForwardPass() { forward_ran.store(true); }
+void NoteForwardPass(int intra_op_threads) {
+  int seen = forward_threads.load();
+  while (intra_op_threads > seen &&
+         !forward_threads.compare_exchange_weak(seen, intra_op_threads)) {
+  }
+}
 void NoteCudaCall() { cuda_called.store(true); }
 
 int CountThreads() {
@@ -47,7 +52,10 @@ absl::Status CheckForkSafe(absl::string_view what) {
                                   : absl::StrCat(threads, " threads are running (fork needs 1)"));
   }
   if (grpc_created.load()) reasons.push_back("a gRPC object was created");
-  if (forward_ran.load()) reasons.push_back("a forward pass ran (OpenMP may hang the child)");
+  if (const int ran = forward_threads.load(); ran > 1) {
+    reasons.push_back(absl::StrCat("a forward pass ran on ", ran,
+                                   " intra-op threads (OpenMP may hang the child)"));
+  }
   if (cuda_called.load()) reasons.push_back("CUDA was called");
   if (reasons.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(

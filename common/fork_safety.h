@@ -1,7 +1,8 @@
 // Invariant 1 of docs/ARCHITECTURE.md ("Processes"), enforced: before a fork the forking process
-// has exactly one thread, has created no gRPC object, has run no forward pass (no OpenMP parallel
-// region) and has made no CUDA call. Code that does one of those things notes it here;
-// ForkChecked() refuses to fork once any of them happened.
+// has exactly one thread, has created no gRPC object, has run no forward pass on more than one
+// intra-op thread (an OpenMP pool that the child would inherit without its threads) and has made
+// no CUDA call. A warm template runs its passes on one thread, so it may fork. Code that does one
+// of those things notes it here; ForkChecked() refuses to fork once any of them happened.
 //
 // Thread-safety: every function may be called from any thread (the notes are atomics).
 #ifndef KILN_COMMON_FORK_SAFETY_H_
@@ -16,7 +17,8 @@ namespace kiln {
 
 // Called by the code that does the thing, before doing it.
 void NoteGrpcObjectCreated();
-void NoteForwardPass();
+// `intra_op_threads`: the thread count the pass may use (at::get_num_threads()).
+void NoteForwardPass(int intra_op_threads);
 void NoteCudaCall();
 
 // Threads of this process, from /proc/self/task; -1 if it cannot be read.

@@ -130,6 +130,40 @@ absl::Status ResetPeakResident(const SystemRoots& roots) {
   return absl::OkStatus();
 }
 
+std::optional<ProportionalMemory> ParseSmapsRollup(absl::string_view text) {
+  std::optional<int64_t> pss;
+  int64_t private_bytes = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!pss.has_value()) pss = ParseKbLine(line, "Pss");
+    for (absl::string_view key : {"Private_Clean", "Private_Dirty"}) {
+      if (std::optional<int64_t> bytes = ParseKbLine(line, key)) private_bytes += *bytes;
+    }
+  }
+  if (!pss.has_value()) return std::nullopt;
+  return ProportionalMemory{*pss, private_bytes};
+}
+
+absl::StatusOr<ProportionalMemory> ReadProportionalMemory(pid_t pid, const SystemRoots& roots) {
+  const std::string path =
+      absl::StrCat(roots.proc, "/", pid == 0 ? "self" : absl::StrCat(pid), "/smaps_rollup");
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  std::optional<ProportionalMemory> memory = text.ok() ? ParseSmapsRollup(*text) : std::nullopt;
+  if (!memory.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the Pss of ", path, text.ok() ? " (no 'Pss: N kB' line)" : ""));
+  }
+  return *memory;
+}
+
+int64_t SumPssBytes(const std::vector<pid_t>& pids, const SystemRoots& roots) {
+  int64_t total = 0;
+  for (pid_t pid : pids) {
+    const absl::StatusOr<ProportionalMemory> memory = ReadProportionalMemory(pid, roots);
+    if (memory.ok()) total += memory->pss_bytes;
+  }
+  return total;
+}
+
 int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots) {
   int64_t total = 0;
   for (pid_t pid : pids) {

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/cgroup_files.h"
 
 namespace kiln {
@@ -83,6 +84,27 @@ absl::Status ResetPeakResident(const SystemRoots& roots = {});
 // of its own counts 0: the list is a snapshot. RSS counts a page shared by several processes once
 // per process, so this over-counts shared weights: an upper bound, which is what a check wants.
 int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots = {});
+
+// What a process's memory costs the machine (<proc>/<pid>/smaps_rollup): PSS (each shared page
+// divided among the processes that map it, so PSS sums over a tree without counting shared
+// weights twice) and its private pages (Private_Clean + Private_Dirty: what it alone holds,
+// e.g. the pages a forked worker copied on write).
+struct ProportionalMemory {
+  int64_t pss_bytes = 0;
+  int64_t private_bytes = 0;
+};
+
+// Parses smaps_rollup text; std::nullopt without a well-formed "Pss:" line (a zombie's file is
+// empty). Missing Private_ lines count 0.
+std::optional<ProportionalMemory> ParseSmapsRollup(absl::string_view text);
+
+// Process `pid`'s (0 = this process's) PSS and private bytes. NotFound when the process is gone
+// or has no memory of its own.
+absl::StatusOr<ProportionalMemory> ReadProportionalMemory(pid_t pid = 0,
+                                                          const SystemRoots& roots = {});
+
+// The summed PSS of `pids`; a process that has gone counts 0 (the list is a snapshot).
+int64_t SumPssBytes(const std::vector<pid_t>& pids, const SystemRoots& roots = {});
 
 }  // namespace kiln
 

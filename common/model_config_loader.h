@@ -38,8 +38,8 @@ inline constexpr double kDefaultCgroupShare = 0.8;
 inline constexpr int32_t kDefaultReadinessMinReady = 1;
 inline constexpr int32_t kDefaultReadinessCheckRequests = 20;
 inline constexpr int32_t kDefaultReadinessCheckConcurrency = 2;
-inline constexpr double kDefaultReadinessMaxP95Factor = 3.0;
-inline constexpr double kDefaultReadinessCheckAllowanceMs = 10.0;
+inline constexpr double kDefaultReadinessMaxP95Factor = 1.5;
+inline constexpr double kDefaultReadinessCheckAllowanceMs = 0.5;
 inline constexpr int32_t kDefaultTokenizerMaxLength = 128;
 
 // One model of the repository, resolved: a plain value, immutable once loaded.

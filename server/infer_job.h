@@ -15,10 +15,14 @@
 namespace kiln {
 
 // What became of a job: the outputs (named after the config's outputs) or why there are none,
-// and the shape its forward passes ran as (nullopt when none ran).
+// the shape its forward passes ran as (nullopt when none ran), and how long they took in the
+// worker: wall time, and the worker's CPU time (which a busy node does not stretch).
 struct InferOutcome {
   absl::StatusOr<std::vector<Tensor>> outputs;
   std::optional<Shape> ran_as;
+  double compute_ms = 0;
+  double compute_cpu_ms = 0;
+  bool cold_shape = false;  // the shape was not warmed by the worker that ran it
 };
 
 // Called exactly once per job, on the pool's thread and without the pool's lock held. It must

@@ -30,6 +30,18 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
   return MonotonicNowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
 }
 
+bool WantsTiming(const inference::ModelInferRequest& request) {
+  auto found = request.parameters().find(kTimingParameter);
+  return found != request.parameters().end() && found->second.bool_param();
+}
+
+void AddTiming(const InferOutcome& outcome, inference::ModelInferResponse& response) {
+  auto& parameters = *response.mutable_parameters();
+  parameters[kComputeMsParameter].set_double_param(outcome.compute_ms);
+  parameters[kComputeCpuMsParameter].set_double_param(outcome.compute_cpu_ms);
+  parameters[kColdShapeParameter].set_bool_param(outcome.cold_shape);
+}
+
 }  // namespace
 
 InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
@@ -125,6 +137,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,
                                    *outcome.outputs, response);
     }
+    if (status.ok() && WantsTiming(*request)) AddTiming(outcome, *response);
     reactor->Finish(ToGrpcStatus(status));
   };
   if (absl::Status queued = pool_.Submit(std::move(job)); !queued.ok()) {

@@ -16,6 +16,15 @@
 
 namespace kiln {
 
+// A request whose parameters hold kTimingParameter = true gets its compute time back in its
+// response's parameters (double_param, milliseconds): the worker's wall time
+// (kComputeMsParameter) and CPU time (kComputeCpuMsParameter), and whether its shape was cold
+// (kColdShapeParameter, bool_param). The readiness check asks for them; so may any client.
+inline constexpr char kTimingParameter[] = "kiln_timing";
+inline constexpr char kComputeMsParameter[] = "kiln_compute_ms";
+inline constexpr char kComputeCpuMsParameter[] = "kiln_compute_cpu_ms";
+inline constexpr char kColdShapeParameter[] = "kiln_cold_shape";
+
 // Ownership: borrows the specs, the pool, the master's state and the recording, which must
 // outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
 // from any of its threads; it keeps no mutable state of its own.

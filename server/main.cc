@@ -42,6 +42,14 @@ DEFINE_string(share_weights, "on",
               "on: the master loads each model once and every worker "
               "shares its weights. off: baseline mode, each worker loads its own copy after the "
               "fork (for benchmarks).");
+DEFINE_string(warm_template, "on",
+              "on: each CPU model's workers are forked from a template process that warmed the "
+              "model once on one intra-op thread; a new worker confirms every shape with one "
+              "call instead of warming again. off: each worker runs the whole warmup itself (a "
+              "baseline for benchmarks, and a fallback).");
+DEFINE_bool(test_only_cold_calls, false,
+            "For kiln's tests only: workers serve every call on a freshly loaded copy of the "
+            "model that has never run, so the readiness check meets a cold path and must fail.");
 DEFINE_string(lock_dir, "",
               "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
               "else /tmp). A second server on the same port refuses to start.");
@@ -101,6 +109,8 @@ bool ValidateFlags() {
     problem = "--warmup must be on or off, got '" + FLAGS_warmup + "'";
   } else if (FLAGS_share_weights != "on" && FLAGS_share_weights != "off") {
     problem = "--share_weights must be on or off, got '" + FLAGS_share_weights + "'";
+  } else if (FLAGS_warm_template != "on" && FLAGS_warm_template != "off") {
+    problem = "--warm_template must be on or off, got '" + FLAGS_warm_template + "'";
   } else if (FLAGS_port < 0 || FLAGS_port > 65535) {
     problem = "--port must be in [0, 65535]";
   } else if (FLAGS_workers < 0) {
@@ -157,6 +167,8 @@ int main(int argc, char** argv) {
   options.warm_at_idle_priority = FLAGS_warmup_priority == "idle";
   options.warmup = FLAGS_warmup == "on";
   options.share_weights = FLAGS_share_weights == "on";
+  options.warm_template = FLAGS_warm_template == "on";
+  options.cold_calls_for_test = FLAGS_test_only_cold_calls;
   options.lock_dir = FLAGS_lock_dir.empty() ? DefaultLockDir() : FLAGS_lock_dir;
   options.drain_timeout_s = FLAGS_drain_timeout_s;
   options.startup_timeout_s = FLAGS_startup_timeout_s;

@@ -264,6 +264,8 @@ absl::Status Master::Warm() {
   pool_options.threads = cpu_.plan.models;
   pool_options.warm_at_idle_priority = cpu_.warm_at_idle_priority;
   pool_options.warmup = options_.warmup;
+  pool_options.warm_template = options_.warm_template;
+  pool_options.cold_calls_for_test = options_.cold_calls_for_test;
   pool_options.memory_limit_bytes = memory_limit_bytes_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));

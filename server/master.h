@@ -17,6 +17,10 @@ struct MasterOptions {
   bool warm_at_idle_priority = true;
   bool warmup = true;
   bool share_weights = true;  // false: each worker loads its own copy (a baseline mode)
+  // CPU workers are forked from a warm template per model (server/warm_template.h); false: each
+  // worker warms by itself (a baseline mode, and a fallback).
+  bool warm_template = true;
+  bool cold_calls_for_test = false;  // --test_only_cold_calls
   std::string lock_dir = "/tmp";
   int drain_timeout_s = 30;
   int startup_timeout_s = 600;

@@ -1,8 +1,12 @@
 // The readiness check (docs/ARCHITECTURE.md, "Startup timeline", Checking): before the public port
 // opens, a short synthetic load goes through the whole request path (gRPC service, validation,
-// queue, worker over its socket and arena, response encoding), and its p95 must be within
-// max_p95_factor x the workers' steady latency (+ check_allowance_ms for the path itself).
-// It also warms that path, so the first real request does not pay for it.
+// queue, worker over its socket and arena, response encoding). It finds cold paths, not busy
+// machines: each call's CPU time in its worker (which a neighbour taking the core does not
+// stretch) is compared with the CPU time the warmup measured for that shape, and the p95 must
+// be within max_p95_factor x that steady CPU time + check_allowance_ms. A path that was never
+// warmed pays for TorchScript's profiling and optimisation, or for oneDNN's kernel choice, in
+// CPU time, and fails. Any error fails it too. The check's wall-clock p95 is reported beside.
+// It also warms the master's side of the path, so the first real request does not pay for it.
 #ifndef KILN_SERVER_READINESS_CHECK_H_
 #define KILN_SERVER_READINESS_CHECK_H_
 
@@ -20,24 +24,27 @@ struct ReadinessResult {
   std::string model;
   int requests = 0;
   int errors = 0;
-  double p95_ms = 0;
-  double steady_ms = 0;     // the workers' steady latency for the checked shape (median)
-  double factor = 0;        // readiness.max_p95_factor
-  double allowance_ms = 0;  // readiness.check_allowance_ms
-  double limit_ms = 0;      // factor x steady_ms + allowance_ms
+  double p95_ms = 0;         // wall clock, through the whole path (reported, not judged)
+  double cpu_p95_ms = 0;     // the workers' CPU time per call (judged)
+  double steady_cpu_ms = 0;  // the warmup's steady CPU time for the checked shape (median)
+  double factor = 0;         // readiness.max_p95_factor
+  double allowance_ms = 0;   // readiness.check_allowance_ms
+  double limit_ms = 0;       // factor x steady_cpu_ms + allowance_ms
   std::string first_error;
   std::string
       skipped;  // why the model was not checked (warmup off, no synthetic data); "" if it was
 
-  bool passed() const { return !skipped.empty() || (errors == 0 && p95_ms <= limit_ms); }
-  // "mlp: 20 requests, p95 0.61 ms <= limit 2.13 ms (steady 0.04 ms): passed".
+  bool passed() const { return !skipped.empty() || (errors == 0 && cpu_p95_ms <= limit_ms); }
+  // "mlp: 20 requests through the whole path, compute CPU p95 0.04 ms <= limit 1.06 ms (1.5 x
+  // steady CPU 0.04 ms + 1.0 ms); wall p95 0.61 ms: passed".
   std::string Describe() const;
 };
 
 // Sends each model's readiness.check_requests requests, readiness.check_concurrency at a time,
 // at the plan's smallest shape (seeded data), through `stub` (an in-process channel to the
-// service), and compares their p95 with the limit. `workers` gives the steady latencies from the
-// warmup reports. A model is skipped (and says why) when its warmup is off (`warmup` false: the
+// service), asking for their timing (kTimingParameter), and compares the p95 of their CPU time
+// with the limit. `workers` gives the steady CPU times from the warmup reports. A model is skipped
+// (and says why) when its warmup is off (`warmup` false: the
 // --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
 // generated (BYTES). Only building a request can fail; a failed check is a result.
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(

@@ -15,11 +15,13 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
                             shape.projected_peak_bytes() / 1e6);
       continue;
     }
+    const std::string settled = shape.settled_after() > 0
+                                    ? absl::StrCat("settled after ", shape.settled_after())
+                                    : absl::StrCat("not settled in ", shape.calls(), " calls");
     absl::StrAppendFormat(
-        &shapes, " [%s first %.1f ms, steady %.1f ms, %s, peak %.0f MB%s%s]", name,
-        shape.first_ms(), shape.steady_ms(),
-        shape.settled_after() > 0 ? absl::StrCat("settled after ", shape.settled_after())
-                                  : absl::StrCat("not settled in ", shape.calls(), " calls"),
+        &shapes, " [%s first %.1f ms, steady %.1f ms (CPU %.1f ms), %s, peak %.0f MB%s%s]", name,
+        shape.first_ms(), shape.steady_ms(), shape.steady_cpu_ms(),
+        shape.from_template() ? absl::StrCat("confirmed (template ", settled, ")") : settled,
         shape.peak_rss_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
         shape.refused() ? ", REFUSED: over budget" : "");
   }
@@ -43,10 +45,17 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
   } else if (!report.priority_note().empty()) {
     priority = absl::StrCat(" at normal priority (", report.priority_note(), ")");
   }
-  return absl::StrFormat("warm in %.0f ms on %s, %d thread(s)%s, peak RSS %.0f MB%s;%s%s",
-                         report.warmup_ms(), report.device(), report.intra_op_threads(), priority,
-                         report.peak_rss_bytes() / 1e6, budget, tokenizer,
-                         shapes.empty() ? " no warmup" : shapes);
+  const std::string from_template =
+      report.template_pid() > 0
+          ? absl::StrFormat(" from the warm template (pid %d, warmed in %.0f ms, %.0f MB private)",
+                            report.template_pid(), report.template_warmup_ms(),
+                            report.template_private_bytes() / 1e6)
+          : "";
+  return absl::StrFormat(
+      "warm in %.0f ms%s on %s, %d thread(s)%s, peak RSS %.0f MB%s, %.0f MB private;%s%s",
+      report.warmup_ms(), from_template, report.device(), report.intra_op_threads(), priority,
+      report.peak_rss_bytes() / 1e6, budget, report.private_bytes() / 1e6, tokenizer,
+      shapes.empty() ? " no warmup" : shapes);
 }
 
 }  // namespace kiln

@@ -196,6 +196,8 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_warm_at_idle_priority(spawn.warmup() && options_.warm_at_idle_priority);
   spawn.set_memory_budget_bytes(model.budget_bytes);
   for (const Shape& shape : model.replay) *spawn.add_replay() = ToProto(shape);
+  spawn.set_from_template(options_.warm_template && spawn.warmup() && spawn.device_index() < 0);
+  spawn.set_cold_calls_for_test(options_.cold_calls_for_test);
   absl::Status sent = zygote_.Send(command, {pair.second.fd(), worker->arena->fd()});
   // pair.second (the worker's end) closes here: only the worker holds it now, so its death
   // is an EOF on our end.
@@ -511,6 +513,9 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
             ? CollectOutputs(result, *worker.arena)
             : absl::Status(static_cast<absl::StatusCode>(result.code()), result.message());
     if (result.has_ran_as()) outcome.ran_as = FromProto(result.ran_as());
+    outcome.compute_ms = result.compute_ms();
+    outcome.compute_cpu_ms = result.compute_cpu_ms();
+    outcome.cold_shape = result.cold_shape();
     done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);

@@ -78,6 +78,10 @@ struct WorkerPoolOptions {
   int64_t memory_limit_bytes = 0;
   // Recorded traffic shapes to warm per model, on top of each config's plan.
   std::map<std::string, std::vector<Shape>> replay;
+  // CPU workers are forked from their model's warm template (server/warm_template.h) and only
+  // confirm its warmup; false: each worker warms by itself (--warm_template=off).
+  bool warm_template = true;
+  bool cold_calls_for_test = false;  // --test_only_cold_calls
 };
 
 // The most workers one model may have (SetWorkers; the --workers flag has the same bound).

@@ -2,155 +2,191 @@
 
 #include <poll.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/fork_safety.h"
-#include "common/shape.h"
-#include "common/shared_arena.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
-#include "worker/worker_process.h"
+#include "server/fork_loop.h"
+#include "server/warm_template.h"
 
 namespace kiln {
 namespace {
 
-// SIGCHLD arrives through a signalfd: no handler at all, and poll() sees it beside the channel.
-int SignalFdForChildren() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &set, nullptr);
-  return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+// A model's warm template, as the zygote sees it.
+struct Template {
+  pid_t pid = 0;
+  FrameChannel channel{-1};
+};
+
+// The zygote's state: its channel to the master, its children, and the fds a child must close.
+// Ownership: owns the templates' channels. Thread-safety: the zygote has one thread.
+class Zygote {
+ public:
+  Zygote(const std::map<std::string, ZygoteModel>& models, FrameChannel master, int signal_fd)
+      : models_(models), master_(std::move(master)), signal_fd_(signal_fd) {}
+
+  [[noreturn]] void Run();
+
+ private:
+  void OnSpawn(const internal::SpawnWorker& spawn, std::vector<int> fds);
+  // Forwards `spawn` to its model's template, forking the template first when there is none.
+  // False (fds untouched) when the template cannot be forked or reached.
+  bool SendToTemplate(const ZygoteModel& model, const internal::SpawnWorker& spawn,
+                      std::vector<int>& fds);
+  void OnTemplateEvent(const std::string& model);
+  void OnChildrenExited();
+  // The fds a child of the zygote must not keep: the master's channel, the signalfd and the
+  // templates' channels.
+  std::vector<int> FdsToCloseInChild() const;
+
+  const std::map<std::string, ZygoteModel>& models_;
+  FrameChannel master_;
+  const int signal_fd_;
+  std::map<std::string, Template> templates_;  // by model
+  std::map<pid_t, int> workers_;               // pid -> worker id, ours and the templates'
+};
+
+std::vector<int> Zygote::FdsToCloseInChild() const {
+  std::vector<int> fds = {master_.fd(), signal_fd_};
+  for (const auto& [name, forked] : templates_) fds.push_back(forked.channel.fd());
+  return fds;
 }
 
-// The master's control signals were blocked for its own signal loop. TERM and HUP stay the
-// master's: systemd sends TERM to the whole cgroup, and the zygote must outlive the master's
-// drain, so it ignores them and leaves when the master closes its channel. INT (Ctrl-C in a
-// terminal, "exit at once") gets its default back.
-void SetZygoteSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) {
-    signal(sig, sig == SIGINT ? SIG_DFL : SIG_IGN);
-    sigaddset(&set, sig);
+bool Zygote::SendToTemplate(const ZygoteModel& model, const internal::SpawnWorker& spawn,
+                            std::vector<int>& fds) {
+  internal::ZygoteCommand command;
+  *command.mutable_spawn() = spawn;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto found = templates_.find(spawn.model());
+    if (found == templates_.end()) {
+      Template forked;
+      // The template must not keep this worker's fds: the master would never see its channel
+      // close when it dies.
+      std::vector<int> close_in_child = FdsToCloseInChild();
+      close_in_child.insert(close_in_child.end(), fds.begin(), fds.end());
+      absl::StatusOr<pid_t> pid = ForkWarmTemplate(model, spawn, forked.channel, close_in_child);
+      if (!pid.ok()) {
+        LOG(ERROR) << "zygote: " << pid.status();
+        return false;
+      }
+      forked.pid = *pid;
+      LOG(INFO) << "zygote: forked the warm template of " << spawn.model() << " (pid " << *pid
+                << ")";
+      found = templates_.emplace(spawn.model(), std::move(forked)).first;
+    }
+    if (found->second.channel.Send(command, fds).ok()) {
+      CloseAll(fds);  // the template has its own copies now
+      fds.clear();
+      return true;
+    }
+    // It died since its last event: replace it, once.
+    LOG(WARNING) << "zygote: the warm template of " << spawn.model() << " (pid "
+                 << found->second.pid << ") is gone; forking a new one";
+    templates_.erase(found);
   }
-  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  return false;
 }
 
-void CloseAll(const std::vector<int>& fds) {
-  for (int fd : fds) close(fd);
-}
-
-// Forks the worker `spawn` asks for; returns its pid, or -1 when it could not.
-pid_t Spawn(const internal::SpawnWorker& spawn, std::vector<int> fds,
-            const std::map<std::string, ZygoteModel>& models, FrameChannel& master, int signal_fd) {
-  auto model = models.find(spawn.model());
-  if (model == models.end() || fds.size() != 2) {
+void Zygote::OnSpawn(const internal::SpawnWorker& spawn, std::vector<int> fds) {
+  auto model = models_.find(spawn.model());
+  if (model == models_.end() || fds.size() != 2) {
     LOG(ERROR) << "zygote: bad spawn request for worker " << spawn.worker_id() << " of '"
                << spawn.model() << "' with " << fds.size() << " fds";
     CloseAll(fds);
-    return -1;
+    return;
   }
-  absl::StatusOr<pid_t> pid = ForkChecked(absl::StrCat("worker ", spawn.worker_id()));
-  if (!pid.ok()) {
-    LOG(ERROR) << "zygote: " << pid.status();
-    CloseAll(fds);
-    return -1;  // the master sees no `started`, and EOF on the worker's channel
+  if (spawn.from_template() && model->second.loaded != nullptr) {
+    if (!SendToTemplate(model->second, spawn, fds)) CloseAll(fds);  // the master sees EOF
+    return;
   }
-  if (*pid == 0) {
-    master.Close();
-    close(signal_fd);
-    absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Adopt(fds[1]);
-    if (!arena.ok()) {
-      LOG(ERROR) << "worker " << spawn.worker_id() << ": " << arena.status();
-      _exit(1);
-    }
-    WorkerOptions options;
-    options.worker_id = spawn.worker_id();
-    options.intra_op_threads = spawn.intra_op_threads();
-    options.device_index = spawn.device_index();
-    options.warmup = spawn.warmup();
-    options.memory_budget_bytes = spawn.memory_budget_bytes();
-    options.warm_at_idle_priority = spawn.warm_at_idle_priority();
-    for (const internal::Shape& shape : spawn.replay()) options.replay.push_back(FromProto(shape));
-    options.samples = model->second.samples;
-    if (const Tokenizer* tokenizer = model->second.tokenizer) {
-      options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
-    }
-    RunWorker(*model->second.spec, model->second.loaded, options, FrameChannel(fds[0]),
-              *std::move(arena));
-  }
-  CloseAll(fds);  // the worker has its own copies; the next worker must not inherit these
-  internal::ZygoteEvent event;
-  event.mutable_started()->set_worker_id(spawn.worker_id());
-  event.mutable_started()->set_pid(*pid);
-  if (!master.Send(event).ok()) _exit(0);
-  return *pid;
+  std::vector<int> close_in_child = FdsToCloseInChild();
+  close_in_child.erase(close_in_child.begin());  // the master's channel: ForkWorker closes it
+  const pid_t pid =
+      ForkWorker(spawn, std::move(fds), model->second, nullptr, master_, close_in_child);
+  if (pid > 0) workers_[pid] = spawn.worker_id();
 }
 
-// Reaps every exited child and reports it; `workers` maps pid -> worker id.
-void ReapChildren(std::map<pid_t, int>& workers, FrameChannel& master) {
-  int status = 0;
-  pid_t pid;
-  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    internal::ZygoteEvent event;
-    internal::WorkerExited& exited = *event.mutable_exited();
-    auto it = workers.find(pid);
-    exited.set_worker_id(it == workers.end() ? -1 : it->second);
-    exited.set_pid(pid);
-    if (WIFEXITED(status)) exited.set_exit_code(WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) exited.set_signal(WTERMSIG(status));
-    if (it != workers.end()) workers.erase(it);
-    if (!master.Send(event).ok()) _exit(0);
+void Zygote::OnTemplateEvent(const std::string& model) {
+  Template& forked = templates_.at(model);
+  internal::ZygoteEvent event;
+  absl::Status received = forked.channel.Receive(&event);
+  if (absl::IsDeadlineExceeded(received)) return;
+  if (!received.ok()) {
+    // It died: its workers live on (they are ours to reap now), and the next request for a
+    // worker of this model forks a new template.
+    LOG(WARNING) << "zygote: lost the warm template of " << model << " (pid " << forked.pid
+                 << "): " << received.message();
+    templates_.erase(model);
+    return;
+  }
+  if (event.has_started()) workers_[event.started().pid()] = event.started().worker_id();
+  if (event.has_exited()) workers_.erase(event.exited().pid());
+  if (!master_.Send(event).ok()) _exit(0);
+}
+
+void Zygote::OnChildrenExited() {
+  for (pid_t pid : ReapChildren(signal_fd_, workers_, master_)) {
+    for (auto& [model, forked] : templates_) {
+      if (forked.pid == pid) LOG(WARNING) << "zygote: the warm template of " << model << " exited";
+    }
+  }
+}
+
+void Zygote::Run() {
+  while (true) {
+    std::vector<pollfd> fds = {{master_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    std::vector<std::string> template_of;  // model of fds[i + 2]
+    for (const auto& [model, forked] : templates_) {
+      fds.push_back({forked.channel.fd(), POLLIN, 0});
+      template_of.push_back(model);
+    }
+    if (poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      PLOG(ERROR) << "zygote: poll";
+      _exit(1);
+    }
+    if (fds[1].revents & POLLIN) OnChildrenExited();
+    for (size_t i = 0; i < template_of.size(); ++i) {
+      if (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) OnTemplateEvent(template_of[i]);
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      internal::ZygoteCommand command;
+      std::vector<int> received;
+      absl::Status status = master_.Receive(&command, &received);
+      if (!status.ok()) {
+        // The master closed its end (shutdown) or died: the templates die with us (PDEATHSIG),
+        // and every worker sees its own channel close.
+        _exit(absl::IsUnavailable(status) ? 0 : 1);
+      }
+      if (command.has_spawn()) {
+        OnSpawn(command.spawn(), std::move(received));
+      } else {
+        CloseAll(received);
+      }
+    }
   }
 }
 
 }  // namespace
 
 void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel master) {
-  SetZygoteSignals();
+  SetForkingProcessSignals();
   const int signal_fd = SignalFdForChildren();
   if (signal_fd < 0) {
     PLOG(ERROR) << "zygote: signalfd";
     _exit(1);
   }
-  std::map<pid_t, int> workers;
-  while (true) {
-    pollfd fds[2] = {{master.fd(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      PLOG(ERROR) << "zygote: poll";
-      _exit(1);
-    }
-    if (fds[1].revents & POLLIN) {
-      signalfd_siginfo info;
-      while (read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
-      }
-      ReapChildren(workers, master);
-    }
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      internal::ZygoteCommand command;
-      std::vector<int> received;
-      absl::Status status = master.Receive(&command, &received);
-      if (!status.ok()) {
-        // The master closed its end (shutdown) or died: the workers die with us (PDEATHSIG).
-        _exit(absl::IsUnavailable(status) ? 0 : 1);
-      }
-      if (command.has_spawn()) {
-        const pid_t pid = Spawn(command.spawn(), std::move(received), models, master, signal_fd);
-        if (pid > 0) workers[pid] = command.spawn().worker_id();
-      } else {
-        CloseAll(received);
-      }
-    }
-  }
+  // Workers forked by a template that died are reparented to us, and reaped and reported here.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  Zygote(models, std::move(master), signal_fd).Run();
 }
 
 absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,

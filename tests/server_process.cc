@@ -149,14 +149,31 @@ std::vector<pid_t> ServerProcess::ZygotePids() const {
   return zygotes;
 }
 
-std::vector<pid_t> ServerProcess::WorkerPids() const {
-  std::vector<pid_t> workers;
-  for (pid_t zygote : ZygotePids()) {
-    for (pid_t child : ChildrenOf(zygote)) {
-      if (Identify(child).has_value()) workers.push_back(child);
+namespace {
+
+// The live processes under the zygote(s) `zygotes` whose name (/proc/<pid>/comm) is `name`.
+std::vector<pid_t> NamedUnder(const std::vector<pid_t>& zygotes, const std::string& name) {
+  std::vector<pid_t> found;
+  for (pid_t zygote : zygotes) {
+    for (pid_t pid : ProcessTree(zygote)) {
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string line;
+      if (pid != zygote && std::getline(comm, line) && line == name && Identify(pid)) {
+        found.push_back(pid);
+      }
     }
   }
-  return workers;
+  return found;
+}
+
+}  // namespace
+
+std::vector<pid_t> ServerProcess::TemplatePids() const {
+  return NamedUnder(ZygotePids(), "kiln-template");
+}
+
+std::vector<pid_t> ServerProcess::WorkerPids() const {
+  return NamedUnder(ZygotePids(), "kiln-worker");
 }
 
 // --- OIP client ----------------------------------------------------------------------------

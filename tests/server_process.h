@@ -83,11 +83,14 @@ class ServerProcess {
   // True until the master was reaped by WaitExit (or is a zombie waiting for it).
   bool IsRunning();
 
-  // The master and every descendant (zygote, workers), master first; empty once it is gone.
+  // The master and every descendant (zygote, templates, workers), master first; empty once it
+  // is gone.
   std::vector<ProcessId> TreePids() const;
   // The zygote(s): the master's children.
   std::vector<pid_t> ZygotePids() const;
-  // The workers: children of the zygote(s).
+  // The warm templates: the zygote's children named kiln-template.
+  std::vector<pid_t> TemplatePids() const;
+  // The workers: the zygote's descendants named kiln-worker (its children, or its templates').
   std::vector<pid_t> WorkerPids() const;
 
  private:

@@ -283,7 +283,7 @@ absl::Status TorchModel::UseCudaDevice(int index) {
 std::string TorchModel::DeviceName() const { return module_->device.str(); }
 
 absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<TensorView>& inputs) {
-  NoteForwardPass();
+  NoteForwardPass(at::get_num_threads());
   const ModelConfig& config = spec_.config;
   if (inputs.size() != static_cast<size_t>(config.input_size())) {
     return absl::InvalidArgumentError(absl::StrCat(

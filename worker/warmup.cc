@@ -73,28 +73,30 @@ absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, 
   return inputs;
 }
 
-absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<double>()>& call,
+absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<CallTime>()>& call,
                                          const SettlePlan& plan) {
   SettleResult result;
   auto agree = [&plan](double a, double b) {
     return std::abs(a - b) <= plan.tolerance * std::max(a, b);
   };
   for (int n = 1; n <= plan.max_calls; ++n) {
-    ASSIGN_OR_RETURN(const double ms, call());
-    result.latencies.push_back(ms);
-    if (n >= std::max(plan.min_calls, 2) && agree(result.latencies[n - 2], ms)) {
+    ASSIGN_OR_RETURN(const CallTime time, call());
+    result.calls.push_back(time);
+    if (n >= std::max(plan.min_calls, 2) && agree(result.calls[n - 2].cpu_ms, time.cpu_ms)) {
       result.settled_after = n;
       break;
     }
   }
-  std::vector<double> steady;
+  std::vector<double> wall;
+  std::vector<double> cpu;
   for (int n = 0; n < plan.steady_calls; ++n) {
-    ASSIGN_OR_RETURN(const double ms, call());
-    result.latencies.push_back(ms);
-    steady.push_back(ms);
+    ASSIGN_OR_RETURN(const CallTime time, call());
+    result.calls.push_back(time);
+    wall.push_back(time.wall_ms);
+    cpu.push_back(time.cpu_ms);
   }
-  result.first_ms = result.latencies.front();
-  result.steady_ms = steady.empty() ? result.latencies.back() : Median(steady);
+  result.first = result.calls.front();
+  result.steady = wall.empty() ? result.calls.back() : CallTime{Median(wall), Median(cpu)};
   return result;
 }
 
@@ -209,22 +211,80 @@ const std::vector<Tensor>* MatchingSample(const ModelConfig& config, const Shape
 
 }  // namespace
 
+namespace {
+
+// A warmup call's inputs for one shape, and whether they are a recorded request.
+struct ShapeInputs {
+  std::vector<Tensor> tensors;
+  bool recorded = false;
+};
+
+// What every shape's inputs are made from (RunWarmup's comment says in which order).
+class WarmupInputs {
+ public:
+  WarmupInputs(const ModelConfig& config, const WarmupOptions& options,
+               const std::vector<Shape>& shapes)
+      : config_(config),
+        options_(options),
+        text_(config.has_tokenizer() && options.tokenize != nullptr) {
+    if (text_) recorded_texts_ = RecordedTexts(config, options.tokenize, shapes, options.samples);
+  }
+
+  bool text() const { return text_; }
+
+  absl::StatusOr<ShapeInputs> For(const Shape& shape) {
+    ShapeInputs inputs;
+    const std::vector<Tensor>* sample = MatchingSample(config_, shape, options_.samples);
+    const RecordedText* recorded_text = text_ ? MatchingText(shape, recorded_texts_) : nullptr;
+    inputs.recorded = sample != nullptr || recorded_text != nullptr;
+    if (sample != nullptr) {
+      inputs.tensors = *sample;
+    } else if (text_) {
+      ASSIGN_OR_RETURN(
+          inputs.tensors,
+          TextWarmupInputs(config_, options_.tokenize, shape,
+                           recorded_text != nullptr ? &recorded_text->texts : nullptr));
+    } else {
+      ASSIGN_OR_RETURN(inputs.tensors, MakeWarmupInputs(config_, shape, seed_++));
+    }
+    return inputs;
+  }
+
+ private:
+  const ModelConfig& config_;
+  const WarmupOptions& options_;
+  const bool text_;
+  std::vector<RecordedText> recorded_texts_;
+  uint32_t seed_ = 1;
+};
+
+// One forward pass of `shape` on `inputs`, timed.
+absl::StatusOr<CallTime> TimedForward(TorchModel& model, const Shape& shape,
+                                      const std::vector<Tensor>& inputs) {
+  std::vector<TensorView> views;
+  for (const Tensor& input : inputs) views.push_back(input.view());
+  const CallTimer timer;
+  if (absl::Status ran = model.Forward(views).status(); !ran.ok()) {
+    return Annotate(
+        ran, absl::StrCat("warmup batch ", shape.batch_size, " length ", shape.sequence_length));
+  }
+  return timer.Elapsed();
+}
+
+}  // namespace
+
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options) {
   const ModelConfig& config = model.spec().config;
   const WarmupConfig& warmup = config.warmup();
   const SettlePlan plan{warmup.calls_per_shape(), warmup.max_calls_per_shape(),
                         warmup.settle_tolerance(), warmup.steady_calls()};
   const std::vector<Shape> shapes = PlanShapes(config, options.replay);
-  const bool text = config.has_tokenizer() && options.tokenize != nullptr;
 
   WarmupOutcome outcome;
-  std::vector<RecordedText> recorded_texts;
-  if (text) {
-    if (absl::Status warmed = WarmTokenizer(options.tokenize, shapes, outcome); !warmed.ok()) {
-      return warmed;
-    }
-    recorded_texts = RecordedTexts(config, options.tokenize, shapes, options.samples);
+  if (config.has_tokenizer() && options.tokenize != nullptr) {
+    RETURN_IF_ERROR(WarmTokenizer(options.tokenize, shapes, outcome));
   }
+  WarmupInputs inputs_for(config, options, shapes);
   ASSIGN_OR_RETURN(const ResidentMemory before, ReadResidentMemory());
   outcome.baseline_bytes = before.resident_bytes;
   outcome.memory = ShapeMemoryModel(outcome.baseline_bytes);
@@ -235,7 +295,6 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
         config.name(), outcome.baseline_bytes / 1e6, options.budget_bytes / 1e6));
   }
 
-  uint32_t seed = 1;
   for (const Shape& shape : shapes) {
     internal::ShapeWarmup& entry = outcome.shapes.emplace_back();
     entry.set_batch_size(shape.batch_size);
@@ -246,25 +305,9 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
       entry.set_refused(true);
       continue;
     }
-    const std::vector<Tensor>* sample = MatchingSample(config, shape, options.samples);
-    const RecordedText* recorded_text = text ? MatchingText(shape, recorded_texts) : nullptr;
-    entry.set_recorded_request(sample != nullptr || recorded_text != nullptr);
-    ASSIGN_OR_RETURN(
-        const std::vector<Tensor> inputs,
-        sample != nullptr ? *sample
-        : text            ? TextWarmupInputs(config, options.tokenize, shape,
-                                  recorded_text != nullptr ? &recorded_text->texts : nullptr)
-                          : MakeWarmupInputs(config, shape, seed++));
-    std::vector<TensorView> views;
-    for (const Tensor& input : inputs) views.push_back(input.view());
-    auto call = [&]() -> absl::StatusOr<double> {
-      const auto start = std::chrono::steady_clock::now();
-      if (absl::Status ran = model.Forward(views).status(); !ran.ok()) {
-        return Annotate(ran, absl::StrCat("warmup batch ", shape.batch_size, " length ",
-                                          shape.sequence_length));
-      }
-      return MillisecondsSince(start);
-    };
+    ASSIGN_OR_RETURN(const ShapeInputs inputs, inputs_for.For(shape));
+    entry.set_recorded_request(inputs.recorded);
+    auto call = [&]() { return TimedForward(model, shape, inputs.tensors); };
     // A failed reset (e.g. /proc/self not writable) leaves VmHWM at the peak so far: still an
     // upper bound for this shape, so the projection stays conservative.
     (void)ResetPeakResident();
@@ -273,9 +316,11 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     outcome.memory.Add(units, after.peak_resident_bytes);
     entry.set_peak_rss_bytes(after.peak_resident_bytes);
     entry.set_refused(options.budget_bytes > 0 && entry.peak_rss_bytes() > options.budget_bytes);
-    entry.set_calls(static_cast<int32_t>(settled.latencies.size()));
-    entry.set_first_ms(settled.first_ms);
-    entry.set_steady_ms(settled.steady_ms);
+    entry.set_calls(static_cast<int32_t>(settled.calls.size()));
+    entry.set_first_ms(settled.first.wall_ms);
+    entry.set_steady_ms(settled.steady.wall_ms);
+    entry.set_first_cpu_ms(settled.first.cpu_ms);
+    entry.set_steady_cpu_ms(settled.steady.cpu_ms);
     entry.set_settled_after(settled.settled_after);
   }
   if (options.budget_bytes > 0 && !shapes.empty() && WarmedShapes(outcome).empty()) {
@@ -287,6 +332,30 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
         config.name(), options.budget_bytes / 1e6, smallest.batch_size(),
         smallest.sequence_length() > 0 ? absl::StrCat(" length ", smallest.sequence_length()) : "",
         std::max(smallest.peak_rss_bytes(), smallest.projected_peak_bytes()) / 1e6));
+  }
+  return outcome;
+}
+
+absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
+                                            const WarmupOutcome& warmed) {
+  WarmupOutcome outcome = warmed;
+  std::vector<Shape> shapes;
+  for (const internal::ShapeWarmup& entry : warmed.shapes) {
+    shapes.push_back({entry.batch_size(), entry.sequence_length()});
+  }
+  WarmupInputs inputs_for(model.spec().config, options, shapes);
+  for (internal::ShapeWarmup& entry : outcome.shapes) {
+    if (entry.refused()) continue;
+    const Shape shape{entry.batch_size(), entry.sequence_length()};
+    ASSIGN_OR_RETURN(const ShapeInputs inputs, inputs_for.For(shape));
+    (void)ResetPeakResident();
+    ASSIGN_OR_RETURN(const CallTime first, TimedForward(model, shape, inputs.tensors));
+    ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
+    entry.set_from_template(true);
+    entry.set_calls(1);
+    entry.set_first_ms(first.wall_ms);
+    entry.set_first_cpu_ms(first.cpu_ms);
+    entry.set_peak_rss_bytes(std::max(entry.peak_rss_bytes(), after.peak_resident_bytes));
   }
   return outcome;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/clock.h"
 #include "common/memory_budget.h"
 #include "common/shape.h"
 #include "common/tensor.h"
@@ -38,16 +39,18 @@ struct SettlePlan {
 };
 
 struct SettleResult {
-  std::vector<double> latencies;  // every call, in order
-  int settled_after = 0;          // calls until two in a row agreed; 0 = not within the cap
-  double first_ms = 0;
-  double steady_ms = 0;  // median of the steady calls
+  std::vector<CallTime> calls;  // every call, in order
+  int settled_after = 0;        // calls until two in a row agreed; 0 = not within the cap
+  CallTime first;
+  CallTime steady;  // medians of the steady calls
 };
 
-// Calls `call` (one forward pass, returning its latency in ms) at least plan.min_calls times and
-// until two consecutive latencies agree within plan.tolerance (|a - b| <= tolerance x max(a, b)),
-// at most plan.max_calls times, then plan.steady_calls more. The first error stops it.
-absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<double>()>& call,
+// Calls `call` (one forward pass, returning its wall and CPU time) at least plan.min_calls times
+// and until two consecutive CPU times agree within plan.tolerance (|a - b| <= tolerance x
+// max(a, b)), at most plan.max_calls times, then plan.steady_calls more. CPU time, not wall time,
+// is judged: a busy neighbour stretches wall times at random but leaves the work a call does
+// alone. The first error stops it.
+absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<CallTime>()>& call,
                                          const SettlePlan& plan);
 
 struct WarmupOptions {
@@ -83,6 +86,14 @@ struct WarmupOutcome {
 // or when no shape fits it (the worker could serve nothing); the first error of a forward pass
 // stops it.
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);
+
+// A worker forked from its model's warm template (worker/warm_template.h) confirms the template's
+// warmup `warmed`: one call of every shape that was not refused, on the same inputs, which pays
+// for the pages this process must copy on its first writes. Its outcome is `warmed` with each
+// confirmed shape's first_ms/first_cpu_ms from that call, calls 1 and from_template set; the
+// steady latencies and the memory model stay the template's. The first error stops it.
+absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
+                                            const WarmupOutcome& warmed);
 
 // The shapes of `outcome` that ran within the budget.
 std::set<Shape> WarmedShapes(const WarmupOutcome& outcome);

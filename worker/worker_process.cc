@@ -40,21 +40,34 @@ int64_t PeakRssBytes(const WarmupOutcome& warm) {
   return std::max(peak, now.ok() ? now->peak_resident_bytes : 0);
 }
 
-// Dies with the zygote (and so with the master): the zygote forked us from its only thread.
+// Dies with its parent when `die_with_parent` (the zygote, which dies with the master; a worker
+// forked from a warm template outlives it, and leaves when the master closes its channel).
 // Signals: nothing blocked; TERM, HUP, TTIN and TTOU ignored like in the zygote (they are the
 // master's, and `systemctl kill` sends them to the whole cgroup: a worker must finish its call
 // while the master drains, and TTIN's default action would stop it); SIGPIPE ignored (a closed
 // channel is an error, not a death).
-void BecomeChildOfZygote() {
+void BecomeWorker(bool die_with_parent) {
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_UNBLOCK, &all, nullptr);
   for (int sig : {SIGINT, SIGCHLD}) signal(sig, SIG_DFL);
   for (int sig : {SIGTERM, SIGHUP, SIGTTIN, SIGTTOU, SIGPIPE}) signal(sig, SIG_IGN);
   prctl(PR_SET_NAME, "kiln-worker");
+  if (!die_with_parent) return;
   const pid_t parent = getppid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);  // the zygote died before the prctl took effect
+}
+
+// Warms as WorkerOptions says: confirms the template's warmup, or runs its own.
+absl::StatusOr<WarmupOutcome> WarmWorker(TorchModel& model, const WorkerOptions& options) {
+  const WarmupOptions warmup{options.memory_budget_bytes, options.replay, options.tokenize,
+                             options.samples};
+  if (options.from_template != nullptr && options.intra_op_threads == 1 &&
+      options.device_index < 0) {
+    return ConfirmWarmup(model, warmup, *options.from_template->outcome);
+  }
+  return RunWarmup(model, warmup);
 }
 
 [[noreturn]] void Fail(FrameChannel& channel, int worker_id, const absl::Status& status) {
@@ -143,10 +156,12 @@ absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeF
     for (const Tensor& input : inputs.padded) inputs.views.push_back(input.view());
   }
 
-  const auto start = std::chrono::steady_clock::now();
+  const CallTimer timer;
   absl::StatusOr<std::vector<Tensor>> computed = ForwardInPasses(
       model, inputs.views, request.batch_size + plan.padded_rows, plan.pass.batch_size);
-  result.set_compute_ms(MillisecondsSince(start));
+  const CallTime time = timer.Elapsed();
+  result.set_compute_ms(time.wall_ms);
+  result.set_compute_cpu_ms(time.cpu_ms);
   ASSIGN_OR_RETURN(std::vector<Tensor> outputs, std::move(computed));
   std::vector<TensorView> views;
   for (Tensor& output : outputs) {
@@ -172,7 +187,7 @@ internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const En
 
 void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& options,
                FrameChannel channel, std::unique_ptr<SharedArena> arena) {
-  BecomeChildOfZygote();
+  BecomeWorker(/*die_with_parent=*/options.from_template == nullptr);
   const int id = options.worker_id;
   const auto start = std::chrono::steady_clock::now();
   // Loading (in the --share_weights=off baseline) and warming take only the CPU left over.
@@ -205,9 +220,7 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   internal::WarmupReport& report = *ready.mutable_ready();
   WarmupOutcome warm;
   if (options.warmup) {
-    WarmupOptions warmup{options.memory_budget_bytes, options.replay, options.tokenize,
-                         options.samples};
-    absl::StatusOr<WarmupOutcome> outcome = RunWarmup(model, warmup);
+    absl::StatusOr<WarmupOutcome> outcome = WarmWorker(model, options);
     if (!outcome.ok()) Fail(channel, id, outcome.status());
     warm = *std::move(outcome);
     for (const internal::ShapeWarmup& shape : warm.shapes) *report.add_shapes() = shape;
@@ -234,6 +247,14 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   report.set_tokenizer_texts(warm.tokenizer_texts);
   report.set_tokenizer_first_ms(warm.tokenizer_first_ms);
   report.set_tokenizer_steady_ms(warm.tokenizer_steady_ms);
+  if (absl::StatusOr<ProportionalMemory> own = ReadProportionalMemory(); own.ok()) {
+    report.set_private_bytes(own->private_bytes);
+  }
+  if (const TemplateWarmth* warmth = options.from_template) {
+    report.set_template_pid(warmth->pid);
+    report.set_template_warmup_ms(warmth->warmup_ms);
+    report.set_template_private_bytes(warmth->private_bytes);
+  }
   if (absl::Status sent = channel.Send(ready); !sent.ok()) _exit(1);  // master gone
 
   while (true) {
@@ -252,8 +273,15 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
       idle.reset();
     }
     if (!frame.has_infer()) continue;
+    std::unique_ptr<TorchModel> cold;
+    if (options.cold_calls_for_test) {
+      absl::StatusOr<std::unique_ptr<TorchModel>> loaded = TorchModel::Load(spec);
+      if (!loaded.ok()) Fail(channel, id, loaded.status());
+      cold = *std::move(loaded);
+    }
     internal::FromWorker reply;
-    *reply.mutable_result() = Serve(model, guard, options.tokenize, frame.infer(), *arena);
+    *reply.mutable_result() =
+        Serve(cold != nullptr ? *cold : model, guard, options.tokenize, frame.infer(), *arena);
     if (absl::Status sent = channel.Send(reply); !sent.ok()) {
       _exit(absl::IsUnavailable(sent) ? 0 : 1);
     }

@@ -8,6 +8,8 @@
 #ifndef KILN_WORKER_WORKER_PROCESS_H_
 #define KILN_WORKER_WORKER_PROCESS_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -19,6 +21,16 @@
 #include "worker/warmup.h"
 
 namespace kiln {
+
+// What a worker forked from its model's warm template (server/warm_template.h) inherits from it:
+// the template's warmup (the worker confirms it instead of warming again) and, for its report,
+// the template's pid, warmup time and private memory.
+struct TemplateWarmth {
+  const WarmupOutcome* outcome = nullptr;
+  pid_t pid = 0;
+  double warmup_ms = 0;
+  int64_t private_bytes = 0;
+};
 
 struct WorkerOptions {
   int worker_id = 0;
@@ -32,6 +44,14 @@ struct WorkerOptions {
   std::vector<Shape> replay;        // recorded traffic shapes to warm on top of the plan
   EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
   const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null
+  // Forked from a warm template (null: forked by the zygote, it warms by itself). With one
+  // intra-op thread on the CPU it confirms the template's warmup (ConfirmWarmup); otherwise it
+  // settles every shape again (more threads change the kernels' work split). Such a worker does
+  // not die with its parent: the template may be replaced while it serves.
+  const TemplateWarmth* from_template = nullptr;
+  // Tests only (kiln-server --test_only_cold_calls): serve every call on a freshly loaded copy
+  // of the model that has never run, so the readiness check meets a cold path.
+  bool cold_calls_for_test = false;
 };
 
 // Runs the worker in the current (freshly forked) process and never returns: it exits 0 when

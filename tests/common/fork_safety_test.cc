@@ -46,15 +46,25 @@ TEST_CASE("a second thread stops the fork", "[fork]") {
   CHECK_THAT(message, Contains("2 threads are running"));
 }
 
-TEST_CASE("a gRPC object, a forward pass or a CUDA call stops the fork", "[fork]") {
+TEST_CASE("a gRPC object, a forward pass on threads or a CUDA call stops the fork", "[fork]") {
   CHECK_THAT(CheckInChild(NoteGrpcObjectCreated), Contains("a gRPC object was created"));
-  CHECK_THAT(CheckInChild(NoteForwardPass), Contains("a forward pass ran"));
+  CHECK_THAT(CheckInChild([] { NoteForwardPass(2); }),
+             Contains("a forward pass ran on 2 intra-op threads"));
+  CHECK_THAT(CheckInChild(NoteCudaCall), Contains("CUDA was called"));
+}
+
+TEST_CASE("forward passes on one intra-op thread (a warm template's) do not stop the fork",
+          "[fork]") {
+  CHECK(CheckInChild([] {
+          NoteForwardPass(1);
+          NoteForwardPass(1);
+        }).empty());
   CHECK_THAT(CheckInChild(NoteCudaCall), Contains("CUDA was called"));
 }
 
 TEST_CASE("ForkChecked refuses without forking", "[fork]") {
   const std::string message = CheckInChild([] {
-    NoteForwardPass();
+    NoteForwardPass(4);
     absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
     // Only one process gets here: a fork would have made two writers.
     if (pid.ok()) _exit(4);

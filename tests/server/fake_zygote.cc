@@ -129,6 +129,7 @@ void FakeZygote::HandleZygoteFrame() {
     internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
     shape.set_batch_size(1);
     shape.set_steady_ms(behaviour_.steady_ms);
+    shape.set_steady_cpu_ms(behaviour_.steady_cpu_ms);
     (void)worker.channel.Send(ready);
   }
 }
@@ -153,6 +154,7 @@ void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
   internal::FromWorker reply;
   internal::InferResult& result = *reply.mutable_result();
   result.set_call_id(call.call_id());
+  result.set_compute_cpu_ms(worker.behaviour.call_cpu_ms);
   const int64_t rows =
       call.inputs_size() > 0 && call.inputs(0).shape_size() > 0 ? call.inputs(0).shape(0) : 1;
   result.mutable_ran_as()->set_batch_size(static_cast<int32_t>(rows));

@@ -34,6 +34,8 @@ class FakeZygote {
     bool answer_calls = true;   // answer each call at once (else hold it until AnswerHeld)
     int answer_delay_ms = 0;    // sleep this long before each answer (a slow model)
     double steady_ms = 0;       // the steady latency its warmup report gives for batch 1
+    double steady_cpu_ms = 0;   // and the steady CPU time
+    double call_cpu_ms = 0;     // the CPU time each answer reports (compute_cpu_ms)
   };
 
   // What the fake workers answer a call with: `output` (FP32) of `elements_per_row` per row of

@@ -28,8 +28,8 @@ using Catch::Matchers::Contains;
 using testing::FakeZygote;
 using testing::WaitUntil;
 
-// FakeModelSpec's "m" with a readiness check of 10 requests, 2 at a time, whose p95 must stay
-// within 3 x steady + 20 ms (room for a busy machine).
+// FakeModelSpec's "m" with a readiness check of 10 requests, 2 at a time, whose CPU time p95
+// must stay within 3 x the steady CPU time + 20 ms.
 ModelSpec Spec() {
   ModelSpec spec = testing::FakeModelSpec(/*max_queue_size=*/8, /*quorum=*/0);
   spec.config.mutable_warmup()->add_batch_sizes(1);
@@ -104,15 +104,18 @@ class Front {
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
 };
 
-FakeZygote::Behaviour Steady(double steady_ms, int delay_ms = 0) {
+// Workers whose warmup measured `steady_ms` (wall and CPU), answering after `delay_ms` (wall
+// time: a busy node) with calls of `call_cpu_ms` CPU time (default: as steady).
+FakeZygote::Behaviour Steady(double steady_ms, int delay_ms = 0, double call_cpu_ms = -1) {
   FakeZygote::Behaviour behaviour;
   behaviour.steady_ms = steady_ms;
+  behaviour.steady_cpu_ms = steady_ms;
+  behaviour.call_cpu_ms = call_cpu_ms >= 0 ? call_cpu_ms : steady_ms;
   behaviour.answer_delay_ms = delay_ms;
   return behaviour;
 }
 
-TEST_CASE("the readiness check passes through the front and the pool, and fails a slow path",
-          "[server_front]") {
+TEST_CASE("the readiness check judges CPU time through the front and the pool", "[server_front]") {
   SECTION("workers that answer at once") {
     Front front(Steady(1.0));
     absl::StatusOr<std::vector<ReadinessResult>> results =
@@ -123,19 +126,32 @@ TEST_CASE("the readiness check passes through the front and the pool, and fails 
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK(result.errors == 0);
-    CHECK(result.steady_ms == 1.0);
+    CHECK(result.steady_cpu_ms == 1.0);
+    CHECK(result.cpu_p95_ms == 1.0);  // what the workers said, carried back in the response
     CHECK(result.limit_ms == 23.0);
     CHECK(front.pool().Counters("m").requests == 10);
   }
-  SECTION("workers 60 ms slower than their warmup said") {
+  SECTION("workers 60 ms slower in wall time only (a busy node): still passes") {
     Front front(Steady(1.0, /*delay_ms=*/60));
     absl::StatusOr<std::vector<ReadinessResult>> results =
         RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
     REQUIRE(results.ok());
     const ReadinessResult& result = results->front();
     INFO(result.Describe());
+    CHECK(result.passed());
+    CHECK(result.p95_ms >= 60);  // reported
+    CHECK(result.p95_ms > result.limit_ms);
+  }
+  SECTION("calls that take 30x their warmed CPU time (a cold path): fails") {
+    Front front(Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30));
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+    REQUIRE(results.ok());
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
     CHECK_FALSE(result.passed());
-    CHECK(result.p95_ms >= 60);
+    CHECK(result.cpu_p95_ms == 30.0);
+    CHECK_THAT(result.Describe(), Contains("compute CPU p95 30.00 ms > limit 23.00 ms"));
     CHECK_THAT(result.Describe(), Contains("FAILED"));
   }
   SECTION("warmup off: not checked, and says why") {

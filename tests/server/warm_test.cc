@@ -35,6 +35,7 @@ using kiln::testing::MaxAbsDiff;
 using kiln::testing::ModelReport;
 using kiln::testing::ModelsDir;
 using kiln::testing::Report;
+using kiln::testing::ServerConfig;
 using kiln::testing::ServerProcess;
 using kiln::testing::StartServing;
 using kiln::testing::Stub;
@@ -153,12 +154,19 @@ TEST_CASE(
     "a memory budget refuses shapes projected over it and splits a large batch into warm "
     "passes without killing the worker, and a budget nothing fits fails startup with the numbers",
     "[integration][warm][memory]") {
+  // Steps 1 and 2 compare one worker's warmup with another's, so each worker warms by itself
+  // here (a warm template's first passes, on a module that never ran, peak higher).
+  auto config = [](const std::string& repo) {
+    ServerConfig config = Config(repo, 1);
+    config.extra_args = {"--warm_template=off"};
+    return config;
+  };
   // 1. Without a budget: the worker's resident memory before warmup and at batch 1.
   int64_t baseline = 0, peak1 = 0;
   {
     TempDir repo_dir;
     const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
-    auto server = StartServing(Config(repo, 1));
+    auto server = StartServing(config(repo));
     const ModelWarmupReport report = ModelReport(Report(*server), "mlp");
     REQUIRE(report.workers_size() == 1);
     const internal::WarmupReport& worker = report.workers(0);
@@ -177,7 +185,7 @@ TEST_CASE(
     TempDir repo_dir;
     const std::string repo =
         kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(peak1 + slope / 2)}});
-    auto server = StartServing(Config(repo, 1));
+    auto server = StartServing(config(repo));
     const std::vector<pid_t> workers = server->WorkerPids();
     REQUIRE(workers.size() == 1);
     const ModelWarmupReport before = ModelReport(Report(*server), "mlp");
@@ -219,7 +227,8 @@ TEST_CASE(
 
   // 3. A budget below batch 1's peak (but above the worker's baseline): batch 1 runs once in
   //    warmup and is measured over; with no shape left to serve, startup fails with the numbers
-  //    rather than come up answering only errors.
+  //    rather than come up answering only errors. (Here the warm template finds it, and the
+  //    worker it could not fork carries its numbers.)
   {
     TempDir repo_dir;
     const std::string repo =

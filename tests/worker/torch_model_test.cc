@@ -283,12 +283,13 @@ TEST_CASE("outputs that do not match the config are the model's failure (Interna
 }
 
 // Loading (what the master does before forking the zygote) must leave one thread and no note;
-// a forward pass must leave the note. Only a process that never ran a forward pass can show the
-// first, and other cases of this binary run them, so the hidden case below runs in a fresh
-// process: this binary again.
+// so must forward passes on one intra-op thread (what a warm template does before forking its
+// workers); a pass on two threads must leave the note. Only a process that never ran a forward pass
+// can show the first, and other cases of this binary run them, so the hidden case below runs in a
+// fresh process: this binary again.
 constexpr char kForkChildVariable[] = "KILN_TEST_FORK_CHILD";
 
-TEST_CASE("fork child: load, check fork safety, run a forward pass, check again",
+TEST_CASE("fork child: load, check fork safety, run forward passes on 1 and 2 threads",
           "[.][fork_child]") {
   if (std::getenv(kForkChildVariable) == nullptr) {
     SUCCEED("a helper of the fork-safety test below; it runs only with " << kForkChildVariable);
@@ -303,14 +304,24 @@ TEST_CASE("fork child: load, check fork safety, run a forward pass, check again"
   REQUIRE(mlp.ok());
   std::vector<float> data(16, 0.5f);
   TensorView in{"input", DType::kFloat32, {1, 16}, data.data(), data.size() * sizeof(float)};
+  TorchModel::SetIntraOpThreads(1);
+  REQUIRE((*resnet)->Forward({in}).ok() == false);  // wrong input: still a pass attempted
   REQUIRE((*mlp)->Forward({in}).ok());
-  const absl::Status after_forward = CheckForkSafe("after forward");
-  REQUIRE_FALSE(after_forward.ok());
-  CHECK_THAT(std::string(after_forward.message()), Contains("a forward pass ran"));
+  REQUIRE((*mlp)->Forward({in}).ok());
+  const absl::Status one_thread = CheckForkSafe("after passes on one thread");
+  INFO(one_thread.message());
+  REQUIRE(one_thread.ok());
+  TorchModel::SetIntraOpThreads(2);
+  REQUIRE((*mlp)->Forward({in}).ok());
+  const absl::Status two_threads = CheckForkSafe("after a pass on two threads");
+  REQUIRE_FALSE(two_threads.ok());
+  CHECK_THAT(std::string(two_threads.message()),
+             Contains("a forward pass ran on 2 intra-op threads"));
   std::cout << "fork-child: checked\n" << std::flush;
 }
 
-TEST_CASE("loading is fork-safe, a forward pass is not", "[torch][fork]") {
+TEST_CASE("loading and passes on one thread are fork-safe, a pass on two threads is not",
+          "[torch][fork]") {
   const kiln::testing::CommandResult child =
       kiln::testing::RunThisTestBinary("[fork_child]", std::string(kForkChildVariable) + "=1");
   INFO("child output:\n" << child.output);

@@ -30,13 +30,14 @@ namespace {
 
 using Catch::Matchers::Contains;
 
-// A forward pass that takes the next of `latencies` (then the last one forever), counting calls.
+// A forward pass whose CPU time is the next of `latencies` (then the last one forever), and whose
+// wall time is 10 ms more (a busy node), counting calls.
 struct FakeCall {
   std::vector<double> latencies;
   int calls = 0;
-  absl::StatusOr<double> operator()() {
+  absl::StatusOr<CallTime> operator()() {
     const size_t i = std::min<size_t>(calls++, latencies.size() - 1);
-    return latencies[i];
+    return CallTime{latencies[i] + 10, latencies[i]};
   }
 };
 
@@ -48,8 +49,9 @@ TEST_CASE("a shape settles when two calls in a row agree within the tolerance", 
   // 400 -> 90 -> 50 (the 3rd call, 90 vs 50 disagree) -> 47 (50 vs 47 agree): settled after 4.
   CHECK(result->settled_after == 4);
   CHECK(call.calls == 4 + 5);
-  CHECK(result->first_ms == 400);
-  CHECK(result->steady_ms == 45);  // median of 46, 45, 44, 46, 45
+  CHECK(result->first.cpu_ms == 400);
+  CHECK(result->steady.cpu_ms == 45);  // median of 46, 45, 44, 46, 45
+  CHECK(result->steady.wall_ms == 55);
 }
 
 TEST_CASE("agreement is not judged before min_calls", "[warmup]") {
@@ -66,14 +68,14 @@ TEST_CASE("a shape that never settles stops at the cap and says so", "[warmup]")
   REQUIRE(result.ok());
   CHECK(result->settled_after == 0);
   CHECK(call.calls == 6 + 3);
-  CHECK(result->latencies.size() == 9);
+  CHECK(result->calls.size() == 9);
 }
 
 TEST_CASE("the first failing call stops settling with its error", "[warmup]") {
   int calls = 0;
-  auto failing = [&calls]() -> absl::StatusOr<double> {
+  auto failing = [&calls]() -> absl::StatusOr<CallTime> {
     if (++calls == 3) return absl::InvalidArgumentError("shape rejected");
-    return 5.0 * calls;
+    return CallTime{5.0 * calls, 5.0 * calls};
   };
   absl::StatusOr<SettleResult> result = SettleShape(failing, {3, 50, 0.15, 5});
   REQUIRE_FALSE(result.ok());

@@ -1,0 +1,154 @@
+// The warm template against the real server: one template per CPU model warms once on one
+// thread and forks the workers, which only confirm its warmup; --warm_template=off warms each
+// worker by itself; a template that dies is replaced while its workers keep serving.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bench/scale_command.h"
+#include "tests/process_identity.h"
+#include "tests/server/server_test_util.h"
+
+namespace kiln {
+namespace {
+
+using Catch::Matchers::Contains;
+using grpc::health::v1::HealthCheckResponse;
+using kiln::testing::Config;
+using kiln::testing::Count;
+using kiln::testing::DemoConfig;
+using kiln::testing::Health;
+using kiln::testing::HealthStub;
+using kiln::testing::Infer;
+using kiln::testing::kStartup;
+using kiln::testing::MlpRequest;
+using kiln::testing::ModelReport;
+using kiln::testing::ParentOf;
+using kiln::testing::PollUntil;
+using kiln::testing::Report;
+using kiln::testing::ServerConfig;
+using kiln::testing::StartServing;
+using kiln::testing::Stub;
+using kiln::testing::TempDir;
+using std::chrono::seconds;
+
+// Threads of process `pid` (entries of /proc/<pid>/task).
+int ThreadsOf(pid_t pid) {
+  int threads = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    (void)entry;
+    ++threads;
+  }
+  return threads;
+}
+
+TEST_CASE("CPU workers are forked from one single-threaded warm template and confirm its warmup",
+          "[integration][server][template]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  auto server = StartServing(Config(repo, 2));
+  INFO("log:\n" << server->log());
+
+  const std::vector<pid_t> templates = server->TemplatePids();
+  REQUIRE(templates.size() == 1);
+  const pid_t warm_template = templates.front();
+  CHECK(ParentOf(warm_template) == server->ZygotePids().at(0));
+  CHECK(ThreadsOf(warm_template) == 1);  // it forked twice, and can fork again
+  const std::vector<pid_t> workers = server->WorkerPids();
+  REQUIRE(workers.size() == 2);
+  for (pid_t worker : workers) CHECK(ParentOf(worker) == warm_template);
+
+  const ModelWarmupReport mlp = ModelReport(Report(*server), "mlp");
+  REQUIRE(mlp.workers_size() == 2);
+  for (const internal::WarmupReport& worker : mlp.workers()) {
+    CHECK(worker.template_pid() == warm_template);
+    CHECK(worker.template_warmup_ms() > 0);
+    CHECK(worker.template_private_bytes() > 0);  // the template's own memory cost
+    CHECK(worker.private_bytes() > 0);
+    REQUIRE(worker.shapes_size() == 4);  // batch 1, 2, 4, 8
+    for (const internal::ShapeWarmup& shape : worker.shapes()) {
+      CHECK(shape.from_template());
+      CHECK(shape.calls() == 1);          // confirmed with one call
+      CHECK(shape.settled_after() >= 2);  // the template's settling
+      CHECK(shape.steady_cpu_ms() > 0);
+    }
+  }
+  CHECK(Count(server->log(), "shapes warmed on one thread") == 1);
+  CHECK(Count(server->log(), "from the warm template") == 2);
+  auto channel = kiln::testing::LoopbackChannel(server->port());
+  Stub oip(channel);
+  CHECK(Infer(oip, MlpRequest(4), seconds(10)).ok());
+}
+
+TEST_CASE("warm_template off: every worker runs the whole warmup itself",
+          "[integration][server][template]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  ServerConfig config = Config(repo, 2);
+  config.extra_args = {"--warm_template=off"};
+  auto server = StartServing(config);
+  CHECK(server->TemplatePids().empty());
+  const ModelWarmupReport mlp = ModelReport(Report(*server), "mlp");
+  REQUIRE(mlp.workers_size() == 2);
+  for (const internal::WarmupReport& worker : mlp.workers()) {
+    CHECK(worker.template_pid() == 0);
+    for (const internal::ShapeWarmup& shape : worker.shapes()) {
+      CHECK_FALSE(shape.from_template());
+      CHECK(shape.calls() >= 3);  // calls_per_shape, then the steady calls
+    }
+  }
+}
+
+TEST_CASE("a killed warm template is replaced, and its workers keep serving meanwhile",
+          "[integration][server][template]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  auto server = StartServing(Config(repo, 1));
+  auto channel = kiln::testing::LoopbackChannel(server->port());
+  Stub oip(channel);
+  HealthStub health(channel);
+  REQUIRE(server->TemplatePids().size() == 1);
+  const pid_t first_template = server->TemplatePids().front();
+  const std::vector<pid_t> workers = server->WorkerPids();
+  REQUIRE(workers.size() == 1);
+
+  REQUIRE(kill(first_template, SIGKILL) == 0);
+  if (!PollUntil([&] { return server->TemplatePids().empty(); }, seconds(30))) {
+    FAIL("the killed template is still there; log:\n" << server->log());
+  }
+  // Its worker lives on (reparented to the zygote) and serves.
+  CHECK(server->WorkerPids() == workers);
+  CHECK(ParentOf(workers.front()) == server->ZygotePids().at(0));
+  for (int i = 0; i < 5; ++i) CHECK(Infer(oip, MlpRequest(1), seconds(10)).ok());
+  CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);
+
+  // The next worker asked for comes from a new template.
+  CHECK(bench::RunScaleCommand({"--addr=" + server->address(), "--model=mlp", "--workers=2"}) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 2; }, kStartup)) {
+    FAIL("no second worker; log:\n" << server->log());
+  }
+  const std::vector<pid_t> templates = server->TemplatePids();
+  REQUIRE(templates.size() == 1);
+  CHECK(templates.front() != first_template);
+  const ModelWarmupReport mlp = ModelReport(Report(*server), "mlp");
+  REQUIRE(mlp.workers_size() == 2);
+  CHECK(mlp.workers(1).template_pid() == templates.front());
+  CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);
+
+  // A worker killed now is replaced from the new template, and the old one exits cleanly when
+  // the server stops (the zygote reaps it).
+  REQUIRE(kill(workers.front(), SIGKILL) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, kStartup)) {
+    FAIL("no replacement; log:\n" << server->log());
+  }
+  CHECK_THAT(server->log(), Contains("(pid " + std::to_string(workers.front()) + ") exited"));
+  for (int i = 0; i < 5; ++i) CHECK(Infer(oip, MlpRequest(1), seconds(10)).ok());
+}
+
+}  // namespace
+}  // namespace kiln
