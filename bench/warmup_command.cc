@@ -27,10 +27,12 @@ const char* kWarmupDescription =
     "    counters (requests, cold_shape_hits: ran an unwarmed shape, padded_to_bucket: text\n"
     "    padded up to a warmed length, padded_batch: zero rows added up to a warmed batch size,\n"
     "    split: run in several passes to fit the budget, over_budget: refused);\n"
-    "  - per ready worker: pid, device, warmup time, peak and baseline RSS, the tokenizer's\n"
+    "  - per ready worker: pid, device, warmup time, peak and baseline anonymous memory, the "
+    "tokenizer's\n"
     "    first and steady time (text models), and one row per warmed shape: batch, seq (- for a\n"
     "    model without a variable dim), the first call's ms, the steady median ms, first/steady,\n"
-    "    calls, calls until it settled (never = not within the cap), the peak RSS, and its\n"
+    "    calls, calls until it settled (never = not within the cap), the peak anonymous memory, "
+    "and its\n"
     "    inputs (recorded: a real request kept with --record_samples; synthetic: generated\n"
     "    data or sample text); a shape whose projected peak was over the budget was never run:\n"
     "    REFUSED (projected N MB).\n"
@@ -72,7 +74,7 @@ void AppendShapeTable(const internal::WarmupReport& worker, std::string* out) {
   }
   absl::StrAppendFormat(out, "    %5s  %5s  %9s  %13s  %12s  %5s  %13s  %11s  %s\n", "batch", "seq",
                         "first ms", "steady p50 ms", "first/steady", "calls", "settled after",
-                        "peak RSS MB", "inputs");
+                        "peak anon MB", "inputs");
   for (const internal::ShapeWarmup& shape : worker.shapes()) {
     const std::string seq =
         shape.sequence_length() == 0 ? "-" : absl::StrCat(shape.sequence_length());
@@ -86,8 +88,8 @@ void AppendShapeTable(const internal::WarmupReport& worker, std::string* out) {
                                   : std::string("-");
     const std::string settled =
         shape.settled_after() == 0 ? "never" : absl::StrCat(shape.settled_after());
-    const std::string rss = shape.peak_rss_bytes() > 0
-                                ? absl::StrFormat("%.1f", shape.peak_rss_bytes() / kBytesPerMb)
+    const std::string rss = shape.peak_anon_bytes() > 0
+                                ? absl::StrFormat("%.1f", shape.peak_anon_bytes() / kBytesPerMb)
                                 : std::string("-");
     absl::StrAppendFormat(out, "    %5d  %5s  %9.3f  %13.3f  %12s  %5d  %13s  %11s  %s\n",
                           shape.batch_size(), seq, shape.first_ms(), shape.steady_ms(), ratio,
@@ -100,9 +102,9 @@ void AppendWorker(const internal::WarmupReport& worker, std::string* out) {
   absl::StrAppendFormat(out, "  worker %d: pid %d, %s, %d intra-op thread(s)\n", worker.worker_id(),
                         worker.pid(), worker.device().empty() ? "device unknown" : worker.device(),
                         worker.intra_op_threads());
-  absl::StrAppendFormat(out, "    warmup %.1f ms, peak RSS %s, baseline RSS %s, budget %s\n",
-                        worker.warmup_ms(), Mb(worker.peak_rss_bytes()),
-                        Mb(worker.baseline_rss_bytes()),
+  absl::StrAppendFormat(out, "    warmup %.1f ms, peak anon %s, baseline anon %s, budget %s\n",
+                        worker.warmup_ms(), Mb(worker.peak_anon_bytes()),
+                        Mb(worker.baseline_anon_bytes()),
                         worker.budget_bytes() > 0 ? Mb(worker.budget_bytes()) : "none");
   if (worker.tokenizer_texts() > 0) {
     absl::StrAppendFormat(out, "    tokenizer: %d texts, first %.2f ms, steady %.2f ms\n",

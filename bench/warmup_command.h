@@ -15,8 +15,8 @@ namespace kiln::bench {
 
 // The report as text: the startup timeline (phase, duration ms, since start ms), the memory
 // limit, then per model its worker budget, replayed shapes and serving counters, and per worker
-// its warmup time, peak and baseline RSS, tokenizer timings and one row per warmed shape
-// (batch, seq, first ms, steady p50 ms, first/steady, calls, settled after, peak RSS MB; a
+// its warmup time, peak and baseline anonymous memory, tokenizer timings and one row per warmed
+// shape (batch, seq, first ms, steady p50 ms, first/steady, calls, settled after, peak RSS MB; a
 // refused shape reads "REFUSED (projected N MB)"). MB are 10^6 bytes, as in the server's log.
 std::string FormatWarmupReport(const WarmupReportResponse& response);
 

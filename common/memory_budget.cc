@@ -122,18 +122,20 @@ int64_t ShapeMemoryModel::MaxUnitsWithin(int64_t budget_bytes) const {
   return fitting;
 }
 
-absl::Status CheckRoomForWorker(int64_t tree_resident_bytes, int64_t worker_budget_bytes,
-                                int64_t limit_bytes, double share) {
-  share = ShareOrDefault(share);
+absl::Status CheckRoomForWorkers(const WorkerAdmission& admission, int64_t limit_bytes) {
   const long double needed =
-      static_cast<long double>(tree_resident_bytes) + static_cast<long double>(worker_budget_bytes);
-  const long double allowed = static_cast<long double>(share) * limit_bytes;
-  if (needed <= allowed) return absl::OkStatus();
+      static_cast<long double>(admission.usage_bytes) + admission.pending_bytes +
+      static_cast<long double>(admission.count) * admission.per_worker_bytes +
+      admission.headroom_bytes;
+  if (needed <= limit_bytes) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrFormat(
-      "no room for another worker: %.1f MB resident in the process tree + its budget of %.1f MB "
-      "= %.1f MB, over %.1f MB (%g x the %.1f MB limit)",
-      tree_resident_bytes / 1e6, worker_budget_bytes / 1e6, static_cast<double>(needed / 1e6),
-      static_cast<double>(allowed / 1e6), share, limit_bytes / 1e6));
+      "%.1f MB in use (%s) + %.1f MB reserved for %d worker(s) still warming + %d x %.1f MB (%s) "
+      "+ %.1f MB headroom = %.1f MB, over the %.1f MB limit",
+      admission.usage_bytes / 1e6, admission.usage_source, admission.pending_bytes / 1e6,
+      admission.pending_workers, admission.count, admission.per_worker_bytes / 1e6,
+      admission.measured ? "the private peak a warm worker of the model measured"
+                         : "its memory budget: no worker of the model measured yet",
+      admission.headroom_bytes / 1e6, static_cast<double>(needed / 1e6), limit_bytes / 1e6));
 }
 
 }  // namespace kiln

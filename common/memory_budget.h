@@ -1,6 +1,6 @@
 // The per-worker memory budget: how many bytes a worker may use (WorkerBudgetBytes), how much a
 // forward pass of a larger shape will take judging by the smaller ones measured in warmup
-// (ShapeMemoryModel), and whether the machine has room for one more worker (CheckRoomForWorker).
+// (ShapeMemoryModel), and whether the memory has room for more workers (CheckRoomForWorkers).
 // Pure arithmetic: the measurements come from common/memory_probe.h.
 #ifndef KILN_COMMON_MEMORY_BUDGET_H_
 #define KILN_COMMON_MEMORY_BUDGET_H_
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <string>
 
 #include "absl/status/status.h"
 #include "proto/model_config.pb.h"
@@ -85,12 +86,23 @@ class ShapeMemoryModel {
   std::map<int64_t, int64_t> peaks_;  // units -> peak resident bytes
 };
 
-// Before the master forks another worker: OK when `tree_resident_bytes` (the resident bytes of
-// the whole process tree now, SumResidentBytes) plus the new worker's `worker_budget_bytes` fit
-// within share x limit_bytes; ResourceExhausted otherwise, with every number in MB in the
-// message. `share` is the MemoryConfig's cgroup_share (kDefaultCgroupShare when 0).
-absl::Status CheckRoomForWorker(int64_t tree_resident_bytes, int64_t worker_budget_bytes,
-                                int64_t limit_bytes, double share);
+// What admitting `count` more workers of one model would bring the memory to: what the kernel
+// counts now, what the workers still warming may add, each new worker's cost and the model's
+// headroom. A worker's own budget (for refusing shapes) is not a share reserved here.
+struct WorkerAdmission {
+  int64_t usage_bytes = 0;
+  std::string usage_source;   // e.g. "the cgroup's working set (memory.current - inactive_file)"
+  int64_t pending_bytes = 0;  // reserved for the workers still spawning or warming
+  int pending_workers = 0;
+  int count = 1;  // new workers
+  int64_t per_worker_bytes = 0;
+  bool measured = false;       // per_worker_bytes is a warm worker's measured private peak
+  int64_t headroom_bytes = 0;  // memory.headroom_bytes: kept free
+};
+
+// OK when usage + pending + count x per_worker + headroom fits within `limit_bytes`;
+// ResourceExhausted otherwise, with every term in MB in the message.
+absl::Status CheckRoomForWorkers(const WorkerAdmission& admission, int64_t limit_bytes);
 
 }  // namespace kiln
 

@@ -3,14 +3,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/process.h"
+#include "common/status_macros.h"
 #include "common/status_util.h"
 #include "common/text_proto_file.h"
 #include "glog/logging.h"
@@ -50,15 +54,17 @@ absl::StatusOr<ResidentMemory> ReadStatusFile(const std::string& path) {
   if (!text.ok()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::optional<int64_t> rss;
   std::optional<int64_t> hwm;
+  std::optional<int64_t> anon;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     if (!rss.has_value()) rss = ParseKbLine(line, "VmRSS");
     if (!hwm.has_value()) hwm = ParseKbLine(line, "VmHWM");
+    if (!anon.has_value()) anon = ParseKbLine(line, "RssAnon");
   }
   if (!rss.has_value() || !hwm.has_value()) {
     return absl::NotFoundError(
         absl::StrCat(path, " has no VmRSS and VmHWM lines (a zombie or kernel thread?)"));
   }
-  return ResidentMemory{*rss, *hwm};
+  return ResidentMemory{*rss, *hwm, anon.value_or(*rss)};
 }
 
 }  // namespace
@@ -164,13 +170,39 @@ int64_t SumPssBytes(const std::vector<pid_t>& pids, const SystemRoots& roots) {
   return total;
 }
 
-int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots) {
-  int64_t total = 0;
-  for (pid_t pid : pids) {
-    const absl::StatusOr<ResidentMemory> memory = ReadResidentMemoryOf(pid, roots);
-    if (memory.ok()) total += memory->resident_bytes;
+namespace {
+
+// The `key` line of a memory.stat file, in bytes; 0 when it has none.
+int64_t StatValue(absl::string_view text, absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    int64_t value = 0;
+    if (fields.size() == 2 && fields[0] == key && absl::SimpleAtoi(fields[1], &value)) return value;
   }
-  return total;
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<MemoryUsage> ChargedMemory(const MemoryLimit& limit, pid_t root,
+                                          const SystemRoots& roots) {
+  if (limit.source == MemoryLimit::Source::kPhysicalMemory) {
+    return MemoryUsage{SumPssBytes(ProcessTree(root), roots), "the PSS of the server's processes"};
+  }
+  const size_t slash = limit.origin.rfind('/');
+  const std::string dir = limit.origin.substr(0, slash == std::string::npos ? 0 : slash);
+  const bool v2 = absl::EndsWith(limit.origin, "/memory.max");
+  const std::string usage_file = dir + (v2 ? "/memory.current" : "/memory.usage_in_bytes");
+  ASSIGN_OR_RETURN(const std::string usage_text, ReadWholeFile(usage_file));
+  int64_t usage = 0;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(usage_text), &usage)) {
+    return absl::InternalError(absl::StrCat(usage_file, " holds no byte count"));
+  }
+  const absl::StatusOr<std::string> stat = ReadWholeFile(dir + "/memory.stat");
+  const int64_t inactive =
+      stat.ok() ? StatValue(*stat, v2 ? "inactive_file" : "total_inactive_file") : 0;
+  return MemoryUsage{std::max<int64_t>(0, usage - inactive),
+                     absl::StrCat("the cgroup's working set, ", usage_file, " - inactive_file")};
 }
 
 }  // namespace kiln

@@ -66,6 +66,16 @@ absl::StatusOr<MemoryLimit> ProcessMemoryLimit(const SystemRoots& roots = {});
 struct ResidentMemory {
   int64_t resident_bytes = 0;       // VmRSS
   int64_t peak_resident_bytes = 0;  // VmHWM: the peak since start or the last ResetPeakResident
+  int64_t anon_bytes = 0;           // RssAnon: heap and other anonymous pages (not the weights'
+                                    // file pages, which are shared and reclaimable)
+
+  // The peak of the anonymous memory since VmHWM was reset, estimated: RssAnon now plus what
+  // VmRSS peaked above VmRSS now (what was freed since the peak was anonymous: file pages stay
+  // mapped). This is what the memory budget measures a worker by.
+  int64_t PeakAnonBytes() const {
+    return anon_bytes +
+           (peak_resident_bytes > resident_bytes ? peak_resident_bytes - resident_bytes : 0);
+  }
 };
 
 // This process's resident memory (<proc>/self/status).
@@ -79,11 +89,6 @@ absl::StatusOr<ResidentMemory> ReadResidentMemoryOf(pid_t pid, const SystemRoots
 // (Linux >= 4.0). Fails when the write fails, e.g. EACCES after prctl(PR_SET_DUMPABLE, 0) made
 // /proc/self root's. getrusage's ru_maxrss may not follow the reset: read VmHWM instead.
 absl::Status ResetPeakResident(const SystemRoots& roots = {});
-
-// The summed VmRSS of `pids` (e.g. ProcessTree(master)). A process that has gone or has no memory
-// of its own counts 0: the list is a snapshot. RSS counts a page shared by several processes once
-// per process, so this over-counts shared weights: an upper bound, which is what a check wants.
-int64_t SumResidentBytes(const std::vector<pid_t>& pids, const SystemRoots& roots = {});
 
 // What a process's memory costs the machine (<proc>/<pid>/smaps_rollup): PSS (each shared page
 // divided among the processes that map it, so PSS sums over a tree without counting shared
@@ -102,6 +107,20 @@ std::optional<ProportionalMemory> ParseSmapsRollup(absl::string_view text);
 // or has no memory of its own.
 absl::StatusOr<ProportionalMemory> ReadProportionalMemory(pid_t pid = 0,
                                                           const SystemRoots& roots = {});
+
+// What the kernel charges now against `limit`, and how that was read.
+struct MemoryUsage {
+  int64_t bytes = 0;
+  std::string source;
+};
+
+// For a cgroup limit: the usage of the cgroup that has it (v2 memory.current, v1
+// memory.usage_in_bytes, beside the limit file) less its inactive file pages (memory.stat:
+// inactive_file, v1 total_inactive_file), which the kernel reclaims before it kills: the working
+// set, as the kubelet counts it. For physical memory: the summed PSS of the process tree under
+// `root`. An error when the files cannot be read.
+absl::StatusOr<MemoryUsage> ChargedMemory(const MemoryLimit& limit, pid_t root,
+                                          const SystemRoots& roots = {});
 
 // The summed PSS of `pids`; a process that has gone counts 0 (the list is a snapshot).
 int64_t SumPssBytes(const std::vector<pid_t>& pids, const SystemRoots& roots = {});

@@ -179,8 +179,7 @@ class Master {
   std::vector<ModelSpec> specs_;
   LoadedModels models_;
   std::map<std::string, ModelReplay> replay_;
-  int64_t memory_limit_bytes_ = 0;  // 0: unknown
-  std::string memory_limit_ = "unknown";
+  MemoryLimit memory_limit_;  // bytes 0: unknown
   CpuSetup cpu_;
   pid_t zygote_ = 0;
   std::unique_ptr<WorkerPool> pool_;
@@ -240,14 +239,13 @@ absl::Status Master::Load() {
     }
   }
   if (absl::StatusOr<MemoryLimit> memory = ProcessMemoryLimit(); memory.ok()) {
-    memory_limit_bytes_ = memory->bytes;
-    memory_limit_ = memory->Describe();
-    LOG(INFO) << "memory: " << memory_limit_ << " for the whole server";
+    memory_limit_ = *memory;
+    LOG(INFO) << "memory: " << memory_limit_.Describe() << " for the whole server";
   } else {
     LOG(WARNING) << "memory: no limit known (" << memory.status().message()
                  << "); workers run without a memory budget";
   }
-  cpu_ = PlanCpu(options_, specs_, models_, memory_limit_bytes_);
+  cpu_ = PlanCpu(options_, specs_, models_, memory_limit_.bytes);
   return absl::OkStatus();
 }
 
@@ -266,7 +264,7 @@ absl::Status Master::Warm() {
   pool_options.warmup = options_.warmup;
   pool_options.warm_template = options_.warm_template;
   pool_options.cold_calls_for_test = options_.cold_calls_for_test;
-  pool_options.memory_limit_bytes = memory_limit_bytes_;
+  pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
   NotifySystemd("STATUS=warming workers");
@@ -342,7 +340,7 @@ absl::Status Master::Serve() {
   service_ = std::make_unique<InferenceService>(specs_, *pool_, state_, recording_.get());
   StartupReport startup;
   startup.timeline = timeline_.phases();
-  startup.memory_limit = memory_limit_;
+  startup.memory_limit = memory_limit_.bytes > 0 ? memory_limit_.Describe() : "unknown";
   startup.cpu = cpu_;
   for (const auto& [name, model] : replay_) startup.replayed[name] = model.shapes;
   kiln_service_ = std::make_unique<KilnServiceImpl>(specs_, *pool_, std::move(startup));

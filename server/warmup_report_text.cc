@@ -22,7 +22,7 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
         &shapes, " [%s first %.1f ms, steady %.1f ms (CPU %.1f ms), %s, peak %.0f MB%s%s]", name,
         shape.first_ms(), shape.steady_ms(), shape.steady_cpu_ms(),
         shape.from_template() ? absl::StrCat("confirmed (template ", settled, ")") : settled,
-        shape.peak_rss_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
+        shape.peak_anon_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
         shape.refused() ? ", REFUSED: over budget" : "");
   }
   std::string tokenizer;
@@ -52,9 +52,9 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
                             report.template_private_bytes() / 1e6)
           : "";
   return absl::StrFormat(
-      "warm in %.0f ms%s on %s, %d thread(s)%s, peak RSS %.0f MB%s, %.0f MB private;%s%s",
+      "warm in %.0f ms%s on %s, %d thread(s)%s, peak anon %.0f MB%s, private peak %.0f MB;%s%s",
       report.warmup_ms(), from_template, report.device(), report.intra_op_threads(), priority,
-      report.peak_rss_bytes() / 1e6, budget, report.private_bytes() / 1e6, tokenizer,
+      report.peak_anon_bytes() / 1e6, budget, report.private_peak_bytes() / 1e6, tokenizer,
       shapes.empty() ? " no warmup" : shapes);
 }
 

@@ -132,9 +132,9 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
   }
   for (auto& [name, model] : models_) {
     const ModelConfig& config = model->spec->config;
-    if (options.memory_limit_bytes > 0 || config.memory().limit_bytes() > 0) {
+    if (options.memory_limit.bytes > 0 || config.memory().limit_bytes() > 0) {
       model->budget_bytes =
-          WorkerBudgetBytes(config.memory(), options.memory_limit_bytes, total_workers);
+          WorkerBudgetBytes(config.memory(), options.memory_limit.bytes, total_workers);
     }
   }
 }
@@ -144,35 +144,39 @@ WorkerPool::~WorkerPool() {
   close(wake_fd_);
 }
 
-int64_t WorkerPool::ReservationBytesLocked(const ModelState& model) const {
-  int64_t grown = 0;
+int64_t WorkerPool::ReservationBytesLocked(const ModelState& model, bool* measured) const {
+  int64_t peak = 0;
   for (const auto& [id, worker] : workers_) {
-    if (worker->model == &model) grown = std::max(grown, WarmupGrowthBytes(worker->warmup));
+    if (worker->model == &model) peak = std::max(peak, worker->warmup.private_peak_bytes());
   }
-  return grown > 0 ? std::min(grown, model.budget_bytes) : model.budget_bytes;
+  if (measured != nullptr) *measured = peak > 0;
+  return peak > 0 ? peak : model.budget_bytes;
 }
 
 absl::Status WorkerPool::CheckRoomLocked(const ModelState& model, int count) const {
-  if (options_.memory_limit_bytes <= 0 || model.budget_bytes <= 0) return absl::OkStatus();
-  // The tree's resident memory now, plus a reservation for each worker that has not reached its
-  // peak yet (still spawning or warming) and for each new one, must fit within the limit.
-  int64_t pending = 0;
+  if (options_.memory_limit.bytes <= 0) return absl::OkStatus();
+  absl::StatusOr<MemoryUsage> usage = options_.memory_usage
+                                          ? options_.memory_usage()
+                                          : ChargedMemory(options_.memory_limit, getpid());
+  if (!usage.ok()) {
+    LOG_EVERY_N(WARNING, 100) << "memory admission skipped: " << usage.status();
+    return absl::OkStatus();
+  }
+  WorkerAdmission admission;
+  admission.usage_bytes = usage->bytes;
+  admission.usage_source = usage->source;
   for (const auto& [id, worker] : workers_) {
     if (worker->state == WorkerState::kSpawning || worker->state == WorkerState::kWarming) {
-      pending += ReservationBytesLocked(*worker->model);
+      admission.pending_bytes += ReservationBytesLocked(*worker->model);
+      ++admission.pending_workers;
     }
   }
-  const int64_t tree = SumResidentBytes(ProcessTree(getpid()));
-  absl::Status room = CheckRoomForWorker(tree + pending, count * ReservationBytesLocked(model),
-                                         options_.memory_limit_bytes, 1.0);
-  if (!room.ok()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "no memory for ", count == 1 ? "another worker" : absl::StrCat(count, " more workers"),
-        " of '", model.spec->config.name(), "' (", room.message(),
-        "; the tree's resident memory includes ", pending / 1000000,
-        " MB reserved for workers still warming)"));
-  }
-  return absl::OkStatus();
+  admission.count = count;
+  admission.per_worker_bytes = ReservationBytesLocked(model, &admission.measured);
+  admission.headroom_bytes = model.spec->config.memory().headroom_bytes();
+  return Annotate(CheckRoomForWorkers(admission, options_.memory_limit.bytes),
+                  absl::StrCat("no memory for ", count, " more worker(s) of '",
+                               model.spec->config.name(), "'"));
 }
 
 absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/frame_channel.h"
+#include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "common/shape.h"
 #include "common/shared_arena.h"
@@ -73,9 +74,11 @@ struct WorkerPoolOptions {
   // Workers warm at SCHED_IDLE (common/idle_priority.h) and return to normal priority on
   // StartServing(), or once ready after it.
   bool warm_at_idle_priority = false;
-  // The memory the whole server lives under (cgroup limit or physical memory; 0 = unknown: no
-  // budgets and no check before forking).
-  int64_t memory_limit_bytes = 0;
+  // The memory the whole server lives under (cgroup limit or physical memory; bytes 0 =
+  // unknown: no budgets and no check before forking).
+  MemoryLimit memory_limit;
+  // What the kernel charges against it now; default ChargedMemory(memory_limit, this process).
+  std::function<absl::StatusOr<MemoryUsage>()> memory_usage;
   // Recorded traffic shapes to warm per model, on top of each config's plan.
   std::map<std::string, std::vector<Shape>> replay;
   // CPU workers are forked from their model's warm template (server/warm_template.h) and only
@@ -191,14 +194,16 @@ class WorkerPool {
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int WarmWorkersLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
-  // Whether the tree has room for `count` more workers of `model` (common/memory_budget.h):
-  // ResourceExhausted with the numbers when not.
+  // Whether the memory has room for `count` more workers of `model` (common/memory_budget.h,
+  // CheckRoomForWorkers): what the kernel charges now, plus a reservation for each worker still
+  // spawning or warming and for each new one, plus the model's headroom, within the limit.
+  // ResourceExhausted with the numbers when not. A usage that cannot be read admits (logged).
   absl::Status CheckRoomLocked(const ModelState& model, int count = 1) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The memory a new worker of `model` is expected to add: what its warm workers grew by while
-  // warming (peak less resident before warmup: the pages it did not share), at most its
-  // budget; its budget while none is warm yet.
-  int64_t ReservationBytesLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The memory a new worker of `model` is expected to add: the largest private peak its warm
+  // workers measured (set `measured`), or its budget while none has.
+  int64_t ReservationBytesLocked(const ModelState& model, bool* measured = nullptr) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes the channel of a worker scaled away (it exits on EOF; a warming one is killed) and
   // marks it Exited; it is not replaced.
   void RetireLocked(Worker& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

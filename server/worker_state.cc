@@ -55,9 +55,4 @@ const char* WorkerStateName(WorkerState state) {
   return "?";
 }
 
-int64_t WarmupGrowthBytes(const internal::WarmupReport& warmup) {
-  if (warmup.peak_rss_bytes() <= 0 || warmup.baseline_rss_bytes() <= 0) return 0;
-  return std::max<int64_t>(0, warmup.peak_rss_bytes() - warmup.baseline_rss_bytes());
-}
-
 }  // namespace kiln

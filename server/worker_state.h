@@ -30,10 +30,6 @@ bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
 // `warmup`, at least 5000 ms.
 double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup);
 
-// What a worker grew by while warming (peak resident less resident before warmup: roughly the
-// pages it did not share), from its report; 0 when the report does not say.
-int64_t WarmupGrowthBytes(const internal::WarmupReport& warmup);
-
 }  // namespace kiln
 
 #endif  // KILN_SERVER_WORKER_STATE_H_

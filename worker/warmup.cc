@@ -286,7 +286,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
   }
   WarmupInputs inputs_for(config, options, shapes);
   ASSIGN_OR_RETURN(const ResidentMemory before, ReadResidentMemory());
-  outcome.baseline_bytes = before.resident_bytes;
+  outcome.baseline_bytes = before.anon_bytes;
   outcome.memory = ShapeMemoryModel(outcome.baseline_bytes);
   if (options.budget_bytes > 0 && outcome.baseline_bytes > options.budget_bytes) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -313,9 +313,9 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     (void)ResetPeakResident();
     ASSIGN_OR_RETURN(const SettleResult settled, SettleShape(call, plan));
     ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
-    outcome.memory.Add(units, after.peak_resident_bytes);
-    entry.set_peak_rss_bytes(after.peak_resident_bytes);
-    entry.set_refused(options.budget_bytes > 0 && entry.peak_rss_bytes() > options.budget_bytes);
+    outcome.memory.Add(units, after.PeakAnonBytes());
+    entry.set_peak_anon_bytes(after.PeakAnonBytes());
+    entry.set_refused(options.budget_bytes > 0 && entry.peak_anon_bytes() > options.budget_bytes);
     entry.set_calls(static_cast<int32_t>(settled.calls.size()));
     entry.set_first_ms(settled.first.wall_ms);
     entry.set_steady_ms(settled.steady.wall_ms);
@@ -331,7 +331,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
         "memory.cgroup_share, or run fewer workers",
         config.name(), options.budget_bytes / 1e6, smallest.batch_size(),
         smallest.sequence_length() > 0 ? absl::StrCat(" length ", smallest.sequence_length()) : "",
-        std::max(smallest.peak_rss_bytes(), smallest.projected_peak_bytes()) / 1e6));
+        std::max(smallest.peak_anon_bytes(), smallest.projected_peak_bytes()) / 1e6));
   }
   return outcome;
 }
@@ -355,7 +355,7 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
     entry.set_calls(1);
     entry.set_first_ms(first.wall_ms);
     entry.set_first_cpu_ms(first.cpu_ms);
-    entry.set_peak_rss_bytes(std::max(entry.peak_rss_bytes(), after.peak_resident_bytes));
+    entry.set_peak_anon_bytes(std::max(entry.peak_anon_bytes(), after.PeakAnonBytes()));
   }
   return outcome;
 }

@@ -67,22 +67,23 @@ struct WarmupOptions {
 struct WarmupOutcome {
   std::vector<internal::ShapeWarmup> shapes;  // in the order run, refused ones included
   ShapeMemoryModel memory{0};                 // peaks measured per shape
-  int64_t baseline_bytes = 0;                 // resident before the first shape
+  int64_t baseline_bytes = 0;                 // anonymous memory before the first shape
   // The tokenizer's warmup: sample texts of each warmed length.
   int32_t tokenizer_texts = 0;
   double tokenizer_first_ms = 0;
   double tokenizer_steady_ms = 0;
 };
 
-// Runs the plan on `model`, smallest shape first: before each shape its peak resident memory is
+// Runs the plan on `model`, smallest shape first: before each shape its peak anonymous memory
+// (ResidentMemory::PeakAnonBytes: the heap, not the shared weights' file pages) is
 // projected from the shapes before it (ShapeMemoryModel); a shape projected over the budget is
 // refused (reported, never run), and one that ran but peaked over it is reported refused too.
-// Each shape that runs is settled (SettleShape) under the serving guard, with the peak resident
+// Each shape that runs is settled (SettleShape) under the serving guard, with the peak
 // memory reset before it and read after it. Its inputs are a recorded request of that shape when
 // there is one (WarmupOptions::samples; ShapeWarmup.recorded_request); else, for text models
 // (which warm their tokenizer on sample texts first), the token ids of sample text of that
 // length; else generated (MakeWarmupInputs).
-// FailedPrecondition when the worker's resident memory before warmup already exceeds the budget,
+// FailedPrecondition when the worker's anonymous memory before warmup already exceeds the budget,
 // or when no shape fits it (the worker could serve nothing); the first error of a forward pass
 // stops it.
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);

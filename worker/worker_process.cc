@@ -29,15 +29,15 @@
 namespace kiln {
 namespace {
 
-// The worker's peak resident bytes: the largest of the shapes' peaks (VmHWM is reset before each
-// shape) and the current VmHWM.
-int64_t PeakRssBytes(const WarmupOutcome& warm) {
+// The worker's peak anonymous memory: the largest of the shapes' peaks (VmHWM is reset before
+// each shape) and the peak since the last reset.
+int64_t PeakAnonBytes(const WarmupOutcome& warm) {
   int64_t peak = 0;
   for (const internal::ShapeWarmup& shape : warm.shapes) {
-    peak = std::max(peak, shape.peak_rss_bytes());
+    peak = std::max(peak, shape.peak_anon_bytes());
   }
   absl::StatusOr<ResidentMemory> now = ReadResidentMemory();
-  return std::max(peak, now.ok() ? now->peak_resident_bytes : 0);
+  return std::max(peak, now.ok() ? now->PeakAnonBytes() : 0);
 }
 
 // Dies with its parent when `die_with_parent` (the zygote, which dies with the master; a worker
@@ -68,6 +68,17 @@ absl::StatusOr<WarmupOutcome> WarmWorker(TorchModel& model, const WorkerOptions&
     return ConfirmWarmup(model, warmup, *options.from_template->outcome);
   }
   return RunWarmup(model, warmup);
+}
+
+// This worker's private memory at its peak, estimated after warmup: its private pages now plus
+// what its resident memory peaked above its resident memory now (pages freed since the peak were
+// its own: every page it allocated is private).
+int64_t PrivatePeakBytes() {
+  const absl::StatusOr<ProportionalMemory> own = ReadProportionalMemory();
+  const absl::StatusOr<ResidentMemory> resident = ReadResidentMemory();
+  if (!own.ok() || !resident.ok()) return 0;
+  return own->private_bytes +
+         std::max<int64_t>(0, resident->peak_resident_bytes - resident->resident_bytes);
 }
 
 [[noreturn]] void Fail(FrameChannel& channel, int worker_id, const absl::Status& status) {
@@ -241,15 +252,13 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   report.set_device(model.DeviceName());
   report.set_intra_op_threads(options.intra_op_threads);
   report.set_warmup_ms(MillisecondsSince(start));
-  report.set_peak_rss_bytes(PeakRssBytes(warm));
+  report.set_peak_anon_bytes(PeakAnonBytes(warm));
   report.set_budget_bytes(options.memory_budget_bytes);
-  report.set_baseline_rss_bytes(warm.baseline_bytes);
+  report.set_baseline_anon_bytes(warm.baseline_bytes);
   report.set_tokenizer_texts(warm.tokenizer_texts);
   report.set_tokenizer_first_ms(warm.tokenizer_first_ms);
   report.set_tokenizer_steady_ms(warm.tokenizer_steady_ms);
-  if (absl::StatusOr<ProportionalMemory> own = ReadProportionalMemory(); own.ok()) {
-    report.set_private_bytes(own->private_bytes);
-  }
+  report.set_private_peak_bytes(PrivatePeakBytes());
   if (const TemplateWarmth* warmth = options.from_template) {
     report.set_template_pid(warmth->pid);
     report.set_template_warmup_ms(warmth->warmup_ms);

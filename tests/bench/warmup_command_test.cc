@@ -43,9 +43,9 @@ const char kReport[] = R"pb(
       device: "cpu"
       intra_op_threads: 2
       warmup_ms: 812.5
-      peak_rss_bytes: 400000000
+      peak_anon_bytes: 400000000
       budget_bytes: 512000000
-      baseline_rss_bytes: 300000000
+      baseline_anon_bytes: 300000000
       tokenizer_texts: 8
       tokenizer_first_ms: 2.5
       tokenizer_steady_ms: 0.05
@@ -60,7 +60,7 @@ const char kReport[] = R"pb(
         first_ms: 120
         steady_ms: 3
         settled_after: 3
-        peak_rss_bytes: 310000000
+        peak_anon_bytes: 310000000
       }
       shapes {
         batch_size: 4
@@ -147,11 +147,11 @@ TEST_CASE("warmup: the timeline, the memory limit and each model's settings", "[
 TEST_CASE("warmup: per worker its times and one row per shape, refused ones marked", "[warmup]") {
   const std::string text = FormatWarmupReport(Report());
   CHECK_THAT(text, Contains("  worker 3: pid 4242, cpu, 2 intra-op thread(s)\n"
-                            "    warmup 812.5 ms, peak RSS 400.0 MB, baseline RSS 300.0 MB, "
+                            "    warmup 812.5 ms, peak anon 400.0 MB, baseline anon 300.0 MB, "
                             "budget 512.0 MB\n"
                             "    tokenizer: 8 texts, first 2.50 ms, steady 0.05 ms\n"));
   CHECK_THAT(text, Contains("    batch    seq   first ms  steady p50 ms  first/steady  calls  "
-                            "settled after  peak RSS MB  inputs\n"
+                            "settled after  peak anon MB  inputs\n"
                             "        1     16    120.000          3.000          40.0      5  "
                             "            3        310.0  synthetic\n"
                             "        4    128      9.000          4.500           2.0     12  "

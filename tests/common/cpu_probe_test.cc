@@ -15,9 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/cpu_probe.h"
 #include "common/process.h"
-#include "tests/cpu_cgroup.h"
 #include "tests/fake_system.h"
 #include "tests/run_command.h"
+#include "tests/test_cgroup.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -188,8 +188,8 @@ TEST_CASE("the affinity mask: counted, and narrowed by sched_setaffinity", "[lim
 
 TEST_CASE("a real cgroup with a CPU quota: the probe finds it and rounds it down",
           "[limit][cgroup]") {
-  absl::StatusOr<std::unique_ptr<testing::TestCpuCgroup>> cgroup =
-      testing::TestCpuCgroup::Create(/*quota_us=*/150000, /*period_us=*/100000);
+  absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
+      testing::TestCgroup::CreateCpu(/*quota_us=*/150000, /*period_us=*/100000);
   if (!cgroup.ok()) {
     WARN("skipped: " << cgroup.status().message());
     return;
@@ -205,13 +205,13 @@ TEST_CASE("a real cgroup with a CPU quota: the probe finds it and rounds it down
     return absl::StrCat(limit.cpus, " ", limit.quota->quota_us, "/", limit.quota->period_us, " ",
                         limit.quota->file);
   });
-  CHECK(seen == absl::StrCat("1 150000/100000 ", (*cgroup)->quota_file()));
+  CHECK(seen == absl::StrCat("1 150000/100000 ", (*cgroup)->limit_file()));
 }
 
 TEST_CASE("InCgroup runs a command inside the cgroup, with the pid it was spawned as",
           "[limit][cgroup]") {
-  absl::StatusOr<std::unique_ptr<testing::TestCpuCgroup>> cgroup =
-      testing::TestCpuCgroup::Create(100000);
+  absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
+      testing::TestCgroup::CreateCpu(100000);
   if (!cgroup.ok()) {
     WARN("skipped: " << cgroup.status().message());
     return;

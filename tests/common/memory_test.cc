@@ -213,9 +213,58 @@ TEST_CASE("resident memory is parsed from a status file", "[proc]") {
   CHECK(memory->peak_resident_bytes == 300000 * 1024);
   CHECK(ReadResidentMemoryOf(456, sys.roots()).status().code() == absl::StatusCode::kNotFound);
   CHECK(ReadResidentMemoryOf(789, sys.roots()).status().code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("PSS and private memory are parsed from smaps_rollup", "[proc]") {
+  FakeSystem sys;
+  sys.Proc("123/smaps_rollup",
+           "55d0c0000000-7ffd00000000 ---p 00000000 00:00 0  [rollup]\n"
+           "Rss:              300000 kB\nPss:              208754 kB\nPss_Anon:  81920 kB\n"
+           "Shared_Clean:      90000 kB\nPrivate_Clean:      1000 kB\n"
+           "Private_Dirty:     80000 kB\n");
+  sys.Proc("456/smaps_rollup", "");  // a zombie's
+  const absl::StatusOr<ProportionalMemory> memory = ReadProportionalMemory(123, sys.roots());
+  REQUIRE(memory.ok());
+  CHECK(memory->pss_bytes == 208754 * 1024);
+  CHECK(memory->private_bytes == 81000 * 1024);
+  CHECK(ReadProportionalMemory(456, sys.roots()).status().code() == absl::StatusCode::kNotFound);
+  CHECK(ReadProportionalMemory(789, sys.roots()).status().code() == absl::StatusCode::kNotFound);
   // The zombie and the vanished process count 0.
-  CHECK(SumResidentBytes({123, 456, 789}, sys.roots()) == 200000 * 1024);
-  CHECK(SumResidentBytes({}, sys.roots()) == 0);
+  CHECK(SumPssBytes({123, 456, 789}, sys.roots()) == 208754 * 1024);
+  CHECK_FALSE(ParseSmapsRollup("Rss: 10 kB\nPss_Anon: 5 kB\n").has_value());
+  CHECK_FALSE(ParseSmapsRollup("Pss: 12 MB\n").has_value());
+}
+
+TEST_CASE("ChargedMemory is a cgroup's working set, v2 and v1, or the tree's PSS", "[cgroup]") {
+  FakeSystem sys;
+  MemoryLimit v2{900'000'000, MemoryLimit::Source::kCgroup,
+                 sys.Cgroup("unified/kiln/memory.max", "900000000\n")};
+  sys.Cgroup("unified/kiln/memory.current", "500000000\n");
+  sys.Cgroup("unified/kiln/memory.stat",
+             "anon 300000000\nfile 200000000\ninactive_file 150000000\n");
+  absl::StatusOr<MemoryUsage> usage = ChargedMemory(v2, getpid(), sys.roots());
+  REQUIRE(usage.ok());
+  CHECK(usage->bytes == 350'000'000);
+  CHECK_THAT(usage->source, Contains("unified/kiln/memory.current - inactive_file"));
+
+  MemoryLimit v1{900'000'000, MemoryLimit::Source::kCgroup,
+                 sys.Cgroup("memory/kiln/memory.limit_in_bytes", "900000000\n")};
+  sys.Cgroup("memory/kiln/memory.usage_in_bytes", "600000000\n");
+  // v1 lists this cgroup's own counters and then the hierarchy's (total_): the latter count.
+  sys.Cgroup("memory/kiln/memory.stat", "inactive_file 1\ntotal_inactive_file 100000000\n");
+  usage = ChargedMemory(v1, getpid(), sys.roots());
+  REQUIRE(usage.ok());
+  CHECK(usage->bytes == 500'000'000);
+
+  MemoryLimit gone{900'000'000, MemoryLimit::Source::kCgroup,
+                   sys.roots().cgroup + "/memory/none/memory.limit_in_bytes"};
+  CHECK_FALSE(ChargedMemory(gone, getpid(), sys.roots()).ok());
+
+  MemoryLimit physical{25'000'000'000, MemoryLimit::Source::kPhysicalMemory, "physical memory"};
+  usage = ChargedMemory(physical, getpid());
+  REQUIRE(usage.ok());
+  CHECK(usage->bytes > 0);
+  CHECK_THAT(usage->source, Contains("PSS"));
 }
 
 TEST_CASE("ResetPeakResident writes 5 to clear_refs", "[proc]") {
@@ -236,8 +285,12 @@ TEST_CASE("this process's resident memory", "[proc]") {
   const absl::StatusOr<ResidentMemory> by_pid = ReadResidentMemoryOf(getpid());
   REQUIRE(by_pid.ok());
   CHECK(by_pid->resident_bytes > 0);
-  CHECK(SumResidentBytes({getpid()}) > 0);
-  CHECK(SumResidentBytes({getpid(), getpid()}) >= 2 * self->resident_bytes - 16 * kMiB);
+  const absl::StatusOr<ProportionalMemory> proportional = ReadProportionalMemory();
+  REQUIRE(proportional.ok());
+  CHECK(proportional->pss_bytes > 0);
+  CHECK(proportional->pss_bytes <= self->resident_bytes + 16 * kMiB);
+  CHECK(proportional->private_bytes > 0);
+  CHECK(SumPssBytes({getpid(), getpid()}) >= 2 * proportional->pss_bytes - 16 * kMiB);
 }
 
 TEST_CASE("ResetPeakResident lowers VmHWM after memory is returned", "[proc]") {
@@ -456,19 +509,27 @@ TEST_CASE("ShapeMemoryModel saturates instead of overflowing", "[model]") {
 
 // --- room for another worker -------------------------------------------------------------------
 
-TEST_CASE("CheckRoomForWorker", "[budget]") {
-  CHECK(CheckRoomForWorker(1'000'000'000, 1'000'000'000, 4'000'000'000, 0.8).ok());
-  CHECK(CheckRoomForWorker(1'000'000'000, 1'000'000'000, 4'000'000'000, 0.5).ok());  // exactly
-  CHECK(CheckRoomForWorker(1'000'000'001, 1'000'000'000, 4'000'000'000, 0.5).code() ==
-        absl::StatusCode::kResourceExhausted);
-  CHECK(CheckRoomForWorker(2'200'000'000, 1'000'000'000, 4'000'000'000, 0).ok());  // default
-  const absl::Status full = CheckRoomForWorker(2'000'000'000, 1'500'000'000, 4'000'000'000, 0.8);
+TEST_CASE("CheckRoomForWorkers adds usage, warming workers, new workers and headroom", "[budget]") {
+  WorkerAdmission admission;
+  admission.usage_bytes = 200'000'000;
+  admission.usage_source = "the cgroup's working set";
+  admission.pending_bytes = 100'000'000;
+  admission.pending_workers = 1;
+  admission.count = 2;
+  admission.per_worker_bytes = 50'000'000;
+  admission.measured = true;
+  admission.headroom_bytes = 100'000'000;
+  CHECK(CheckRoomForWorkers(admission, 500'000'000).ok());  // exactly
+  const absl::Status full = CheckRoomForWorkers(admission, 499'999'999);
   REQUIRE(full.code() == absl::StatusCode::kResourceExhausted);
   const std::string message(full.message());
-  CHECK_THAT(message, Contains("2000.0 MB") && Contains("1500.0 MB") && Contains("3500.0 MB") &&
-                          Contains("3200.0 MB") && Contains("4000.0 MB") && Contains("0.8"));
-  CHECK(CheckRoomForWorker(2'200'000'001, 1'000'000'000, 4'000'000'000, 0).code() ==
-        absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(message, Contains("200.0 MB in use (the cgroup's working set)") &&
+                          Contains("100.0 MB reserved for 1 worker(s) still warming") &&
+                          Contains("2 x 50.0 MB (the private peak a warm worker") &&
+                          Contains("100.0 MB headroom = 500.0 MB, over the 500.0 MB limit"));
+  admission.measured = false;
+  CHECK_THAT(std::string(CheckRoomForWorkers(admission, 1).message()),
+             Contains("its memory budget: no worker of the model measured yet"));
 }
 
 }  // namespace

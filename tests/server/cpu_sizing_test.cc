@@ -22,10 +22,10 @@
 #include "common/idle_priority.h"
 #include "common/process.h"
 #include "proto/kiln_service.grpc.pb.h"
-#include "tests/cpu_cgroup.h"
 #include "tests/run_command.h"
 #include "tests/server/server_test_util.h"
 #include "tests/server_process.h"
+#include "tests/test_cgroup.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -108,8 +108,8 @@ TEST_CASE("pinned to one CPU, kiln-server runs one worker of one intra-op thread
 
 TEST_CASE("in a cgroup with a 1-CPU quota, kiln-server runs one worker of one thread and serves",
           "[integration][cpu][cgroup]") {
-  absl::StatusOr<std::unique_ptr<testing::TestCpuCgroup>> cgroup =
-      testing::TestCpuCgroup::Create(/*quota_us=*/100000, /*period_us=*/100000);
+  absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
+      testing::TestCgroup::CreateCpu(/*quota_us=*/100000, /*period_us=*/100000);
   if (!cgroup.ok()) {
     WARN("skipped: " << cgroup.status().message());
     return;
@@ -121,7 +121,7 @@ TEST_CASE("in a cgroup with a 1-CPU quota, kiln-server runs one worker of one th
   const WarmupReportResponse report = Report(*server);
   CHECK(report.cpus() == 1);
   CHECK_THAT(report.cpu_limit(),
-             StartsWith("1 CPU (CFS quota 1.00 CPUs from " + (*cgroup)->quota_file()));
+             StartsWith("1 CPU (CFS quota 1.00 CPUs from " + (*cgroup)->limit_file()));
   const ModelWarmupReport mlp = ModelReport(report, "mlp");
   REQUIRE(mlp.workers_size() == 1);
   CHECK(mlp.workers(0).intra_op_threads() == 1);

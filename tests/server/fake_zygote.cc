@@ -126,6 +126,7 @@ void FakeZygote::HandleZygoteFrame() {
     internal::FromWorker ready;
     ready.mutable_ready()->set_worker_id(id);
     ready.mutable_ready()->set_device("fake");
+    ready.mutable_ready()->set_private_peak_bytes(behaviour_.private_peak_bytes);
     internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
     shape.set_batch_size(1);
     shape.set_steady_ms(behaviour_.steady_ms);

@@ -36,6 +36,7 @@ class FakeZygote {
     double steady_ms = 0;       // the steady latency its warmup report gives for batch 1
     double steady_cpu_ms = 0;   // and the steady CPU time
     double call_cpu_ms = 0;     // the CPU time each answer reports (compute_cpu_ms)
+    int64_t private_peak_bytes = 0;  // its warmup report's private peak
   };
 
   // What the fake workers answer a call with: `output` (FP32) of `elements_per_row` per row of

@@ -69,7 +69,7 @@ TEST_CASE("CPU workers are forked from one single-threaded warm template and con
     CHECK(worker.template_pid() == warm_template);
     CHECK(worker.template_warmup_ms() > 0);
     CHECK(worker.template_private_bytes() > 0);  // the template's own memory cost
-    CHECK(worker.private_bytes() > 0);
+    CHECK(worker.private_peak_bytes() > 0);
     REQUIRE(worker.shapes_size() == 4);  // batch 1, 2, 4, 8
     for (const internal::ShapeWarmup& shape : worker.shapes()) {
       CHECK(shape.from_template());

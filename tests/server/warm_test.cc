@@ -19,6 +19,7 @@
 #include "proto/kiln_service.grpc.pb.h"
 #include "tests/server/server_test_util.h"
 #include "tests/server_process.h"
+#include "tests/test_cgroup.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -26,6 +27,7 @@ namespace {
 
 using Catch::Matchers::Contains;
 using kiln::testing::Config;
+using kiln::testing::Count;
 using kiln::testing::DemoConfig;
 using kiln::testing::Describe;
 using kiln::testing::Fp32Tensor;
@@ -34,6 +36,8 @@ using kiln::testing::kStartup;
 using kiln::testing::MaxAbsDiff;
 using kiln::testing::ModelReport;
 using kiln::testing::ModelsDir;
+using kiln::testing::PollUntil;
+using kiln::testing::ReadText;
 using kiln::testing::Report;
 using kiln::testing::ServerConfig;
 using kiln::testing::ServerProcess;
@@ -121,11 +125,11 @@ TEST_CASE(
     CHECK(shape.first_ms() > 0);
     CHECK(shape.steady_ms() > 0);
     CHECK(shape.calls() >= 5);
-    CHECK(shape.peak_rss_bytes() > 0);
+    CHECK(shape.peak_anon_bytes() > 0);
   }
   CHECK(worker.tokenizer_texts() > 0);
   CHECK(worker.tokenizer_steady_ms() > 0);
-  CHECK(worker.baseline_rss_bytes() > 0);
+  CHECK(worker.baseline_anon_bytes() > 0);
   // The timeline: one entry per startup phase, the last one the port opening.
   REQUIRE(report.timeline_size() >= 5);
   CHECK_THAT(report.timeline(report.timeline_size() - 1).name(), Contains("ready: serving"));
@@ -170,10 +174,10 @@ TEST_CASE(
     const ModelWarmupReport report = ModelReport(Report(*server), "mlp");
     REQUIRE(report.workers_size() == 1);
     const internal::WarmupReport& worker = report.workers(0);
-    baseline = worker.baseline_rss_bytes();
+    baseline = worker.baseline_anon_bytes();
     REQUIRE(worker.shapes_size() > 1);
     REQUIRE(worker.shapes(0).batch_size() == 1);
-    peak1 = worker.shapes(0).peak_rss_bytes();
+    peak1 = worker.shapes(0).peak_anon_bytes();
   }
   INFO("baseline " << baseline << " B, peak at batch 1 " << peak1 << " B");
   REQUIRE(peak1 > baseline);
@@ -241,6 +245,65 @@ TEST_CASE(
   }
 }
 
+// Sets `model`'s worker count over kiln.KilnService.
+grpc::Status SetWorkerCount(const ServerProcess& server, const std::string& model, int workers) {
+  auto stub = KilnService::NewStub(kiln::testing::LoopbackChannel(server.port()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  SetWorkerCountRequest request;
+  request.set_model(model);
+  request.set_workers(workers);
+  SetWorkerCountResponse response;
+  return stub->SetWorkerCount(&context, request, &response);
+}
+
+TEST_CASE(
+    "in a real memory cgroup, workers are admitted by the cgroup's working set and their measured "
+    "private peak, and a count past the limit is refused with the numbers",
+    "[integration][warm][memory][cgroup]") {
+  absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
+      testing::TestCgroup::CreateMemory(600'000'000);
+  if (!cgroup.ok()) {
+    WARN("skipped: " << cgroup.status().message());
+    return;
+  }
+  TempDir repo_dir;
+  const std::string repo =
+      kiln::testing::MakeRepository(repo_dir, {{"resnet18", DemoConfig("resnet18")}});
+  ServerConfig config = Config(repo, 4);
+  config.launcher = InCgroup((*cgroup)->dir(), {});
+  auto server = StartServing(config);
+  INFO("log:\n" << server->log());
+  CHECK_THAT(server->log(), Contains("memory: 600.0 MB from cgroup " + (*cgroup)->limit_file()));
+  const ModelWarmupReport before = ModelReport(Report(*server), "resnet18");
+  REQUIRE(before.workers_size() == 4);
+  int64_t private_peak = 0;
+  for (const internal::WarmupReport& worker : before.workers()) {
+    CHECK(worker.private_peak_bytes() > 0);
+    private_peak = std::max(private_peak, worker.private_peak_bytes());
+  }
+  // A fifth worker is admitted on the private peak its peers measured.
+  REQUIRE(private_peak < 100'000'000);
+  REQUIRE(SetWorkerCount(*server, "resnet18", 5).ok());
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") == 5; }, kStartup)) {
+    FAIL("no fifth worker");
+  }
+  const grpc::Status refused = SetWorkerCount(*server, "resnet18", 50);
+  INFO(Describe(refused));
+  CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK_THAT(refused.error_message(),
+             Contains("no memory for 45 more worker(s) of 'resnet18'") &&
+                 Contains("in use (the cgroup's working set, " + (*cgroup)->dir()) &&
+                 Contains("45 x ") && Contains("over the 600.0 MB limit"));
+  CHECK(ModelReport(Report(*server), "resnet18").workers_size() == 5);  // nothing started
+  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  CHECK(Infer(oip, kiln::testing::ResnetRequest("resnet18", 1), seconds(30)).ok());
+  // The kernel never had to kill anything.
+  const std::string oom = ReadText((*cgroup)->dir() + "/memory.oom_control");
+  if (oom.find("oom_kill ") != std::string::npos) CHECK_THAT(oom, Contains("oom_kill 0"));
+  server.reset();  // before the cgroup is removed
+}
+
 TEST_CASE("the master refuses to fork a worker whose budget does not fit in memory",
           "[integration][warm][memory]") {
   TempDir repo_dir;
@@ -251,7 +314,8 @@ TEST_CASE("the master refuses to fork a worker whose budget does not fit in memo
   const std::optional<int> code = server.WaitExit(kStartup);
   REQUIRE(code.has_value());
   CHECK(*code == 1);
-  CHECK_THAT(server.log(), Contains("no memory for another worker of 'mlp'"));
+  CHECK_THAT(server.log(), Contains("no memory for 1 more worker(s) of 'mlp'") &&
+                               Contains("its memory budget: no worker of the model measured yet"));
 }
 
 // --- traffic-shaped warmup ------------------------------------------------------------------

@@ -68,11 +68,12 @@ class Outcomes {
 };
 
 // A pool of `workers` workers of FakeModelSpec(max_queue_size, quorum), served by a FakeZygote
-// that behaves as `behaviour` from the start.
+// that behaves as `behaviour` from the start. With a memory limit, the memory in use is always
+// `usage_bytes`.
 struct PoolUnderTest {
   PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {},
                 double compute_timeout_ms = 0, int64_t memory_limit_bytes = 0,
-                int64_t budget_bytes = 0) {
+                int64_t budget_bytes = 0, int64_t usage_bytes = 0) {
     specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
     specs.back().config.mutable_supervision()->set_compute_timeout_ms(compute_timeout_ms);
     specs.back().config.mutable_memory()->set_limit_bytes(budget_bytes);
@@ -82,7 +83,10 @@ struct PoolUnderTest {
     zygote->SetBehaviour(behaviour);
     WorkerPoolOptions options;
     options.threads["m"] = ModelThreads{workers, 1};
-    options.memory_limit_bytes = memory_limit_bytes;
+    options.memory_limit = {memory_limit_bytes, MemoryLimit::Source::kPhysicalMemory, "test"};
+    options.memory_usage = [usage_bytes]() -> absl::StatusOr<MemoryUsage> {
+      return MemoryUsage{usage_bytes, "the test's"};
+    };
     absl::StatusOr<std::unique_ptr<WorkerPool>> started =
         WorkerPool::Start(std::move(pair->first), specs, options);
     REQUIRE(started.ok());
@@ -382,20 +386,35 @@ TEST_CASE(
     CHECK(pool.pool->SetWorkers("nope", 2).code() == absl::StatusCode::kNotFound);
     CHECK(pool.pool->Readiness("m").workers == 1);
   }
-  SECTION("memory: room for one more worker of 100 MB, not for two") {
-    absl::StatusOr<ResidentMemory> resident = ReadResidentMemory();
-    REQUIRE(resident.ok());
-    constexpr int64_t kMB = 1000 * 1000;
-    PoolUnderTest pool(1, 8, 0, {}, 0, /*memory_limit_bytes=*/resident->resident_bytes + 150 * kMB,
-                       /*budget_bytes=*/100 * kMB);
+  constexpr int64_t kMB = 1000 * 1000;
+  SECTION("memory: nothing measured yet, so a worker costs its budget: room for one, not two") {
+    PoolUnderTest pool(1, 8, 0, {}, 0, /*memory_limit_bytes=*/1000 * kMB,
+                       /*budget_bytes=*/100 * kMB, /*usage_bytes=*/850 * kMB);
     REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
     const absl::Status refused = pool.pool->SetWorkers("m", 3);
     CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
-    CHECK_THAT(std::string(refused.message()), Contains("no memory for 2 more workers of 'm'"));
+    CHECK_THAT(std::string(refused.message()),
+               Contains("no memory for 2 more worker(s) of 'm': 850.0 MB in use (the test's)") &&
+                   Contains("2 x 100.0 MB (its memory budget") &&
+                   Contains("= 1050.0 MB, over the 1000.0 MB limit"));
     CHECK(pool.pool->Readiness("m").workers == 1);
     CHECK(pool.zygote->spawns() == 1);
     CHECK(pool.pool->SetWorkers("m", 2).ok());
     REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  }
+  SECTION(
+      "memory: a warm worker's measured private peak, not its budget, is what a new one costs") {
+    FakeZygote::Behaviour measured;
+    measured.private_peak_bytes = 200 * kMB;
+    PoolUnderTest pool(1, 8, 0, measured, 0, /*memory_limit_bytes=*/1000 * kMB,
+                       /*budget_bytes=*/400 * kMB, /*usage_bytes=*/550 * kMB);
+    REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+    const absl::Status refused = pool.pool->SetWorkers("m", 4);
+    CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
+    CHECK_THAT(std::string(refused.message()), Contains("3 x 200.0 MB (the private peak"));
+    // 550 + 2 x 200 <= 1000, where 2 x the budget (400) would not fit.
+    REQUIRE(pool.pool->SetWorkers("m", 3).ok());
+    REQUIRE(WaitUntil([&] { return pool.Ready() == 3; }));
   }
 }
 

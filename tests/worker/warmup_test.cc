@@ -132,7 +132,7 @@ TEST_CASE("RunWarmup without a budget runs every shape and measures it", "[warmu
     CHECK(shape.sequence_length() == 0);
     CHECK_FALSE(shape.refused());
     CHECK(shape.calls() >= min_calls);
-    CHECK(shape.peak_rss_bytes() > 0);
+    CHECK(shape.peak_anon_bytes() > 0);
     CHECK(shape.projected_peak_bytes() >= outcome->baseline_bytes);
     CHECK(shape.first_ms() > 0);
     CHECK(shape.steady_ms() > 0);
@@ -144,7 +144,7 @@ TEST_CASE("RunWarmup without a budget runs every shape and measures it", "[warmu
   REQUIRE(peaks.size() == 4);
   for (const internal::ShapeWarmup& shape : outcome->shapes) {
     REQUIRE(peaks.count(shape.batch_size()) == 1);
-    CHECK(peaks.at(shape.batch_size()) == shape.peak_rss_bytes());
+    CHECK(peaks.at(shape.batch_size()) == shape.peak_anon_bytes());
   }
   CHECK(WarmedShapes(*outcome) == std::set<Shape>{{1, 0}, {2, 0}, {4, 0}, {8, 0}});
 }
@@ -159,7 +159,7 @@ TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {
   const internal::ShapeWarmup& three = outcome->shapes[2];
   CHECK_FALSE(three.refused());
   CHECK(three.calls() > 0);
-  CHECK(three.peak_rss_bytes() > 0);
+  CHECK(three.peak_anon_bytes() > 0);
   CHECK(WarmedShapes(*outcome).count(Shape{3, 0}) == 1);
   CHECK(WarmedShapes(*outcome).size() == 5);
 }
@@ -193,7 +193,7 @@ TEST_CASE("warmup child: RunWarmup of the demo mlp with the budget from the envi
   if (const int64_t bytes = std::stoll(headroom); bytes > 0) {
     const absl::StatusOr<ResidentMemory> now = ReadResidentMemory();
     REQUIRE(now.ok());
-    options.budget_bytes = now->resident_bytes + bytes;
+    options.budget_bytes = now->anon_bytes + bytes;
   }
   absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model, options);
   std::cout << kChildPrefix << " budget " << options.budget_bytes << "\n";
@@ -203,7 +203,7 @@ TEST_CASE("warmup child: RunWarmup of the demo mlp with the budget from the envi
   std::cout << kChildPrefix << " baseline " << outcome->baseline_bytes << "\n";
   for (const internal::ShapeWarmup& shape : outcome->shapes) {
     std::cout << kChildPrefix << " shape " << shape.batch_size() << " "
-              << shape.projected_peak_bytes() << " " << shape.peak_rss_bytes() << " "
+              << shape.projected_peak_bytes() << " " << shape.peak_anon_bytes() << " "
               << shape.refused() << " " << shape.calls() << "\n";
   }
   std::cout << std::flush;
@@ -213,7 +213,7 @@ TEST_CASE("warmup child: RunWarmup of the demo mlp with the budget from the envi
 struct ChildWarmup {
   absl::StatusCode code = absl::StatusCode::kUnknown;
   std::string message;
-  int64_t budget_bytes = 0;  // the child's resident memory at start + the headroom; 0: none
+  int64_t budget_bytes = 0;  // the child's anonymous memory at start + the headroom; 0: none
   int64_t baseline_bytes = 0;
   std::vector<internal::ShapeWarmup> shapes;
 };
@@ -249,7 +249,7 @@ ChildWarmup WarmupInFreshProcess(int64_t headroom_bytes) {
       internal::ShapeWarmup& shape = child.shapes.emplace_back();
       shape.set_batch_size(batch);
       shape.set_projected_peak_bytes(projected);
-      shape.set_peak_rss_bytes(peak);
+      shape.set_peak_anon_bytes(peak);
       shape.set_refused(refused);
       shape.set_calls(calls);
     }
@@ -268,7 +268,7 @@ TEST_CASE(
   REQUIRE(free_run.shapes.size() == 4);
   REQUIRE(free_run.shapes[0].batch_size() == 1);
   const int64_t baseline = free_run.baseline_bytes;
-  const int64_t peak1 = free_run.shapes[0].peak_rss_bytes();
+  const int64_t peak1 = free_run.shapes[0].peak_anon_bytes();
   INFO("baseline " << baseline << " B, peak at batch 1 " << peak1 << " B");
   REQUIRE(peak1 > baseline);
   const int64_t slope = peak1 - baseline;  // the model's conservative bytes per extra row
@@ -286,14 +286,14 @@ TEST_CASE(
   CHECK_FALSE(one.refused());
   CHECK(one.calls() > 0);
   CHECK(one.projected_peak_bytes() <= budget);
-  CHECK(one.peak_rss_bytes() <= budget);
+  CHECK(one.peak_anon_bytes() <= budget);
   for (size_t i = 1; i < tight.shapes.size(); ++i) {
     const internal::ShapeWarmup& shape = tight.shapes[i];
     INFO("batch " << shape.batch_size() << ", projected " << shape.projected_peak_bytes());
     CHECK(shape.batch_size() == (std::vector<int32_t>{1, 2, 4, 8}[i]));
     CHECK(shape.refused());
     CHECK(shape.calls() == 0);  // never run
-    CHECK(shape.peak_rss_bytes() == 0);
+    CHECK(shape.peak_anon_bytes() == 0);
     CHECK(shape.projected_peak_bytes() > budget);
   }
 
