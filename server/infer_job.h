@@ -23,6 +23,7 @@ struct InferOutcome {
   double compute_ms = 0;
   double compute_cpu_ms = 0;
   bool cold_shape = false;  // the shape was not warmed by the worker that ran it
+  int worker_pid = 0;       // the worker that ran it (0 when none did)
 };
 
 // Called exactly once per job, on the pool's thread and without the pool's lock held. It must

@@ -40,6 +40,7 @@ void AddTiming(const InferOutcome& outcome, inference::ModelInferResponse& respo
   parameters[kComputeMsParameter].set_double_param(outcome.compute_ms);
   parameters[kComputeCpuMsParameter].set_double_param(outcome.compute_cpu_ms);
   parameters[kColdShapeParameter].set_bool_param(outcome.cold_shape);
+  parameters[kWorkerPidParameter].set_int64_param(outcome.worker_pid);
 }
 
 }  // namespace

@@ -520,6 +520,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     outcome.compute_ms = result.compute_ms();
     outcome.compute_cpu_ms = result.compute_cpu_ms();
     outcome.cold_shape = result.cold_shape();
+    outcome.worker_pid = worker.pid;
     done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);

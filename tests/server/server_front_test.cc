@@ -70,13 +70,15 @@ class Front {
     pool_->Stop();
   }
 
+  // With `timing`, the request asks for kTimingParameter.
   grpc::Status Infer(const std::string& model, std::vector<int64_t> shape,
-                     inference::ModelInferResponse* response) {
+                     inference::ModelInferResponse* response, bool timing = false) {
     const std::vector<float> values(shape[0] * (shape.size() > 1 ? shape[1] : 1), 0.5f);
     const TensorView input{"x", DType::kFloat32, std::move(shape), values.data(),
                            values.size() * sizeof(float)};
     absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, "", {input});
     REQUIRE(request.ok());
+    if (timing) (*request->mutable_parameters())[kTimingParameter].set_bool_param(true);
     grpc::ClientContext context;
     return stub_->ModelInfer(&context, *request, response);
   }
@@ -177,6 +179,22 @@ TEST_CASE("ModelInfer answers with outputs, or with the code the policy names", 
   CHECK_THAT(bad.error_message(), Contains("x"));
   CHECK(front.Infer("m", {9, 4}, &response).error_code() ==
         grpc::StatusCode::INVALID_ARGUMENT);  // over max_batch_size
+}
+
+TEST_CASE("a request that asks for kiln_timing gets the worker's timing back, others do not",
+          "[server_front]") {
+  Front front(Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/2.5));
+  inference::ModelInferResponse plain;
+  REQUIRE(front.Infer("m", {1, 4}, &plain).ok());
+  CHECK(plain.parameters().empty());
+  inference::ModelInferResponse timed;
+  REQUIRE(front.Infer("m", {1, 4}, &timed, /*timing=*/true).ok());
+  const auto& parameters = timed.parameters();
+  REQUIRE(parameters.count(kComputeCpuMsParameter) == 1);
+  CHECK(parameters.at(kComputeCpuMsParameter).double_param() == 2.5);
+  CHECK(parameters.count(kComputeMsParameter) == 1);
+  CHECK(parameters.at(kColdShapeParameter).bool_param() == false);
+  CHECK(parameters.count(kWorkerPidParameter) == 1);  // the fake workers' pid is 0
 }
 
 TEST_CASE("ServerReady is true only while the master is Serving", "[server_front]") {
