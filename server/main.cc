@@ -12,6 +12,7 @@
 #include "common/openmp_wait.h"
 #include "glog/logging.h"
 #include "server/master.h"
+#include "server/zygote_mode.h"
 
 DEFINE_string(model_repository, "models",
               "Model repository: one directory per model holding config.pbtxt and "
@@ -47,6 +48,9 @@ DEFINE_string(warm_template, "on",
               "model once on one intra-op thread; a new worker confirms every shape with one "
               "call instead of warming again. off: each worker runs the whole warmup itself (a "
               "baseline for benchmarks, and a fallback).");
+DEFINE_bool(zygote_mode, false,
+            "Internal: run as a zygote started by the master (fork+exec) to replace one that "
+            "died; its channel to the master is fd 3. Not for direct use.");
 DEFINE_bool(test_only_cold_calls, false,
             "For kiln's tests only: workers serve every call on a freshly loaded copy of the "
             "model that has never run, so the readiness check meets a cold path and must fail.");
@@ -157,6 +161,10 @@ int main(int argc, char** argv) {
   }
   if (!ValidateFlags()) return 2;
   google::InitGoogleLogging(argv[0]);
+  if (FLAGS_zygote_mode) {
+    return kiln::RunZygoteMode(
+        {FLAGS_model_repository, FLAGS_share_weights == "on", FLAGS_state_dir});
+  }
 
   kiln::MasterOptions options;
   options.model_repository = FLAGS_model_repository;

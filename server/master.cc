@@ -3,6 +3,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -37,6 +38,7 @@
 #include "server/traffic_replay.h"
 #include "server/worker_pool.h"
 #include "server/zygote.h"
+#include "server/zygote_mode.h"
 
 namespace kiln {
 namespace {
@@ -142,8 +144,9 @@ class HealthPublisher {
 //
 // Ownership: owns everything the master holds: the port lock, the specs, the loaded models, the
 // zygote (by pid), the pool, the gRPC server and its services. Thread-safety: its methods run on
-// the main thread only; the services it registers run on gRPC's threads and read only the
-// thread-safe pool and state machine.
+// the main thread only, except RestartZygote, which the pool calls on its thread (it touches only
+// the atomic zygote_ and the options); the services it registers run on gRPC's threads and read
+// only the thread-safe pool and state machine.
 class Master {
  public:
   explicit Master(const MasterOptions& options) : options_(options) {}
@@ -170,6 +173,9 @@ class Master {
   // serving, and never below one worker.
   void OnScale(int sig);
   void OnUnsupported(int sig);
+  // Replaces a zygote that died while the pool runs: reaps it and starts a new one by fork+exec
+  // (server/zygote_mode.h). Runs on the pool's thread; returns the pool's end of the new channel.
+  absl::StatusOr<FrameChannel> RestartZygote();
 
   const MasterOptions& options_;
   MasterStateMachine state_;
@@ -181,13 +187,27 @@ class Master {
   std::map<std::string, ModelReplay> replay_;
   MemoryLimit memory_limit_;  // bytes 0: unknown
   CpuSetup cpu_;
-  pid_t zygote_ = 0;
+  // The zygote's pid; replaced from the pool's thread (RestartZygote) when a zygote dies.
+  std::atomic<pid_t> zygote_{0};
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<TrafficRecording> recording_;  // with --state_dir
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<KilnServiceImpl> kiln_service_;
   std::unique_ptr<grpc::Server> server_;
 };
+
+absl::StatusOr<FrameChannel> Master::RestartZygote() {
+  // The old zygote closed its channel: it has exited, or is about to.
+  if (const pid_t old = zygote_.exchange(0); old > 0) ReapZygote(old, /*now=*/true);
+  ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
+  ASSIGN_OR_RETURN(const pid_t pid, SpawnZygoteProcess({options_.model_repository,
+                                                        options_.share_weights, options_.state_dir},
+                                                       pair.second));
+  zygote_ = pid;
+  LOG(WARNING) << "started a new zygote by fork+exec (pid " << pid
+               << "); the live workers keep serving";
+  return std::move(pair.first);
+}
 
 absl::Status Master::Enter(MasterState next) {
   RETURN_IF_ERROR(state_.TransitionTo(next));
@@ -232,12 +252,7 @@ absl::Status Master::Load() {
   ASSIGN_OR_RETURN(models_, LoadModels(specs_, options_.share_weights,
                                        [this](const std::string& what) { timeline_.Phase(what); }));
   replay_ = LoadTrafficReplay(specs_, options_.state_dir);
-  for (auto& [name, model] : models_.by_name) {
-    auto found = replay_.find(name);
-    if (found != replay_.end() && !found->second.samples.empty()) {
-      model.samples = &found->second.samples;
-    }
-  }
+  AttachSamples(replay_, models_);
   if (absl::StatusOr<MemoryLimit> memory = ProcessMemoryLimit(); memory.ok()) {
     memory_limit_ = *memory;
     LOG(INFO) << "memory: " << memory_limit_.Describe() << " for the whole server";
@@ -253,9 +268,11 @@ absl::Status Master::Warm() {
   RETURN_IF_ERROR(Enter(MasterState::kWarming));
   // Fork the zygote, then (only then) start threads.
   ASSIGN_OR_RETURN(auto channel, FrameChannel::CreatePair());
-  ASSIGN_OR_RETURN(zygote_, ForkZygote(models_.by_name, channel.first, std::move(channel.second)));
+  ASSIGN_OR_RETURN(const pid_t zygote,
+                   ForkZygote(models_.by_name, channel.first, std::move(channel.second)));
+  zygote_ = zygote;
   channel.second.Close();
-  timeline_.Phase(absl::StrCat("forked the zygote (pid ", zygote_, ")"));
+  timeline_.Phase(absl::StrCat("forked the zygote (pid ", zygote, ")"));
 
   // The zygote forks the workers; each warms and reports.
   WorkerPoolOptions pool_options;
@@ -264,6 +281,7 @@ absl::Status Master::Warm() {
   pool_options.warmup = options_.warmup;
   pool_options.warm_template = options_.warm_template;
   pool_options.cold_calls_for_test = options_.cold_calls_for_test;
+  pool_options.restart_zygote = [this] { return RestartZygote(); };
   pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
@@ -399,7 +417,7 @@ void Master::Teardown() {
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   // Closing the zygote's channel lets the zygote leave by itself (its workers die with it).
   if (pool_ != nullptr) pool_->Stop();
-  if (zygote_ > 0) ReapZygote(zygote_, /*now=*/pool_ == nullptr);
+  if (zygote_ > 0) ReapZygote(zygote_, /*now=*/pool_ == nullptr);  // after the pool stopped
   if (recording_ != nullptr) recording_->Save();
   LOG(INFO) << "stopped";
 }

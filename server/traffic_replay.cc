@@ -88,4 +88,13 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
   return replays;
 }
 
+void AttachSamples(std::map<std::string, ModelReplay>& replay, LoadedModels& models) {
+  for (auto& [name, model] : models.by_name) {
+    auto found = replay.find(name);
+    if (found != replay.end() && !found->second.samples.empty()) {
+      model.samples = &found->second.samples;
+    }
+  }
+}
+
 }  // namespace kiln

@@ -12,6 +12,7 @@
 #include "common/model_config_loader.h"
 #include "common/shape.h"
 #include "common/tensor.h"
+#include "server/model_loading.h"
 
 namespace kiln {
 
@@ -31,6 +32,10 @@ struct ModelReplay {
 // ever adds warmup, it never stops a start. `state_dir` empty: only the configs' profiles.
 std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec>& specs,
                                                      const std::string& state_dir);
+
+// Points each loaded model's ZygoteModel::samples at its recorded requests in `replay` (which
+// must outlive `models`), for models that have some.
+void AttachSamples(std::map<std::string, ModelReplay>& replay, LoadedModels& models);
 
 }  // namespace kiln
 

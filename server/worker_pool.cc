@@ -181,6 +181,7 @@ absl::Status WorkerPool::CheckRoomLocked(const ModelState& model, int count) con
 
 absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   const ModelConfig& config = model.spec->config;
+  if (zygote_.fd() < 0) return absl::UnavailableError("no zygote to fork workers from");
   if (absl::Status room = CheckRoomLocked(model); !room.ok()) return room;
   auto worker = std::make_unique<Worker>();
   worker->id = next_worker_id_++;
@@ -413,7 +414,7 @@ void WorkerPool::Loop() {
             absl::Status spawned = SpawnLocked(*model, *slot);
             if (spawned.ok()) {
               slot = model->missing_slots.erase(slot);
-            } else if (absl::IsResourceExhausted(spawned)) {
+            } else if (absl::IsResourceExhausted(spawned) || absl::IsUnavailable(spawned)) {
               LOG_EVERY_N(WARNING, 100) << "worker respawn waits: " << spawned.message();
               break;
             } else {
@@ -459,12 +460,7 @@ void WorkerPool::HandleZygoteLocked() {
   absl::Status received = zygote_.Receive(&event);
   if (absl::IsDeadlineExceeded(received)) return;
   if (!received.ok()) {
-    if (fatal_.ok()) {
-      fatal_ = absl::UnavailableError(absl::StrCat("the zygote is gone (", received.message(),
-                                                   "); workers can no longer be replaced"));
-      LOG(ERROR) << fatal_;
-    }
-    zygote_.Close();
+    ZygoteLostLocked(received);
     return;
   }
   if (event.has_started()) {
@@ -481,6 +477,40 @@ void WorkerPool::HandleZygoteLocked() {
               << (exited.signal() != 0 ? absl::StrCat(" by signal ", exited.signal())
                                        : absl::StrCat(" with code ", exited.exit_code()));
   }
+}
+
+void WorkerPool::ZygoteLostLocked(const absl::Status& why) {
+  zygote_.Close();
+  for (auto& [id, worker] : workers_) {
+    // Never forked (no `started`): nothing will answer on its channel. Not the model's failure.
+    if (worker->state == WorkerState::kSpawning && worker->pid == 0) {
+      worker->channel.Close();
+      SetStateLocked(*worker, WorkerState::kExited);
+    }
+  }
+  if (!fatal_.ok() || stopping_) return;
+  const auto now = std::chrono::steady_clock::now();
+  while (!zygote_deaths_.empty() && now - zygote_deaths_.front() > kZygoteRestartWindow) {
+    zygote_deaths_.pop_front();
+  }
+  zygote_deaths_.push_back(now);
+  if (!options_.restart_zygote) {
+    fatal_ = absl::UnavailableError(absl::StrCat("the zygote is gone (", why.message(),
+                                                 "); workers can no longer be replaced"));
+  } else if (static_cast<int>(zygote_deaths_.size()) > kMaxZygoteRestarts) {
+    fatal_ = absl::UnavailableError(absl::StrCat(
+        "the zygote died ", zygote_deaths_.size(), " times within ", kZygoteRestartWindow.count(),
+        " s (a crash loop; the last: ", why.message(), ")"));
+  } else {
+    LOG(WARNING) << "the zygote is gone (" << why.message() << "); starting a new one";
+    absl::StatusOr<FrameChannel> restarted = options_.restart_zygote();
+    if (restarted.ok()) {
+      zygote_ = *std::move(restarted);
+      return;
+    }
+    fatal_ = Annotate(restarted.status(), "the zygote is gone and a new one cannot start");
+  }
+  LOG(ERROR) << fatal_;
 }
 
 void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& done) {

@@ -19,7 +19,9 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -85,7 +87,16 @@ struct WorkerPoolOptions {
   // confirm its warmup; false: each worker warms by itself (--warm_template=off).
   bool warm_template = true;
   bool cold_calls_for_test = false;  // --test_only_cold_calls
+  // Called on the pool's thread, its lock held, when the zygote's channel closes (the zygote
+  // died): starts a new zygote and returns the pool's end of its channel. Live workers keep
+  // serving meanwhile; kMaxZygoteRestarts deaths within kZygoteRestartWindow are a crash loop
+  // and fatal. Unset: a lost zygote is fatal at once.
+  std::function<absl::StatusOr<FrameChannel>()> restart_zygote;
 };
+
+// Zygote deaths within the window that make the pool fatal instead of starting another.
+inline constexpr int kMaxZygoteRestarts = 3;
+inline constexpr std::chrono::seconds kZygoteRestartWindow(60);
 
 // The most workers one model may have (SetWorkers; the --workers flag has the same bound).
 inline constexpr int kMaxWorkersPerModel = 256;
@@ -170,6 +181,9 @@ class WorkerPool {
   void Loop();
   absl::Status SpawnLocked(ModelState& model, int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The zygote's channel closed with `why`: forgets the spawns it never answered (their slots
+  // are refilled) and starts a new zygote (options.restart_zygote), unless it is a crash loop.
+  void ZygoteLostLocked(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a zygote event (or its EOF) is waiting to be read.
   bool ZygoteHasEventLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
@@ -213,7 +227,8 @@ class WorkerPool {
   std::thread loop_;
 
   mutable absl::Mutex mu_;
-  FrameChannel zygote_ ABSL_GUARDED_BY(mu_);
+  FrameChannel zygote_ ABSL_GUARDED_BY(mu_);  // fd -1 between a zygote's death and its successor
+  std::deque<std::chrono::steady_clock::time_point> zygote_deaths_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;

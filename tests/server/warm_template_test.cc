@@ -1,6 +1,7 @@
-// The warm template against the real server: one template per CPU model warms once on one
-// thread and forks the workers, which only confirm its warmup; --warm_template=off warms each
-// worker by itself; a template that dies is replaced while its workers keep serving.
+// The warm template and the zygote against the real server: one template per CPU model warms once
+// on one thread and forks the workers, which only confirm its warmup; --warm_template=off warms
+// each worker by itself; a template or a zygote that dies is replaced (the zygote by fork+exec)
+// while the workers keep serving, and only a zygote crash loop ends the server.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "bench/scale_command.h"
+#include "server/worker_pool.h"
 #include "tests/process_identity.h"
 #include "tests/server/server_test_util.h"
 
@@ -148,6 +150,74 @@ TEST_CASE("a killed warm template is replaced, and its workers keep serving mean
   }
   CHECK_THAT(server->log(), Contains("(pid " + std::to_string(workers.front()) + ") exited"));
   for (int i = 0; i < 5; ++i) CHECK(Infer(oip, MlpRequest(1), seconds(10)).ok());
+}
+
+// The zygote's pid once it is another than `old` (and alive), or -1 after 30 s.
+pid_t NextZygote(const kiln::testing::ServerProcess& server, pid_t old) {
+  pid_t next = -1;
+  PollUntil(
+      [&] {
+        const std::vector<pid_t> zygotes = server.ZygotePids();
+        next = zygotes.size() == 1 && zygotes[0] != old ? zygotes[0] : -1;
+        return next > 0;
+      },
+      seconds(30));
+  return next;
+}
+
+TEST_CASE("a killed zygote is replaced by fork+exec while the workers keep serving",
+          "[integration][server][template][zygote]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  auto server = StartServing(Config(repo, 2));
+  auto channel = kiln::testing::LoopbackChannel(server->port());
+  Stub oip(channel);
+  HealthStub health(channel);
+  const pid_t first = server->ZygotePids().at(0);
+  const std::vector<pid_t> workers = server->WorkerPids();
+  REQUIRE(workers.size() == 2);
+
+  REQUIRE(kill(first, SIGKILL) == 0);
+  const pid_t second = NextZygote(*server, first);
+  INFO("log:\n" << server->log());
+  REQUIRE(second > 0);
+  CHECK(ParentOf(second) == server->pid());
+  CHECK_THAT(server->log(),
+             Contains("started a new zygote by fork+exec (pid " + std::to_string(second) + ")"));
+  // The port never closed and the workers never stopped serving.
+  for (int i = 0; i < 5; ++i) CHECK(Infer(oip, MlpRequest(1), seconds(10)).ok());
+  CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);
+  for (pid_t worker : workers) CHECK(kiln::testing::Identify(worker).has_value());
+
+  // New workers come from the new zygote, through a template of its own.
+  CHECK(bench::RunScaleCommand({"--addr=" + server->address(), "--model=mlp", "--workers=3"}) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, kStartup)) {
+    FAIL("no third worker");
+  }
+  const std::vector<pid_t> templates = server->TemplatePids();
+  REQUIRE(templates.size() == 1);
+  CHECK(ParentOf(templates[0]) == second);
+  CHECK(Infer(oip, MlpRequest(2), seconds(10)).ok());
+}
+
+TEST_CASE("a zygote that keeps dying is a crash loop: the server exits 1 and says why",
+          "[integration][server][template][zygote]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  auto server = StartServing(Config(repo, 1));
+  pid_t zygote = server->ZygotePids().at(0);
+  for (int death = 1; death <= kMaxZygoteRestarts; ++death) {
+    REQUIRE(kill(zygote, SIGKILL) == 0);
+    zygote = NextZygote(*server, zygote);
+    INFO("log:\n" << server->log());
+    REQUIRE(zygote > 0);
+  }
+  REQUIRE(kill(zygote, SIGKILL) == 0);  // one death too many within the window
+  const std::optional<int> code = server->WaitExit(seconds(30));
+  INFO("log:\n" << server->log());
+  REQUIRE(code.has_value());
+  CHECK(*code == 1);
+  CHECK_THAT(server->log(), Contains("the zygote died 4 times within 60 s (a crash loop"));
 }
 
 }  // namespace
