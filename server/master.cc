@@ -43,12 +43,16 @@
 namespace kiln {
 namespace {
 
+// The pool raises it (WorkerPoolOptions::on_change) when a worker becomes ready or the pool turns
+// fatal, so that the master's wait for the quorum ends at once rather than on its next tick.
+int WakeSignal() { return SIGRTMIN; }
+
 // Signals the master handles in its own loop (sigtimedwait): no handler runs at all, and every
 // thread started later inherits the mask, so only the main thread ever sees them.
 sigset_t ControlSignals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU}) sigaddset(&set, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, WakeSignal()}) sigaddset(&set, sig);
   return set;
 }
 
@@ -282,6 +286,7 @@ absl::Status Master::Warm() {
   pool_options.warm_template = options_.warm_template;
   pool_options.cold_calls_for_test = options_.cold_calls_for_test;
   pool_options.restart_zygote = [this] { return RestartZygote(); };
+  pool_options.on_change = [master = getpid()] { kill(master, WakeSignal()); };
   pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
@@ -432,7 +437,7 @@ void Master::PollSignals(int timeout_ms) {
     OnInt();
   } else if (sig == SIGTTIN || sig == SIGTTOU) {
     OnScale(sig);
-  } else if (sig > 0) {
+  } else if (sig > 0 && sig != WakeSignal()) {
     OnUnsupported(sig);
   }
 }

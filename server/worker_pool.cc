@@ -426,6 +426,10 @@ void WorkerPool::Loop() {
       }
       ExpireLocked(done);
       StopHungLocked(done);
+      if (!fatal_.ok() && !fatal_told_ && options_.on_change) {
+        fatal_told_ = true;
+        options_.on_change();
+      }
       for (auto& [name, model] : models_) DispatchLocked(*model, done);
     }
     for (Completion& completion : done) completion.done(std::move(completion.outcome));
@@ -537,6 +541,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
               << "): " << DescribeWarmupReport(worker.warmup);
     if (serving_) PromoteLocked(worker, done);  // before any call is dispatched to it
+    if (options_.on_change) options_.on_change();
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();

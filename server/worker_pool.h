@@ -92,6 +92,9 @@ struct WorkerPoolOptions {
   // serving meanwhile; kMaxZygoteRestarts deaths within kZygoteRestartWindow are a crash loop
   // and fatal. Unset: a lost zygote is fatal at once.
   std::function<absl::StatusOr<FrameChannel>()> restart_zygote;
+  // Called on the pool's thread, its lock held, when a worker becomes ready and when the pool
+  // turns fatal, so that a waiting master need not poll (it must not block or call the pool).
+  std::function<void()> on_change;
 };
 
 // Zygote deaths within the window that make the pool fatal instead of starting another.
@@ -236,6 +239,7 @@ class WorkerPool {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;  // StartServing() was called
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
+  bool fatal_told_ ABSL_GUARDED_BY(mu_) = false;  // on_change was called for fatal_
 };
 
 }  // namespace kiln
