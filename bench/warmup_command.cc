@@ -125,6 +125,13 @@ void AppendWorker(const internal::WarmupReport& worker, std::string* out) {
         worker.priority_note().empty() ? "" : absl::StrCat(" (", worker.priority_note(), ")"),
         "\n");
   }
+  if (worker.template_pid() > 0) {
+    absl::StrAppendFormat(out,
+                          "    forked from the warm template pid %d (warmed in %.1f ms, %s "
+                          "private); private peak %s\n",
+                          worker.template_pid(), worker.template_warmup_ms(),
+                          Mb(worker.template_private_bytes()), Mb(worker.private_peak_bytes()));
+  }
   AppendShapeTable(worker, out);
 }
 

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -28,14 +29,20 @@ namespace kiln {
 namespace {
 
 // Warms `model` on one intra-op thread, at idle priority when `first` asks for it (and back at
-// normal priority before returning, so that the workers it forks start there).
-absl::StatusOr<WarmupOutcome> WarmOnce(const ZygoteModel& model,
-                                       const internal::SpawnWorker& first) {
+// normal priority before returning, so that the workers it forks start there). `priority` says
+// at which priority it warmed, for the log.
+absl::StatusOr<WarmupOutcome> WarmOnce(const ZygoteModel& model, const internal::SpawnWorker& first,
+                                       std::string& priority) {
   TorchModel::SetIntraOpThreads(1);
   std::unique_ptr<IdleWarming> idle;
+  priority = "at normal priority";
   if (first.warm_at_idle_priority()) {
     absl::StatusOr<std::unique_ptr<IdleWarming>> started = IdleWarming::Start({});
-    if (started.ok()) idle = *std::move(started);
+    if (started.ok()) {
+      idle = *std::move(started);
+    } else {
+      priority = absl::StrCat("at normal priority (", started.status().message(), ")");
+    }
   }
   WarmupOptions options;
   options.budget_bytes = first.memory_budget_bytes();
@@ -46,12 +53,18 @@ absl::StatusOr<WarmupOutcome> WarmOnce(const ZygoteModel& model,
   options.samples = model.samples;
   absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model.loaded, options);
   if (idle != nullptr) {
-    if (absl::StatusOr<IdleWarmingReport> finished = idle->Finish(); !finished.ok()) {
+    absl::StatusOr<IdleWarmingReport> finished = idle->Finish();
+    if (!finished.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the warm template cannot return to normal CPU priority after warming at idle "
           "priority: ",
           finished.status().message(), " (run kiln-server with --warmup_priority=normal)"));
     }
+    priority = finished->starved ? absl::StrFormat(
+                                       "at idle priority for %.0f ms, then normal (starved: it got "
+                                       "%.1f%% of the CPU time it waited for)",
+                                       finished->idle_ms, 100 * finished->starved_cpu_share)
+                                 : "at idle priority";
   }
   return outcome;
 }
@@ -80,7 +93,8 @@ void RefuseWorker(const internal::SpawnWorker& spawn, const std::vector<int>& fd
   }
   const std::string& name = model.spec->config.name();
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<WarmupOutcome> warm = WarmOnce(model, first);
+  std::string priority;
+  absl::StatusOr<WarmupOutcome> warm = WarmOnce(model, first, priority);
   TemplateWarmth warmth;
   warmth.pid = getpid();
   warmth.warmup_ms = MillisecondsSince(start);
@@ -90,9 +104,9 @@ void RefuseWorker(const internal::SpawnWorker& spawn, const std::vector<int>& fd
   if (warm.ok()) {
     warmth.outcome = &*warm;
     LOG(INFO) << absl::StrFormat(
-        "warm template of %s (pid %d): %d shapes warmed on one thread in %.0f ms; %.1f MB "
+        "warm template of %s (pid %d): %d shapes warmed on one thread %s in %.0f ms; %.1f MB "
         "private",
-        name, getpid(), static_cast<int>(WarmedShapes(*warm).size()), warmth.warmup_ms,
+        name, getpid(), static_cast<int>(WarmedShapes(*warm).size()), priority, warmth.warmup_ms,
         warmth.private_bytes / 1e6);
   } else {
     LOG(ERROR) << "warm template of " << name << ": " << warm.status();

@@ -109,6 +109,20 @@ TEST_CASE("warmup: the CPUs, the thread plan, OpenMP waiting and the warm priori
   CHECK(Report().cpus() == 1);
 }
 
+TEST_CASE("warmup: a worker forked from a warm template says which, and the memory costs",
+          "[warmup]") {
+  WarmupReportResponse report = Report();
+  CHECK_THAT(FormatWarmupReport(report), !Contains("warm template"));
+  internal::WarmupReport& worker = *report.mutable_models(0)->mutable_workers(0);
+  worker.set_template_pid(77);
+  worker.set_template_warmup_ms(1202.5);
+  worker.set_template_private_bytes(123'100'000);
+  worker.set_private_peak_bytes(31'000'000);
+  CHECK_THAT(FormatWarmupReport(report),
+             Contains("    forked from the warm template pid 77 (warmed in 1202.5 ms, 123.1 MB "
+                      "private); private peak 31.0 MB\n"));
+}
+
 TEST_CASE("warmup: each model's warm workers, and whether it is SERVING or degraded", "[warmup]") {
   WarmupReportResponse response = Report();
   ModelWarmupReport& model = *response.mutable_models(0);
