@@ -201,7 +201,10 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_warm_at_idle_priority(spawn.warmup() && options_.warm_at_idle_priority);
   spawn.set_memory_budget_bytes(model.budget_bytes);
   for (const Shape& shape : model.replay) *spawn.add_replay() = ToProto(shape);
-  spawn.set_from_template(options_.warm_template && spawn.warmup() && spawn.device_index() < 0);
+  // A template warms on one thread: a worker of more threads would settle every shape again after
+  // the template's warmup, which costs more than warming by itself.
+  spawn.set_from_template(options_.warm_template && spawn.warmup() && spawn.device_index() < 0 &&
+                          model.threads == 1);
   spawn.set_cold_calls_for_test(options_.cold_calls_for_test);
   absl::Status sent = zygote_.Send(command, {pair.second.fd(), worker->arena->fd()});
   // pair.second (the worker's end) closes here: only the worker holds it now, so its death

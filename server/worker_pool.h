@@ -83,8 +83,9 @@ struct WorkerPoolOptions {
   std::function<absl::StatusOr<MemoryUsage>()> memory_usage;
   // Recorded traffic shapes to warm per model, on top of each config's plan.
   std::map<std::string, std::vector<Shape>> replay;
-  // CPU workers are forked from their model's warm template (server/warm_template.h) and only
-  // confirm its warmup; false: each worker warms by itself (--warm_template=off).
+  // CPU workers of one intra-op thread are forked from their model's warm template
+  // (server/warm_template.h) and only confirm its warmup; false: each worker warms by itself
+  // (--warm_template=off).
   bool warm_template = true;
   bool cold_calls_for_test = false;  // --test_only_cold_calls
   // Called on the pool's thread, its lock held, when the zygote's channel closes (the zygote

@@ -45,9 +45,10 @@ struct WorkerOptions {
   EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
   const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null
   // Forked from a warm template (null: forked by the zygote, it warms by itself). With one
-  // intra-op thread on the CPU it confirms the template's warmup (ConfirmWarmup); otherwise it
-  // settles every shape again (more threads change the kernels' work split). Such a worker does
-  // not die with its parent: the template may be replaced while it serves.
+  // intra-op thread on the CPU (the pool asks for a template only then) it confirms the
+  // template's warmup (ConfirmWarmup); otherwise it settles every shape again (more threads
+  // change the kernels' work split). Such a worker does not die with its parent: the template
+  // may be replaced while it serves.
   const TemplateWarmth* from_template = nullptr;
   // Tests only (kiln-server --test_only_cold_calls): serve every call on a freshly loaded copy
   // of the model that has never run, so the readiness check meets a cold path.

@@ -110,42 +110,42 @@ TEST_CASE("a killed warm template is replaced, and its workers keep serving mean
           "[integration][server][template]") {
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
-  auto server = StartServing(Config(repo, 1));
+  auto server = StartServing(Config(repo, 2));  // 2 workers of one thread each: a template
   auto channel = kiln::testing::LoopbackChannel(server->port());
   Stub oip(channel);
   HealthStub health(channel);
   REQUIRE(server->TemplatePids().size() == 1);
   const pid_t first_template = server->TemplatePids().front();
   const std::vector<pid_t> workers = server->WorkerPids();
-  REQUIRE(workers.size() == 1);
+  REQUIRE(workers.size() == 2);
 
   REQUIRE(kill(first_template, SIGKILL) == 0);
   if (!PollUntil([&] { return server->TemplatePids().empty(); }, seconds(30))) {
     FAIL("the killed template is still there; log:\n" << server->log());
   }
-  // Its worker lives on (reparented to the zygote) and serves.
+  // Its workers live on (reparented to the zygote) and serve.
   CHECK(server->WorkerPids() == workers);
-  CHECK(ParentOf(workers.front()) == server->ZygotePids().at(0));
+  for (pid_t worker : workers) CHECK(ParentOf(worker) == server->ZygotePids().at(0));
   for (int i = 0; i < 5; ++i) CHECK(Infer(oip, MlpRequest(1), seconds(10)).ok());
   CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);
 
   // The next worker asked for comes from a new template.
-  CHECK(bench::RunScaleCommand({"--addr=" + server->address(), "--model=mlp", "--workers=2"}) == 0);
-  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 2; }, kStartup)) {
-    FAIL("no second worker; log:\n" << server->log());
+  CHECK(bench::RunScaleCommand({"--addr=" + server->address(), "--model=mlp", "--workers=3"}) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, kStartup)) {
+    FAIL("no third worker; log:\n" << server->log());
   }
   const std::vector<pid_t> templates = server->TemplatePids();
   REQUIRE(templates.size() == 1);
   CHECK(templates.front() != first_template);
   const ModelWarmupReport mlp = ModelReport(Report(*server), "mlp");
-  REQUIRE(mlp.workers_size() == 2);
-  CHECK(mlp.workers(1).template_pid() == templates.front());
+  REQUIRE(mlp.workers_size() == 3);
+  CHECK(mlp.workers(2).template_pid() == templates.front());
   CHECK(Health(health, "mlp") == HealthCheckResponse::SERVING);
 
   // A worker killed now is replaced from the new template, and the old one exits cleanly when
   // the server stops (the zygote reaps it).
   REQUIRE(kill(workers.front(), SIGKILL) == 0);
-  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, kStartup)) {
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 4; }, kStartup)) {
     FAIL("no replacement; log:\n" << server->log());
   }
   CHECK_THAT(server->log(), Contains("(pid " + std::to_string(workers.front()) + ") exited"));
