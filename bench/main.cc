@@ -8,6 +8,7 @@
 #include "absl/strings/string_view.h"
 #include "bench/args.h"
 #include "bench/coldstart_command.h"
+#include "bench/elastic_command.h"
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "bench/load_command.h"
@@ -38,6 +39,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunScaleoutCommand},
     {"scale", "KilnService/SetWorkerCount: one model's worker count on a running server",
      kiln::bench::RunScaleCommand},
+    {"elastic", "one TTIN or worker kill under load: tail latency, replacement time, health",
+     kiln::bench::RunElasticCommand},
 };
 
 void PrintUsage(std::ostream& out) {

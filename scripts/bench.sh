@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
 # measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
-# and the old CPU settings), with the command that produced it. Bounded: about 10 minutes on 2
-# cores. The CPU section makes a cgroup with a CPU quota (root and a writable cgroup file system;
-# skipped, and said so in the report, where it cannot) and starts busy loops, killed by pid.
+# and the old CPU settings), with the command that produced it. Bounded: about 15 minutes on 2
+# cores. The CPU section makes a cgroup with a CPU quota, and the elastic section one with a
+# memory limit (root and a writable cgroup file system; skipped, and said so in the report, where
+# it cannot), and the CPU section starts busy loops, killed by pid.
 #
 # Usage: scripts/bench.sh [--quick]   (--quick: 1 repeat and short load runs, for a smoke test)
 # Results: BENCHMARKS.md, and the raw JSON of every command in bench-results/.
@@ -13,7 +14,9 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 repeat=3; load_s=15; capacity_s=10; scaleout_s=30; wait_calls=40; cpu_steady=100
-[ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; scaleout_s=14; wait_calls=10; cpu_steady=20; }
+elastic_s=20; elastic_event_s=8
+[ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; scaleout_s=14; wait_calls=10; cpu_steady=20;
+                    elastic_s=10; elastic_event_s=4; }
 
 start=$(date +%s)
 step() { echo "== bench.sh: $* ($(( $(date +%s) - start ))s)" >&2; }
@@ -33,10 +36,12 @@ work=$(mktemp -d)
 server_pid=""
 spinners=()
 quota_cgroup=""
+mem_cgroup=""
 cleanup() {
   [ -n "$server_pid" ] && kill -9 -- "-$server_pid" 2>/dev/null || true
   stop_spinners
   [ -n "$quota_cgroup" ] && rmdir "$quota_cgroup" 2>/dev/null || true
+  [ -n "$mem_cgroup" ] && remove_cgroup "$mem_cgroup" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -107,6 +112,55 @@ make_quota_cgroup() {
     > "$out/cpu-quota.skipped"
 }
 
+# make_memory_cgroup BYTES: a cgroup whose memory limit is BYTES (and swappiness 0, or no swap on
+# v2, where that file exists), in this process's memory hierarchy (cgroup v1, or v2 with the memory controller);
+# sets $mem_cgroup, or writes why not to $out/elastic-mem.skipped.
+make_memory_cgroup() {
+  local limit=$1 line path dir
+  line=$(grep -E '^[0-9]+:([^:]*,)?memory(,[^:]*)?:' /proc/self/cgroup | head -1 || true)
+  if [ -n "$line" ]; then
+    path=${line#*:*:}; dir="/sys/fs/cgroup/$(echo "$line" | cut -d: -f2)$path"
+    [ -d "$dir" ] || dir="/sys/fs/cgroup/memory$path"
+    dir="${dir%/}/kiln-bench-mem-$$"
+    if mkdir "$dir" 2>/dev/null && echo "$limit" > "$dir/memory.limit_in_bytes"; then
+      [ -f "$dir/memory.swappiness" ] && { echo 0 > "$dir/memory.swappiness"; } 2>/dev/null || true
+      mem_cgroup=$dir; return
+    fi
+  else
+    path=$(sed -n 's/^0:://p' /proc/self/cgroup); dir="/sys/fs/cgroup${path%/}/kiln-bench-mem-$$"
+    if mkdir "$dir" 2>/dev/null && [ -f "$dir/memory.max" ] && echo "$limit" > "$dir/memory.max"; then
+      [ -f "$dir/memory.swap.max" ] && { echo 0 > "$dir/memory.swap.max"; } 2>/dev/null || true
+      mem_cgroup=$dir; return
+    fi
+  fi
+  rmdir "$dir" 2>/dev/null || true
+  echo "cannot create a cgroup with a memory limit at $dir (needs root and a writable cgroup file system)" \
+    > "$out/elastic-mem.skipped"
+}
+
+# save_memory_stats CGROUP FILE: what the kernel counted in the memory cgroup CGROUP since it was
+# made, as "name value" lines: max_usage_bytes (v1 memory.max_usage_in_bytes, v2 memory.peak),
+# failcnt (v1 memory.failcnt: times the limit was hit; v2 the "max" of memory.events) and oom_kill
+# (its line in v1 memory.oom_control, v2 memory.events), for the report.
+save_memory_stats() {
+  local dir=$1
+  if [ -f "$dir/memory.max_usage_in_bytes" ]; then
+    echo "max_usage_bytes $(cat "$dir/memory.max_usage_in_bytes")"
+    echo "failcnt $(cat "$dir/memory.failcnt")"
+    grep '^oom_kill ' "$dir/memory.oom_control" || echo "oom_kill unknown (no oom_kill line in memory.oom_control)"
+  else
+    [ -f "$dir/memory.peak" ] && echo "max_usage_bytes $(cat "$dir/memory.peak")"
+    echo "failcnt $(sed -n 's/^max //p' "$dir/memory.events")"
+    grep '^oom_kill ' "$dir/memory.events" || echo "oom_kill unknown (no oom_kill line in memory.events)"
+  fi > "$2"
+}
+
+# remove_cgroup DIR: rmdir once its last process is gone (a killed server's take a moment to go).
+remove_cgroup() {
+  for _ in $(seq 1 25); do rmdir "$1" 2>/dev/null && return 0; sleep 0.2; done
+  echo "bench.sh: could not remove the cgroup $1" >&2
+}
+
 # save_plan FILE LOG...: the first thread plan the server logs ("2 CPUs: resnet50 2 workers ...
 # = 2 threads") into FILE, for the report.
 save_plan() {
@@ -120,24 +174,52 @@ save_plan() {
 old_env=(env GOMP_SPINCOUNT=300000)
 old_args="--warmup_priority=normal"
 
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_serving NAME: waits until the server $server_pid on $port says SERVING; returns 1 (the tail
+# of server-NAME.log on stderr) when it exits first or is not SERVING within 300 s.
+wait_serving() {
+  local deadline=$(( $(date +%s) + 300 ))
+  until "$bench" health --addr="127.0.0.1:$port" > /dev/null 2>&1; do
+    if ! kill -0 "$server_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-$1.log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
 # start_server NAME REPO [FLAGS...]: kiln-server on REPO and a free port in the background, its
 # log in server-NAME.log; sets $port.
 start_server() {
   local name=$1 repo=$2; shift 2
-  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   setsid "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" \
     --lock_dir="$work" "$@" > "$out/server-$name.log" 2>&1 &
   server_pid=$!
-  local deadline=$(( $(date +%s) + 300 ))
-  until "$bench" health --addr="127.0.0.1:$port" > /dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ] ||
-      { echo "bench.sh: kiln-server did not become SERVING:" >&2; tail -5 "$out/server-$name.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_serving "$name" || exit 1
+}
+
+# start_server_in_cgroup NAME CGROUP REPO [FLAGS...]: as start_server, but in the cgroup directory
+# CGROUP: a shell writes its own pid to CGROUP/cgroup.procs, then execs kiln-server (same pid), so
+# the server and everything it forks are charged there; it never runs outside it. Returns 1 when
+# the server is not SERVING (the cgroup refused the write, say), the server stopped.
+start_server_in_cgroup() {
+  local name=$1 cgroup=$2 repo=$3; shift 3
+  port=$(free_port)
+  setsid sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
+    "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" --lock_dir="$work" "$@" \
+    > "$out/server-$name.log" 2>&1 &
+  server_pid=$!
+  wait_serving "$name" && return 0
+  kill -9 -- "-$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; server_pid=""
+  return 1
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-step "1/8 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+step "1/9 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
 for workers in 1 2 4; do
   for share in on off; do
     run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -147,7 +229,7 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/8 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+step "2/9 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -156,7 +238,7 @@ for model in mlp resnet18 textcls; do
   done
 done
 
-step "3/8 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+step "3/9 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
   start_server "$model" "$(repo_of "$model")" --workers=2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -170,7 +252,7 @@ for model in mlp resnet18; do
   stop_server
 done
 
-step "4/8 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+step "4/9 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
 start_server mlp "$(repo_of mlp)" --workers=1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -179,7 +261,7 @@ stop_server
 run "forward-mlp" "$forward" --model=mlp --batch=1 --threads="${threads:-1}" --warmup_calls=100 \
   --calls=2000 --json="$out/forward-mlp.json"
 
-step "5/8 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+step "5/9 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
 make_quota_cgroup 1
 for setting in auto old; do
   prefix=(); server_args=""
@@ -201,7 +283,7 @@ for setting in auto old; do
   done
 done
 
-step "6/8 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+step "6/9 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
 for setting in auto old; do
   prefix=(); server_args=""
   [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
@@ -211,7 +293,7 @@ for setting in auto old; do
     --json="$out/scaleout-resnet18-$setting.json"
 done
 
-step "7/8 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+step "7/9 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
 for setting in auto old; do
   # Old CPU settings only for the thread count here: both wait passively, so that this compares
   # one request's latency and the throughput of the two shapes, not the spinning.
@@ -225,7 +307,7 @@ for setting in auto old; do
   stop_server
 done
 
-step "8/8 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+step "8/9 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
 for condition in quiet spinners; do
   [ "$condition" = spinners ] && start_spinners 2
   for wait in passive default spin1000; do
@@ -239,6 +321,61 @@ for condition in quiet spinners; do
   done
   stop_spinners
 done
+
+step "9/9 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
+# a. Time to SERVING with 1 and 4 workers, warm template on (the default) and off.
+for workers in 1 4; do
+  for template in on off; do
+    name="elastic-coldstart-w$workers-template-$template"
+    run_may_fail "$name" "$bench" coldstart --model_repository="$(repo_of resnet50)" \
+      --model=resnet50 --workers=$workers --server_args="--warm_template=$template" \
+      --repeat=$repeat --steady_requests=10 --json="$out/$name.json"
+  done
+done
+# b. kill -9 of one of 4 resnet50 workers at a modest rate: time until its replacement is warm,
+# health throughout, the replacement's first request.
+for template in on off; do
+  name="elastic-kill-template-$template"
+  run_may_fail "$name" "$bench" elastic --model_repository="$(repo_of resnet50)" --model=resnet50 \
+    --workers=4 --event=kill --rate=6 --duration_s=$elastic_s --event_s=$elastic_event_s \
+    --server_args="--warm_template=$template" --log_dir="$out/logs-$name" --json="$out/$name.json"
+done
+# c. TTIN on resnet18 with 1 worker at 70 % of its capacity with 1 worker (closed loop, as in 3/9).
+start_server elastic-resnet18-w1 "$(repo_of resnet18)" --workers=1
+run "elastic-capacity-resnet18-w1" "$bench" load --addr="127.0.0.1:$port" --model=resnet18 \
+  --mode=closed --concurrency=4 --duration_s=$capacity_s --warmup_requests=20 \
+  --json="$out/elastic-capacity-resnet18-w1.json"
+stop_server
+capacity=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/elastic-capacity-resnet18-w1.json'))['throughput_rps'])")
+rate=$(/usr/bin/python3 -c "print(round($capacity * 70 / 100, 2))")
+for template in on off; do
+  name="elastic-ttin-template-$template"
+  run_may_fail "$name" "$bench" elastic --model_repository="$(repo_of resnet18)" --model=resnet18 \
+    --workers=1 --event=ttin --rate=$rate --duration_s=$elastic_s --event_s=$elastic_event_s \
+    --server_args="--warm_template=$template" --log_dir="$out/logs-$name" --json="$out/$name.json"
+done
+# d. A 900 MB memory cgroup: 4 resnet50 workers start and serve in it, a scale past what fits is
+# refused (RESOURCE_EXHAUSTED, with the numbers), and the kernel never OOM-kills.
+make_memory_cgroup 900000000
+if [ -n "$mem_cgroup" ]; then
+  run_may_fail "elastic-mem-coldstart" "$bench" coldstart --model_repository="$(repo_of resnet50)" \
+    --model=resnet50 --workers=4 --cgroup="$mem_cgroup" --repeat=1 --steady_requests=10 \
+    --log_dir="$out/logs-elastic-mem-coldstart" --json="$out/elastic-mem-coldstart.json"
+  if start_server_in_cgroup elastic-mem "$mem_cgroup" "$(repo_of resnet50)" --workers=4; then
+    # Refused is the expected outcome (exit 1): run_may_fail keeps the message in .failed.
+    run_may_fail "elastic-mem-scale" "$bench" scale --addr="127.0.0.1:$port" --model=resnet50 \
+      --workers=40
+    run_may_fail "elastic-mem-health" "$bench" health --addr="127.0.0.1:$port" --service=resnet50
+    echo "$bench warmup --addr=127.0.0.1:$port --model=resnet50 --json" > "$out/elastic-mem-warmup.cmd"
+    "$bench" warmup --addr="127.0.0.1:$port" --model=resnet50 --json > "$out/elastic-mem-warmup.json" \
+      2> "$out/elastic-mem-warmup.log" || rm -f "$out/elastic-mem-warmup.json"
+    stop_server
+  else
+    tail -4 "$out/server-elastic-mem.log" > "$out/elastic-mem-server.failed"
+  fi
+  save_memory_stats "$mem_cgroup" "$out/elastic-mem.stats"
+  remove_cgroup "$mem_cgroup"; mem_cgroup=""
+fi
 
 step "write BENCHMARKS.md"
 /usr/bin/python3 scripts/bench_report.py "$out" > BENCHMARKS.md

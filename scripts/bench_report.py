@@ -269,11 +269,238 @@ def wait_table(folder, out):
     out.append("Command: `" + command(folder, "wait-passive-spinners") + "`.\n")
 
 
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def why_missing(folder, name, reason):
+    """What a table cell says for a run without results: why it failed, or that it never ran."""
+    if reason:
+        return f"failed: {reason}"
+    return "failed: no results" if has_run(folder, name) else "not run"
+
+
+def has_run(folder, name):
+    return os.path.exists(os.path.join(folder, name + ".cmd"))
+
+
+def last_line(folder, name):
+    """The last non-empty line of NAME.log that is not a progress line ("[...")."""
+    lines = [line.strip() for line in text_of(folder, name + ".log").splitlines()
+             if line.strip() and not line.startswith("[")]
+    return lines[-1] if lines else ""
+
+
+def elastic_coldstart_table(folder, out):
+    out.append("### Time to SERVING: 1 vs 4 workers (resnet50)\n")
+    out.append("`kiln-bench coldstart`, median (min-max) over the runs. With the warm template each "
+               "worker is forked from a process that warmed the model once and confirms every shape "
+               "with one call; without it (`--warm_template=off`, the baseline) every worker runs the "
+               "whole warmup itself. Targets (warm template on): 4 workers SERVING within 1.3x the "
+               "time of 1 worker, and in about 5 s.\n")
+    out.append("| warm template | 1 worker ready | 4 workers ready | 4 / 1 | target 4 / 1 <= 1.3x | "
+               "4 workers, target about 5 s | PSS MB, 4 workers |")
+    out.append("|---|---|---|---|---|---|---|")
+    for template in ("on", "off"):
+        names = [f"elastic-coldstart-w{workers}-template-{template}" for workers in (1, 4)]
+        (one, why_one), (four, why_four) = maybe(folder, names[0]), maybe(folder, names[1])
+        if one is None or four is None:
+            missing = why_missing(folder, names[0], why_one) if one is None else \
+                why_missing(folder, names[1], why_four)
+            out.append(f"| {template} | {missing} | | | | | |")
+            continue
+        r = four["ready_ms"]["median"] / one["ready_ms"]["median"] if one["ready_ms"]["median"] else 0
+        met = verdict(r <= 1.3) if template == "on" else "baseline"
+        out.append(f"| {template} | {spread(one['ready_ms'], ' ms')} | {spread(four['ready_ms'], ' ms')} | "
+                   f"{r:.2f}x | {met} | {four['ready_ms']['median'] / 1000:.1f} s | "
+                   f"{spread(four['pss_mb'])} |")
+    out.append("")
+    if has_run(folder, "elastic-coldstart-w4-template-off"):
+        out.append("Command: `" + command(folder, "elastic-coldstart-w4-template-off") + "` (and "
+                   "`--workers=1`, and `--warm_template=on`).\n")
+
+
+def first_new_cell(run):
+    first = run.get("first_new")
+    if not first:
+        return "none served one", None
+    return (f"{first['compute_ms']:.2f} ms = {first['compute_ratio']:.2f}x "
+            f"(before p50 {run['before_compute_p50_ms']:.2f} ms); latency {first['latency_ms']:.1f} ms",
+            first["compute_ratio"])
+
+
+def health_cell(run):
+    h = run["health"]
+    return (f"{h['not_serving']} of {h['checks']} (longest gap {h['longest_gap_ms']:.0f} ms)",
+            h["not_serving"] == 0)
+
+
+def replacement_cell(run):
+    if run["replacement_ms"] is None:
+        return f"none: {run['replacement_error']}", None
+    return f"{run['replacement_ms']:.0f} ms", run["replacement_ms"]
+
+
+def phase_cell(phase):
+    seconds = (phase["to_ms"] - phase["from_ms"]) / 1000
+    return f"{phase['p50_ms']:.1f} / {phase['p99_ms']:.1f} ms ({phase['count']} req in {seconds:.1f} s)"
+
+
+def elastic_kill_table(folder, out):
+    out.append("### kill -9 of one of 4 workers under load (resnet50, 6 req/s)\n")
+    out.append("`kiln-bench elastic --event=kill`: Poisson arrivals; SIGKILL to one worker; the "
+               "WarmupReport is polled every 20 ms until it lists a new warm worker, and the model's "
+               "health is checked every 10 ms through the whole load. \"first request\" is the first "
+               "request the replacement served (each response names its worker): its compute time "
+               "against the compute p50 of every worker before the kill. Targets (warm template on): "
+               "replacement warm <= 0.8 s after the kill, health SERVING throughout, its first request "
+               "<= 1.1x the steady p50.\n")
+    out.append("| warm template | replacement warm | target <= 0.8 s | health checks not SERVING | "
+               "target 0 | p50 / p99 before | p50 / p99 after | first request of the replacement: "
+               "compute | target <= 1.1x | errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for template in ("on", "off"):
+        name = f"elastic-kill-template-{template}"
+        run, reason = maybe(folder, name)
+        if run is None:
+            out.append(f"| {template} | {why_missing(folder, name, reason)} | | | | | | | | |")
+            continue
+        replaced, ms = replacement_cell(run)
+        health, healthy = health_cell(run)
+        first, first_ratio = first_new_cell(run)
+        on = template == "on"
+        out.append(
+            f"| {template} | {replaced} | {verdict(ms is not None and ms <= 800) if on else 'baseline'} | "
+            f"{health} | {verdict(healthy) if on else 'baseline'} | {phase_cell(run['phases'][0])} | "
+            f"{phase_cell(run['phases'][1])} | {first} | "
+            f"{verdict(first_ratio is not None and first_ratio <= 1.1) if on else 'baseline'} | "
+            f"{run['errors']} |")
+    out.append("")
+    if has_run(folder, "elastic-kill-template-on"):
+        out.append("Command: `" + command(folder, "elastic-kill-template-on") + "` (and "
+                   "`--warm_template=off`).\n")
+
+
+def elastic_ttin_table(folder, out):
+    out.append("### TTIN under load (resnet18, 1 worker, 70 % of its capacity)\n")
+    capacity = None
+    if os.path.exists(os.path.join(folder, "elastic-capacity-resnet18-w1.json")):
+        capacity = load(folder, "elastic-capacity-resnet18-w1")["throughput_rps"]
+    out.append("`kiln-bench elastic --event=ttin`: capacity is the closed-loop throughput of 1 worker "
+               "at concurrency 4" + (f" ({capacity:.1f} req/s)" if capacity is not None else "") +
+               "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a second worker. The tail "
+               "latency in the 10 s after the signal (less where the load ends sooner, as with "
+               "`--quick`) against before it, while the new worker warms beside the one that serves. Targets (warm template on): p99 after / before <= 1.2, health "
+               "SERVING throughout, the new worker's first request <= 1.1x the steady p50.\n")
+    out.append("| warm template | rate | p50 / p99 before | p50 / p99 after | p99 after / before | "
+               "target <= 1.2 | new worker warm | health checks not SERVING | target 0 | "
+               "first request of the new worker: compute | target <= 1.1x | errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for template in ("on", "off"):
+        name = f"elastic-ttin-template-{template}"
+        run, reason = maybe(folder, name)
+        if run is None:
+            out.append(f"| {template} | {why_missing(folder, name, reason)} | | | | | | | | | | |")
+            continue
+        replaced, _ = replacement_cell(run)
+        health, healthy = health_cell(run)
+        first, first_ratio = first_new_cell(run)
+        on = template == "on"
+        ratio_ok = run["phases"][0]["count"] > 0 and run["p99_ratio"] <= 1.2
+        out.append(
+            f"| {template} | {run['rate']:.1f} req/s | {phase_cell(run['phases'][0])} | "
+            f"{phase_cell(run['phases'][1])} | {run['p99_ratio']:.2f}x | "
+            f"{verdict(ratio_ok) if on else 'baseline'} | {replaced} | {health} | "
+            f"{verdict(healthy) if on else 'baseline'} | {first} | "
+            f"{verdict(first_ratio is not None and first_ratio <= 1.1) if on else 'baseline'} | "
+            f"{run['errors']} |")
+    out.append("")
+    if has_run(folder, "elastic-ttin-template-on"):
+        out.append("Commands: `" + command(folder, "elastic-capacity-resnet18-w1") + "` (against a "
+                   "server with `--workers=1`), then `" + command(folder, "elastic-ttin-template-on") +
+                   "` (and `--warm_template=off`).\n")
+
+
+def memory_stats(folder):
+    stats = {}
+    for line in text_of(folder, "elastic-mem.stats").splitlines():
+        name, _, value = line.partition(" ")
+        stats[name] = value.strip()
+    return stats
+
+
+def elastic_memory_table(folder, out):
+    out.append("### A 900 MB memory cgroup (resnet50, 4 workers)\n")
+    skipped = text_of(folder, "elastic-mem.skipped")
+    if skipped:
+        out.append(f"Skipped on this machine: {skipped}.\n")
+        return
+    if not has_run(folder, "elastic-mem-coldstart"):
+        out.append("Not run.\n")
+        return
+    out.append("A cgroup with `memory.limit_in_bytes` = 900000000 (and `memory.swappiness` 0). `kiln-bench coldstart "
+               "--cgroup` starts the server in it with 4 workers and sends it requests; then a server "
+               "started in it is asked to scale to 40 workers (`kiln-bench scale`), which must be "
+               "refused before any worker starts, and must keep serving. The kernel's counters cover "
+               "the cgroup's whole life (both servers). Targets: 4 workers serve, the scale past what "
+               "fits is refused, no OOM kill.\n")
+    out.append("| check | result | target |")
+    out.append("|---|---|---|")
+    cold, reason = maybe(folder, "elastic-mem-coldstart")
+    if cold is None:
+        out.append(f"| 4 workers start and serve (coldstart) | failed: {reason} | **missed** |")
+    else:
+        out.append(f"| 4 workers start and serve (coldstart) | SERVING after "
+                   f"{cold['ready_ms']['median']:.0f} ms, steady p50 {cold['steady_p50_ms']['median']:.1f} ms, "
+                   f"PSS {cold['pss_mb']['median']:.0f} MB | met |")
+    server_failed = text_of(folder, "elastic-mem-server.failed")
+    if server_failed:
+        out.append(f"| server with 4 workers in the cgroup | not SERVING: {' '.join(server_failed.split())[-300:]} "
+                   f"| **missed** |")
+    if has_run(folder, "elastic-mem-scale"):
+        line = last_line(folder, "elastic-mem-scale")
+        refused = (os.path.exists(os.path.join(folder, "elastic-mem-scale.failed")) and
+                   "RESOURCE_EXHAUSTED" in line)
+        out.append(f"| scale to 40 workers | {'refused' if refused else 'not refused'}: `{line}` | "
+                   f"{verdict(refused)} |")
+    if has_run(folder, "elastic-mem-health"):
+        line = last_line(folder, "elastic-mem-health")
+        out.append(f"| health of resnet50 after the refused scale | {line} | "
+                   f"{verdict(line == 'SERVING')} |")
+    if os.path.exists(os.path.join(folder, "elastic-mem-warmup.json")):
+        for model in load(folder, "elastic-mem-warmup").get("models", []):
+            warm, target = model.get("warm_workers", 0), model.get("target_workers", 0)
+            out.append(f"| warm workers after it | {warm} of {target} | {verdict(warm == 4 and target == 4)} |")
+    stats = memory_stats(folder)
+    if "max_usage_bytes" in stats:
+        out.append(f"| peak memory of the cgroup (kernel) | {int(stats['max_usage_bytes']) / 1e6:.0f} MB "
+                   f"of 900 MB | |")
+    if "failcnt" in stats:
+        out.append(f"| times the limit was hit (failcnt) | {stats['failcnt']} | |")
+    if "oom_kill" in stats:
+        out.append(f"| OOM kills (oom_kill) | {stats['oom_kill']} | {verdict(stats['oom_kill'] == '0')} |")
+    out.append("")
+    out.append("Commands: `" + command(folder, "elastic-mem-coldstart") + "`" +
+               ("; `" + command(folder, "elastic-mem-scale") + "` against a server started in the "
+                "cgroup with `--workers=4`" if has_run(folder, "elastic-mem-scale") else "") + ".\n")
+
+
+def elastic_tables(folder, out):
+    out.append("## Elastic warm pool\n")
+    out.append("Adding and replacing workers while serving: how fast a new worker is warm, what the "
+               "serving ones pay meanwhile, and that memory bounds are kept. MB are 10^6 bytes.\n")
+    elastic_coldstart_table(folder, out)
+    elastic_kill_table(folder, out)
+    elastic_ttin_table(folder, out)
+    elastic_memory_table(folder, out)
+
+
 def main():
     folder = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
     out = ["# kiln benchmarks", "",
            "Written by `scripts/bench.sh` on " + datetime.date.today().isoformat() + ". Every number "
-           "below was printed by `kiln-bench` or `kiln-forward-bench` in one run (raw JSON in "
+           "below was printed by `kiln-bench` or `kiln-forward-bench` (or, for the memory cgroup, "
+           "read from the kernel's counters by `bench.sh`) in one run (raw JSON in "
            "`bench-results/`); absolute times vary between machines, so compare the ratios.", "",
            "Machine: " + machine() + ".", ""]
     startup_tables(folder, out)
@@ -284,6 +511,7 @@ def main():
     scaleout_table(folder, out)
     threads_table(folder, out)
     wait_table(folder, out)
+    elastic_tables(folder, out)
     print("\n".join(out))
 
 

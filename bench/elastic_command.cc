@@ -1,0 +1,752 @@
+#include "bench/elastic_command.h"
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "bench/args.h"
+#include "bench/health_command.h"
+#include "bench/oip_client.h"
+#include "bench/server_launcher.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "proto/kiln_service.grpc.pb.h"
+#include "server/inference_service.h"  // the kiln_timing parameter names
+
+namespace kiln::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::chrono::seconds kStopGrace(30);
+constexpr int64_t kRequestTimeoutMs = 10000;
+constexpr int64_t kReportTimeoutMs = 2000;
+constexpr int64_t kHealthTimeoutMs = 1000;
+// How often the model's health is checked, and the WarmupReport polled after the event: fine
+// enough that a gap in SERVING or a worker's arrival is seen within a few ms of its happening.
+constexpr std::chrono::milliseconds kHealthInterval(10);
+constexpr std::chrono::milliseconds kReportInterval(20);
+
+constexpr char kDescription[] =
+    "What one change of the worker pool costs a loaded server. kiln-server (on a free loopback\n"
+    "port) serves an open-loop Poisson load of --rate requests per second on --model for\n"
+    "--duration_s; --event_s into it, one event:\n"
+    "  --event=ttin  SIGTTIN to the master: one more worker of every model (scale-up);\n"
+    "  --event=kill  SIGKILL to one worker of --model (the first the WarmupReport lists): a\n"
+    "                crash, which the master repairs (from the warm template by default).\n"
+    "Reports:\n"
+    "  - the load's latency (OK requests, from each request's scheduled time) before the event\n"
+    "    (after --skip_s) and for --after_s after it (p50/p95/p99/max, errors), p99 after/before;\n"
+    "  - the replacement time: from the event until kiln.KilnService/WarmupReport (polled every\n"
+    "    20 ms) lists a worker of --model that was not there before (it lists warm workers only);\n"
+    "  - health continuity: grpc.health.v1 Check of service --model every 10 ms through the load:\n"
+    "    how many did not answer SERVING and the longest such gap (the target is none);\n"
+    "  - the first request the new worker served: every request asks for kiln_timing, so each\n"
+    "    response names its worker's pid and compute time; that request's latency and compute\n"
+    "    time against the compute p50 of every worker before the event.\n"
+    "The server inherits this process's environment and is stopped at the end.\n"
+    "--json also writes every number (keys in bench/elastic_command.h).\n"
+    "Exit status: 0 it ran (targets met or not: the numbers say), 1 the server did not become\n"
+    "SERVING, its WarmupReport failed, or the event could not be sent (the reason and the log's\n"
+    "tail on stderr), 2 bad flags.";
+
+std::string TwoDecimals(double value) { return absl::StrFormat("%.2f", value); }
+
+double MsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+Clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string ErrorsText(const std::map<std::string, int64_t>& errors) {
+  std::vector<std::string> parts;
+  for (const auto& [name, count] : errors) parts.push_back(absl::StrCat(name, " ", count));
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
+
+}  // namespace
+
+const char* ElasticEventName(ElasticEvent event) {
+  return event == ElasticEvent::kTtin ? "ttin" : "kill";
+}
+
+std::optional<ElasticEvent> ParseElasticEvent(const std::string& name) {
+  if (name == "ttin") return ElasticEvent::kTtin;
+  if (name == "kill") return ElasticEvent::kKill;
+  return std::nullopt;
+}
+
+// --- the pure pieces ---------------------------------------------------------------------------
+
+RequestTiming TimingOfResponse(const inference::ModelInferResponse& response) {
+  RequestTiming timing;
+  const auto& parameters = response.parameters();
+  if (auto it = parameters.find(kWorkerPidParameter); it != parameters.end()) {
+    timing.worker_pid = it->second.int64_param();
+  }
+  if (auto it = parameters.find(kComputeMsParameter); it != parameters.end()) {
+    timing.compute_ms = it->second.double_param();
+  }
+  return timing;
+}
+
+absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,
+                                                       const std::vector<RequestTiming>& sends) {
+  std::vector<RequestTiming> joined(records.size());
+  size_t next = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (records[i].code == kDroppedClientCap) continue;
+    if (next >= sends.size()) break;
+    joined[i] = sends[next++];
+  }
+  const size_t sent =
+      static_cast<size_t>(std::count_if(records.begin(), records.end(), [](const RequestRecord& r) {
+        return r.code != kDroppedClientCap;
+      }));
+  if (sent != sends.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the sender saw ", sends.size(), " requests, but the load sent ", sent));
+  }
+  return joined;
+}
+
+int64_t ElasticPhase::error_count() const {
+  int64_t total = 0;
+  for (const auto& [name, count] : errors) total += count;
+  return total;
+}
+
+std::vector<ElasticPhase> SplitElasticPhases(const std::vector<RequestRecord>& records,
+                                             const std::vector<RequestTiming>& timings,
+                                             double skip_ms, double event_ms, double after_ms) {
+  double end_ms = event_ms;
+  for (const RequestRecord& record : records) end_ms = std::max(end_ms, record.scheduled_ms);
+  std::vector<ElasticPhase> phases = {
+      {"before", skip_ms, event_ms, {}, {}, {}},
+      {"after", event_ms, std::min(event_ms + after_ms, end_ms), {}, {}, {}}};
+  std::vector<std::vector<double>> latencies(phases.size()), computes(phases.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const RequestRecord& record = records[i];
+    const double t = record.scheduled_ms;
+    int phase = -1;
+    if (t >= skip_ms && t < event_ms) {
+      phase = 0;
+    } else if (t >= event_ms && t <= phases[1].to_ms) {
+      phase = 1;
+    }
+    if (phase < 0) continue;
+    if (!record.ok()) {
+      ++phases[phase].errors[OutcomeName(record.code)];
+      continue;
+    }
+    latencies[phase].push_back(record.latency_ms());
+    if (i < timings.size() && timings[i].compute_ms >= 0) {
+      computes[phase].push_back(timings[i].compute_ms);
+    }
+  }
+  for (size_t i = 0; i < phases.size(); ++i) {
+    phases[i].latency = Summarize(std::move(latencies[i]));
+    phases[i].compute = Summarize(std::move(computes[i]));
+  }
+  return phases;
+}
+
+HealthSummary SummarizeHealth(const std::vector<HealthSample>& samples) {
+  HealthSummary summary;
+  std::optional<double> gap_start;
+  for (const HealthSample& sample : samples) {
+    ++summary.checks;
+    if (sample.serving) {
+      if (gap_start) {
+        summary.longest_gap_ms = std::max(summary.longest_gap_ms, sample.at_ms - *gap_start);
+        gap_start.reset();
+      }
+      continue;
+    }
+    ++summary.not_serving;
+    ++summary.statuses[sample.status];
+    if (!gap_start) gap_start = sample.at_ms;
+  }
+  if (gap_start) {
+    summary.longest_gap_ms = std::max(summary.longest_gap_ms, samples.back().at_ms - *gap_start);
+  }
+  return summary;
+}
+
+std::set<int64_t> OldWorkerPids(const std::vector<RequestRecord>& records,
+                                const std::vector<RequestTiming>& timings,
+                                const std::vector<int64_t>& workers_before, double event_ms) {
+  std::set<int64_t> old(workers_before.begin(), workers_before.end());
+  for (size_t i = 0; i < records.size() && i < timings.size(); ++i) {
+    if (records[i].ok() && records[i].done_ms < event_ms && timings[i].worker_pid != 0) {
+      old.insert(timings[i].worker_pid);
+    }
+  }
+  return old;
+}
+
+std::optional<FirstNewRequest> FirstRequestOfNewWorker(const std::vector<RequestRecord>& records,
+                                                       const std::vector<RequestTiming>& timings,
+                                                       const std::set<int64_t>& old_pids) {
+  std::optional<FirstNewRequest> first;
+  for (size_t i = 0; i < records.size() && i < timings.size(); ++i) {
+    const RequestRecord& record = records[i];
+    const RequestTiming& timing = timings[i];
+    if (!record.ok() || timing.worker_pid == 0 || old_pids.count(timing.worker_pid) > 0) continue;
+    if (first &&
+        (record.done_ms > first->done_ms ||
+         (record.done_ms == first->done_ms && record.scheduled_ms >= first->scheduled_ms))) {
+      continue;
+    }
+    first = FirstNewRequest{timing.worker_pid, record.scheduled_ms, record.done_ms,
+                            record.latency_ms(), timing.compute_ms};
+  }
+  return first;
+}
+
+double ElasticResult::p99_ratio() const {
+  if (phases.size() < 2 || phases[0].latency.count == 0 || phases[1].latency.count == 0 ||
+      phases[0].latency.p99 <= 0) {
+    return 0;
+  }
+  return phases[1].latency.p99 / phases[0].latency.p99;
+}
+
+double ElasticResult::first_compute_ratio() const {
+  if (!first_new || first_new->compute_ms < 0 || phases.empty() || phases[0].compute.count == 0 ||
+      phases[0].compute.p50 <= 0) {
+    return 0;
+  }
+  return first_new->compute_ms / phases[0].compute.p50;
+}
+
+double ElasticResult::first_latency_ratio() const {
+  if (!first_new || phases.empty() || phases[0].latency.count == 0 || phases[0].latency.p50 <= 0) {
+    return 0;
+  }
+  return first_new->latency_ms / phases[0].latency.p50;
+}
+
+int64_t ElasticResult::errors() const {
+  int64_t total = 0;
+  for (const ElasticPhase& phase : phases) total += phase.error_count();
+  return total;
+}
+
+std::string FormatElastic(const ElasticOptions& options, const ElasticResult& result) {
+  const bool ttin = options.event == ElasticEvent::kTtin;
+  std::string out =
+      absl::StrFormat("elastic: %s at %s req/s (Poisson); %s %.2f s into the load (%s pid %d)\n",
+                      options.model, TwoDecimals(options.rate), ttin ? "SIGTTIN" : "SIGKILL",
+                      result.event_ms / 1000, ttin ? "master" : "worker", result.event_pid);
+  absl::StrAppendFormat(&out, "  %-8s %8s %6s %9s %9s %9s %9s %11s  %s\n", "requests", "window s",
+                        "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "compute p50", "errors");
+  for (const ElasticPhase& phase : result.phases) {
+    absl::StrAppendFormat(&out, "  %-8s %8.2f %6d %9.2f %9.2f %9.2f %9.2f %11.2f  %s\n", phase.name,
+                          (phase.to_ms - phase.from_ms) / 1000, phase.latency.count,
+                          phase.latency.p50, phase.latency.p95, phase.latency.p99,
+                          phase.latency.max, phase.compute.p50, ErrorsText(phase.errors));
+  }
+  absl::StrAppendFormat(&out, "p99 after / before: %.2fx; errors: %d\n", result.p99_ratio(),
+                        result.errors());
+  if (result.replacement_ms) {
+    absl::StrAppendFormat(&out, "new worker: pid %d warm %.1f ms after the event\n",
+                          result.new_worker_pid, *result.replacement_ms);
+  } else {
+    absl::StrAppendFormat(&out, "new worker: none: %s\n", result.replacement_error);
+  }
+  absl::StrAppendFormat(&out,
+                        "health of %s (Check every %d ms): %d checks, %d not SERVING (%s), "
+                        "longest gap %.1f ms\n",
+                        options.model, kHealthInterval.count(), result.health.checks,
+                        result.health.not_serving, ErrorsText(result.health.statuses),
+                        result.health.longest_gap_ms);
+  if (result.first_new) {
+    const FirstNewRequest& first = *result.first_new;
+    absl::StrAppendFormat(
+        &out,
+        "first request of the new worker (pid %d, scheduled %.2f s): latency %.2f ms (%.2fx the "
+        "before p50), compute %.2f ms (%.2fx the before compute p50 %.2f ms)\n",
+        first.pid, first.scheduled_ms / 1000, first.latency_ms, result.first_latency_ratio(),
+        first.compute_ms, result.first_compute_ratio(),
+        result.phases.empty() ? 0.0 : result.phases[0].compute.p50);
+  } else {
+    absl::StrAppend(&out, "first request of the new worker: none served one during the load\n");
+  }
+  return out;
+}
+
+std::string ElasticJson(const ElasticOptions& options, const ElasticResult& result) {
+  using Json = nlohmann::ordered_json;
+  Json doc;
+  doc["model"] = options.model;
+  doc["event"] = ElasticEventName(options.event);
+  doc["workers"] = options.workers;
+  doc["server_args"] = absl::StrJoin(options.server_args, " ");
+  doc["rate"] = options.rate;
+  doc["duration_s"] = options.duration_s;
+  doc["event_s"] = options.event_s;
+  doc["after_s"] = options.after_s;
+  doc["skip_s"] = options.skip_s;
+  doc["event_ms"] = RoundToThousandths(result.event_ms);
+  doc["event_pid"] = result.event_pid;
+  doc["workers_before"] = result.workers_before;
+  doc["replacement_ms"] =
+      result.replacement_ms ? Json(RoundToThousandths(*result.replacement_ms)) : Json(nullptr);
+  doc["new_worker_pid"] = result.replacement_ms ? Json(result.new_worker_pid) : Json(nullptr);
+  doc["replacement_error"] = result.replacement_error;
+  doc["p99_ratio"] = RoundToThousandths(result.p99_ratio());
+  doc["errors"] = result.errors();
+  doc["before_compute_p50_ms"] =
+      RoundToThousandths(result.phases.empty() ? 0.0 : result.phases[0].compute.p50);
+  doc["phases"] = Json::array();
+  for (const ElasticPhase& phase : result.phases) {
+    Json entry;
+    entry["name"] = phase.name;
+    entry["from_ms"] = RoundToThousandths(phase.from_ms);
+    entry["to_ms"] = RoundToThousandths(phase.to_ms);
+    entry["count"] = phase.latency.count;
+    entry["p50_ms"] = RoundToThousandths(phase.latency.p50);
+    entry["p95_ms"] = RoundToThousandths(phase.latency.p95);
+    entry["p99_ms"] = RoundToThousandths(phase.latency.p99);
+    entry["max_ms"] = RoundToThousandths(phase.latency.max);
+    entry["compute_count"] = phase.compute.count;
+    entry["compute_p50_ms"] = RoundToThousandths(phase.compute.p50);
+    entry["compute_p95_ms"] = RoundToThousandths(phase.compute.p95);
+    entry["errors"] = Json::object();
+    for (const auto& [name, count] : phase.errors) entry["errors"][name] = count;
+    doc["phases"].push_back(std::move(entry));
+  }
+  Json health;
+  health["checks"] = result.health.checks;
+  health["not_serving"] = result.health.not_serving;
+  health["longest_gap_ms"] = RoundToThousandths(result.health.longest_gap_ms);
+  health["statuses"] = Json::object();
+  for (const auto& [name, count] : result.health.statuses) health["statuses"][name] = count;
+  doc["health"] = std::move(health);
+  if (result.first_new) {
+    const FirstNewRequest& first = *result.first_new;
+    doc["first_new"] = {{"pid", first.pid},
+                        {"scheduled_ms", RoundToThousandths(first.scheduled_ms)},
+                        {"latency_ms", RoundToThousandths(first.latency_ms)},
+                        {"compute_ms", RoundToThousandths(first.compute_ms)},
+                        {"compute_ratio", RoundToThousandths(result.first_compute_ratio())},
+                        {"latency_ratio", RoundToThousandths(result.first_latency_ratio())}};
+  } else {
+    doc["first_new"] = nullptr;
+  }
+  return doc.dump(2) + "\n";
+}
+
+std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, ElasticOptions* options,
+                                    std::ostream& out, std::ostream& err) {
+  ElasticOptions parsed;
+  std::string server, server_args, event;
+  // Numbers as text, so that a bad value is reported as the user wrote it.
+  std::string rate = "10", duration = "20", event_at = "8", after = "10", skip = "1";
+  FlagSet flags(
+      "kiln-bench elastic --model_repository=DIR --model=NAME --event=ttin|kill [flags]",
+      kDescription,
+      {"kiln-bench elastic --model_repository=models --model=resnet50 --workers=4 --event=kill "
+       "--rate=6",
+       "kiln-bench elastic --model_repository=models --model=resnet18 --workers=1 --event=ttin "
+       "--rate=20 --server_args=--warm_template=off --json=/tmp/elastic.json"});
+  flags.AddString("model_repository", &parsed.model_repository, "the repository the server serves");
+  flags.AddString("model", &parsed.model,
+                  "the model the load goes to (and whose worker is killed)");
+  flags.AddString("server", &server,
+                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
+                  "else kiln-server in PATH");
+  flags.AddInt("workers", &parsed.workers,
+               "the server's --workers, 0..256; 0 = the config's count, or as many as the CPUs "
+               "allow");
+  flags.AddString("server_args", &server_args,
+                  "more server flags, space-separated --name=value words (e.g. "
+                  "--warm_template=off)");
+  flags.AddString("event", &event,
+                  "ttin (SIGTTIN to the master: one more worker per model) or kill (SIGKILL to "
+                  "one worker of --model); required");
+  flags.AddString("rate", &rate, "the load: requests per second, > 0 (Poisson arrivals)");
+  flags.AddString("duration_s", &duration, "how long the load runs, seconds");
+  flags.AddString("event_s", &event_at, "when the event happens, seconds into the load");
+  flags.AddString("after_s", &after,
+                  "length of the 'after' phase from the event, seconds (cut at the load's end)");
+  flags.AddString("skip_s", &skip, "the load's first seconds, left out of 'before'");
+  flags.AddInt("batch", &parsed.batch, "batch size of the requests");
+  flags.AddInt("seed", &parsed.seed, "seed of the inputs and of the Poisson schedule");
+  flags.AddInt("timeout_s", &parsed.timeout_s, "deadline for SERVING, in seconds");
+  flags.AddString("json", &parsed.json_path, "also write the result to this file");
+  flags.AddString("log_dir", &parsed.log_dir,
+                  "keep the server's log here (elastic.log); default: a temporary directory kept "
+                  "only when the run fails");
+  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "elastic", args, out, err)) return *exit;
+  auto problem = [&]() -> std::string {
+    const std::string launch =
+        ValidateLaunchFlags(parsed.model_repository, parsed.model, server, parsed.json_path,
+                            parsed.log_dir, &parsed.server);
+    if (!launch.empty()) return launch;
+    if (event.empty()) return "--event is required: ttin or kill";
+    const std::optional<ElasticEvent> kind = ParseElasticEvent(event);
+    if (!kind) return absl::StrCat("--event must be ttin or kill, not '", event, "'");
+    parsed.event = *kind;
+    if (parsed.workers < 0 || parsed.workers > 256) {
+      return absl::StrCat("--workers must be in 0..256, got ", parsed.workers);
+    }
+    absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
+    if (!extra.ok()) return std::string(extra.status().message());
+    parsed.server_args = std::move(*extra);
+    const std::optional<double> r = ParsePositive(rate);
+    const std::optional<double> d = ParsePositive(duration);
+    const std::optional<double> e = ParsePositive(event_at);
+    const std::optional<double> a = ParsePositive(after);
+    const std::optional<double> s = skip == "0" ? std::optional<double>(0) : ParsePositive(skip);
+    if (!r) return absl::StrCat("--rate must be a number > 0, not '", rate, "'");
+    if (!d) return absl::StrCat("--duration_s must be a number > 0, not '", duration, "'");
+    if (!e) return absl::StrCat("--event_s must be a number > 0, not '", event_at, "'");
+    if (!a) return absl::StrCat("--after_s must be a number > 0, not '", after, "'");
+    if (!s) return absl::StrCat("--skip_s must be a number >= 0, not '", skip, "'");
+    parsed.rate = *r;
+    parsed.duration_s = *d;
+    parsed.event_s = *e;
+    parsed.after_s = *a;
+    parsed.skip_s = *s;
+    if (parsed.skip_s >= parsed.event_s || parsed.event_s >= parsed.duration_s) {
+      return "need --skip_s < --event_s < --duration_s (the event happens during the load, "
+             "after the skipped start)";
+    }
+    if (parsed.batch < 1) return "--batch must be >= 1";
+    if (parsed.seed < 0) return "--seed must be >= 0";
+    if (parsed.timeout_s < 1 || parsed.timeout_s > 86400) {
+      return absl::StrCat("--timeout_s must be in 1..86400, got ", parsed.timeout_s);
+    }
+    return "";
+  }();
+  if (!problem.empty()) {
+    err << "kiln-bench elastic: " << problem << "\nrun 'kiln-bench elastic --help' for its flags\n";
+    return kExitUsage;
+  }
+  *options = std::move(parsed);
+  return std::nullopt;
+}
+
+// --- the run -----------------------------------------------------------------------------------
+
+namespace {
+
+// Sends the one prepared request with the gRPC callback API, as GrpcSender does, and keeps what
+// each response says about its worker (RequestTiming), in the order of the Send calls.
+// Ownership: borrows the stub and the request, which must outlive it; the destructor waits until
+// every call it started completed (each has a deadline, so gRPC completes it by then).
+// Thread-safety: thread-safe.
+class TimingSender {
+ public:
+  TimingSender(inference::GRPCInferenceService::Stub* stub,
+               const inference::ModelInferRequest* request, int64_t timeout_ms)
+      : stub_(stub), request_(request), timeout_ms_(timeout_ms) {}
+  ~TimingSender() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+  TimingSender(const TimingSender&) = delete;
+  TimingSender& operator=(const TimingSender&) = delete;
+
+  // Starts one call; `done` gets its status exactly once, on a gRPC thread, after its timing was
+  // kept.
+  void Send(DoneFn done) {
+    auto* call = new Call;
+    call->done = std::move(done);
+    SetTimeout(&call->context, timeout_ms_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      call->index = timings_.size();
+      timings_.emplace_back();
+      ++in_flight_;
+    }
+    stub_->async()->ModelInfer(&call->context, request_, &call->response,
+                               [this, call](grpc::Status status) {
+                                 if (status.ok()) {
+                                   const RequestTiming timing = TimingOfResponse(call->response);
+                                   std::lock_guard<std::mutex> lock(mu_);
+                                   timings_[call->index] = timing;
+                                 }
+                                 call->done(std::move(status));
+                                 delete call;
+                                 std::lock_guard<std::mutex> lock(mu_);
+                                 if (--in_flight_ == 0) idle_.notify_all();
+                               });
+  }
+
+  // One entry per Send so far (default for a call that has not succeeded yet).
+  std::vector<RequestTiming> Timings() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return timings_;
+  }
+
+ private:
+  struct Call {
+    grpc::ClientContext context;
+    inference::ModelInferResponse response;
+    DoneFn done;
+    size_t index = 0;
+  };
+
+  inference::GRPCInferenceService::Stub* const stub_;
+  const inference::ModelInferRequest* const request_;
+  const int64_t timeout_ms_;
+  mutable std::mutex mu_;
+  std::condition_variable idle_;
+  std::vector<RequestTiming> timings_;  // GUARDED_BY(mu_)
+  int64_t in_flight_ = 0;               // GUARDED_BY(mu_)
+};
+
+// The pids of --model's warm workers, as its WarmupReport lists them (by worker id).
+absl::StatusOr<std::vector<int64_t>> WarmWorkerPids(KilnService::Stub& stub,
+                                                    const std::string& model) {
+  WarmupReportRequest request;
+  request.set_model(model);
+  WarmupReportResponse response;
+  grpc::ClientContext context;
+  SetTimeout(&context, kReportTimeoutMs);
+  const grpc::Status status = stub.WarmupReport(&context, request, &response);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("WarmupReport: ", FormatGrpcStatus(status)));
+  }
+  std::vector<int64_t> pids;
+  for (const ModelWarmupReport& report : response.models()) {
+    if (report.model() != model) continue;
+    for (const internal::WarmupReport& worker : report.workers()) pids.push_back(worker.pid());
+  }
+  return pids;
+}
+
+// Checks service `model` every kHealthInterval until `stop`; each sample's time counts from
+// `start`. Runs on a thread of its own.
+void ProbeHealth(grpc::health::v1::Health::Stub& stub, const std::string& model,
+                 Clock::time_point start, const absl::Notification& stop,
+                 std::vector<HealthSample>* samples) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(model);
+  Clock::time_point next = Clock::now();
+  while (!stop.HasBeenNotified()) {
+    next += kHealthInterval;
+    const Clock::time_point sent = Clock::now();
+    grpc::ClientContext context;
+    SetTimeout(&context, kHealthTimeoutMs);
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status status = stub.Check(&context, request, &response);
+    HealthSample sample;
+    sample.at_ms = MsBetween(start, sent);
+    sample.status =
+        status.ok() ? ServingStatusName(response.status()) : GrpcCodeName(status.error_code());
+    sample.serving =
+        status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    samples->push_back(std::move(sample));
+    // A slow check is followed at once by the next (no catching up with a burst).
+    next = std::max(next, Clock::now());
+    stop.WaitForNotificationWithTimeout(absl::FromChrono(next - Clock::now()));
+  }
+}
+
+// Sends the event; returns its target's pid, or why it could not be sent.
+absl::StatusOr<int64_t> SendEvent(ElasticEvent event, const LaunchedServer& server,
+                                  const std::vector<int64_t>& workers) {
+  pid_t target = server.pid();
+  int sig = SIGTTIN;
+  if (event == ElasticEvent::kKill) {
+    if (workers.empty()) return absl::FailedPreconditionError("no warm worker to kill");
+    target = static_cast<pid_t>(workers.front());
+    sig = SIGKILL;
+    // The pid came from the server's own report; make sure it is still one of its processes
+    // (all of them share the master's process group) before a SIGKILL goes to it.
+    const std::vector<pid_t> members = ProcessGroupMembers(server.pid());
+    if (std::find(members.begin(), members.end(), target) == members.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker pid ", target, " is not in the server's process group"));
+    }
+  }
+  if (kill(target, sig) != 0) {
+    return absl::InternalError(
+        absl::StrCat("kill(", target, ", ", strsignal(sig), "): ", std::strerror(errno)));
+  }
+  return target;
+}
+
+// Starts the server, loads it, sends the event during the load and measures.
+absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const std::string& lock_dir,
+                                         const std::string& log_path) {
+  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
+  ServerCommand command;
+  command.binary = options.server;
+  command.model_repository = options.model_repository;
+  command.port = port;
+  command.lock_dir = lock_dir;
+  command.workers = options.workers;
+  command.extra_args = options.server_args;
+  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
+                   LaunchedServer::Start(ServerArgv(command), log_path));
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  {
+    const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
+        grpc::health::v1::Health::NewStub(ServerChannel(address));
+    RETURN_IF_ERROR(WaitServing(*watch, *server,
+                                server->started_at() + std::chrono::seconds(options.timeout_s),
+                                absl::StrCat("--timeout_s=", options.timeout_s))
+                        .status());
+  }
+
+  const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+  const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
+      inference::GRPCInferenceService::NewStub(channel);
+  const std::unique_ptr<KilnService::Stub> kiln = KilnService::NewStub(channel);
+  // Health checks on a channel of their own, so that they never queue behind the load's calls.
+  const std::unique_ptr<grpc::health::v1::Health::Stub> health =
+      grpc::health::v1::Health::NewStub(CreateChannel(address));
+  ASSIGN_OR_RETURN(const inference::ModelMetadataResponse metadata,
+                   FetchModelMetadata(*stub, options.model, "", kRequestTimeoutMs));
+  SyntheticRequestOptions input_options;
+  input_options.batch = options.batch;
+  input_options.seed = static_cast<uint64_t>(options.seed);
+  ASSIGN_OR_RETURN(SyntheticRequest request,
+                   BuildSyntheticRequest(metadata, options.model, "", input_options));
+  (*request.request.mutable_parameters())[kTimingParameter].set_bool_param(true);
+  // Fails early (before the load) on a server without the report.
+  RETURN_IF_ERROR(WarmWorkerPids(*kiln, options.model).status());
+
+  LoadOptions load;
+  load.mode = LoopMode::kOpen;
+  load.arrival = Arrival::kPoisson;
+  load.rate = options.rate;
+  load.concurrency = 1000;
+  load.duration_s = options.duration_s;
+  load.seed = static_cast<uint64_t>(options.seed);
+  load.timeout_ms = kRequestTimeoutMs;
+  std::promise<Clock::time_point> load_started;
+  std::future<Clock::time_point> load_start = load_started.get_future();
+  LoadResult loaded;
+  std::vector<RequestTiming> sends;
+  std::thread loader([&] {
+    TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
+    load_started.set_value(Clock::now());  // RunLoad's times count from here (no warmup)
+    loaded = RunLoad(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+    sends = sender.Timings();
+  });
+  const Clock::time_point start = load_start.get();
+  absl::Notification stop_health;
+  std::vector<HealthSample> health_samples;
+  std::thread prober(
+      [&] { ProbeHealth(*health, options.model, start, stop_health, &health_samples); });
+  const Clock::time_point load_end = start + Seconds(options.duration_s);
+
+  // The event, then the WarmupReport every kReportInterval until a new worker is listed.
+  ElasticResult result;
+  std::this_thread::sleep_until(start + Seconds(options.event_s));
+  absl::Status event_status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(result.workers_before, WarmWorkerPids(*kiln, options.model));
+    const Clock::time_point event_at = Clock::now();
+    ASSIGN_OR_RETURN(result.event_pid, SendEvent(options.event, *server, result.workers_before));
+    result.event_ms = MsBetween(start, event_at);
+    std::cerr << "kiln-bench elastic: sent " << ElasticEventName(options.event) << " to pid "
+              << result.event_pid << std::endl;
+    const std::set<int64_t> before(result.workers_before.begin(), result.workers_before.end());
+    std::string last_error;
+    while (Clock::now() < load_end) {
+      const Clock::time_point next = Clock::now() + kReportInterval;
+      absl::StatusOr<std::vector<int64_t>> pids = WarmWorkerPids(*kiln, options.model);
+      if (pids.ok()) {
+        for (const int64_t pid : *pids) {
+          if (before.count(pid) > 0) continue;
+          result.replacement_ms = MsBetween(event_at, Clock::now());
+          result.new_worker_pid = pid;
+          return absl::OkStatus();
+        }
+      } else {
+        last_error = std::string(pids.status().message());
+      }
+      std::this_thread::sleep_until(next);
+    }
+    result.replacement_error = absl::StrCat(
+        "no new warm worker within the load (", options.duration_s - options.event_s,
+        " s after the event)", last_error.empty() ? "" : "; last report: ", last_error);
+    return absl::OkStatus();
+  }();
+  loader.join();
+  stop_health.Notify();
+  prober.join();
+  RETURN_IF_ERROR(Annotate(event_status, absl::StrCat("event ", ElasticEventName(options.event))));
+  std::cerr << "kiln-bench elastic: load done; stopping the server" << std::endl;
+  RETURN_IF_ERROR(server->Stop(kStopGrace).status());
+
+  ASSIGN_OR_RETURN(const std::vector<RequestTiming> timings, JoinTimings(loaded.records, sends));
+  result.phases = SplitElasticPhases(loaded.records, timings, options.skip_s * 1000,
+                                     result.event_ms, options.after_s * 1000);
+  result.health = SummarizeHealth(health_samples);
+  result.first_new = FirstRequestOfNewWorker(
+      loaded.records, timings,
+      OldWorkerPids(loaded.records, timings, result.workers_before, result.event_ms));
+  return result;
+}
+
+}  // namespace
+
+int RunElasticCommand(const std::vector<std::string>& args) {
+  ElasticOptions options;
+  if (std::optional<int> exit = ParseElasticArgs(args, &options, std::cout, std::cerr)) {
+    return *exit;
+  }
+  absl::StatusOr<std::string> work_dir = MakeTempDir("kiln-elastic");
+  if (!work_dir.ok()) {
+    std::cerr << "kiln-bench elastic: " << work_dir.status().message() << "\n";
+    return kExitFailure;
+  }
+  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
+  const std::string log = absl::StrCat(log_dir, "/elastic.log");
+  std::cout << "elastic: " << options.model << " at " << options.rate << " req/s for "
+            << options.duration_s << " s, " << ElasticEventName(options.event) << " at "
+            << options.event_s << " s; server flags: " << absl::StrJoin(options.server_args, " ")
+            << std::endl;
+  absl::StatusOr<ElasticResult> result = RunElastic(options, *work_dir, log);
+  if (!result.ok()) {
+    std::cerr << "kiln-bench elastic: " << result.status().message() << "\n--- " << log
+              << " (last lines) ---\n"
+              << FileTail(log, 10) << "logs kept in " << log_dir << "\n";
+    return kExitFailure;
+  }
+  std::cout << FormatElastic(options, *result);
+  if (!options.json_path.empty()) {
+    std::ofstream json(options.json_path);
+    json << ElasticJson(options, *result);
+    if (!json) {
+      std::cerr << "kiln-bench elastic: writing " << options.json_path << " failed\n";
+      return kExitFailure;
+    }
+  }
+  if (options.log_dir.empty()) {
+    std::error_code error;
+    std::filesystem::remove_all(*work_dir, error);
+  }
+  return kExitOk;
+}
+
+}  // namespace kiln::bench

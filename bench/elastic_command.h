@@ -1,0 +1,180 @@
+// `kiln-bench elastic`: what one change of the worker pool costs a loaded server. One kiln-server
+// serves a steady open-loop load; part-way through, one event changes its pool: SIGTTIN to the
+// master (one more worker of every model, as an operator or an autoscaler scales up) or SIGKILL
+// to one worker (a crash, which the master repairs from the model's warm template). It measures
+// what kiln promises for both (docs: "Change without going cold"): the tail latency after the
+// event against before it, how long until a new worker is warm, that the model's health stays
+// SERVING throughout, and whether the first request the new worker serves is as fast as any.
+//
+// The server is started, watched and stopped by this process (bench/server_launcher.h). The pure
+// pieces (flags, phases, health gaps, the new worker's first request, the report and the JSON)
+// are declared here so that tests reach them without a server.
+#ifndef KILN_BENCH_ELASTIC_COMMAND_H_
+#define KILN_BENCH_ELASTIC_COMMAND_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bench/latency_stats.h"
+#include "bench/load_generator.h"
+#include "proto/grpc_service.pb.h"
+
+namespace kiln::bench {
+
+// The one change made to the pool during the load.
+enum class ElasticEvent {
+  kTtin,  // SIGTTIN to the master: one more worker of every model
+  kKill,  // SIGKILL to the first worker the WarmupReport lists for --model
+};
+const char* ElasticEventName(ElasticEvent event);  // "ttin", "kill"
+std::optional<ElasticEvent> ParseElasticEvent(const std::string& name);
+
+// The validated flags of one elastic invocation.
+struct ElasticOptions {
+  std::string model_repository;
+  std::string model;
+  std::string server;   // resolved path of the kiln-server executable
+  int64_t workers = 0;  // the server's --workers; 0 = the config's count, or automatic
+  std::vector<std::string> server_args;  // split --server_args
+  ElasticEvent event = ElasticEvent::kKill;
+  double rate = 10;        // requests per second (Poisson arrivals)
+  double duration_s = 20;  // how long the load runs
+  double event_s = 8;      // when the event happens, seconds into the load
+  double after_s = 10;     // length of the "after" phase, from the event
+  double skip_s = 1;       // the load's first seconds, left out of "before"
+  int64_t batch = 1;
+  int64_t seed = 0;
+  int64_t timeout_s = 300;  // deadline for SERVING
+  std::string json_path;
+  std::string log_dir;  // "" = the log in a temporary directory, kept only on failure
+};
+
+// Parses and validates `args` (after "elastic"), as ParseScaleoutArgs does: std::nullopt on
+// success; 0 after --help; 2 (with the reason on `err`) for a bad flag.
+std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, ElasticOptions* options,
+                                    std::ostream& out, std::ostream& err);
+
+// What the server said about one request it served: the "kiln_worker_pid" and "kiln_compute_ms"
+// response parameters that a request asking for "kiln_timing" gets (server/inference_service.h).
+struct RequestTiming {
+  int64_t worker_pid = 0;  // 0: unknown (no response, an error, or no parameter)
+  double compute_ms = -1;  // < 0: unknown
+};
+// The timing parameters of `response` (zero / -1 for each that is missing).
+RequestTiming TimingOfResponse(const inference::ModelInferResponse& response);
+
+// Lines up `sends` (one per request handed to the sender, in the order they were handed over)
+// with `records` (RunLoad's, in scheduling order): in an open loop the sender gets every record
+// that was not dropped at the client cap, in order. The result has one entry per record (default
+// for a dropped one). An InvalidArgument when the counts disagree (a sender that saw warmup
+// requests, say).
+absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,
+                                                       const std::vector<RequestTiming>& sends);
+
+// The load's requests in one phase, by their scheduled time.
+struct ElasticPhase {
+  std::string name;  // "before", "after"
+  double from_ms = 0;
+  double to_ms = 0;
+  LatencySummary latency;                 // end to end, OK requests only
+  LatencySummary compute;                 // the worker's compute_ms, OK requests that carry it
+  std::map<std::string, int64_t> errors;  // every other outcome, by name
+  int64_t error_count() const;
+};
+
+// Splits the requests (times since the load began; `timings` one per record, or empty) into
+// before [skip_ms, event_ms) and after [event_ms, min(event_ms + after_ms, end)], where end is the
+// last scheduled time. Requests past the after phase are in neither.
+std::vector<ElasticPhase> SplitElasticPhases(const std::vector<RequestRecord>& records,
+                                             const std::vector<RequestTiming>& timings,
+                                             double skip_ms, double event_ms, double after_ms);
+
+// One grpc.health.v1 Check of the model's service during the load.
+struct HealthSample {
+  double at_ms = 0;      // when it was sent, since the load began
+  std::string status;    // "SERVING", "NOT_SERVING", ... or the RPC's error code name
+  bool serving = false;  // status == "SERVING"
+};
+struct HealthSummary {
+  int64_t checks = 0;
+  int64_t not_serving = 0;  // checks that did not answer SERVING (RPC errors included)
+  // The longest run of checks that did not answer SERVING: from the first such check's send to
+  // the next SERVING check's (to the last check's when none followed). 0 when there was none.
+  double longest_gap_ms = 0;
+  std::map<std::string, int64_t> statuses;  // the not-SERVING answers, by name
+};
+HealthSummary SummarizeHealth(const std::vector<HealthSample>& samples);
+
+// The workers that served before the event: the WarmupReport's pids just before it plus every
+// pid that completed a request before `event_ms` (a worker the report did not list yet, say).
+std::set<int64_t> OldWorkerPids(const std::vector<RequestRecord>& records,
+                                const std::vector<RequestTiming>& timings,
+                                const std::vector<int64_t>& workers_before, double event_ms);
+
+// The first request a new worker served: among the OK requests whose worker pid is known and not
+// in `old_pids`, the one that completed first (the earlier scheduled on a tie). A request
+// scheduled before the event counts too: it may have waited in the queue until the new worker
+// took it.
+struct FirstNewRequest {
+  int64_t pid = 0;
+  double scheduled_ms = 0;
+  double done_ms = 0;
+  double latency_ms = 0;  // end to end, from its scheduled time
+  double compute_ms = -1;
+};
+std::optional<FirstNewRequest> FirstRequestOfNewWorker(const std::vector<RequestRecord>& records,
+                                                       const std::vector<RequestTiming>& timings,
+                                                       const std::set<int64_t>& old_pids);
+
+struct ElasticResult {
+  double event_ms = 0;    // when the signal was sent, since the load began
+  int64_t event_pid = 0;  // the pid it went to: the master (ttin) or the killed worker
+  std::vector<int64_t> workers_before;  // the WarmupReport's worker pids just before the event
+  // From the event until a WarmupReport first listed a worker not in workers_before; std::nullopt
+  // when none did while the load lasted (replacement_error says so).
+  std::optional<double> replacement_ms;
+  int64_t new_worker_pid = 0;
+  std::string replacement_error;
+  std::vector<ElasticPhase> phases;  // before, after
+  HealthSummary health;
+  std::optional<FirstNewRequest> first_new;
+
+  // p99 after the event over p99 before (0 when either phase has no OK request).
+  double p99_ratio() const;
+  // The first new request's compute_ms over the before phase's compute p50 (0 when unknown).
+  double first_compute_ratio() const;
+  // Its end-to-end latency over the before phase's latency p50 (0 when unknown).
+  double first_latency_ratio() const;
+  int64_t errors() const;  // over both phases
+};
+
+// The report: the event, one line per phase (count, p50, p95, p99, max, compute p50, errors), the
+// p99 ratio, the replacement time, the health checks and the new worker's first request.
+std::string FormatElastic(const ElasticOptions& options, const ElasticResult& result);
+
+// {"model", "event", "workers", "server_args", "rate", "duration_s", "event_s", "after_s",
+//  "skip_s", "event_ms", "event_pid", "workers_before": [pid],
+//  "replacement_ms" (null when no new worker appeared), "new_worker_pid" (null likewise),
+//  "replacement_error", "p99_ratio", "errors", "before_compute_p50_ms",
+//  "phases": [{"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+//              "compute_count", "compute_p50_ms", "compute_p95_ms", "errors": {NAME: n}}],
+//  "health": {"checks", "not_serving", "longest_gap_ms", "statuses": {NAME: n}},
+//  "first_new": {"pid", "scheduled_ms", "latency_ms", "compute_ms", "compute_ratio",
+//                "latency_ratio"} (null when no new worker served a request)}.
+// Times in ms, rounded to microseconds; ratios to 3 decimals.
+std::string ElasticJson(const ElasticOptions& options, const ElasticResult& result);
+
+// Runs the sub-command. 0 when it ran (targets missed or not: the numbers say so); 1 when the
+// server did not become SERVING, its WarmupReport failed before the event, or the event could not
+// be sent (the reason and the log's tail on stderr); 2 for bad flags.
+int RunElasticCommand(const std::vector<std::string>& args);
+
+}  // namespace kiln::bench
+
+#endif  // KILN_BENCH_ELASTIC_COMMAND_H_
