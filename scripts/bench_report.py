@@ -382,13 +382,13 @@ def elastic_kill_table(folder, out):
 
 
 def elastic_ttin_table(folder, out):
-    out.append("### TTIN under load (resnet18, 1 worker, 70 % of its capacity)\n")
+    out.append("### TTIN under load (resnet18, 2 workers, 70 % of their capacity)\n")
     capacity = None
-    if os.path.exists(os.path.join(folder, "elastic-capacity-resnet18-w1.json")):
-        capacity = load(folder, "elastic-capacity-resnet18-w1")["throughput_rps"]
-    out.append("`kiln-bench elastic --event=ttin`: capacity is the closed-loop throughput of 1 worker "
+    if os.path.exists(os.path.join(folder, "elastic-capacity-resnet18-w2.json")):
+        capacity = load(folder, "elastic-capacity-resnet18-w2")["throughput_rps"]
+    out.append("`kiln-bench elastic --event=ttin`: capacity is the closed-loop throughput of 2 workers "
                "at concurrency 4" + (f" ({capacity:.1f} req/s)" if capacity is not None else "") +
-               "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a second worker. The tail "
+               "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a third worker. The tail "
                "latency in the 10 s after the signal (less where the load ends sooner, as with "
                "`--quick`) against before it, while the new worker warms beside the one that serves. Targets (warm template on): p99 after / before <= 1.2, health "
                "SERVING throughout, the new worker's first request <= 1.1x the steady p50.\n")
@@ -416,8 +416,8 @@ def elastic_ttin_table(folder, out):
             f"{run['errors']} |")
     out.append("")
     if has_run(folder, "elastic-ttin-template-on"):
-        out.append("Commands: `" + command(folder, "elastic-capacity-resnet18-w1") + "` (against a "
-                   "server with `--workers=1`), then `" + command(folder, "elastic-ttin-template-on") +
+        out.append("Commands: `" + command(folder, "elastic-capacity-resnet18-w2") + "` (against a "
+                   "server with `--workers=2`), then `" + command(folder, "elastic-ttin-template-on") +
                    "` (and `--warm_template=off`).\n")
 
 

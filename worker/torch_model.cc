@@ -260,6 +260,8 @@ absl::StatusOr<std::unique_ptr<TorchModel>> TorchModel::Load(const ModelSpec& sp
 
 void TorchModel::SetIntraOpThreads(int threads) { at::set_num_threads(threads); }
 
+int TorchModel::IntraOpThreads() { return at::get_num_threads(); }
+
 absl::Status TorchModel::UseCudaDevice(int index) {
   NoteCudaCall();
   try {

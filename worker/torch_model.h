@@ -55,6 +55,8 @@ class TorchModel {
   // Sets this process's LibTorch intra-op thread count. It starts the OpenMP pool: call it in
   // workers only, never before a fork.
   static void SetIntraOpThreads(int threads);
+  // This process's LibTorch intra-op thread count (what SetIntraOpThreads set).
+  static int IntraOpThreads();
 
   // Moves the module to CUDA device `index` (initialising CUDA: workers only, after the fork);
   // Forward then copies inputs there and outputs back. FailedPrecondition when this LibTorch

@@ -263,7 +263,7 @@ absl::StatusOr<CallTime> TimedForward(TorchModel& model, const Shape& shape,
                                       const std::vector<Tensor>& inputs) {
   std::vector<TensorView> views;
   for (const Tensor& input : inputs) views.push_back(input.view());
-  const CallTimer timer;
+  const CallTimer timer(TorchModel::IntraOpThreads());
   if (absl::Status ran = model.Forward(views).status(); !ran.ok()) {
     return Annotate(
         ran, absl::StrCat("warmup batch ", shape.batch_size, " length ", shape.sequence_length));

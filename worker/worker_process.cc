@@ -167,7 +167,7 @@ absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeF
     for (const Tensor& input : inputs.padded) inputs.views.push_back(input.view());
   }
 
-  const CallTimer timer;
+  const CallTimer timer(TorchModel::IntraOpThreads());
   absl::StatusOr<std::vector<Tensor>> computed = ForwardInPasses(
       model, inputs.views, request.batch_size + plan.padded_rows, plan.pass.batch_size);
   const CallTime time = timer.Elapsed();

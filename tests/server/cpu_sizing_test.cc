@@ -393,6 +393,7 @@ TEST_CASE("beside a busy neighbour on every CPU kiln-server comes up on its CPUs
   const std::string repository = kiln::testing::MakeRepository(
       dir, std::map<std::string, TestModel>{{"mlp", {"mlp", MlpConfig("mlp")}}});
   auto server = StartServing(Automatic(repository));
+  INFO("log:\n" << server->log());
   const WarmupReportResponse report = Report(*server);
   CHECK(ModelReport(report, "mlp").workers_size() == report.cpus());
   CHECK(Count(server->log(), "FAILED") == 0);  // passed at the first attempt

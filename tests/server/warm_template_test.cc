@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,13 @@ using kiln::testing::Stub;
 using kiln::testing::TempDir;
 using std::chrono::seconds;
 
+// The demo mlp with workers of one intra-op thread, so that they come from a warm template
+// however many CPUs the machine has.
+std::string OneThreadMlp() {
+  return std::regex_replace(DemoConfig("mlp"), std::regex("instance_group[^\n]*\n"),
+                            "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
+}
+
 // Threads of process `pid` (entries of /proc/<pid>/task).
 int ThreadsOf(pid_t pid) {
   int threads = 0;
@@ -52,7 +60,7 @@ int ThreadsOf(pid_t pid) {
 TEST_CASE("CPU workers are forked from one single-threaded warm template and confirm its warmup",
           "[integration][server][template]") {
   TempDir repo_dir;
-  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 2));
   INFO("log:\n" << server->log());
 
@@ -90,7 +98,7 @@ TEST_CASE("CPU workers are forked from one single-threaded warm template and con
 TEST_CASE("warm_template off: every worker runs the whole warmup itself",
           "[integration][server][template]") {
   TempDir repo_dir;
-  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   ServerConfig config = Config(repo, 2);
   config.extra_args = {"--warm_template=off"};
   auto server = StartServing(config);
@@ -109,7 +117,7 @@ TEST_CASE("warm_template off: every worker runs the whole warmup itself",
 TEST_CASE("a killed warm template is replaced, and its workers keep serving meanwhile",
           "[integration][server][template]") {
   TempDir repo_dir;
-  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 2));  // 2 workers of one thread each: a template
   auto channel = kiln::testing::LoopbackChannel(server->port());
   Stub oip(channel);
@@ -168,7 +176,7 @@ pid_t NextZygote(const kiln::testing::ServerProcess& server, pid_t old) {
 TEST_CASE("a killed zygote is replaced by fork+exec while the workers keep serving",
           "[integration][server][template][zygote]") {
   TempDir repo_dir;
-  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 2));
   auto channel = kiln::testing::LoopbackChannel(server->port());
   Stub oip(channel);
@@ -203,7 +211,7 @@ TEST_CASE("a killed zygote is replaced by fork+exec while the workers keep servi
 TEST_CASE("a zygote that keeps dying is a crash loop: the server exits 1 and says why",
           "[integration][server][template][zygote]") {
   TempDir repo_dir;
-  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 1));
   pid_t zygote = server->ZygotePids().at(0);
   for (int death = 1; death <= kMaxZygoteRestarts; ++death) {
