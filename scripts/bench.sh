@@ -340,20 +340,22 @@ for template in on off; do
     --workers=4 --event=kill --rate=6 --duration_s=$elastic_s --event_s=$elastic_event_s \
     --server_args="--warm_template=$template" --log_dir="$out/logs-$name" --json="$out/$name.json"
 done
-# c. TTIN on resnet18 with 2 workers (one intra-op thread each on 2 CPUs: forked from the
-# template) at 70 % of their capacity (closed loop, as in 3/9); TTIN adds a third.
-start_server elastic-resnet18-w2 "$(repo_of resnet18)" --workers=2
-run "elastic-capacity-resnet18-w2" "$bench" load --addr="127.0.0.1:$port" --model=resnet18 \
+# c. TTIN on resnet18: a server sized to 1 CPU (--cpus=1: one worker of one thread) on this
+# 2-CPU machine, at 70 % of that worker's capacity (closed loop, as in 3/9); TTIN adds a second
+# worker, which has the other CPU to itself.
+start_server elastic-resnet18-cpus1 "$(repo_of resnet18)" --workers=1 --cpus=1
+run "elastic-capacity-resnet18-cpus1" "$bench" load --addr="127.0.0.1:$port" --model=resnet18 \
   --mode=closed --concurrency=4 --duration_s=$capacity_s --warmup_requests=20 \
-  --json="$out/elastic-capacity-resnet18-w2.json"
+  --json="$out/elastic-capacity-resnet18-cpus1.json"
 stop_server
-capacity=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/elastic-capacity-resnet18-w2.json'))['throughput_rps'])")
+capacity=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/elastic-capacity-resnet18-cpus1.json'))['throughput_rps'])")
 rate=$(/usr/bin/python3 -c "print(round($capacity * 70 / 100, 2))")
 for template in on off; do
   name="elastic-ttin-template-$template"
   run_may_fail "$name" "$bench" elastic --model_repository="$(repo_of resnet18)" --model=resnet18 \
-    --workers=2 --event=ttin --rate=$rate --duration_s=$elastic_s --event_s=$elastic_event_s \
-    --server_args="--warm_template=$template" --log_dir="$out/logs-$name" --json="$out/$name.json"
+    --workers=1 --event=ttin --rate=$rate --duration_s=$elastic_s --event_s=$elastic_event_s \
+    --server_args="--cpus=1 --warm_template=$template" --log_dir="$out/logs-$name" \
+    --json="$out/$name.json"
 done
 # d. A 900 MB memory cgroup: 4 resnet50 workers start and serve in it, a scale past what fits is
 # refused (RESOURCE_EXHAUSTED, with the numbers), and the kernel never OOM-kills.

@@ -382,13 +382,14 @@ def elastic_kill_table(folder, out):
 
 
 def elastic_ttin_table(folder, out):
-    out.append("### TTIN under load (resnet18, 2 workers, 70 % of their capacity)\n")
+    out.append("### TTIN under load (resnet18 sized to 1 CPU of 2, 70 % of its capacity)\n")
     capacity = None
-    if os.path.exists(os.path.join(folder, "elastic-capacity-resnet18-w2.json")):
-        capacity = load(folder, "elastic-capacity-resnet18-w2")["throughput_rps"]
-    out.append("`kiln-bench elastic --event=ttin`: capacity is the closed-loop throughput of 2 workers "
+    if os.path.exists(os.path.join(folder, "elastic-capacity-resnet18-cpus1.json")):
+        capacity = load(folder, "elastic-capacity-resnet18-cpus1")["throughput_rps"]
+    out.append("`kiln-bench elastic --event=ttin`: the server runs with `--cpus=1` (one worker of one intra-op "
+               "thread, as a replica sized to 1 CPU) on this 2-CPU machine; capacity is that worker's closed-loop throughput "
                "at concurrency 4" + (f" ({capacity:.1f} req/s)" if capacity is not None else "") +
-               "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a third worker. The tail "
+               "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a second worker, which has the other CPU. The tail "
                "latency in the 10 s after the signal (less where the load ends sooner, as with "
                "`--quick`) against before it, while the new worker warms beside the one that serves. Targets (warm template on): p99 after / before <= 1.2, health "
                "SERVING throughout, the new worker's first request <= 1.1x the steady p50.\n")
@@ -416,8 +417,8 @@ def elastic_ttin_table(folder, out):
             f"{run['errors']} |")
     out.append("")
     if has_run(folder, "elastic-ttin-template-on"):
-        out.append("Commands: `" + command(folder, "elastic-capacity-resnet18-w2") + "` (against a "
-                   "server with `--workers=2`), then `" + command(folder, "elastic-ttin-template-on") +
+        out.append("Commands: `" + command(folder, "elastic-capacity-resnet18-cpus1") + "` (against a "
+                   "server with `--workers=1 --cpus=1`), then `" + command(folder, "elastic-ttin-template-on") +
                    "` (and `--warm_template=off`).\n")
 
 
