@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln {
@@ -52,6 +53,13 @@ std::string DescribeOpenMpWait() {
   }
   if (settings.empty()) return "libgomp's default (threads spin 300,000 times before they sleep)";
   return absl::StrCat(settings, " from the environment (the operator's setting, kept)");
+}
+
+bool OpenMpThreadsSpin() {
+  if (g_exec_errno != 0) return true;  // libgomp read its defaults before the failed re-exec
+  if (const char* spincount = Get("GOMP_SPINCOUNT")) return absl::string_view(spincount) != "0";
+  const char* policy = Get("OMP_WAIT_POLICY");
+  return policy == nullptr || !absl::EqualsIgnoreCase(policy, "passive");
 }
 
 }  // namespace kiln

@@ -34,6 +34,11 @@ void EnsurePassiveOpenMpWait(char** argv);
 // operator's setting, kept)".
 std::string DescribeOpenMpWait();
 
+// Whether this process's OpenMP threads spin while they wait (libgomp's default, an operator's
+// OMP_WAIT_POLICY=active or GOMP_SPINCOUNT other than 0) rather than sleep. Then a multi-threaded
+// forward pass's CPU time includes spinning, which grows when a neighbour takes the cores.
+bool OpenMpThreadsSpin();
+
 }  // namespace kiln
 
 #endif  // KILN_COMMON_OPENMP_WAIT_H_

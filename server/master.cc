@@ -23,6 +23,7 @@
 #include "common/fork_safety.h"
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
+#include "common/openmp_wait.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
@@ -336,7 +337,7 @@ absl::Status Master::Check() {
     std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
         inference::GRPCInferenceService::NewStub(server->InProcessChannel(arguments));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(*stub, specs_, pool_->Workers(), options_.warmup);
+        RunReadinessCheck(*stub, specs_, pool_->Workers(), options_.warmup, OpenMpThreadsSpin());
     server->Shutdown();
     if (!results.ok()) return Annotate(results.status(), "readiness check");
     bool passed = true;

@@ -208,6 +208,7 @@ TEST_CASE("OpenMP waiting: what kiln set, the operator's setting, or libgomp's d
     ScopedEnv spin("GOMP_SPINCOUNT", nullptr);
     CHECK(DescribeOpenMpWait() ==
           "passive (OMP_WAIT_POLICY=PASSIVE, set by kiln: the binary re-executed itself once)");
+    CHECK_FALSE(OpenMpThreadsSpin());
   }
   SECTION("the operator's") {
     ScopedEnv policy("OMP_WAIT_POLICY", "active");
@@ -221,12 +222,16 @@ TEST_CASE("OpenMP waiting: what kiln set, the operator's setting, or libgomp's d
     char* argv[] = {name, nullptr};
     EnsurePassiveOpenMpWait(argv);
     CHECK(std::string(std::getenv("OMP_WAIT_POLICY")) == "active");
+    CHECK(OpenMpThreadsSpin());
+    ScopedEnv no_spin("GOMP_SPINCOUNT", "0");  // wins over the policy, as in libgomp
+    CHECK_FALSE(OpenMpThreadsSpin());
   }
   SECTION("none") {
     ScopedEnv policy("OMP_WAIT_POLICY", nullptr);
     ScopedEnv marker(kOpenMpWaitMarker, nullptr);
     ScopedEnv spin("GOMP_SPINCOUNT", nullptr);
     CHECK_THAT(DescribeOpenMpWait(), StartsWith("libgomp's default"));
+    CHECK(OpenMpThreadsSpin());
   }
 }
 

@@ -127,6 +127,7 @@ void FakeZygote::HandleZygoteFrame() {
     ready.mutable_ready()->set_worker_id(id);
     ready.mutable_ready()->set_device("fake");
     ready.mutable_ready()->set_private_peak_bytes(behaviour_.private_peak_bytes);
+    ready.mutable_ready()->set_intra_op_threads(behaviour_.intra_op_threads);
     internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
     shape.set_batch_size(1);
     shape.set_steady_ms(behaviour_.steady_ms);

@@ -37,6 +37,7 @@ class FakeZygote {
     double steady_cpu_ms = 0;   // and the steady CPU time
     double call_cpu_ms = 0;     // the CPU time each answer reports (compute_cpu_ms)
     int64_t private_peak_bytes = 0;  // its warmup report's private peak
+    int intra_op_threads = 1;        // what its warmup report says it runs
   };
 
   // What the fake workers answer a call with: `output` (FP32) of `elements_per_row` per row of

@@ -156,6 +156,23 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     CHECK_THAT(result.Describe(), Contains("compute CPU p95 30.00 ms > limit 23.00 ms"));
     CHECK_THAT(result.Describe(), Contains("FAILED"));
   }
+  SECTION("workers of 2 intra-op threads that spin while they wait: errors only, and says why") {
+    FakeZygote::Behaviour spinning = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30);
+    spinning.intra_op_threads = 2;
+    Front front(spinning);
+    absl::StatusOr<std::vector<ReadinessResult>> results = RunReadinessCheck(
+        front.stub(), front.specs(), front.pool().Workers(), true, /*threads_spin=*/true);
+    REQUIRE(results.ok());
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
+    CHECK(result.passed());
+    CHECK_THAT(result.Describe(), Contains("not judged (its workers' 2 intra-op threads spin"));
+    // The same workers sleeping while they wait are judged, and fail.
+    results = RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true,
+                                /*threads_spin=*/false);
+    REQUIRE(results.ok());
+    CHECK_FALSE(results->front().passed());
+  }
   SECTION("warmup off: not checked, and says why") {
     Front front(Steady(1.0));
     absl::StatusOr<std::vector<ReadinessResult>> results =
