@@ -87,16 +87,23 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<Call
       break;
     }
   }
+  // The pair that agreed is steady already: it counts toward the steady calls.
   std::vector<double> wall;
   std::vector<double> cpu;
-  for (int n = 0; n < plan.steady_calls; ++n) {
+  if (result.settled_after > 0) {
+    for (size_t i = result.calls.size() - 2; i < result.calls.size(); ++i) {
+      wall.push_back(result.calls[i].wall_ms);
+      cpu.push_back(result.calls[i].cpu_ms);
+    }
+  }
+  while (static_cast<int>(wall.size()) < plan.steady_calls) {
     ASSIGN_OR_RETURN(const CallTime time, call());
     result.calls.push_back(time);
     wall.push_back(time.wall_ms);
     cpu.push_back(time.cpu_ms);
   }
   result.first = result.calls.front();
-  result.steady = wall.empty() ? result.calls.back() : CallTime{Median(wall), Median(cpu)};
+  result.steady = CallTime{Median(wall), Median(cpu)};
   return result;
 }
 

@@ -35,7 +35,7 @@ struct SettlePlan {
   int min_calls = 3;   // calls before agreement is judged (calls_per_shape)
   int max_calls = 50;  // cap on the settling phase (max_calls_per_shape)
   double tolerance = 0.15;
-  int steady_calls = 5;  // calls after settling whose median is the steady latency
+  int steady_calls = 5;  // calls whose median is the steady latency (the agreeing pair counts)
 };
 
 struct SettleResult {
@@ -47,9 +47,11 @@ struct SettleResult {
 
 // Calls `call` (one forward pass, returning its wall and CPU time) at least plan.min_calls times
 // and until two consecutive CPU times agree within plan.tolerance (|a - b| <= tolerance x
-// max(a, b)), at most plan.max_calls times, then plan.steady_calls more. CPU time, not wall time,
-// is judged: a busy neighbour stretches wall times at random but leaves the work a call does
-// alone. The first error stops it.
+// max(a, b)), at most plan.max_calls times. The steady latency is the median of
+// plan.steady_calls calls: the two that agreed and as many more as that takes (all of them new
+// when it did not settle within the cap). CPU time, not wall time, is judged: a busy neighbour
+// stretches wall times at random but leaves the work a call does alone. The first error stops
+// it.
 absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<CallTime>()>& call,
                                          const SettlePlan& plan);
 
