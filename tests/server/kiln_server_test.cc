@@ -516,7 +516,11 @@ TEST_CASE(
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(
       repo_dir, {{"mlp", DemoConfig("mlp") + "\nsupervision { compute_timeout_ms: 300 }\n"}});
-  auto server = StartServing(Config(repo, 2));
+  // At normal priority: a worker still at idle priority (through the readiness check) beside
+  // busy neighbours can wait longer than this tight timeout for a CPU, and be replaced for it.
+  ServerConfig config = Config(repo, 2);
+  config.extra_args = {"--warmup_priority=normal"};
+  auto server = StartServing(config);
   const std::vector<pid_t> before = server->WorkerPids();
   REQUIRE(before.size() == 2);
   const pid_t victim = ForkedPid(server->log(), 0);
