@@ -425,11 +425,8 @@ int RunColdstartCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseColdstartArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  absl::StatusOr<std::string> work_dir = MakeTempDir("kiln-coldstart");
-  if (!work_dir.ok()) {
-    std::cerr << "kiln-bench coldstart: " << work_dir.status().message() << "\n";
-    return kExitFailure;
-  }
+  const std::optional<std::string> work_dir = MakeRunDir("coldstart", std::cerr);
+  if (!work_dir) return kExitFailure;
   const std::string lock_dir = *work_dir + "/lock";
   std::error_code error;
   fs::create_directory(lock_dir, error);

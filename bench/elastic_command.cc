@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "bench/args.h"
 #include "bench/health_command.h"
+#include "bench/load_phases.h"
 #include "bench/oip_client.h"
 #include "bench/server_launcher.h"
 #include "common/status_macros.h"
@@ -80,12 +81,6 @@ Clock::duration Seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-std::string ErrorsText(const std::map<std::string, int64_t>& errors) {
-  std::vector<std::string> parts;
-  for (const auto& [name, count] : errors) parts.push_back(absl::StrCat(name, " ", count));
-  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
-}
-
 }  // namespace
 
 const char* ElasticEventName(ElasticEvent event) {
@@ -132,11 +127,7 @@ absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<Request
   return joined;
 }
 
-int64_t ElasticPhase::error_count() const {
-  int64_t total = 0;
-  for (const auto& [name, count] : errors) total += count;
-  return total;
-}
+int64_t ElasticPhase::error_count() const { return ErrorTotal(errors); }
 
 std::vector<ElasticPhase> SplitElasticPhases(const std::vector<RequestRecord>& records,
                                              const std::vector<RequestTiming>& timings,
@@ -227,11 +218,8 @@ std::optional<FirstNewRequest> FirstRequestOfNewWorker(const std::vector<Request
 }
 
 double ElasticResult::p99_ratio() const {
-  if (phases.size() < 2 || phases[0].latency.count == 0 || phases[1].latency.count == 0 ||
-      phases[0].latency.p99 <= 0) {
-    return 0;
-  }
-  return phases[1].latency.p99 / phases[0].latency.p99;
+  if (phases.size() < 2) return 0;
+  return P99Ratio(phases[0].latency, phases[1].latency);
 }
 
 double ElasticResult::first_compute_ratio() const {
@@ -261,13 +249,12 @@ std::string FormatElastic(const ElasticOptions& options, const ElasticResult& re
       absl::StrFormat("elastic: %s at %s req/s (Poisson); %s %.2f s into the load (%s pid %d)\n",
                       options.model, TwoDecimals(options.rate), ttin ? "SIGTTIN" : "SIGKILL",
                       result.event_ms / 1000, ttin ? "master" : "worker", result.event_pid);
-  absl::StrAppendFormat(&out, "  %-8s %8s %6s %9s %9s %9s %9s %11s  %s\n", "requests", "window s",
-                        "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "compute p50", "errors");
+  absl::StrAppendFormat(&out, "  %-8s %s %11s  %s\n", "requests", PhaseLatencyHeader(),
+                        "compute p50", "errors");
   for (const ElasticPhase& phase : result.phases) {
-    absl::StrAppendFormat(&out, "  %-8s %8.2f %6d %9.2f %9.2f %9.2f %9.2f %11.2f  %s\n", phase.name,
-                          (phase.to_ms - phase.from_ms) / 1000, phase.latency.count,
-                          phase.latency.p50, phase.latency.p95, phase.latency.p99,
-                          phase.latency.max, phase.compute.p50, ErrorsText(phase.errors));
+    absl::StrAppendFormat(&out, "  %-8s %s %11.2f  %s\n", phase.name,
+                          PhaseLatencyColumns(phase.from_ms, phase.to_ms, phase.latency),
+                          phase.compute.p50, ErrorsText(phase.errors));
   }
   absl::StrAppendFormat(&out, "p99 after / before: %.2fx; errors: %d\n", result.p99_ratio(),
                         result.errors());
@@ -323,28 +310,18 @@ std::string ElasticJson(const ElasticOptions& options, const ElasticResult& resu
       RoundToThousandths(result.phases.empty() ? 0.0 : result.phases[0].compute.p50);
   doc["phases"] = Json::array();
   for (const ElasticPhase& phase : result.phases) {
-    Json entry;
-    entry["name"] = phase.name;
-    entry["from_ms"] = RoundToThousandths(phase.from_ms);
-    entry["to_ms"] = RoundToThousandths(phase.to_ms);
-    entry["count"] = phase.latency.count;
-    entry["p50_ms"] = RoundToThousandths(phase.latency.p50);
-    entry["p95_ms"] = RoundToThousandths(phase.latency.p95);
-    entry["p99_ms"] = RoundToThousandths(phase.latency.p99);
-    entry["max_ms"] = RoundToThousandths(phase.latency.max);
+    Json entry = PhaseLatencyJson(phase.name, phase.from_ms, phase.to_ms, phase.latency);
     entry["compute_count"] = phase.compute.count;
     entry["compute_p50_ms"] = RoundToThousandths(phase.compute.p50);
     entry["compute_p95_ms"] = RoundToThousandths(phase.compute.p95);
-    entry["errors"] = Json::object();
-    for (const auto& [name, count] : phase.errors) entry["errors"][name] = count;
+    entry["errors"] = ErrorsJson(phase.errors);
     doc["phases"].push_back(std::move(entry));
   }
   Json health;
   health["checks"] = result.health.checks;
   health["not_serving"] = result.health.not_serving;
   health["longest_gap_ms"] = RoundToThousandths(result.health.longest_gap_ms);
-  health["statuses"] = Json::object();
-  for (const auto& [name, count] : result.health.statuses) health["statuses"][name] = count;
+  health["statuses"] = ErrorsJson(result.health.statuses);
   doc["health"] = std::move(health);
   if (result.first_new) {
     const FirstNewRequest& first = *result.first_new;
@@ -411,37 +388,21 @@ std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, Elasti
     const std::optional<ElasticEvent> kind = ParseElasticEvent(event);
     if (!kind) return absl::StrCat("--event must be ttin or kill, not '", event, "'");
     parsed.event = *kind;
-    if (parsed.workers < 0 || parsed.workers > 256) {
-      return absl::StrCat("--workers must be in 0..256, got ", parsed.workers);
+    // Every value is parsed; the first reason, in the flags' order, is the one reported.
+    for (const std::string& reason :
+         {ValidateWorkersAndServerArgs(parsed.workers, server_args, &parsed.server_args),
+          ParsePositiveFlag("rate", rate, &parsed.rate),
+          ParsePositiveFlag("duration_s", duration, &parsed.duration_s),
+          ParsePositiveFlag("event_s", event_at, &parsed.event_s),
+          ParsePositiveFlag("after_s", after, &parsed.after_s),
+          ParseSkipFlag(skip, &parsed.skip_s)}) {
+      if (!reason.empty()) return reason;
     }
-    absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
-    if (!extra.ok()) return std::string(extra.status().message());
-    parsed.server_args = std::move(*extra);
-    const std::optional<double> r = ParsePositive(rate);
-    const std::optional<double> d = ParsePositive(duration);
-    const std::optional<double> e = ParsePositive(event_at);
-    const std::optional<double> a = ParsePositive(after);
-    const std::optional<double> s = skip == "0" ? std::optional<double>(0) : ParsePositive(skip);
-    if (!r) return absl::StrCat("--rate must be a number > 0, not '", rate, "'");
-    if (!d) return absl::StrCat("--duration_s must be a number > 0, not '", duration, "'");
-    if (!e) return absl::StrCat("--event_s must be a number > 0, not '", event_at, "'");
-    if (!a) return absl::StrCat("--after_s must be a number > 0, not '", after, "'");
-    if (!s) return absl::StrCat("--skip_s must be a number >= 0, not '", skip, "'");
-    parsed.rate = *r;
-    parsed.duration_s = *d;
-    parsed.event_s = *e;
-    parsed.after_s = *a;
-    parsed.skip_s = *s;
     if (parsed.skip_s >= parsed.event_s || parsed.event_s >= parsed.duration_s) {
       return "need --skip_s < --event_s < --duration_s (the event happens during the load, "
              "after the skipped start)";
     }
-    if (parsed.batch < 1) return "--batch must be >= 1";
-    if (parsed.seed < 0) return "--seed must be >= 0";
-    if (parsed.timeout_s < 1 || parsed.timeout_s > 86400) {
-      return absl::StrCat("--timeout_s must be in 1..86400, got ", parsed.timeout_s);
-    }
-    return "";
+    return ValidateBatchSeedTimeout(parsed.batch, parsed.seed, parsed.timeout_s);
   }();
   if (!problem.empty()) {
     err << "kiln-bench elastic: " << problem << "\nrun 'kiln-bench elastic --help' for its flags\n";
@@ -596,17 +557,11 @@ absl::StatusOr<int64_t> SendEvent(ElasticEvent event, const LaunchedServer& serv
 // Starts the server, loads it, sends the event during the load and measures.
 absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const std::string& lock_dir,
                                          const std::string& log_path) {
-  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
-  ServerCommand command;
-  command.binary = options.server;
-  command.model_repository = options.model_repository;
-  command.port = port;
-  command.lock_dir = lock_dir;
-  command.workers = options.workers;
-  command.extra_args = options.server_args;
-  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
-                   LaunchedServer::Start(ServerArgv(command), log_path));
-  const std::string address = absl::StrCat("127.0.0.1:", port);
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartOnFreePort(options.server, options.model_repository, options.workers,
+                                   options.server_args, lock_dir, log_path));
+  const std::unique_ptr<LaunchedServer> server = std::move(started.server);
+  const std::string address = absl::StrCat("127.0.0.1:", started.port);
   {
     const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
         grpc::health::v1::Health::NewStub(ServerChannel(address));
@@ -623,25 +578,14 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
   // Health checks on a channel of their own, so that they never queue behind the load's calls.
   const std::unique_ptr<grpc::health::v1::Health::Stub> health =
       grpc::health::v1::Health::NewStub(CreateChannel(address));
-  ASSIGN_OR_RETURN(const inference::ModelMetadataResponse metadata,
-                   FetchModelMetadata(*stub, options.model, "", kRequestTimeoutMs));
-  SyntheticRequestOptions input_options;
-  input_options.batch = options.batch;
-  input_options.seed = static_cast<uint64_t>(options.seed);
-  ASSIGN_OR_RETURN(SyntheticRequest request,
-                   BuildSyntheticRequest(metadata, options.model, "", input_options));
+  ASSIGN_OR_RETURN(SyntheticRequest request, FetchLoadRequest(*stub, options.model, options.batch,
+                                                              options.seed, kRequestTimeoutMs));
   (*request.request.mutable_parameters())[kTimingParameter].set_bool_param(true);
   // Fails early (before the load) on a server without the report.
   RETURN_IF_ERROR(WarmWorkerPids(*kiln, options.model).status());
 
-  LoadOptions load;
-  load.mode = LoopMode::kOpen;
-  load.arrival = Arrival::kPoisson;
-  load.rate = options.rate;
-  load.concurrency = 1000;
-  load.duration_s = options.duration_s;
-  load.seed = static_cast<uint64_t>(options.seed);
-  load.timeout_ms = kRequestTimeoutMs;
+  const LoadOptions load =
+      PoissonLoad(options.rate, options.duration_s, options.seed, kRequestTimeoutMs);
   std::promise<Clock::time_point> load_started;
   std::future<Clock::time_point> load_start = load_started.get_future();
   LoadResult loaded;
@@ -715,11 +659,8 @@ int RunElasticCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseElasticArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  absl::StatusOr<std::string> work_dir = MakeTempDir("kiln-elastic");
-  if (!work_dir.ok()) {
-    std::cerr << "kiln-bench elastic: " << work_dir.status().message() << "\n";
-    return kExitFailure;
-  }
+  const std::optional<std::string> work_dir = MakeRunDir("elastic", std::cerr);
+  if (!work_dir) return kExitFailure;
   const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
   const std::string log = absl::StrCat(log_dir, "/elastic.log");
   std::cout << "elastic: " << options.model << " at " << options.rate << " req/s for "
@@ -735,10 +676,7 @@ int RunElasticCommand(const std::vector<std::string>& args) {
   }
   std::cout << FormatElastic(options, *result);
   if (!options.json_path.empty()) {
-    std::ofstream json(options.json_path);
-    json << ElasticJson(options, *result);
-    if (!json) {
-      std::cerr << "kiln-bench elastic: writing " << options.json_path << " failed\n";
+    if (!WriteResultFile("elastic", options.json_path, ElasticJson(options, *result), std::cerr)) {
       return kExitFailure;
     }
   }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/args.h"
+#include "bench/load_phases.h"
 #include "bench/oip_client.h"
 #include "bench/server_launcher.h"
 #include "common/status_macros.h"
@@ -47,18 +48,11 @@ std::string TwoDecimals(double value) { return absl::StrFormat("%.2f", value); }
 
 }  // namespace
 
-int64_t ScaleoutPhase::error_count() const {
-  int64_t total = 0;
-  for (const auto& [name, count] : errors) total += count;
-  return total;
-}
+int64_t ScaleoutPhase::error_count() const { return ErrorTotal(errors); }
 
 double ScaleoutResult::p99_ratio() const {
-  if (phases.size() < 2 || phases[0].latency.count == 0 || phases[1].latency.count == 0 ||
-      phases[0].latency.p99 <= 0) {
-    return 0;
-  }
-  return phases[1].latency.p99 / phases[0].latency.p99;
+  if (phases.size() < 2) return 0;
+  return P99Ratio(phases[0].latency, phases[1].latency);
 }
 
 int64_t ScaleoutResult::errors() const {
@@ -107,15 +101,11 @@ std::string FormatScaleout(const ScaleoutOptions& options, const ScaleoutResult&
       options.model, TwoDecimals(options.rate), result.b_started_ms / 1000,
       result.b_error.empty() ? absl::StrFormat("SERVING after %.1f ms", result.b_ready_ms())
                              : absl::StrCat("never SERVING: ", result.b_error));
-  absl::StrAppendFormat(&out, "  %-20s %8s %6s %9s %9s %9s %9s  %s\n", "A's requests", "window s",
-                        "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors");
+  absl::StrAppendFormat(&out, "  %-20s %s  %s\n", "A's requests", PhaseLatencyHeader(), "errors");
   for (const ScaleoutPhase& phase : result.phases) {
-    std::vector<std::string> errors;
-    for (const auto& [name, count] : phase.errors) errors.push_back(absl::StrCat(name, " ", count));
-    absl::StrAppendFormat(&out, "  %-20s %8.2f %6d %9.2f %9.2f %9.2f %9.2f  %s\n", phase.name,
-                          (phase.to_ms - phase.from_ms) / 1000, phase.latency.count,
-                          phase.latency.p50, phase.latency.p95, phase.latency.p99,
-                          phase.latency.max, errors.empty() ? "none" : absl::StrJoin(errors, ", "));
+    absl::StrAppendFormat(&out, "  %-20s %s  %s\n", phase.name,
+                          PhaseLatencyColumns(phase.from_ms, phase.to_ms, phase.latency),
+                          ErrorsText(phase.errors));
   }
   absl::StrAppendFormat(&out, "A's p99 while B warms / before: %.2fx; errors: %d\n",
                         result.p99_ratio(), result.errors());
@@ -138,17 +128,9 @@ std::string ScaleoutJson(const ScaleoutOptions& options, const ScaleoutResult& r
   doc["errors"] = result.errors();
   doc["phases"] = nlohmann::ordered_json::array();
   for (const ScaleoutPhase& phase : result.phases) {
-    nlohmann::ordered_json entry;
-    entry["name"] = phase.name;
-    entry["from_ms"] = RoundToThousandths(phase.from_ms);
-    entry["to_ms"] = RoundToThousandths(phase.to_ms);
-    entry["count"] = phase.latency.count;
-    entry["p50_ms"] = RoundToThousandths(phase.latency.p50);
-    entry["p95_ms"] = RoundToThousandths(phase.latency.p95);
-    entry["p99_ms"] = RoundToThousandths(phase.latency.p99);
-    entry["max_ms"] = RoundToThousandths(phase.latency.max);
-    entry["errors"] = nlohmann::ordered_json::object();
-    for (const auto& [name, count] : phase.errors) entry["errors"][name] = count;
+    nlohmann::ordered_json entry =
+        PhaseLatencyJson(phase.name, phase.from_ms, phase.to_ms, phase.latency);
+    entry["errors"] = ErrorsJson(phase.errors);
     doc["phases"].push_back(std::move(entry));
   }
   return doc.dump(2) + "\n";
@@ -191,34 +173,20 @@ std::optional<int> ParseScaleoutArgs(const std::vector<std::string>& args, Scale
         ValidateLaunchFlags(parsed.model_repository, parsed.model, server, parsed.json_path,
                             parsed.log_dir, &parsed.server);
     if (!launch.empty()) return launch;
-    if (parsed.workers < 0 || parsed.workers > 256) {
-      return absl::StrCat("--workers must be in 0..256, got ", parsed.workers);
+    // Every value is parsed; the first reason, in the flags' order, is the one reported.
+    for (const std::string& reason :
+         {ValidateWorkersAndServerArgs(parsed.workers, server_args, &parsed.server_args),
+          ParsePositiveFlag("rate", rate, &parsed.rate),
+          ParsePositiveFlag("duration_s", duration, &parsed.duration_s),
+          ParsePositiveFlag("start_b_s", start_b, &parsed.start_b_s),
+          ParseSkipFlag(skip, &parsed.skip_s)}) {
+      if (!reason.empty()) return reason;
     }
-    absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
-    if (!extra.ok()) return std::string(extra.status().message());
-    parsed.server_args = std::move(*extra);
-    const std::optional<double> r = ParsePositive(rate);
-    const std::optional<double> d = ParsePositive(duration);
-    const std::optional<double> b = ParsePositive(start_b);
-    const std::optional<double> s = skip == "0" ? std::optional<double>(0) : ParsePositive(skip);
-    if (!r) return absl::StrCat("--rate must be a number > 0, not '", rate, "'");
-    if (!d) return absl::StrCat("--duration_s must be a number > 0, not '", duration, "'");
-    if (!b) return absl::StrCat("--start_b_s must be a number > 0, not '", start_b, "'");
-    if (!s) return absl::StrCat("--skip_s must be a number >= 0, not '", skip, "'");
-    parsed.rate = *r;
-    parsed.duration_s = *d;
-    parsed.start_b_s = *b;
-    parsed.skip_s = *s;
     if (parsed.skip_s >= parsed.start_b_s || parsed.start_b_s >= parsed.duration_s) {
       return "need --skip_s < --start_b_s < --duration_s (B starts during A's load, after the "
              "skipped start)";
     }
-    if (parsed.batch < 1) return "--batch must be >= 1";
-    if (parsed.seed < 0) return "--seed must be >= 0";
-    if (parsed.timeout_s < 1 || parsed.timeout_s > 86400) {
-      return absl::StrCat("--timeout_s must be in 1..86400, got ", parsed.timeout_s);
-    }
-    return "";
+    return ValidateBatchSeedTimeout(parsed.batch, parsed.seed, parsed.timeout_s);
   }();
   if (!problem.empty()) {
     err << "kiln-bench scaleout: " << problem
@@ -240,18 +208,11 @@ struct Replica {
 
 absl::StatusOr<Replica> StartReplica(const ScaleoutOptions& options, const std::string& name,
                                      const std::string& lock_dir, const std::string& log_dir) {
-  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
-  ServerCommand command;
-  command.binary = options.server;
-  command.model_repository = options.model_repository;
-  command.port = port;
-  command.lock_dir = lock_dir;
-  command.workers = options.workers;
-  command.extra_args = options.server_args;
-  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
-                   LaunchedServer::Start(ServerArgv(command),
-                                         absl::StrCat(log_dir, "/scaleout-", name, ".log")));
-  return Replica{name, port, std::move(server)};
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartOnFreePort(options.server, options.model_repository, options.workers,
+                                   options.server_args, lock_dir,
+                                   absl::StrCat(log_dir, "/scaleout-", name, ".log")));
+  return Replica{name, started.port, std::move(started.server)};
 }
 
 absl::StatusOr<Clock::time_point> ReplicaServing(const Replica& replica, Clock::time_point deadline,
@@ -279,22 +240,12 @@ absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(absl::StrCat("127.0.0.1:", a.port));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
-  ASSIGN_OR_RETURN(const inference::ModelMetadataResponse metadata,
-                   FetchModelMetadata(*stub, options.model, "", kRequestTimeoutMs));
-  SyntheticRequestOptions input_options;
-  input_options.batch = options.batch;
-  input_options.seed = static_cast<uint64_t>(options.seed);
-  ASSIGN_OR_RETURN(const SyntheticRequest request,
-                   BuildSyntheticRequest(metadata, options.model, "", input_options));
+  ASSIGN_OR_RETURN(
+      const SyntheticRequest request,
+      FetchLoadRequest(*stub, options.model, options.batch, options.seed, kRequestTimeoutMs));
 
-  LoadOptions load;
-  load.mode = LoopMode::kOpen;
-  load.arrival = Arrival::kPoisson;
-  load.rate = options.rate;
-  load.concurrency = 1000;
-  load.duration_s = options.duration_s;
-  load.seed = static_cast<uint64_t>(options.seed);
-  load.timeout_ms = kRequestTimeoutMs;
+  const LoadOptions load =
+      PoissonLoad(options.rate, options.duration_s, options.seed, kRequestTimeoutMs);
   std::promise<Clock::time_point> load_started;
   std::future<Clock::time_point> load_start = load_started.get_future();
   LoadResult result;
@@ -340,11 +291,8 @@ int RunScaleoutCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseScaleoutArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  absl::StatusOr<std::string> work_dir = MakeTempDir("kiln-scaleout");
-  if (!work_dir.ok()) {
-    std::cerr << "kiln-bench scaleout: " << work_dir.status().message() << "\n";
-    return kExitFailure;
-  }
+  const std::optional<std::string> work_dir = MakeRunDir("scaleout", std::cerr);
+  if (!work_dir) return kExitFailure;
   const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
   std::cout << "scaleout: " << options.model << ", replica A at " << options.rate << " req/s for "
             << options.duration_s << " s, replica B from " << options.start_b_s
@@ -362,10 +310,8 @@ int RunScaleoutCommand(const std::vector<std::string>& args) {
   }
   std::cout << FormatScaleout(options, *result);
   if (!options.json_path.empty()) {
-    std::ofstream json(options.json_path);
-    json << ScaleoutJson(options, *result);
-    if (!json) {
-      std::cerr << "kiln-bench scaleout: writing " << options.json_path << " failed\n";
+    if (!WriteResultFile("scaleout", options.json_path, ScaleoutJson(options, *result),
+                         std::cerr)) {
       return kExitFailure;
     }
   }

@@ -111,6 +111,15 @@ absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix) {
   return pattern;
 }
 
+std::optional<std::string> MakeRunDir(absl::string_view command, std::ostream& err) {
+  absl::StatusOr<std::string> dir = MakeTempDir(absl::StrCat("kiln-", command));
+  if (!dir.ok()) {
+    err << "kiln-bench " << command << ": " << dir.status().message() << "\n";
+    return std::nullopt;
+  }
+  return *std::move(dir);
+}
+
 std::string FileTail(const std::string& path, size_t max_lines) {
   constexpr std::streamoff kMaxBytes = 64 << 10;
   std::ifstream in(path, std::ios::binary | std::ios::ate);

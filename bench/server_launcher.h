@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,10 @@ std::string DefaultServerBinary(const std::string& self_exe, const std::string& 
 
 // A fresh directory `$TMPDIR/<prefix>-XXXXXX` (TMPDIR unset or empty: /tmp).
 absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);
+
+// MakeTempDir("kiln-<command>"): the work directory of one run of `kiln-bench <command>`;
+// std::nullopt, with "kiln-bench <command>: <why>" on `err`, when it cannot be made.
+std::optional<std::string> MakeRunDir(absl::string_view command, std::ostream& err);
 
 // The last `max_lines` lines of the file at `path` (at most its last 64 KiB); "" when unreadable.
 std::string FileTail(const std::string& path, size_t max_lines);

@@ -346,6 +346,18 @@ def phase_cell(phase):
     return f"{phase['p50_ms']:.1f} / {phase['p99_ms']:.1f} ms ({phase['count']} req in {seconds:.1f} s)"
 
 
+def template_runs(folder, prefix, columns, out):
+    """Yields (template, run) of <prefix>-on and <prefix>-off, in that order; for one that is
+    missing, appends its row of `columns` cells (saying why) to `out` instead."""
+    for template in ("on", "off"):
+        name = f"{prefix}-{template}"
+        run, reason = maybe(folder, name)
+        if run is None:
+            out.append(f"| {template} | {why_missing(folder, name, reason)} |" + " |" * (columns - 2))
+            continue
+        yield template, run
+
+
 def elastic_kill_table(folder, out):
     out.append("### kill -9 of one of 4 workers under load (resnet50, 6 req/s)\n")
     out.append("`kiln-bench elastic --event=kill`: Poisson arrivals; SIGKILL to one worker; the "
@@ -359,12 +371,7 @@ def elastic_kill_table(folder, out):
                "target 0 | p50 / p99 before | p50 / p99 after | first request of the replacement: "
                "compute | target <= 1.1x | errors |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
-    for template in ("on", "off"):
-        name = f"elastic-kill-template-{template}"
-        run, reason = maybe(folder, name)
-        if run is None:
-            out.append(f"| {template} | {why_missing(folder, name, reason)} | | | | | | | | |")
-            continue
+    for template, run in template_runs(folder, "elastic-kill-template", 10, out):
         replaced, ms = replacement_cell(run)
         health, healthy = health_cell(run)
         first, first_ratio = first_new_cell(run)
@@ -397,12 +404,7 @@ def elastic_ttin_table(folder, out):
                "target <= 1.2 | new worker warm | health checks not SERVING | target 0 | "
                "first request of the new worker: compute | target <= 1.1x | errors |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for template in ("on", "off"):
-        name = f"elastic-ttin-template-{template}"
-        run, reason = maybe(folder, name)
-        if run is None:
-            out.append(f"| {template} | {why_missing(folder, name, reason)} | | | | | | | | | | |")
-            continue
+    for template, run in template_runs(folder, "elastic-ttin-template", 12, out):
         replaced, _ = replacement_cell(run)
         health, healthy = health_cell(run)
         first, first_ratio = first_new_cell(run)

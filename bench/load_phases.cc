@@ -1,0 +1,149 @@
+#include "bench/load_phases.h"
+
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "bench/args.h"
+#include "common/process.h"
+#include "common/status_macros.h"
+
+namespace kiln::bench {
+
+std::string ValidateWorkersAndServerArgs(int64_t workers, absl::string_view server_args_text,
+                                         std::vector<std::string>* server_args) {
+  if (workers < 0 || workers > 256) {
+    return absl::StrCat("--workers must be in 0..256, got ", workers);
+  }
+  absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args_text);
+  if (!extra.ok()) return std::string(extra.status().message());
+  *server_args = std::move(*extra);
+  return "";
+}
+
+std::string ParsePositiveFlag(absl::string_view name, const std::string& text, double* value) {
+  const std::optional<double> parsed = ParsePositive(text);
+  if (!parsed) return absl::StrCat("--", name, " must be a number > 0, not '", text, "'");
+  *value = *parsed;
+  return "";
+}
+
+std::string ParseSkipFlag(const std::string& text, double* value) {
+  // ParsePositive refuses 0; "0" itself is the one zero taken (no skipped start).
+  const std::optional<double> parsed = text == "0" ? std::optional<double>(0) : ParsePositive(text);
+  if (!parsed) return absl::StrCat("--skip_s must be a number >= 0, not '", text, "'");
+  *value = *parsed;
+  return "";
+}
+
+std::string ValidateBatchSeedTimeout(int64_t batch, int64_t seed, int64_t timeout_s) {
+  if (batch < 1) return "--batch must be >= 1";
+  if (seed < 0) return "--seed must be >= 0";
+  if (timeout_s < 1 || timeout_s > 86400) {
+    return absl::StrCat("--timeout_s must be in 1..86400, got ", timeout_s);
+  }
+  return "";
+}
+
+absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
+                                              const std::string& model_repository, int64_t workers,
+                                              const std::vector<std::string>& server_args,
+                                              const std::string& lock_dir,
+                                              const std::string& log_path) {
+  ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
+  ServerCommand command;
+  command.binary = binary;
+  command.model_repository = model_repository;
+  command.port = port;
+  command.lock_dir = lock_dir;
+  command.workers = workers;
+  command.extra_args = server_args;
+  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
+                   LaunchedServer::Start(ServerArgv(command), log_path));
+  return StartedServer{port, std::move(server)};
+}
+
+absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceService::Stub& stub,
+                                                  const std::string& model, int64_t batch,
+                                                  int64_t seed, int64_t timeout_ms) {
+  ASSIGN_OR_RETURN(const inference::ModelMetadataResponse metadata,
+                   FetchModelMetadata(stub, model, "", timeout_ms));
+  SyntheticRequestOptions input_options;
+  input_options.batch = batch;
+  input_options.seed = static_cast<uint64_t>(seed);
+  return BuildSyntheticRequest(metadata, model, "", input_options);
+}
+
+LoadOptions PoissonLoad(double rate, double duration_s, int64_t seed, int64_t timeout_ms) {
+  LoadOptions load;
+  load.mode = LoopMode::kOpen;
+  load.arrival = Arrival::kPoisson;
+  load.rate = rate;
+  load.concurrency = 1000;
+  load.duration_s = duration_s;
+  load.seed = static_cast<uint64_t>(seed);
+  load.timeout_ms = timeout_ms;
+  return load;
+}
+
+bool WriteResultFile(absl::string_view command, const std::string& path, const std::string& text,
+                     std::ostream& err) {
+  std::ofstream file(path);
+  file << text;
+  if (!file) {
+    err << "kiln-bench " << command << ": writing " << path << " failed\n";
+    return false;
+  }
+  return true;
+}
+
+int64_t ErrorTotal(const std::map<std::string, int64_t>& errors) {
+  int64_t total = 0;
+  for (const auto& [name, count] : errors) total += count;
+  return total;
+}
+
+std::string ErrorsText(const std::map<std::string, int64_t>& errors) {
+  std::vector<std::string> parts;
+  for (const auto& [name, count] : errors) parts.push_back(absl::StrCat(name, " ", count));
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
+
+double P99Ratio(const LatencySummary& before, const LatencySummary& later) {
+  if (before.count == 0 || later.count == 0 || before.p99 <= 0) return 0;
+  return later.p99 / before.p99;
+}
+
+std::string PhaseLatencyHeader() {
+  return absl::StrFormat("%8s %6s %9s %9s %9s %9s", "window s", "count", "p50 ms", "p95 ms",
+                         "p99 ms", "max ms");
+}
+
+std::string PhaseLatencyColumns(double from_ms, double to_ms, const LatencySummary& latency) {
+  return absl::StrFormat("%8.2f %6d %9.2f %9.2f %9.2f %9.2f", (to_ms - from_ms) / 1000,
+                         latency.count, latency.p50, latency.p95, latency.p99, latency.max);
+}
+
+nlohmann::ordered_json PhaseLatencyJson(const std::string& name, double from_ms, double to_ms,
+                                        const LatencySummary& latency) {
+  nlohmann::ordered_json entry;
+  entry["name"] = name;
+  entry["from_ms"] = RoundToThousandths(from_ms);
+  entry["to_ms"] = RoundToThousandths(to_ms);
+  entry["count"] = latency.count;
+  entry["p50_ms"] = RoundToThousandths(latency.p50);
+  entry["p95_ms"] = RoundToThousandths(latency.p95);
+  entry["p99_ms"] = RoundToThousandths(latency.p99);
+  entry["max_ms"] = RoundToThousandths(latency.max);
+  return entry;
+}
+
+nlohmann::ordered_json ErrorsJson(const std::map<std::string, int64_t>& errors) {
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  for (const auto& [name, count] : errors) json[name] = count;
+  return json;
+}
+
+}  // namespace kiln::bench

@@ -1,0 +1,106 @@
+// What the scenarios that load one kiln-server and change something part-way through the load
+// (`kiln-bench scaleout`, `kiln-bench elastic`) share: the validation of their common flags, the
+// start of a server on a free port, the request and the open-loop Poisson load they send, and the
+// per-phase numbers of the report and the JSON. Each command keeps its own phases and wording;
+// only what is the same to the letter lives here, so that the two cannot drift apart.
+#ifndef KILN_BENCH_LOAD_PHASES_H_
+#define KILN_BENCH_LOAD_PHASES_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "bench/latency_stats.h"
+#include "bench/load_generator.h"
+#include "bench/oip_client.h"
+#include "bench/server_launcher.h"
+
+namespace kiln::bench {
+
+// --- flags -------------------------------------------------------------------------------------
+
+// Checks --workers (0..256) and splits `server_args_text` (--server_args) into *server_args; ""
+// when both are fine, else the reason (for the usage error).
+std::string ValidateWorkersAndServerArgs(int64_t workers, absl::string_view server_args_text,
+                                         std::vector<std::string>* server_args);
+
+// Parses --<name>=`text`, a number > 0, into *value; "" on success, else the reason.
+std::string ParsePositiveFlag(absl::string_view name, const std::string& text, double* value);
+
+// Parses --skip_s=`text`, a number >= 0, into *value; "" on success, else the reason.
+std::string ParseSkipFlag(const std::string& text, double* value);
+
+// Checks --batch (>= 1), --seed (>= 0) and --timeout_s (1..86400), in that order; "" when all are
+// fine, else the reason for the first that is not.
+std::string ValidateBatchSeedTimeout(int64_t batch, int64_t seed, int64_t timeout_s);
+
+// --- the run -----------------------------------------------------------------------------------
+
+// One kiln-server started by a scenario.
+struct StartedServer {
+  int port = 0;  // its free loopback port
+  std::unique_ptr<LaunchedServer> server;
+};
+
+// Starts `binary` serving `model_repository` on a free loopback port with --workers=`workers`
+// and `server_args` appended, its lock directory `lock_dir` and its output in `log_path`.
+absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
+                                              const std::string& model_repository, int64_t workers,
+                                              const std::vector<std::string>& server_args,
+                                              const std::string& lock_dir,
+                                              const std::string& log_path);
+
+// The one request every call of the load sends: `model`'s metadata fetched from the server, then
+// synthetic inputs of `batch` rows from `seed`.
+absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceService::Stub& stub,
+                                                  const std::string& model, int64_t batch,
+                                                  int64_t seed, int64_t timeout_ms);
+
+// An open-loop load of Poisson arrivals at `rate` per second for `duration_s` (schedule from
+// `seed`, each request's deadline `timeout_ms`). The client cap of 1000 calls in flight is far
+// above what a rate the server keeps up with needs, so it only bounds a server that stalls.
+LoadOptions PoissonLoad(double rate, double duration_s, int64_t seed, int64_t timeout_ms);
+
+// Writes `text` to `path` for `kiln-bench <command>`; false, with "writing <path> failed" on
+// `err`, when that fails.
+bool WriteResultFile(absl::string_view command, const std::string& path, const std::string& text,
+                     std::ostream& err);
+
+// --- phases ------------------------------------------------------------------------------------
+
+// How many requests `errors` (outcome name -> count) counts.
+int64_t ErrorTotal(const std::map<std::string, int64_t>& errors);
+
+// "NAME n, NAME n" of `errors`, or "none" when it is empty.
+std::string ErrorsText(const std::map<std::string, int64_t>& errors);
+
+// The p99 of `later` over that of `before`: 0 when either has no requests or before's p99 is not
+// above 0 (a ratio of nothing would read as a result).
+double P99Ratio(const LatencySummary& before, const LatencySummary& later);
+
+// The header of the latency columns of a phase's report line ("window s", "count", "p50 ms",
+// "p95 ms", "p99 ms", "max ms"), aligned with PhaseLatencyColumns.
+std::string PhaseLatencyHeader();
+
+// A phase's latency columns: its window [from_ms, to_ms] in seconds, then count, p50, p95, p99
+// and max of `latency`.
+std::string PhaseLatencyColumns(double from_ms, double to_ms, const LatencySummary& latency);
+
+// {"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms"} of one phase;
+// the caller adds what else it measured and then "errors" (ErrorsJson).
+nlohmann::ordered_json PhaseLatencyJson(const std::string& name, double from_ms, double to_ms,
+                                        const LatencySummary& latency);
+
+// {NAME: n} of `errors` ({} when empty).
+nlohmann::ordered_json ErrorsJson(const std::map<std::string, int64_t>& errors);
+
+}  // namespace kiln::bench
+
+#endif  // KILN_BENCH_LOAD_PHASES_H_
