@@ -3,9 +3,9 @@
 //
 // Each worker goes through the state machine of server/worker_state.h.
 //
-// A worker that exits is replaced by a fresh fork from the zygote (never a reload), which warms
-// and rejoins; the call it was serving ends with UNAVAILABLE. A worker scaled away is not
-// replaced.
+// A worker that exits is replaced by a fresh fork through the zygote (from the model's warm
+// template where there is one; never a reload), which warms or confirms its warmup and rejoins; the
+// call it was serving ends with UNAVAILABLE. A worker scaled away is not replaced.
 //
 // A model is ready once its quorum of workers is warm, and from then on while at least
 // min_ready of them are (ModelReadiness): a worker being replaced degrades the model, it does not
@@ -158,7 +158,7 @@ class WorkerPool {
   // worker as soon as it is Ready, returns to normal CPU priority (a Promote frame, ahead of any
   // call). Only with WorkerPoolOptions::warm_at_idle_priority; idempotent.
   void StartServing();
-  // Sets `model`'s worker count at runtime. More: the new workers are forked from the zygote
+  // Sets `model`'s worker count at runtime. More: the new workers are forked through the zygote
   // and take calls only once warm; ResourceExhausted, with the numbers, when they do not all fit
   // in memory (then none is started). Fewer: the highest slots leave, an idle worker at once, a
   // busy one after its call; they are not replaced. NotFound for an unknown model,

@@ -1,7 +1,9 @@
 // The zygote (docs/ARCHITECTURE.md, "Processes"): a frozen, single-threaded copy of the master
-// taken right after the models were loaded. It forks a worker whenever the master asks (startup,
-// respawn, scale-up), so a new worker costs a fork plus its own warmup, never a reload, and it
-// tells the master when a worker exits.
+// taken right after the models were loaded. Whenever the master asks for a worker (startup,
+// respawn, scale-up) it has the model's warm template fork one (server/warm_template.h), or forks
+// it itself (GPU, workers of several threads, --warm_template=off): a new worker costs a fork
+// plus a confirmation or its own warmup, never a reload. It tells the master when a worker
+// starts and exits.
 #ifndef KILN_SERVER_ZYGOTE_H_
 #define KILN_SERVER_ZYGOTE_H_
 
@@ -32,7 +34,9 @@ struct ZygoteModel {
 
 // Runs the zygote loop in the current, freshly forked process and never returns. `models` holds
 // the repository's models by name. It exits when the master closes `master` or dies
-// (PR_SET_PDEATHSIG), and its workers die with it.
+// (PR_SET_PDEATHSIG); its templates and the workers it forked itself die with it, while the
+// templates' workers leave when the master closes their channels. It is the subreaper of the
+// templates' workers.
 //
 // Protocol: the master sends ZygoteCommand{spawn} with two fds (the worker's channel end and
 // its arena memfd); the zygote forks, answers ZygoteEvent{started} with the pid, and later
@@ -47,7 +51,7 @@ struct ZygoteModel {
 absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
                                  FrameChannel& master_end, FrameChannel zygote_end);
 
-// Reaps the zygote (its workers die with it through PR_SET_PDEATHSIG). It leaves by itself once
+// Reaps the zygote (its templates die with it through PR_SET_PDEATHSIG). It leaves by itself once
 // its channel is closed (it ignores TERM); after 5 s, or at once with `now`, it is killed.
 void ReapZygote(pid_t zygote, bool now);
 
