@@ -38,6 +38,17 @@ void CloseAll(const std::vector<int>& fds) {
   for (int fd : fds) close(fd);
 }
 
+WarmupOptions WarmupOptionsFor(const internal::SpawnWorker& spawn, const ZygoteModel& model) {
+  WarmupOptions options;
+  options.budget_bytes = spawn.memory_budget_bytes();
+  for (const internal::Shape& shape : spawn.replay()) options.replay.push_back(FromProto(shape));
+  if (const Tokenizer* tokenizer = model.tokenizer) {
+    options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
+  }
+  options.samples = model.samples;
+  return options;
+}
+
 pid_t ForkWorker(const internal::SpawnWorker& spawn, std::vector<int> fds, const ZygoteModel& model,
                  const TemplateWarmth* warmth, FrameChannel& upstream,
                  const std::vector<int>& close_in_child) {
@@ -48,7 +59,6 @@ pid_t ForkWorker(const internal::SpawnWorker& spawn, std::vector<int> fds, const
     return -1;
   }
   if (*pid == 0) {
-    upstream.Close();
     CloseAll(close_in_child);
     absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Adopt(fds[1]);
     if (!arena.ok()) {
@@ -60,13 +70,8 @@ pid_t ForkWorker(const internal::SpawnWorker& spawn, std::vector<int> fds, const
     options.intra_op_threads = spawn.intra_op_threads();
     options.device_index = spawn.device_index();
     options.warmup = spawn.warmup();
-    options.memory_budget_bytes = spawn.memory_budget_bytes();
     options.warm_at_idle_priority = spawn.warm_at_idle_priority();
-    for (const internal::Shape& shape : spawn.replay()) options.replay.push_back(FromProto(shape));
-    options.samples = model.samples;
-    if (const Tokenizer* tokenizer = model.tokenizer) {
-      options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
-    }
+    options.warm = WarmupOptionsFor(spawn, model);
     options.from_template = warmth;
     options.cold_calls_for_test = spawn.cold_calls_for_test();
     RunWorker(*model.spec, model.loaded, options, FrameChannel(fds[0]), *std::move(arena));

@@ -30,11 +30,16 @@ void SetForkingProcessSignals();
 
 void CloseAll(const std::vector<int>& fds);
 
+// What a worker (or a template) of `model` warms with, as `spawn` asks: the memory budget, the
+// replayed shapes, the model's tokenizer and recorded requests.
+WarmupOptions WarmupOptionsFor(const internal::SpawnWorker& spawn, const ZygoteModel& model);
+
 // Forks the worker `spawn` asks for, with `fds` = {its channel end, its arena memfd}, answers
 // `started` upstream and returns its pid, or -1 when it could not fork (then the master sees no
 // `started`, and EOF on the worker's channel). The parent's copies of `fds` are closed. In the
-// child it never returns: it closes `upstream` and `close_in_child` (the parent's other fds: its
-// signalfd, its templates' channels) and runs the worker, warm from `warmth` when that is set.
+// child it never returns: it closes `close_in_child` (every fd of the parent's own: `upstream`,
+// its signalfd, its templates' channels) and runs the worker, warm from `warmth` when that is
+// set.
 pid_t ForkWorker(const internal::SpawnWorker& spawn, std::vector<int> fds, const ZygoteModel& model,
                  const TemplateWarmth* warmth, FrameChannel& upstream,
                  const std::vector<int>& close_in_child);

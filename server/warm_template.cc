@@ -44,14 +44,7 @@ absl::StatusOr<WarmupOutcome> WarmOnce(const ZygoteModel& model, const internal:
       priority = absl::StrCat("at normal priority (", started.status().message(), ")");
     }
   }
-  WarmupOptions options;
-  options.budget_bytes = first.memory_budget_bytes();
-  for (const internal::Shape& shape : first.replay()) options.replay.push_back(FromProto(shape));
-  if (const Tokenizer* tokenizer = model.tokenizer) {
-    options.tokenize = [tokenizer](absl::string_view text) { return tokenizer->Encode(text); };
-  }
-  options.samples = model.samples;
-  absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model.loaded, options);
+  absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model.loaded, WarmupOptionsFor(first, model));
   if (idle != nullptr) {
     absl::StatusOr<IdleWarmingReport> finished = idle->Finish();
     if (!finished.ok()) {
@@ -69,18 +62,16 @@ absl::StatusOr<WarmupOutcome> WarmOnce(const ZygoteModel& model, const internal:
   return outcome;
 }
 
-// Tells the worker that `fds` were for why it will never start, and closes them.
+// Tells the worker that `fds` ({its channel end, its arena memfd}) were for why it will never
+// start, and closes them.
 void RefuseWorker(const internal::SpawnWorker& spawn, const std::vector<int>& fds,
                   const absl::Status& why) {
-  if (!fds.empty()) {
-    FrameChannel channel(fds[0]);
-    internal::FromWorker frame;
-    frame.mutable_failed()->set_message(absl::StrCat("the warm template of '", spawn.model(),
-                                                     "' cannot fork workers: ", why.message()));
-    (void)channel.Send(frame);
-    channel.Close();
-  }
-  CloseAll(std::vector<int>(fds.begin() + (fds.empty() ? 0 : 1), fds.end()));
+  FrameChannel channel(fds[0]);  // closes it when done
+  internal::FromWorker frame;
+  frame.mutable_failed()->set_message(absl::StrCat("the warm template of '", spawn.model(),
+                                                   "' cannot fork workers: ", why.message()));
+  (void)channel.Send(frame);
+  close(fds[1]);
 }
 
 [[noreturn]] void RunWarmTemplate(const ZygoteModel& model, const internal::SpawnWorker& first,
@@ -137,8 +128,8 @@ void RefuseWorker(const internal::SpawnWorker& spawn, const std::vector<int>& fd
       RefuseWorker(command.spawn(), received, safe);
       continue;
     }
-    const pid_t pid =
-        ForkWorker(command.spawn(), std::move(received), model, &warmth, zygote, {signal_fd});
+    const pid_t pid = ForkWorker(command.spawn(), std::move(received), model, &warmth, zygote,
+                                 {zygote.fd(), signal_fd});
     if (pid > 0) workers[pid] = command.spawn().worker_id();
   }
 }

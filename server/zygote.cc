@@ -107,10 +107,8 @@ void Zygote::OnSpawn(const internal::SpawnWorker& spawn, std::vector<int> fds) {
     if (!SendToTemplate(model->second, spawn, fds)) CloseAll(fds);  // the master sees EOF
     return;
   }
-  std::vector<int> close_in_child = FdsToCloseInChild();
-  close_in_child.erase(close_in_child.begin());  // the master's channel: ForkWorker closes it
   const pid_t pid =
-      ForkWorker(spawn, std::move(fds), model->second, nullptr, master_, close_in_child);
+      ForkWorker(spawn, std::move(fds), model->second, nullptr, master_, FdsToCloseInChild());
   if (pid > 0) workers_[pid] = spawn.worker_id();
 }
 

@@ -61,13 +61,11 @@ void BecomeWorker(bool die_with_parent) {
 
 // Warms as WorkerOptions says: confirms the template's warmup, or runs its own.
 absl::StatusOr<WarmupOutcome> WarmWorker(TorchModel& model, const WorkerOptions& options) {
-  const WarmupOptions warmup{options.memory_budget_bytes, options.replay, options.tokenize,
-                             options.samples};
   if (options.from_template != nullptr && options.intra_op_threads == 1 &&
       options.device_index < 0) {
-    return ConfirmWarmup(model, warmup, *options.from_template->outcome);
+    return ConfirmWarmup(model, options.warm, *options.from_template->outcome);
   }
-  return RunWarmup(model, warmup);
+  return RunWarmup(model, options.warm);
 }
 
 // This worker's private memory at its peak, estimated after warmup: its private pages now plus
@@ -77,8 +75,7 @@ int64_t PrivatePeakBytes() {
   const absl::StatusOr<ProportionalMemory> own = ReadProportionalMemory();
   const absl::StatusOr<ResidentMemory> resident = ReadResidentMemory();
   if (!own.ok() || !resident.ok()) return 0;
-  return own->private_bytes +
-         std::max<int64_t>(0, resident->peak_resident_bytes - resident->resident_bytes);
+  return own->private_bytes + resident->FreedSincePeakBytes();
 }
 
 [[noreturn]] void Fail(FrameChannel& channel, int worker_id, const absl::Status& status) {
@@ -246,14 +243,14 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   }
   report.set_priority_note(priority_note);
   const ShapeGuard guard(model.spec().config, WarmedShapes(warm), warm.memory,
-                         options.warmup ? options.memory_budget_bytes : 0);
+                         options.warmup ? options.warm.budget_bytes : 0);
   report.set_worker_id(id);
   report.set_pid(getpid());
   report.set_device(model.DeviceName());
   report.set_intra_op_threads(options.intra_op_threads);
   report.set_warmup_ms(MillisecondsSince(start));
   report.set_peak_anon_bytes(PeakAnonBytes(warm));
-  report.set_budget_bytes(options.memory_budget_bytes);
+  report.set_budget_bytes(options.warm.budget_bytes);
   report.set_baseline_anon_bytes(warm.baseline_bytes);
   report.set_tokenizer_texts(warm.tokenizer_texts);
   report.set_tokenizer_first_ms(warm.tokenizer_first_ms);
@@ -290,7 +287,7 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
     }
     internal::FromWorker reply;
     *reply.mutable_result() =
-        Serve(cold != nullptr ? *cold : model, guard, options.tokenize, frame.infer(), *arena);
+        Serve(cold != nullptr ? *cold : model, guard, options.warm.tokenize, frame.infer(), *arena);
     if (absl::Status sent = channel.Send(reply); !sent.ok()) {
       _exit(absl::IsUnavailable(sent) ? 0 : 1);
     }

@@ -37,13 +37,12 @@ struct WorkerOptions {
   int intra_op_threads = 1;
   int device_index = -1;            // CUDA device for KIND_GPU; -1 = CPU
   bool warmup = true;               // false only for the --warmup=off baseline
-  int64_t memory_budget_bytes = 0;  // 0 = no budget
   // Load and warm at SCHED_IDLE, and return to normal priority on the master's Promote
   // (common/idle_priority.h).
   bool warm_at_idle_priority = false;
-  std::vector<Shape> replay;        // recorded traffic shapes to warm on top of the plan
-  EncodeFn tokenize;                // text models: the tokenizer the master loaded before fork
-  const std::vector<std::vector<Tensor>>* samples = nullptr;  // recorded requests, or null
+  // The memory budget, replayed shapes, tokenizer (text models: the one the master loaded
+  // before the fork; it also serves) and recorded requests to warm with.
+  WarmupOptions warm;
   // Forked from a warm template (null: forked by the zygote, it warms by itself). With one
   // intra-op thread on the CPU (the pool asks for a template only then) it confirms the
   // template's warmup (ConfirmWarmup); otherwise it settles every shape again (more threads
