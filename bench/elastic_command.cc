@@ -32,7 +32,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "proto/kiln_service.grpc.pb.h"
-#include "server/inference_service.h"  // the kiln_timing parameter names
+#include "server/infer_codec.h"  // the kiln_timing parameters
 
 namespace kiln::bench {
 namespace {
@@ -96,15 +96,8 @@ std::optional<ElasticEvent> ParseElasticEvent(const std::string& name) {
 // --- the pure pieces ---------------------------------------------------------------------------
 
 RequestTiming TimingOfResponse(const inference::ModelInferResponse& response) {
-  RequestTiming timing;
-  const auto& parameters = response.parameters();
-  if (auto it = parameters.find(kWorkerPidParameter); it != parameters.end()) {
-    timing.worker_pid = it->second.int64_param();
-  }
-  if (auto it = parameters.find(kComputeMsParameter); it != parameters.end()) {
-    timing.compute_ms = it->second.double_param();
-  }
-  return timing;
+  const ComputeTiming timing = ReadTiming(response);
+  return {timing.worker_pid.value_or(0), timing.compute_ms.value_or(-1)};
 }
 
 absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,
@@ -580,7 +573,7 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
       grpc::health::v1::Health::NewStub(CreateChannel(address));
   ASSIGN_OR_RETURN(SyntheticRequest request, FetchLoadRequest(*stub, options.model, options.batch,
                                                               options.seed, kRequestTimeoutMs));
-  (*request.request.mutable_parameters())[kTimingParameter].set_bool_param(true);
+  AskForTiming(&request.request);
   // Fails early (before the load) on a server without the report.
   RETURN_IF_ERROR(WarmWorkerPids(*kiln, options.model).status());
 

@@ -61,7 +61,7 @@ std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, Elasti
                                     std::ostream& out, std::ostream& err);
 
 // What the server said about one request it served: the "kiln_worker_pid" and "kiln_compute_ms"
-// response parameters that a request asking for "kiln_timing" gets (server/inference_service.h).
+// response parameters that a request asking for "kiln_timing" gets (server/infer_codec.h).
 struct RequestTiming {
   int64_t worker_pid = 0;  // 0: unknown (no response, an error, or no parameter)
   double compute_ms = -1;  // < 0: unknown

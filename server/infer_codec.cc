@@ -610,4 +610,41 @@ void FillModelMetadata(const ModelConfig& config, const std::string& version,
   for (const TensorConfig& tensor : config.output()) fill(tensor, response->add_outputs());
 }
 
+bool WantsTiming(const inference::ModelInferRequest& request) {
+  auto found = request.parameters().find(kTimingParameter);
+  return found != request.parameters().end() && found->second.bool_param();
+}
+
+void AskForTiming(inference::ModelInferRequest* request) {
+  (*request->mutable_parameters())[kTimingParameter].set_bool_param(true);
+}
+
+void SetTiming(const ComputeTiming& timing, inference::ModelInferResponse* response) {
+  auto& parameters = *response->mutable_parameters();
+  if (timing.compute_ms) parameters[kComputeMsParameter].set_double_param(*timing.compute_ms);
+  if (timing.compute_cpu_ms) {
+    parameters[kComputeCpuMsParameter].set_double_param(*timing.compute_cpu_ms);
+  }
+  parameters[kColdShapeParameter].set_bool_param(timing.cold_shape);
+  if (timing.worker_pid) parameters[kWorkerPidParameter].set_int64_param(*timing.worker_pid);
+}
+
+ComputeTiming ReadTiming(const inference::ModelInferResponse& response) {
+  const auto& parameters = response.parameters();
+  ComputeTiming timing;
+  if (auto it = parameters.find(kComputeMsParameter); it != parameters.end()) {
+    timing.compute_ms = it->second.double_param();
+  }
+  if (auto it = parameters.find(kComputeCpuMsParameter); it != parameters.end()) {
+    timing.compute_cpu_ms = it->second.double_param();
+  }
+  if (auto it = parameters.find(kColdShapeParameter); it != parameters.end()) {
+    timing.cold_shape = it->second.bool_param();
+  }
+  if (auto it = parameters.find(kWorkerPidParameter); it != parameters.end()) {
+    timing.worker_pid = it->second.int64_param();
+  }
+  return timing;
+}
+
 }  // namespace kiln

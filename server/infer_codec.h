@@ -61,6 +61,36 @@ TensorConfig TextInputConfig(const ModelConfig& config);
 absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferRequest& request,
                                                   const ModelConfig& config);
 
+// --- compute timing ----------------------------------------------------------------------------
+// A request whose parameters hold kTimingParameter = true gets its compute time back in its
+// response's parameters (double_param, milliseconds): the worker's wall time
+// (kComputeMsParameter) and CPU time (kComputeCpuMsParameter); whether its shape was cold
+// (kColdShapeParameter, bool_param); and the pid of the worker that ran it
+// (kWorkerPidParameter, int64_param). The readiness check asks for them; so may any client, e.g.
+// kiln-bench elastic, to see the first request a new worker serves.
+inline constexpr char kTimingParameter[] = "kiln_timing";
+inline constexpr char kComputeMsParameter[] = "kiln_compute_ms";
+inline constexpr char kComputeCpuMsParameter[] = "kiln_compute_cpu_ms";
+inline constexpr char kColdShapeParameter[] = "kiln_cold_shape";
+inline constexpr char kWorkerPidParameter[] = "kiln_worker_pid";
+
+// What those response parameters say; a missing one is unset.
+struct ComputeTiming {
+  std::optional<double> compute_ms;
+  std::optional<double> compute_cpu_ms;
+  bool cold_shape = false;
+  std::optional<int64_t> worker_pid;
+};
+
+// Whether `request` asks for its timing.
+bool WantsTiming(const inference::ModelInferRequest& request);
+// Makes `request` ask for its timing.
+void AskForTiming(inference::ModelInferRequest* request);
+// Writes `timing`'s set fields into `response`'s parameters.
+void SetTiming(const ComputeTiming& timing, inference::ModelInferResponse* response);
+// Reads them back.
+ComputeTiming ReadTiming(const inference::ModelInferResponse& response);
+
 // The client's side, for kiln-bench and the readiness check: a ModelInferRequest for `model`
 // (and `version`, empty = the server's choice) carrying every input in raw_input_contents
 // (dense row-major little-endian bytes, copied), asking for all outputs. A view whose byte count

@@ -30,19 +30,6 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
   return MonotonicNowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
 }
 
-bool WantsTiming(const inference::ModelInferRequest& request) {
-  auto found = request.parameters().find(kTimingParameter);
-  return found != request.parameters().end() && found->second.bool_param();
-}
-
-void AddTiming(const InferOutcome& outcome, inference::ModelInferResponse& response) {
-  auto& parameters = *response.mutable_parameters();
-  parameters[kComputeMsParameter].set_double_param(outcome.compute_ms);
-  parameters[kComputeCpuMsParameter].set_double_param(outcome.compute_cpu_ms);
-  parameters[kColdShapeParameter].set_bool_param(outcome.cold_shape);
-  parameters[kWorkerPidParameter].set_int64_param(outcome.worker_pid);
-}
-
 }  // namespace
 
 InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
@@ -138,7 +125,11 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,
                                    *outcome.outputs, response);
     }
-    if (status.ok() && WantsTiming(*request)) AddTiming(outcome, *response);
+    if (status.ok() && WantsTiming(*request)) {
+      SetTiming(
+          {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
+          response);
+    }
     reactor->Finish(ToGrpcStatus(status));
   };
   if (absl::Status queued = pool_.Submit(std::move(job)); !queued.ok()) {

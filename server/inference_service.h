@@ -16,18 +16,6 @@
 
 namespace kiln {
 
-// A request whose parameters hold kTimingParameter = true gets its compute time back in its
-// response's parameters (double_param, milliseconds): the worker's wall time
-// (kComputeMsParameter) and CPU time (kComputeCpuMsParameter); whether its shape was cold
-// (kColdShapeParameter, bool_param); and the pid of the worker that ran it
-// (kWorkerPidParameter, int64_param). The readiness check asks for them; so may any client, e.g.
-// to see the first request a new worker serves.
-inline constexpr char kTimingParameter[] = "kiln_timing";
-inline constexpr char kComputeMsParameter[] = "kiln_compute_ms";
-inline constexpr char kComputeCpuMsParameter[] = "kiln_compute_cpu_ms";
-inline constexpr char kColdShapeParameter[] = "kiln_cold_shape";
-inline constexpr char kWorkerPidParameter[] = "kiln_worker_pid";
-
 // Ownership: borrows the specs, the pool, the master's state and the recording, which must
 // outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
 // from any of its threads; it keeps no mutable state of its own.

@@ -13,7 +13,6 @@
 #include "common/stats.h"
 #include "common/status_macros.h"
 #include "server/infer_codec.h"
-#include "server/inference_service.h"
 #include "worker/text_batch.h"
 #include "worker/warmup.h"
 
@@ -39,22 +38,20 @@ double SteadyCpuMs(const std::string& model, const Shape& shape,
   return Median(steady);
 }
 
-double ParameterMs(const inference::ModelInferResponse& response, const char* name) {
-  auto found = response.parameters().find(name);
-  return found == response.parameters().end() ? 0 : found->second.double_param();
-}
-
+// Checks one model with `request`; `not_judged` says why its CPU time is not judged ("": it is).
 ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const ModelSpec& spec,
-                           inference::ModelInferRequest request, double steady_cpu_ms) {
+                           inference::ModelInferRequest request, double steady_cpu_ms,
+                           const std::string& not_judged) {
   const ReadinessConfig& readiness = spec.config.readiness();
   ReadinessResult result;
   result.model = spec.config.name();
+  result.not_judged = not_judged;
   result.requests = readiness.check_requests();
   result.steady_cpu_ms = steady_cpu_ms;
   result.factor = readiness.max_p95_factor();
   result.allowance_ms = readiness.check_allowance_ms();
   result.limit_ms = result.factor * steady_cpu_ms + result.allowance_ms;
-  (*request.mutable_parameters())[kTimingParameter].set_bool_param(true);
+  AskForTiming(&request);
 
   std::mutex mu;
   std::vector<double> latencies;
@@ -77,7 +74,7 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
       std::lock_guard<std::mutex> lock(mu);
       if (status.ok()) {
         latencies.push_back(ms);
-        cpu.push_back(ParameterMs(response, kComputeCpuMsParameter));
+        cpu.push_back(ReadTiming(response).compute_cpu_ms.value_or(0));
       } else if (result.errors++ == 0) {
         result.first_error = status.error_message();
       }
@@ -96,19 +93,15 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
 
 std::string ReadinessResult::Describe() const {
   if (!skipped.empty()) return absl::StrCat(model, ": not checked (", skipped, ")");
-  if (!not_judged.empty()) {
-    std::string text = absl::StrFormat(
-        "%s: %d requests through the whole path, compute CPU p95 %.2f ms not judged (%s); wall "
-        "p95 %.2f ms: %s",
-        model, requests, cpu_p95_ms, not_judged, p95_ms, passed() ? "passed" : "FAILED");
-    if (errors > 0) absl::StrAppend(&text, "; ", errors, " errors, the first: ", first_error);
-    return text;
-  }
+  const std::string judged =
+      !not_judged.empty()
+          ? absl::StrCat("not judged (", not_judged, ")")
+          : absl::StrFormat("%s limit %.2f ms (%.1f x steady CPU %.2f ms + %.1f ms)",
+                            cpu_p95_ms <= limit_ms ? "<=" : ">", limit_ms, factor, steady_cpu_ms,
+                            allowance_ms);
   std::string text = absl::StrFormat(
-      "%s: %d requests through the whole path, compute CPU p95 %.2f ms %s limit %.2f ms (%.1f x "
-      "steady CPU %.2f ms + %.1f ms); wall p95 %.2f ms: %s",
-      model, requests, cpu_p95_ms, cpu_p95_ms <= limit_ms ? "<=" : ">", limit_ms, factor,
-      steady_cpu_ms, allowance_ms, p95_ms, passed() ? "passed" : "FAILED");
+      "%s: %d requests through the whole path, compute CPU p95 %.2f ms %s; wall p95 %.2f ms: %s",
+      model, requests, cpu_p95_ms, judged, p95_ms, passed() ? "passed" : "FAILED");
   if (errors > 0) absl::StrAppend(&text, "; ", errors, " errors, the first: ", first_error);
   return text;
 }
@@ -146,8 +139,7 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       const std::string text = SampleText(std::max(1, shape.sequence_length / 2));
       const std::vector<std::string> texts(std::max(shape.batch_size, 1), text);
       results.push_back(CheckModel(stub, spec, BuildTextInferRequest(spec.config, "", texts),
-                                   SteadyCpuMs(spec.config.name(), shape, workers)));
-      results.back().not_judged = not_judged;
+                                   SteadyCpuMs(spec.config.name(), shape, workers), not_judged));
       continue;
     }
     absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec.config, shape, 7);
@@ -161,9 +153,8 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     for (const Tensor& tensor : tensors) views.push_back(tensor.view());
     ASSIGN_OR_RETURN(const inference::ModelInferRequest request,
                      BuildInferRequest(spec.config.name(), "", views));
-    results.push_back(
-        CheckModel(stub, spec, request, SteadyCpuMs(spec.config.name(), shape, workers)));
-    results.back().not_judged = not_judged;
+    results.push_back(CheckModel(stub, spec, request,
+                                 SteadyCpuMs(spec.config.name(), shape, workers), not_judged));
   }
   return results;
 }

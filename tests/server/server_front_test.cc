@@ -78,7 +78,7 @@ class Front {
                            values.size() * sizeof(float)};
     absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, "", {input});
     REQUIRE(request.ok());
-    if (timing) (*request->mutable_parameters())[kTimingParameter].set_bool_param(true);
+    if (timing) AskForTiming(&*request);
     grpc::ClientContext context;
     return stub_->ModelInfer(&context, *request, response);
   }
