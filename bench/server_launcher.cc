@@ -136,29 +136,20 @@ std::string FileTail(const std::string& path, size_t max_lines) {
 
 // --- /proc -----------------------------------------------------------------------------------
 
-std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup) {
-  const std::optional<ProportionalMemory> memory = ParseSmapsRollup(smaps_rollup);
-  if (!memory.has_value()) return std::nullopt;
-  return memory->pss_bytes / 1024;
-}
-
 absl::StatusOr<TreeMemory> TreePss(pid_t root) {
   const std::vector<pid_t> tree = ProcessTree(root);
   if (tree.empty()) return absl::NotFoundError(absl::StrCat("process ", root, " is gone"));
   TreeMemory memory;
   for (pid_t pid : tree) {
-    const std::string path = absl::StrCat("/proc/", pid, "/smaps_rollup");
-    const absl::StatusOr<std::string> text = ReadWholeFile(path);
-    const std::optional<int64_t> kb = text.ok() ? ParsePssKb(*text) : std::nullopt;
-    if (!kb) {
+    const absl::StatusOr<ProportionalMemory> process = ReadProportionalMemory(pid);
+    if (!process.ok()) {
       // A zombie (or a process that just exited) has an empty smaps_rollup: skip it, unless it
       // is the root, whose memory is the point.
       if (pid != root) continue;
-      return absl::InternalError(
-          absl::StrCat("cannot read the Pss of ", path, text.ok() ? " (no 'Pss: N kB' line)" : ""));
+      return absl::InternalError(process.status().message());
     }
     ++memory.processes;
-    memory.pss_kb += *kb;
+    memory.pss_kb += process->pss_bytes / 1024;
   }
   return memory;
 }

@@ -80,10 +80,6 @@ std::string FileTail(const std::string& path, size_t max_lines);
 
 // --- /proc -----------------------------------------------------------------------------------
 
-// The "Pss:" value of /proc/<pid>/smaps_rollup text, in kB; std::nullopt without a well-formed
-// "Pss: <n> kB" line.
-std::optional<int64_t> ParsePssKb(absl::string_view smaps_rollup);
-
 // The total PSS of a process tree.
 struct TreeMemory {
   size_t processes = 0;  // how many processes were counted

@@ -69,13 +69,14 @@ struct ResidentMemory {
   int64_t anon_bytes = 0;           // RssAnon: heap and other anonymous pages (not the weights'
                                     // file pages, which are shared and reclaimable)
 
-  // The peak of the anonymous memory since VmHWM was reset, estimated: RssAnon now plus what
-  // VmRSS peaked above VmRSS now (what was freed since the peak was anonymous: file pages stay
-  // mapped). This is what the memory budget measures a worker by.
-  int64_t PeakAnonBytes() const {
-    return anon_bytes +
-           (peak_resident_bytes > resident_bytes ? peak_resident_bytes - resident_bytes : 0);
+  // What VmRSS peaked above VmRSS now: memory freed since the peak, which was anonymous (file
+  // pages stay mapped) and the process's own.
+  int64_t FreedSincePeakBytes() const {
+    return peak_resident_bytes > resident_bytes ? peak_resident_bytes - resident_bytes : 0;
   }
+  // The peak of the anonymous memory since VmHWM was reset, estimated: RssAnon now plus what was
+  // freed since the peak. This is what the memory budget measures a worker by.
+  int64_t PeakAnonBytes() const { return anon_bytes + FreedSincePeakBytes(); }
 };
 
 // This process's resident memory (<proc>/self/status).

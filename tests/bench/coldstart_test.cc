@@ -239,24 +239,6 @@ TEST_CASE("the default server is the one in the build tree beside kiln-bench, el
 
 // --- /proc -----------------------------------------------------------------------------------
 
-TEST_CASE("PSS is read from smaps_rollup text", "[coldstart][proc]") {
-  const std::string sample =
-      "55d4c0a00000-7ffd3b9f5000 ---p 00000000 00:00 0                          [rollup]\n"
-      "Rss:              412376 kB\n"
-      "Pss:              208754 kB\n"
-      "Pss_Anon:          81920 kB\n"
-      "Pss_File:         126834 kB\n"
-      "Pss_Shmem:             0 kB\n"
-      "Shared_Clean:     300000 kB\n";
-  CHECK(ParsePssKb(sample) == std::optional<int64_t>(208754));
-  CHECK(ParsePssKb("Pss:  17 kB") == std::optional<int64_t>(17));
-  CHECK_FALSE(ParsePssKb("").has_value());
-  CHECK_FALSE(ParsePssKb("Rss: 10 kB\nPss_Anon: 5 kB\n").has_value());
-  CHECK_FALSE(ParsePssKb("Pss: lots kB\n").has_value());
-  CHECK_FALSE(ParsePssKb("Pss: 12 MB\n").has_value());
-  CHECK_FALSE(ParsePssKb("Pss: -3 kB\n").has_value());
-}
-
 TEST_CASE("the process group and the tree's PSS count a forked child until it exits",
           "[coldstart][proc]") {
   int fds[2];

@@ -231,8 +231,24 @@ TEST_CASE("PSS and private memory are parsed from smaps_rollup", "[proc]") {
   CHECK(ReadProportionalMemory(789, sys.roots()).status().code() == absl::StatusCode::kNotFound);
   // The zombie and the vanished process count 0.
   CHECK(SumPssBytes({123, 456, 789}, sys.roots()) == 208754 * 1024);
+  const std::string sample =
+      "55d4c0a00000-7ffd3b9f5000 ---p 00000000 00:00 0                          [rollup]\n"
+      "Rss:              412376 kB\n"
+      "Pss:              208754 kB\n"
+      "Pss_Anon:          81920 kB\n"
+      "Pss_File:         126834 kB\n"
+      "Pss_Shmem:             0 kB\n"
+      "Shared_Clean:     300000 kB\n";
+  REQUIRE(ParseSmapsRollup(sample).has_value());
+  CHECK(ParseSmapsRollup(sample)->pss_bytes == 208754 * 1024);
+  CHECK(ParseSmapsRollup(sample)->private_bytes == 0);
+  REQUIRE(ParseSmapsRollup("Pss:  17 kB").has_value());
+  CHECK(ParseSmapsRollup("Pss:  17 kB")->pss_bytes == 17 * 1024);
+  CHECK_FALSE(ParseSmapsRollup("").has_value());
   CHECK_FALSE(ParseSmapsRollup("Rss: 10 kB\nPss_Anon: 5 kB\n").has_value());
+  CHECK_FALSE(ParseSmapsRollup("Pss: lots kB\n").has_value());
   CHECK_FALSE(ParseSmapsRollup("Pss: 12 MB\n").has_value());
+  CHECK_FALSE(ParseSmapsRollup("Pss: -3 kB\n").has_value());
 }
 
 TEST_CASE("ChargedMemory is a cgroup's working set, v2 and v1, or the tree's PSS", "[cgroup]") {
