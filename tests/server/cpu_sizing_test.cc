@@ -407,7 +407,9 @@ TEST_CASE("beside a busy neighbour on every CPU a resnet50 server passes its rea
   TempDir dir;
   const std::string repository = kiln::testing::MakeRepository(
       dir, std::map<std::string, TestModel>{{"resnet50", {"resnet50", DemoConfig("resnet50")}}});
-  auto server = StartServing(Config(repository, 1));
+  // The automatic layout (a worker of one intra-op thread per CPU). A worker of several threads
+  // is measured less steadily beside busy neighbours: its calls' CPU time varied by up to 1.4x.
+  auto server = StartServing(Config(repository, 0));
   const std::string log = server->log();
   INFO("log:\n" << log);
   CHECK_THAT(log, Contains("readiness check: resnet50: 20 requests through the whole path"));
