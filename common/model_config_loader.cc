@@ -366,18 +366,73 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
   return path.string();
 }
 
-// The highest numeric subdirectory of `model_dir`, or 0 when there is none.
-int64_t HighestVersion(const fs::path& model_dir) {
-  int64_t highest = 0;
+// The numbered subdirectories of `model_dir` (versions >= 1), ascending.
+std::vector<int64_t> VersionDirectories(const fs::path& model_dir) {
+  std::vector<int64_t> versions;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(model_dir, ec)) {
     int64_t version = 0;
     if (entry.is_directory(ec) && absl::SimpleAtoi(entry.path().filename().string(), &version) &&
-        version > highest) {
-      highest = version;
+        version >= 1) {
+      versions.push_back(version);
     }
   }
-  return highest;
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
+// The versions `config` asks to serve out of `present` (ascending), with a defect for each one
+// it names that is not there. The `version` shorthand and version_policy are exclusive.
+std::vector<int64_t> ServedVersions(const ModelConfig& config, const std::string& model_dir,
+                                    const std::vector<int64_t>& present, Defects& defects) {
+  const VersionPolicy& policy = config.version_policy();
+  std::vector<int64_t> wanted;
+  if (config.version() != 0) {
+    if (config.version() < 0) {
+      defects.Field("version", "a version >= 1 (0 = what version_policy says)", config.version());
+      return {};
+    }
+    if (policy.policy_choice_case() != VersionPolicy::POLICY_CHOICE_NOT_SET) {
+      defects.Add("set either 'version' or 'version_policy', not both");
+      return {};
+    }
+    wanted = {config.version()};
+  } else if (policy.has_all()) {
+    wanted = present;
+  } else if (policy.has_specific()) {
+    if (policy.specific().versions().empty()) {
+      defects.Field("version_policy.specific.versions", "at least one version", "none");
+    }
+    for (int64_t version : policy.specific().versions()) {
+      if (version < 1) {
+        defects.Field("version_policy.specific.versions", "versions >= 1", version);
+        return {};
+      }
+      wanted.push_back(version);
+    }
+    std::sort(wanted.begin(), wanted.end());
+    wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  } else {
+    const size_t latest = policy.has_latest() && policy.latest().num_versions() > 0
+                              ? policy.latest().num_versions()
+                              : 1;
+    wanted.assign(present.end() - std::min(latest, present.size()), present.end());
+  }
+  if (present.empty()) {
+    defects.Add(absl::StrCat("no version directory (e.g. ", model_dir, "/1) holds the model"));
+    return {};
+  }
+  std::vector<int64_t> served;
+  for (int64_t version : wanted) {
+    if (std::binary_search(present.begin(), present.end(), version)) {
+      served.push_back(version);
+    } else {
+      defects.Add(absl::StrCat("version directory ",
+                               (fs::path(model_dir) / std::to_string(version)).string(),
+                               " does not exist"));
+    }
+  }
+  return served;
 }
 
 // "models/mlp/" -> "mlp".
@@ -395,7 +450,11 @@ absl::StatusOr<ModelConfig> ParseConfig(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
+std::string ModelKey(const std::string& name, int64_t version) {
+  return absl::StrCat(name, ":", version);
+}
+
+absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& model_dir) {
   ModelSpec spec;
   spec.directory = model_dir;
   spec.config_path = (fs::path(model_dir) / kConfigFileName).string();
@@ -426,29 +485,28 @@ absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
   ResolveReadiness(config, defects);
   ResolveSupervision(config, defects);
 
-  if (config.version() < 0) {
-    defects.Field("version", "a version >= 1 (0 = the highest present)", config.version());
-  } else {
-    spec.version = config.version() > 0 ? config.version() : HighestVersion(model_dir);
-    config.set_version(spec.version);
-    spec.version_dir = (fs::path(model_dir) / std::to_string(spec.version)).string();
-    if (spec.version == 0 || !fs::is_directory(spec.version_dir)) {
-      defects.Add(
-          spec.version == 0
-              ? absl::StrCat("no version directory (e.g. ", model_dir, "/1) holds the model")
-              : absl::StrCat("version directory ", spec.version_dir, " does not exist"));
-    } else {
-      spec.model_path = (fs::path(spec.version_dir) / kModelFileName).string();
-      if (!fs::is_regular_file(spec.model_path)) {
-        defects.Add(absl::StrCat("model file ", spec.model_path, " does not exist"));
-      }
-      const fs::path weights = fs::path(spec.version_dir) / kWeightsFileName;
-      if (fs::is_regular_file(weights)) spec.weights_path = weights.string();
-      spec.tokenizer_path = CheckTokenizer(config, spec.version_dir, defects);
+  std::vector<ModelSpec> specs;
+  for (int64_t version :
+       ServedVersions(config, model_dir, VersionDirectories(model_dir), defects)) {
+    ModelSpec& served = specs.emplace_back(spec);
+    served.version = version;
+    served.config.set_version(version);
+    served.version_dir = (fs::path(model_dir) / std::to_string(version)).string();
+    served.model_path = (fs::path(served.version_dir) / kModelFileName).string();
+    if (!fs::is_regular_file(served.model_path)) {
+      defects.Add(absl::StrCat("model file ", served.model_path, " does not exist"));
     }
+    const fs::path weights = fs::path(served.version_dir) / kWeightsFileName;
+    if (fs::is_regular_file(weights)) served.weights_path = weights.string();
+    served.tokenizer_path = CheckTokenizer(config, served.version_dir, defects);
   }
   if (!defects.empty()) return defects.ToStatus();
-  return spec;
+  return specs;
+}
+
+absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
+  ASSIGN_OR_RETURN(std::vector<ModelSpec> specs, LoadModelVersions(model_dir));
+  return std::move(specs.back());
 }
 
 absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository) {
@@ -472,11 +530,11 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& re
   std::vector<ModelSpec> specs;
   std::vector<std::string> errors;
   for (const std::string& dir : dirs) {
-    absl::StatusOr<ModelSpec> spec = LoadModel(dir);
-    if (spec.ok()) {
-      specs.push_back(*std::move(spec));
+    absl::StatusOr<std::vector<ModelSpec>> versions = LoadModelVersions(dir);
+    if (versions.ok()) {
+      for (ModelSpec& spec : *versions) specs.push_back(std::move(spec));
     } else {
-      errors.emplace_back(spec.status().message());
+      errors.emplace_back(versions.status().message());
     }
   }
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));

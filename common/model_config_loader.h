@@ -5,6 +5,9 @@
 //   <repository>/<model name>/<version>/model.safetensors   optional: weights to map and share
 //   <repository>/<model name>/<version>/<tokenizer.model_file>   with a tokenizer section
 //
+// A model serves the version directories its version_policy names (default: the highest one);
+// each served version is one ModelSpec.
+//
 // The loader parses each config, resolves every default (so the returned config holds explicit
 // values), checks every value and the files it names, and reports each defect with the file,
 // the field and what was expected. What the config accepts works: a value that asks for
@@ -42,7 +45,11 @@ inline constexpr double kDefaultReadinessMaxP95Factor = 1.5;
 inline constexpr double kDefaultReadinessCheckAllowanceMs = 0.5;
 inline constexpr int32_t kDefaultTokenizerMaxLength = 128;
 
-// One model of the repository, resolved: a plain value, immutable once loaded.
+// "<name>:<version>": how a served model version is named in maps, frames and logs.
+std::string ModelKey(const std::string& name, int64_t version);
+
+// One served version of a model of the repository, resolved: a plain value, immutable once
+// loaded.
 struct ModelSpec {
   ModelConfig config;          // every default resolved
   std::string directory;       // <repository>/<name>
@@ -52,6 +59,8 @@ struct ModelSpec {
   std::string model_path;      // <version_dir>/model.pt
   std::string weights_path;    // <version_dir>/model.safetensors; empty when there is none
   std::string tokenizer_path;  // empty when the config has no tokenizer
+
+  std::string key() const { return ModelKey(config.name(), version); }
 };
 
 // Loads one model directory. Its config.pbtxt's errno code (NotFound when there is none) when it
@@ -59,6 +68,10 @@ struct ModelSpec {
 // supported in this version, a missing model or tokenizer file), naming the file and, for a bad
 // value, the field and what was expected. A config with several defects reports all of them, one
 // per line.
+// Every version it serves, ascending (at least one).
+absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& model_dir);
+
+// The newest version LoadModelVersions serves.
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);
 
 // The config's input named `name`, or nullptr.
@@ -67,9 +80,9 @@ const TensorConfig* FindInput(const ModelConfig& config, const std::string& name
 // Whether any input has a variable (-1) dim, i.e. the model takes a sequence length.
 bool HasVariableDim(const ModelConfig& config);
 
-// Loads every model directory (a subdirectory holding config.pbtxt) of the repository, sorted by
-// name. Fails if the repository is missing, holds no model, or any model fails to load (all
-// failures are reported, not just the first).
+// Loads every model directory (a subdirectory holding config.pbtxt) of the repository: every
+// served version of each, sorted by name and then version. Fails if the repository is missing,
+// holds no model, or any model fails to load (all failures are reported, not just the first).
 absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository);
 
 }  // namespace kiln

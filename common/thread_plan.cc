@@ -71,7 +71,7 @@ ThreadPlan PlanThreads(const std::vector<ModelSpec>& specs, const ThreadPlanInpu
   std::vector<std::string> automatic;  // CPU models whose count the plan chooses
   for (const ModelSpec& spec : specs) {
     const InstanceConfig& group = spec.config.instance_group();
-    const std::string& name = spec.config.name();
+    const std::string name = spec.key();
     ModelThreads& model = plan.models[name];
     configured_threads[name] = std::max(group.intra_op_threads(), 0);
     model.automatic_threads = configured_threads[name] == 0;

@@ -41,7 +41,7 @@ struct ModelThreads {
 
 struct ThreadPlan {
   int cpus = 1;  // what the plan was sized to
-  std::map<std::string, ModelThreads> models;
+  std::map<std::string, ModelThreads> models;  // by ModelSpec::key(): each served version
   // Why the plan uses more threads than CPUs, or fewer workers than the CPUs would allow.
   std::vector<std::string> warnings;
 

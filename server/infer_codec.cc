@@ -592,11 +592,11 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
   return absl::OkStatus();
 }
 
-void FillModelMetadata(const ModelConfig& config, const std::string& version,
+void FillModelMetadata(const ModelConfig& config, const std::vector<std::string>& versions,
                        inference::ModelMetadataResponse* response) {
   response->Clear();
   response->set_name(config.name());
-  response->add_versions(version);
+  for (const std::string& version : versions) response->add_versions(version);
   response->set_platform(config.platform());
   const auto fill = [&](const TensorConfig& tensor,
                         inference::ModelMetadataResponse::TensorMetadata* out) {

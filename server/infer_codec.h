@@ -115,10 +115,10 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
                                  const DecodedRequest& decoded, const std::vector<Tensor>& outputs,
                                  inference::ModelInferResponse* response);
 
-// Replaces `response` with the ModelMetadata for a config: name, versions {version}, platform,
+// Replaces `response` with the ModelMetadata for a config: name, `versions`, platform,
 // inputs (a text model's text input first) and outputs with OIP datatype and shape (the batch
 // dim as -1 first when max_batch_size > 0).
-void FillModelMetadata(const ModelConfig& config, const std::string& version,
+void FillModelMetadata(const ModelConfig& config, const std::vector<std::string>& versions,
                        inference::ModelMetadataResponse* response);
 
 }  // namespace kiln

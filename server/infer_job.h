@@ -31,7 +31,7 @@ struct InferOutcome {
 using InferDone = std::function<void(InferOutcome)>;
 
 struct InferJob {
-  std::string model;
+  std::string model;               // the served version's ModelSpec::key() (WorkerPool::Route)
   std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
   // A text model's request as text instead (one string per row; `inputs` empty). The strings
   // must outlive `done`'s call.

@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/clock.h"
 #include "common/grpc_status.h"
 #include "server/infer_codec.h"
@@ -32,28 +31,9 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
 
 }  // namespace
 
-InferenceService::InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
-                                   const MasterStateMachine& master, TrafficRecording* recording)
-    : pool_(pool), master_(master), recording_(recording) {
-  for (const ModelSpec& spec : specs) models_[spec.config.name()] = &spec;
-}
-
-absl::StatusOr<const ModelSpec*> InferenceService::FindModel(const std::string& name,
-                                                             const std::string& version) const {
-  auto it = models_.find(name);
-  if (it == models_.end()) {
-    std::vector<std::string> names;
-    for (const auto& [known, spec] : models_) names.push_back(known);
-    return absl::NotFoundError(absl::StrCat("unknown model '", name,
-                                            "'; this server serves: ", absl::StrJoin(names, ", ")));
-  }
-  const std::string served = std::to_string(it->second->version);
-  if (!version.empty() && version != served) {
-    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
-                                            "'; version ", served, " is served"));
-  }
-  return it->second;
-}
+InferenceService::InferenceService(WorkerPool& pool, const MasterStateMachine& master,
+                                   TrafficRecording* recording)
+    : pool_(pool), master_(master), recording_(recording) {}
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
@@ -72,9 +52,10 @@ grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
                                                        const inference::ModelReadyRequest* request,
                                                        inference::ModelReadyResponse* response) {
-  absl::StatusOr<const ModelSpec*> spec = FindModel(request->name(), request->version());
+  // Without a version: the version an unversioned request would go to.
+  absl::StatusOr<const ModelSpec*> spec = pool_.Route(request->name(), request->version());
   if (!spec.ok()) return Finish(context, spec.status());
-  response->set_ready(Serving() && pool_.ModelReady(request->name()));
+  response->set_ready(Serving() && pool_.ModelReady(request->name(), (*spec)->version));
   return Finish(context, absl::OkStatus());
 }
 
@@ -89,9 +70,17 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
-  absl::StatusOr<const ModelSpec*> spec = FindModel(request->name(), request->version());
+  // The inputs and outputs of the version asked for (or the one an unversioned request would go
+  // to), and every served version.
+  absl::StatusOr<const ModelSpec*> spec = pool_.Route(request->name(), request->version());
   if (!spec.ok()) return Finish(context, spec.status());
-  FillModelMetadata((*spec)->config, std::to_string((*spec)->version), response);
+  std::vector<std::string> versions;
+  for (const ModelSpec* served : pool_.Served()) {
+    if (served->config.name() == request->name()) {
+      versions.push_back(std::to_string(served->version));
+    }
+  }
+  FillModelMetadata((*spec)->config, versions, response);
   return Finish(context, absl::OkStatus());
 }
 
@@ -99,7 +88,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
   absl::StatusOr<const ModelSpec*> found =
-      FindModel(request->model_name(), request->model_version());
+      pool_.Route(request->model_name(), request->model_version());
   if (!found.ok()) return Finish(context, found.status());
   const ModelSpec& spec = **found;
   absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec.config);
@@ -109,7 +98,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   // reactor finishes, which happens in `done`.
   auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
   InferJob job;
-  job.model = spec.config.name();
+  job.model = spec.key();
   if (held->text) {
     job.text = &held->inputs.front().strings;
   } else {

@@ -16,15 +16,15 @@
 
 namespace kiln {
 
-// Ownership: borrows the specs, the pool, the master's state and the recording, which must
+// Ownership: borrows the pool, the master's state and the recording, which must
 // outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
 // from any of its threads; it keeps no mutable state of its own.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
   // ServerReady and ModelReady answer true only while `master` is Serving (and the model has
   // its quorum). `recording` (optional: --state_dir) is told of every request that finishes.
-  InferenceService(const std::vector<ModelSpec>& specs, WorkerPool& pool,
-                   const MasterStateMachine& master, TrafficRecording* recording = nullptr);
+  InferenceService(WorkerPool& pool, const MasterStateMachine& master,
+                   TrafficRecording* recording = nullptr);
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -46,13 +46,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                        inference::ModelInferResponse* response) override;
 
  private:
-  // The spec of `name` at `version` ("" = the served one), or NotFound.
-  absl::StatusOr<const ModelSpec*> FindModel(const std::string& name,
-                                             const std::string& version) const;
-
   bool Serving() const { return master_.state() == MasterState::kServing; }
 
-  std::map<std::string, const ModelSpec*> models_;
   WorkerPool& pool_;
   const MasterStateMachine& master_;
   TrafficRecording* const recording_;

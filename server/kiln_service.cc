@@ -7,9 +7,8 @@
 
 namespace kiln {
 
-KilnServiceImpl::KilnServiceImpl(const std::vector<ModelSpec>& specs, WorkerPool& pool,
-                                 StartupReport startup)
-    : specs_(specs), pool_(pool), startup_(std::move(startup)) {}
+KilnServiceImpl::KilnServiceImpl(WorkerPool& pool, StartupReport startup)
+    : pool_(pool), startup_(std::move(startup)) {}
 
 void KilnServiceImpl::SetTimeline(std::vector<StartupPhase> timeline) {
   absl::MutexLock lock(&mu_);
@@ -20,9 +19,10 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
                                                         const WarmupReportRequest* request,
                                                         WarmupReportResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const std::vector<const ModelSpec*> served = pool_.Served();
   const bool known = request->model().empty() ||
-                     std::any_of(specs_.begin(), specs_.end(), [&](const ModelSpec& spec) {
-                       return spec.config.name() == request->model();
+                     std::any_of(served.begin(), served.end(), [&](const ModelSpec* spec) {
+                       return spec->config.name() == request->model();
                      });
   if (!known) {
     reactor->Finish(
@@ -44,29 +44,31 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     replayed = startup_.replayed;
   }
   const std::vector<WorkerInfo> workers = pool_.Workers();
-  for (const ModelSpec& spec : specs_) {
-    const std::string& name = spec.config.name();
+  for (const ModelSpec* spec : served) {
+    const std::string& name = spec->config.name();
+    const int64_t version = spec->version;
     if (!request->model().empty() && request->model() != name) continue;
     ModelWarmupReport& model = *response->add_models();
     model.set_model(name);
-    model.set_worker_budget_bytes(pool_.BudgetBytes(name));
+    model.set_version(version);
+    model.set_worker_budget_bytes(pool_.BudgetBytes(name, version));
     auto shapes = replayed.find(name);
     if (shapes != replayed.end()) {
       for (const Shape& shape : shapes->second) *model.add_replayed() = ToProto(shape);
     }
     for (const WorkerInfo& worker : workers) {
-      if (worker.model == name &&
+      if (worker.model == name && worker.version == version &&
           (worker.state == WorkerState::kReady || worker.state == WorkerState::kBusy)) {
         *model.add_workers() = worker.warmup;
       }
     }
-    const ModelReadiness readiness = pool_.Readiness(name);
+    const ModelReadiness readiness = pool_.Readiness(name, version);
     model.set_warm_workers(readiness.warm);
     model.set_target_workers(readiness.workers);
     model.set_min_ready(readiness.min_ready);
     model.set_serving(readiness.serving);
     model.set_degraded(readiness.degraded());
-    const ModelCounters counters = pool_.Counters(name);
+    const ModelCounters counters = pool_.Counters(name, version);
     ServingCounters& out = *model.mutable_counters();
     out.set_requests(counters.requests);
     out.set_cold_shape_hits(counters.cold_shape_hits);
@@ -83,9 +85,10 @@ grpc::ServerUnaryReactor* KilnServiceImpl::SetWorkerCount(grpc::CallbackServerCo
                                                           const SetWorkerCountRequest* request,
                                                           SetWorkerCountResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Status set = pool_.SetWorkers(request->model(), request->workers());
+  const absl::Status set =
+      pool_.SetWorkers(request->model(), request->workers(), request->version());
   if (set.ok()) {
-    const ModelReadiness readiness = pool_.Readiness(request->model());
+    const ModelReadiness readiness = pool_.Readiness(request->model(), request->version());
     response->set_model(request->model());
     response->set_workers(readiness.workers);
     response->set_warm_workers(readiness.warm);

@@ -26,12 +26,12 @@ struct StartupReport {
   std::map<std::string, std::vector<Shape>> replayed;  // by model
 };
 
-// Ownership: borrows the specs and the pool, which must outlive it (and the grpc::Server it is
+// Ownership: borrows the pool, which must outlive it (and the grpc::Server it is
 // registered with); owns a copy of the startup report. Thread-safety: gRPC calls it from any of
 // its threads; the timeline is guarded by mu_ (the pool is thread-safe).
 class KilnServiceImpl final : public KilnService::CallbackService {
  public:
-  KilnServiceImpl(const std::vector<ModelSpec>& specs, WorkerPool& pool, StartupReport startup);
+  KilnServiceImpl(WorkerPool& pool, StartupReport startup);
 
   // Replaces the startup timeline (the master adds its last phase once the port is open).
   void SetTimeline(std::vector<StartupPhase> timeline);
@@ -44,7 +44,6 @@ class KilnServiceImpl final : public KilnService::CallbackService {
                                            SetWorkerCountResponse* response) override;
 
  private:
-  const std::vector<ModelSpec>& specs_;
   WorkerPool& pool_;
   mutable absl::Mutex mu_;
   StartupReport startup_ ABSL_GUARDED_BY(mu_);

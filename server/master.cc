@@ -10,6 +10,7 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -102,19 +103,20 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
 }
 
-// Publishes the health of "" and of each model from the pool's quorums, logging a model that
-// drops below its quorum or comes back. Ownership: borrows the health service, the pool and the
-// specs. Thread-safety: the master's main thread only.
+// Publishes the health of "" and of each model (SERVING while each of its served versions is)
+// from the pool's quorums, logging a model that drops below its quorum or comes back.
+// Ownership: borrows the health service and the pool. Thread-safety: the master's main thread
+// only.
 class HealthPublisher {
  public:
-  HealthPublisher(grpc::HealthCheckServiceInterface& health, const WorkerPool& pool,
-                  const std::vector<ModelSpec>& specs)
-      : health_(health), pool_(pool), specs_(specs) {}
+  HealthPublisher(grpc::HealthCheckServiceInterface& health, const WorkerPool& pool)
+      : health_(health), pool_(pool) {}
 
   void Update() {
+    std::set<std::string> names;
+    for (const ModelSpec* spec : pool_.Served()) names.insert(spec->config.name());
     bool all = true;
-    for (const ModelSpec& spec : specs_) {
-      const std::string& name = spec.config.name();
+    for (const std::string& name : names) {
       const bool ready = pool_.ModelReady(name);
       all = all && ready;
       Publish(name, ready);
@@ -138,7 +140,6 @@ class HealthPublisher {
 
   grpc::HealthCheckServiceInterface& health_;
   const WorkerPool& pool_;
-  const std::vector<ModelSpec>& specs_;
   std::map<std::string, bool> last_;  // by service name; "" is the server
 };
 
@@ -174,7 +175,7 @@ class Master {
   void PollSignals(int timeout_ms);
   void OnTerm();
   void OnInt();
-  // TTIN adds one worker to every model, TTOU removes one (gunicorn's meaning); only while
+  // TTIN adds one worker to every served version, TTOU removes one (gunicorn's meaning); only while
   // serving, and never below one worker.
   void OnScale(int sig);
   void OnUnsupported(int sig);
@@ -250,7 +251,7 @@ absl::Status Master::Load() {
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
   timeline_.Phase(absl::StrCat("read model repository ", options_.model_repository, " (",
-                               specs_.size(), " models)"));
+                               specs_.size(), " served model versions)"));
 
   // Still one thread. (In the --share_weights=off baseline the master loads only the
   // tokenizers: every worker loads its own copy of the model.)
@@ -274,7 +275,7 @@ absl::Status Master::Warm() {
   // Fork the zygote, then (only then) start threads.
   ASSIGN_OR_RETURN(auto channel, FrameChannel::CreatePair());
   ASSIGN_OR_RETURN(const pid_t zygote,
-                   ForkZygote(models_.by_name, channel.first, std::move(channel.second)));
+                   ForkZygote(models_.by_key, channel.first, std::move(channel.second)));
   zygote_ = zygote;
   channel.second.Close();
   timeline_.Phase(absl::StrCat("forked the zygote (pid ", zygote, ")"));
@@ -323,7 +324,7 @@ absl::Status Master::Check() {
   // it, and it records no traffic.
   constexpr int kReadinessAttempts = 3;
   for (int attempt = 1; attempt <= kReadinessAttempts; ++attempt) {
-    InferenceService service(specs_, *pool_, state_);
+    InferenceService service(*pool_, state_);
     grpc::ServerBuilder builder;
     ConfigureGrpc(options_, builder);
     builder.RegisterService(&service);
@@ -361,13 +362,13 @@ absl::Status Master::Serve() {
   if (!options_.state_dir.empty()) {
     recording_ = std::make_unique<TrafficRecording>(options_.state_dir, options_.record_samples);
   }
-  service_ = std::make_unique<InferenceService>(specs_, *pool_, state_, recording_.get());
+  service_ = std::make_unique<InferenceService>(*pool_, state_, recording_.get());
   StartupReport startup;
   startup.timeline = timeline_.phases();
   startup.memory_limit = memory_limit_.bytes > 0 ? memory_limit_.Describe() : "unknown";
   startup.cpu = cpu_;
   for (const auto& [name, model] : replay_) startup.replayed[name] = model.shapes;
-  kiln_service_ = std::make_unique<KilnServiceImpl>(specs_, *pool_, std::move(startup));
+  kiln_service_ = std::make_unique<KilnServiceImpl>(*pool_, std::move(startup));
   pool_->ResetCounters();  // serving counters start with the first client's request
   pool_->StartServing();   // workers that warmed at idle priority return to normal now
 
@@ -387,7 +388,7 @@ absl::Status Master::Serve() {
                      " (in use by another process, or not a local address)"));
   }
   RETURN_IF_ERROR(Enter(MasterState::kServing));
-  HealthPublisher health(*server_->GetHealthCheckService(), *pool_, specs_);
+  HealthPublisher health(*server_->GetHealthCheckService(), *pool_);
   health.Update();
   timeline_.Phase(absl::StrCat("ready: serving gRPC on ", options_.host, ":", port));
   kiln_service_->SetTimeline(timeline_.phases());
@@ -466,15 +467,16 @@ void Master::OnScale(int sig) {
                  << " (workers are scaled only while serving)";
     return;
   }
-  for (const ModelSpec& spec : specs_) {
-    const std::string& name = spec.config.name();
-    const int workers = pool_->Readiness(name).workers;
+  for (const ModelSpec* spec : pool_->Served()) {
+    const std::string& name = spec->config.name();
+    const int workers = pool_->Readiness(name, spec->version).workers;
     if (workers + step < 1) {
-      LOG(WARNING) << strsignal(sig) << ": model " << name << " keeps its one worker";
+      LOG(WARNING) << strsignal(sig) << ": model " << spec->key() << " keeps its one worker";
       continue;
     }
-    if (absl::Status scaled = pool_->SetWorkers(name, workers + step); !scaled.ok()) {
-      LOG(WARNING) << strsignal(sig) << ": model " << name << " stays at " << workers
+    if (absl::Status scaled = pool_->SetWorkers(name, workers + step, spec->version);
+        !scaled.ok()) {
+      LOG(WARNING) << strsignal(sig) << ": model " << spec->key() << " stays at " << workers
                    << " worker(s): " << scaled.message();
     }
   }

@@ -14,7 +14,7 @@ absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, boo
                                         const std::function<void(const std::string&)>& phase) {
   LoadedModels loaded;
   for (const ModelSpec& spec : specs) {
-    ZygoteModel& entry = loaded.by_name[spec.config.name()];
+    ZygoteModel& entry = loaded.by_key[spec.key()];
     entry.spec = &spec;
     if (!spec.tokenizer_path.empty()) {
       const auto start = std::chrono::steady_clock::now();

@@ -19,13 +19,13 @@
 
 namespace kiln {
 
-// Ownership: owns the loaded models and tokenizers; `by_name` points into them and into the
+// Ownership: owns the loaded models and tokenizers; `by_key` points into them and into the
 // specs passed to LoadModels, which must outlive it. Thread-safety: none needed; it is built
 // before the fork and read-only after.
 struct LoadedModels {
   std::vector<std::unique_ptr<TorchModel>> models;  // empty with --share_weights=off
   std::vector<std::unique_ptr<Tokenizer>> tokenizers;
-  std::map<std::string, ZygoteModel> by_name;
+  std::map<std::string, ZygoteModel> by_key;  // by ModelSpec::key(): each served version
 };
 
 // Loads every model of `specs`; calls `phase` with one line per tokenizer and per model loaded

@@ -22,12 +22,16 @@ namespace {
 // Per request: generous, since a worker may still be settling its caches; a timeout is an error.
 constexpr int kRequestTimeoutSeconds = 30;
 
-// The median over the model's workers of their steady CPU time at `shape`.
-double SteadyCpuMs(const std::string& model, const Shape& shape,
+bool Serves(const WorkerInfo& worker, const ModelSpec& spec) {
+  return worker.model == spec.config.name() && worker.version == spec.version;
+}
+
+// The median over the workers of `spec`'s version of their steady CPU time at `shape`.
+double SteadyCpuMs(const ModelSpec& spec, const Shape& shape,
                    const std::vector<WorkerInfo>& workers) {
   std::vector<double> steady;
   for (const WorkerInfo& worker : workers) {
-    if (worker.model != model) continue;
+    if (!Serves(worker, spec)) continue;
     for (const internal::ShapeWarmup& warmed : worker.warmup.shapes()) {
       if (warmed.batch_size() == shape.batch_size &&
           warmed.sequence_length() == shape.sequence_length) {
@@ -44,7 +48,7 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
                            const std::string& not_judged) {
   const ReadinessConfig& readiness = spec.config.readiness();
   ReadinessResult result;
-  result.model = spec.config.name();
+  result.model = spec.key();
   result.not_judged = not_judged;
   result.requests = readiness.check_requests();
   result.steady_cpu_ms = steady_cpu_ms;
@@ -114,7 +118,7 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     // Why this model's CPU time cannot be judged, or "".
     int threads = 1;
     for (const WorkerInfo& worker : workers) {
-      if (worker.model == spec.config.name()) {
+      if (Serves(worker, spec)) {
         threads = std::max(threads, worker.warmup.intra_op_threads());
       }
     }
@@ -126,20 +130,21 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
                            "errors are judged")
             : "";
     ReadinessResult skipped;
-    skipped.model = spec.config.name();
+    skipped.model = spec.key();
     if (!warmup || !spec.config.warmup().enabled()) {
       skipped.skipped = "warmup is off";
       results.push_back(skipped);
       continue;
     }
     const Shape shape = WarmupShapes(spec.config).front();
+    const std::string version = std::to_string(spec.version);
     if (spec.config.has_tokenizer()) {
       // Text through the tokenizer: sample text short enough for the smallest length bucket
       // (sub-word pieces outnumber words).
       const std::string text = SampleText(std::max(1, shape.sequence_length / 2));
       const std::vector<std::string> texts(std::max(shape.batch_size, 1), text);
-      results.push_back(CheckModel(stub, spec, BuildTextInferRequest(spec.config, "", texts),
-                                   SteadyCpuMs(spec.config.name(), shape, workers), not_judged));
+      results.push_back(CheckModel(stub, spec, BuildTextInferRequest(spec.config, version, texts),
+                                   SteadyCpuMs(spec, shape, workers), not_judged));
       continue;
     }
     absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec.config, shape, 7);
@@ -152,9 +157,9 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     std::vector<TensorView> views;
     for (const Tensor& tensor : tensors) views.push_back(tensor.view());
     ASSIGN_OR_RETURN(const inference::ModelInferRequest request,
-                     BuildInferRequest(spec.config.name(), "", views));
-    results.push_back(CheckModel(stub, spec, request,
-                                 SteadyCpuMs(spec.config.name(), shape, workers), not_judged));
+                     BuildInferRequest(spec.config.name(), version, views));
+    results.push_back(
+        CheckModel(stub, spec, request, SteadyCpuMs(spec, shape, workers), not_judged));
   }
   return results;
 }

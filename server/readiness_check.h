@@ -21,7 +21,7 @@
 namespace kiln {
 
 struct ReadinessResult {
-  std::string model;
+  std::string model;  // ModelSpec::key()
   int requests = 0;
   int errors = 0;
   double p95_ms = 0;         // wall clock, through the whole path (reported, not judged)
@@ -40,18 +40,18 @@ struct ReadinessResult {
   bool passed() const {
     return !skipped.empty() || (errors == 0 && (!not_judged.empty() || cpu_p95_ms <= limit_ms));
   }
-  // "mlp: 20 requests through the whole path, compute CPU p95 0.04 ms <= limit 1.06 ms (1.5 x
+  // "mlp:1: 20 requests through the whole path, compute CPU p95 0.04 ms <= limit 1.06 ms (1.5 x
   // steady CPU 0.04 ms + 1.0 ms); wall p95 0.61 ms: passed".
   std::string Describe() const;
 };
 
-// Sends each model's readiness.check_requests requests, readiness.check_concurrency at a time,
-// at the plan's smallest shape (seeded data), through `stub` (an in-process channel to the
-// service), asking for their timing (kTimingParameter), and compares the p95 of their CPU time
-// with the limit. `workers` gives the steady CPU times from the warmup reports. With
-// `threads_spin` (OpenMpThreadsSpin()), a model whose workers run more than one intra-op thread
-// is judged on errors only, and says so: spinning makes its CPU time depend on the load around. A
-// model is skipped (and says why) when its warmup is off (`warmup` false: the
+// Sends each served version (`specs`) its readiness.check_requests requests,
+// readiness.check_concurrency at a time, at the plan's smallest shape (seeded data), through `stub`
+// (an in-process channel to the service), asking for their timing (kTimingParameter), and compares
+// the p95 of their CPU time with the limit. `workers` gives the steady CPU times from the warmup
+// reports. With `threads_spin` (OpenMpThreadsSpin()), a model whose workers run more than one
+// intra-op thread is judged on errors only, and says so: spinning makes its CPU time depend on the
+// load around. A model is skipped (and says why) when its warmup is off (`warmup` false: the
 // --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
 // generated (BYTES). Only building a request can fail; a failed check is a result.
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(

@@ -89,8 +89,8 @@ std::map<std::string, ModelReplay> LoadTrafficReplay(const std::vector<ModelSpec
 }
 
 void AttachSamples(std::map<std::string, ModelReplay>& replay, LoadedModels& models) {
-  for (auto& [name, model] : models.by_name) {
-    auto found = replay.find(name);
+  for (auto& [key, model] : models.by_key) {
+    auto found = replay.find(model.spec->config.name());
     if (found != replay.end() && !found->second.samples.empty()) {
       model.samples = &found->second.samples;
     }

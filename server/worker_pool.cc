@@ -12,8 +12,10 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
@@ -117,7 +119,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     auto model = std::make_unique<ModelState>();
     const ModelConfig& config = spec.config;
     model->spec = &spec;
-    const auto planned = options.threads.find(config.name());
+    const auto planned = options.threads.find(spec.key());
     const ModelThreads threads =
         planned != options.threads.end() ? planned->second : ModelThreads();
     model->workers = std::max(threads.workers, 1);
@@ -128,7 +130,7 @@ WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
     auto replay = options.replay.find(config.name());
     if (replay != options.replay.end()) model->replay = replay->second;
     total_workers += model->workers;
-    models_[config.name()] = std::move(model);
+    models_[spec.key()] = std::move(model);
   }
   for (auto& [name, model] : models_) {
     const ModelConfig& config = model->spec->config;
@@ -174,9 +176,9 @@ absl::Status WorkerPool::CheckRoomLocked(const ModelState& model, int count) con
   admission.count = count;
   admission.per_worker_bytes = ReservationBytesLocked(model, &admission.measured);
   admission.headroom_bytes = model.spec->config.memory().headroom_bytes();
-  return Annotate(CheckRoomForWorkers(admission, options_.memory_limit.bytes),
-                  absl::StrCat("no memory for ", count, " more worker(s) of '",
-                               model.spec->config.name(), "'"));
+  return Annotate(
+      CheckRoomForWorkers(admission, options_.memory_limit.bytes),
+      absl::StrCat("no memory for ", count, " more worker(s) of '", model.spec->key(), "'"));
 }
 
 absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
@@ -188,12 +190,13 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   worker->slot = slot;
   worker->model = &model;
   ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
-  ASSIGN_OR_RETURN(worker->arena, SharedArena::Create(absl::StrCat(config.name(), "-", worker->id),
-                                                      model.arena_bytes));
+  ASSIGN_OR_RETURN(
+      worker->arena,
+      SharedArena::Create(absl::StrCat(model.spec->key(), "-", worker->id), model.arena_bytes));
 
   internal::ZygoteCommand command;
   internal::SpawnWorker& spawn = *command.mutable_spawn();
-  spawn.set_model(config.name());
+  spawn.set_model(model.spec->key());
   spawn.set_worker_id(worker->id);
   spawn.set_intra_op_threads(model.threads);
   spawn.set_device_index(DeviceIndex(config.instance_group(), slot));
@@ -211,7 +214,8 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   // is an EOF on our end.
   if (!sent.ok()) return absl::UnavailableError(absl::StrCat("zygote: ", sent.message()));
   worker->channel = std::move(pair.first);
-  VLOG(1) << "worker " << worker->id << " (" << config.name() << " slot " << slot << "): spawning";
+  VLOG(1) << "worker " << worker->id << " (" << model.spec->key() << " slot " << slot
+          << "): spawning";
   workers_[worker->id] = std::move(worker);
   return absl::OkStatus();
 }
@@ -230,8 +234,9 @@ absl::Status WorkerPool::Submit(InferJob job) {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
     auto it = models_.find(job.model);
-    if (it == models_.end())
-      return absl::NotFoundError(absl::StrCat("unknown model '", job.model, "'"));
+    if (it == models_.end()) {
+      return absl::NotFoundError(absl::StrCat("model version '", job.model, "' is not served"));
+    }
     ModelState& model = *it->second;
     const std::string name = job.model;
     if (absl::Status queued = model.queue->Push(std::move(job)); !queued.ok()) {
@@ -256,11 +261,19 @@ int WorkerPool::WarmWorkersLocked(const ModelState& model) const {
   return warm;
 }
 
-ModelReadiness WorkerPool::Readiness(const std::string& name) const {
-  absl::MutexLock lock(&mu_);
-  auto it = models_.find(name);
-  if (it == models_.end()) return ModelReadiness();
-  const ModelState& model = *it->second;
+std::vector<WorkerPool::ModelState*> WorkerPool::MatchLocked(const std::string& name,
+                                                             int64_t version) const {
+  std::vector<ModelState*> matched;
+  for (const auto& [key, model] : models_) {
+    if (model->spec->config.name() == name &&
+        (version == kEveryVersion || model->spec->version == version)) {
+      matched.push_back(model.get());
+    }
+  }
+  return matched;
+}
+
+ModelReadiness WorkerPool::ReadinessLocked(const ModelState& model) const {
   ModelReadiness readiness;
   readiness.warm = WarmWorkersLocked(model);
   readiness.workers = model.workers;
@@ -271,16 +284,77 @@ ModelReadiness WorkerPool::Readiness(const std::string& name) const {
   return readiness;
 }
 
-bool WorkerPool::ModelReady(const std::string& name) const { return Readiness(name).serving; }
+ModelReadiness WorkerPool::Readiness(const std::string& name, int64_t version) const {
+  absl::MutexLock lock(&mu_);
+  const std::vector<ModelState*> matched = MatchLocked(name, version);
+  ModelReadiness sum;
+  sum.serving = !matched.empty();
+  for (const ModelState* model : matched) {
+    const ModelReadiness one = ReadinessLocked(*model);
+    sum.warm += one.warm;
+    sum.workers += one.workers;
+    sum.quorum += one.quorum;
+    sum.min_ready += one.min_ready;
+    sum.serving = sum.serving && one.serving;
+  }
+  return sum;
+}
+
+bool WorkerPool::ModelReady(const std::string& name, int64_t version) const {
+  return Readiness(name, version).serving;
+}
 
 bool WorkerPool::AllModelsReady() const {
-  std::vector<std::string> names;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [name, model] : models_) names.push_back(name);
+  absl::MutexLock lock(&mu_);
+  return std::all_of(models_.begin(), models_.end(),
+                     [this](const auto& entry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                       return ReadinessLocked(*entry.second).serving;
+                     });
+}
+
+absl::StatusOr<const ModelSpec*> WorkerPool::Route(const std::string& name,
+                                                   const std::string& version) const {
+  absl::MutexLock lock(&mu_);
+  int64_t number = kEveryVersion;
+  if (!version.empty() && (!absl::SimpleAtoi(version, &number) || number < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("model_version '", version, "' of model '", name,
+                                                   "': expected a version number >= 1"));
   }
-  return std::all_of(names.begin(), names.end(),
-                     [this](const std::string& name) { return ModelReady(name); });
+  const std::vector<ModelState*> versions = MatchLocked(name, kEveryVersion);
+  if (versions.empty()) {
+    std::set<std::string> names;
+    for (const auto& [key, model] : models_) names.insert(model->spec->config.name());
+    return absl::NotFoundError(absl::StrCat("unknown model '", name,
+                                            "'; this server serves: ", absl::StrJoin(names, ", ")));
+  }
+  const ModelState* newest = nullptr;
+  const ModelState* newest_ready = nullptr;
+  for (const ModelState* model : versions) {
+    if (number != kEveryVersion && model->spec->version == number) return model->spec;
+    if (newest == nullptr || model->spec->version > newest->spec->version) newest = model;
+    if (ReadinessLocked(*model).serving &&
+        (newest_ready == nullptr || model->spec->version > newest_ready->spec->version)) {
+      newest_ready = model;
+    }
+  }
+  if (number == kEveryVersion) return (newest_ready != nullptr ? newest_ready : newest)->spec;
+  std::vector<int64_t> served;
+  for (const ModelState* model : versions) served.push_back(model->spec->version);
+  std::sort(served.begin(), served.end());
+  return absl::NotFoundError(absl::StrCat("model '", name, "' has no version ", number,
+                                          " served; it serves version(s) ",
+                                          absl::StrJoin(served, ", ")));
+}
+
+std::vector<const ModelSpec*> WorkerPool::Served() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<const ModelSpec*> specs;
+  for (const auto& [key, model] : models_) specs.push_back(model->spec);
+  std::sort(specs.begin(), specs.end(), [](const ModelSpec* a, const ModelSpec* b) {
+    return std::make_pair(a->config.name(), a->version) <
+           std::make_pair(b->config.name(), b->version);
+  });
+  return specs;
 }
 
 absl::Status WorkerPool::fatal_error() const {
@@ -288,10 +362,19 @@ absl::Status WorkerPool::fatal_error() const {
   return fatal_;
 }
 
-ModelCounters WorkerPool::Counters(const std::string& name) const {
+ModelCounters WorkerPool::Counters(const std::string& name, int64_t version) const {
   absl::MutexLock lock(&mu_);
-  auto it = models_.find(name);
-  return it == models_.end() ? ModelCounters() : it->second->counters;
+  ModelCounters sum;
+  for (const ModelState* model : MatchLocked(name, version)) {
+    const ModelCounters& one = model->counters;
+    sum.requests += one.requests;
+    sum.cold_shape_hits += one.cold_shape_hits;
+    sum.padded_to_bucket += one.padded_to_bucket;
+    sum.split += one.split;
+    sum.over_budget += one.over_budget;
+    sum.padded_batch += one.padded_batch;
+  }
+  return sum;
 }
 
 void WorkerPool::ResetCounters() {
@@ -324,17 +407,21 @@ void WorkerPool::PromoteLocked(Worker& worker, std::vector<Completion>& done) {
   }
 }
 
-int64_t WorkerPool::BudgetBytes(const std::string& name) const {
+int64_t WorkerPool::BudgetBytes(const std::string& name, int64_t version) const {
   absl::MutexLock lock(&mu_);
-  auto it = models_.find(name);
-  return it == models_.end() ? 0 : it->second->budget_bytes;
+  int64_t budget = 0;
+  for (const ModelState* model : MatchLocked(name, version)) {
+    budget = std::max(budget, model->budget_bytes);
+  }
+  return budget;
 }
 
 std::vector<WorkerInfo> WorkerPool::Workers() const {
   absl::MutexLock lock(&mu_);
   std::vector<WorkerInfo> infos;
   for (const auto& [id, worker] : workers_) {
-    infos.push_back({worker->id, worker->model->spec->config.name(), worker->pid, worker->state,
+    const ModelSpec& spec = *worker->model->spec;
+    infos.push_back({worker->id, spec.config.name(), spec.version, worker->pid, worker->state,
                      worker->slot, worker->warmup});
   }
   return infos;
@@ -476,7 +563,7 @@ void WorkerPool::HandleZygoteLocked() {
     it->second->pid = event.started().pid();
     if (it->second->state == WorkerState::kSpawning)
       SetStateLocked(*it->second, WorkerState::kWarming);
-    LOG(INFO) << "worker " << it->first << " (" << it->second->model->spec->config.name()
+    LOG(INFO) << "worker " << it->first << " (" << it->second->model->spec->key()
               << "): forked as pid " << it->second->pid << ", warming";
   } else if (event.has_exited()) {
     const internal::WorkerExited& exited = event.exited();
@@ -533,7 +620,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   // behind): take the zygote's events first.
   while (worker.state == WorkerState::kSpawning && ZygoteHasEventLocked()) HandleZygoteLocked();
   ModelState& model = *worker.model;
-  const std::string& name = model.spec->config.name();
+  const std::string name = model.spec->key();
   if (frame.has_ready() && worker.state == WorkerState::kWarming) {
     worker.warmup = frame.ready();
     worker.compute_timeout_ms = ComputeTimeoutMs(model.spec->config, worker.warmup);
@@ -599,8 +686,8 @@ void WorkerPool::CountLocked(ModelState& model, const internal::InferResult& res
 void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
                                   std::vector<Completion>& done, absl::Status job_error) {
   ModelState& model = *worker.model;
-  LOG(WARNING) << "worker " << worker.id << " (" << model.spec->config.name() << ", pid "
-               << worker.pid << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
+  LOG(WARNING) << "worker " << worker.id << " (" << model.spec->key() << ", pid " << worker.pid
+               << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
   if (worker.job.has_value()) {
     if (job_error.ok()) {
       job_error =
@@ -612,7 +699,7 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
   }
   if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
     if (++model.failed_starts >= kMaxFailedStarts && fatal_.ok()) {
-      fatal_ = absl::UnavailableError(absl::StrCat("workers of model '", model.spec->config.name(),
+      fatal_ = absl::UnavailableError(absl::StrCat("workers of model '", model.spec->key(),
                                                    "' died ", model.failed_starts,
                                                    " times in a row before becoming ready"));
       LOG(ERROR) << fatal_;
@@ -622,47 +709,61 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
   SetStateLocked(worker, WorkerState::kExited);
 }
 
-absl::Status WorkerPool::SetWorkers(const std::string& name, int count) {
+absl::Status WorkerPool::SetWorkers(const std::string& name, int count, int64_t version) {
   absl::Status result;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
-    auto it = models_.find(name);
-    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("unknown model '", name, "'"));
-    ModelState& model = *it->second;
+    const std::vector<ModelState*> matched = MatchLocked(name, version);
+    if (matched.empty()) {
+      return absl::NotFoundError(
+          version == kEveryVersion
+              ? absl::StrCat("unknown model '", name, "'")
+              : absl::StrCat("model '", name, "' has no version ", version, " served"));
+    }
     if (count < 1 || count > kMaxWorkersPerModel) {
       return absl::InvalidArgumentError(absl::StrCat("model '", name, "': a worker count in [1, ",
                                                      kMaxWorkersPerModel, "], got ", count));
     }
-    if (count > model.workers) {
-      // All the new workers must fit, or none is started.
-      RETURN_IF_ERROR(CheckRoomLocked(model, count - model.workers));
-      while (model.workers < count && result.ok()) {
-        result = SpawnLocked(model, model.workers);
-        if (result.ok()) ++model.workers;
+    for (ModelState* model : matched) {
+      if (absl::Status set = SetWorkersLocked(*model, count); !set.ok() && result.ok()) {
+        result = set;
       }
-    } else if (count < model.workers) {
-      for (auto& [id, worker] : workers_) {
-        if (worker->model != &model || worker->slot < count || worker->retiring ||
-            worker->state == WorkerState::kExited) {
-          continue;
-        }
-        worker->retiring = true;
-        if (worker->state != WorkerState::kBusy) RetireLocked(*worker);
-      }
-      model.missing_slots.erase(model.missing_slots.lower_bound(count), model.missing_slots.end());
-      model.workers = count;
     }
-    model.ResolveQuorum();
-    LOG(INFO) << "model " << name << ": " << model.workers << " worker(s) wanted";
   }
   Wake();
   return result;
 }
 
+absl::Status WorkerPool::SetWorkersLocked(ModelState& model, int count) {
+  absl::Status result;
+  if (count > model.workers) {
+    // All the new workers must fit, or none is started.
+    RETURN_IF_ERROR(CheckRoomLocked(model, count - model.workers));
+    while (model.workers < count && result.ok()) {
+      result = SpawnLocked(model, model.workers);
+      if (result.ok()) ++model.workers;
+    }
+  } else if (count < model.workers) {
+    for (auto& [id, worker] : workers_) {
+      if (worker->model != &model || worker->slot < count || worker->retiring ||
+          worker->state == WorkerState::kExited) {
+        continue;
+      }
+      worker->retiring = true;
+      if (worker->state != WorkerState::kBusy) RetireLocked(*worker);
+    }
+    model.missing_slots.erase(model.missing_slots.lower_bound(count), model.missing_slots.end());
+    model.workers = count;
+  }
+  model.ResolveQuorum();
+  LOG(INFO) << "model " << model.spec->key() << ": " << model.workers << " worker(s) wanted";
+  return result;
+}
+
 void WorkerPool::RetireLocked(Worker& worker) {
-  LOG(INFO) << "worker " << worker.id << " (" << worker.model->spec->config.name() << ", pid "
-            << worker.pid << "): retired (scaled down)";
+  LOG(INFO) << "worker " << worker.id << " (" << worker.model->spec->key() << ", pid " << worker.pid
+            << "): retired (scaled down)";
   // A warming worker reads its channel only once warm: stop its warmup now rather than let it
   // take CPU from the workers that serve.
   if (worker.pid > 0 &&

@@ -7,6 +7,9 @@
 // template where there is one; never a reload), which warms or confirms its warmup and rejoins; the
 // call it was serving ends with UNAVAILABLE. A worker scaled away is not replaced.
 //
+// Each served version of a model (ModelSpec::key()) has its own workers, queue and readiness; a
+// request is routed to one (Route) before it is decoded against that version's config.
+//
 // A model is ready once its quorum of workers is warm, and from then on while at least
 // min_ready of them are (ModelReadiness): a worker being replaced degrades the model, it does not
 // take it out.
@@ -105,10 +108,15 @@ inline constexpr std::chrono::seconds kZygoteRestartWindow(60);
 // The most workers one model may have (SetWorkers; the --workers flag has the same bound).
 inline constexpr int kMaxWorkersPerModel = 256;
 
+// The methods below that take a model's name and a version read `version` 0 as every served
+// version of the model.
+inline constexpr int64_t kEveryVersion = 0;
+
 // A copy of one worker's row, for logs, metrics and tests.
 struct WorkerInfo {
   int id = 0;
-  std::string model;
+  std::string model;  // the model's name
+  int64_t version = 0;
   pid_t pid = 0;
   WorkerState state = WorkerState::kSpawning;
   int slot = 0;                   // position among the model's workers; kept across respawns
@@ -130,15 +138,24 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // Queues a job. NotFound for an unknown model; ResourceExhausted at once when the model's
-  // queue (dynamic_batching.max_queue_size) is full; Unavailable once stopping. On an error
-  // `done` is not called.
+  // The served version of `name` a request for `version` ("" = the newest that is ready, or the
+  // newest when none is) goes to. NotFound, naming what is served, for an unknown model or a
+  // version that is not served; InvalidArgument for a version that is not a number.
+  absl::StatusOr<const ModelSpec*> Route(const std::string& name, const std::string& version) const;
+  // Every served version, sorted by name and then version.
+  std::vector<const ModelSpec*> Served() const;
+
+  // Queues a job for the served version job.model (a key). NotFound for an unknown one;
+  // ResourceExhausted at once when the model's queue (dynamic_batching.max_queue_size) is full;
+  // Unavailable once stopping. On an error `done` is not called.
   absl::Status Submit(InferJob job);
 
-  // Whether `model` has its quorum (readiness.quorum) of Ready or Busy workers, or, once it had
-  // it, at least readiness.min_ready of them. False for an unknown model and once stopping.
-  bool ModelReady(const std::string& model) const;
-  ModelReadiness Readiness(const std::string& model) const;
+  // Whether the version has its quorum (readiness.quorum) of Ready or Busy workers, or, once it
+  // had it, at least readiness.min_ready of them; for kEveryVersion, whether each served version
+  // is. False for an unknown model or version and once stopping.
+  bool ModelReady(const std::string& name, int64_t version = kEveryVersion) const;
+  // Summed over the versions for kEveryVersion (serving: every one is).
+  ModelReadiness Readiness(const std::string& name, int64_t version = kEveryVersion) const;
   bool AllModelsReady() const;
   // Non-OK once the pool cannot serve: a worker failed its warmup, workers of a model keep dying
   // before ready, or the zygote died.
@@ -149,7 +166,7 @@ class WorkerPool {
   void Stop();
 
   std::vector<WorkerInfo> Workers() const;
-  ModelCounters Counters(const std::string& model) const;
+  ModelCounters Counters(const std::string& name, int64_t version = kEveryVersion) const;
   // Zeroes every model's counters (the master does when the port opens, after the readiness
   // check's requests).
   void ResetCounters();
@@ -158,15 +175,16 @@ class WorkerPool {
   // worker as soon as it is Ready, returns to normal CPU priority (a Promote frame, ahead of any
   // call). Only with WorkerPoolOptions::warm_at_idle_priority; idempotent.
   void StartServing();
-  // Sets `model`'s worker count at runtime. More: the new workers are forked through the zygote
+  // Sets the worker count of `name`'s version (of each served version for kEveryVersion) at
+  // runtime. More: the new workers are forked through the zygote
   // and take calls only once warm; ResourceExhausted, with the numbers, when they do not all fit
   // in memory (then none is started). Fewer: the highest slots leave, an idle worker at once, a
   // busy one after its call; they are not replaced. NotFound for an unknown model,
   // InvalidArgument for a count outside [1, kMaxWorkersPerModel], Unavailable once stopping.
-  absl::Status SetWorkers(const std::string& model, int count);
+  absl::Status SetWorkers(const std::string& name, int count, int64_t version = kEveryVersion);
 
-  // The per-worker memory budget of `model` (0 = none).
-  int64_t BudgetBytes(const std::string& model) const;
+  // The per-worker memory budget of `name`'s version (the largest for kEveryVersion; 0 = none).
+  int64_t BudgetBytes(const std::string& name, int64_t version = kEveryVersion) const;
 
  private:
   struct Worker;
@@ -211,6 +229,12 @@ class WorkerPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int WarmWorkersLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The served versions of `name` (the one `version`, or every one for kEveryVersion); empty
+  // when there is none.
+  std::vector<ModelState*> MatchLocked(const std::string& name, int64_t version) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ModelReadiness ReadinessLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetWorkersLocked(ModelState& model, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
   // Whether the memory has room for `count` more workers of `model` (common/memory_budget.h,
   // CheckRoomForWorkers): what the kernel charges now, plus a reservation for each worker still
@@ -233,6 +257,7 @@ class WorkerPool {
   mutable absl::Mutex mu_;
   FrameChannel zygote_ ABSL_GUARDED_BY(mu_);  // fd -1 between a zygote's death and its successor
   std::deque<std::chrono::steady_clock::time_point> zygote_deaths_ ABSL_GUARDED_BY(mu_);
+  // By ModelSpec::key(); its order is not the versions' (compare spec->version).
   std::map<std::string, std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;

@@ -33,8 +33,8 @@ struct ZygoteModel {
 };
 
 // Runs the zygote loop in the current, freshly forked process and never returns. `models` holds
-// the repository's models by name. It exits when the master closes `master` or dies
-// (PR_SET_PDEATHSIG); its templates and the workers it forked itself die with it, while the
+// the served model versions by ModelSpec::key(). It exits when the master closes `master` or
+// dies (PR_SET_PDEATHSIG); its templates and the workers it forked itself die with it, while the
 // templates' workers leave when the master closes their channels. It is the subreaper of the
 // templates' workers.
 //

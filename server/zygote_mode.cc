@@ -70,7 +70,7 @@ int RunZygoteMode(const ZygoteLaunch& launch) {
   AttachSamples(replay, *models);
   LOG(INFO) << "zygote: started by fork+exec (pid " << getpid() << "), " << specs->size()
             << " models loaded";
-  RunZygote(models->by_name, FrameChannel(kZygoteChannelFd));
+  RunZygote(models->by_key, FrameChannel(kZygoteChannelFd));
 }
 
 }  // namespace kiln

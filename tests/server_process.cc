@@ -317,12 +317,14 @@ std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestM
   namespace fs = std::filesystem;
   for (const auto& [name, model] : models) {
     dir.WriteFile(name + "/config.pbtxt", model.config);
-    const fs::path version = fs::path(dir.path()) / name / "1";
-    fs::create_directories(version);
     const fs::path source = fs::path(ModelsDir()) / model.source / "1";
-    for (const char* file :
-         {"model.pt", "model.safetensors", "reference.safetensors", "tokenizer.model"}) {
-      if (fs::exists(source / file)) fs::create_symlink(source / file, version / file);
+    for (int number : model.versions) {
+      const fs::path version = fs::path(dir.path()) / name / std::to_string(number);
+      fs::create_directories(version);
+      for (const char* file :
+           {"model.pt", "model.safetensors", "reference.safetensors", "tokenizer.model"}) {
+        if (fs::exists(source / file)) fs::create_symlink(source / file, version / file);
+      }
     }
   }
   return dir.path();

@@ -158,6 +158,7 @@ grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string
 struct TestModel {
   std::string source;  // a demo model under ModelsDir(): "mlp", "resnet50", ...
   std::string config;  // config.pbtxt text
+  std::vector<int> versions = {1};  // version directories, each linking the demo's files
 };
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);
 // Shorthand: every model is the demo model of the same name.

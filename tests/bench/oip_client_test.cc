@@ -177,7 +177,7 @@ ModelConfig Config() {
 TEST_CASE("random inputs for the model's metadata pass the server's own decoder", "[oip]") {
   const ModelConfig config = Config();
   inference::ModelMetadataResponse metadata;
-  FillModelMetadata(config, "1", &metadata);
+  FillModelMetadata(config, {"1"}, &metadata);
   const std::vector<InputSpec> specs = InputSpecsFromMetadata(metadata);
   absl::StatusOr<std::vector<Tensor>> inputs = MakeRandomInputs(specs, 2, 5, 1);
   REQUIRE(inputs.ok());

@@ -77,7 +77,7 @@ ModelConfig ParseConfig(const char* text) {
 
 ModelMetadataResponse Metadata(const ModelConfig& config) {
   ModelMetadataResponse metadata;
-  FillModelMetadata(config, "1", &metadata);
+  FillModelMetadata(config, {"1"}, &metadata);
   return metadata;
 }
 

@@ -123,6 +123,42 @@ TEST_CASE("explicit values survive, and the highest version is served", "[config
   CHECK(spec->config.tokenizer().pad_id() == 0);
 }
 
+TEST_CASE("version_policy serves the latest N, all, or specific version directories", "[config]") {
+  TempDir tmp;
+  // Directories 1, 2, 5 and 10 (numbers, not names: 10 is the newest), and one that is no
+  // version.
+  const std::string dir = WriteModel(tmp, "m", "");
+  for (const char* version : {"2", "5", "10"}) {
+    tmp.WriteFile(std::string("m/") + version + "/model.pt", "torchscript bytes");
+  }
+  tmp.WriteFile("m/notes/model.pt", "not a version");
+  const auto served = [&](const std::string& policy) {
+    tmp.WriteFile("m/config.pbtxt", std::string(kGoodConfig) + policy);
+    absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelVersions(dir);
+    INFO(policy << ": " << specs.status());
+    REQUIRE(specs.ok());
+    std::vector<int64_t> versions;
+    for (const ModelSpec& spec : *specs) {
+      CHECK(spec.config.version() == spec.version);
+      CHECK(spec.model_path == dir + "/" + std::to_string(spec.version) + "/model.pt");
+      CHECK(spec.key() == "m:" + std::to_string(spec.version));
+      versions.push_back(spec.version);
+    }
+    return versions;
+  };
+  CHECK(served("") == std::vector<int64_t>{10});
+  CHECK(served("version_policy { latest { num_versions: 2 } }") == std::vector<int64_t>{5, 10});
+  CHECK(served("version_policy { latest { num_versions: 9 } }") ==
+        std::vector<int64_t>{1, 2, 5, 10});
+  CHECK(served("version_policy { all { } }") == std::vector<int64_t>{1, 2, 5, 10});
+  CHECK(served("version_policy { specific { versions: [ 5, 1, 5 ] } }") ==
+        std::vector<int64_t>{1, 5});
+  CHECK(served("version: 2") == std::vector<int64_t>{2});
+  absl::StatusOr<ModelSpec> newest = LoadModel(dir);  // the last policy: version 2
+  REQUIRE(newest.ok());
+  CHECK(newest->version == 2);
+}
+
 TEST_CASE("a tokenizer without sequence lengths warms its max length", "[config]") {
   TempDir tmp;
   const std::string dir = WriteModel(tmp, "text", kTextModelIo + R"pb(
@@ -382,6 +418,18 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"explicit version that does not exist",
        "version: 3\n" + io,
        {"version directory", "/m/3 does not exist"}},
+      {"a specific version that does not exist",
+       "version_policy { specific { versions: [ 1, 4 ] } }\n" + io,
+       {"version directory", "/m/4 does not exist"}},
+      {"a specific version below 1",
+       "version_policy { specific { versions: [ 0 ] } }\n" + io,
+       {"field 'version_policy.specific.versions'", "versions >= 1", "got 0"}},
+      {"no specific version",
+       "version_policy { specific { } }\n" + io,
+       {"field 'version_policy.specific.versions'", "at least one version"}},
+      {"both version and version_policy",
+       "version: 1\nversion_policy { all { } }\n" + io,
+       {"set either 'version' or 'version_policy', not both"}},
   };
   for (const BadConfig& bad : cases) {
     SECTION(bad.what) {

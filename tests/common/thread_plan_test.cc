@@ -14,6 +14,7 @@ using Catch::Matchers::Contains;
 ModelSpec Spec(const std::string& name, int count = 0, int threads = 0) {
   ModelSpec spec;
   spec.config.set_name(name);
+  spec.version = 1;
   spec.config.mutable_instance_group()->set_count(count);
   spec.config.mutable_instance_group()->set_intra_op_threads(threads);
   return spec;
@@ -28,7 +29,7 @@ ThreadPlanInputs Cpus(int cpus, int workers_per_model = 0) {
 
 TEST_CASE("plan: an automatic model gets one worker of one thread per CPU", "[plan]") {
   const ThreadPlan plan = PlanThreads({Spec("resnet50")}, Cpus(2));
-  const ModelThreads& model = plan.models.at("resnet50");
+  const ModelThreads& model = plan.models.at("resnet50:1");
   CHECK(model.workers == 2);
   CHECK(model.intra_op_threads == 1);
   CHECK(model.automatic_workers);
@@ -36,48 +37,48 @@ TEST_CASE("plan: an automatic model gets one worker of one thread per CPU", "[pl
   CHECK(plan.TotalThreads() == 2);
   CHECK(plan.warnings.empty());
   CHECK(plan.Describe() ==
-        "2 CPUs: resnet50 2 workers (automatic) x 1 intra-op thread (automatic) = 2 threads");
+        "2 CPUs: resnet50:1 2 workers (automatic) x 1 intra-op thread (automatic) = 2 threads");
 }
 
 TEST_CASE("plan: an explicit count gets the CPUs as threads", "[plan]") {
   SECTION("instance_group.count") {
     const ThreadPlan plan = PlanThreads({Spec("m", /*count=*/1)}, Cpus(4));
-    CHECK(plan.models.at("m").workers == 1);
-    CHECK(plan.models.at("m").intra_op_threads == 4);
-    CHECK_FALSE(plan.models.at("m").automatic_workers);
-    CHECK(plan.Describe() == "4 CPUs: m 1 worker x 4 intra-op threads (automatic) = 4 threads");
+    CHECK(plan.models.at("m:1").workers == 1);
+    CHECK(plan.models.at("m:1").intra_op_threads == 4);
+    CHECK_FALSE(plan.models.at("m:1").automatic_workers);
+    CHECK(plan.Describe() == "4 CPUs: m:1 1 worker x 4 intra-op threads (automatic) = 4 threads");
   }
   SECTION("--workers overrides the count") {
     const ThreadPlan plan = PlanThreads({Spec("m", /*count=*/1), Spec("n")}, Cpus(8, 2));
-    CHECK(plan.models.at("m").workers == 2);
-    CHECK(plan.models.at("n").workers == 2);
-    CHECK_FALSE(plan.models.at("n").automatic_workers);
-    CHECK(plan.models.at("m").intra_op_threads == 2);
+    CHECK(plan.models.at("m:1").workers == 2);
+    CHECK(plan.models.at("n:1").workers == 2);
+    CHECK_FALSE(plan.models.at("n:1").automatic_workers);
+    CHECK(plan.models.at("m:1").intra_op_threads == 2);
     CHECK(plan.TotalThreads() == 8);
   }
 }
 
 TEST_CASE("plan: automatic models split the CPUs, the first ones get the remainder", "[plan]") {
   const ThreadPlan plan = PlanThreads({Spec("a"), Spec("b")}, Cpus(3));
-  CHECK(plan.models.at("a").workers == 2);
-  CHECK(plan.models.at("b").workers == 1);
-  CHECK(plan.models.at("a").intra_op_threads == 1);
+  CHECK(plan.models.at("a:1").workers == 2);
+  CHECK(plan.models.at("b:1").workers == 1);
+  CHECK(plan.models.at("a:1").intra_op_threads == 1);
   CHECK(plan.TotalThreads() == 3);
 }
 
 TEST_CASE("plan: automatic counts take the CPUs the explicit ones leave", "[plan]") {
   const ThreadPlan plan = PlanThreads({Spec("fixed", /*count=*/2), Spec("auto")}, Cpus(6));
-  CHECK(plan.models.at("fixed").workers == 2);
-  CHECK(plan.models.at("auto").workers == 4);
-  CHECK(plan.models.at("fixed").intra_op_threads == 1);
+  CHECK(plan.models.at("fixed:1").workers == 2);
+  CHECK(plan.models.at("auto:1").workers == 4);
+  CHECK(plan.models.at("fixed:1").intra_op_threads == 1);
   CHECK(plan.TotalThreads() == 6);
 }
 
 TEST_CASE("plan: explicit threads make fewer automatic workers", "[plan]") {
   const ThreadPlan plan = PlanThreads({Spec("m", /*count=*/0, /*threads=*/3)}, Cpus(8));
-  CHECK(plan.models.at("m").workers == 2);
-  CHECK(plan.models.at("m").intra_op_threads == 3);
-  CHECK_FALSE(plan.models.at("m").automatic_threads);
+  CHECK(plan.models.at("m:1").workers == 2);
+  CHECK(plan.models.at("m:1").intra_op_threads == 3);
+  CHECK_FALSE(plan.models.at("m:1").automatic_threads);
   CHECK(plan.TotalThreads() == 6);
   CHECK(plan.warnings.empty());
 }
@@ -85,8 +86,8 @@ TEST_CASE("plan: explicit threads make fewer automatic workers", "[plan]") {
 TEST_CASE("plan: automatic threads share what explicit threads leave", "[plan]") {
   const ThreadPlan plan =
       PlanThreads({Spec("big", /*count=*/1, /*threads=*/4), Spec("small", /*count=*/2)}, Cpus(8));
-  CHECK(plan.models.at("big").intra_op_threads == 4);
-  CHECK(plan.models.at("small").intra_op_threads == 2);
+  CHECK(plan.models.at("big:1").intra_op_threads == 4);
+  CHECK(plan.models.at("small:1").intra_op_threads == 2);
   CHECK(plan.TotalThreads() == 8);
 }
 
@@ -104,8 +105,8 @@ TEST_CASE("plan: more models than CPUs get one worker of one thread each, with a
 
 TEST_CASE("plan: explicit settings may oversubscribe, with a warning", "[plan]") {
   const ThreadPlan plan = PlanThreads({Spec("m", /*count=*/4, /*threads=*/4)}, Cpus(2));
-  CHECK(plan.models.at("m").workers == 4);
-  CHECK(plan.models.at("m").intra_op_threads == 4);
+  CHECK(plan.models.at("m:1").workers == 4);
+  CHECK(plan.models.at("m:1").intra_op_threads == 4);
   REQUIRE(plan.warnings.size() == 1);
   CHECK_THAT(plan.warnings[0], Contains("16 threads on 2 CPUs: oversubscribed (the configured "
                                         "counts ask for more)"));
@@ -117,9 +118,9 @@ TEST_CASE("plan: GPU models get one worker per listed GPU", "[plan]") {
   gpu.config.mutable_instance_group()->add_gpus(0);
   gpu.config.mutable_instance_group()->add_gpus(1);
   const ThreadPlan plan = PlanThreads({gpu, Spec("cpu")}, Cpus(8));
-  CHECK(plan.models.at("g").workers == 2);
-  CHECK(plan.models.at("g").automatic_workers);
-  CHECK(plan.models.at("cpu").workers == 6);
+  CHECK(plan.models.at("g:1").workers == 2);
+  CHECK(plan.models.at("g:1").automatic_workers);
+  CHECK(plan.models.at("cpu:1").workers == 6);
   CHECK(plan.TotalThreads() == 8);
 }
 
@@ -129,25 +130,25 @@ TEST_CASE("plan: memory caps automatic workers, never below one per model", "[pl
   inputs.worker_footprint_bytes = 300'000'000;  // 0.8 x 1000 / 300: room for 2
   SECTION("one model") {
     const ThreadPlan plan = PlanThreads({Spec("m")}, inputs);
-    CHECK(plan.models.at("m").workers == 2);
-    CHECK(plan.models.at("m").intra_op_threads == 4);  // the CPUs go to threads instead
+    CHECK(plan.models.at("m:1").workers == 2);
+    CHECK(plan.models.at("m:1").intra_op_threads == 4);  // the CPUs go to threads instead
     REQUIRE(plan.warnings.size() == 1);
     CHECK_THAT(plan.warnings[0], Contains("6 workers fewer than the CPUs allow: automatic workers "
                                           "are capped at 2 by memory"));
   }
   SECTION("taken from the model with most first, each keeping one") {
     const ThreadPlan plan = PlanThreads({Spec("a"), Spec("b"), Spec("c")}, inputs);
-    CHECK(plan.models.at("a").workers == 1);
-    CHECK(plan.models.at("b").workers == 1);
-    CHECK(plan.models.at("c").workers == 1);
+    CHECK(plan.models.at("a:1").workers == 1);
+    CHECK(plan.models.at("b:1").workers == 1);
+    CHECK(plan.models.at("c:1").workers == 1);
   }
   SECTION("explicit counts are not capped") {
     const ThreadPlan plan = PlanThreads({Spec("m", /*count=*/5)}, inputs);
-    CHECK(plan.models.at("m").workers == 5);
+    CHECK(plan.models.at("m:1").workers == 5);
   }
   SECTION("no cap without a footprint") {
     inputs.worker_footprint_bytes = 0;
-    CHECK(PlanThreads({Spec("m")}, inputs).models.at("m").workers == 8);
+    CHECK(PlanThreads({Spec("m")}, inputs).models.at("m:1").workers == 8);
   }
 }
 

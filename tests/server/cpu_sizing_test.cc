@@ -97,7 +97,7 @@ TEST_CASE("pinned to one CPU, kiln-server runs one worker of one intra-op thread
   CHECK_THAT(report.cpu_limit(), StartsWith("1 CPU ("));
   CHECK_THAT(report.cpu_limit(), Contains("affinity 1 CPU"));
   CHECK(report.thread_plan() ==
-        "1 CPU: mlp 1 worker (automatic) x 1 intra-op thread (automatic) = 1 thread");
+        "1 CPU: mlp:1 1 worker (automatic) x 1 intra-op thread (automatic) = 1 thread");
   const ModelWarmupReport mlp = ModelReport(report, "mlp");
   REQUIRE(mlp.workers_size() == 1);
   CHECK(mlp.workers(0).intra_op_threads() == 1);
@@ -148,9 +148,10 @@ TEST_CASE(
     const WarmupReportResponse report = Report(*server);
     CHECK(report.cpus() == 3);
     CHECK_THAT(report.cpu_limit(), StartsWith("3 (--cpus; the process has "));
-    CHECK(report.thread_plan() ==
-          "3 CPUs: auto 1 worker (automatic) x 1 intra-op thread (automatic), fixed 1 worker x 2 "
-          "intra-op threads = 3 threads");
+    CHECK(
+        report.thread_plan() ==
+        "3 CPUs: auto:1 1 worker (automatic) x 1 intra-op thread (automatic), fixed:1 1 worker x 2 "
+        "intra-op threads = 3 threads");
     CHECK(report.thread_plan_warnings().empty());
     const ModelWarmupReport fixed = ModelReport(report, "fixed");
     REQUIRE(fixed.workers_size() == 1);
@@ -412,7 +413,7 @@ TEST_CASE("beside a busy neighbour on every CPU a resnet50 server passes its rea
   auto server = StartServing(Config(repository, 0));
   const std::string log = server->log();
   INFO("log:\n" << log);
-  CHECK_THAT(log, Contains("readiness check: resnet50: 20 requests through the whole path"));
+  CHECK_THAT(log, Contains("readiness check: resnet50:1: 20 requests through the whole path"));
   CHECK(Count(log, "FAILED") == 0);
 }
 

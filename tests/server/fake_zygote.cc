@@ -187,6 +187,8 @@ ModelSpec FakeModelSpec(int max_queue_size, int quorum) {
   ModelSpec spec;
   ModelConfig& config = spec.config;
   config.set_name("m");
+  spec.version = 1;
+  config.set_version(1);
   config.set_max_batch_size(4);
   TensorConfig& input = *config.add_input();
   input.set_name("x");

@@ -766,7 +766,7 @@ TEST_CASE("backend outputs that break the config are Internal errors", "[codec][
 TEST_CASE("model metadata lists tensors with OIP datatypes and a -1 batch dim", "[codec]") {
   ModelMetadataResponse response;
   response.add_versions("stale");
-  FillModelMetadata(ParseConfig(kTwoInputs), "5", &response);
+  FillModelMetadata(ParseConfig(kTwoInputs), {"5"}, &response);
   CHECK(response.name() == "two");
   CHECK(std::vector<std::string>(response.versions().begin(), response.versions().end()) ==
         std::vector<std::string>{"5"});
@@ -783,7 +783,7 @@ TEST_CASE("model metadata lists tensors with OIP datatypes and a -1 batch dim", 
   CHECK(std::vector<int64_t>(response.outputs(1).shape().begin(),
                              response.outputs(1).shape().end()) == std::vector<int64_t>{-1, 3});
 
-  FillModelMetadata(OneInputModel(TYPE_BYTES, {2, -1}, 0), "1", &response);
+  FillModelMetadata(OneInputModel(TYPE_BYTES, {2, -1}, 0), {"1"}, &response);
   REQUIRE(response.inputs_size() == 1);
   CHECK(response.inputs(0).datatype() == "BYTES");
   CHECK(std::vector<int64_t>(response.inputs(0).shape().begin(),
@@ -1000,7 +1000,7 @@ TEST_CASE("BuildTextInferRequest round-trips through DecodeInferRequest", "[code
 TEST_CASE("a text model's metadata lists its text input first, then the token inputs",
           "[codec][text]") {
   ModelMetadataResponse response;
-  FillModelMetadata(ParseConfig(kTextModel), "1", &response);
+  FillModelMetadata(ParseConfig(kTextModel), {"1"}, &response);
   CHECK(response.name() == "textcls");
   REQUIRE(response.inputs_size() == 3);
   CHECK(response.inputs(0).name() == "text");
@@ -1018,7 +1018,7 @@ TEST_CASE("a text model's metadata lists its text input first, then the token in
   // A model without a tokenizer lists no text input.
   ModelConfig plain = ParseConfig(kTextModel);
   plain.clear_tokenizer();
-  FillModelMetadata(plain, "1", &response);
+  FillModelMetadata(plain, {"1"}, &response);
   REQUIRE(response.inputs_size() == 2);
   CHECK(response.inputs(0).name() == "input_ids");
 }

@@ -348,7 +348,7 @@ TEST_CASE(
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
   auto server = StartServing(Config(repo, 2));
-  REQUIRE(Count(server->log(), "(mlp, pid ") >= 2);
+  REQUIRE(Count(server->log(), "(mlp:1, pid ") >= 2);
   const std::vector<pid_t> zygotes = server->ZygotePids();
   REQUIRE(zygotes.size() == 1);
   const pid_t zygote = zygotes[0];
@@ -450,7 +450,7 @@ TEST_CASE(
   const pid_t parent = kiln::testing::ParentOf(replacement);  // a template, or the zygote
   CHECK((parent == zygote || kiln::testing::ParentOf(parent) == zygote));
   // It warms and rejoins.
-  const std::string warm_line = "(mlp, pid " + std::to_string(replacement) + "): warm in";
+  const std::string warm_line = "(mlp:1, pid " + std::to_string(replacement) + "): warm in";
   REQUIRE(PollUntil([&] { return Count(server->log(), warm_line) == 1; }, seconds(60)));
   size_t after_rejoin;
   {
@@ -611,7 +611,7 @@ TEST_CASE(
     cases.push_back(c);
   }
   {
-    Case c{"unknown version", good, grpc::StatusCode::NOT_FOUND, {"'mlp'", "version '7'"}};
+    Case c{"unknown version", good, grpc::StatusCode::NOT_FOUND, {"'mlp'", "no version 7"}};
     c.request.set_model_version("7");
     cases.push_back(c);
   }
@@ -1042,7 +1042,7 @@ TEST_CASE("the readiness check runs through the whole path before the port opens
   auto server = StartServing(Config(repo, 1));
   const std::string log = server->log();
   INFO("log:\n" << log);
-  const size_t check = log.find("readiness check: mlp: 20 requests through the whole path");
+  const size_t check = log.find("readiness check: mlp:1: 20 requests through the whole path");
   const size_t ready = log.find("startup: ready: serving gRPC");
   REQUIRE(check != std::string::npos);
   REQUIRE(ready != std::string::npos);

@@ -51,13 +51,13 @@ class Front {
     zygote_ = std::make_unique<FakeZygote>(std::move(pair->second), FakeZygote::Outputs{"y", 2});
     zygote_->SetBehaviour(behaviour);
     WorkerPoolOptions options;
-    options.threads["m"] = ModelThreads{2, 1};
+    options.threads["m:1"] = ModelThreads{2, 1};
     absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
         WorkerPool::Start(std::move(pair->first), specs_, options);
     REQUIRE(pool.ok());
     pool_ = *std::move(pool);
     REQUIRE(WaitUntil([&] { return pool_->AllModelsReady(); }));
-    service_ = std::make_unique<InferenceService>(specs_, *pool_, state_, recording);
+    service_ = std::make_unique<InferenceService>(*pool_, state_, recording);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();

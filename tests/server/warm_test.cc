@@ -292,7 +292,7 @@ TEST_CASE(
   INFO(Describe(refused));
   CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
   CHECK_THAT(refused.error_message(),
-             Contains("no memory for 45 more worker(s) of 'resnet18'") &&
+             Contains("no memory for 45 more worker(s) of 'resnet18:1'") &&
                  Contains("in use (the cgroup's working set, " + (*cgroup)->dir()) &&
                  Contains("45 x ") && Contains("over the 600.0 MB limit"));
   CHECK(ModelReport(Report(*server), "resnet18").workers_size() == 5);  // nothing started
@@ -314,7 +314,7 @@ TEST_CASE("the master refuses to fork a worker whose budget does not fit in memo
   const std::optional<int> code = server.WaitExit(kStartup);
   REQUIRE(code.has_value());
   CHECK(*code == 1);
-  CHECK_THAT(server.log(), Contains("no memory for 1 more worker(s) of 'mlp'") &&
+  CHECK_THAT(server.log(), Contains("no memory for 1 more worker(s) of 'mlp:1'") &&
                                Contains("its memory budget: no worker of the model measured yet"));
 }
 

@@ -30,7 +30,7 @@ class Outcomes {
  public:
   InferJob Job(int64_t deadline_ns = 0) {
     InferJob job;
-    job.model = "m";
+    job.model = "m:1";
     job.inputs.push_back(TensorView{"x", DType::kFloat32, {1, 4}, row_, sizeof(row_)});
     job.deadline_monotonic_ns = deadline_ns;
     absl::MutexLock lock(&mu_);
@@ -82,7 +82,7 @@ struct PoolUnderTest {
     zygote = std::make_unique<FakeZygote>(std::move(pair->second));
     zygote->SetBehaviour(behaviour);
     WorkerPoolOptions options;
-    options.threads["m"] = ModelThreads{workers, 1};
+    options.threads["m:1"] = ModelThreads{workers, 1};
     options.memory_limit = {memory_limit_bytes, MemoryLimit::Source::kPhysicalMemory, "test"};
     options.memory_usage = [usage_bytes]() -> absl::StatusOr<MemoryUsage> {
       return MemoryUsage{usage_bytes, "the test's"};
@@ -216,6 +216,57 @@ TEST_CASE("before its quorum a model is not ready, whatever min_ready says", "[w
   REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
   CHECK_FALSE(pool.pool->ModelReady("m"));
   CHECK_FALSE(pool.pool->Readiness("m").degraded());
+}
+
+TEST_CASE(
+    "each served version has its own workers, and an unversioned request goes to the "
+    "newest ready one",
+    "[worker_pool]") {
+  std::vector<ModelSpec> specs;
+  WorkerPoolOptions options;
+  for (int64_t version : {1, 2}) {
+    ModelSpec& spec = specs.emplace_back(testing::FakeModelSpec(8, 0));
+    spec.version = version;
+    spec.config.set_version(version);
+    options.threads[spec.key()] = ModelThreads{1, 1};
+  }
+  absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+  REQUIRE(pair.ok());
+  FakeZygote zygote(std::move(pair->second));
+  absl::StatusOr<std::unique_ptr<WorkerPool>> started =
+      WorkerPool::Start(std::move(pair->first), specs, options);
+  REQUIRE(started.ok());
+  WorkerPool& pool = **started;
+  REQUIRE(WaitUntil([&] { return pool.AllModelsReady(); }));
+  CHECK(pool.Readiness("m").workers == 2);
+  CHECK(pool.Readiness("m", 2).workers == 1);
+  const auto routed = [&](const std::string& version) {
+    absl::StatusOr<const ModelSpec*> spec = pool.Route("m", version);
+    INFO("version '" << version << "': " << spec.status());
+    REQUIRE(spec.ok());
+    return (*spec)->version;
+  };
+  CHECK(routed("") == 2);
+  CHECK(routed("1") == 1);
+  CHECK(pool.Route("m", "3").status().code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(pool.Route("m", "3").status().message()),
+             Contains("serves version(s) 1, 2"));
+  CHECK(pool.Route("m", "0").status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(pool.Route("x", "").status().message()),
+             Contains("unknown model 'x'; this server serves: m"));
+
+  // Version 2's worker dies and its replacement stays warming: version 1 takes the unversioned
+  // requests meanwhile, and the model as a whole is not ready.
+  zygote.SetBehaviour({/*report_ready=*/false});
+  for (const WorkerInfo& worker : pool.Workers()) {
+    if (worker.version == 2) zygote.Kill(worker.id);
+  }
+  REQUIRE(WaitUntil([&] { return !pool.ModelReady("m", 2); }));
+  CHECK(routed("") == 1);
+  CHECK(routed("2") == 2);
+  CHECK(pool.ModelReady("m", 1));
+  CHECK_FALSE(pool.ModelReady("m"));
+  pool.Stop();
 }
 
 TEST_CASE("workers that keep dying before ready make the pool fatal after 3 in a row",
@@ -394,7 +445,7 @@ TEST_CASE(
     const absl::Status refused = pool.pool->SetWorkers("m", 3);
     CHECK(refused.code() == absl::StatusCode::kResourceExhausted);
     CHECK_THAT(std::string(refused.message()),
-               Contains("no memory for 2 more worker(s) of 'm': 850.0 MB in use (the test's)") &&
+               Contains("no memory for 2 more worker(s) of 'm:1': 850.0 MB in use (the test's)") &&
                    Contains("2 x 100.0 MB (its memory budget") &&
                    Contains("= 1050.0 MB, over the 1000.0 MB limit"));
     CHECK(pool.pool->Readiness("m").workers == 1);

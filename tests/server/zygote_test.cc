@@ -32,7 +32,7 @@ InferOutcome InferOneRow(WorkerPool& pool) {
   absl::Mutex mu;
   std::optional<InferOutcome> result;
   InferJob job;
-  job.model = "mlp";
+  job.model = "mlp:1";
   job.inputs.push_back(TensorView{"input", DType::kFloat32, {1, 16}, kRow, sizeof(kRow)});
   job.done = [&](InferOutcome outcome) {
     absl::MutexLock lock(&mu);
@@ -61,14 +61,14 @@ TEST_CASE(
   REQUIRE(spec.ok());
   const std::vector<ModelSpec> specs = {*spec};
   std::map<std::string, ZygoteModel> models;
-  models["mlp"].spec = &specs.front();  // not loaded here: the worker loads its own copy
+  models["mlp:1"].spec = &specs.front();  // not loaded here: the worker loads its own copy
 
   absl::StatusOr<std::pair<FrameChannel, FrameChannel>> channel = FrameChannel::CreatePair();
   REQUIRE(channel.ok());
   absl::StatusOr<pid_t> zygote = ForkZygote(models, channel->first, std::move(channel->second));
   REQUIRE(zygote.ok());
   WorkerPoolOptions options;
-  options.threads["mlp"] = ModelThreads{1, 1};
+  options.threads["mlp:1"] = ModelThreads{1, 1};
   absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
       WorkerPool::Start(std::move(channel->first), specs, options);
   REQUIRE(pool.ok());
