@@ -6,14 +6,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -41,7 +39,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::seconds kStopGrace(30);
 constexpr int64_t kRequestTimeoutMs = 10000;
-constexpr int64_t kReportTimeoutMs = 2000;
 constexpr int64_t kHealthTimeoutMs = 1000;
 // How often the model's health is checked, and the WarmupReport polled after the event: fine
 // enough that a gap in SERVING or a worker's arrival is seen within a few ms of its happening.
@@ -94,31 +91,6 @@ std::optional<ElasticEvent> ParseElasticEvent(const std::string& name) {
 }
 
 // --- the pure pieces ---------------------------------------------------------------------------
-
-RequestTiming TimingOfResponse(const inference::ModelInferResponse& response) {
-  const ComputeTiming timing = ReadTiming(response);
-  return {timing.worker_pid.value_or(0), timing.compute_ms.value_or(-1)};
-}
-
-absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,
-                                                       const std::vector<RequestTiming>& sends) {
-  std::vector<RequestTiming> joined(records.size());
-  size_t next = 0;
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (records[i].code == kDroppedClientCap) continue;
-    if (next >= sends.size()) break;
-    joined[i] = sends[next++];
-  }
-  const size_t sent =
-      static_cast<size_t>(std::count_if(records.begin(), records.end(), [](const RequestRecord& r) {
-        return r.code != kDroppedClientCap;
-      }));
-  if (sent != sends.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the sender saw ", sends.size(), " requests, but the load sent ", sent));
-  }
-  return joined;
-}
 
 int64_t ElasticPhase::error_count() const { return ErrorTotal(errors); }
 
@@ -408,92 +380,6 @@ std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, Elasti
 // --- the run -----------------------------------------------------------------------------------
 
 namespace {
-
-// Sends the one prepared request with the gRPC callback API, as GrpcSender does, and keeps what
-// each response says about its worker (RequestTiming), in the order of the Send calls.
-// Ownership: borrows the stub and the request, which must outlive it; the destructor waits until
-// every call it started completed (each has a deadline, so gRPC completes it by then).
-// Thread-safety: thread-safe.
-class TimingSender {
- public:
-  TimingSender(inference::GRPCInferenceService::Stub* stub,
-               const inference::ModelInferRequest* request, int64_t timeout_ms)
-      : stub_(stub), request_(request), timeout_ms_(timeout_ms) {}
-  ~TimingSender() {
-    std::unique_lock<std::mutex> lock(mu_);
-    idle_.wait(lock, [&] { return in_flight_ == 0; });
-  }
-  TimingSender(const TimingSender&) = delete;
-  TimingSender& operator=(const TimingSender&) = delete;
-
-  // Starts one call; `done` gets its status exactly once, on a gRPC thread, after its timing was
-  // kept.
-  void Send(DoneFn done) {
-    auto* call = new Call;
-    call->done = std::move(done);
-    SetTimeout(&call->context, timeout_ms_);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      call->index = timings_.size();
-      timings_.emplace_back();
-      ++in_flight_;
-    }
-    stub_->async()->ModelInfer(&call->context, request_, &call->response,
-                               [this, call](grpc::Status status) {
-                                 if (status.ok()) {
-                                   const RequestTiming timing = TimingOfResponse(call->response);
-                                   std::lock_guard<std::mutex> lock(mu_);
-                                   timings_[call->index] = timing;
-                                 }
-                                 call->done(std::move(status));
-                                 delete call;
-                                 std::lock_guard<std::mutex> lock(mu_);
-                                 if (--in_flight_ == 0) idle_.notify_all();
-                               });
-  }
-
-  // One entry per Send so far (default for a call that has not succeeded yet).
-  std::vector<RequestTiming> Timings() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return timings_;
-  }
-
- private:
-  struct Call {
-    grpc::ClientContext context;
-    inference::ModelInferResponse response;
-    DoneFn done;
-    size_t index = 0;
-  };
-
-  inference::GRPCInferenceService::Stub* const stub_;
-  const inference::ModelInferRequest* const request_;
-  const int64_t timeout_ms_;
-  mutable std::mutex mu_;
-  std::condition_variable idle_;
-  std::vector<RequestTiming> timings_;  // GUARDED_BY(mu_)
-  int64_t in_flight_ = 0;               // GUARDED_BY(mu_)
-};
-
-// The pids of --model's warm workers, as its WarmupReport lists them (by worker id).
-absl::StatusOr<std::vector<int64_t>> WarmWorkerPids(KilnService::Stub& stub,
-                                                    const std::string& model) {
-  WarmupReportRequest request;
-  request.set_model(model);
-  WarmupReportResponse response;
-  grpc::ClientContext context;
-  SetTimeout(&context, kReportTimeoutMs);
-  const grpc::Status status = stub.WarmupReport(&context, request, &response);
-  if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("WarmupReport: ", FormatGrpcStatus(status)));
-  }
-  std::vector<int64_t> pids;
-  for (const ModelWarmupReport& report : response.models()) {
-    if (report.model() != model) continue;
-    for (const internal::WarmupReport& worker : report.workers()) pids.push_back(worker.pid());
-  }
-  return pids;
-}
 
 // Checks service `model` every kHealthInterval until `stop`; each sample's time counts from
 // `start`. Runs on a thread of its own.

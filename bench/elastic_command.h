@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "bench/latency_stats.h"
 #include "bench/load_generator.h"
+#include "bench/timing_sender.h"
 #include "proto/grpc_service.pb.h"
 
 namespace kiln::bench {
@@ -59,23 +60,6 @@ struct ElasticOptions {
 // success; 0 after --help; 2 (with the reason on `err`) for a bad flag.
 std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, ElasticOptions* options,
                                     std::ostream& out, std::ostream& err);
-
-// What the server said about one request it served: the "kiln_worker_pid" and "kiln_compute_ms"
-// response parameters that a request asking for "kiln_timing" gets (server/infer_codec.h).
-struct RequestTiming {
-  int64_t worker_pid = 0;  // 0: unknown (no response, an error, or no parameter)
-  double compute_ms = -1;  // < 0: unknown
-};
-// The timing parameters of `response` (zero / -1 for each that is missing).
-RequestTiming TimingOfResponse(const inference::ModelInferResponse& response);
-
-// Lines up `sends` (one per request handed to the sender, in the order they were handed over)
-// with `records` (RunLoad's, in scheduling order): in an open loop the sender gets every record
-// that was not dropped at the client cap, in order. The result has one entry per record (default
-// for a dropped one). An InvalidArgument when the counts disagree (a sender that saw warmup
-// requests, say).
-absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,
-                                                       const std::vector<RequestTiming>& sends);
 
 // The load's requests in one phase, by their scheduled time.
 struct ElasticPhase {

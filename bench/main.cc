@@ -12,6 +12,7 @@
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
 #include "bench/load_command.h"
+#include "bench/reload_command.h"
 #include "bench/scale_command.h"
 #include "bench/scaleout_command.h"
 #include "bench/warmup_command.h"
@@ -41,6 +42,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunScaleCommand},
     {"elastic", "one TTIN or worker kill under load: tail latency, replacement time, health",
      kiln::bench::RunElasticCommand},
+    {"reload", "a new model version rolled out under load: latency per second, errors, switch",
+     kiln::bench::RunReloadCommand},
 };
 
 void PrintUsage(std::ostream& out) {

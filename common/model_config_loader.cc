@@ -1,5 +1,7 @@
 #include "common/model_config_loader.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -435,6 +437,19 @@ std::vector<int64_t> ServedVersions(const ModelConfig& config, const std::string
   return served;
 }
 
+// "<dev>:<inode>:<size>:<mtime ns>;" per existing file of `paths` (after symlinks).
+std::string FileStamps(const std::vector<std::string>& paths) {
+  std::string stamps;
+  for (const std::string& path : paths) {
+    struct stat st;
+    if (path.empty() || stat(path.c_str(), &st) != 0) continue;
+    absl::StrAppend(&stamps, st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
+                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+                    ";");
+  }
+  return stamps;
+}
+
 // "models/mlp/" -> "mlp".
 std::string BaseName(const std::string& dir) {
   fs::path path = fs::path(dir).lexically_normal();
@@ -499,6 +514,8 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
     const fs::path weights = fs::path(served.version_dir) / kWeightsFileName;
     if (fs::is_regular_file(weights)) served.weights_path = weights.string();
     served.tokenizer_path = CheckTokenizer(config, served.version_dir, defects);
+    served.stamp = FileStamps(
+        {served.config_path, served.model_path, served.weights_path, served.tokenizer_path});
   }
   if (!defects.empty()) return defects.ToStatus();
   return specs;
@@ -509,30 +526,34 @@ absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {
   return std::move(specs.back());
 }
 
-absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository) {
+absl::StatusOr<std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>>> ScanRepository(
+    const std::string& repository) {
   std::error_code ec;
   if (!fs::is_directory(repository, ec)) {
     return absl::NotFoundError(
         absl::StrCat("model repository ", repository, " is not a directory"));
   }
-  std::vector<std::string> dirs;
+  std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>> models;
   for (const fs::directory_entry& entry : fs::directory_iterator(repository, ec)) {
     if (entry.is_directory(ec) && fs::is_regular_file(entry.path() / kConfigFileName, ec)) {
-      dirs.push_back(entry.path().string());
+      models.emplace(entry.path().filename().string(), LoadModelVersions(entry.path().string()));
     }
   }
   if (ec) return absl::InternalError(absl::StrCat(repository, ": ", ec.message()));
-  if (dirs.empty()) {
+  return models;
+}
+
+absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository) {
+  ASSIGN_OR_RETURN(const auto models, ScanRepository(repository));
+  if (models.empty()) {
     return absl::NotFoundError(absl::StrCat("model repository ", repository,
                                             " holds no model (no <name>/", kConfigFileName, ")"));
   }
-  std::sort(dirs.begin(), dirs.end());
   std::vector<ModelSpec> specs;
   std::vector<std::string> errors;
-  for (const std::string& dir : dirs) {
-    absl::StatusOr<std::vector<ModelSpec>> versions = LoadModelVersions(dir);
+  for (const auto& [name, versions] : models) {
     if (versions.ok()) {
-      for (ModelSpec& spec : *versions) specs.push_back(std::move(spec));
+      specs.insert(specs.end(), versions->begin(), versions->end());
     } else {
       errors.emplace_back(versions.status().message());
     }

@@ -17,6 +17,8 @@
 #define KILN_COMMON_MODEL_CONFIG_LOADER_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,7 +44,7 @@ inline constexpr int32_t kDefaultReadinessMinReady = 1;
 inline constexpr int32_t kDefaultReadinessCheckRequests = 20;
 inline constexpr int32_t kDefaultReadinessCheckConcurrency = 2;
 inline constexpr double kDefaultReadinessMaxP95Factor = 1.5;
-inline constexpr double kDefaultReadinessCheckAllowanceMs = 0.5;
+inline constexpr double kDefaultReadinessCheckAllowanceMs = 1.0;
 inline constexpr int32_t kDefaultTokenizerMaxLength = 128;
 
 // "<name>:<version>": how a served model version is named in maps, frames and logs.
@@ -59,9 +61,16 @@ struct ModelSpec {
   std::string model_path;      // <version_dir>/model.pt
   std::string weights_path;    // <version_dir>/model.safetensors; empty when there is none
   std::string tokenizer_path;  // empty when the config has no tokenizer
+  // Identifies the files as they were when loaded (device, inode, size and modification time
+  // of the config, the model, the weights and the tokenizer): a reload reloads a version whose
+  // stamp changed, and leaves the others alone.
+  std::string stamp;
 
   std::string key() const { return ModelKey(config.name(), version); }
 };
+
+// How the server shares a loaded spec: requests in flight keep the version they were routed to.
+using SharedSpec = std::shared_ptr<const ModelSpec>;
 
 // Loads one model directory. Its config.pbtxt's errno code (NotFound when there is none) when it
 // cannot be read; otherwise InvalidArgument for every defect (a bad value, a value that is not
@@ -80,8 +89,14 @@ const TensorConfig* FindInput(const ModelConfig& config, const std::string& name
 // Whether any input has a variable (-1) dim, i.e. the model takes a sequence length.
 bool HasVariableDim(const ModelConfig& config);
 
-// Loads every model directory (a subdirectory holding config.pbtxt) of the repository: every
-// served version of each, sorted by name and then version. Fails if the repository is missing,
+// The repository as it is now: for each model directory (a subdirectory holding config.pbtxt), by
+// name, its served versions or why they do not load. NotFound when the repository is not a
+// directory.
+absl::StatusOr<std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>>> ScanRepository(
+    const std::string& repository);
+
+// Loads every model directory of the repository: every served version of each, sorted by name and
+// then version. Fails if the repository is missing,
 // holds no model, or any model fails to load (all failures are reported, not just the first).
 absl::StatusOr<std::vector<ModelSpec>> LoadModelRepository(const std::string& repository);
 

@@ -4,6 +4,7 @@ each kiln-bench / kiln-forward-bench command wrote (<name>.json) and the command
 (<name>.cmd). Every number in the report is one a tool printed; ratios are computed here.
 
 Usage: /usr/bin/python3 scripts/bench_report.py bench-results > BENCHMARKS.md
+       /usr/bin/python3 scripts/bench_report.py --only-reload bench-results   (that section alone)
 """
 
 import datetime
@@ -498,7 +499,57 @@ def elastic_tables(folder, out):
     elastic_memory_table(folder, out)
 
 
+def reload_row(folder, name, label, out):
+    if not has_run(folder, name):
+        why_missing(folder, name, label)
+        return
+    run = load(folder, name)
+    phases = {p["name"]: p for p in run["phases"]}
+    before, during, after = phases["before"], phases["during"], phases["after"]
+    served = ", ".join(f"v{v} {n}" for v, n in sorted(after["versions"].items())) or "none"
+    bad = run["bad_version"]
+    target = (run["p99_ratio"] <= 1.2 and run["errors"] == 0 and run["cold_shape_hits"] == 0 and
+              (run["new_version_responses"] == 0 if bad else run["reload_outcome"] == "OK") and
+              all(run["others_kept_workers"].values()))
+    out.append(f"| {label} | {run['rate']:.1f} | {before['p99_ms']:.1f} | {during['p99_ms']:.1f} | "
+               f"{after['p99_ms']:.1f} | {run['p99_ratio']:.2f}x | {run['errors']} | "
+               f"{run['cold_shape_hits']} | {run['switch_ms'] / 1000:.1f} s | {served} | "
+               f"{run['pss_before_kb'] / 1000:.0f} / {run['pss_peak_kb'] / 1000:.0f} / "
+               f"{run['pss_after_kb'] / 1000:.0f} | "
+               f"{'yes' if all(run['others_kept_workers'].values()) else 'NO'} | {verdict(target)} |")
+
+
+def reload_tables(folder, out):
+    out.append("## Reload: a new version under load (make-before-break)\n")
+    out.append("A repository of resnet18 (rolled out), mlp and textcls (left alone). An open-loop "
+               "Poisson load on resnet18 at 70 % of the capacity `kiln-bench reload` measured first; "
+               "`--before_s` into it, version 2 appears and a reload is asked for. p99 in ms, from "
+               "each request's scheduled time, per phase: before the request, during the reload, "
+               "after the switch. Switch: from the request to the switch (the RPC's answer; with "
+               "SIGHUP, ModelMetadata listing only version 2, or the index giving the reason). "
+               "Tree PSS in MB (10^6 bytes): before / peak during the reload / at the end. Others "
+               "kept: mlp's and textcls's workers have the same pids after. Target: p99 during / "
+               "before <= 1.2, no failed request, no cold-shape hit; a bad version never serves.\n")
+    out.append("| run | req/s | p99 before | p99 during | p99 after | during / before | errors | "
+               "cold | switch | versions after | PSS MB | others kept | target |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    reload_row(folder, "reload-good-rpc", "version 2 (RepositoryModelLoad)", out)
+    reload_row(folder, "reload-good-hup", "version 2 (SIGHUP)", out)
+    reload_row(folder, "reload-bad-rpc", "bad version 2: not TorchScript (RepositoryModelLoad)", out)
+    out.append("")
+    for name in ("reload-good-rpc", "reload-good-hup", "reload-bad-rpc"):
+        if has_run(folder, name):
+            run = load(folder, name)
+            out.append(f"- `{command(folder, name)}`: reload {run['reload_outcome']}")
+    out.append("")
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--only-reload":
+        out = []
+        reload_tables(sys.argv[2], out)
+        print("\n".join(out))
+        return
     folder = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
     out = ["# kiln benchmarks", "",
            "Written by `scripts/bench.sh` on " + datetime.date.today().isoformat() + ". Every number "
@@ -515,6 +566,7 @@ def main():
     threads_table(folder, out)
     wait_table(folder, out)
     elastic_tables(folder, out)
+    reload_tables(folder, out)
     print("\n".join(out))
 
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/model_config_loader.h"
 #include "common/shape.h"
 #include "common/tensor.h"
 
@@ -31,7 +32,7 @@ struct InferOutcome {
 using InferDone = std::function<void(InferOutcome)>;
 
 struct InferJob {
-  std::string model;               // the served version's ModelSpec::key() (WorkerPool::Route)
+  SharedSpec spec;  // the served version it was routed to (WorkerPool::Route) and decoded for
   std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
   // A text model's request as text instead (one string per row; `inputs` empty). The strings
   // must outlive `done`'s call.

@@ -32,8 +32,8 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 InferenceService::InferenceService(WorkerPool& pool, const MasterStateMachine& master,
-                                   TrafficRecording* recording)
-    : pool_(pool), master_(master), recording_(recording) {}
+                                   InferenceServiceOptions options)
+    : pool_(pool), master_(master), options_(options) {}
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
@@ -53,7 +53,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerConte
                                                        const inference::ModelReadyRequest* request,
                                                        inference::ModelReadyResponse* response) {
   // Without a version: the version an unversioned request would go to.
-  absl::StatusOr<const ModelSpec*> spec = pool_.Route(request->name(), request->version());
+  absl::StatusOr<SharedSpec> spec = pool_.Route(request->name(), request->version());
   if (!spec.ok()) return Finish(context, spec.status());
   response->set_ready(Serving() && pool_.ModelReady(request->name(), (*spec)->version));
   return Finish(context, absl::OkStatus());
@@ -72,10 +72,10 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     inference::ModelMetadataResponse* response) {
   // The inputs and outputs of the version asked for (or the one an unversioned request would go
   // to), and every served version.
-  absl::StatusOr<const ModelSpec*> spec = pool_.Route(request->name(), request->version());
+  absl::StatusOr<SharedSpec> spec = pool_.Route(request->name(), request->version());
   if (!spec.ok()) return Finish(context, spec.status());
   std::vector<std::string> versions;
-  for (const ModelSpec* served : pool_.Served()) {
+  for (const SharedSpec& served : pool_.Served()) {
     if (served->config.name() == request->name()) {
       versions.push_back(std::to_string(served->version));
     }
@@ -87,44 +87,101 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
-  absl::StatusOr<const ModelSpec*> found =
-      pool_.Route(request->model_name(), request->model_version());
-  if (!found.ok()) return Finish(context, found.status());
-  const ModelSpec& spec = **found;
-  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec.config);
-  if (!decoded.ok()) return Finish(context, decoded.status());
-
-  // The decoded request (and the request message its views may point into) lives until the
-  // reactor finishes, which happens in `done`.
-  auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
-  InferJob job;
-  job.model = spec.key();
-  if (held->text) {
-    job.text = &held->inputs.front().strings;
-  } else {
-    for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
-  }
-  job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
+  // A reload may switch the version between routing and queueing: the pool then refuses the job
+  // (Aborted), and it is routed and decoded again, for the version that now serves. A request is
+  // always decoded against the config of the version that runs it.
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  job.done = [reactor, request, response, held, &spec,
-              recording = recording_](InferOutcome outcome) {
-    if (recording != nullptr) recording->Completed(spec, *held, outcome);
-    absl::Status status = outcome.outputs.status();
-    if (status.ok()) {
-      status = EncodeInferResponse(spec.config, std::to_string(spec.version), *request, *held,
-                                   *outcome.outputs, response);
+  absl::Status queued;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<SharedSpec> found =
+        pool_.Route(request->model_name(), request->model_version(), options_.staged);
+    if (!found.ok()) {
+      reactor->Finish(ToGrpcStatus(found.status()));
+      return reactor;
     }
-    if (status.ok() && WantsTiming(*request)) {
-      SetTiming(
-          {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
-          response);
+    const SharedSpec spec = *std::move(found);
+    absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec->config);
+    if (!decoded.ok()) {
+      reactor->Finish(ToGrpcStatus(decoded.status()));
+      return reactor;
     }
-    reactor->Finish(ToGrpcStatus(status));
-  };
-  if (absl::Status queued = pool_.Submit(std::move(job)); !queued.ok()) {
-    reactor->Finish(ToGrpcStatus(queued));
+
+    // The decoded request (and the request message its views may point into) lives until the
+    // reactor finishes, which happens in `done`.
+    auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
+    InferJob job;
+    job.spec = spec;
+    if (held->text) {
+      job.text = &held->inputs.front().strings;
+    } else {
+      for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
+    }
+    job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
+    job.done = [reactor, request, response, held, spec,
+                recording = options_.recording](InferOutcome outcome) {
+      if (recording != nullptr) recording->Completed(*spec, *held, outcome);
+      absl::Status status = outcome.outputs.status();
+      if (status.ok()) {
+        status = EncodeInferResponse(spec->config, std::to_string(spec->version), *request, *held,
+                                     *outcome.outputs, response);
+      }
+      if (status.ok() && WantsTiming(*request)) {
+        SetTiming(
+            {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
+            response);
+      }
+      reactor->Finish(ToGrpcStatus(status));
+    };
+    queued = pool_.Submit(std::move(job));
+    if (queued.ok()) return reactor;
+    if (!absl::IsAborted(queued) && !absl::IsNotFound(queued)) break;
   }
+  reactor->Finish(
+      ToGrpcStatus(absl::IsAborted(queued) ? absl::UnavailableError(queued.message()) : queued));
   return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
+    grpc::CallbackServerContext* context, const inference::RepositoryIndexRequest* request,
+    inference::RepositoryIndexResponse* response) {
+  if (options_.reloader == nullptr) {
+    return Finish(context, absl::UnimplementedError("this service has no model repository"));
+  }
+  for (auto& entry : options_.reloader->Index(request->ready())) {
+    *response->add_models() = std::move(entry);
+  }
+  return Finish(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::Reload(grpc::CallbackServerContext* context,
+                                                   ReloadRequest reload) {
+  if (options_.reloader == nullptr) {
+    return Finish(context, absl::UnimplementedError("this service has no model repository"));
+  }
+  if (options_.repository_read_only) {
+    return Finish(context, absl::FailedPreconditionError(
+                               "the model repository is read-only (--repository_read_only): "
+                               "models change only with the repository and SIGHUP"));
+  }
+  if (reload.model.empty()) {
+    return Finish(context, absl::InvalidArgumentError("model_name is empty"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  options_.reloader->Request(
+      std::move(reload), [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+    inference::RepositoryModelLoadResponse*) {
+  return Reload(context, {ReloadRequest::Kind::kLoad, request->model_name()});
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+    inference::RepositoryModelUnloadResponse*) {
+  return Reload(context, {ReloadRequest::Kind::kUnload, request->model_name()});
 }
 
 }  // namespace kiln

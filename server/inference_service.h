@@ -11,20 +11,29 @@
 #include "common/model_config_loader.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/master_state.h"
+#include "server/reloader.h"
 #include "server/traffic_recording.h"
 #include "server/worker_pool.h"
 
 namespace kiln {
 
-// Ownership: borrows the pool, the master's state and the recording, which must
+struct InferenceServiceOptions {
+  TrafficRecording* recording = nullptr;  // told of every request that finishes (--state_dir)
+  // The repository extension (RepositoryIndex, RepositoryModelLoad/Unload); null: UNIMPLEMENTED.
+  Reloader* reloader = nullptr;
+  bool repository_read_only = false;  // --repository_read_only: no load/unload RPCs
+  bool staged = false;                // route to the versions a reload staged (its readiness check)
+};
+
+// Ownership: borrows the pool, the master's state, the recording and the reloader, which must
 // outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
 // from any of its threads; it keeps no mutable state of its own.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
   // ServerReady and ModelReady answer true only while `master` is Serving (and the model has
-  // its quorum). `recording` (optional: --state_dir) is told of every request that finishes.
+  // its quorum).
   InferenceService(WorkerPool& pool, const MasterStateMachine& master,
-                   TrafficRecording* recording = nullptr);
+                   InferenceServiceOptions options = {});
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -44,13 +53,25 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
                                        const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override;
+  // Answered once the reload is done (or failed: the served versions keep serving).
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
 
  private:
+  grpc::ServerUnaryReactor* Reload(grpc::CallbackServerContext* context, ReloadRequest reload);
+
   bool Serving() const { return master_.state() == MasterState::kServing; }
 
   WorkerPool& pool_;
   const MasterStateMachine& master_;
-  TrafficRecording* const recording_;
+  const InferenceServiceOptions options_;
 };
 
 }  // namespace kiln

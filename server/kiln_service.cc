@@ -19,9 +19,9 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
                                                         const WarmupReportRequest* request,
                                                         WarmupReportResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const std::vector<const ModelSpec*> served = pool_.Served();
+  const std::vector<SharedSpec> served = pool_.Served();
   const bool known = request->model().empty() ||
-                     std::any_of(served.begin(), served.end(), [&](const ModelSpec* spec) {
+                     std::any_of(served.begin(), served.end(), [&](const SharedSpec& spec) {
                        return spec->config.name() == request->model();
                      });
   if (!known) {
@@ -44,7 +44,7 @@ grpc::ServerUnaryReactor* KilnServiceImpl::WarmupReport(grpc::CallbackServerCont
     replayed = startup_.replayed;
   }
   const std::vector<WorkerInfo> workers = pool_.Workers();
-  for (const ModelSpec* spec : served) {
+  for (const SharedSpec& spec : served) {
     const std::string& name = spec->config.name();
     const int64_t version = spec->version;
     if (!request->model().empty() && request->model() != name) continue;

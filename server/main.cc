@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "absl/strings/str_split.h"
 #include "common/openmp_wait.h"
 #include "glog/logging.h"
 #include "server/master.h"
@@ -50,7 +51,13 @@ DEFINE_string(warm_template, "on",
               "baseline for benchmarks, and a fallback).");
 DEFINE_bool(zygote_mode, false,
             "Internal: run as a zygote started by the master (fork+exec) to replace one that "
-            "died; its channel to the master is fd 3. Not for direct use.");
+            "died or to load a reload's versions; its channel to the master is fd 3. Not for "
+            "direct use.");
+DEFINE_bool(zygote_idle_load, false,
+            "Internal, with --zygote_mode: load at idle CPU priority, then return to normal.");
+DEFINE_string(zygote_models, "",
+              "Internal, with --zygote_mode: the served versions to load (name:version, comma "
+              "separated); empty = every version the repository serves.");
 DEFINE_bool(test_only_cold_calls, false,
             "For kiln's tests only: workers serve every call on a freshly loaded copy of the "
             "model that has never run, so the readiness check meets a cold path and must fail.");
@@ -66,6 +73,9 @@ DEFINE_string(state_dir, "",
               "Where traffic-shaped warmup keeps <model>.traffic.pbtxt: the shapes served are "
               "recorded there (every 30 s and at shutdown) and replayed by the next start's "
               "warmup. Empty: no recording.");
+DEFINE_bool(repository_read_only, false,
+            "Refuse the RepositoryModelLoad and RepositoryModelUnload RPCs (FAILED_PRECONDITION): "
+            "the served models then change only with the repository and SIGHUP.");
 DEFINE_int32(record_samples, 0,
              "With --state_dir: also keep up to N real requests per model, one per shape "
              "(their inputs, or a text model's texts, in <model>.samples.safetensors), whose "
@@ -163,7 +173,8 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   if (FLAGS_zygote_mode) {
     return kiln::RunZygoteMode(
-        {FLAGS_model_repository, FLAGS_share_weights == "on", FLAGS_state_dir});
+        {FLAGS_model_repository, FLAGS_share_weights == "on", FLAGS_state_dir,
+         absl::StrSplit(FLAGS_zygote_models, ',', absl::SkipEmpty()), FLAGS_zygote_idle_load});
   }
 
   kiln::MasterOptions options;
@@ -183,5 +194,6 @@ int main(int argc, char** argv) {
   options.max_message_mb = FLAGS_max_message_mb;
   options.state_dir = FLAGS_state_dir;
   options.record_samples = FLAGS_record_samples;
+  options.repository_read_only = FLAGS_repository_read_only;
   return kiln::RunMaster(options);
 }

@@ -1,8 +1,10 @@
 #include "server/master.h"
 
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -21,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/fork_safety.h"
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
@@ -35,6 +38,7 @@
 #include "server/model_loading.h"
 #include "server/port_lock.h"
 #include "server/readiness_check.h"
+#include "server/reloader.h"
 #include "server/systemd_notify.h"
 #include "server/traffic_recording.h"
 #include "server/traffic_replay.h"
@@ -114,12 +118,16 @@ class HealthPublisher {
 
   void Update() {
     std::set<std::string> names;
-    for (const ModelSpec* spec : pool_.Served()) names.insert(spec->config.name());
+    for (const SharedSpec& spec : pool_.Served()) names.insert(spec->config.name());
     bool all = true;
     for (const std::string& name : names) {
       const bool ready = pool_.ModelReady(name);
       all = all && ready;
       Publish(name, ready);
+    }
+    // A model a reload took out (unloaded, or gone from the repository) is not served any more.
+    for (const auto& [service, serving] : std::map<std::string, bool>(last_)) {
+      if (!service.empty() && names.count(service) == 0) Publish(service, false);
     }
     Publish("", all);
   }
@@ -133,7 +141,8 @@ class HealthPublisher {
     } else {
       health_.SetServingStatus(service, serving);
       LOG_IF(WARNING, !first) << "model " << service << ": "
-                              << (serving ? "SERVING again" : "NOT_SERVING (below quorum)");
+                              << (serving ? "SERVING again"
+                                          : "NOT_SERVING (below quorum, or not served)");
     }
     last->second = serving;
   }
@@ -149,10 +158,11 @@ class HealthPublisher {
 // stops the workers.
 //
 // Ownership: owns everything the master holds: the port lock, the specs, the loaded models, the
-// zygote (by pid), the pool, the gRPC server and its services. Thread-safety: its methods run on
-// the main thread only, except RestartZygote, which the pool calls on its thread (it touches only
-// the atomic zygote_ and the options); the services it registers run on gRPC's threads and read
-// only the thread-safe pool and state machine.
+// zygotes (by pid, one per generation), the pool, the reloader, the gRPC server and its services.
+// Thread-safety: its methods run on the main thread only, except StartZygote, which the pool
+// calls on its thread to replace a zygote (it touches only zygotes_, under its mutex, and the
+// options); the services it registers run on gRPC's threads and use only the thread-safe pool,
+// reloader and state machine.
 class Master {
  public:
   explicit Master(const MasterOptions& options) : options_(options) {}
@@ -165,6 +175,12 @@ class Master {
   absl::Status Warm();   // kWarming: the zygote, the pool, every model's quorum
   absl::Status Check();  // kChecking: the readiness check through the whole request path
   absl::Status Serve();  // kServing: open the port; the main loop until TERM or a fatal error
+  // One turn of the serving loop: signals (up to `timeout_ms`), health, the watchdog, recorded
+  // traffic, zygotes of closed generations reaped. An error when the pool can no longer serve.
+  absl::Status Tick(int timeout_ms);
+  // The readiness check of `specs` (Served, or the Staged versions of a reload with `staged`),
+  // through a private in-process gRPC server; up to three attempts.
+  absl::Status CheckVersions(const std::vector<SharedSpec>& specs, bool staged);
   void Drain();          // kDraining: health NOT_SERVING, in-flight calls finish
   void Teardown();       // kStopped: stop the pool, reap the zygote, save the traffic
 
@@ -179,9 +195,15 @@ class Master {
   // serving, and never below one worker.
   void OnScale(int sig);
   void OnUnsupported(int sig);
-  // Replaces a zygote that died while the pool runs: reaps it and starts a new one by fork+exec
-  // (server/zygote_mode.h). Runs on the pool's thread; returns the pool's end of the new channel.
-  absl::StatusOr<FrameChannel> RestartZygote();
+  // HUP: reload the whole repository (server/reloader.h), only while serving.
+  void OnHup();
+  // Starts generation `generation`'s zygote by fork+exec (server/zygote_mode.h), loading the
+  // versions `models`, after reaping the one it replaces (a zygote that died). Returns the pool's
+  // end of its channel. Called on the pool's thread (a replacement) or the main thread (a reload).
+  absl::StatusOr<FrameChannel> StartZygote(int generation, const std::vector<std::string>& models);
+  // The workers and threads of a version a reload loads: those the CPU plan gave the model.
+  ModelThreads ThreadsFor(const ModelSpec& spec) const;
+  void ReapClosedZygotes();
 
   const MasterOptions& options_;
   MasterStateMachine state_;
@@ -193,26 +215,72 @@ class Master {
   std::map<std::string, ModelReplay> replay_;
   MemoryLimit memory_limit_;  // bytes 0: unknown
   CpuSetup cpu_;
-  // The zygote's pid; replaced from the pool's thread (RestartZygote) when a zygote dies.
-  std::atomic<pid_t> zygote_{0};
+  // The zygotes' pids by generation; replaced from the pool's thread when a zygote dies.
+  absl::Mutex zygotes_mu_;
+  std::map<int, pid_t> zygotes_ ABSL_GUARDED_BY(zygotes_mu_);
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<Reloader> reloader_;
+  std::unique_ptr<HealthPublisher> health_;
+  absl::Status loop_error_;                      // why the serving loop stopped inside a reload
   std::unique_ptr<TrafficRecording> recording_;  // with --state_dir
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<KilnServiceImpl> kiln_service_;
   std::unique_ptr<grpc::Server> server_;
 };
 
-absl::StatusOr<FrameChannel> Master::RestartZygote() {
-  // The old zygote closed its channel: it has exited, or is about to.
-  if (const pid_t old = zygote_.exchange(0); old > 0) ReapZygote(old, /*now=*/true);
+absl::StatusOr<FrameChannel> Master::StartZygote(int generation,
+                                                 const std::vector<std::string>& models) {
+  pid_t old = 0;
+  {
+    absl::MutexLock lock(&zygotes_mu_);
+    if (auto found = zygotes_.find(generation); found != zygotes_.end()) {
+      old = found->second;
+      zygotes_.erase(found);
+    }
+  }
+  // A zygote being replaced closed its channel: it has exited, or is about to.
+  if (old > 0) ReapZygote(old, /*now=*/true);
   ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
-  ASSIGN_OR_RETURN(const pid_t pid, SpawnZygoteProcess({options_.model_repository,
-                                                        options_.share_weights, options_.state_dir},
-                                                       pair.second));
-  zygote_ = pid;
-  LOG(WARNING) << "started a new zygote by fork+exec (pid " << pid
-               << "); the live workers keep serving";
+  ASSIGN_OR_RETURN(const pid_t pid,
+                   SpawnZygoteProcess({options_.model_repository, options_.share_weights,
+                                       options_.state_dir, models, cpu_.warm_at_idle_priority},
+                                      pair.second));
+  {
+    absl::MutexLock lock(&zygotes_mu_);
+    zygotes_[generation] = pid;
+  }
+  LOG_IF(WARNING, old > 0) << "started a new zygote by fork+exec (pid " << pid
+                           << ") for generation " << generation
+                           << "; the live workers keep serving";
+  LOG_IF(INFO, old == 0) << "reload: started the zygote of generation " << generation
+                         << " by fork+exec (pid " << pid << ") for " << absl::StrJoin(models, ", ");
   return std::move(pair.first);
+}
+
+void Master::ReapClosedZygotes() {
+  const std::vector<int> open = pool_->Generations();
+  absl::MutexLock lock(&zygotes_mu_);
+  for (auto it = zygotes_.begin(); it != zygotes_.end();) {
+    const bool closed = std::find(open.begin(), open.end(), it->first) == open.end();
+    if (closed && waitpid(it->second, nullptr, WNOHANG) == it->second) {
+      LOG(INFO) << "the zygote of generation " << it->first << " (pid " << it->second << ") left";
+      it = zygotes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+ModelThreads Master::ThreadsFor(const ModelSpec& spec) const {
+  for (const auto& [key, threads] : cpu_.plan.models) {
+    if (key.substr(0, key.rfind(':')) == spec.config.name()) return threads;
+  }
+  const InstanceConfig& group = spec.config.instance_group();
+  ModelThreads threads;
+  threads.workers =
+      std::max(options_.workers_per_model > 0 ? options_.workers_per_model : group.count(), 1);
+  threads.intra_op_threads = std::max(group.intra_op_threads(), 1);
+  return threads;
 }
 
 absl::Status Master::Enter(MasterState next) {
@@ -276,7 +344,10 @@ absl::Status Master::Warm() {
   ASSIGN_OR_RETURN(auto channel, FrameChannel::CreatePair());
   ASSIGN_OR_RETURN(const pid_t zygote,
                    ForkZygote(models_.by_key, channel.first, std::move(channel.second)));
-  zygote_ = zygote;
+  {
+    absl::MutexLock lock(&zygotes_mu_);
+    zygotes_[1] = zygote;
+  }
   channel.second.Close();
   timeline_.Phase(absl::StrCat("forked the zygote (pid ", zygote, ")"));
 
@@ -287,7 +358,9 @@ absl::Status Master::Warm() {
   pool_options.warmup = options_.warmup;
   pool_options.warm_template = options_.warm_template;
   pool_options.cold_calls_for_test = options_.cold_calls_for_test;
-  pool_options.restart_zygote = [this] { return RestartZygote(); };
+  pool_options.restart_zygote = [this](int generation, const std::vector<std::string>& models) {
+    return StartZygote(generation, models);
+  };
   pool_options.on_change = [master = getpid()] { kill(master, WakeSignal()); };
   pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
@@ -320,11 +393,19 @@ absl::Status Master::Warm() {
 absl::Status Master::Check() {
   RETURN_IF_ERROR(Enter(MasterState::kChecking));
   NotifySystemd("STATUS=readiness check");
+  RETURN_IF_ERROR(CheckVersions(pool_->Served(), /*staged=*/false));
+  timeline_.Phase("readiness check passed");
+  return absl::OkStatus();
+}
+
+absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool staged) {
   // Through a private gRPC server that listens on no port: only an in-process channel reaches
   // it, and it records no traffic.
   constexpr int kReadinessAttempts = 3;
   for (int attempt = 1; attempt <= kReadinessAttempts; ++attempt) {
-    InferenceService service(*pool_, state_);
+    InferenceServiceOptions service_options;
+    service_options.staged = staged;
+    InferenceService service(*pool_, state_, service_options);
     grpc::ServerBuilder builder;
     ConfigureGrpc(options_, builder);
     builder.RegisterService(&service);
@@ -338,7 +419,7 @@ absl::Status Master::Check() {
     std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
         inference::GRPCInferenceService::NewStub(server->InProcessChannel(arguments));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(*stub, specs_, pool_->Workers(), options_.warmup, OpenMpThreadsSpin());
+        RunReadinessCheck(*stub, specs, pool_->Workers(), options_.warmup, OpenMpThreadsSpin());
     server->Shutdown();
     if (!results.ok()) return Annotate(results.status(), "readiness check");
     bool passed = true;
@@ -348,10 +429,7 @@ absl::Status Master::Check() {
                                         << kReadinessAttempts << "): " << result.Describe();
       passed = passed && result.passed();
     }
-    if (passed) {
-      timeline_.Phase("readiness check passed");
-      return absl::OkStatus();
-    }
+    if (passed) return absl::OkStatus();
   }
   return absl::UnavailableError(
       absl::StrCat("the readiness check did not pass in ", kReadinessAttempts,
@@ -362,7 +440,25 @@ absl::Status Master::Serve() {
   if (!options_.state_dir.empty()) {
     recording_ = std::make_unique<TrafficRecording>(options_.state_dir, options_.record_samples);
   }
-  service_ = std::make_unique<InferenceService>(*pool_, state_, recording_.get());
+  ReloadHooks hooks;
+  hooks.start_zygote = [this](int generation, const std::vector<std::string>& models) {
+    return StartZygote(generation, models);
+  };
+  hooks.check_staged = [this] { return CheckVersions(pool_->Served(/*staged=*/true), true); };
+  hooks.keep_serving = [this] {
+    loop_error_ = Tick(50);
+    return loop_error_.ok() && !stop_requested_;
+  };
+  hooks.wake = [master = getpid()] { kill(master, WakeSignal()); };
+  hooks.threads_for = [this](const ModelSpec& spec) { return ThreadsFor(spec); };
+  hooks.switched = [this] { health_->Update(); };
+  reloader_ = std::make_unique<Reloader>(options_.model_repository, *pool_, std::move(hooks),
+                                         options_.startup_timeout_s);
+  InferenceServiceOptions service_options;
+  service_options.recording = recording_.get();
+  service_options.reloader = reloader_.get();
+  service_options.repository_read_only = options_.repository_read_only;
+  service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
   StartupReport startup;
   startup.timeline = timeline_.phases();
   startup.memory_limit = memory_limit_.bytes > 0 ? memory_limit_.Describe() : "unknown";
@@ -388,21 +484,28 @@ absl::Status Master::Serve() {
                      " (in use by another process, or not a local address)"));
   }
   RETURN_IF_ERROR(Enter(MasterState::kServing));
-  HealthPublisher health(*server_->GetHealthCheckService(), *pool_);
-  health.Update();
+  health_ = std::make_unique<HealthPublisher>(*server_->GetHealthCheckService(), *pool_);
+  health_->Update();
   timeline_.Phase(absl::StrCat("ready: serving gRPC on ", options_.host, ":", port));
   kiln_service_->SetTimeline(timeline_.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options_.host, ":", port));
 
-  // The main loop: signals, health, the systemd watchdog, saving the recorded traffic.
-  const uint64_t watchdog_usec = SystemdWatchdogUsec();
+  // The main loop: signals, health, the systemd watchdog, saving the recorded traffic, reloads.
   while (!stop_requested_) {
-    PollSignals(200);
-    RETURN_IF_ERROR(pool_->fatal_error());
-    health.Update();
-    if (watchdog_usec > 0 && pool_->AllModelsReady()) NotifySystemd("WATCHDOG=1");
-    if (recording_ != nullptr) recording_->SaveIfDue();
+    RETURN_IF_ERROR(Tick(200));
+    if (!reloader_->RunPending()) return loop_error_;  // TERM, or a fatal error, mid-reload
   }
+  return absl::OkStatus();
+}
+
+absl::Status Master::Tick(int timeout_ms) {
+  static const uint64_t watchdog_usec = SystemdWatchdogUsec();
+  PollSignals(timeout_ms);
+  RETURN_IF_ERROR(pool_->fatal_error());
+  health_->Update();
+  if (watchdog_usec > 0 && pool_->AllModelsReady()) NotifySystemd("WATCHDOG=1");
+  if (recording_ != nullptr) recording_->SaveIfDue();
+  ReapClosedZygotes();
   return absl::OkStatus();
 }
 
@@ -422,9 +525,15 @@ void Master::Teardown() {
   // Every state may stop; only Stopped itself cannot, and Teardown runs once.
   (void)Enter(MasterState::kStopped);
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  // Closing the zygote's channel lets the zygote leave by itself (its workers die with it).
+  if (reloader_ != nullptr) reloader_->FailPending(absl::UnavailableError("server is stopping"));
+  // Closing the zygotes' channels lets them leave by themselves (their workers die with them).
   if (pool_ != nullptr) pool_->Stop();
-  if (zygote_ > 0) ReapZygote(zygote_, /*now=*/pool_ == nullptr);  // after the pool stopped
+  std::map<int, pid_t> zygotes;
+  {
+    absl::MutexLock lock(&zygotes_mu_);
+    zygotes.swap(zygotes_);
+  }
+  for (const auto& [generation, pid] : zygotes) ReapZygote(pid, /*now=*/pool_ == nullptr);
   if (recording_ != nullptr) recording_->Save();
   LOG(INFO) << "stopped";
 }
@@ -439,6 +548,8 @@ void Master::PollSignals(int timeout_ms) {
     OnInt();
   } else if (sig == SIGTTIN || sig == SIGTTOU) {
     OnScale(sig);
+  } else if (sig == SIGHUP) {
+    OnHup();
   } else if (sig > 0 && sig != WakeSignal()) {
     OnUnsupported(sig);
   }
@@ -455,7 +566,10 @@ void Master::OnInt() {
   // At once: no drain, and no graceful gRPC shutdown (which waits on every client's GOAWAY
   // acknowledgement). The workers die with the zygote.
   LOG(INFO) << "SIGINT: exiting now";
-  if (zygote_ > 0) ReapZygote(zygote_, /*now=*/true);
+  {
+    absl::MutexLock lock(&zygotes_mu_);
+    for (const auto& [generation, pid] : zygotes_) ReapZygote(pid, /*now=*/true);
+  }
   google::FlushLogFiles(google::GLOG_INFO);
   _exit(130);
 }
@@ -467,7 +581,7 @@ void Master::OnScale(int sig) {
                  << " (workers are scaled only while serving)";
     return;
   }
-  for (const ModelSpec* spec : pool_->Served()) {
+  for (const SharedSpec& spec : pool_->Served()) {
     const std::string& name = spec->config.name();
     const int workers = pool_->Readiness(name, spec->version).workers;
     if (workers + step < 1) {
@@ -480,6 +594,17 @@ void Master::OnScale(int sig) {
                    << " worker(s): " << scaled.message();
     }
   }
+}
+
+void Master::OnHup() {
+  if (state_.state() != MasterState::kServing) {
+    LOG(WARNING) << strsignal(SIGHUP) << ": ignored while " << MasterStateName(state_.state())
+                 << " (the repository is reloaded only while serving)";
+    return;
+  }
+  LOG(INFO) << strsignal(SIGHUP) << ": reloading the model repository "
+            << options_.model_repository;
+  reloader_->Request({ReloadRequest::Kind::kRepository, ""}, [](absl::Status) {});
 }
 
 void Master::OnUnsupported(int sig) {

@@ -27,6 +27,9 @@ struct MasterOptions {
   int max_message_mb = 64;
   std::string state_dir;   // traffic profiles; empty = no recording
   int record_samples = 0;  // real requests kept per model in state_dir; 0 = none
+  // No RepositoryModelLoad/Unload RPCs: the served models change only with the repository and
+  // SIGHUP.
+  bool repository_read_only = false;
 };
 
 // Runs the server until TERM (drain, then returns 0) or INT (exits the process with 130 at

@@ -22,9 +22,7 @@ namespace {
 // Per request: generous, since a worker may still be settling its caches; a timeout is an error.
 constexpr int kRequestTimeoutSeconds = 30;
 
-bool Serves(const WorkerInfo& worker, const ModelSpec& spec) {
-  return worker.model == spec.config.name() && worker.version == spec.version;
-}
+bool Serves(const WorkerInfo& worker, const ModelSpec& spec) { return worker.spec.get() == &spec; }
 
 // The median over the workers of `spec`'s version of their steady CPU time at `shape`.
 double SteadyCpuMs(const ModelSpec& spec, const Shape& shape,
@@ -43,9 +41,10 @@ double SteadyCpuMs(const ModelSpec& spec, const Shape& shape,
 }
 
 // Checks one model with `request`; `not_judged` says why its CPU time is not judged ("": it is).
+// `threads`: its workers' intra-op threads.
 ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const ModelSpec& spec,
                            inference::ModelInferRequest request, double steady_cpu_ms,
-                           const std::string& not_judged) {
+                           const std::string& not_judged, int threads) {
   const ReadinessConfig& readiness = spec.config.readiness();
   ReadinessResult result;
   result.model = spec.key();
@@ -53,7 +52,9 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
   result.requests = readiness.check_requests();
   result.steady_cpu_ms = steady_cpu_ms;
   result.factor = readiness.max_p95_factor();
-  result.allowance_ms = readiness.check_allowance_ms();
+  // A worker of several threads is measured by its whole process's CPU time, whose noise per call
+  // (the pool's threads waking and going back to sleep) grows with the threads.
+  result.allowance_ms = readiness.check_allowance_ms() * std::max(threads, 1);
   result.limit_ms = result.factor * steady_cpu_ms + result.allowance_ms;
   AskForTiming(&request);
 
@@ -111,10 +112,11 @@ std::string ReadinessResult::Describe() const {
 }
 
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
-    inference::GRPCInferenceService::Stub& stub, const std::vector<ModelSpec>& specs,
+    inference::GRPCInferenceService::Stub& stub, const std::vector<SharedSpec>& specs,
     const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin) {
   std::vector<ReadinessResult> results;
-  for (const ModelSpec& spec : specs) {
+  for (const SharedSpec& shared : specs) {
+    const ModelSpec& spec = *shared;
     // Why this model's CPU time cannot be judged, or "".
     int threads = 1;
     for (const WorkerInfo& worker : workers) {
@@ -139,12 +141,13 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     const Shape shape = WarmupShapes(spec.config).front();
     const std::string version = std::to_string(spec.version);
     if (spec.config.has_tokenizer()) {
-      // Text through the tokenizer: sample text short enough for the smallest length bucket
-      // (sub-word pieces outnumber words).
-      const std::string text = SampleText(std::max(1, shape.sequence_length / 2));
+      // Text through the tokenizer: sample text short enough for the smallest length bucket (a
+      // word is often several sub-word pieces, and a longer text would run, and be timed, at a
+      // longer length than the steady time it is compared with).
+      const std::string text = SampleText(std::max(1, shape.sequence_length / 4));
       const std::vector<std::string> texts(std::max(shape.batch_size, 1), text);
       results.push_back(CheckModel(stub, spec, BuildTextInferRequest(spec.config, version, texts),
-                                   SteadyCpuMs(spec, shape, workers), not_judged));
+                                   SteadyCpuMs(spec, shape, workers), not_judged, threads));
       continue;
     }
     absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(spec.config, shape, 7);
@@ -159,7 +162,7 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     ASSIGN_OR_RETURN(const inference::ModelInferRequest request,
                      BuildInferRequest(spec.config.name(), version, views));
     results.push_back(
-        CheckModel(stub, spec, request, SteadyCpuMs(spec, shape, workers), not_judged));
+        CheckModel(stub, spec, request, SteadyCpuMs(spec, shape, workers), not_judged, threads));
   }
   return results;
 }

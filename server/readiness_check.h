@@ -3,7 +3,9 @@
 // queue, worker over its socket and arena, response encoding). It finds cold paths, not busy
 // machines: each call's CPU time in its worker (which a neighbour taking the core does not
 // stretch) is compared with the CPU time the warmup measured for that shape, and the p95 must
-// be within max_p95_factor x that steady CPU time + check_allowance_ms. A path that was never
+// be within max_p95_factor x that steady CPU time + check_allowance_ms (times the workers'
+// intra-op threads: a worker of several is measured by its whole process's CPU time, whose noise
+// grows with its threads). A path that was never
 // warmed pays for TorchScript's profiling and optimisation, or for oneDNN's kernel choice, in
 // CPU time, and fails. Any error fails it too. The check's wall-clock p95 is reported beside.
 // It also warms the master's side of the path, so the first real request does not pay for it.
@@ -28,7 +30,7 @@ struct ReadinessResult {
   double cpu_p95_ms = 0;     // the workers' CPU time per call (judged)
   double steady_cpu_ms = 0;  // the warmup's steady CPU time for the checked shape (median)
   double factor = 0;         // readiness.max_p95_factor
-  double allowance_ms = 0;   // readiness.check_allowance_ms
+  double allowance_ms = 0;   // readiness.check_allowance_ms x the workers' intra-op threads
   double limit_ms = 0;       // factor x steady_cpu_ms + allowance_ms
   std::string first_error;
   std::string
@@ -55,7 +57,7 @@ struct ReadinessResult {
 // --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
 // generated (BYTES). Only building a request can fail; a failed check is a result.
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
-    inference::GRPCInferenceService::Stub& stub, const std::vector<ModelSpec>& specs,
+    inference::GRPCInferenceService::Stub& stub, const std::vector<SharedSpec>& specs,
     const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin = false);
 
 }  // namespace kiln

@@ -52,7 +52,9 @@ struct WorkerPool::Worker {
 };
 
 struct WorkerPool::ModelState {
-  const ModelSpec* spec = nullptr;
+  SharedSpec spec;
+  int generation = 1;  // of the zygote that forks its workers
+  VersionPhase phase = VersionPhase::kLive;
   int workers = 0;  // target count
   int quorum = 0;
   int min_ready = 1;            // warm workers that keep it SERVING once it reached the quorum
@@ -95,11 +97,16 @@ absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(FrameChannel zygote,
                                                               const std::vector<ModelSpec>& specs,
                                                               const WorkerPoolOptions& options) {
-  std::unique_ptr<WorkerPool> pool(new WorkerPool(std::move(zygote), specs, options));
+  std::unique_ptr<WorkerPool> pool(new WorkerPool(options));
   if (pool->wake_fd_ < 0) return absl::InternalError("eventfd failed");
   {
     absl::MutexLock lock(&pool->mu_);
-    for (auto& [name, model] : pool->models_) {
+    pool->generations_[1].zygote = std::move(zygote);
+    for (const ModelSpec& spec : specs) {
+      pool->AddModelLocked(spec, 1, VersionPhase::kLive, options.threads);
+    }
+    pool->ResolveBudgetsLocked();
+    for (const auto& model : pool->models_) {
       for (int slot = 0; slot < model->workers; ++slot) {
         if (absl::Status spawned = pool->SpawnLocked(*model, slot); !spawned.ok()) return spawned;
       }
@@ -109,36 +116,50 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(FrameChannel zygot
   return pool;
 }
 
-WorkerPool::WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
-                       const WorkerPoolOptions& options)
-    : options_(options),
-      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      zygote_(std::move(zygote)) {
+WorkerPool::WorkerPool(const WorkerPoolOptions& options)
+    : options_(options), wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+WorkerPool::ModelState& WorkerPool::AddModelLocked(
+    const ModelSpec& spec, int generation, VersionPhase phase,
+    const std::map<std::string, ModelThreads>& threads) {
+  auto model = std::make_unique<ModelState>();
+  const ModelConfig& config = spec.config;
+  model->spec = std::make_shared<const ModelSpec>(spec);
+  model->generation = generation;
+  model->phase = phase;
+  const auto planned = threads.find(spec.key());
+  const ModelThreads plan = planned != threads.end() ? planned->second : ModelThreads();
+  model->workers = std::max(plan.workers, 1);
+  model->threads = std::max(plan.intra_op_threads, 1);
+  model->ResolveQuorum();
+  model->arena_bytes = ArenaBytesFor(config);
+  model->queue.emplace(config.dynamic_batching().max_queue_size());
+  auto replay = options_.replay.find(config.name());
+  if (replay != options_.replay.end()) model->replay = replay->second;
+  models_.push_back(std::move(model));
+  return *models_.back();
+}
+
+void WorkerPool::ResolveBudgetsLocked() {
+  // A budget is a share of the limit among every worker wanted now; a version keeps the budget
+  // its workers warmed under.
   int total_workers = 0;
-  for (const ModelSpec& spec : specs) {
-    auto model = std::make_unique<ModelState>();
-    const ModelConfig& config = spec.config;
-    model->spec = &spec;
-    const auto planned = options.threads.find(spec.key());
-    const ModelThreads threads =
-        planned != options.threads.end() ? planned->second : ModelThreads();
-    model->workers = std::max(threads.workers, 1);
-    model->threads = std::max(threads.intra_op_threads, 1);
-    model->ResolveQuorum();
-    model->arena_bytes = ArenaBytesFor(config);
-    model->queue.emplace(config.dynamic_batching().max_queue_size());
-    auto replay = options.replay.find(config.name());
-    if (replay != options.replay.end()) model->replay = replay->second;
-    total_workers += model->workers;
-    models_[spec.key()] = std::move(model);
-  }
-  for (auto& [name, model] : models_) {
+  for (const auto& model : models_) total_workers += model->workers;
+  for (const auto& model : models_) {
     const ModelConfig& config = model->spec->config;
-    if (options.memory_limit.bytes > 0 || config.memory().limit_bytes() > 0) {
+    if (model->budget_bytes == 0 &&
+        (options_.memory_limit.bytes > 0 || config.memory().limit_bytes() > 0)) {
       model->budget_bytes =
-          WorkerBudgetBytes(config.memory(), options.memory_limit.bytes, total_workers);
+          WorkerBudgetBytes(config.memory(), options_.memory_limit.bytes, total_workers);
     }
   }
+}
+
+WorkerPool::ModelState* WorkerPool::FindLocked(const ModelSpec* spec) const {
+  for (const auto& model : models_) {
+    if (model->spec.get() == spec) return model.get();
+  }
+  return nullptr;
 }
 
 WorkerPool::~WorkerPool() {
@@ -147,9 +168,12 @@ WorkerPool::~WorkerPool() {
 }
 
 int64_t WorkerPool::ReservationBytesLocked(const ModelState& model, bool* measured) const {
+  // Any version of the model will do: a version staged by a reload has measured nothing yet.
   int64_t peak = 0;
   for (const auto& [id, worker] : workers_) {
-    if (worker->model == &model) peak = std::max(peak, worker->warmup.private_peak_bytes());
+    if (worker->model->spec->config.name() == model.spec->config.name()) {
+      peak = std::max(peak, worker->warmup.private_peak_bytes());
+    }
   }
   if (measured != nullptr) *measured = peak > 0;
   return peak > 0 ? peak : model.budget_bytes;
@@ -183,7 +207,8 @@ absl::Status WorkerPool::CheckRoomLocked(const ModelState& model, int count) con
 
 absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   const ModelConfig& config = model.spec->config;
-  if (zygote_.fd() < 0) return absl::UnavailableError("no zygote to fork workers from");
+  FrameChannel& zygote = generations_[model.generation].zygote;
+  if (zygote.fd() < 0) return absl::UnavailableError("no zygote to fork workers from");
   if (absl::Status room = CheckRoomLocked(model); !room.ok()) return room;
   auto worker = std::make_unique<Worker>();
   worker->id = next_worker_id_++;
@@ -209,7 +234,7 @@ absl::Status WorkerPool::SpawnLocked(ModelState& model, int slot) {
   spawn.set_from_template(options_.warm_template && spawn.warmup() && spawn.device_index() < 0 &&
                           model.threads == 1);
   spawn.set_cold_calls_for_test(options_.cold_calls_for_test);
-  absl::Status sent = zygote_.Send(command, {pair.second.fd(), worker->arena->fd()});
+  absl::Status sent = zygote.Send(command, {pair.second.fd(), worker->arena->fd()});
   // pair.second (the worker's end) closes here: only the worker holds it now, so its death
   // is an EOF on our end.
   if (!sent.ok()) return absl::UnavailableError(absl::StrCat("zygote: ", sent.message()));
@@ -233,13 +258,17 @@ absl::Status WorkerPool::Submit(InferJob job) {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
-    auto it = models_.find(job.model);
-    if (it == models_.end()) {
-      return absl::NotFoundError(absl::StrCat("model version '", job.model, "' is not served"));
+    ModelState* model = job.spec == nullptr ? nullptr : FindLocked(job.spec.get());
+    if (model == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          "model version '", job.spec == nullptr ? "(none)" : job.spec->key(), "' is not served"));
     }
-    ModelState& model = *it->second;
-    const std::string name = job.model;
-    if (absl::Status queued = model.queue->Push(std::move(job)); !queued.ok()) {
+    if (model->phase == VersionPhase::kRetiring) {
+      return absl::AbortedError(
+          absl::StrCat("model version '", model->spec->key(), "' was replaced; route it again"));
+    }
+    const std::string name = model->spec->key();
+    if (absl::Status queued = model->queue->Push(std::move(job)); !queued.ok()) {
       return Annotate(queued, absl::StrCat("model '", name, "'"));
     }
   }
@@ -262,10 +291,11 @@ int WorkerPool::WarmWorkersLocked(const ModelState& model) const {
 }
 
 std::vector<WorkerPool::ModelState*> WorkerPool::MatchLocked(const std::string& name,
-                                                             int64_t version) const {
+                                                             int64_t version,
+                                                             VersionPhase phase) const {
   std::vector<ModelState*> matched;
-  for (const auto& [key, model] : models_) {
-    if (model->spec->config.name() == name &&
+  for (const auto& model : models_) {
+    if (model->phase == phase && model->spec->config.name() == name &&
         (version == kEveryVersion || model->spec->version == version)) {
       matched.push_back(model.get());
     }
@@ -306,24 +336,27 @@ bool WorkerPool::ModelReady(const std::string& name, int64_t version) const {
 
 bool WorkerPool::AllModelsReady() const {
   absl::MutexLock lock(&mu_);
-  return std::all_of(models_.begin(), models_.end(),
-                     [this](const auto& entry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                       return ReadinessLocked(*entry.second).serving;
-                     });
+  return std::all_of(
+      models_.begin(), models_.end(), [this](const auto& model) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return model->phase != VersionPhase::kLive || ReadinessLocked(*model).serving;
+      });
 }
 
-absl::StatusOr<const ModelSpec*> WorkerPool::Route(const std::string& name,
-                                                   const std::string& version) const {
+absl::StatusOr<SharedSpec> WorkerPool::Route(const std::string& name, const std::string& version,
+                                             bool staged) const {
   absl::MutexLock lock(&mu_);
   int64_t number = kEveryVersion;
   if (!version.empty() && (!absl::SimpleAtoi(version, &number) || number < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("model_version '", version, "' of model '", name,
                                                    "': expected a version number >= 1"));
   }
-  const std::vector<ModelState*> versions = MatchLocked(name, kEveryVersion);
+  const VersionPhase phase = staged ? VersionPhase::kStaged : VersionPhase::kLive;
+  const std::vector<ModelState*> versions = MatchLocked(name, kEveryVersion, phase);
   if (versions.empty()) {
     std::set<std::string> names;
-    for (const auto& [key, model] : models_) names.insert(model->spec->config.name());
+    for (const auto& model : models_) {
+      if (model->phase == phase) names.insert(model->spec->config.name());
+    }
     return absl::NotFoundError(absl::StrCat("unknown model '", name,
                                             "'; this server serves: ", absl::StrJoin(names, ", ")));
   }
@@ -346,11 +379,14 @@ absl::StatusOr<const ModelSpec*> WorkerPool::Route(const std::string& name,
                                           absl::StrJoin(served, ", ")));
 }
 
-std::vector<const ModelSpec*> WorkerPool::Served() const {
+std::vector<SharedSpec> WorkerPool::Served(bool staged) const {
   absl::MutexLock lock(&mu_);
-  std::vector<const ModelSpec*> specs;
-  for (const auto& [key, model] : models_) specs.push_back(model->spec);
-  std::sort(specs.begin(), specs.end(), [](const ModelSpec* a, const ModelSpec* b) {
+  const VersionPhase phase = staged ? VersionPhase::kStaged : VersionPhase::kLive;
+  std::vector<SharedSpec> specs;
+  for (const auto& model : models_) {
+    if (model->phase == phase) specs.push_back(model->spec);
+  }
+  std::sort(specs.begin(), specs.end(), [](const SharedSpec& a, const SharedSpec& b) {
     return std::make_pair(a->config.name(), a->version) <
            std::make_pair(b->config.name(), b->version);
   });
@@ -379,7 +415,7 @@ ModelCounters WorkerPool::Counters(const std::string& name, int64_t version) con
 
 void WorkerPool::ResetCounters() {
   absl::MutexLock lock(&mu_);
-  for (auto& [name, model] : models_) model->counters = ModelCounters();
+  for (const auto& model : models_) model->counters = ModelCounters();
 }
 
 void WorkerPool::StartServing() {
@@ -389,7 +425,8 @@ void WorkerPool::StartServing() {
     if (serving_ || stopping_) return;
     serving_ = true;
     for (auto& [id, worker] : workers_) {
-      if (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy) {
+      if (worker->model->phase != VersionPhase::kStaged &&
+          (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy)) {
         PromoteLocked(*worker, done);
       }
     }
@@ -420,9 +457,9 @@ std::vector<WorkerInfo> WorkerPool::Workers() const {
   absl::MutexLock lock(&mu_);
   std::vector<WorkerInfo> infos;
   for (const auto& [id, worker] : workers_) {
-    const ModelSpec& spec = *worker->model->spec;
-    infos.push_back({worker->id, spec.config.name(), spec.version, worker->pid, worker->state,
-                     worker->slot, worker->warmup});
+    const ModelState& model = *worker->model;
+    infos.push_back({worker->id, model.spec->config.name(), model.spec->version, model.spec,
+                     model.generation, worker->pid, worker->state, worker->slot, worker->warmup});
   }
   return infos;
 }
@@ -439,7 +476,7 @@ void WorkerPool::Stop() {
 
 int WorkerPool::PollTimeoutMsLocked() const {
   int64_t nearest = 0;
-  for (const auto& [name, model] : models_) {
+  for (const auto& model : models_) {
     const int64_t deadline = model->queue->NearestDeadlineNs();
     if (deadline != 0 && (nearest == 0 || deadline < nearest)) nearest = deadline;
   }
@@ -454,16 +491,31 @@ int WorkerPool::PollTimeoutMsLocked() const {
   return static_cast<int>(std::clamp<int64_t>(ms, 0, 1000));
 }
 
+void WorkerPool::ForgetExitedLocked() {
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->second->state != WorkerState::kExited) {
+      ++it;
+      continue;
+    }
+    if (!it->second->retiring) it->second->model->missing_slots.insert(it->second->slot);
+    it = workers_.erase(it);
+  }
+}
+
 void WorkerPool::Loop() {
   while (true) {
     std::vector<pollfd> fds;
-    std::vector<int> ids;  // worker id of fds[i + 2]
+    std::vector<int> generations;  // generation of fds[i + 1]
+    std::vector<int> ids;          // worker id of fds[i + 1 + generations.size()]
     int timeout_ms;
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
       fds.push_back({wake_fd_, POLLIN, 0});
-      fds.push_back({zygote_.fd(), POLLIN, 0});
+      for (const auto& [number, generation] : generations_) {
+        fds.push_back({generation.zygote.fd(), POLLIN, 0});
+        generations.push_back(number);
+      }
       for (const auto& [id, worker] : workers_) {
         if (worker->state == WorkerState::kExited) continue;
         fds.push_back({worker->channel.fd(), POLLIN, 0});
@@ -481,31 +533,36 @@ void WorkerPool::Loop() {
         uint64_t count;
         (void)!read(wake_fd_, &count, sizeof(count));
       }
-      if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) HandleZygoteLocked();
+      for (size_t i = 0; i < generations.size(); ++i) {
+        if (fds[i + 1].revents & (POLLIN | POLLHUP | POLLERR)) HandleZygoteLocked(generations[i]);
+      }
+      const size_t first_worker = 1 + generations.size();
       for (size_t i = 0; i < ids.size(); ++i) {
         auto it = workers_.find(ids[i]);
-        if (it != workers_.end() && (fds[i + 2].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (it != workers_.end() &&
+            (fds[first_worker + i].revents & (POLLIN | POLLHUP | POLLERR))) {
           HandleWorkerLocked(*it->second, done);
         }
       }
-      // Replace the workers that exited (not while stopping, not after a fatal error). Without
-      // memory room for a replacement, its slot waits and is retried on every turn.
-      for (auto it = workers_.begin(); it != workers_.end();) {
-        if (it->second->state != WorkerState::kExited) {
-          ++it;
-          continue;
-        }
-        if (!it->second->retiring) it->second->model->missing_slots.insert(it->second->slot);
-        it = workers_.erase(it);
-      }
+      // Replace the workers that exited (not while stopping, not after a fatal error, not those
+      // of a retiring version or of a failed staging). Without memory room for a replacement,
+      // its slot waits and is retried on every turn.
+      ForgetExitedLocked();
       if (fatal_.ok() && !stopping_) {
-        for (auto& [name, model] : models_) {
+        for (const auto& model : models_) {
+          if (model->phase == VersionPhase::kRetiring ||
+              (model->phase == VersionPhase::kStaged && !staging_failed_.ok())) {
+            continue;
+          }
           for (auto slot = model->missing_slots.begin(); slot != model->missing_slots.end();) {
             absl::Status spawned = SpawnLocked(*model, *slot);
             if (spawned.ok()) {
               slot = model->missing_slots.erase(slot);
             } else if (absl::IsResourceExhausted(spawned) || absl::IsUnavailable(spawned)) {
               LOG_EVERY_N(WARNING, 100) << "worker respawn waits: " << spawned.message();
+              break;
+            } else if (model->phase == VersionPhase::kStaged) {
+              StagingFailedLocked(spawned);
               break;
             } else {
               fatal_ = spawned;
@@ -516,21 +573,22 @@ void WorkerPool::Loop() {
       }
       ExpireLocked(done);
       StopHungLocked(done);
+      DrainRetiringLocked(done);
       if (!fatal_.ok() && !fatal_told_ && options_.on_change) {
         fatal_told_ = true;
         options_.on_change();
       }
-      for (auto& [name, model] : models_) DispatchLocked(*model, done);
+      for (const auto& model : models_) DispatchLocked(*model, done);
     }
     for (Completion& completion : done) completion.done(std::move(completion.outcome));
   }
 
-  // Stopping: fail what is left, close every channel (workers and then the zygote exit).
+  // Stopping: fail what is left, close every channel (workers and then the zygotes exit).
   std::vector<Completion> done;
   {
     absl::MutexLock lock(&mu_);
     const absl::Status stopped = absl::UnavailableError("server is shutting down");
-    for (auto& [name, model] : models_) {
+    for (const auto& model : models_) {
       for (InferJob& job : model->queue->TakeAll()) done.emplace_back(std::move(job.done), stopped);
     }
     for (auto& [id, worker] : workers_) {
@@ -539,22 +597,25 @@ void WorkerPool::Loop() {
       worker->channel.Close();
     }
     workers_.clear();
-    zygote_.Close();
+    for (auto& [number, generation] : generations_) generation.zygote.Close();
   }
   for (Completion& completion : done) completion.done(std::move(completion.outcome));
 }
 
-bool WorkerPool::ZygoteHasEventLocked() const {
-  pollfd fd{zygote_.fd(), POLLIN, 0};
-  return zygote_.fd() >= 0 && poll(&fd, 1, 0) > 0 && (fd.revents & (POLLIN | POLLHUP | POLLERR));
+bool WorkerPool::ZygoteHasEventLocked(int generation) const {
+  auto it = generations_.find(generation);
+  if (it == generations_.end() || it->second.zygote.fd() < 0) return false;
+  pollfd fd{it->second.zygote.fd(), POLLIN, 0};
+  return poll(&fd, 1, 0) > 0 && (fd.revents & (POLLIN | POLLHUP | POLLERR));
 }
 
-void WorkerPool::HandleZygoteLocked() {
+void WorkerPool::HandleZygoteLocked(int generation) {
+  FrameChannel& zygote = generations_[generation].zygote;
   internal::ZygoteEvent event;
-  absl::Status received = zygote_.Receive(&event);
+  absl::Status received = zygote.Receive(&event);
   if (absl::IsDeadlineExceeded(received)) return;
   if (!received.ok()) {
-    ZygoteLostLocked(received);
+    ZygoteLostLocked(generation, received);
     return;
   }
   if (event.has_started()) {
@@ -570,36 +631,64 @@ void WorkerPool::HandleZygoteLocked() {
     LOG(INFO) << "worker " << exited.worker_id() << " (pid " << exited.pid() << ") exited"
               << (exited.signal() != 0 ? absl::StrCat(" by signal ", exited.signal())
                                        : absl::StrCat(" with code ", exited.exit_code()));
+  } else if (event.has_load_failed()) {
+    // Only a zygote started by fork+exec loads by itself: a reload's, or a replacement.
+    LOG(WARNING) << "the zygote of generation " << generation
+                 << " could not load: " << event.load_failed().message();
+    if (generation == staging_generation_) {
+      StagingFailedLocked(absl::FailedPreconditionError(event.load_failed().message()));
+    }
   }
 }
 
-void WorkerPool::ZygoteLostLocked(const absl::Status& why) {
-  zygote_.Close();
+void WorkerPool::StagingFailedLocked(const absl::Status& why) {
+  if (staging_generation_ == 0 || !staging_failed_.ok()) return;
+  staging_failed_ = why;
+  LOG(WARNING) << "reload: generation " << staging_generation_ << " failed: " << why.message();
+  if (options_.on_change) options_.on_change();
+}
+
+void WorkerPool::ZygoteLostLocked(int generation, const absl::Status& why) {
+  Generation& lost = generations_[generation];
+  lost.zygote.Close();
   for (auto& [id, worker] : workers_) {
     // Never forked (no `started`): nothing will answer on its channel. Not the model's failure.
-    if (worker->state == WorkerState::kSpawning && worker->pid == 0) {
+    if (worker->model->generation == generation && worker->state == WorkerState::kSpawning &&
+        worker->pid == 0) {
       worker->channel.Close();
       SetStateLocked(*worker, WorkerState::kExited);
     }
   }
+  if (generation == staging_generation_) {
+    StagingFailedLocked(absl::UnavailableError(
+        absl::StrCat("its zygote exited before its workers were warm (", why.message(), ")")));
+    return;
+  }
   if (!fatal_.ok() || stopping_) return;
   const auto now = std::chrono::steady_clock::now();
-  while (!zygote_deaths_.empty() && now - zygote_deaths_.front() > kZygoteRestartWindow) {
-    zygote_deaths_.pop_front();
+  while (!lost.deaths.empty() && now - lost.deaths.front() > kZygoteRestartWindow) {
+    lost.deaths.pop_front();
   }
-  zygote_deaths_.push_back(now);
+  lost.deaths.push_back(now);
   if (!options_.restart_zygote) {
     fatal_ = absl::UnavailableError(absl::StrCat("the zygote is gone (", why.message(),
                                                  "); workers can no longer be replaced"));
-  } else if (static_cast<int>(zygote_deaths_.size()) > kMaxZygoteRestarts) {
+  } else if (static_cast<int>(lost.deaths.size()) > kMaxZygoteRestarts) {
     fatal_ = absl::UnavailableError(absl::StrCat(
-        "the zygote died ", zygote_deaths_.size(), " times within ", kZygoteRestartWindow.count(),
+        "the zygote died ", lost.deaths.size(), " times within ", kZygoteRestartWindow.count(),
         " s (a crash loop; the last: ", why.message(), ")"));
   } else {
-    LOG(WARNING) << "the zygote is gone (" << why.message() << "); starting a new one";
-    absl::StatusOr<FrameChannel> restarted = options_.restart_zygote();
+    LOG(WARNING) << "the zygote of generation " << generation << " is gone (" << why.message()
+                 << "); starting a new one";
+    std::vector<std::string> keys;
+    for (const auto& model : models_) {
+      if (model->generation == generation && model->phase != VersionPhase::kRetiring) {
+        keys.push_back(model->spec->key());
+      }
+    }
+    absl::StatusOr<FrameChannel> restarted = options_.restart_zygote(generation, keys);
     if (restarted.ok()) {
-      zygote_ = *std::move(restarted);
+      lost.zygote = *std::move(restarted);
       return;
     }
     fatal_ = Annotate(restarted.status(), "the zygote is gone and a new one cannot start");
@@ -618,8 +707,10 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   // The zygote's `started` for this worker can still be unread when the worker's first frame
   // comes in the same poll round (a worker that is ready at once, a master thread that fell
   // behind): take the zygote's events first.
-  while (worker.state == WorkerState::kSpawning && ZygoteHasEventLocked()) HandleZygoteLocked();
   ModelState& model = *worker.model;
+  while (worker.state == WorkerState::kSpawning && ZygoteHasEventLocked(model.generation)) {
+    HandleZygoteLocked(model.generation);
+  }
   const std::string name = model.spec->key();
   if (frame.has_ready() && worker.state == WorkerState::kWarming) {
     worker.warmup = frame.ready();
@@ -630,7 +721,8 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     model.reached_quorum = model.reached_quorum || WarmWorkersLocked(model) >= model.quorum;
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
               << "): " << DescribeWarmupReport(worker.warmup);
-    if (serving_) PromoteLocked(worker, done);  // before any call is dispatched to it
+    // Before any call is dispatched to it; a staged worker stays idle until its version is Live.
+    if (serving_ && model.phase != VersionPhase::kStaged) PromoteLocked(worker, done);
     if (options_.on_change) options_.on_change();
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
@@ -649,11 +741,18 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);
-    if (worker.retiring) RetireLocked(worker);  // scaled away while busy: its call is done
+    if (worker.retiring) {  // scaled away (or its version replaced) while busy: its call is done
+      RetireLocked(worker, model.phase == VersionPhase::kRetiring ? "its version was replaced"
+                                                                  : "scaled down");
+    }
   } else if (frame.has_failed()) {
     // Before the model ever served, a failure is the model's or the config's (warmup cannot
-    // run): stop. Later, replace the worker; a crash loop still ends in kMaxFailedStarts.
-    if (!model.ever_ready && fatal_.ok()) {
+    // run): stop (a staged version: its reload fails). Later, replace the worker; a crash loop
+    // still ends in kMaxFailedStarts.
+    if (model.phase == VersionPhase::kStaged) {
+      StagingFailedLocked(absl::FailedPreconditionError(absl::StrCat(
+          "worker ", worker.id, " of model '", name, "' failed: ", frame.failed().message())));
+    } else if (!model.ever_ready && fatal_.ok()) {
       fatal_ = absl::FailedPreconditionError(absl::StrCat("worker ", worker.id, " of model '", name,
                                                           "' failed: ", frame.failed().message()));
       LOG(ERROR) << fatal_;
@@ -698,11 +797,16 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
     worker.job.reset();
   }
   if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
-    if (++model.failed_starts >= kMaxFailedStarts && fatal_.ok()) {
-      fatal_ = absl::UnavailableError(absl::StrCat("workers of model '", model.spec->key(),
-                                                   "' died ", model.failed_starts,
-                                                   " times in a row before becoming ready"));
-      LOG(ERROR) << fatal_;
+    if (++model.failed_starts >= kMaxFailedStarts) {
+      const absl::Status crash_loop = absl::UnavailableError(
+          absl::StrCat("workers of model '", model.spec->key(), "' died ", model.failed_starts,
+                       " times in a row before becoming ready"));
+      if (model.phase == VersionPhase::kStaged) {
+        StagingFailedLocked(crash_loop);
+      } else if (fatal_.ok()) {
+        fatal_ = crash_loop;
+        LOG(ERROR) << fatal_;
+      }
     }
   }
   worker.channel.Close();
@@ -761,9 +865,223 @@ absl::Status WorkerPool::SetWorkersLocked(ModelState& model, int count) {
   return result;
 }
 
-void WorkerPool::RetireLocked(Worker& worker) {
+absl::Status WorkerPool::Stage(FrameChannel zygote, int generation,
+                               const std::vector<ModelSpec>& specs,
+                               const std::map<std::string, ModelThreads>& threads) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("server is shutting down");
+    if (staging_generation_ != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("generation ", staging_generation_, " is still being staged"));
+    }
+    if (generations_.count(generation) > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("generation ", generation, " exists"));
+    }
+    generations_[generation].zygote = std::move(zygote);
+    staging_generation_ = generation;
+    staging_failed_ = absl::OkStatus();
+    std::vector<ModelState*> staged;
+    for (const ModelSpec& spec : specs) {
+      staged.push_back(&AddModelLocked(spec, generation, VersionPhase::kStaged, threads));
+    }
+    ResolveBudgetsLocked();
+    // Both generations must fit while they overlap: every staged worker is admitted (its
+    // reservation counted for the next one) or the staging is refused.
+    absl::Status spawned;
+    for (ModelState* model : staged) {
+      for (int slot = 0; slot < model->workers && spawned.ok(); ++slot) {
+        spawned = SpawnLocked(*model, slot);
+      }
+    }
+    if (spawned.ok()) {
+      LOG(INFO) << "reload: generation " << generation << " stages " << specs.size()
+                << " model version(s)";
+    } else {
+      staging_failed_ = spawned;
+    }
+  }
+  Wake();
+  absl::Status failed;
+  {
+    absl::MutexLock lock(&mu_);
+    failed = staging_failed_;
+  }
+  if (!failed.ok()) {
+    Abort();
+    return failed;
+  }
+  return absl::OkStatus();
+}
+
+WorkerPool::Staging WorkerPool::StagingState() const {
+  absl::MutexLock lock(&mu_);
+  Staging staging;
+  staging.staging = staging_generation_ != 0;
+  staging.failed = staging_failed_;
+  staging.ready = staging.staging && staging_failed_.ok();
+  std::vector<std::string> parts;
+  for (const auto& model : models_) {
+    if (model->phase != VersionPhase::kStaged) continue;
+    const ModelReadiness readiness = ReadinessLocked(*model);
+    staging.ready = staging.ready && readiness.serving;
+    parts.push_back(
+        absl::StrCat(model->spec->key(), " ", readiness.warm, "/", readiness.workers, " warm"));
+  }
+  staging.summary = absl::StrJoin(parts, ", ");
+  return staging;
+}
+
+void WorkerPool::Commit(const std::vector<SharedSpec>& retire) {
+  std::vector<Completion> done;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& model : models_) {
+      if (model->phase == VersionPhase::kStaged) {
+        model->phase = VersionPhase::kLive;
+        model->counters = ModelCounters();  // the readiness check's requests are not serving
+        LOG(INFO) << "reload: " << model->spec->key() << " (generation " << model->generation
+                  << ") is live";
+      }
+    }
+    for (const SharedSpec& spec : retire) {
+      ModelState* model = FindLocked(spec.get());
+      if (model == nullptr || model->phase != VersionPhase::kLive) continue;
+      model->phase = VersionPhase::kRetiring;
+      model->missing_slots.clear();
+      LOG(INFO) << "reload: " << model->spec->key() << " (generation " << model->generation
+                << ") is retiring: it finishes its calls, then its workers leave";
+    }
+    for (auto& [id, worker] : workers_) {
+      if (worker->model->generation == staging_generation_ &&
+          (worker->state == WorkerState::kReady || worker->state == WorkerState::kBusy)) {
+        PromoteLocked(*worker, done);
+      }
+    }
+    staging_generation_ = 0;
+    staging_failed_ = absl::OkStatus();
+  }
+  Wake();
+  for (Completion& completion : done) completion.done(std::move(completion.outcome));
+}
+
+void WorkerPool::Abort() {
+  std::vector<Completion> done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (staging_generation_ == 0) return;
+    for (auto& [id, worker] : workers_) {
+      if (worker->model->phase != VersionPhase::kStaged || worker->state == WorkerState::kExited) {
+        continue;
+      }
+      // Killed without counting as a failed start (WorkerGoneLocked would), and not replaced.
+      if (worker->pid > 0) kill(worker->pid, SIGKILL);
+      if (worker->job.has_value()) {
+        done.emplace_back(std::move(worker->job->done),
+                          absl::UnavailableError("the version was abandoned by its reload"));
+        worker->job.reset();
+      }
+      worker->retiring = true;
+      worker->channel.Close();
+      SetStateLocked(*worker, WorkerState::kExited);
+    }
+    ForgetExitedLocked();
+    for (const auto& model : models_) {
+      if (model->phase != VersionPhase::kStaged) continue;
+      for (InferJob& job : model->queue->TakeAll()) {
+        done.emplace_back(std::move(job.done),
+                          absl::UnavailableError("the version was abandoned by its reload"));
+      }
+    }
+    models_.erase(
+        std::remove_if(models_.begin(), models_.end(),
+                       [](const auto& model) { return model->phase == VersionPhase::kStaged; }),
+        models_.end());
+    LOG(WARNING) << "reload: generation " << staging_generation_ << " abandoned";
+    staging_generation_ = 0;
+    CloseUnusedGenerationsLocked();
+  }
+  Wake();
+  for (Completion& completion : done) completion.done(std::move(completion.outcome));
+}
+
+std::vector<int> WorkerPool::Generations() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> numbers;
+  for (const auto& [number, generation] : generations_) numbers.push_back(number);
+  return numbers;
+}
+
+void WorkerPool::CloseUnusedGenerationsLocked() {
+  for (auto it = generations_.begin(); it != generations_.end();) {
+    const int number = it->first;
+    const bool used = number == staging_generation_ ||
+                      std::any_of(models_.begin(), models_.end(), [number](const auto& model) {
+                        return model->generation == number;
+                      });
+    if (used) {
+      ++it;
+      continue;
+    }
+    LOG(INFO) << "reload: generation " << number << " serves nothing any more; its zygote leaves";
+    it->second.zygote.Close();  // the zygote exits on EOF
+    it = generations_.erase(it);
+  }
+}
+
+void WorkerPool::DrainRetiringLocked(std::vector<Completion>& done) {
+  bool dropped = false;
+  for (auto it = models_.begin(); it != models_.end();) {
+    ModelState& model = **it;
+    if (model.phase != VersionPhase::kRetiring) {
+      ++it;
+      continue;
+    }
+    bool working = false;  // a worker still has a call, or calls are still queued for one
+    for (auto& [id, worker] : workers_) {
+      if (worker->model != &model || worker->state == WorkerState::kExited) continue;
+      if (worker->state == WorkerState::kBusy) {
+        working = true;
+        if (model.queue->empty()) worker->retiring = true;  // leaves after its call
+      } else if (model.queue->empty() || worker->state != WorkerState::kReady) {
+        worker->retiring = true;
+        RetireLocked(*worker, "its version was replaced");
+      } else {
+        working = true;  // Ready, with queued calls to take
+      }
+    }
+    if (working) {
+      ++it;
+      continue;
+    }
+    // No worker left to serve what is still queued (they died): those calls cannot run.
+    for (InferJob& job : model.queue->TakeAll()) {
+      done.emplace_back(std::move(job.done),
+                        absl::UnavailableError(absl::StrCat(
+                            "model version '", model.spec->key(),
+                            "' was replaced and its workers are gone; retry the request")));
+    }
+    for (auto worker = workers_.begin(); worker != workers_.end();) {
+      worker = worker->second->model == &model ? workers_.erase(worker) : std::next(worker);
+    }
+    LOG(INFO) << "reload: " << model.spec->key() << " (generation " << model.generation
+              << ") retired";
+    // Its zygote may serve other versions on: its template (and that memory) goes now.
+    if (auto generation = generations_.find(model.generation);
+        generation != generations_.end() && generation->second.zygote.fd() >= 0) {
+      internal::ZygoteCommand drop;
+      drop.mutable_drop_template()->set_model(model.spec->key());
+      (void)generation->second.zygote.Send(drop);
+    }
+    it = models_.erase(it);
+    dropped = true;
+  }
+  if (dropped) CloseUnusedGenerationsLocked();
+}
+
+void WorkerPool::RetireLocked(Worker& worker, const char* why) {
   LOG(INFO) << "worker " << worker.id << " (" << worker.model->spec->key() << ", pid " << worker.pid
-            << "): retired (scaled down)";
+            << "): retired (" << why << ")";
   // A warming worker reads its channel only once warm: stop its warmup now rather than let it
   // take CPU from the workers that serve.
   if (worker.pid > 0 &&
@@ -796,7 +1114,7 @@ void WorkerPool::StopHungLocked(std::vector<Completion>& done) {
 
 void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
   const int64_t now = MonotonicNowNs();
-  for (auto& [name, model] : models_) {
+  for (const auto& model : models_) {
     for (InferJob& job : model->queue->TakeExpired(now)) {
       done.emplace_back(std::move(job.done),
                         absl::DeadlineExceededError("deadline expired while queued; not run"));

@@ -10,6 +10,10 @@
 // Each served version of a model (ModelSpec::key()) has its own workers, queue and readiness; a
 // request is routed to one (Route) before it is decoded against that version's config.
 //
+// Reload (make-before-break): Stage() adds the versions a reload loads, in a new generation with
+// its own zygote, beside the served ones; they warm and pass the readiness check while the served
+// ones keep serving; Commit() then switches routing in one step (VersionPhase, worker_state.h).
+//
 // A model is ready once its quorum of workers is warm, and from then on while at least
 // min_ready of them are (ModelReadiness): a worker being replaced degrades the model, it does not
 // take it out.
@@ -91,11 +95,16 @@ struct WorkerPoolOptions {
   // (--warm_template=off).
   bool warm_template = true;
   bool cold_calls_for_test = false;  // --test_only_cold_calls
-  // Called on the pool's thread, its lock held, when the zygote's channel closes (the zygote
-  // died): starts a new zygote and returns the pool's end of its channel. Live workers keep
-  // serving meanwhile; kMaxZygoteRestarts deaths within kZygoteRestartWindow are a crash loop
-  // and fatal. Unset: a lost zygote is fatal at once.
-  std::function<absl::StatusOr<FrameChannel>()> restart_zygote;
+  // Called on the pool's thread, its lock held, when the zygote of a generation that serves
+  // closes its channel (the zygote died): starts a new zygote for that generation and returns the
+  // pool's end of its channel. Live workers keep serving meanwhile; kMaxZygoteRestarts deaths of
+  // one generation's zygote within kZygoteRestartWindow are a crash loop and fatal. Unset: a
+  // lost zygote is fatal at once. (A staged generation's zygote is not restarted: its staging
+  // fails.) `models` are the keys of the generation's versions that still serve: what the new
+  // zygote must load.
+  std::function<absl::StatusOr<FrameChannel>(int generation,
+                                             const std::vector<std::string>& models)>
+      restart_zygote;
   // Called on the pool's thread, its lock held, when a worker becomes ready and when the pool
   // turns fatal, so that a waiting master need not poll (it must not block or call the pool).
   std::function<void()> on_change;
@@ -117,6 +126,8 @@ struct WorkerInfo {
   int id = 0;
   std::string model;  // the model's name
   int64_t version = 0;
+  SharedSpec spec;     // the served version it belongs to
+  int generation = 0;  // of the zygote that forked it
   pid_t pid = 0;
   WorkerState state = WorkerState::kSpawning;
   int slot = 0;                   // position among the model's workers; kept across respawns
@@ -128,8 +139,7 @@ struct WorkerInfo {
 // mu_, and job callbacks run on the loop thread without mu_ held.
 class WorkerPool {
  public:
-  // Asks the zygote for every model's workers and starts the loop thread. `specs` must outlive
-  // the pool.
+  // Asks the zygote (generation 1) for every model's workers and starts the loop thread.
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Start(FrameChannel zygote,
                                                            const std::vector<ModelSpec>& specs,
                                                            const WorkerPoolOptions& options);
@@ -138,16 +148,19 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // The served version of `name` a request for `version` ("" = the newest that is ready, or the
-  // newest when none is) goes to. NotFound, naming what is served, for an unknown model or a
-  // version that is not served; InvalidArgument for a version that is not a number.
-  absl::StatusOr<const ModelSpec*> Route(const std::string& name, const std::string& version) const;
-  // Every served version, sorted by name and then version.
-  std::vector<const ModelSpec*> Served() const;
+  // The Live version of `name` a request for `version` ("" = the newest that is ready, or the
+  // newest when none is) goes to; with `staged`, the Staged version instead (the readiness check
+  // of a reload). NotFound, naming what is served, for an unknown model or a version that is not
+  // served; InvalidArgument for a version that is not a number.
+  absl::StatusOr<SharedSpec> Route(const std::string& name, const std::string& version,
+                                   bool staged = false) const;
+  // Every Live version (Staged ones with `staged`), sorted by name and then version.
+  std::vector<SharedSpec> Served(bool staged = false) const;
 
-  // Queues a job for the served version job.model (a key). NotFound for an unknown one;
-  // ResourceExhausted at once when the model's queue (dynamic_batching.max_queue_size) is full;
-  // Unavailable once stopping. On an error `done` is not called.
+  // Queues a job for the version job.spec it was routed to. Aborted when that version stopped
+  // taking requests since (a reload switched away from it: route it again); NotFound when it was
+  // never served; ResourceExhausted at once when its queue (dynamic_batching.max_queue_size) is
+  // full; Unavailable once stopping. On an error `done` is not called.
   absl::Status Submit(InferJob job);
 
   // Whether the version has its quorum (readiness.quorum) of Ready or Busy workers, or, once it
@@ -160,6 +173,35 @@ class WorkerPool {
   // Non-OK once the pool cannot serve: a worker failed its warmup, workers of a model keep dying
   // before ready, or the zygote died.
   absl::Status fatal_error() const;
+
+  // --- Reload (make-before-break; docs/ARCHITECTURE.md, "Versions and reload") ---
+  // Adds `specs` as Staged versions of generation `generation`, whose zygote (`zygote`, started by
+  // the caller, loading exactly those versions) forks their workers (`threads` by
+  // ModelSpec::key(); one worker of one thread when missing); they warm at idle priority where
+  // allowed and take only the readiness check's requests. FailedPrecondition while another
+  // staging is under way; ResourceExhausted, with the numbers and nothing staged, when their
+  // workers do not fit in memory beside the served ones.
+  absl::Status Stage(FrameChannel zygote, int generation, const std::vector<ModelSpec>& specs,
+                     const std::map<std::string, ModelThreads>& threads);
+  // Where a staging stands: `ready` once every Staged version reached its quorum; `failed` once
+  // it cannot (its zygote could not load a version or died, a worker failed its warmup, workers
+  // kept dying before ready).
+  struct Staging {
+    bool staging = false;  // Stage() was called, and neither Commit() nor Abort() since
+    bool ready = false;
+    absl::Status failed;
+    std::string summary;  // "mlp:2 1/1 warm, resnet18:3 0/2 warm"
+  };
+  Staging StagingState() const;
+  // In one step: every Staged version turns Live (its ready workers return to normal priority),
+  // and every Live version in `retire` (by identity) turns Retiring: it takes no new request,
+  // serves what was queued on it, and its workers then leave. A generation left without versions
+  // has its zygote's channel closed (it exits). With nothing staged, it only retires (unload).
+  void Commit(const std::vector<SharedSpec>& retire);
+  // Drops the Staged versions: their workers are killed, their generation's channel closed.
+  void Abort();
+  // The generations that still have a zygote channel (1 until the first reload).
+  std::vector<int> Generations() const;
 
   // Stops the loop: queued and running jobs end with UNAVAILABLE, worker channels close (workers
   // exit on EOF), and the zygote's channel closes (it exits too). Idempotent.
@@ -175,12 +217,12 @@ class WorkerPool {
   // worker as soon as it is Ready, returns to normal CPU priority (a Promote frame, ahead of any
   // call). Only with WorkerPoolOptions::warm_at_idle_priority; idempotent.
   void StartServing();
-  // Sets the worker count of `name`'s version (of each served version for kEveryVersion) at
-  // runtime. More: the new workers are forked through the zygote
-  // and take calls only once warm; ResourceExhausted, with the numbers, when they do not all fit
-  // in memory (then none is started). Fewer: the highest slots leave, an idle worker at once, a
-  // busy one after its call; they are not replaced. NotFound for an unknown model,
-  // InvalidArgument for a count outside [1, kMaxWorkersPerModel], Unavailable once stopping.
+  // Sets the worker count of `name`'s Live version (of each for kEveryVersion) at runtime. More:
+  // the new workers are forked through the zygote and take calls only once warm; ResourceExhausted,
+  // with the numbers, when they do not all fit in memory (then none is started). Fewer: the highest
+  // slots leave, an idle worker at once, a busy one after its call; they are not replaced. NotFound
+  // for an unknown model, InvalidArgument for a count outside [1, kMaxWorkersPerModel], Unavailable
+  // once stopping.
   absl::Status SetWorkers(const std::string& name, int count, int64_t version = kEveryVersion);
 
   // The per-worker memory budget of `name`'s version (the largest for kEveryVersion; 0 = none).
@@ -189,6 +231,10 @@ class WorkerPool {
  private:
   struct Worker;
   struct ModelState;
+  struct Generation {
+    FrameChannel zygote{-1};  // fd -1 between a zygote's death and its successor
+    std::deque<std::chrono::steady_clock::time_point> deaths;
+  };
   // A job's callback with its outcome, called once mu_ is released.
   struct Completion {
     Completion(InferDone done, InferOutcome outcome)
@@ -198,16 +244,32 @@ class WorkerPool {
     InferOutcome outcome;
   };
 
-  WorkerPool(FrameChannel zygote, const std::vector<ModelSpec>& specs,
-             const WorkerPoolOptions& options);
+  explicit WorkerPool(const WorkerPoolOptions& options);
   void Loop();
+  // Adds a model state for `spec` (its workers not spawned yet).
+  ModelState& AddModelLocked(const ModelSpec& spec, int generation, VersionPhase phase,
+                             const std::map<std::string, ModelThreads>& threads)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets every model's per-worker memory budget for the workers wanted now.
+  void ResolveBudgetsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SpawnLocked(ModelState& model, int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void HandleZygoteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The zygote's channel closed with `why`: forgets the spawns it never answered (their slots
-  // are refilled) and starts a new zygote (options.restart_zygote), unless it is a crash loop.
-  void ZygoteLostLocked(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether a zygote event (or its EOF) is waiting to be read.
-  bool ZygoteHasEventLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleZygoteLocked(int generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Generation `generation`'s zygote channel closed with `why`: forgets the spawns it never
+  // answered (their slots are refilled) and starts a new zygote (options.restart_zygote), unless
+  // it is a crash loop or the generation is staged (then the staging fails).
+  void ZygoteLostLocked(int generation, const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether an event (or EOF) of generation `generation`'s zygote is waiting to be read.
+  bool ZygoteHasEventLocked(int generation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A failure of a Staged version (or of its zygote): the staging fails with `why` (the first
+  // reason is kept); never fatal to the pool.
+  void StagingFailedLocked(const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retiring versions: once their queue is empty their idle workers leave (busy ones after their
+  // call); a version without workers is dropped, and a generation without versions closed.
+  void DrainRetiringLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the exited workers (their slots are refilled, unless they were retired).
+  void ForgetExitedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseUnusedGenerationsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ModelState* FindLocked(const ModelSpec* spec) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleWorkerLocked(Worker& worker, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CountLocked(ModelState& model, const internal::InferResult& result)
@@ -229,9 +291,10 @@ class WorkerPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int PollTimeoutMsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int WarmWorkersLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The served versions of `name` (the one `version`, or every one for kEveryVersion); empty
+  // The versions of `name` in `phase` (the one `version`, or every one for kEveryVersion); empty
   // when there is none.
-  std::vector<ModelState*> MatchLocked(const std::string& name, int64_t version) const
+  std::vector<ModelState*> MatchLocked(const std::string& name, int64_t version,
+                                       VersionPhase phase = VersionPhase::kLive) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   ModelReadiness ReadinessLocked(const ModelState& model) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetWorkersLocked(ModelState& model, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -248,17 +311,20 @@ class WorkerPool {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes the channel of a worker scaled away (it exits on EOF; a warming one is killed) and
   // marks it Exited; it is not replaced.
-  void RetireLocked(Worker& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetireLocked(Worker& worker, const char* why = "scaled down")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerPoolOptions options_;
   const int wake_fd_;  // eventfd: Submit and Stop wake the loop
   std::thread loop_;
 
   mutable absl::Mutex mu_;
-  FrameChannel zygote_ ABSL_GUARDED_BY(mu_);  // fd -1 between a zygote's death and its successor
-  std::deque<std::chrono::steady_clock::time_point> zygote_deaths_ ABSL_GUARDED_BY(mu_);
-  // By ModelSpec::key(); its order is not the versions' (compare spec->version).
-  std::map<std::string, std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
+  std::map<int, Generation> generations_ ABSL_GUARDED_BY(mu_);  // by generation number
+  // Every version, whatever its phase (two may share a key while one is staged to replace the
+  // other: a state is known by its spec's identity).
+  std::vector<std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
+  int staging_generation_ ABSL_GUARDED_BY(mu_) = 0;  // 0: no staging
+  absl::Status staging_failed_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;

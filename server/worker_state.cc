@@ -39,6 +39,18 @@ bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {
   return false;
 }
 
+const char* VersionPhaseName(VersionPhase phase) {
+  switch (phase) {
+    case VersionPhase::kStaged:
+      return "Staged";
+    case VersionPhase::kLive:
+      return "Live";
+    case VersionPhase::kRetiring:
+      return "Retiring";
+  }
+  return "?";
+}
+
 const char* WorkerStateName(WorkerState state) {
   switch (state) {
     case WorkerState::kSpawning:

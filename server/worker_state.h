@@ -21,6 +21,19 @@
 namespace kiln {
 
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
+
+// A served model version's place in the pool across reloads (docs/ARCHITECTURE.md, "Versions and
+// reload"):
+//
+//   (start) --> Live
+//   (WorkerPool::Stage) --> Staged --(Commit)--> Live --(Commit retiring it)--> Retiring
+//   Staged --(Abort)--> gone
+//   Retiring --(its queue served, its workers gone)--> gone
+//
+// Only Live versions take requests (Route); a Staged one takes only the readiness check's, and a
+// Retiring one only serves what was queued on it before the switch.
+enum class VersionPhase { kStaged, kLive, kRetiring };
+const char* VersionPhaseName(VersionPhase phase);
 const char* WorkerStateName(WorkerState state);
 // Whether the diagram at the top of this file has an arrow from `from` to `to`.
 bool WorkerTransitionAllowed(WorkerState from, WorkerState to);

@@ -41,6 +41,8 @@ class Zygote {
   // False (fds untouched) when the template cannot be forked or reached.
   bool SendToTemplate(const ZygoteModel& model, const internal::SpawnWorker& spawn,
                       std::vector<int>& fds);
+  // A retired version's template leaves (DropTemplate).
+  void DropTemplate(const std::string& model);
   void OnTemplateEvent(const std::string& model);
   void OnChildrenExited();
   // The fds a child of the zygote must not keep: the master's channel, the signalfd and the
@@ -112,6 +114,14 @@ void Zygote::OnSpawn(const internal::SpawnWorker& spawn, std::vector<int> fds) {
   if (pid > 0) workers_[pid] = spawn.worker_id();
 }
 
+void Zygote::DropTemplate(const std::string& model) {
+  auto found = templates_.find(model);
+  if (found == templates_.end()) return;
+  LOG(INFO) << "zygote: the warm template of " << model << " (pid " << found->second.pid
+            << ") leaves: its version was retired";
+  templates_.erase(found);  // closes its channel: it exits, and OnChildrenExited reaps it
+}
+
 void Zygote::OnTemplateEvent(const std::string& model) {
   Template& forked = templates_.at(model);
   internal::ZygoteEvent event;
@@ -168,6 +178,7 @@ void Zygote::Run() {
         OnSpawn(command.spawn(), std::move(received));
       } else {
         CloseAll(received);
+        if (command.has_drop_template()) DropTemplate(command.drop_template().model());
       }
     }
   }

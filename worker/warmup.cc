@@ -265,6 +265,11 @@ class WarmupInputs {
   uint32_t seed_ = 1;
 };
 
+// A worker confirming its template's warmup calls a shape at most this often, until a call costs
+// the template's steady CPU time within the settle tolerance plus this slack.
+constexpr int kMaxConfirmCalls = 5;
+constexpr double kConfirmSlackMs = 0.05;
+
 // One forward pass of `shape` on `inputs`, timed.
 absl::StatusOr<CallTime> TimedForward(TorchModel& model, const Shape& shape,
                                       const std::vector<Tensor>& inputs) {
@@ -351,15 +356,26 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
     shapes.push_back({entry.batch_size(), entry.sequence_length()});
   }
   WarmupInputs inputs_for(model.spec().config, options, shapes);
+  const double tolerance = model.spec().config.warmup().settle_tolerance();
   for (internal::ShapeWarmup& entry : outcome.shapes) {
     if (entry.refused()) continue;
     const Shape shape{entry.batch_size(), entry.sequence_length()};
     ASSIGN_OR_RETURN(const ShapeInputs inputs, inputs_for.For(shape));
     (void)ResetPeakResident();
     ASSIGN_OR_RETURN(const CallTime first, TimedForward(model, shape, inputs.tensors));
+    // A pass can write more of the template's pages than the first call copied (allocations land
+    // elsewhere): call again, up to kMaxConfirmCalls, until one costs the template's steady CPU
+    // time (within the settle tolerance and kConfirmSlackMs), so no client pays for the copies.
+    int calls = 1;
+    for (CallTime last = first;
+         calls < kMaxConfirmCalls &&
+         last.cpu_ms > entry.steady_cpu_ms() * (1 + tolerance) + kConfirmSlackMs;
+         ++calls) {
+      ASSIGN_OR_RETURN(last, TimedForward(model, shape, inputs.tensors));
+    }
     ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
     entry.set_from_template(true);
-    entry.set_calls(1);
+    entry.set_calls(calls);
     entry.set_first_ms(first.wall_ms);
     entry.set_first_cpu_ms(first.cpu_ms);
     entry.set_peak_anon_bytes(std::max(entry.peak_anon_bytes(), after.PeakAnonBytes()));

@@ -92,9 +92,11 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
 
 // A worker forked from its model's warm template (worker/warm_template.h) confirms the template's
 // warmup `warmed`: one call of every shape that was not refused, on the same inputs, which pays
-// for the pages this process must copy on its first writes. Its outcome is `warmed` with each
-// confirmed shape's first_ms/first_cpu_ms from that call, calls 1 and from_template set; the
-// steady latencies and the memory model stay the template's. The first error stops it.
+// for the pages this process must copy on its first writes, and more (up to 5) while a call
+// costs more CPU time than the template's steady one (within the settle tolerance): a pass may
+// write pages the first did not. Its outcome is `warmed` with each confirmed shape's
+// first_ms/first_cpu_ms from its first call, its calls and from_template set; the steady
+// latencies and the memory model stay the template's. The first error stops it.
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed);
 

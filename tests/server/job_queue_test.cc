@@ -11,16 +11,21 @@ namespace {
 
 using Catch::Matchers::Contains;
 
+// A job for a model named `name` (which names the job in these tests).
 InferJob Job(const std::string& name, int64_t deadline_ns = 0) {
   InferJob job;
-  job.model = name;  // names the job in these tests
+  auto spec = std::make_shared<ModelSpec>();
+  spec->config.set_name(name);
+  job.spec = std::move(spec);
   job.deadline_monotonic_ns = deadline_ns;
   return job;
 }
 
+std::string Name(const InferJob& job) { return job.spec->config.name(); }
+
 std::vector<std::string> Names(const std::vector<InferJob>& jobs) {
   std::vector<std::string> names;
-  for (const InferJob& job : jobs) names.push_back(job.model);
+  for (const InferJob& job : jobs) names.push_back(Name(job));
   return names;
 }
 
@@ -34,7 +39,7 @@ TEST_CASE("a job queue is first in first out and refuses past its capacity", "[j
   CHECK_THAT(std::string(full.message()),
              Contains("queue full (2 requests waiting; dynamic_batching.max_queue_size)"));
   CHECK(queue.size() == 2);
-  CHECK(queue.Pop().model == "a");
+  CHECK(Name(queue.Pop()) == "a");
   REQUIRE(queue.Push(Job("d")).ok());  // room again
   CHECK(Names(queue.TakeAll()) == std::vector<std::string>{"b", "d"});
   CHECK(queue.empty());

@@ -57,7 +57,9 @@ class Front {
     REQUIRE(pool.ok());
     pool_ = *std::move(pool);
     REQUIRE(WaitUntil([&] { return pool_->AllModelsReady(); }));
-    service_ = std::make_unique<InferenceService>(*pool_, state_, recording);
+    InferenceServiceOptions service_options;
+    service_options.recording = recording;
+    service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -90,7 +92,6 @@ class Front {
     return response.ready();
   }
 
-  std::vector<ModelSpec>& specs() { return specs_; }
   WorkerPool& pool() { return *pool_; }
   FakeZygote& zygote() { return *zygote_; }
   MasterStateMachine& state() { return state_; }
@@ -121,7 +122,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
   SECTION("workers that answer at once") {
     Front front(Steady(1.0));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
     REQUIRE(results.ok());
     REQUIRE(results->size() == 1);
     const ReadinessResult& result = results->front();
@@ -136,7 +137,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
   SECTION("workers 60 ms slower in wall time only (a busy node): still passes") {
     Front front(Steady(1.0, /*delay_ms=*/60));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
     REQUIRE(results.ok());
     const ReadinessResult& result = results->front();
     INFO(result.Describe());
@@ -147,7 +148,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
   SECTION("calls that take 30x their warmed CPU time (a cold path): fails") {
     Front front(Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true);
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
     REQUIRE(results.ok());
     const ReadinessResult& result = results->front();
     INFO(result.Describe());
@@ -157,26 +158,29 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     CHECK_THAT(result.Describe(), Contains("FAILED"));
   }
   SECTION("workers of 2 intra-op threads that spin while they wait: errors only, and says why") {
-    FakeZygote::Behaviour spinning = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30);
+    FakeZygote::Behaviour spinning = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/60);
     spinning.intra_op_threads = 2;
     Front front(spinning);
     absl::StatusOr<std::vector<ReadinessResult>> results = RunReadinessCheck(
-        front.stub(), front.specs(), front.pool().Workers(), true, /*threads_spin=*/true);
+        front.stub(), front.pool().Served(), front.pool().Workers(), true, /*threads_spin=*/true);
     REQUIRE(results.ok());
     const ReadinessResult& result = results->front();
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK_THAT(result.Describe(), Contains("not judged (its workers' 2 intra-op threads spin"));
-    // The same workers sleeping while they wait are judged, and fail.
-    results = RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), true,
+    // The same workers sleeping while they wait are judged, with an allowance per thread, and
+    // fail.
+    results = RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true,
                                 /*threads_spin=*/false);
     REQUIRE(results.ok());
     CHECK_FALSE(results->front().passed());
+    CHECK_THAT(results->front().Describe(),
+               Contains("> limit 43.00 ms (3.0 x steady CPU 1.00 ms + 40.0 ms)"));
   }
   SECTION("warmup off: not checked, and says why") {
     Front front(Steady(1.0));
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.specs(), front.pool().Workers(), false);
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), false);
     REQUIRE(results.ok());
     CHECK(results->front().passed());
     CHECK(results->front().skipped == "warmup is off");

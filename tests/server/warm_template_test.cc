@@ -83,7 +83,8 @@ TEST_CASE("CPU workers are forked from one single-threaded warm template and con
     REQUIRE(worker.shapes_size() == 4);  // batch 1, 2, 4, 8
     for (const internal::ShapeWarmup& shape : worker.shapes()) {
       CHECK(shape.from_template());
-      CHECK(shape.calls() == 1);          // confirmed with one call
+      CHECK(shape.calls() >= 1);  // confirmed with one call, or a few while it cost more CPU
+      CHECK(shape.calls() <= 5);
       CHECK(shape.settled_after() >= 2);  // the template's settling
       CHECK(shape.steady_cpu_ms() > 0);
     }

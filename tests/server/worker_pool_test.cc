@@ -28,9 +28,12 @@ using testing::WaitUntil;
 // it.
 class Outcomes {
  public:
-  InferJob Job(int64_t deadline_ns = 0) {
+  // A job for the version of "m" that `pool` routes to.
+  InferJob Job(const WorkerPool& pool, int64_t deadline_ns = 0) {
     InferJob job;
-    job.model = "m:1";
+    absl::StatusOr<SharedSpec> spec = pool.Route("m", "");
+    REQUIRE(spec.ok());
+    job.spec = *spec;
     job.inputs.push_back(TensorView{"x", DType::kFloat32, {1, 4}, row_, sizeof(row_)});
     job.deadline_monotonic_ns = deadline_ns;
     absl::MutexLock lock(&mu_);
@@ -241,7 +244,7 @@ TEST_CASE(
   CHECK(pool.Readiness("m").workers == 2);
   CHECK(pool.Readiness("m", 2).workers == 1);
   const auto routed = [&](const std::string& version) {
-    absl::StatusOr<const ModelSpec*> spec = pool.Route("m", version);
+    absl::StatusOr<SharedSpec> spec = pool.Route("m", version);
     INFO("version '" << version << "': " << spec.status());
     REQUIRE(spec.ok());
     return (*spec)->version;
@@ -284,27 +287,29 @@ TEST_CASE("workers that keep dying before ready make the pool fatal after 3 in a
 TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once and never calls back", "[worker_pool]") {
   Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
   PoolUnderTest pool(1, 2, 0, {/*report_ready=*/false});  // no worker ever takes a call
-  CHECK(pool.pool->Submit(outcomes.Job()).ok());
-  CHECK(pool.pool->Submit(outcomes.Job()).ok());
-  const absl::Status full = pool.pool->Submit(outcomes.Job());
+  CHECK(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
+  CHECK(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
+  const absl::Status full = pool.pool->Submit(outcomes.Job(*pool.pool));
   CHECK(full.code() == absl::StatusCode::kResourceExhausted);
   CHECK_THAT(std::string(full.message()), Contains("queue full (2 requests waiting"));
-  CHECK(pool.pool->Submit(InferJob{"nope", {}, nullptr, 0, [](InferOutcome) {}}).code() ==
+  const SharedSpec never_served = std::make_shared<const ModelSpec>(pool.specs.front());
+  CHECK(pool.pool->Submit(InferJob{never_served, {}, nullptr, 0, [](InferOutcome) {}}).code() ==
         absl::StatusCode::kNotFound);
   // Stopping ends the queued jobs with UNAVAILABLE, not the refused one.
   pool.pool->Stop();
   CHECK(outcomes.finished() == 2);
   CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
   CHECK_FALSE(outcomes.code(2).has_value());
-  CHECK(pool.pool->Submit(outcomes.Job()).code() == absl::StatusCode::kUnavailable);
+  CHECK(pool.pool->Submit(outcomes.Job(*pool.pool)).code() == absl::StatusCode::kUnavailable);
 }
 
 TEST_CASE("a job whose deadline passes in the queue ends DEADLINE_EXCEEDED without running",
           "[worker_pool]") {
   Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
   PoolUnderTest pool(1, 8, 0, {/*report_ready=*/false});
-  REQUIRE(pool.pool->Submit(outcomes.Job(MonotonicNowNs() + 20'000'000)).ok());  // 20 ms
-  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());  // no deadline: stays queued
+  REQUIRE(
+      pool.pool->Submit(outcomes.Job(*pool.pool, MonotonicNowNs() + 20'000'000)).ok());  // 20 ms
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());  // no deadline: stays queued
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
   CHECK(outcomes.code(0) == absl::StatusCode::kDeadlineExceeded);
   CHECK_THAT(outcomes.messages(), Contains("deadline expired while queued; not run"));
@@ -321,7 +326,7 @@ TEST_CASE(
   Outcomes outcomes;  // outlives the pool, which calls back into it when it stops
   PoolUnderTest pool(2, 8, 0, holding);
   REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
-  for (int i = 0; i < 3; ++i) REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  for (int i = 0; i < 3; ++i) REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
   // Two workers: two calls out, the third waits in the queue.
   REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 2; }));
   int busy = 0;
@@ -368,12 +373,12 @@ TEST_CASE(
   PoolUnderTest pool(1, 8, 0, hung, /*compute_timeout_ms=*/100);
   REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
   pool.zygote->SetBehaviour({});  // the replacement answers
-  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
   CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
   CHECK_THAT(outcomes.messages(), Contains("after the compute timeout of 100 ms"));
   REQUIRE(WaitUntil([&] { return pool.zygote->spawns() == 2 && pool.Ready() == 1; }));
-  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 2; }));
   CHECK(outcomes.code(1) == absl::StatusCode::kOk);
 }
@@ -402,8 +407,9 @@ TEST_CASE(
   holding.answer_calls = false;
   PoolUnderTest pool(3, 8, 0, holding);
   REQUIRE(WaitUntil([&] { return pool.Ready() == 3; }));
-  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());  // to the idlest worker: slot 0, 1 or 2
-  REQUIRE(pool.pool->Submit(outcomes.Job()).ok());
+  REQUIRE(
+      pool.pool->Submit(outcomes.Job(*pool.pool)).ok());  // to the idlest worker: slot 0, 1 or 2
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());
   REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 2; }));
   int busy_above_0 = 0;
   for (const WorkerInfo& worker : pool.pool->Workers()) {

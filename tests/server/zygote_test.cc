@@ -32,7 +32,9 @@ InferOutcome InferOneRow(WorkerPool& pool) {
   absl::Mutex mu;
   std::optional<InferOutcome> result;
   InferJob job;
-  job.model = "mlp:1";
+  absl::StatusOr<SharedSpec> spec = pool.Route("mlp", "");
+  REQUIRE(spec.ok());
+  job.spec = *spec;
   job.inputs.push_back(TensorView{"input", DType::kFloat32, {1, 16}, kRow, sizeof(kRow)});
   job.done = [&](InferOutcome outcome) {
     absl::MutexLock lock(&mu);
