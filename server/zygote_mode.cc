@@ -1,5 +1,6 @@
 #include "server/zygote_mode.h"
 
+#include <sched.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -51,7 +52,15 @@ absl::StatusOr<pid_t> SpawnZygoteProcess(const ZygoteLaunch& launch,
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  short flags = POSIX_SPAWN_SETSIGMASK;
+  if (launch.load_at_idle_priority) {
+    // From exec on: the dynamic loading of LibTorch before main costs a CPU-second too.
+    sched_param param{};
+    posix_spawnattr_setschedpolicy(&attributes, SCHED_IDLE);
+    posix_spawnattr_setschedparam(&attributes, &param);
+    flags |= POSIX_SPAWN_SETSCHEDULER;
+  }
+  posix_spawnattr_setflags(&attributes, flags);
   pid_t pid = 0;
   const int error = posix_spawn(&pid, argv[0], &actions, &attributes, argv.data(), environ);
   posix_spawnattr_destroy(&attributes);
@@ -112,6 +121,11 @@ int RunZygoteMode(const ZygoteLaunch& launch) {
   // The watchdog of idle warming is the only other thread; Finish joins it before any fork.
   std::unique_ptr<IdleWarming> idle;
   if (launch.load_at_idle_priority) {
+    // Started at SCHED_IDLE (SpawnZygoteProcess): back to normal for a moment, so that idle
+    // warming's watchdog, which must not starve, starts at normal priority.
+    if (absl::Status normal = ReturnAllThreadsFromIdle(); !normal.ok()) {
+      LOG(WARNING) << "zygote: " << normal.message();
+    }
     absl::StatusOr<std::unique_ptr<IdleWarming>> started = IdleWarming::Start({});
     if (started.ok()) {
       idle = *std::move(started);

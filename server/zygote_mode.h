@@ -29,8 +29,9 @@ struct ZygoteLaunch {
   // The served versions to load (ModelSpec::key()), each as the repository now resolves it; empty
   // = every version the repository serves.
   std::vector<std::string> models;
-  // Load at idle CPU priority (common/idle_priority.h), then return to normal: the workers that
-  // serve meanwhile keep their CPU. Only where the process may return (the master checked).
+  // Start (exec, dynamic loading) and load at idle CPU priority (common/idle_priority.h), then
+  // return to normal: the workers that serve meanwhile keep their CPU. Only where the process
+  // may return (the master checked).
   bool load_at_idle_priority = false;
 };
 
