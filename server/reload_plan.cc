@@ -13,14 +13,19 @@ namespace {
 std::string KeyOf(const ModelSpec& spec) { return spec.key(); }
 std::string KeyOf(const SharedSpec& spec) { return spec->key(); }
 
+// The same version, from the same files.
+bool Unchanged(const ModelSpec& a, const ModelSpec& b) {
+  return a.key() == b.key() && a.stamp == b.stamp;
+}
+
 // Plans one model: `wanted` (what its directory serves now) against `served` (its served versions).
 void PlanModel(const std::vector<ModelSpec>& wanted, const std::vector<SharedSpec>& served,
                ReloadPlan& plan) {
   for (const ModelSpec& spec : wanted) {
-    auto same = std::find_if(served.begin(), served.end(), [&spec](const SharedSpec& current) {
-      return current->key() == spec.key() && current->stamp == spec.stamp;
+    const bool same = std::any_of(served.begin(), served.end(), [&spec](const SharedSpec& current) {
+      return Unchanged(*current, spec);
     });
-    if (same != served.end()) {
+    if (same) {
       plan.unchanged.push_back(spec.key());
     } else {
       plan.load.push_back(spec);
@@ -28,7 +33,7 @@ void PlanModel(const std::vector<ModelSpec>& wanted, const std::vector<SharedSpe
   }
   for (const SharedSpec& current : served) {
     const bool kept = std::any_of(wanted.begin(), wanted.end(), [&current](const ModelSpec& spec) {
-      return spec.key() == current->key() && spec.stamp == current->stamp;
+      return Unchanged(*current, spec);
     });
     if (!kept) plan.retire.push_back(current);
   }

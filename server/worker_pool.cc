@@ -974,16 +974,15 @@ void WorkerPool::Abort() {
       if (worker->model->phase != VersionPhase::kStaged || worker->state == WorkerState::kExited) {
         continue;
       }
-      // Killed without counting as a failed start (WorkerGoneLocked would), and not replaced.
-      if (worker->pid > 0) kill(worker->pid, SIGKILL);
+      // Retired, not gone: no failed start is counted (WorkerGoneLocked would) and no
+      // replacement made.
       if (worker->job.has_value()) {
         done.emplace_back(std::move(worker->job->done),
                           absl::UnavailableError("the version was abandoned by its reload"));
         worker->job.reset();
       }
       worker->retiring = true;
-      worker->channel.Close();
-      SetStateLocked(*worker, WorkerState::kExited);
+      RetireLocked(*worker, "its reload was abandoned");
     }
     ForgetExitedLocked();
     for (const auto& model : models_) {

@@ -198,7 +198,8 @@ class WorkerPool {
   // serves what was queued on it, and its workers then leave. A generation left without versions
   // has its zygote's channel closed (it exits). With nothing staged, it only retires (unload).
   void Commit(const std::vector<SharedSpec>& retire);
-  // Drops the Staged versions: their workers are killed, their generation's channel closed.
+  // Drops the Staged versions: their workers leave (a warming one is killed), their generation's
+  // channel is closed.
   void Abort();
   // The generations that still have a zygote channel (1 until the first reload).
   std::vector<int> Generations() const;

@@ -313,19 +313,22 @@ grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string
 
 // --- model repositories --------------------------------------------------------------------
 
-std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models) {
+void LinkVersion(const std::string& repository, const std::string& model, const std::string& source,
+                 int version) {
   namespace fs = std::filesystem;
+  const fs::path from = fs::path(ModelsDir()) / source / "1";
+  const fs::path to = fs::path(repository) / model / std::to_string(version);
+  fs::create_directories(to);
+  for (const char* file :
+       {"model.pt", "model.safetensors", "reference.safetensors", "tokenizer.model"}) {
+    if (fs::exists(from / file)) fs::create_symlink(from / file, to / file);
+  }
+}
+
+std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models) {
   for (const auto& [name, model] : models) {
     dir.WriteFile(name + "/config.pbtxt", model.config);
-    const fs::path source = fs::path(ModelsDir()) / model.source / "1";
-    for (int number : model.versions) {
-      const fs::path version = fs::path(dir.path()) / name / std::to_string(number);
-      fs::create_directories(version);
-      for (const char* file :
-           {"model.pt", "model.safetensors", "reference.safetensors", "tokenizer.model"}) {
-        if (fs::exists(source / file)) fs::create_symlink(source / file, version / file);
-      }
-    }
+    for (int version : model.versions) LinkVersion(dir.path(), name, model.source, version);
   }
   return dir.path();
 }

@@ -161,6 +161,9 @@ struct TestModel {
   std::vector<int> versions = {1};  // version directories, each linking the demo's files
 };
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);
+// <repository>/<model>/<version>: links to the demo model `source`'s version 1 files.
+void LinkVersion(const std::string& repository, const std::string& model, const std::string& source,
+                 int version);
 // Shorthand: every model is the demo model of the same name.
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, std::string>& configs);
 

@@ -183,12 +183,12 @@ void FakeZygote::KillLocked(int id) {
   (void)zygote_.Send(exited);
 }
 
-ModelSpec FakeModelSpec(int max_queue_size, int quorum) {
+ModelSpec FakeModelSpec(int max_queue_size, int quorum, int64_t version) {
   ModelSpec spec;
   ModelConfig& config = spec.config;
   config.set_name("m");
-  spec.version = 1;
-  config.set_version(1);
+  spec.version = version;
+  config.set_version(version);
   config.set_max_batch_size(4);
   TensorConfig& input = *config.add_input();
   input.set_name("x");

@@ -94,8 +94,8 @@ class FakeZygote {
 
 // The model the tests serve with a FakeZygote: "m", up to 4 rows a batch of FP32 "x" [4] in and
 // FP32 "y" [2] out (FakeZygote::Outputs{"y", 2} answers it), warmup on, with this queue size and
-// readiness quorum.
-ModelSpec FakeModelSpec(int max_queue_size, int quorum);
+// readiness quorum, served as `version`.
+ModelSpec FakeModelSpec(int max_queue_size, int quorum, int64_t version = 1);
 
 // Polls `condition` every millisecond until it holds or `timeout_s` passes; returns whether it
 // held.

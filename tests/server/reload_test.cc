@@ -7,9 +7,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <map>
-#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -38,14 +36,10 @@ using kiln::testing::StartServing;
 using kiln::testing::Stub;
 using kiln::testing::TempDir;
 using std::chrono::seconds;
-namespace fs = std::filesystem;
 
 // The demo mlp under another name, with workers of one intra-op thread (from a warm template).
 std::string MlpNamed(const std::string& name) {
-  std::string config =
-      std::regex_replace(DemoConfig("mlp"), std::regex("instance_group[^\n]*\n"),
-                         "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
-  return std::regex_replace(config, std::regex("name: \"mlp\""), "name: \"" + name + "\"");
+  return kiln::testing::Renamed(kiln::testing::OneThreadConfig(DemoConfig("mlp")), name);
 }
 
 // Three mlp models, "a", "b" and "c", each with version 1.
@@ -53,16 +47,6 @@ std::string ThreeModels(const TempDir& dir) {
   return kiln::testing::MakeRepository(dir, {{"a", {"mlp", MlpNamed("a")}},
                                              {"b", {"mlp", MlpNamed("b")}},
                                              {"c", {"mlp", MlpNamed("c")}}});
-}
-
-// Adds version `version` of `model` to the repository, linking the demo mlp's files.
-void AddVersion(const std::string& repo, const std::string& model, int version) {
-  const fs::path dir = fs::path(repo) / model / std::to_string(version);
-  fs::create_directories(dir);
-  const fs::path source = fs::path(kiln::testing::ModelsDir()) / "mlp" / "1";
-  for (const char* file : {"model.pt", "model.safetensors"}) {
-    fs::create_symlink(source / file, dir / file);
-  }
 }
 
 // The pids of each served version's workers ("a:1" -> pids), from the warmup report.
@@ -183,7 +167,7 @@ TEST_CASE(
 
   SteadyStream stream(server->port());
   REQUIRE(PollUntil([&] { return stream.ok() >= 20; }, seconds(30)));
-  AddVersion(repo, "a", 2);
+  kiln::testing::LinkVersion(repo, "a", "mlp", 2);
   server->Signal(SIGHUP);
   REQUIRE(PollUntil([&] { return ServedVersions(oip, "a") == std::vector<std::string>{"2"}; },
                     kStartup));

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -51,6 +52,19 @@ inline std::string DemoConfig(const std::string& model) {
   const std::string text = ReadText(ModelsDir() + "/" + model + "/config.pbtxt");
   if (text.empty()) FAIL("no demo config for " << model << " under " << ModelsDir());
   return text;
+}
+
+// `config` with workers of one intra-op thread, so that they come from a warm template however
+// many CPUs the machine has.
+inline std::string OneThreadConfig(const std::string& config) {
+  return std::regex_replace(config, std::regex("instance_group[^\n]*\n"),
+                            "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
+}
+
+// `config` under another model's name.
+inline std::string Renamed(const std::string& config, const std::string& name) {
+  return std::regex_replace(config, std::regex("name: \"[^\"]*\""), "name: \"" + name + "\"",
+                            std::regex_constants::format_first_only);
 }
 
 inline ServerConfig Config(const std::string& repository, int workers) {

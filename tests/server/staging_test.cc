@@ -23,10 +23,7 @@ using testing::FakeZygote;
 using testing::WaitUntil;
 
 ModelSpec Version(int64_t version) {
-  ModelSpec spec = testing::FakeModelSpec(/*max_queue_size=*/8, /*quorum=*/0);
-  spec.version = version;
-  spec.config.set_version(version);
-  return spec;
+  return testing::FakeModelSpec(/*max_queue_size=*/8, /*quorum=*/0, version);
 }
 
 // A pool serving m:1 (one worker) through `first`, with room to stage generation 2 through

@@ -3,7 +3,6 @@
 // ready), ModelMetadata lists the served versions, ModelReady answers per version, and every
 // response names the version whose worker computed it.
 #include <catch2/catch.hpp>
-#include <regex>
 #include <set>
 #include <string>
 #include <tuple>
@@ -23,17 +22,12 @@ using kiln::testing::Health;
 using kiln::testing::HealthStub;
 using kiln::testing::Infer;
 using kiln::testing::MlpRequest;
+using kiln::testing::Renamed;
 using kiln::testing::Report;
 using kiln::testing::StartServing;
 using kiln::testing::Stub;
 using kiln::testing::TempDir;
 using std::chrono::seconds;
-
-// A demo config under another model's name.
-std::string Renamed(const std::string& config, const std::string& name) {
-  return std::regex_replace(config, std::regex("name: \"[^\"]*\""), "name: \"" + name + "\"",
-                            std::regex_constants::format_first_only);
-}
 
 // `model`'s ModelMetadata, or the error.
 grpc::Status Metadata(Stub& stub, const std::string& model, const std::string& version,

@@ -7,7 +7,6 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -39,12 +38,8 @@ using kiln::testing::Stub;
 using kiln::testing::TempDir;
 using std::chrono::seconds;
 
-// The demo mlp with workers of one intra-op thread, so that they come from a warm template
-// however many CPUs the machine has.
-std::string OneThreadMlp() {
-  return std::regex_replace(DemoConfig("mlp"), std::regex("instance_group[^\n]*\n"),
-                            "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
-}
+// The demo mlp with workers of one intra-op thread (from its warm template).
+std::string OneThreadMlp() { return kiln::testing::OneThreadConfig(DemoConfig("mlp")); }
 
 // Threads of process `pid` (entries of /proc/<pid>/task).
 int ThreadsOf(pid_t pid) {

@@ -228,9 +228,7 @@ TEST_CASE(
   std::vector<ModelSpec> specs;
   WorkerPoolOptions options;
   for (int64_t version : {1, 2}) {
-    ModelSpec& spec = specs.emplace_back(testing::FakeModelSpec(8, 0));
-    spec.version = version;
-    spec.config.set_version(version);
+    const ModelSpec& spec = specs.emplace_back(testing::FakeModelSpec(8, 0, version));
     options.threads[spec.key()] = ModelThreads{1, 1};
   }
   absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
