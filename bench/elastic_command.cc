@@ -70,14 +70,6 @@ constexpr char kDescription[] =
 
 std::string TwoDecimals(double value) { return absl::StrFormat("%.2f", value); }
 
-double MsBetween(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double, std::milli>(to - from).count();
-}
-
-Clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
-
 }  // namespace
 
 const char* ElasticEventName(ElasticEvent event) {

@@ -1,5 +1,6 @@
 #include "bench/load_phases.h"
 
+#include <algorithm>
 #include <fstream>
 #include <utility>
 
@@ -7,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "bench/args.h"
+#include "bench/timing_sender.h"
 #include "common/process.h"
 #include "common/status_macros.h"
 
@@ -74,6 +76,37 @@ absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceServic
   input_options.batch = batch;
   input_options.seed = static_cast<uint64_t>(seed);
   return BuildSyntheticRequest(metadata, model, "", input_options);
+}
+
+double MsBetween(std::chrono::steady_clock::time_point from,
+                 std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+std::chrono::steady_clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+absl::StatusOr<double> MeasureCapacity(inference::GRPCInferenceService::Stub& stub,
+                                       const inference::ModelInferRequest& request,
+                                       int64_t concurrency, int64_t timeout_ms) {
+  constexpr double kCapacitySeconds = 4;
+  LoadOptions options;
+  options.mode = LoopMode::kClosed;
+  options.concurrency = std::max<int64_t>(concurrency, 1);
+  options.duration_s = kCapacitySeconds;
+  options.warmup_requests = 2;
+  options.timeout_ms = timeout_ms;
+  LoadResult result;
+  {
+    TimingSender sender(&stub, &request, timeout_ms);
+    result = RunLoad(options, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+  }
+  const int64_t ok = std::count_if(result.records.begin(), result.records.end(),
+                                   [](const RequestRecord& r) { return r.ok(); });
+  if (ok == 0) return absl::UnavailableError("no request succeeded while measuring the capacity");
+  return ok / kCapacitySeconds;
 }
 
 LoadOptions PoissonLoad(double rate, double duration_s, int64_t seed, int64_t timeout_ms) {

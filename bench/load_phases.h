@@ -6,6 +6,7 @@
 #ifndef KILN_BENCH_LOAD_PHASES_H_
 #define KILN_BENCH_LOAD_PHASES_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -62,6 +63,17 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
 absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceService::Stub& stub,
                                                   const std::string& model, int64_t batch,
                                                   int64_t seed, int64_t timeout_ms);
+
+// Milliseconds from `from` to `to`, and `s` seconds as a steady_clock duration.
+double MsBetween(std::chrono::steady_clock::time_point from,
+                 std::chrono::steady_clock::time_point to);
+std::chrono::steady_clock::duration Seconds(double s);
+
+// The requests per second `request`'s model sustains: a closed loop of `concurrency` calls (one
+// per warm worker) for 4 s after 2 warmup calls, each with a deadline of `timeout_ms`.
+absl::StatusOr<double> MeasureCapacity(inference::GRPCInferenceService::Stub& stub,
+                                       const inference::ModelInferRequest& request,
+                                       int64_t concurrency, int64_t timeout_ms);
 
 // An open-loop load of Poisson arrivals at `rate` per second for `duration_s` (schedule from
 // `seed`, each request's deadline `timeout_ms`). The client cap of 1000 calls in flight is far

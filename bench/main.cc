@@ -15,6 +15,7 @@
 #include "bench/reload_command.h"
 #include "bench/scale_command.h"
 #include "bench/scaleout_command.h"
+#include "bench/scrape_command.h"
 #include "bench/warmup_command.h"
 
 namespace {
@@ -44,6 +45,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunElasticCommand},
     {"reload", "a new model version rolled out under load: latency per second, errors, switch",
      kiln::bench::RunReloadCommand},
+    {"scrape", "Prometheus scraping every 100 ms under load: p99 with and without scraping",
+     kiln::bench::RunScrapeCommand},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -38,7 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::seconds kStopGrace(30);
 constexpr int64_t kRequestTimeoutMs = 10000;
-constexpr double kCapacitySeconds = 4;
 constexpr std::chrono::milliseconds kPssInterval(250);
 constexpr std::chrono::milliseconds kPollInterval(50);
 
@@ -60,14 +59,6 @@ constexpr char kDescription[] =
     "  - whether every model of --others kept its workers (the same pids).\n"
     "--json also writes every number. Exit status: 0 it ran (targets met or not: the numbers\n"
     "say), 1 the server or an RPC failed (the reason and the log's tail on stderr), 2 bad flags.";
-
-double MsBetween(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double, std::milli>(to - from).count();
-}
-
-Clock::duration Seconds(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
 
 // Adds `record` (and its timing) to `phase`.
 void Count(const RequestRecord& record, const RequestTiming* timing, ReloadPhase& phase,
@@ -379,27 +370,6 @@ absl::Status AddVersion2(const std::string& repository, const std::string& model
   return absl::OkStatus();
 }
 
-// The requests/second `model`'s workers sustain: a closed loop of one call per warm worker.
-absl::StatusOr<double> MeasureCapacity(inference::GRPCInferenceService::Stub& stub,
-                                       const inference::ModelInferRequest& request,
-                                       int64_t concurrency) {
-  LoadOptions options;
-  options.mode = LoopMode::kClosed;
-  options.concurrency = std::max<int64_t>(concurrency, 1);
-  options.duration_s = kCapacitySeconds;
-  options.warmup_requests = 2;
-  options.timeout_ms = kRequestTimeoutMs;
-  LoadResult result;
-  {
-    TimingSender sender(&stub, &request, kRequestTimeoutMs);
-    result = RunLoad(options, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-  }
-  const int64_t ok = std::count_if(result.records.begin(), result.records.end(),
-                                   [](const RequestRecord& r) { return r.ok(); });
-  if (ok == 0) return absl::UnavailableError("no request succeeded while measuring the capacity");
-  return ok / kCapacitySeconds;
-}
-
 // Asks for the reload and waits until it is over; returns "OK" or the error.
 std::string Reload(const ReloadOptions& options, const LaunchedServer& server,
                    inference::GRPCInferenceService::Stub& stub) {
@@ -478,7 +448,8 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
   if (result.rate <= 0) {
     ASSIGN_OR_RETURN(const std::vector<int64_t> workers, WarmWorkerPids(*kiln, options.model));
     ASSIGN_OR_RETURN(result.capacity_rps,
-                     MeasureCapacity(*stub, request.request, static_cast<int64_t>(workers.size())));
+                     MeasureCapacity(*stub, request.request, static_cast<int64_t>(workers.size()),
+                                     kRequestTimeoutMs));
     result.rate = options.load_share * result.capacity_rps;
     std::cerr << "kiln-bench reload: capacity " << result.capacity_rps << " req/s; load at "
               << result.rate << " req/s" << std::endl;

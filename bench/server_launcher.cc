@@ -49,6 +49,9 @@ std::vector<std::string> ServerArgv(const ServerCommand& command) {
       absl::StrCat("--workers=", command.workers),
       absl::StrCat("--warmup=", command.warmup ? "on" : "off"),
       absl::StrCat("--share_weights=", command.share_weights ? "on" : "off"),
+      // No metrics endpoint unless --server_args asks for one (it comes later and wins): runs
+      // side by side would all want the default port.
+      "--metrics_port=0",
   };
   argv.insert(argv.end(), command.extra_args.begin(), command.extra_args.end());
   return argv;

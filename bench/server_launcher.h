@@ -47,7 +47,7 @@ inline constexpr const char* kManagedServerFlags[] = {
     "model_repository", "host", "port", "lock_dir", "workers", "warmup", "share_weights"};
 
 // argv of the launch: binary --model_repository=DIR --host=127.0.0.1 --port=P --lock_dir=L
-// --workers=N --warmup=on|off --share_weights=on|off extra_args...
+// --workers=N --warmup=on|off --share_weights=on|off --metrics_port=0 extra_args...
 std::vector<std::string> ServerArgv(const ServerCommand& command);
 
 // Splits --server_args on whitespace (no quoting). Every word must be a flag "--name" or

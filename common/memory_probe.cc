@@ -138,15 +138,19 @@ absl::Status ResetPeakResident(const SystemRoots& roots) {
 
 std::optional<ProportionalMemory> ParseSmapsRollup(absl::string_view text) {
   std::optional<int64_t> pss;
-  int64_t private_bytes = 0;
+  ProportionalMemory memory;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     if (!pss.has_value()) pss = ParseKbLine(line, "Pss");
     for (absl::string_view key : {"Private_Clean", "Private_Dirty"}) {
-      if (std::optional<int64_t> bytes = ParseKbLine(line, key)) private_bytes += *bytes;
+      if (std::optional<int64_t> bytes = ParseKbLine(line, key)) memory.private_bytes += *bytes;
+    }
+    for (absl::string_view key : {"Shared_Clean", "Shared_Dirty"}) {
+      if (std::optional<int64_t> bytes = ParseKbLine(line, key)) memory.shared_bytes += *bytes;
     }
   }
   if (!pss.has_value()) return std::nullopt;
-  return ProportionalMemory{*pss, private_bytes};
+  memory.pss_bytes = *pss;
+  return memory;
 }
 
 absl::StatusOr<ProportionalMemory> ReadProportionalMemory(pid_t pid, const SystemRoots& roots) {

@@ -98,10 +98,11 @@ absl::Status ResetPeakResident(const SystemRoots& roots = {});
 struct ProportionalMemory {
   int64_t pss_bytes = 0;
   int64_t private_bytes = 0;
+  int64_t shared_bytes = 0;  // Shared_Clean + Shared_Dirty: resident pages other processes map too
 };
 
 // Parses smaps_rollup text; std::nullopt without a well-formed "Pss:" line (a zombie's file is
-// empty). Missing Private_ lines count 0.
+// empty). Missing Private_ and Shared_ lines count 0.
 std::optional<ProportionalMemory> ParseSmapsRollup(absl::string_view text);
 
 // Process `pid`'s (0 = this process's) PSS and private bytes. NotFound when the process is gone

@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 repeat=3; load_s=15; capacity_s=10; scaleout_s=30; wait_calls=40; cpu_steady=100
-elastic_s=20; elastic_event_s=8; reload_before_s=8; reload_after_s=8
+elastic_s=20; elastic_event_s=8; reload_before_s=8; reload_after_s=8; scrape_rounds=6
 [ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; scaleout_s=14; wait_calls=10; cpu_steady=20;
-                    elastic_s=10; elastic_event_s=4; reload_before_s=4; reload_after_s=3; }
+                    elastic_s=10; elastic_event_s=4; reload_before_s=4; reload_after_s=3;
+                    scrape_rounds=1; }
 
 start=$(date +%s)
 step() { echo "== bench.sh: $* ($(( $(date +%s) - start ))s)" >&2; }
@@ -197,7 +198,7 @@ start_server() {
   local name=$1 repo=$2; shift 2
   port=$(free_port)
   setsid "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" \
-    --lock_dir="$work" "$@" > "$out/server-$name.log" 2>&1 &
+    --lock_dir="$work" --metrics_port=0 "$@" > "$out/server-$name.log" 2>&1 &
   server_pid=$!
   wait_serving "$name" || exit 1
 }
@@ -210,7 +211,8 @@ start_server_in_cgroup() {
   local name=$1 cgroup=$2 repo=$3; shift 3
   port=$(free_port)
   setsid sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
-    "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" --lock_dir="$work" "$@" \
+    "$server" --model_repository="$repo" --host=127.0.0.1 --port="$port" --lock_dir="$work" \
+    --metrics_port=0 "$@" \
     > "$out/server-$name.log" 2>&1 &
   server_pid=$!
   wait_serving "$name" && return 0
@@ -219,7 +221,7 @@ start_server_in_cgroup() {
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-step "1/10 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+step "1/11 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
 for workers in 1 2 4; do
   for share in on off; do
     run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -229,7 +231,7 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/10 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+step "2/11 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -238,7 +240,7 @@ for model in mlp resnet18 textcls; do
   done
 done
 
-step "3/10 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+step "3/11 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
   start_server "$model" "$(repo_of "$model")" --workers=2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -252,7 +254,7 @@ for model in mlp resnet18; do
   stop_server
 done
 
-step "4/10 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+step "4/11 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
 start_server mlp "$(repo_of mlp)" --workers=1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -261,7 +263,7 @@ stop_server
 run "forward-mlp" "$forward" --model=mlp --batch=1 --threads="${threads:-1}" --warmup_calls=100 \
   --calls=2000 --json="$out/forward-mlp.json"
 
-step "5/10 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+step "5/11 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
 make_quota_cgroup 1
 for setting in auto old; do
   prefix=(); server_args=""
@@ -283,7 +285,7 @@ for setting in auto old; do
   done
 done
 
-step "6/10 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+step "6/11 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
 for setting in auto old; do
   prefix=(); server_args=""
   [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
@@ -293,7 +295,7 @@ for setting in auto old; do
     --json="$out/scaleout-resnet18-$setting.json"
 done
 
-step "7/10 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+step "7/11 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
 for setting in auto old; do
   # Old CPU settings only for the thread count here: both wait passively, so that this compares
   # one request's latency and the throughput of the two shapes, not the spinning.
@@ -307,7 +309,7 @@ for setting in auto old; do
   stop_server
 done
 
-step "8/10 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+step "8/11 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
 for condition in quiet spinners; do
   [ "$condition" = spinners ] && start_spinners 2
   for wait in passive default spin1000; do
@@ -322,7 +324,7 @@ for condition in quiet spinners; do
   stop_spinners
 done
 
-step "9/10 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
+step "9/11 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
 # a. Time to SERVING with 1 and 4 workers, warm template on (the default) and off.
 for workers in 1 4; do
   for template in on off; do
@@ -380,7 +382,7 @@ if [ -n "$mem_cgroup" ]; then
   remove_cgroup "$mem_cgroup"; mem_cgroup=""
 fi
 
-step "10/10 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
+step "10/11 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
 for run in good-rpc good-hup bad-rpc; do
   flags=""
   case $run in
@@ -390,6 +392,12 @@ for run in good-rpc good-hup bad-rpc; do
   run_may_fail "reload-$run" "$bench" reload --model_repository=models --model=resnet18 \
     --others=mlp,textcls --before_s=$reload_before_s --after_s=$reload_after_s $flags \
     --log_dir="$out/logs-reload-$run" --json="$out/reload-$run.json"
+done
+
+step "11/11 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
+for model in mlp resnet18; do
+  run "scrape-$model" "$bench" scrape --model_repository=models --model=$model \
+    --interval_ms=100 --phase_s=10 --rounds=$scrape_rounds --json="$out/scrape-$model.json"
 done
 
 step "write BENCHMARKS.md"

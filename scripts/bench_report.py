@@ -5,6 +5,7 @@ each kiln-bench / kiln-forward-bench command wrote (<name>.json) and the command
 
 Usage: /usr/bin/python3 scripts/bench_report.py bench-results > BENCHMARKS.md
        /usr/bin/python3 scripts/bench_report.py --only-reload bench-results   (that section alone)
+       /usr/bin/python3 scripts/bench_report.py --only-scrape bench-results   (that section alone)
 """
 
 import datetime
@@ -544,12 +545,53 @@ def reload_tables(folder, out):
     out.append("")
 
 
+def scrape_tables(folder, out):
+    out.append("## Metrics: scraping /metrics every 100 ms under load\n")
+    out.append("One kiln-server (the four demo models) with its metrics endpoint; an open-loop "
+               "Poisson load on one model at 70 % of the capacity `kiln-bench scrape` measured "
+               "first, in rounds of two 10 s phases: without scraping, then with a `GET /metrics` "
+               "every 100 ms on one kept-alive connection (what Prometheus with `scrape_interval: "
+               "100ms` does). Both phases of a round send the same Poisson schedule. p99 in ms, "
+               "from each request's scheduled time, pooled over the phases of each kind, and the "
+               "median over the rounds of each round's ratio (one bad phase moves it less). "
+               "Target: both ratios <= 1.05.\n")
+    out.append("| model | req/s | rounds | p99 without | p99 with | with / without: pooled | "
+               "median of rounds | errors | scrapes | scrape p50 / p99 ms | scrape size | target |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for model in ("mlp", "resnet18"):
+        name = "scrape-" + model
+        if not has_run(folder, name) or not os.path.exists(os.path.join(folder, name + ".json")):
+            out.append(f"| {model} | {why_missing(folder, name, '')} |" + " |" * 10)
+            continue
+        run = load(folder, name)
+        phases = {p["name"]: p for p in run["phases"]}
+        off, on = phases["off"], phases["on"]
+        errors = sum(off["errors"].values()) + sum(on["errors"].values())
+        median = run["p99_median_round_ratio"]
+        target = (run["p99_ratio"] <= 1.05 and median <= 1.05 and errors == 0 and
+                  run["scrape_failures"] == 0)
+        out.append(f"| {model} | {run['rate']:.1f} | {run['rounds']} | {off['p99_ms']:.2f} | "
+                   f"{on['p99_ms']:.2f} | {run['p99_ratio']:.2f}x | {median:.2f}x | {errors} | "
+                   f"{run['scrapes']} "
+                   f"({run['scrape_failures']} failed) | {run['scrape_p50_ms']:.2f} / "
+                   f"{run['scrape_p99_ms']:.2f} | {run['scrape_bytes'] / 1000:.1f} kB | "
+                   f"{verdict(target)} |")
+    out.append("")
+    for model in ("mlp", "resnet18"):
+        if has_run(folder, "scrape-" + model):
+            run = load(folder, "scrape-" + model)
+            per_phase = ", ".join(f"{p['name']} {p['p99_ms']:.1f}" for p in run["phases"][2:])
+            out.append(f"- `{command(folder, 'scrape-' + model)}`: p99 per phase (ms): {per_phase}")
+    out.append("")
+
+
 def main():
-    if len(sys.argv) > 2 and sys.argv[1] == "--only-reload":
-        out = []
-        reload_tables(sys.argv[2], out)
-        print("\n".join(out))
-        return
+    for flag, section in (("--only-reload", reload_tables), ("--only-scrape", scrape_tables)):
+        if len(sys.argv) > 2 and sys.argv[1] == flag:
+            out = []
+            section(sys.argv[2], out)
+            print("\n".join(out))
+            return
     folder = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
     out = ["# kiln benchmarks", "",
            "Written by `scripts/bench.sh` on " + datetime.date.today().isoformat() + ". Every number "
@@ -567,6 +609,7 @@ def main():
     wait_table(folder, out)
     elastic_tables(folder, out)
     reload_tables(folder, out)
+    scrape_tables(folder, out)
     print("\n".join(out))
 
 

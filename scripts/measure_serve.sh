@@ -44,7 +44,7 @@ for n in "${counts[@]}"; do
   log="$work/server-$n.log"
   start=$(now_ms)
   setsid "$server" --model_repository="$work/repo" --host=127.0.0.1 --port="$port" \
-    --workers="$n" --lock_dir="$work" >"$log" 2>&1 &
+    --workers="$n" --lock_dir="$work" --metrics_port=0 >"$log" 2>&1 &
   pid=$!
   wait_lines "ready: serving gRPC" 1 "$log" 300
   ready=$(( $(now_ms) - start ))

@@ -10,6 +10,6 @@ scripts/build.sh
 /usr/bin/python3 scripts/make_models.py --out models
 # Loopback by default for a demo; later flags win (e.g. scripts/run.sh --host=0.0.0.0).
 echo "run.sh: starting kiln-server on models/; it listens on 127.0.0.1:8001 once every worker" \
-  "is warm (Ctrl-C stops it)"
+  "is warm (Ctrl-C stops it); metrics at http://127.0.0.1:8002/metrics from the start"
 exec "${KILN_BUILD_DIR:-build}/server/kiln-server" --model_repository=models --host=127.0.0.1 \
   --port=8001 "$@"

@@ -14,6 +14,9 @@ PACKAGES=(
   libgoogle-glog-dev libgflags-dev catch2 grpc-proto
   # systemd notify, JSON, HTTP metrics, tokenizer
   libsystemd-dev nlohmann-json3-dev libcpp-httplib-dev libsentencepiece-dev sentencepiece
+  # Prometheus: the client library the metrics are kept in, and for the tests a real server,
+  # promtool and Python's text-format parser
+  prometheus-cpp-dev prometheus python3-prometheus-client
   # model export (Debian's python3 at /usr/bin/python3)
   python3-torch python3-torchvision
   # libFuzzer target (optional, scripts/fuzz.sh)
@@ -40,6 +43,15 @@ fi
 
 echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as prometheus start their daemon when installed. The tests start their own, on
+# loopback, and stop them: keep invoke-rc.d from starting any while we install (policy-rc.d
+# answer 101, "action forbidden"), unless the machine already has a policy of its own.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  trap '$SUDO rm -f "$POLICY"' EXIT
+fi
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "setup: done"

@@ -25,6 +25,15 @@ struct InferOutcome {
   double compute_cpu_ms = 0;
   bool cold_shape = false;  // the shape was not warmed by the worker that ran it
   int worker_pid = 0;       // the worker that ran it (0 when none did)
+  // For the metrics (server/metrics.h), in milliseconds: queued until sent to a worker, copying
+  // the inputs into its arena, its tokenizing (-1: none), copying the outputs out.
+  double queue_ms = 0;
+  double input_ms = 0;
+  double tokenize_ms = -1;
+  double output_ms = 0;
+  int executions = 0;          // forward passes run (0 when none ran)
+  int padded_rows = 0;         // rows of zeros added to reach a warmed batch size
+  bool padded_length = false;  // text padded up to a longer warmed sequence length
 };
 
 // Called exactly once per job, on the pool's thread and without the pool's lock held. It must
@@ -39,6 +48,11 @@ struct InferJob {
   const std::vector<std::string>* text = nullptr;
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
   InferDone done;
+  // Set by the pool (CLOCK_MONOTONIC): when Submit queued it, and how long writing its inputs to
+  // the worker's arena took.
+  int64_t queued_ns = 0;
+  int64_t sent_ns = 0;
+  double input_ms = 0;
 };
 
 }  // namespace kiln

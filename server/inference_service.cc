@@ -1,5 +1,6 @@
 #include "server/inference_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <memory>
@@ -27,6 +28,29 @@ int64_t MonotonicDeadlineNs(const grpc::CallbackServerContext& context) {
   }
   const auto remaining = deadline - std::chrono::system_clock::now();
   return MonotonicNowNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(remaining).count();
+}
+
+double MicrosecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// A successful request's numbers: the outcome's (milliseconds) with the service's own.
+RequestRecord RequestRecordOf(const InferOutcome& outcome, int64_t rows, double decode_us,
+                              double encode_us, double total_us) {
+  RequestRecord record;
+  record.rows = rows;
+  record.executions = outcome.executions;
+  record.total_us = total_us;
+  record.queue_us = outcome.queue_ms * 1e3;
+  record.input_us = decode_us + (outcome.input_ms + std::max(outcome.tokenize_ms, 0.0)) * 1e3;
+  record.infer_us = outcome.compute_ms * 1e3;
+  record.output_us = outcome.output_ms * 1e3 + encode_us;
+  record.tokenize_us = outcome.tokenize_ms < 0 ? -1 : outcome.tokenize_ms * 1e3;
+  record.cold_shape = outcome.cold_shape;
+  record.padded_rows = outcome.padded_rows;
+  record.padded_length = outcome.padded_length;
+  return record;
 }
 
 }  // namespace
@@ -89,9 +113,12 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                                                        inference::ModelInferResponse* response) {
   // A reload may switch the version between routing and queueing: the pool then refuses the job
   // (Aborted), and it is routed and decoded again, for the version that now serves. A request is
-  // always decoded against the config of the version that runs it.
+  // always decoded against the config of the version that runs it. It is counted once, in the
+  // metrics of the version it was last routed to (a request for an unknown model is not).
+  const auto arrived = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Status queued;
+  VersionMetrics* metrics = nullptr;
   for (int attempt = 0; attempt < 3; ++attempt) {
     absl::StatusOr<SharedSpec> found =
         pool_.Route(request->model_name(), request->model_version(), options_.staged);
@@ -100,11 +127,16 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       return reactor;
     }
     const SharedSpec spec = *std::move(found);
+    if (options_.metrics != nullptr) {
+      metrics = &options_.metrics->Version(spec->config.name(), spec->version);
+    }
     absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec->config);
     if (!decoded.ok()) {
+      if (metrics != nullptr) metrics->Failed(FailureReason::kOther);
       reactor->Finish(ToGrpcStatus(decoded.status()));
       return reactor;
     }
+    const double decode_us = MicrosecondsSince(arrived);
 
     // The decoded request (and the request message its views may point into) lives until the
     // reactor finishes, which happens in `done`.
@@ -117,11 +149,14 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
     }
     job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
-    job.done = [reactor, request, response, held, spec,
+    job.done = [reactor, request, response, held, spec, metrics, arrived, decode_us,
                 recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);
       absl::Status status = outcome.outputs.status();
+      FailureStage stage = FailureStage::kOutcome;
+      const auto encoding = std::chrono::steady_clock::now();
       if (status.ok()) {
+        stage = FailureStage::kResponse;
         status = EncodeInferResponse(spec->config, std::to_string(spec->version), *request, *held,
                                      *outcome.outputs, response);
       }
@@ -130,14 +165,22 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
             {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
             response);
       }
+      if (metrics != nullptr && status.ok()) {
+        metrics->Succeeded(RequestRecordOf(outcome, std::max<int64_t>(held->batch_size, 1),
+                                           decode_us, MicrosecondsSince(encoding),
+                                           MicrosecondsSince(arrived)));
+      } else if (metrics != nullptr) {
+        metrics->Failed(ClassifyFailure(stage, status));
+      }
       reactor->Finish(ToGrpcStatus(status));
     };
     queued = pool_.Submit(std::move(job));
     if (queued.ok()) return reactor;
     if (!absl::IsAborted(queued) && !absl::IsNotFound(queued)) break;
   }
-  reactor->Finish(
-      ToGrpcStatus(absl::IsAborted(queued) ? absl::UnavailableError(queued.message()) : queued));
+  if (absl::IsAborted(queued)) queued = absl::UnavailableError(queued.message());
+  if (metrics != nullptr) metrics->Failed(ClassifyFailure(FailureStage::kAdmission, queued));
+  reactor->Finish(ToGrpcStatus(queued));
   return reactor;
 }
 

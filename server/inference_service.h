@@ -11,6 +11,7 @@
 #include "common/model_config_loader.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/master_state.h"
+#include "server/metrics.h"
 #include "server/reloader.h"
 #include "server/traffic_recording.h"
 #include "server/worker_pool.h"
@@ -23,11 +24,14 @@ struct InferenceServiceOptions {
   Reloader* reloader = nullptr;
   bool repository_read_only = false;  // --repository_read_only: no load/unload RPCs
   bool staged = false;                // route to the versions a reload staged (its readiness check)
+  // Counts every inference request once (server/metrics.h); null: not counted (the readiness
+  // check's service).
+  ServerMetrics* metrics = nullptr;
 };
 
-// Ownership: borrows the pool, the master's state, the recording and the reloader, which must
-// outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls its methods
-// from any of its threads; it keeps no mutable state of its own.
+// Ownership: borrows the pool, the master's state, the recording, the reloader and the metrics,
+// which must outlive it (and the grpc::Server it is registered with). Thread-safety: gRPC calls
+// its methods from any of its threads; it keeps no mutable state of its own.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
   // ServerReady and ModelReady answer true only while `master` is Serving (and the model has

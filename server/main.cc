@@ -76,6 +76,13 @@ DEFINE_string(state_dir, "",
 DEFINE_bool(repository_read_only, false,
             "Refuse the RepositoryModelLoad and RepositoryModelUnload RPCs (FAILED_PRECONDITION): "
             "the served models then change only with the repository and SIGHUP.");
+DEFINE_int32(metrics_port, 8002,
+             "Prometheus metrics over HTTP at http://<host>:<port>/metrics (text format 0.0.4; "
+             "Triton's default port). Bound at start, answering from the zygote's fork on, so "
+             "warmup progress shows before the gRPC port opens. 0: no metrics endpoint.");
+DEFINE_int32(metrics_memory_interval_s, 5,
+             "How often the processes' memory (PSS, private, shared) is sampled for the metrics; "
+             "a scrape never reads it.");
 DEFINE_int32(record_samples, 0,
              "With --state_dir: also keep up to N real requests per model, one per shape "
              "(their inputs, or a text model's texts, in <model>.samples.safetensors), whose "
@@ -91,6 +98,7 @@ constexpr char kUsage[] =
     "The master loads every model of the repository once (weights memory-mapped and shared),\n"
     "forks a zygote that forks the workers, waits until they are warm, then opens the gRPC port\n"
     "(Open Inference Protocol, grpc.health.v1, reflection) and tells systemd READY=1.\n"
+    "Prometheus metrics: http://HOST:8002/metrics (--metrics_port).\n"
     "Threads are sized to the CPUs the process has (affinity and CFS quota); OpenMP threads\n"
     "wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it or GOMP_SPINCOUNT).\n"
     "Signals: TERM drains in-flight requests and exits 0; INT exits at once.";
@@ -137,6 +145,12 @@ bool ValidateFlags() {
     problem = "--drain_timeout_s must be >= 0 and --startup_timeout_s > 0";
   } else if (FLAGS_max_message_mb <= 0 || FLAGS_max_message_mb > 2047) {
     problem = "--max_message_mb must be in [1, 2047]";
+  } else if (FLAGS_metrics_port < 0 || FLAGS_metrics_port > 65535) {
+    problem = "--metrics_port must be in [0, 65535] (0: no metrics endpoint)";
+  } else if (FLAGS_metrics_port != 0 && FLAGS_metrics_port == FLAGS_port) {
+    problem = "--metrics_port must differ from --port";
+  } else if (FLAGS_metrics_memory_interval_s < 1 || FLAGS_metrics_memory_interval_s > 3600) {
+    problem = "--metrics_memory_interval_s must be in [1, 3600]";
   } else if (FLAGS_record_samples < 0 || FLAGS_record_samples > 1000) {
     problem = "--record_samples must be in [0, 1000]";
   } else if (FLAGS_record_samples > 0 && FLAGS_state_dir.empty()) {
@@ -195,5 +209,7 @@ int main(int argc, char** argv) {
   options.state_dir = FLAGS_state_dir;
   options.record_samples = FLAGS_record_samples;
   options.repository_read_only = FLAGS_repository_read_only;
+  options.metrics_port = FLAGS_metrics_port;
+  options.metrics_memory_interval_s = FLAGS_metrics_memory_interval_s;
   return kiln::RunMaster(options);
 }

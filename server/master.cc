@@ -34,7 +34,11 @@
 #include "server/inference_service.h"
 #include "server/kiln_service.h"
 #include "server/master_state.h"
+#include "server/memory_sampler.h"
+#include "server/metrics.h"
+#include "server/metrics_endpoint.h"
 #include "server/model_loading.h"
+#include "server/pool_metrics.h"
 #include "server/port_lock.h"
 #include "server/readiness_check.h"
 #include "server/reloader.h"
@@ -62,10 +66,14 @@ sigset_t ControlSignals() {
 }
 
 // Times the phases of the startup timeline (docs/ARCHITECTURE.md, "Startup timeline").
+// Ownership: borrows the metrics. Thread-safety: the master's main thread only.
 class Timeline {
  public:
-  // Logs "startup: <phase> in <ms> ms" for the time since the previous call, and keeps it.
-  void Phase(const std::string& what) {
+  explicit Timeline(ServerMetrics& metrics) : metrics_(metrics) {}
+
+  // Logs "startup: <what> in <ms> ms" for the time since the previous call, keeps it, and sets
+  // the phase's metric: `step` is its stable name, `spec` the model version it was for (if any).
+  void Phase(const std::string& step, const std::string& what, const ModelSpec* spec = nullptr) {
     const auto now = std::chrono::steady_clock::now();
     LOG(INFO) << absl::StrFormat("startup: %s in %.1f ms (%.1f ms since start)", what,
                                  Ms(last_, now), Ms(start_, now));
@@ -73,9 +81,15 @@ class Timeline {
     phase.set_name(what);
     phase.set_duration_ms(Ms(last_, now));
     phase.set_since_start_ms(Ms(start_, now));
+    metrics_.StartupPhase(step, spec == nullptr ? "" : spec->config.name(),
+                          spec == nullptr ? "" : std::to_string(spec->version),
+                          Ms(last_, now) / 1e3);
     last_ = now;
   }
   const std::vector<StartupPhase>& phases() const { return phases_; }
+  double SecondsSinceStart() const {
+    return Ms(start_, std::chrono::steady_clock::now()) / 1e3;
+  }
 
  private:
   static double Ms(std::chrono::steady_clock::time_point a,
@@ -84,6 +98,7 @@ class Timeline {
   }
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_ = start_;
+  ServerMetrics& metrics_;
   std::vector<StartupPhase> phases_;
 };
 
@@ -165,6 +180,7 @@ class HealthPublisher {
 class Master {
  public:
   explicit Master(const MasterOptions& options) : options_(options) {}
+  ~Master();
 
   // Runs every phase and returns the process's exit code. SIGINT does not return: it exits 130.
   int Run();
@@ -203,11 +219,15 @@ class Master {
   // The workers and threads of a version a reload loads: those the CPU plan gave the model.
   ModelThreads ThreadsFor(const ModelSpec& spec) const;
   void ReapClosedZygotes();
+  // Starts answering scrapes and sampling memory (once the zygote is forked and the pool runs).
+  void StartMetrics();
 
   const MasterOptions& options_;
   MasterStateMachine state_;
   bool stop_requested_ = false;  // TERM arrived
-  Timeline timeline_;
+  ServerMetrics metrics_;
+  Timeline timeline_{metrics_};
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // bound from the start (--metrics_port)
   std::unique_ptr<PortLock> lock_;
   std::vector<ModelSpec> specs_;
   LoadedModels models_;
@@ -225,7 +245,29 @@ class Master {
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<KilnServiceImpl> kiln_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MemorySampler> memory_sampler_;
 };
+
+Master::~Master() {
+  // The endpoint's and the sampler's threads read the pool: they stop first.
+  metrics_endpoint_.reset();
+  memory_sampler_.reset();
+}
+
+void Master::StartMetrics() {
+  if (metrics_endpoint_ == nullptr) return;
+  metrics_.AddCollector(std::make_shared<PoolStateCollector>(*pool_, state_));
+  memory_sampler_ = std::make_unique<MemorySampler>(
+      metrics_, *pool_,
+      [this] {
+        absl::MutexLock lock(&zygotes_mu_);
+        return zygotes_;
+      },
+      memory_limit_.bytes, std::chrono::seconds(options_.metrics_memory_interval_s));
+  metrics_endpoint_->Start([this] { return metrics_.Render(); });
+  LOG(INFO) << "metrics: answering on http://" << options_.host << ":" << metrics_endpoint_->port()
+            << "/metrics";
+}
 
 absl::StatusOr<FrameChannel> Master::StartZygote(int generation,
                                                  const std::vector<std::string>& models) {
@@ -314,16 +356,25 @@ absl::Status Master::Load() {
   if (options_.port != 0) {
     ASSIGN_OR_RETURN(lock_, PortLock::Acquire(options_.lock_dir, options_.port));
   }
+  // Bound now (a port in use fails the start at once); it answers once the zygote is forked.
+  if (options_.metrics_port != 0) {
+    ASSIGN_OR_RETURN(metrics_endpoint_,
+                     MetricsEndpoint::Bind(options_.host, options_.metrics_port));
+  }
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
-  timeline_.Phase(absl::StrCat("read model repository ", options_.model_repository, " (",
+  timeline_.Phase("read_repository",
+                  absl::StrCat("read model repository ", options_.model_repository, " (",
                                specs_.size(), " served model versions)"));
 
   // Still one thread. (In the --share_weights=off baseline the master loads only the
   // tokenizers: every worker loads its own copy of the model.)
   ASSIGN_OR_RETURN(models_, LoadModels(specs_, options_.share_weights,
-                                       [this](const std::string& what) { timeline_.Phase(what); }));
+                                       [this](const std::string& step, const ModelSpec& spec,
+                                              const std::string& what) {
+                                         timeline_.Phase(step, what, &spec);
+                                       }));
   replay_ = LoadTrafficReplay(specs_, options_.state_dir);
   AttachSamples(replay_, models_);
   if (absl::StatusOr<MemoryLimit> memory = ProcessMemoryLimit(); memory.ok()) {
@@ -341,14 +392,16 @@ absl::Status Master::Warm() {
   RETURN_IF_ERROR(Enter(MasterState::kWarming));
   // Fork the zygote, then (only then) start threads.
   ASSIGN_OR_RETURN(auto channel, FrameChannel::CreatePair());
-  ASSIGN_OR_RETURN(const pid_t zygote,
-                   ForkZygote(models_.by_key, channel.first, std::move(channel.second)));
+  std::vector<int> close_in_zygote;
+  if (metrics_endpoint_ != nullptr) close_in_zygote.push_back(metrics_endpoint_->listening_fd());
+  ASSIGN_OR_RETURN(const pid_t zygote, ForkZygote(models_.by_key, channel.first,
+                                                  std::move(channel.second), close_in_zygote));
   {
     absl::MutexLock lock(&zygotes_mu_);
     zygotes_[1] = zygote;
   }
   channel.second.Close();
-  timeline_.Phase(absl::StrCat("forked the zygote (pid ", zygote, ")"));
+  timeline_.Phase("fork_zygote", absl::StrCat("forked the zygote (pid ", zygote, ")"));
 
   // The zygote forks the workers; each warms and reports.
   WorkerPoolOptions pool_options;
@@ -361,9 +414,16 @@ absl::Status Master::Warm() {
     return StartZygote(generation, models);
   };
   pool_options.on_change = [master = getpid()] { kill(master, WakeSignal()); };
+  pool_options.on_worker_died = [this](const ModelSpec& spec) {
+    metrics_.WorkerDied(spec.config.name(), spec.version);
+  };
+  pool_options.on_worker_respawned = [this](const ModelSpec& spec, double seconds) {
+    metrics_.WorkerRespawned(spec.config.name(), spec.version, seconds);
+  };
   pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
+  StartMetrics();  // threads may start now that the zygote is forked
   NotifySystemd("STATUS=warming workers");
 
   const auto deadline =
@@ -385,7 +445,7 @@ absl::Status Master::Warm() {
     PollSignals(50);
     if (stop_requested_) return absl::CancelledError("TERM while warming");
   }
-  timeline_.Phase(absl::StrCat("workers warm (", ReadySummary(*pool_), ")"));
+  timeline_.Phase("warm_workers", absl::StrCat("workers warm (", ReadySummary(*pool_), ")"));
   return absl::OkStatus();
 }
 
@@ -393,7 +453,7 @@ absl::Status Master::Check() {
   RETURN_IF_ERROR(Enter(MasterState::kChecking));
   NotifySystemd("STATUS=readiness check");
   RETURN_IF_ERROR(CheckVersions(pool_->Served(), /*staged=*/false));
-  timeline_.Phase("readiness check passed");
+  timeline_.Phase("readiness_check", "readiness check passed");
   return absl::OkStatus();
 }
 
@@ -423,6 +483,14 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
     if (!results.ok()) return Annotate(results.status(), "readiness check");
     bool passed = true;
     for (const ReadinessResult& result : *results) {
+      if (result.skipped.empty()) {
+        for (const SharedSpec& spec : specs) {
+          if (spec->key() != result.model) continue;
+          metrics_.ReadinessChecked(
+              spec->config.name(), spec->version,
+              {result.p95_ms, result.cpu_p95_ms, result.limit_ms, result.passed()});
+        }
+      }
       LOG_IF(INFO, result.passed()) << "readiness check: " << result.Describe();
       LOG_IF(WARNING, !result.passed()) << "readiness check (attempt " << attempt << " of "
                                         << kReadinessAttempts << "): " << result.Describe();
@@ -457,6 +525,7 @@ absl::Status Master::Serve() {
   service_options.recording = recording_.get();
   service_options.reloader = reloader_.get();
   service_options.repository_read_only = options_.repository_read_only;
+  service_options.metrics = &metrics_;
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
   StartupReport startup;
   startup.timeline = timeline_.phases();
@@ -485,7 +554,8 @@ absl::Status Master::Serve() {
   RETURN_IF_ERROR(Enter(MasterState::kServing));
   health_ = std::make_unique<HealthPublisher>(*server_->GetHealthCheckService(), *pool_);
   health_->Update();
-  timeline_.Phase(absl::StrCat("ready: serving gRPC on ", options_.host, ":", port));
+  timeline_.Phase("open_port", absl::StrCat("ready: serving gRPC on ", options_.host, ":", port));
+  metrics_.Serving(timeline_.SecondsSinceStart());
   kiln_service_->SetTimeline(timeline_.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options_.host, ":", port));
 

@@ -30,6 +30,9 @@ struct MasterOptions {
   // No RepositoryModelLoad/Unload RPCs: the served models change only with the repository and
   // SIGHUP.
   bool repository_read_only = false;
+  // Prometheus metrics over HTTP on this port of `host` (server/metrics_endpoint.h); 0: none.
+  int metrics_port = 8002;
+  int metrics_memory_interval_s = 5;  // how often the processes' memory is sampled
 };
 
 // Runs the server until TERM (drain, then returns 0) or INT (exits the process with 130 at

@@ -11,7 +11,7 @@
 namespace kiln {
 
 absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, bool share_weights,
-                                        const std::function<void(const std::string&)>& phase) {
+                                        const LoadStep& phase) {
   LoadedModels loaded;
   for (const ModelSpec& spec : specs) {
     ZygoteModel& entry = loaded.by_key[spec.key()];
@@ -25,15 +25,17 @@ absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, boo
       }
       entry.tokenizer = tokenizer->get();
       loaded.tokenizers.push_back(*std::move(tokenizer));
-      phase(absl::StrFormat("loaded %s's tokenizer (%d pieces, %.1f ms)", spec.config.name(),
+      phase("load_tokenizer", spec,
+            absl::StrFormat("loaded %s's tokenizer (%d pieces, %.1f ms)", spec.config.name(),
                             entry.tokenizer->vocab_size(), MillisecondsSince(start)));
     }
     if (!share_weights) continue;
     absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
     if (!model.ok()) return Annotate(model.status(), absl::StrCat("load ", spec.config.name()));
     const TorchModelLoadStats& stats = (*model)->stats();
-    phase(absl::StrFormat(
-        "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
+    phase("load_model", spec,
+          absl::StrFormat(
+              "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
         "shared, %d copied)",
         spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
         stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));

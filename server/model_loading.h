@@ -28,10 +28,15 @@ struct LoadedModels {
   std::map<std::string, ZygoteModel> by_key;  // by ModelSpec::key(): each served version
 };
 
-// Loads every model of `specs`; calls `phase` with one line per tokenizer and per model loaded
-// (the startup timeline). The first error, naming the model, stops it.
+// One step of LoadModels, for the startup timeline: `step` is "load_tokenizer" or "load_model",
+// `what` the line to log.
+using LoadStep = std::function<void(const std::string& step, const ModelSpec& spec,
+                                    const std::string& what)>;
+
+// Loads every model of `specs`; calls `phase` once per tokenizer and per model loaded (the
+// startup timeline). The first error, naming the model, stops it.
 absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, bool share_weights,
-                                        const std::function<void(const std::string&)>& phase);
+                                        const LoadStep& phase);
 
 }  // namespace kiln
 

@@ -67,6 +67,8 @@ struct WorkerPool::ModelState {
   int64_t budget_bytes = 0;             // per worker; 0 = none
   std::vector<Shape> replay;            // recorded traffic shapes to warm
   std::set<int> missing_slots;          // exited workers not replaced yet (no memory room)
+  // When the worker of a slot died, until its replacement is ready (the respawn's duration).
+  std::map<int, std::chrono::steady_clock::time_point> died_at;
   ModelCounters counters;
 
   // The quorum (readiness.quorum: 0 is "all", an explicit one is capped) and min_ready for the
@@ -268,6 +270,7 @@ absl::Status WorkerPool::Submit(InferJob job) {
           absl::StrCat("model version '", model->spec->key(), "' was replaced; route it again"));
     }
     const std::string name = model->spec->key();
+    job.queued_ns = MonotonicNowNs();
     if (absl::Status queued = model->queue->Push(std::move(job)); !queued.ok()) {
       return Annotate(queued, absl::StrCat("model '", name, "'"));
     }
@@ -464,6 +467,25 @@ std::vector<WorkerInfo> WorkerPool::Workers() const {
   return infos;
 }
 
+std::vector<VersionState> WorkerPool::VersionStates() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<VersionState> states;
+  std::map<const ModelState*, size_t> index;
+  for (const auto& model : models_) {
+    index[model.get()] = states.size();
+    VersionState& state = states.emplace_back();
+    state.spec = model->spec;
+    state.phase = model->phase;
+    state.readiness = ReadinessLocked(*model);
+    state.queued = model->queue->size();
+    state.budget_bytes = model->budget_bytes;
+  }
+  for (const auto& [id, worker] : workers_) {
+    if (worker->state != WorkerState::kExited) ++states[index[worker->model]].workers[worker->state];
+  }
+  return states;
+}
+
 void WorkerPool::Stop() {
   {
     absl::MutexLock lock(&mu_);
@@ -497,7 +519,12 @@ void WorkerPool::ForgetExitedLocked() {
       ++it;
       continue;
     }
-    if (!it->second->retiring) it->second->model->missing_slots.insert(it->second->slot);
+    if (!it->second->retiring) {
+      ModelState& model = *it->second->model;
+      model.missing_slots.insert(it->second->slot);
+      model.died_at.emplace(it->second->slot, std::chrono::steady_clock::now());
+      if (options_.on_worker_died) options_.on_worker_died(*model.spec);
+    }
     it = workers_.erase(it);
   }
 }
@@ -719,6 +746,14 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     model.failed_starts = 0;
     model.ever_ready = true;
     model.reached_quorum = model.reached_quorum || WarmWorkersLocked(model) >= model.quorum;
+    if (auto died = model.died_at.find(worker.slot); died != model.died_at.end()) {
+      if (options_.on_worker_respawned) {
+        options_.on_worker_respawned(
+            *model.spec,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - died->second).count());
+      }
+      model.died_at.erase(died);
+    }
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
               << "): " << DescribeWarmupReport(worker.warmup);
     // Before any call is dispatched to it; a staged worker stays idle until its version is Live.
@@ -729,15 +764,26 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     const internal::InferResult& result = frame.result();
     CountLocked(model, result);
     InferOutcome outcome;
+    const int64_t received_ns = MonotonicNowNs();
     outcome.outputs =
         result.code() == 0
             ? CollectOutputs(result, *worker.arena)
             : absl::Status(static_cast<absl::StatusCode>(result.code()), result.message());
-    if (result.has_ran_as()) outcome.ran_as = FromProto(result.ran_as());
+    outcome.output_ms = (MonotonicNowNs() - received_ns) / 1e6;
+    if (result.has_ran_as()) {
+      outcome.ran_as = FromProto(result.ran_as());
+      outcome.executions = std::max(result.chunks(), 1);
+      outcome.padded_rows = result.padded_rows();
+      outcome.padded_length = result.unpadded_length() > 0 &&
+                              result.unpadded_length() < result.ran_as().sequence_length();
+    }
     outcome.compute_ms = result.compute_ms();
     outcome.compute_cpu_ms = result.compute_cpu_ms();
     outcome.cold_shape = result.cold_shape();
     outcome.worker_pid = worker.pid;
+    outcome.queue_ms = (worker.job->sent_ns - worker.job->queued_ns) / 1e6;
+    outcome.input_ms = worker.job->input_ms;
+    if (worker.job->text != nullptr) outcome.tokenize_ms = result.tokenize_ms();
     done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
     SetStateLocked(worker, WorkerState::kReady);
@@ -858,6 +904,7 @@ absl::Status WorkerPool::SetWorkersLocked(ModelState& model, int count) {
       if (worker->state != WorkerState::kBusy) RetireLocked(*worker);
     }
     model.missing_slots.erase(model.missing_slots.lower_bound(count), model.missing_slots.end());
+    model.died_at.erase(model.died_at.lower_bound(count), model.died_at.end());
     model.workers = count;
   }
   model.ResolveQuorum();
@@ -868,6 +915,7 @@ absl::Status WorkerPool::SetWorkersLocked(ModelState& model, int count) {
 absl::Status WorkerPool::Stage(FrameChannel zygote, int generation,
                                const std::vector<ModelSpec>& specs,
                                const std::map<std::string, ModelThreads>& threads) {
+  absl::Status spawned;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
@@ -888,7 +936,6 @@ absl::Status WorkerPool::Stage(FrameChannel zygote, int generation,
     ResolveBudgetsLocked();
     // Both generations must fit while they overlap: every staged worker is admitted (its
     // reservation counted for the next one) or the staging is refused.
-    absl::Status spawned;
     for (ModelState* model : staged) {
       for (int slot = 0; slot < model->workers && spawned.ok(); ++slot) {
         spawned = SpawnLocked(*model, slot);
@@ -902,14 +949,11 @@ absl::Status WorkerPool::Stage(FrameChannel zygote, int generation,
     }
   }
   Wake();
-  absl::Status failed;
-  {
-    absl::MutexLock lock(&mu_);
-    failed = staging_failed_;
-  }
-  if (!failed.ok()) {
+  // Only what failed here: a failure the loop finds later (its workers dying, say, which may
+  // happen before this line) is the staging's, for StagingState to report.
+  if (!spawned.ok()) {
     Abort();
-    return failed;
+    return spawned;
   }
   return absl::OkStatus();
 }
@@ -1134,6 +1178,7 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
     }
     if (idle == nullptr) return;
     InferJob job = model.queue->Pop();
+    job.sent_ns = MonotonicNowNs();
 
     internal::ToWorker frame;
     internal::InferCall& call = *frame.mutable_infer();
@@ -1148,6 +1193,7 @@ void WorkerPool::DispatchLocked(ModelState& model, std::vector<Completion>& done
       continue;
     }
     call.set_output_offset(*output_offset);
+    job.input_ms = (MonotonicNowNs() - job.sent_ns) / 1e6;
     idle->call_id = call.call_id();
     idle->call_deadline_ns =
         MonotonicNowNs() + static_cast<int64_t>(idle->compute_timeout_ms * 1e6);

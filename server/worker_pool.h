@@ -108,6 +108,21 @@ struct WorkerPoolOptions {
   // Called on the pool's thread, its lock held, when a worker becomes ready and when the pool
   // turns fatal, so that a waiting master need not poll (it must not block or call the pool).
   std::function<void()> on_change;
+  // For the metrics (server/metrics.h), on the pool's thread with its lock held (they must only
+  // record): a worker of `spec` died (not one scaled away or retired) and is to be replaced; the
+  // replacement of its slot became ready `seconds` after that death.
+  std::function<void(const ModelSpec& spec)> on_worker_died;
+  std::function<void(const ModelSpec& spec, double seconds)> on_worker_respawned;
+};
+
+// One version's state, for the metrics: a copy taken under the pool's lock.
+struct VersionState {
+  SharedSpec spec;
+  VersionPhase phase = VersionPhase::kLive;
+  ModelReadiness readiness;
+  int queued = 0;  // requests waiting for a worker
+  int64_t budget_bytes = 0;
+  std::map<WorkerState, int> workers;  // its workers by state (Exited ones are not counted)
 };
 
 // Zygote deaths within the window that make the pool fatal instead of starting another.
@@ -209,6 +224,8 @@ class WorkerPool {
   void Stop();
 
   std::vector<WorkerInfo> Workers() const;
+  // Every version, whatever its phase (two may share a key while one is staged).
+  std::vector<VersionState> VersionStates() const;
   ModelCounters Counters(const std::string& name, int64_t version = kEveryVersion) const;
   // Zeroes every model's counters (the master does when the port opens, after the readiness
   // check's requests).

@@ -199,10 +199,12 @@ void RunZygote(const std::map<std::string, ZygoteModel>& models, FrameChannel ma
 }
 
 absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
-                                 FrameChannel& master_end, FrameChannel zygote_end) {
+                                 FrameChannel& master_end, FrameChannel zygote_end,
+                                 const std::vector<int>& close_in_child) {
   absl::StatusOr<pid_t> pid = ForkChecked("the zygote");
   if (!pid.ok() || *pid != 0) return pid;
   master_end.Close();
+  for (int fd : close_in_child) close(fd);
   const pid_t master = getppid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != master) _exit(1);  // the master died before prctl took effect

@@ -47,9 +47,10 @@ struct ZygoteModel {
 // thread, so that the zygote's PR_SET_PDEATHSIG fires when the master exits. Returns the
 // zygote's pid in the master; never returns in the zygote. `master_end` is closed in the
 // zygote, so that only the master holds it and the zygote (and every worker it forks) sees EOF
-// when the master closes it.
+// when the master closes it; so are `close_in_child` (the master's listening sockets).
 absl::StatusOr<pid_t> ForkZygote(const std::map<std::string, ZygoteModel>& models,
-                                 FrameChannel& master_end, FrameChannel zygote_end);
+                                 FrameChannel& master_end, FrameChannel zygote_end,
+                                 const std::vector<int>& close_in_child = {});
 
 // Reaps the zygote (its templates die with it through PR_SET_PDEATHSIG). It leaves by itself once
 // its channel is closed (it ignores TERM); after 5 s, or at once with `now`, it is killed.

@@ -72,6 +72,9 @@ ServerProcess::ServerProcess(ServerConfig config) : config_(std::move(config)) {
       "--host=127.0.0.1",
       "--port=" + std::to_string(port_),
       "--lock_dir=" + lock_dir_,
+      // No metrics endpoint unless a test asks for one (extra_args come later and win): tests
+      // run side by side, and the default port is one port.
+      "--metrics_port=0",
   };
   args.insert(args.end(), server.begin(), server.end());
   if (config_.workers > 0) args.push_back("--workers=" + std::to_string(config_.workers));

@@ -54,7 +54,7 @@ struct ServerConfig {
 class ServerProcess {
  public:
   // Starts `[launcher...] binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D
-  // [--workers=K] extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file).
+  // --metrics_port=0 [--workers=K] extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file).
   // Throws std::runtime_error when it cannot (no free port, no log file, fork failed).
   explicit ServerProcess(ServerConfig config);
   ~ServerProcess();

@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <map>
@@ -21,6 +22,8 @@
 #include "glog/logging.h"
 
 namespace kiln {
+
+const char* LibTorchVersion() { return TORCH_VERSION; }
 
 struct TorchModel::Module {
   torch::jit::Module module;

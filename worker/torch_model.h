@@ -29,6 +29,9 @@ struct TorchModelLoadStats {
   uint64_t mapped_bytes = 0;    // size of model.safetensors
 };
 
+// The LibTorch version kiln was built with, e.g. "1.13.0" (TORCH_VERSION).
+const char* LibTorchVersion();
+
 // Ownership: owns the TorchScript module and shares ownership of the mapping its tensors view
 // (destroyed after the module). Thread-safety: Load may run in any single thread; Forward is
 // not thread-safe (a worker serves one batch at a time: call it from one thread at a time).

@@ -190,15 +190,15 @@ TEST_CASE("coldstart starts the server with exactly the flags it was given", "[c
         std::vector<std::string>{"/opt/kiln/kiln-server", "--model_repository=models",
                                  "--host=127.0.0.1", "--port=40123", "--lock_dir=/tmp/lock",
                                  "--workers=2", "--warmup=off", "--share_weights=on",
-                                 "--drain_timeout_s=5", "--v=1"});
+                                 "--metrics_port=0", "--drain_timeout_s=5", "--v=1"});
   SECTION("in a cgroup: sh joins it, then execs the same command") {
     options.cgroup = "/sys/fs/cgroup/cpu/q";
     const std::vector<std::string> argv = ColdstartServerArgv(options, 40123, "/tmp/lock");
-    REQUIRE(argv.size() == 14);
+    REQUIRE(argv.size() == 15);
     CHECK(argv[0] == "/bin/sh");
     CHECK(argv[3] == "/sys/fs/cgroup/cpu/q/cgroup.procs");
     CHECK(argv[4] == "/opt/kiln/kiln-server");
-    CHECK(argv[13] == "--v=1");
+    CHECK(argv[14] == "--v=1");
   }
 }
 

@@ -215,18 +215,19 @@ TEST_CASE("resident memory is parsed from a status file", "[proc]") {
   CHECK(ReadResidentMemoryOf(789, sys.roots()).status().code() == absl::StatusCode::kNotFound);
 }
 
-TEST_CASE("PSS and private memory are parsed from smaps_rollup", "[proc]") {
+TEST_CASE("PSS, private and shared memory are parsed from smaps_rollup", "[proc]") {
   FakeSystem sys;
   sys.Proc("123/smaps_rollup",
            "55d0c0000000-7ffd00000000 ---p 00000000 00:00 0  [rollup]\n"
            "Rss:              300000 kB\nPss:              208754 kB\nPss_Anon:  81920 kB\n"
-           "Shared_Clean:      90000 kB\nPrivate_Clean:      1000 kB\n"
-           "Private_Dirty:     80000 kB\n");
+           "Shared_Clean:      90000 kB\nShared_Dirty:        500 kB\n"
+           "Private_Clean:      1000 kB\nPrivate_Dirty:     80000 kB\n");
   sys.Proc("456/smaps_rollup", "");  // a zombie's
   const absl::StatusOr<ProportionalMemory> memory = ReadProportionalMemory(123, sys.roots());
   REQUIRE(memory.ok());
   CHECK(memory->pss_bytes == 208754 * 1024);
   CHECK(memory->private_bytes == 81000 * 1024);
+  CHECK(memory->shared_bytes == 90500 * 1024);
   CHECK(ReadProportionalMemory(456, sys.roots()).status().code() == absl::StatusCode::kNotFound);
   CHECK(ReadProportionalMemory(789, sys.roots()).status().code() == absl::StatusCode::kNotFound);
   // The zombie and the vanished process count 0.
@@ -242,6 +243,7 @@ TEST_CASE("PSS and private memory are parsed from smaps_rollup", "[proc]") {
   REQUIRE(ParseSmapsRollup(sample).has_value());
   CHECK(ParseSmapsRollup(sample)->pss_bytes == 208754 * 1024);
   CHECK(ParseSmapsRollup(sample)->private_bytes == 0);
+  CHECK(ParseSmapsRollup(sample)->shared_bytes == 300000 * 1024);
   REQUIRE(ParseSmapsRollup("Pss:  17 kB").has_value());
   CHECK(ParseSmapsRollup("Pss:  17 kB")->pss_bytes == 17 * 1024);
   CHECK_FALSE(ParseSmapsRollup("").has_value());

@@ -61,6 +61,18 @@ inline std::string OneThreadConfig(const std::string& config) {
                             "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
 }
 
+// The demo mlp's config with its warmup and dynamic_batching blocks replaced by `blocks`.
+inline std::string MlpConfig(const std::string& blocks) {
+  std::string config;
+  std::istringstream lines(DemoConfig("mlp"));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("warmup", 0) != 0 && line.rfind("dynamic_batching", 0) != 0) {
+      config += line + "\n";
+    }
+  }
+  return config + blocks + "\n";
+}
+
 // `config` under another model's name.
 inline std::string Renamed(const std::string& config, const std::string& name) {
   return std::regex_replace(config, std::regex("name: \"[^\"]*\""), "name: \"" + name + "\"",

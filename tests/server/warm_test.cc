@@ -34,6 +34,7 @@ using kiln::testing::Fp32Tensor;
 using kiln::testing::Infer;
 using kiln::testing::kStartup;
 using kiln::testing::MaxAbsDiff;
+using kiln::testing::MlpConfig;
 using kiln::testing::ModelReport;
 using kiln::testing::ModelsDir;
 using kiln::testing::PollUntil;
@@ -137,18 +138,6 @@ TEST_CASE(
 }
 
 // --- the memory budget ----------------------------------------------------------------------
-
-// The demo mlp's config with its warmup and dynamic_batching blocks replaced by `blocks`.
-std::string MlpConfig(const std::string& blocks) {
-  std::string config;
-  std::istringstream lines(DemoConfig("mlp"));
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("warmup", 0) != 0 && line.rfind("dynamic_batching", 0) != 0) {
-      config += line + "\n";
-    }
-  }
-  return config + blocks + "\n";
-}
 
 std::string MlpWithBudget(int64_t limit_bytes) {
   return DemoConfig("mlp") + "\nmemory { limit_bytes: " + std::to_string(limit_bytes) + " }\n";

@@ -1,0 +1,84 @@
+#include "server/metrics_endpoint.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+
+namespace kiln {
+namespace {
+
+// The content type of the text exposition format.
+constexpr char kTextFormat[] = "text/plain; version=0.0.4; charset=utf-8";
+
+// gRPC's "[::]" is httplib's "::".
+std::string HttpHost(const std::string& host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+}  // namespace
+
+void LowerThisThreadsPriority() {
+  // Linux applies a thread id's niceness to that thread alone; raising it needs no privilege.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kMetricsThreadNice);
+}
+
+MetricsEndpoint::MetricsEndpoint() : server_(std::make_unique<httplib::Server>()) {}
+
+MetricsEndpoint::~MetricsEndpoint() {
+  server_->stop();  // also closes a socket that was bound but never listened on
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Bind(const std::string& host,
+                                                                       int port) {
+  std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
+  // Not httplib's default options, which set SO_REUSEPORT and so let a second server share the
+  // port unnoticed. Close-on-exec keeps it from a reload's zygote (started by exec).
+  int* fd = &endpoint->fd_;
+  endpoint->server_->set_socket_options([fd](int sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    fcntl(sock, F_SETFD, FD_CLOEXEC);
+    *fd = sock;
+  });
+  // Two threads: a scrape is a few milliseconds, and one slow client must not hold up the next.
+  endpoint->server_->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  const std::string address = HttpHost(host);
+  if (port == 0) {
+    endpoint->port_ = endpoint->server_->bind_to_any_port(address);
+  } else if (endpoint->server_->bind_to_port(address, port)) {
+    endpoint->port_ = port;
+  }
+  if (endpoint->port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", host, ":", port,
+        " for metrics (in use by another process, or not a local address); choose another "
+        "--metrics_port, or 0 for no metrics endpoint"));
+  }
+  return endpoint;
+}
+
+void MetricsEndpoint::Start(std::function<std::string()> render) {
+  server_->Get("/metrics",
+               [render = std::move(render)](const httplib::Request&, httplib::Response& response) {
+                 static thread_local const bool lowered = (LowerThisThreadsPriority(), true);
+                 (void)lowered;
+                 response.set_content(render(), kTextFormat);
+               });
+  server_->Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("kiln-server: Prometheus metrics at /metrics\n", "text/plain");
+  });
+  thread_ = std::thread([server = server_.get()] { server->listen_after_bind(); });
+}
+
+}  // namespace kiln
