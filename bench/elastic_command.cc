@@ -429,18 +429,10 @@ absl::StatusOr<int64_t> SendEvent(ElasticEvent event, const LaunchedServer& serv
 absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const std::string& lock_dir,
                                          const std::string& log_path) {
   ASSIGN_OR_RETURN(StartedServer started,
-                   StartOnFreePort(options.server, options.model_repository, options.workers,
-                                   options.server_args, lock_dir, log_path));
+                   StartServing(options.server, options.model_repository, options.workers,
+                                options.server_args, lock_dir, log_path, options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
-  {
-    const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
-        grpc::health::v1::Health::NewStub(ServerChannel(address));
-    RETURN_IF_ERROR(WaitServing(*watch, *server,
-                                server->started_at() + std::chrono::seconds(options.timeout_s),
-                                absl::StrCat("--timeout_s=", options.timeout_s))
-                        .status());
-  }
 
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
@@ -530,32 +522,17 @@ int RunElasticCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseElasticArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  const std::optional<std::string> work_dir = MakeRunDir("elastic", std::cerr);
-  if (!work_dir) return kExitFailure;
-  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
-  const std::string log = absl::StrCat(log_dir, "/elastic.log");
   std::cout << "elastic: " << options.model << " at " << options.rate << " req/s for "
             << options.duration_s << " s, " << ElasticEventName(options.event) << " at "
             << options.event_s << " s; server flags: " << absl::StrJoin(options.server_args, " ")
             << std::endl;
-  absl::StatusOr<ElasticResult> result = RunElastic(options, *work_dir, log);
-  if (!result.ok()) {
-    std::cerr << "kiln-bench elastic: " << result.status().message() << "\n--- " << log
-              << " (last lines) ---\n"
-              << FileTail(log, 10) << "logs kept in " << log_dir << "\n";
-    return kExitFailure;
-  }
-  std::cout << FormatElastic(options, *result);
-  if (!options.json_path.empty()) {
-    if (!WriteResultFile("elastic", options.json_path, ElasticJson(options, *result), std::cerr)) {
-      return kExitFailure;
-    }
-  }
-  if (options.log_dir.empty()) {
-    std::error_code error;
-    std::filesystem::remove_all(*work_dir, error);
-  }
-  return kExitOk;
+  return RunWithOneServer<ElasticResult>(
+      "elastic", options.log_dir, options.json_path,
+      [&](const std::string& work_dir, const std::string& log) {
+        return RunElastic(options, work_dir, log);
+      },
+      [&](const ElasticResult& result) { return FormatElastic(options, result); },
+      [&](const ElasticResult& result) { return ElasticJson(options, result); });
 }
 
 }  // namespace kiln::bench

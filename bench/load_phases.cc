@@ -1,7 +1,9 @@
 #include "bench/load_phases.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -76,6 +78,43 @@ absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceServic
   input_options.batch = batch;
   input_options.seed = static_cast<uint64_t>(seed);
   return BuildSyntheticRequest(metadata, model, "", input_options);
+}
+
+absl::StatusOr<StartedServer> StartServing(const std::string& binary,
+                                           const std::string& model_repository, int64_t workers,
+                                           const std::vector<std::string>& server_args,
+                                           const std::string& lock_dir, const std::string& log_path,
+                                           int64_t timeout_s) {
+  ASSIGN_OR_RETURN(StartedServer started, StartOnFreePort(binary, model_repository, workers,
+                                                          server_args, lock_dir, log_path));
+  const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
+      grpc::health::v1::Health::NewStub(ServerChannel(absl::StrCat("127.0.0.1:", started.port)));
+  RETURN_IF_ERROR(WaitServing(*watch, *started.server,
+                              started.server->started_at() + std::chrono::seconds(timeout_s),
+                              absl::StrCat("--timeout_s=", timeout_s))
+                      .status());
+  return started;
+}
+
+int ReportRunFailure(const std::string& command, const absl::Status& why, const std::string& log,
+                     const std::string& log_dir) {
+  std::cerr << "kiln-bench " << command << ": " << why.message() << "\n--- " << log
+            << " (last lines) ---\n"
+            << FileTail(log, 10) << "logs kept in " << log_dir << "\n";
+  return kExitFailure;
+}
+
+int FinishRun(const std::string& command, const std::string& text, const std::string& json_path,
+              const std::string& json_text, const std::string& remove_dir) {
+  std::cout << text;
+  if (!json_path.empty() && !WriteResultFile(command, json_path, json_text, std::cerr)) {
+    return kExitFailure;
+  }
+  if (!remove_dir.empty()) {
+    std::error_code error;
+    std::filesystem::remove_all(remove_dir, error);
+  }
+  return kExitOk;
 }
 
 double MsBetween(std::chrono::steady_clock::time_point from,

@@ -8,8 +8,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -18,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "bench/args.h"
 #include "bench/latency_stats.h"
 #include "bench/load_generator.h"
 #include "bench/oip_client.h"
@@ -58,6 +62,14 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
                                               const std::string& lock_dir,
                                               const std::string& log_path);
 
+// StartOnFreePort, then waits until the server's health says SERVING, up to `timeout_s` after its
+// start (the error names --timeout_s); returns it with its address ("127.0.0.1:<port>").
+absl::StatusOr<StartedServer> StartServing(const std::string& binary,
+                                           const std::string& model_repository, int64_t workers,
+                                           const std::vector<std::string>& server_args,
+                                           const std::string& lock_dir, const std::string& log_path,
+                                           int64_t timeout_s);
+
 // The one request every call of the load sends: `model`'s metadata fetched from the server, then
 // synthetic inputs of `batch` rows from `seed`.
 absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceService::Stub& stub,
@@ -84,6 +96,38 @@ LoadOptions PoissonLoad(double rate, double duration_s, int64_t seed, int64_t ti
 // `err`, when that fails.
 bool WriteResultFile(absl::string_view command, const std::string& path, const std::string& text,
                      std::ostream& err);
+
+// --- one run of a command with one server and one log (elastic, reload, scrape) ----------------
+
+// RunWithOneServer's failure: "kiln-bench <command>: <why>", the log's last lines, where the logs
+// are kept; returns kExitFailure.
+int ReportRunFailure(const std::string& command, const absl::Status& why, const std::string& log,
+                     const std::string& log_dir);
+// RunWithOneServer's success: prints `text`, writes `json_text` to `json_path` (when set), removes
+// `remove_dir` (when set); kExitOk, or kExitFailure when the JSON cannot be written.
+int FinishRun(const std::string& command, const std::string& text, const std::string& json_path,
+              const std::string& json_text, const std::string& remove_dir);
+
+// Makes the run directory (MakeRunDir) and runs `run(work_dir, log)`, the log being
+// <log_dir or the run directory>/<command>.log. On an error prints it with the log's tail and
+// keeps the logs: exit 1. Otherwise prints `format(result)`, writes `json(result)` to
+// `json_path` when set, and removes the run directory unless `log_dir` was given: exit 0.
+template <typename Result>
+int RunWithOneServer(const std::string& command, const std::string& log_dir,
+                     const std::string& json_path,
+                     const std::function<absl::StatusOr<Result>(const std::string& work_dir,
+                                                                const std::string& log)>& run,
+                     const std::function<std::string(const Result&)>& format,
+                     const std::function<std::string(const Result&)>& json) {
+  const std::optional<std::string> work_dir = MakeRunDir(command, std::cerr);
+  if (!work_dir) return kExitFailure;
+  const std::string logs = log_dir.empty() ? *work_dir : log_dir;
+  const std::string log = logs + "/" + command + ".log";
+  const absl::StatusOr<Result> result = run(*work_dir, log);
+  if (!result.ok()) return ReportRunFailure(command, result.status(), log, logs);
+  return FinishRun(command, format(*result), json_path, json_path.empty() ? "" : json(*result),
+                   log_dir.empty() ? *work_dir : "");
+}
 
 // --- phases ------------------------------------------------------------------------------------
 

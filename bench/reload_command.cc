@@ -416,18 +416,10 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
     RETURN_IF_ERROR(AddModel(options.model_repository, repository, model));
   }
   ASSIGN_OR_RETURN(StartedServer started,
-                   StartOnFreePort(options.server, repository, options.workers, options.server_args,
-                                   work_dir, log_path));
+                   StartServing(options.server, repository, options.workers, options.server_args,
+                                work_dir, log_path, options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
-  {
-    const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
-        grpc::health::v1::Health::NewStub(ServerChannel(address));
-    RETURN_IF_ERROR(WaitServing(*watch, *server,
-                                server->started_at() + std::chrono::seconds(options.timeout_s),
-                                absl::StrCat("--timeout_s=", options.timeout_s))
-                        .status());
-  }
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
@@ -531,27 +523,13 @@ int RunReloadCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseReloadArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  const std::optional<std::string> work_dir = MakeRunDir("reload", std::cerr);
-  if (!work_dir) return kExitFailure;
-  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
-  const std::string log = absl::StrCat(log_dir, "/reload.log");
-  absl::StatusOr<ReloadResult> result = RunReload(options, *work_dir, log);
-  if (!result.ok()) {
-    std::cerr << "kiln-bench reload: " << result.status().message() << "\n--- " << log
-              << " (last lines) ---\n"
-              << FileTail(log, 10) << "logs kept in " << log_dir << "\n";
-    return kExitFailure;
-  }
-  std::cout << FormatReload(options, *result);
-  if (!options.json_path.empty() &&
-      !WriteResultFile("reload", options.json_path, ReloadJson(options, *result), std::cerr)) {
-    return kExitFailure;
-  }
-  if (options.log_dir.empty()) {
-    std::error_code error;
-    fs::remove_all(*work_dir, error);
-  }
-  return kExitOk;
+  return RunWithOneServer<ReloadResult>(
+      "reload", options.log_dir, options.json_path,
+      [&](const std::string& work_dir, const std::string& log) {
+        return RunReload(options, work_dir, log);
+      },
+      [&](const ReloadResult& result) { return FormatReload(options, result); },
+      [&](const ReloadResult& result) { return ReloadJson(options, result); });
 }
 
 }  // namespace kiln::bench

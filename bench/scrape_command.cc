@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -26,7 +25,6 @@
 namespace kiln::bench {
 namespace {
 
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::seconds kStopGrace(30);
@@ -218,18 +216,10 @@ absl::StatusOr<ScrapeResult> RunScrape(const ScrapeOptions& options, const std::
   std::vector<std::string> server_args = options.server_args;
   server_args.push_back(absl::StrCat("--metrics_port=", metrics_port));
   ASSIGN_OR_RETURN(StartedServer started,
-                   StartOnFreePort(options.server, options.model_repository, options.workers,
-                                   server_args, work_dir, log_path));
+                   StartServing(options.server, options.model_repository, options.workers,
+                                server_args, work_dir, log_path, options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
-  {
-    const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
-        grpc::health::v1::Health::NewStub(ServerChannel(address));
-    RETURN_IF_ERROR(WaitServing(*watch, *server,
-                                server->started_at() + std::chrono::seconds(options.timeout_s),
-                                absl::StrCat("--timeout_s=", options.timeout_s))
-                        .status());
-  }
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
@@ -300,27 +290,13 @@ int RunScrapeCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseScrapeArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  const std::optional<std::string> work_dir = MakeRunDir("scrape", std::cerr);
-  if (!work_dir) return kExitFailure;
-  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
-  const std::string log = absl::StrCat(log_dir, "/scrape.log");
-  absl::StatusOr<ScrapeResult> result = RunScrape(options, *work_dir, log);
-  if (!result.ok()) {
-    std::cerr << "kiln-bench scrape: " << result.status().message() << "\n--- " << log
-              << " (last lines) ---\n"
-              << FileTail(log, 10) << "logs kept in " << log_dir << "\n";
-    return kExitFailure;
-  }
-  std::cout << FormatScrape(options, *result);
-  if (!options.json_path.empty() &&
-      !WriteResultFile("scrape", options.json_path, ScrapeJson(options, *result), std::cerr)) {
-    return kExitFailure;
-  }
-  if (options.log_dir.empty()) {
-    std::error_code error;
-    fs::remove_all(*work_dir, error);
-  }
-  return kExitOk;
+  return RunWithOneServer<ScrapeResult>(
+      "scrape", options.log_dir, options.json_path,
+      [&](const std::string& work_dir, const std::string& log) {
+        return RunScrape(options, work_dir, log);
+      },
+      [&](const ScrapeResult& result) { return FormatScrape(options, result); },
+      [&](const ScrapeResult& result) { return ScrapeJson(options, result); });
 }
 
 }  // namespace kiln::bench

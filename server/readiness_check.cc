@@ -55,7 +55,6 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
   // A worker of several threads is measured by its whole process's CPU time, whose noise per call
   // (the pool's threads waking and going back to sleep) grows with the threads.
   result.allowance_ms = readiness.check_allowance_ms() * std::max(threads, 1);
-  result.limit_ms = result.factor * steady_cpu_ms + result.allowance_ms;
   AskForTiming(&request);
 
   std::mutex mu;
@@ -91,19 +90,28 @@ ReadinessResult CheckModel(inference::GRPCInferenceService::Stub& stub, const Mo
   for (std::vector<double>* values : {&latencies, &cpu}) std::sort(values->begin(), values->end());
   result.p95_ms = latencies.empty() ? 0 : NearestRankPercentile(latencies, 95);
   result.cpu_p95_ms = cpu.empty() ? 0 : NearestRankPercentile(cpu, 95);
+  result.cpu_median_ms = cpu.empty() ? 0 : NearestRankPercentile(cpu, 50);
+  result.reference_cpu_ms = ReferenceCpuMs(result.cpu_median_ms, steady_cpu_ms);
+  result.limit_ms = result.factor * result.reference_cpu_ms + result.allowance_ms;
   return result;
 }
 
 }  // namespace
+
+double ReferenceCpuMs(double median_cpu_ms, double steady_cpu_ms) {
+  return std::clamp(median_cpu_ms, steady_cpu_ms, kMaxCheckSlowdown * steady_cpu_ms);
+}
 
 std::string ReadinessResult::Describe() const {
   if (!skipped.empty()) return absl::StrCat(model, ": not checked (", skipped, ")");
   const std::string judged =
       !not_judged.empty()
           ? absl::StrCat("not judged (", not_judged, ")")
-          : absl::StrFormat("%s limit %.2f ms (%.1f x steady CPU %.2f ms + %.1f ms)",
-                            cpu_p95_ms <= limit_ms ? "<=" : ">", limit_ms, factor, steady_cpu_ms,
-                            allowance_ms);
+          : absl::StrFormat(
+                "%s limit %.2f ms (%.1f x reference CPU %.2f ms + %.1f ms; median %.2f ms, steady "
+                "%.2f ms)",
+                cpu_p95_ms <= limit_ms ? "<=" : ">", limit_ms, factor, reference_cpu_ms,
+                allowance_ms, cpu_median_ms, steady_cpu_ms);
   std::string text = absl::StrFormat(
       "%s: %d requests through the whole path, compute CPU p95 %.2f ms %s; wall p95 %.2f ms: %s",
       model, requests, cpu_p95_ms, judged, p95_ms, passed() ? "passed" : "FAILED");

@@ -413,8 +413,9 @@ TEST_CASE("beside a busy neighbour on every CPU a resnet50 server passes its rea
   auto server = StartServing(Config(repository, 0));
   const std::string log = server->log();
   INFO("log:\n" << log);
-  // It passes within its attempts: beside busy loops on every (virtual) CPU, one attempt's p95
-  // has measured 1.54x the steady CPU time, just over the 1.5x limit, and the next passed.
+  // It passes within its attempts. Beside busy loops on every (virtual) CPU, one attempt's p95 has
+  // measured 1.54x the steady CPU time, and on a VM whose vCPUs share cores, every call 2.1-2.25x
+  // (three attempts in a row): the reference follows the check's median (ReferenceCpuMs).
   CHECK_THAT(log, Contains("readiness check: resnet50:1: 20 requests through the whole path"));
   CHECK(Count(log, "readiness check (attempt") < 3);
 }
