@@ -63,7 +63,7 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
                                               const std::string& log_path);
 
 // StartOnFreePort, then waits until the server's health says SERVING, up to `timeout_s` after its
-// start (the error names --timeout_s); returns it with its address ("127.0.0.1:<port>").
+// start (the error names --timeout_s); returns its port and process.
 absl::StatusOr<StartedServer> StartServing(const std::string& binary,
                                            const std::string& model_repository, int64_t workers,
                                            const std::vector<std::string>& server_args,

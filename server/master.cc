@@ -486,9 +486,9 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
       if (result.skipped.empty()) {
         for (const SharedSpec& spec : specs) {
           if (spec->key() != result.model) continue;
-          metrics_.ReadinessChecked(
-              spec->config.name(), spec->version,
-              {result.p95_ms, result.cpu_p95_ms, result.limit_ms, result.passed()});
+          metrics_.ReadinessChecked(spec->config.name(), spec->version,
+                                    {result.p95_ms, result.cpu_p95_ms, result.cpu_median_ms,
+                                     result.limit_ms, result.passed()});
         }
       }
       LOG_IF(INFO, result.passed()) << "readiness check: " << result.Describe();

@@ -153,10 +153,12 @@ ServerMetrics::ServerMetrics()
       readiness_p95_(NewGauge(*registry_, "kiln_readiness_check_p95_seconds",
                               "The readiness check's wall-clock p95 through the whole path.")),
       readiness_cpu_p95_(NewGauge(*registry_, "kiln_readiness_check_cpu_p95_seconds",
-                                  "The readiness check's p95 of the workers' CPU time per call "
-                                  "(what it judges).")),
+                                  "The readiness check's p95 of the workers' CPU time per call.")),
+      readiness_cpu_median_(NewGauge(*registry_, "kiln_readiness_check_cpu_median_seconds",
+                                     "The readiness check's median of the workers' CPU time per "
+                                     "call (what it judges).")),
       readiness_limit_(NewGauge(*registry_, "kiln_readiness_check_limit_seconds",
-                                "The readiness check's limit for the CPU p95.")),
+                                "The readiness check's limit for the CPU median.")),
       readiness_passed_(NewGauge(*registry_, "kiln_readiness_check_passed",
                                  "1 when the version's last readiness check passed.")),
       process_pss_(NewGauge(*registry_, "kiln_process_pss_bytes",
@@ -230,6 +232,7 @@ void ServerMetrics::ReadinessChecked(const std::string& model, int64_t version,
   const prometheus::Labels labels = {{"model", model}, {"version", std::to_string(version)}};
   readiness_p95_.Add(labels).Set(check.p95_ms / 1e3);
   readiness_cpu_p95_.Add(labels).Set(check.cpu_p95_ms / 1e3);
+  readiness_cpu_median_.Add(labels).Set(check.cpu_median_ms / 1e3);
   readiness_limit_.Add(labels).Set(check.limit_ms / 1e3);
   readiness_passed_.Add(labels).Set(check.passed ? 1 : 0);
 }

@@ -141,6 +141,7 @@ class ServerMetrics {
   struct ReadinessNumbers {
     double p95_ms = 0;
     double cpu_p95_ms = 0;
+    double cpu_median_ms = 0;  // what the check judges against the limit
     double limit_ms = 0;
     bool passed = false;
   };
@@ -184,6 +185,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& time_to_serving_;
   prometheus::Family<prometheus::Gauge>& readiness_p95_;
   prometheus::Family<prometheus::Gauge>& readiness_cpu_p95_;
+  prometheus::Family<prometheus::Gauge>& readiness_cpu_median_;
   prometheus::Family<prometheus::Gauge>& readiness_limit_;
   prometheus::Family<prometheus::Gauge>& readiness_passed_;
   // Memory, replaced by each sample.

@@ -52,6 +52,7 @@ const std::set<std::string> kExportedMetrics = {
     "kiln_tokenizer_warmup_steady_seconds",
     "kiln_readiness_check_p95_seconds",
     "kiln_readiness_check_cpu_p95_seconds",
+    "kiln_readiness_check_cpu_median_seconds",
     "kiln_readiness_check_limit_seconds",
     "kiln_readiness_check_passed",
     "kiln_startup_phase_duration_seconds",

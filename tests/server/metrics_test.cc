@@ -299,7 +299,7 @@ TEST_CASE("promtool accepts a scrape: only Triton's own names miss its naming co
   metrics.Version("mlp", 1).Succeeded(Request(1, 100));
   metrics.WorkerDied("mlp", 1);
   metrics.StartupPhase("load_model", "mlp", "1", 0.2);
-  metrics.ReadinessChecked("mlp", 1, {1.0, 0.5, 1.2, true});
+  metrics.ReadinessChecked("mlp", 1, {1.0, 0.5, 0.4, 1.2, true});
   CheckWithPromtool(metrics.Render());
 }
 

@@ -251,7 +251,7 @@ TEST_CASE(
     "private peak, and a count past the limit is refused with the numbers",
     "[integration][warm][memory][cgroup]") {
   absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
-      testing::TestCgroup::CreateMemory(600'000'000);
+      testing::TestCgroup::CreateMemory(750'000'000);
   if (!cgroup.ok()) {
     WARN("skipped: " << cgroup.status().message());
     return;
@@ -263,7 +263,7 @@ TEST_CASE(
   config.launcher = InCgroup((*cgroup)->dir(), {});
   auto server = StartServing(config);
   INFO("log:\n" << server->log());
-  CHECK_THAT(server->log(), Contains("memory: 600.0 MB from cgroup " + (*cgroup)->limit_file()));
+  CHECK_THAT(server->log(), Contains("memory: 750.0 MB from cgroup " + (*cgroup)->limit_file()));
   const ModelWarmupReport before = ModelReport(Report(*server), "resnet18");
   REQUIRE(before.workers_size() == 4);
   int64_t private_peak = 0;
@@ -283,7 +283,7 @@ TEST_CASE(
   CHECK_THAT(refused.error_message(),
              Contains("no memory for 45 more worker(s) of 'resnet18:1'") &&
                  Contains("in use (the cgroup's working set, " + (*cgroup)->dir()) &&
-                 Contains("45 x ") && Contains("over the 600.0 MB limit"));
+                 Contains("45 x ") && Contains("over the 750.0 MB limit"));
   CHECK(ModelReport(Report(*server), "resnet18").workers_size() == 5);  // nothing started
   Stub oip(kiln::testing::LoopbackChannel(server->port()));
   CHECK(Infer(oip, kiln::testing::ResnetRequest("resnet18", 1), seconds(30)).ok());
