@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 repeat=3; load_s=15; capacity_s=10; scaleout_s=30; wait_calls=40; cpu_steady=100
-elastic_s=20; elastic_event_s=8; reload_before_s=8; reload_after_s=8; scrape_rounds=6
+elastic_s=20; elastic_event_s=8; reload_before_s=8; reload_after_s=8; scrape_rounds=10
 [ $quick = 1 ] && { repeat=1; load_s=3; capacity_s=3; scaleout_s=14; wait_calls=10; cpu_steady=20;
                     elastic_s=10; elastic_event_s=4; reload_before_s=4; reload_after_s=3;
                     scrape_rounds=1; }
