@@ -54,4 +54,8 @@ if [ ! -e "$POLICY" ]; then
 fi
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Installed here only for the tests: do not leave a Prometheus server enabled to start at boot.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+  $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
+fi
 echo "setup: done"
