@@ -310,9 +310,7 @@ std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, Elasti
   flags.AddString("model_repository", &parsed.model_repository, "the repository the server serves");
   flags.AddString("model", &parsed.model,
                   "the model the load goes to (and whose worker is killed)");
-  flags.AddString("server", &server,
-                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
-                  "else kiln-server in PATH");
+  AddServerFlag(flags, &server);
   flags.AddInt("workers", &parsed.workers,
                "the server's --workers, 0..256; 0 = the config's count, or as many as the CPUs "
                "allow");
@@ -328,11 +326,7 @@ std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, Elasti
   flags.AddString("after_s", &after,
                   "length of the 'after' phase from the event, seconds (cut at the load's end)");
   flags.AddString("skip_s", &skip, "the load's first seconds, left out of 'before'");
-  flags.AddInt("batch", &parsed.batch, "batch size of the requests");
-  flags.AddInt("seed", &parsed.seed, "seed of the inputs and of the Poisson schedule");
-  flags.AddInt("timeout_s", &parsed.timeout_s, "deadline for SERVING, in seconds");
-  flags.AddString("json", &parsed.json_path, "also write the result to this file");
-  flags.AddString("log_dir", &parsed.log_dir,
+  AddLoadRunFlags(flags, parsed,
                   "keep the server's log here (elastic.log); default: a temporary directory kept "
                   "only when the run fails");
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "elastic", args, out, err)) return *exit;

@@ -80,6 +80,12 @@ absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceServic
   return BuildSyntheticRequest(metadata, model, "", input_options);
 }
 
+void AddServerFlag(FlagSet& flags, std::string* server) {
+  flags.AddString("server", server,
+                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
+                  "else kiln-server in PATH");
+}
+
 absl::StatusOr<StartedServer> StartServing(const std::string& binary,
                                            const std::string& model_repository, int64_t workers,
                                            const std::vector<std::string>& server_args,

@@ -62,6 +62,21 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
                                               const std::string& lock_dir,
                                               const std::string& log_path);
 
+// --server: the kiln-server executable to start (ValidateLaunchFlags resolves it).
+void AddServerFlag(FlagSet& flags, std::string* server);
+
+// The flags a scenario with one load ends with, into the fields of the same names of `options`:
+// --batch, --seed, --timeout_s, --json (json_path) and --log_dir, whose help says what is kept
+// there (`log_dir_help`).
+template <typename Options>
+void AddLoadRunFlags(FlagSet& flags, Options& options, const std::string& log_dir_help) {
+  flags.AddInt("batch", &options.batch, "batch size of the requests");
+  flags.AddInt("seed", &options.seed, "seed of the inputs and of the Poisson schedule");
+  flags.AddInt("timeout_s", &options.timeout_s, "deadline for SERVING, in seconds");
+  flags.AddString("json", &options.json_path, "also write the result to this file");
+  flags.AddString("log_dir", &options.log_dir, log_dir_help);
+}
+
 // StartOnFreePort, then waits until the server's health says SERVING, up to `timeout_s` after its
 // start (the error names --timeout_s); returns its port and process.
 absl::StatusOr<StartedServer> StartServing(const std::string& binary,

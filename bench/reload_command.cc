@@ -268,9 +268,7 @@ std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadO
   flags.AddString("others", &others,
                   "models served beside it that the reload must leave alone, comma separated "
                   "('' for none)");
-  flags.AddString("server", &server,
-                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
-                  "else kiln-server in PATH");
+  AddServerFlag(flags, &server);
   flags.AddInt("workers", &parsed.workers,
                "the server's --workers, 0..256; 0 = each config's count, or automatic");
   flags.AddString("server_args", &server_args, "more server flags, space-separated words");
@@ -284,11 +282,7 @@ std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadO
   flags.AddString("reload_budget_s", &budget, "the longest the reload may take, seconds");
   flags.AddString("after_s", &after, "load after the reload's budget, seconds");
   flags.AddString("skip_s", &skip, "the load's first seconds, left out of 'before'");
-  flags.AddInt("batch", &parsed.batch, "batch size of the requests");
-  flags.AddInt("seed", &parsed.seed, "seed of the inputs and of the Poisson schedule");
-  flags.AddInt("timeout_s", &parsed.timeout_s, "deadline for SERVING, in seconds");
-  flags.AddString("json", &parsed.json_path, "also write the result to this file");
-  flags.AddString("log_dir", &parsed.log_dir,
+  AddLoadRunFlags(flags, parsed,
                   "keep the server's log and the repository here; default: a temporary directory "
                   "kept only when the run fails");
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "reload", args, out, err)) return *exit;

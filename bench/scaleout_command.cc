@@ -148,9 +148,7 @@ std::optional<int> ParseScaleoutArgs(const std::vector<std::string>& args, Scale
   flags.AddString("model_repository", &parsed.model_repository,
                   "the repository both replicas serve");
   flags.AddString("model", &parsed.model, "the model A's load goes to");
-  flags.AddString("server", &server,
-                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
-                  "else kiln-server in PATH");
+  AddServerFlag(flags, &server);
   flags.AddInt("workers", &parsed.workers,
                "both replicas' --workers, 0..256; 0 = the config's count, or as many as the CPUs "
                "allow");

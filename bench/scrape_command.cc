@@ -157,9 +157,7 @@ std::optional<int> ParseScrapeArgs(const std::vector<std::string>& args, ScrapeO
                  "--rounds=5 --json=/tmp/scrape.json"});
   flags.AddString("model_repository", &parsed.model_repository, "the models the server serves");
   flags.AddString("model", &parsed.model, "the model the load calls");
-  flags.AddString("server", &server,
-                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
-                  "else kiln-server in PATH");
+  AddServerFlag(flags, &server);
   flags.AddInt("workers", &parsed.workers,
                "the server's --workers, 0..256; 0 = each config's count, or automatic");
   flags.AddString("server_args", &server_args, "more server flags, space-separated words");
@@ -168,11 +166,7 @@ std::optional<int> ParseScrapeArgs(const std::vector<std::string>& args, ScrapeO
   flags.AddInt("interval_ms", &parsed.interval_ms, "between scrapes, 10..60000 ms");
   flags.AddString("phase_s", &phase, "each phase's length, seconds");
   flags.AddInt("rounds", &parsed.rounds, "pairs of phases (without, then with scraping), 1..100");
-  flags.AddInt("batch", &parsed.batch, "batch size of the requests");
-  flags.AddInt("seed", &parsed.seed, "seed of the inputs and of the Poisson schedule");
-  flags.AddInt("timeout_s", &parsed.timeout_s, "deadline for SERVING, in seconds");
-  flags.AddString("json", &parsed.json_path, "also write the result to this file");
-  flags.AddString("log_dir", &parsed.log_dir,
+  AddLoadRunFlags(flags, parsed,
                   "keep the server's log here; default: a temporary directory kept only when the "
                   "run fails");
   if (std::optional<int> exit = ParseFlagsOrExit(&flags, "scrape", args, out, err)) return *exit;
