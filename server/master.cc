@@ -525,7 +525,8 @@ absl::Status Master::Serve() {
   service_options.recording = recording_.get();
   service_options.reloader = reloader_.get();
   service_options.repository_read_only = options_.repository_read_only;
-  service_options.metrics = &metrics_;
+  // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
+  if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
   StartupReport startup;
   startup.timeline = timeline_.phases();

@@ -45,11 +45,13 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
   // By model and version: the workers of a version being replaced by a reload of the same number
   // and those of its replacement add up; the rest is the Live one's (else the Staged one's).
   std::map<std::pair<std::string, int64_t>, const VersionState*> by_key;
+  std::map<std::pair<std::string, int64_t>, int> queued;
   std::map<std::tuple<std::string, int64_t, WorkerState>, int> by_state;
   for (const VersionState& version : versions) {
     const auto key = std::pair{version.spec->config.name(), version.spec->version};
     const VersionState*& chosen = by_key[key];
     if (chosen == nullptr || version.phase == VersionPhase::kLive) chosen = &version;
+    queued[key] += version.queued;
     for (WorkerState each : {WorkerState::kSpawning, WorkerState::kWarming, WorkerState::kReady,
                              WorkerState::kBusy}) {
       const auto found = version.workers.find(each);
@@ -77,13 +79,7 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
     Add(target, labels, version->readiness.workers);
     Add(ready, labels, version->readiness.serving ? 1 : 0);
     Add(budget, labels, static_cast<double>(version->budget_bytes));
-    int queued = 0;
-    for (const VersionState& each : versions) {
-      if (each.spec->config.name() == key.first && each.spec->version == key.second) {
-        queued += each.queued;
-      }
-    }
-    Add(pending, labels, queued);
+    Add(pending, labels, queued[key]);
   }
 
   MetricFamily first = Gauges("kiln_warmup_first_call_seconds",
