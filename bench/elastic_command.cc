@@ -9,7 +9,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -443,17 +442,9 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
 
   const LoadOptions load =
       PoissonLoad(options.rate, options.duration_s, options.seed, kRequestTimeoutMs);
-  std::promise<Clock::time_point> load_started;
-  std::future<Clock::time_point> load_start = load_started.get_future();
-  LoadResult loaded;
-  std::vector<RequestTiming> sends;
-  std::thread loader([&] {
-    TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
-    load_started.set_value(Clock::now());  // RunLoad's times count from here (no warmup)
-    loaded = RunLoad(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-    sends = sender.Timings();
-  });
-  const Clock::time_point start = load_start.get();
+  TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
+  BackgroundLoad background(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+  const Clock::time_point start = background.start();
   absl::Notification stop_health;
   std::vector<HealthSample> health_samples;
   std::thread prober(
@@ -492,7 +483,8 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
         " s after the event)", last_error.empty() ? "" : "; last report: ", last_error);
     return absl::OkStatus();
   }();
-  loader.join();
+  const LoadResult loaded = background.Join();
+  const std::vector<RequestTiming> sends = sender.Timings();
   stop_health.Notify();
   prober.join();
   RETURN_IF_ERROR(Annotate(event_status, absl::StrCat("event ", ElasticEventName(options.event))));

@@ -247,6 +247,10 @@ LoadResult RunLoad(const LoadOptions& options, const SendFn& send) {
   double last_send_ms = 0;
   if (open) {
     for (const double offset : offsets) {
+      if (options.stop != nullptr && options.stop->load()) {
+        result.schedule_span_ms = offset;
+        break;
+      }
       std::this_thread::sleep_until(state->start +
                                     std::chrono::duration_cast<Clock::duration>(
                                         std::chrono::duration<double, std::milli>(offset)));

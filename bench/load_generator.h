@@ -7,6 +7,7 @@
 #ifndef KILN_BENCH_LOAD_GENERATOR_H_
 #define KILN_BENCH_LOAD_GENERATOR_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -111,6 +112,10 @@ struct LoadOptions {
   std::function<void(const Progress&)> progress;
   double progress_interval_s = 2;
   double progress_min_run_s = 3;
+  // Open loop: when set, read before each arrival; once true the schedule ends there (a scenario
+  // whose events take as long as they take stops its load when they are done; the duration is
+  // then its bound). The records hold what was scheduled before it.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Bad option combinations as an InvalidArgument naming the option (the command validates its
@@ -119,7 +124,8 @@ absl::Status ValidateLoadOptions(const LoadOptions& options);
 
 struct LoadResult {
   std::vector<RequestRecord> records;  // in scheduling order
-  // Open loop: the schedule's length (the duration, or requests / rate); closed loop: 0.
+  // Open loop: the schedule's length (the duration, or requests / rate; when `stop` ended it,
+  // the offset of the first arrival not sent); closed loop: 0.
   double schedule_span_ms = 0;
   int64_t warmup_failures = 0;
   std::string first_warmup_error;  // "UNAVAILABLE: ..." for the first failed warmup request

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <utility>
 
@@ -55,7 +56,8 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
                                               const std::string& model_repository, int64_t workers,
                                               const std::vector<std::string>& server_args,
                                               const std::string& lock_dir,
-                                              const std::string& log_path) {
+                                              const std::string& log_path,
+                                              const std::vector<std::string>& launcher) {
   ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
   ServerCommand command;
   command.binary = binary;
@@ -64,9 +66,30 @@ absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
   command.lock_dir = lock_dir;
   command.workers = workers;
   command.extra_args = server_args;
-  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
-                   LaunchedServer::Start(ServerArgv(command), log_path));
+  std::vector<std::string> argv = launcher;
+  for (std::string& word : ServerArgv(command)) argv.push_back(std::move(word));
+  ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server, LaunchedServer::Start(argv, log_path));
   return StartedServer{port, std::move(server)};
+}
+
+BackgroundLoad::BackgroundLoad(LoadOptions options, SendFn send) {
+  std::promise<std::chrono::steady_clock::time_point> started;
+  std::future<std::chrono::steady_clock::time_point> start = started.get_future();
+  thread_ = std::thread([this, options = std::move(options), send = std::move(send),
+                         started = std::move(started)]() mutable {
+    started.set_value(std::chrono::steady_clock::now());  // RunLoad's times count from here
+    result_ = RunLoad(options, send);
+  });
+  start_ = start.get();
+}
+
+BackgroundLoad::~BackgroundLoad() {
+  if (thread_.joinable()) thread_.join();
+}
+
+LoadResult BackgroundLoad::Join() {
+  thread_.join();
+  return std::move(result_);
 }
 
 absl::StatusOr<SyntheticRequest> FetchLoadRequest(inference::GRPCInferenceService::Stub& stub,
@@ -187,6 +210,37 @@ std::string ErrorsText(const std::map<std::string, int64_t>& errors) {
   std::vector<std::string> parts;
   for (const auto& [name, count] : errors) parts.push_back(absl::StrCat(name, " ", count));
   return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
+
+std::vector<LoadWindow> CountInWindows(const std::vector<RequestRecord>& records,
+                                       const std::vector<WindowSpan>& spans) {
+  std::vector<LoadWindow> windows(spans.size());
+  std::vector<std::vector<double>> latencies(spans.size());
+  for (size_t w = 0; w < spans.size(); ++w) windows[w].span = spans[w];
+  for (const RequestRecord& record : records) {
+    for (size_t w = 0; w < spans.size(); ++w) {
+      if (record.scheduled_ms < spans[w].from_ms || record.scheduled_ms >= spans[w].to_ms) {
+        continue;
+      }
+      if (record.ok()) {
+        latencies[w].push_back(record.latency_ms());
+      } else {
+        ++windows[w].errors[OutcomeName(record.code)];
+      }
+    }
+  }
+  for (size_t w = 0; w < spans.size(); ++w) {
+    windows[w].latency = Summarize(std::move(latencies[w]));
+  }
+  return windows;
+}
+
+std::vector<WindowSpan> WholeSeconds(double end_ms) {
+  std::vector<WindowSpan> seconds;
+  for (int s = 0; s * 1000.0 < end_ms; ++s) {
+    seconds.push_back({std::to_string(s), s * 1000.0, std::min((s + 1) * 1000.0, end_ms)});
+  }
+  return seconds;
 }
 
 double P99Ratio(const LatencySummary& before, const LatencySummary& later) {

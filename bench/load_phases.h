@@ -15,6 +15,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -55,12 +56,15 @@ struct StartedServer {
 };
 
 // Starts `binary` serving `model_repository` on a free loopback port with --workers=`workers`
-// and `server_args` appended, its lock directory `lock_dir` and its output in `log_path`.
+// and `server_args` appended, its lock directory `lock_dir` and its output in `log_path`. A
+// non-empty `launcher` is a command the server runs under, e.g. {"taskset", "-c", "1"}: it must
+// exec the server, keeping its pid.
 absl::StatusOr<StartedServer> StartOnFreePort(const std::string& binary,
                                               const std::string& model_repository, int64_t workers,
                                               const std::vector<std::string>& server_args,
                                               const std::string& lock_dir,
-                                              const std::string& log_path);
+                                              const std::string& log_path,
+                                              const std::vector<std::string>& launcher = {});
 
 // --server: the kiln-server executable to start (ValidateLaunchFlags resolves it).
 void AddServerFlag(FlagSet& flags, std::string* server);
@@ -106,6 +110,28 @@ absl::StatusOr<double> MeasureCapacity(inference::GRPCInferenceService::Stub& st
 // `seed`, each request's deadline `timeout_ms`). The client cap of 1000 calls in flight is far
 // above what a rate the server keeps up with needs, so it only bounds a server that stalls.
 LoadOptions PoissonLoad(double rate, double duration_s, int64_t seed, int64_t timeout_ms);
+
+// A load that RunLoad sends on a thread of its own while the scenario changes something.
+// Ownership: owns the thread; `send` must stay valid until Join() (or the destructor) returns.
+// Thread-compatible: call from the thread that made it.
+class BackgroundLoad {
+ public:
+  // Starts the thread; returns once the load's clock started (its records' times count from
+  // start()).
+  BackgroundLoad(LoadOptions options, SendFn send);
+  ~BackgroundLoad();  // joins the thread, if Join() was not called
+  BackgroundLoad(const BackgroundLoad&) = delete;
+  BackgroundLoad& operator=(const BackgroundLoad&) = delete;
+
+  std::chrono::steady_clock::time_point start() const { return start_; }
+  // Waits for the load's end (its schedule, then its drain) and returns it. Call once.
+  LoadResult Join();
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  LoadResult result_;
+  std::thread thread_;
+};
 
 // Writes `text` to `path` for `kiln-bench <command>`; false, with "writing <path> failed" on
 // `err`, when that fails.
@@ -171,6 +197,31 @@ nlohmann::ordered_json PhaseLatencyJson(const std::string& name, double from_ms,
 
 // {NAME: n} of `errors` ({} when empty).
 nlohmann::ordered_json ErrorsJson(const std::map<std::string, int64_t>& errors);
+
+// --- windows of scheduled time -----------------------------------------------------------------
+
+// A named span [from_ms, to_ms) of a load's scheduled times.
+struct WindowSpan {
+  std::string name;
+  double from_ms = 0;
+  double to_ms = 0;
+};
+
+// The requests of a load scheduled within one WindowSpan.
+struct LoadWindow {
+  WindowSpan span;
+  LatencySummary latency;                 // OK requests, from their scheduled time
+  std::map<std::string, int64_t> errors;  // every other outcome, by name
+  int64_t error_count() const { return ErrorTotal(errors); }
+};
+
+// `records` counted into each of `spans` that holds their scheduled time (spans may overlap;
+// a request in none is left out).
+std::vector<LoadWindow> CountInWindows(const std::vector<RequestRecord>& records,
+                                       const std::vector<WindowSpan>& spans);
+
+// The whole seconds [s, s + 1) of [0, end_ms), named "0", "1", ...; the last one ends at end_ms.
+std::vector<WindowSpan> WholeSeconds(double end_ms);
 
 }  // namespace kiln::bench
 

@@ -11,6 +11,7 @@
 #include "bench/elastic_command.h"
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
+#include "bench/lb_command.h"
 #include "bench/load_command.h"
 #include "bench/reload_command.h"
 #include "bench/scale_command.h"
@@ -47,6 +48,8 @@ constexpr Subcommand kSubcommands[] = {
      kiln::bench::RunReloadCommand},
     {"scrape", "Prometheus scraping every 100 ms under load: p99 with and without scraping",
      kiln::bench::RunScrapeCommand},
+    {"lb", "replicas behind nginx: scale-out 1 -> N and blue/green under load, p95 per second",
+     kiln::bench::RunLbCommand},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -444,17 +443,9 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
 
   const LoadOptions load =
       PoissonLoad(result.rate, options.duration_s(), options.seed, kRequestTimeoutMs);
-  std::promise<Clock::time_point> load_started;
-  std::future<Clock::time_point> load_start = load_started.get_future();
-  LoadResult loaded;
-  std::vector<RequestTiming> sends;
-  std::thread loader([&] {
-    TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
-    load_started.set_value(Clock::now());  // RunLoad's times count from here (no warmup)
-    loaded = RunLoad(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-    sends = sender.Timings();
-  });
-  const Clock::time_point start = load_start.get();
+  TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
+  BackgroundLoad background(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+  const Clock::time_point start = background.start();
   // The tree's PSS every kPssInterval: (ms since start, kB).
   absl::Notification stop_pss;
   std::vector<std::pair<double, int64_t>> pss;
@@ -476,7 +467,8 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
   }
   std::cerr << "kiln-bench reload: " << result.reload_outcome << " at "
             << MsBetween(start, Clock::now()) / 1000 << " s" << std::endl;
-  loader.join();
+  const LoadResult loaded = background.Join();
+  const std::vector<RequestTiming> sends = sender.Timings();
   stop_pss.Notify();
   sampler.join();
   for (const std::string& other : options.others) {

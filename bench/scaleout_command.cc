@@ -5,7 +5,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -244,15 +243,9 @@ absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
 
   const LoadOptions load =
       PoissonLoad(options.rate, options.duration_s, options.seed, kRequestTimeoutMs);
-  std::promise<Clock::time_point> load_started;
-  std::future<Clock::time_point> load_start = load_started.get_future();
-  LoadResult result;
-  std::thread loader([&] {
-    GrpcSender sender(stub.get(), &request.request, kRequestTimeoutMs);
-    load_started.set_value(Clock::now());  // RunLoad's times count from here (no warmup)
-    result = RunLoad(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-  });
-  const Clock::time_point start = load_start.get();
+  GrpcSender sender(stub.get(), &request.request, kRequestTimeoutMs);
+  BackgroundLoad background(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+  const Clock::time_point start = background.start();
   const auto since_start = [start](Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(t - start).count();
   };
@@ -267,7 +260,7 @@ absl::StatusOr<ScaleoutResult> RunScaleout(const ScaleoutOptions& options,
                    *b, load_end,
                    absl::StrCat("A's load of ", options.duration_s, " s (raise --duration_s)"))
              : b.status();
-  loader.join();
+  const LoadResult result = background.Join();
   RETURN_IF_ERROR(b.status());
   std::cerr << "kiln-bench scaleout: replica B " << (b_serving.ok() ? "SERVING" : "not SERVING")
             << "; stopping both" << std::endl;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
 # measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
-# and the old CPU settings), with the command that produced it. Bounded: about 15 minutes on 2
+# and the old CPU settings), with the command that produced it. Bounded: about 18 minutes on 2
 # cores. The CPU section makes a cgroup with a CPU quota, and the elastic section one with a
 # memory limit (root and a writable cgroup file system; skipped, and said so in the report, where
 # it cannot), and the CPU section starts busy loops, killed by pid.
@@ -221,7 +221,7 @@ start_server_in_cgroup() {
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-step "1/11 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+step "1/12 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
 for workers in 1 2 4; do
   for share in on off; do
     run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -231,7 +231,7 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/11 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+step "2/12 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -240,7 +240,7 @@ for model in mlp resnet18 textcls; do
   done
 done
 
-step "3/11 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+step "3/12 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
   start_server "$model" "$(repo_of "$model")" --workers=2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -254,7 +254,7 @@ for model in mlp resnet18; do
   stop_server
 done
 
-step "4/11 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+step "4/12 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
 start_server mlp "$(repo_of mlp)" --workers=1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -263,7 +263,7 @@ stop_server
 run "forward-mlp" "$forward" --model=mlp --batch=1 --threads="${threads:-1}" --warmup_calls=100 \
   --calls=2000 --json="$out/forward-mlp.json"
 
-step "5/11 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+step "5/12 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
 make_quota_cgroup 1
 for setting in auto old; do
   prefix=(); server_args=""
@@ -285,7 +285,7 @@ for setting in auto old; do
   done
 done
 
-step "6/11 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+step "6/12 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
 for setting in auto old; do
   prefix=(); server_args=""
   [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
@@ -295,7 +295,7 @@ for setting in auto old; do
     --json="$out/scaleout-resnet18-$setting.json"
 done
 
-step "7/11 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+step "7/12 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
 for setting in auto old; do
   # Old CPU settings only for the thread count here: both wait passively, so that this compares
   # one request's latency and the throughput of the two shapes, not the spinning.
@@ -309,7 +309,7 @@ for setting in auto old; do
   stop_server
 done
 
-step "8/11 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+step "8/12 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
 for condition in quiet spinners; do
   [ "$condition" = spinners ] && start_spinners 2
   for wait in passive default spin1000; do
@@ -324,7 +324,7 @@ for condition in quiet spinners; do
   stop_spinners
 done
 
-step "9/11 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
+step "9/12 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
 # a. Time to SERVING with 1 and 4 workers, warm template on (the default) and off.
 for workers in 1 4; do
   for template in on off; do
@@ -382,7 +382,7 @@ if [ -n "$mem_cgroup" ]; then
   remove_cgroup "$mem_cgroup"; mem_cgroup=""
 fi
 
-step "10/11 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
+step "10/12 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
 for run in good-rpc good-hup bad-rpc; do
   flags=""
   case $run in
@@ -394,11 +394,16 @@ for run in good-rpc good-hup bad-rpc; do
     --log_dir="$out/logs-reload-$run" --json="$out/reload-$run.json"
 done
 
-step "11/11 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
+step "11/12 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
 for model in mlp resnet18; do
   run "scrape-$model" "$bench" scrape --model_repository=models --model=$model \
     --interval_ms=100 --phase_s=10 --rounds=$scrape_rounds --json="$out/scrape-$model.json"
 done
+
+step "12/12 behind nginx: scale-out 1 -> 3 replicas and blue/green under load, warmup on vs off"
+lb_flags=(--out="$out")
+[ $quick = 1 ] && lb_flags+=(--quick)
+scripts/lb_bench.sh "${lb_flags[@]}" > /dev/null
 
 step "write BENCHMARKS.md"
 /usr/bin/python3 scripts/bench_report.py "$out" > BENCHMARKS.md

@@ -6,6 +6,7 @@ each kiln-bench / kiln-forward-bench command wrote (<name>.json) and the command
 Usage: /usr/bin/python3 scripts/bench_report.py bench-results > BENCHMARKS.md
        /usr/bin/python3 scripts/bench_report.py --only-reload bench-results   (that section alone)
        /usr/bin/python3 scripts/bench_report.py --only-scrape bench-results   (that section alone)
+       /usr/bin/python3 scripts/bench_report.py --only-lb bench-results       (that section alone)
 """
 
 import datetime
@@ -585,8 +586,82 @@ def scrape_tables(folder, out):
     out.append("")
 
 
+def lb_tables(folder, out):
+    model = "resnet18"
+    runs = {w: f"lb-{model}-warmup-{w}" for w in ("on", "off")}
+    out.append(f"## Behind nginx: scale-out 1 -> 3 replicas and a blue/green switch ({model})\n")
+    out.append("`kiln-bench lb` (driven by `scripts/lb_bench.sh`): Debian's nginx as the gRPC load "
+               "balancer (`grpc_pass`, keepalive, passive failover; `deploy/nginx/kiln-grpc.conf`) "
+               "in front of kiln replicas on loopback, under a steady open-loop load (constant "
+               "arrivals, so that a second's p95 moves with the replicas, not with Poisson "
+               "bursts). One replica serves alone (steady); then 2 more start and each joins "
+               "nginx's upstream (a graceful reload) once its health says SERVING; 10 s later, a "
+               "blue/green switch: 3 green replicas start, each passes health and 20 calls sent "
+               "to it directly, nginx is switched to them, its old worker exits, and blue is "
+               "drained by SIGTERM. Placement: kiln-bench and nginx on CPU 0 with the first "
+               "replica (`taskset -c 0`), the later replicas on CPU 1 (`--cpus=0,1,1`), so that "
+               "the starting replicas cannot take the serving one's CPU; green replica i goes "
+               "where blue replica i was. Latency from each request's scheduled time; a second "
+               "holds 15 requests, so its p95 is its slowest. Targets: every second of the "
+               "scale-out (from the start of the new replicas to the blue/green switch) p95 / "
+               "steady p95 <= 1.1 with kiln's warmup; no failed request across the reloads and "
+               "the switch.\n")
+    speeds = []
+    for cpu in (0, 1):
+        name = f"lb-{model}-forward-cpu{cpu}"
+        if os.path.exists(os.path.join(folder, name + ".json")):
+            speeds.append(f"CPU {cpu} {load(folder, name)['latency_ms']['p50']:.1f} ms")
+    if speeds:
+        out.append(f"The CPUs' own speed just before (`kiln-forward-bench --model={model}` pinned "
+                   f"to each, p50 of one forward pass): {', '.join(speeds)}.\n")
+    out.append("| replicas | steady p95 | worst scale-out second: p95 (/ steady) | worst second "
+               "after the join | new replicas SERVING after | failed requests (whole run) | "
+               "blue/green: green SERVING, checked, switched | blue exits | target |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for warmup, name in runs.items():
+        label = "kiln's warmup" if warmup == "on" else "`--warmup=off`"
+        if not has_run(folder, name) or not os.path.exists(os.path.join(folder, name + ".json")):
+            out.append(f"| {label} | {why_missing(folder, name, '')} |" + " |" * 7)
+            continue
+        run = load(folder, name)
+        ev = run["events_ms"]
+        steady = run["phases"][0]["p95_ms"]
+        worst_s, joined_s = run["worst_scale_out_second"], run["worst_joined_second"]
+        worst = run["seconds"][worst_s]["p95_ms"] if worst_s >= 0 else 0
+        joined = run["seconds"][joined_s]["p95_ms"] if joined_s >= 0 else 0
+        ok = run["worst_scale_out_p95_ratio"] <= 1.1 and run["errors"] == 0
+        target = verdict(ok) if warmup == "on" else ("none failed" if run["errors"] == 0
+                                                     else "**failed requests**")
+        bg = (f"{(ev['green_serving'] - ev['green_started']) / 1000:.1f} s, "
+              f"{(ev['green_checked'] - ev['green_started']) / 1000:.1f} s, "
+              f"{(ev['switched'] - ev['green_started']) / 1000:.1f} s"
+              if ev.get("switched") is not None else "-")
+        out.append(f"| {label} | {steady:.1f} ms | {worst:.1f} ms ({run['worst_scale_out_p95_ratio']:.2f}x, "
+                   f"second {worst_s}) | {joined:.1f} ms ({run['worst_joined_p95_ratio']:.2f}x) | "
+                   f"{(ev['scale_serving'] - ev['scale_started']) / 1000:.1f} s | {run['errors']} | "
+                   f"{bg} | {', '.join(run['blue_exits'])} | {target} |")
+    out.append("")
+    for warmup, name in runs.items():
+        if not has_run(folder, name) or not os.path.exists(os.path.join(folder, name + ".json")):
+            continue
+        run = load(folder, name)
+        ev = run["events_ms"]
+        steady = run["phases"][0]["p95_ms"]
+        per_second = ", ".join(
+            f"{s['p95_ms'] / steady:.2f}" for s in run["seconds"] if s["scale_out"])
+        phases = "; ".join(f"{p['name']} {p['p50_ms']:.1f} / {p['p95_ms']:.1f} / {p['p99_ms']:.1f}"
+                           for p in run["phases"])
+        out.append(f"- `{command(folder, name)}`:")
+        out.append(f"  - p95 / steady p95 in each second of the scale-out (new replicas started at "
+                   f"{ev['scale_started'] / 1000:.1f} s, in nginx at {ev['scale_joined'] / 1000:.1f} s): "
+                   f"{per_second}")
+        out.append(f"  - p50 / p95 / p99 ms by phase: {phases}")
+    out.append("")
+
+
 def main():
-    for flag, section in (("--only-reload", reload_tables), ("--only-scrape", scrape_tables)):
+    for flag, section in (("--only-reload", reload_tables), ("--only-scrape", scrape_tables),
+                          ("--only-lb", lb_tables)):
         if len(sys.argv) > 2 and sys.argv[1] == flag:
             out = []
             section(sys.argv[2], out)
@@ -610,6 +685,7 @@ def main():
     elastic_tables(folder, out)
     reload_tables(folder, out)
     scrape_tables(folder, out)
+    lb_tables(folder, out)
     print("\n".join(out))
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package kiln needs to build, test and export its demo models.
-# Idempotent: packages already present are skipped, and nothing runs when all are there.
+# Installs every Debian 12 package kiln needs to build, test and export its demo models, and the
+# npm packages the deploy tests validate the Kubernetes manifests with.
+# Idempotent: packages already present are skipped, and nothing is installed when all are there.
 # Run as root (or with sudo available).
 set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 PACKAGES=(
   # toolchain
@@ -21,7 +23,31 @@ PACKAGES=(
   python3-torch python3-torchvision
   # libFuzzer target (optional, scripts/fuzz.sh)
   clang
+  # systemd-analyze verify, for the unit in deploy/systemd
+  systemd
+  # the gRPC load balancer in front of replicas (kiln-bench lb and its tests)
+  nginx
 )
+# Node.js and npm validate deploy/kubernetes (tests/deploy/k8s). A node and npm already on the
+# PATH are used as they are, wherever they came from (another vendor's nodejs package bundles its
+# own npm and conflicts with Debian's).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
+
+# The npm packages of tests/deploy/k8s, exactly as its package-lock.json pins them; skipped while
+# the lock file is the one last installed.
+install_npm_packages() {
+  local dir="$ROOT/tests/deploy/k8s"
+  local stamp="$dir/node_modules/.kiln-installed-lock.json"
+  if cmp -s "$dir/package-lock.json" "$stamp"; then
+    echo "setup: npm packages of tests/deploy/k8s present"
+    return
+  fi
+  echo "setup: installing the npm packages of tests/deploy/k8s"
+  npm ci --prefix "$dir" --no-audit --no-fund
+  cp "$dir/package-lock.json" "$stamp"
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,6 +58,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  install_npm_packages
   exit 0
 fi
 
@@ -54,8 +81,12 @@ if [ ! -e "$POLICY" ]; then
 fi
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-# Installed here only for the tests: do not leave a Prometheus server enabled to start at boot.
-if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
-  $SUDO systemctl disable prometheus >/dev/null 2>&1 || true
-fi
+# Installed here only for the tests, which start their own on loopback: do not leave a Prometheus
+# server or an nginx enabled to start at boot.
+for daemon in prometheus nginx; do
+  if [[ " ${missing[*]} " == *" $daemon "* ]] && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable "$daemon" >/dev/null 2>&1 || true
+  fi
+done
+install_npm_packages
 echo "setup: done"

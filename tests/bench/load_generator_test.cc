@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -294,6 +295,21 @@ TEST_CASE("an open loop keeps its schedule while responses are slow", "[load][op
   }
   CHECK(Summarize(lateness).p50 < 10.0);
   CHECK(stats.achieved_rate() == Approx(500).epsilon(0.2));
+}
+
+TEST_CASE("an open loop ends its schedule at the first arrival after stop is set", "[load][open]") {
+  std::atomic<bool> stop{false};
+  LoadOptions options = Open(1000, 1000, 1000);  // a request every 1 ms, 1 s in all
+  options.stop = &stop;
+  int64_t calls = 0;
+  const LoadResult result = RunLoad(options, [&](DoneFn done) {
+    if (++calls == 50) stop = true;  // set from inside the loop: no timing involved
+    done(grpc::Status::OK);
+  });
+  CHECK(calls == 50);
+  REQUIRE(result.records.size() == 50);
+  CHECK(result.schedule_span_ms == 50.0);  // the first arrival not sent
+  for (const RequestRecord& r : result.records) CHECK(r.ok());
 }
 
 TEST_CASE("an open loop that falls behind counts latency from the scheduled time", "[load][open]") {

@@ -2,16 +2,15 @@
 // Grafana dashboard names only metrics kiln exports and parses as PromQL (promtool), and the
 // example Prometheus config is valid.
 #include <catch2/catch.hpp>
-#include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "tests/deploy/deploy_files.h"
 #include "tests/run_command.h"
 #include "tests/test_paths.h"
 
@@ -73,19 +72,6 @@ const std::set<std::string> kHistograms = {
     "kiln_request_batch_size",
     "kiln_worker_respawn_duration_seconds",
 };
-
-std::string SourcePath(const std::string& relative) {
-  return std::string(KILN_SOURCE_DIR) + "/" + relative;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  INFO("reading " << path);
-  REQUIRE(in.good());
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
 
 // Every "expr" of every element of every "targets" array, anywhere in the document (panels,
 // panels inside rows, library panels alike).
@@ -162,7 +148,7 @@ std::string YamlQuoted(const std::string& text) {
 TEST_CASE("the Grafana dashboard's queries are valid PromQL over metrics kiln exports",
           "[deploy]") {
   const nlohmann::json dashboard =
-      nlohmann::json::parse(ReadFile(SourcePath("deploy/grafana/kiln-dashboard.json")));
+      nlohmann::json::parse(kiln::testing::ReadSourceFile("deploy/grafana/kiln-dashboard.json"));
   CHECK(dashboard.value("uid", "") == "kiln-overview");
   CHECK(dashboard.value("title", "") == "kiln: model serving");
 
@@ -193,7 +179,7 @@ TEST_CASE("the Grafana dashboard's queries are valid PromQL over metrics kiln ex
 }
 
 TEST_CASE("the example Prometheus config scraping kiln is a valid Prometheus config", "[deploy]") {
-  const std::string path = SourcePath("deploy/prometheus/prometheus.yml");
+  const std::string path = kiln::testing::SourcePath("deploy/prometheus/prometheus.yml");
   const kiln::testing::CommandResult check =
       kiln::testing::RunCommand("promtool check config '" + path + "'");
   INFO(check.output);
