@@ -95,13 +95,27 @@ std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
   return views;
 }
 
+// kiln neither reads nor writes its state through a link: one planted in the state directory could
+// point at any file.
+absl::Status RefuseLink(const std::string& path) {
+  std::error_code error;
+  if (fs::is_symlink(fs::symlink_status(path, error))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path,
+                     " is a symbolic link; kiln does not read or write its state through "
+                     "links (remove it if it is not yours)"));
+  }
+  return absl::OkStatus();
+}
+
 // Durably replaces `path` with `contents`: writes a fresh temp file beside it, fsyncs it, renames
 // it over `path` and fsyncs the directory. On failure the temp file is removed and `path` is
 // left as it was.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   static std::atomic<uint64_t> next_temp{0};
   const std::string temp = absl::StrCat(path, ".tmp.", getpid(), ".", next_temp++);
-  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  RETURN_IF_ERROR(RefuseLink(path));
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat(temp, ": cannot create"));
 
   absl::Status status;
@@ -443,6 +457,7 @@ absl::Status TrafficRecorder::Save(const std::string& state_dir) {
 }
 
 absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path) {
+  RETURN_IF_ERROR(RefuseLink(path));
   TrafficProfile profile;
   google::protobuf::TextFormat::ParseInfoTree locations;
   if (absl::Status parsed = ParseTextProtoFile(path, &profile, &locations); !parsed.ok()) {
@@ -501,6 +516,7 @@ absl::StatusOr<TrafficProfile> LoadTrafficProfile(const std::string& path) {
 }
 
 absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::string& path) {
+  RETURN_IF_ERROR(RefuseLink(path));
   ASSIGN_OR_RETURN(const std::unique_ptr<MappedSafetensors> file, MappedSafetensors::Open(path));
   std::map<int64_t, std::vector<Tensor>> by_index;
   for (const SafetensorsTensor& entry : file->index().tensors()) {

@@ -5,6 +5,8 @@
 // parser keeps --v, --vmodule, --logtostderr and friends working.
 #include <gflags/gflags.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -13,6 +15,7 @@
 #include "common/openmp_wait.h"
 #include "glog/logging.h"
 #include "server/master.h"
+#include "server/port_lock.h"
 #include "server/zygote_mode.h"
 
 DEFINE_string(model_repository, "models",
@@ -62,8 +65,10 @@ DEFINE_bool(test_only_cold_calls, false,
             "For kiln's tests only: workers serve every call on a freshly loaded copy of the "
             "model that has never run, so the readiness check meets a cold path and must fail.");
 DEFINE_string(lock_dir, "",
-              "Where the per-port lock file lives (default: $XDG_RUNTIME_DIR, "
-              "else /tmp). A second server on the same port refuses to start.");
+              "Where the per-port lock file lives: a directory no other user can write to. "
+              "Default: $RUNTIME_DIRECTORY (systemd), else $XDG_RUNTIME_DIR, else /run/kiln "
+              "(root) or /tmp/kiln-<uid>, made 0700. A second server on the same port refuses "
+              "to start.");
 DEFINE_int32(drain_timeout_s, 30, "On SIGTERM, how long in-flight requests may take to finish.");
 DEFINE_int32(startup_timeout_s, 600,
              "How long loading and warming may take before startup "
@@ -161,11 +166,6 @@ bool ValidateFlags() {
   return false;
 }
 
-std::string DefaultLockDir() {
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  return runtime != nullptr && *runtime != '\0' ? runtime : "/tmp";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -202,7 +202,10 @@ int main(int argc, char** argv) {
   options.share_weights = FLAGS_share_weights == "on";
   options.warm_template = FLAGS_warm_template == "on";
   options.cold_calls_for_test = FLAGS_test_only_cold_calls;
-  options.lock_dir = FLAGS_lock_dir.empty() ? DefaultLockDir() : FLAGS_lock_dir;
+  options.lock_dir = FLAGS_lock_dir.empty()
+                         ? kiln::DefaultLockDir(std::getenv("RUNTIME_DIRECTORY"),
+                                                std::getenv("XDG_RUNTIME_DIR"), geteuid())
+                         : FLAGS_lock_dir;
   options.drain_timeout_s = FLAGS_drain_timeout_s;
   options.startup_timeout_s = FLAGS_startup_timeout_s;
   options.max_message_mb = FLAGS_max_message_mb;

@@ -49,9 +49,14 @@ absl::StatusOr<pid_t> SpawnZygoteProcess(const ZygoteLaunch& launch,
   posix_spawn_file_actions_adddup2(&actions, zygote_end.fd(), kZygoteChannelFd);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);
+  // The master's own signals stay blocked from the exec on: the new zygote loads LibTorch and its
+  // models before it ignores them (SetForkingProcessSignals), and until then a HUP or TERM sent
+  // to the whole unit (`systemctl kill` without --kill-whom=main) would kill it and a TTIN or
+  // TTOU stop it. Blocked, they wait, and are discarded once ignored.
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  for (const int sig : {SIGTERM, SIGHUP, SIGTTIN, SIGTTOU}) sigaddset(&blocked, sig);
+  posix_spawnattr_setsigmask(&attributes, &blocked);
   short flags = POSIX_SPAWN_SETSIGMASK;
   if (launch.load_at_idle_priority) {
     // From exec on: the dynamic loading of LibTorch before main costs a CPU-second too.

@@ -1,8 +1,12 @@
 #include "common/traffic_profile.h"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -207,6 +211,32 @@ TEST_CASE("Save replaces files atomically and leaves no temp file behind", "[tra
       CHECK_FALSE(absl::StrContains(name, ".tmp"));
     }
   }
+}
+
+TEST_CASE(
+    "Save and the loaders refuse a symbolic link planted in the state directory and write "
+    "nothing through it",
+    "[traffic]") {
+  TempDir tmp, elsewhere;
+  const std::string victim = elsewhere.WriteFile("precious", "do not overwrite me\n");
+  const std::string missing = elsewhere.path() + "/created-through-a-link";
+  TrafficRecorder recorder(/*max_samples_per_model=*/1);
+  recorder.Record("m", {1, 0});
+  recorder.Record("d", {1, 0});
+  const Tensor x = MakeTensor<float>("x", DType::kFloat32, {1, 2}, {1, 2});
+  recorder.RecordSample("m", {x.view()});
+  REQUIRE(symlink(victim.c_str(), TrafficProfilePath(tmp.path(), "m").c_str()) == 0);
+  REQUIRE(symlink(missing.c_str(), TrafficProfilePath(tmp.path(), "d").c_str()) == 0);
+  const absl::Status status = recorder.Save(tmp.path());
+  REQUIRE_FALSE(status.ok());
+  CHECK(absl::StrContains(status.message(), "is a symbolic link"));
+  std::ifstream in(victim);
+  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(contents == "do not overwrite me\n");
+  CHECK_FALSE(fs::exists(missing));  // a dangling link is not followed either
+  const absl::StatusOr<TrafficProfile> loaded =
+      LoadTrafficProfile(TrafficProfilePath(tmp.path(), "m"));
+  CHECK(absl::StrContains(loaded.status().message(), "is a symbolic link"));
 }
 
 TEST_CASE("Save into a directory it cannot create names the directory", "[traffic]") {

@@ -1,6 +1,11 @@
 // Drives the real kiln-server binary from outside, as a user does: its command line only (the
 // serving tests are in kiln_server_test.cc).
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "tests/run_command.h"
@@ -44,6 +49,38 @@ TEST_CASE("a bad --warmup value exits 2 naming the flag", "[server][cli]") {
       RunCommand(kServer + " --warmup=bogus --model_repository=" + kiln::testing::ModelsDir());
   CHECK(result.exit_code == 2);
   CHECK_THAT(result.output, Contains("--warmup must be on or off, got 'bogus'"));
+}
+
+TEST_CASE(
+    "a symbolic link planted where the port lock goes stops the start: kiln exits 1 and "
+    "writes nothing through it",
+    "[server][cli]") {
+  // The attack of issue #15: a user who can write to the lock directory links the lock path to a
+  // file the server may write (as root, any file).
+  kiln::testing::TempDir dir, elsewhere;
+  const std::string victim = elsewhere.WriteFile("precious", "do not truncate me\n");
+  const std::string lock = dir.path() + "/kiln-server-18661.lock";
+  REQUIRE(symlink(victim.c_str(), lock.c_str()) == 0);
+  CommandResult result =
+      RunCommand(kServer + " --port=18661 --metrics_port=0 --lock_dir=" + dir.path() +
+                 " --model_repository=" + kiln::testing::ModelsDir() + " 2>&1");
+  CHECK(result.exit_code == 1);
+  CHECK_THAT(result.output, Contains("lock file " + lock + " is a symbolic link"));
+  std::ifstream in(victim);
+  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(contents == "do not truncate me\n");
+}
+
+TEST_CASE("a --state_dir other users can write to stops the start with the reason",
+          "[server][cli]") {
+  kiln::testing::TempDir dir;
+  REQUIRE(chmod(dir.path().c_str(), 01777) == 0);
+  CommandResult result =
+      RunCommand(kServer + " --port=0 --metrics_port=0 --state_dir=" + dir.path() +
+                 " --model_repository=" + kiln::testing::ModelsDir() + " 2>&1");
+  CHECK(result.exit_code == 1);
+  CHECK_THAT(result.output, Contains("state directory " + dir.path()));
+  CHECK_THAT(result.output, Contains("lets other users create files"));
 }
 
 }  // namespace

@@ -185,6 +185,11 @@ TEST_CASE("a killed zygote is replaced by fork+exec while the workers keep servi
   const pid_t second = NextZygote(*server, first);
   INFO("log:\n" << server->log());
   REQUIRE(second > 0);
+  // What `systemctl kill -s HUP` or `-s TTIN` without --kill-whom=main does to it while it still
+  // loads LibTorch and the model: nothing. (Unblocked, HUP would kill it and TTIN stop it, and
+  // no template or worker would come from it below.)
+  REQUIRE(kill(second, SIGTTIN) == 0);
+  REQUIRE(kill(second, SIGHUP) == 0);
   CHECK(ParentOf(second) == server->pid());
   // The master logs it once posix_spawn returned, which may be after the test sees the process.
   const std::string started =
