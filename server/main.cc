@@ -21,7 +21,9 @@
 DEFINE_string(model_repository, "models",
               "Model repository: one directory per model holding config.pbtxt and "
               "<version>/model.pt (+ model.safetensors, tokenizer). See README.md.");
-DEFINE_string(host, "0.0.0.0", "Address the gRPC port listens on (e.g. 127.0.0.1, [::]).");
+DEFINE_string(host, "127.0.0.1",
+              "Address the gRPC port (and the metrics port) listens on; loopback by default, "
+              "0.0.0.0 or [::] to serve other machines.");
 DEFINE_int32(port, 8001,
              "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
              "port (logged when ready).");

@@ -122,7 +122,9 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
 }
 
 // Publishes the health of "" and of each model (SERVING while each of its served versions is)
-// from the pool's quorums, logging a model that drops below its quorum or comes back.
+// from the pool's quorums, logging a model that drops below its quorum or comes back. The gRPC
+// services kiln serves answer as "" does, for probes that name one (`grpc_health_probe
+// -service inference.GRPCInferenceService`, a Kubernetes grpc probe's `service`).
 // Ownership: borrows the health service and the pool. Thread-safety: the master's main thread
 // only.
 class HealthPublisher {
@@ -141,12 +143,24 @@ class HealthPublisher {
     }
     // A model a reload took out (unloaded, or gone from the repository) is not served any more.
     for (const auto& [service, serving] : std::map<std::string, bool>(last_)) {
-      if (!service.empty() && names.count(service) == 0) Publish(service, false);
+      if (!service.empty() && !IsGrpcService(service) && names.count(service) == 0) {
+        Publish(service, false);
+      }
     }
     Publish("", all);
+    for (const char* service : kGrpcServices) Publish(service, all);
   }
 
  private:
+  static constexpr const char* kGrpcServices[] = {"inference.GRPCInferenceService",
+                                                  "kiln.KilnService"};
+  static bool IsGrpcService(const std::string& name) {
+    for (const char* service : kGrpcServices) {
+      if (name == service) return true;
+    }
+    return false;
+  }
+
   void Publish(const std::string& service, bool serving) {
     auto [last, first] = last_.emplace(service, serving);
     if (!first && last->second == serving) return;
@@ -154,9 +168,9 @@ class HealthPublisher {
       health_.SetServingStatus(serving);
     } else {
       health_.SetServingStatus(service, serving);
-      LOG_IF(WARNING, !first) << "model " << service << ": "
-                              << (serving ? "SERVING again"
-                                          : "NOT_SERVING (below quorum, or not served)");
+      LOG_IF(WARNING, !first && !IsGrpcService(service))
+          << "model " << service << ": "
+          << (serving ? "SERVING again" : "NOT_SERVING (below quorum, or not served)");
     }
     last->second = serving;
   }

@@ -195,6 +195,9 @@ TEST_CASE(
   Stub oip(channel);
   CHECK(Health(health, "") == HealthCheckResponse::SERVING);
   CHECK(Health(health, "resnet50") == HealthCheckResponse::SERVING);
+  // The gRPC services by name, as grpc_health_probe -service and Kubernetes probes ask.
+  CHECK(Health(health, "inference.GRPCInferenceService") == HealthCheckResponse::SERVING);
+  CHECK(Health(health, "kiln.KilnService") == HealthCheckResponse::SERVING);
   grpc::StatusCode unknown_code;
   Health(health, "no-such-model", &unknown_code);
   CHECK(unknown_code == grpc::StatusCode::NOT_FOUND);
