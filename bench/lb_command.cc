@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -140,26 +139,17 @@ absl::StatusOr<double> CheckReplica(const Replica& replica, const SyntheticReque
   check.concurrency = 1;
   check.timeout_ms = kRequestTimeoutMs;
   GrpcSender sender(stub.get(), &request.request, kRequestTimeoutMs);
-  const LoadResult result =
-      RunLoad(check, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-  std::vector<double> latencies;
-  std::map<std::string, int64_t> errors;
-  for (const RequestRecord& record : result.records) {
-    if (record.ok()) {
-      latencies.push_back(record.latency_ms());
-    } else {
-      ++errors[OutcomeName(record.code)];
-    }
-  }
-  if (!errors.empty() || static_cast<int64_t>(latencies.size()) != count) {
+  LoadResult result = RunLoad(check, [&sender](DoneFn done) { sender.Send(std::move(done)); });
+  const RunStats stats({}, std::move(result.records), 0);
+  if (stats.ok() != count) {
     return absl::UnavailableError(
         absl::StrCat("replica ", replica.name, " failed its synthetic load of ", count,
-                     " calls: ", latencies.size(), " OK, errors ", ErrorsText(errors)));
+                     " calls: ", stats.ok(), " OK, ", stats.ErrorsLine()));
   }
-  return Summarize(std::move(latencies)).p50;
+  return stats.latency().p50;
 }
 
-// The CPUs this process may run on, as a taskset list ("0-1", "0").
+// The CPUs this process may run on, as a list ("0,1", "0").
 std::string OwnCpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -213,6 +203,11 @@ absl::StatusOr<std::vector<std::string>> ParseCpuLists(absl::string_view text) {
     lists.emplace_back(entry);
   }
   return lists;
+}
+
+bool LbResult::IsScaleOutSecond(size_t second) const {
+  return std::find(scale_out_seconds.begin(), scale_out_seconds.end(), second) !=
+         scale_out_seconds.end();
 }
 
 int64_t LbResult::errors() const {
@@ -322,10 +317,7 @@ std::string FormatLb(const LbOptions& options, const LbResult& result) {
   absl::StrAppendFormat(&out, "  %-18s %s  %7s  %-2s %s\n", "second", PhaseLatencyHeader(),
                         "p95/st", "", "errors (* = a second of the scale-out)");
   for (size_t s = 0; s < result.seconds.size(); ++s) {
-    const bool scale_out =
-        std::find(result.scale_out_seconds.begin(), result.scale_out_seconds.end(), s) !=
-        result.scale_out_seconds.end();
-    line(result.seconds[s], scale_out ? "*" : "");
+    line(result.seconds[s], result.IsScaleOutSecond(s) ? "*" : "");
   }
   int worst = -1, worst_joined = -1;
   const double ratio = result.WorstScaleOutRatio(&worst);
@@ -380,9 +372,7 @@ std::string LbJson(const LbOptions& options, const LbResult& result) {
   doc["seconds"] = nlohmann::ordered_json::array();
   for (size_t s = 0; s < result.seconds.size(); ++s) {
     nlohmann::ordered_json second = WindowJson(result.seconds[s]);
-    second["scale_out"] =
-        std::find(result.scale_out_seconds.begin(), result.scale_out_seconds.end(), s) !=
-        result.scale_out_seconds.end();
+    second["scale_out"] = result.IsScaleOutSecond(s);
     doc["seconds"].push_back(std::move(second));
   }
   return doc.dump(2) + "\n";

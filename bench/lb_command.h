@@ -91,7 +91,8 @@ struct LbResult {
   // sends them shows here, apart from what their warming beside the serving replica costs it.
   std::vector<size_t> joined_seconds;
 
-  int64_t errors() const;  // over the whole load
+  bool IsScaleOutSecond(size_t second) const;  // `second` (an index into `seconds`) is listed
+  int64_t errors() const;                      // over the whole load
   // The largest p95 of the seconds `which` lists over the steady phase's p95, and that second's
   // index in `seconds` (-1 when there is none); 0 when the steady phase has no requests.
   double WorstRatio(const std::vector<size_t>& which, int* second) const;

@@ -38,6 +38,12 @@ absl::StatusOr<std::pair<ExitStatus, std::string>> RunToEnd(const std::vector<st
   return std::make_pair(exit, text.str());
 }
 
+// `pid` exists and is not a zombie.
+bool Alive(pid_t pid) {
+  const std::vector<std::string> stat = ProcStatFields(pid);
+  return !stat.empty() && stat[0] != "Z";
+}
+
 // The nginx command line for `dir`'s configuration: its own prefix, error log and pid file, in
 // the foreground (the master is the process we started, so it can be watched and signalled).
 std::vector<std::string> NginxArgv(const std::string& binary, const std::string& dir,
@@ -154,8 +160,7 @@ absl::Status NginxBalancer::WriteAndTest(const std::vector<int>& upstreams) cons
 std::vector<pid_t> NginxBalancer::Workers() const {
   std::vector<pid_t> workers;
   for (const pid_t child : ChildrenOf(process_->pid())) {
-    const std::vector<std::string> stat = ProcStatFields(child);
-    if (!stat.empty() && stat[0] != "Z") workers.push_back(child);
+    if (Alive(child)) workers.push_back(child);
   }
   return workers;
 }
@@ -204,15 +209,7 @@ absl::StatusOr<std::vector<pid_t>> NginxBalancer::Reload(const std::vector<int>&
 
 bool NginxBalancer::WaitExited(const std::vector<pid_t>& workers,
                                std::chrono::milliseconds timeout) {
-  return PollUntil(
-      [&] {
-        for (const pid_t worker : workers) {
-          const std::vector<std::string> stat = ProcStatFields(worker);
-          if (!stat.empty() && stat[0] != "Z") return false;
-        }
-        return true;
-      },
-      timeout);
+  return PollUntil([&] { return std::none_of(workers.begin(), workers.end(), Alive); }, timeout);
 }
 
 absl::Status NginxBalancer::Stop() {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -125,13 +124,14 @@ std::vector<ReloadPhase> SplitReloadPhases(const std::vector<RequestRecord>& rec
 
 std::vector<ReloadPhase> PerSecond(const std::vector<RequestRecord>& records,
                                    const std::vector<RequestTiming>& timings, double end_ms) {
-  const int seconds = std::max(0, static_cast<int>(std::ceil(end_ms / 1000)));
+  const std::vector<WindowSpan> spans = WholeSeconds(end_ms);
+  const int seconds = static_cast<int>(spans.size());
   std::vector<ReloadPhase> phases(seconds);
   std::vector<std::vector<double>> latencies(seconds);
   for (int s = 0; s < seconds; ++s) {
-    phases[s].name = std::to_string(s);
-    phases[s].from_ms = s * 1000.0;
-    phases[s].to_ms = std::min((s + 1) * 1000.0, end_ms);
+    phases[s].name = spans[s].name;
+    phases[s].from_ms = spans[s].from_ms;
+    phases[s].to_ms = spans[s].to_ms;
   }
   for (size_t i = 0; i < records.size(); ++i) {
     const double t = records[i].scheduled_ms;
