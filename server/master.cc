@@ -368,11 +368,6 @@ int Master::Run() {
 absl::Status Master::Load() {
   // Flags were parsed by main. The port lock first: a second server must fail before loading.
   if (options_.port != 0) {
-    // kiln's own default directory is made here; one the operator or the environment named
-    // must exist already (PortLock checks it either way).
-    if (IsOwnLockDir(options_.lock_dir, geteuid())) {
-      RETURN_IF_ERROR(EnsureOwnDirectory(options_.lock_dir));
-    }
     ASSIGN_OR_RETURN(lock_, PortLock::Acquire(options_.lock_dir, options_.port));
   }
   // kiln reads its traffic profiles back and rewrites them: nobody else may put files there.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 #include "common/status_util.h"
 
 namespace kiln {
@@ -88,7 +89,10 @@ absl::Status PrepareStateDirectory(const std::string& dir) {
 }
 
 absl::StatusOr<std::unique_ptr<PortLock>> PortLock::Acquire(const std::string& dir, int port) {
-  if (absl::Status safe = CheckPrivateDirectory(dir, "lock directory"); !safe.ok()) return safe;
+  // kiln's own default directory is made here; one the operator or the environment named must
+  // exist already.
+  if (IsOwnLockDir(dir, geteuid())) RETURN_IF_ERROR(EnsureOwnDirectory(dir));
+  RETURN_IF_ERROR(CheckPrivateDirectory(dir, "lock directory"));
   const std::string path = absl::StrCat(dir, "/kiln-server-", port, ".lock");
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0 && errno == ELOOP) {

@@ -48,7 +48,8 @@ absl::Status PrepareStateDirectory(const std::string& dir);
 // goes. Thread-safety: immutable.
 class PortLock {
  public:
-  // Checks `dir` (CheckPrivateDirectory), then flock()s <dir>/kiln-server-<port>.lock, opened with
+  // Makes `dir` when it is kiln's own (IsOwnLockDir; EnsureOwnDirectory), checks it
+  // (CheckPrivateDirectory), then flock()s <dir>/kiln-server-<port>.lock, opened with
   // O_NOFOLLOW and required to be a regular file owned by this user with one link, and writes our
   // pid into it. AlreadyExists, naming the pid of the holder, when another process holds it;
   // FailedPrecondition when the directory or the file is not safe to write.
