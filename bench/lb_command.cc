@@ -108,14 +108,8 @@ absl::StatusOr<std::vector<Replica>> StartReplicas(const LbOptions& options,
     replicas.push_back({name, started.port, std::move(started.server)});
   }
   for (const Replica& replica : replicas) {
-    const std::unique_ptr<grpc::health::v1::Health::Stub> health =
-        grpc::health::v1::Health::NewStub(ServerChannel(absl::StrCat("127.0.0.1:", replica.port)));
-    const absl::Status serving =
-        WaitServing(*health, *replica.server,
-                    replica.server->started_at() + std::chrono::seconds(options.timeout_s),
-                    absl::StrCat("--timeout_s=", options.timeout_s))
-            .status();
-    RETURN_IF_ERROR(Annotate(serving, absl::StrCat("replica ", replica.name)));
+    RETURN_IF_ERROR(Annotate(WaitServingWithin(replica.port, *replica.server, options.timeout_s),
+                             absl::StrCat("replica ", replica.name)));
   }
   return replicas;
 }

@@ -116,13 +116,16 @@ absl::StatusOr<StartedServer> StartServing(const std::string& binary,
                                            int64_t timeout_s) {
   ASSIGN_OR_RETURN(StartedServer started, StartOnFreePort(binary, model_repository, workers,
                                                           server_args, lock_dir, log_path));
-  const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
-      grpc::health::v1::Health::NewStub(ServerChannel(absl::StrCat("127.0.0.1:", started.port)));
-  RETURN_IF_ERROR(WaitServing(*watch, *started.server,
-                              started.server->started_at() + std::chrono::seconds(timeout_s),
-                              absl::StrCat("--timeout_s=", timeout_s))
-                      .status());
+  RETURN_IF_ERROR(WaitServingWithin(started.port, *started.server, timeout_s));
   return started;
+}
+
+absl::Status WaitServingWithin(int port, const LaunchedServer& server, int64_t timeout_s) {
+  const std::unique_ptr<grpc::health::v1::Health::Stub> watch =
+      grpc::health::v1::Health::NewStub(ServerChannel(absl::StrCat("127.0.0.1:", port)));
+  return WaitServing(*watch, server, server.started_at() + std::chrono::seconds(timeout_s),
+                     absl::StrCat("--timeout_s=", timeout_s))
+      .status();
 }
 
 int ReportRunFailure(const std::string& command, const absl::Status& why, const std::string& log,

@@ -81,8 +81,11 @@ void AddLoadRunFlags(FlagSet& flags, Options& options, const std::string& log_di
   flags.AddString("log_dir", &options.log_dir, log_dir_help);
 }
 
-// StartOnFreePort, then waits until the server's health says SERVING, up to `timeout_s` after its
-// start (the error names --timeout_s); returns its port and process.
+// Waits until the health of `server`, listening on loopback `port`, says SERVING, up to
+// `timeout_s` after its start (the error names --timeout_s).
+absl::Status WaitServingWithin(int port, const LaunchedServer& server, int64_t timeout_s);
+
+// StartOnFreePort, then WaitServingWithin; returns its port and process.
 absl::StatusOr<StartedServer> StartServing(const std::string& binary,
                                            const std::string& model_repository, int64_t workers,
                                            const std::vector<std::string>& server_args,
