@@ -408,9 +408,12 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
        }()) {
     RETURN_IF_ERROR(AddModel(options.model_repository, repository, model));
   }
+  // The RPC trigger needs the load/unload RPCs, which kiln-server refuses by default.
+  std::vector<std::string> server_args = options.server_args;
+  if (!options.hup) server_args.push_back("--model_control_mode=explicit");
   ASSIGN_OR_RETURN(StartedServer started,
-                   StartServing(options.server, repository, options.workers, options.server_args,
-                                work_dir, log_path, options.timeout_s));
+                   StartServing(options.server, repository, options.workers, server_args, work_dir,
+                                log_path, options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);

@@ -27,6 +27,8 @@ PACKAGES=(
   systemd
   # the gRPC load balancer in front of replicas (kiln-bench lb and its tests)
   nginx
+  # the TLS tests make their CA and certificates with the openssl command
+  openssl
 )
 # Node.js and npm validate deploy/kubernetes (tests/deploy/k8s). A node and npm already on the
 # PATH are used as they are, wherever they came from (another vendor's nodejs package bundles its

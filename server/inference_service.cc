@@ -10,9 +10,15 @@
 #include "common/clock.h"
 #include "common/grpc_status.h"
 #include "server/infer_codec.h"
+#include "server/triton_model_config.h"
 
 namespace kiln {
 namespace {
+
+// Triton's names for the extensions kiln serves beside the core protocol (ServerMetadata). Triton
+// names no extension for ModelStreamInfer: its gRPC service always has it.
+constexpr const char* kServerExtensions[] = {"model_configuration"};
+constexpr char kModelRepositoryExtension[] = "model_repository";
 
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -88,6 +94,10 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
     inference::ServerMetadataResponse* response) {
   response->set_name("kiln");
   response->set_version(KILN_VERSION);
+  for (const char* extension : kServerExtensions) response->add_extensions(extension);
+  if (options_.reloader != nullptr && options_.model_control) {
+    response->add_extensions(kModelRepositoryExtension);
+  }
   return Finish(context, absl::OkStatus());
 }
 
@@ -111,35 +121,50 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  StartInfer(*request, response, MonotonicDeadlineNs(*context),
+             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+InferenceService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  // The stream's deadline, if any, bounds each of its requests.
+  return streams_.Open([this, context](const inference::ModelInferRequest& request,
+                                       inference::ModelInferResponse* response,
+                                       std::function<void(absl::Status)> finish) {
+    StartInfer(request, response, MonotonicDeadlineNs(*context), std::move(finish));
+  });
+}
+
+void InferenceService::StartInfer(const inference::ModelInferRequest& request,
+                                  inference::ModelInferResponse* response,
+                                  int64_t deadline_monotonic_ns,
+                                  std::function<void(absl::Status)> finish) {
   // A reload may switch the version between routing and queueing: the pool then refuses the job
   // (Aborted), and it is routed and decoded again, for the version that now serves. A request is
   // always decoded against the config of the version that runs it. It is counted once, in the
   // metrics of the version it was last routed to (a request for an unknown model is not).
   const auto arrived = std::chrono::steady_clock::now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Status queued;
   VersionMetrics* metrics = nullptr;
   for (int attempt = 0; attempt < 3; ++attempt) {
     absl::StatusOr<SharedSpec> found =
-        pool_.Route(request->model_name(), request->model_version(), options_.staged);
-    if (!found.ok()) {
-      reactor->Finish(ToGrpcStatus(found.status()));
-      return reactor;
-    }
+        pool_.Route(request.model_name(), request.model_version(), options_.staged);
+    if (!found.ok()) return finish(found.status());
     const SharedSpec spec = *std::move(found);
     if (options_.metrics != nullptr) {
       metrics = &options_.metrics->Version(spec->config.name(), spec->version);
     }
-    absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(*request, spec->config);
+    absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, spec->config);
     if (!decoded.ok()) {
       if (metrics != nullptr) metrics->Failed(FailureReason::kOther);
-      reactor->Finish(ToGrpcStatus(decoded.status()));
-      return reactor;
+      return finish(decoded.status());
     }
     const double decode_us = MicrosecondsSince(arrived);
 
-    // The decoded request (and the request message its views may point into) lives until the
-    // reactor finishes, which happens in `done`.
+    // The decoded request (and the request message its views may point into) lives until
+    // `finish` is called, in `done`.
     auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
     InferJob job;
     job.spec = spec;
@@ -148,8 +173,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     } else {
       for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
     }
-    job.deadline_monotonic_ns = MonotonicDeadlineNs(*context);
-    job.done = [reactor, request, response, held, spec, metrics, arrived, decode_us,
+    job.deadline_monotonic_ns = deadline_monotonic_ns;
+    job.done = [finish, &request, response, held, spec, metrics, arrived, decode_us,
                 recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);
       absl::Status status = outcome.outputs.status();
@@ -157,10 +182,10 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       const auto encoding = std::chrono::steady_clock::now();
       if (status.ok()) {
         stage = FailureStage::kResponse;
-        status = EncodeInferResponse(spec->config, std::to_string(spec->version), *request, *held,
+        status = EncodeInferResponse(spec->config, std::to_string(spec->version), request, *held,
                                      *outcome.outputs, response);
       }
-      if (status.ok() && WantsTiming(*request)) {
+      if (status.ok() && WantsTiming(request)) {
         SetTiming(
             {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
             response);
@@ -172,16 +197,29 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
       } else if (metrics != nullptr) {
         metrics->Failed(ClassifyFailure(stage, status));
       }
-      reactor->Finish(ToGrpcStatus(status));
+      finish(status);
     };
     queued = pool_.Submit(std::move(job));
-    if (queued.ok()) return reactor;
+    if (queued.ok()) return;
     if (!absl::IsAborted(queued) && !absl::IsNotFound(queued)) break;
   }
   if (absl::IsAborted(queued)) queued = absl::UnavailableError(queued.message());
   if (metrics != nullptr) metrics->Failed(ClassifyFailure(FailureStage::kAdmission, queued));
-  reactor->Finish(ToGrpcStatus(queued));
-  return reactor;
+  finish(queued);
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelConfig(
+    grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
+    inference::ModelConfigResponse* response) {
+  absl::StatusOr<SharedSpec> spec = pool_.Route(request->name(), request->version());
+  if (!spec.ok()) return Finish(context, spec.status());
+  // The instance count is the version's workers now (scaling changes it), not the config's.
+  int instances = 0;
+  for (const WorkerInfo& worker : pool_.Workers()) {
+    instances += worker.spec == *spec && worker.state != WorkerState::kExited;
+  }
+  *response->mutable_config() = ToTritonModelConfig((*spec)->config, instances);
+  return Finish(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
@@ -201,10 +239,11 @@ grpc::ServerUnaryReactor* InferenceService::Reload(grpc::CallbackServerContext* 
   if (options_.reloader == nullptr) {
     return Finish(context, absl::UnimplementedError("this service has no model repository"));
   }
-  if (options_.repository_read_only) {
+  if (!options_.model_control) {
     return Finish(context, absl::FailedPreconditionError(
-                               "the model repository is read-only (--repository_read_only): "
-                               "models change only with the repository and SIGHUP"));
+                               "model control is off (start kiln-server with "
+                               "--model_control_mode=explicit to allow load and unload): models "
+                               "change only with the repository and SIGHUP"));
   }
   if (reload.model.empty()) {
     return Finish(context, absl::InvalidArgumentError("model_name is empty"));

@@ -80,9 +80,18 @@ DEFINE_string(state_dir, "",
               "Where traffic-shaped warmup keeps <model>.traffic.pbtxt: the shapes served are "
               "recorded there (every 30 s and at shutdown) and replayed by the next start's "
               "warmup. Empty: no recording.");
-DEFINE_bool(repository_read_only, false,
-            "Refuse the RepositoryModelLoad and RepositoryModelUnload RPCs (FAILED_PRECONDITION): "
-            "the served models then change only with the repository and SIGHUP.");
+DEFINE_string(model_control_mode, "none",
+              "none: the RepositoryModelLoad and RepositoryModelUnload RPCs are refused "
+              "(FAILED_PRECONDITION) and the served models change only with the repository and "
+              "SIGHUP. explicit: anyone who can reach the port may load, reload and unload "
+              "models with them (as Triton's --model-control-mode=explicit).");
+DEFINE_string(tls_cert, "",
+              "PEM certificate chain: serve the gRPC port and the metrics port over TLS (with "
+              "--tls_key). Empty: plaintext.");
+DEFINE_string(tls_key, "", "PEM private key of --tls_cert.");
+DEFINE_string(tls_ca, "",
+              "PEM CA certificates: with --tls_cert, both ports require a client certificate "
+              "signed by one of them (mutual TLS).");
 DEFINE_int32(metrics_port, 8002,
              "Prometheus metrics over HTTP at http://<host>:<port>/metrics (text format 0.0.4; "
              "Triton's default port). Bound at start, answering from the zygote's fork on, so "
@@ -106,6 +115,9 @@ constexpr char kUsage[] =
     "forks a zygote that forks the workers, waits until they are warm, then opens the gRPC port\n"
     "(Open Inference Protocol, grpc.health.v1, reflection) and tells systemd READY=1.\n"
     "Prometheus metrics: http://HOST:8002/metrics (--metrics_port).\n"
+    "Anyone who reaches the port may infer and read metadata; --host is loopback by default,\n"
+    "TLS and client certificates with --tls_cert/--tls_key/--tls_ca, model load/unload RPCs\n"
+    "only with --model_control_mode=explicit.\n"
     "Threads are sized to the CPUs the process has (affinity and CFS quota); OpenMP threads\n"
     "wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it or GOMP_SPINCOUNT).\n"
     "Signals: TERM drains in-flight requests and exits 0; INT exits at once.";
@@ -162,6 +174,13 @@ bool ValidateFlags() {
     problem = "--record_samples must be in [0, 1000]";
   } else if (FLAGS_record_samples > 0 && FLAGS_state_dir.empty()) {
     problem = "--record_samples needs --state_dir";
+  } else if (FLAGS_model_control_mode != "none" && FLAGS_model_control_mode != "explicit") {
+    problem =
+        "--model_control_mode must be none or explicit, got '" + FLAGS_model_control_mode + "'";
+  } else if (absl::Status tls =
+                 kiln::ValidateTlsFiles({FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca});
+             !tls.ok()) {
+    problem = std::string(tls.message());
   }
   if (problem.empty()) return true;
   std::fprintf(stderr, "kiln-server: %s (see --help)\n", problem.c_str());
@@ -213,7 +232,8 @@ int main(int argc, char** argv) {
   options.max_message_mb = FLAGS_max_message_mb;
   options.state_dir = FLAGS_state_dir;
   options.record_samples = FLAGS_record_samples;
-  options.repository_read_only = FLAGS_repository_read_only;
+  options.model_control = FLAGS_model_control_mode == "explicit";
+  options.tls = {FLAGS_tls_cert, FLAGS_tls_key, FLAGS_tls_ca};
   options.metrics_port = FLAGS_metrics_port;
   options.metrics_memory_interval_s = FLAGS_metrics_memory_interval_s;
   return kiln::RunMaster(options);

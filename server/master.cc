@@ -121,6 +121,12 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
 }
 
+// " over TLS" / " over mutual TLS" / "" for the startup line.
+std::string TlsDescription(const TlsFiles& tls) {
+  if (!tls.enabled()) return "";
+  return tls.ca.empty() ? " over TLS" : " over mutual TLS";
+}
+
 // Publishes the health of "" and of each model (SERVING while each of its served versions is)
 // from the pool's quorums, logging a model that drops below its quorum or comes back. The gRPC
 // services kiln serves answer as "" does, for probes that name one (`grpc_health_probe
@@ -242,6 +248,7 @@ class Master {
   ServerMetrics metrics_;
   Timeline timeline_{metrics_};
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // bound from the start (--metrics_port)
+  TlsPem tls_pem_;  // read at start, used when the gRPC port opens
   std::unique_ptr<PortLock> lock_;
   std::vector<ModelSpec> specs_;
   LoadedModels models_;
@@ -279,8 +286,8 @@ void Master::StartMetrics() {
       },
       memory_limit_.bytes, std::chrono::seconds(options_.metrics_memory_interval_s));
   metrics_endpoint_->Start([this] { return metrics_.Render(); });
-  LOG(INFO) << "metrics: answering on http://" << options_.host << ":" << metrics_endpoint_->port()
-            << "/metrics";
+  LOG(INFO) << "metrics: answering on " << (options_.tls.enabled() ? "https" : "http") << "://"
+            << options_.host << ":" << metrics_endpoint_->port() << "/metrics";
 }
 
 absl::StatusOr<FrameChannel> Master::StartZygote(int generation,
@@ -375,8 +382,10 @@ absl::Status Master::Load() {
   // Bound now (a port in use fails the start at once); it answers once the zygote is forked.
   if (options_.metrics_port != 0) {
     ASSIGN_OR_RETURN(metrics_endpoint_,
-                     MetricsEndpoint::Bind(options_.host, options_.metrics_port));
+                     MetricsEndpoint::Bind(options_.host, options_.metrics_port, options_.tls));
   }
+  // Read now, so that a bad path fails the start before the models load.
+  ASSIGN_OR_RETURN(tls_pem_, ReadTlsFiles(options_.tls));
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
@@ -540,7 +549,7 @@ absl::Status Master::Serve() {
   InferenceServiceOptions service_options;
   service_options.recording = recording_.get();
   service_options.reloader = reloader_.get();
-  service_options.repository_read_only = options_.repository_read_only;
+  service_options.model_control = options_.model_control;
   // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
   if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
@@ -559,19 +568,22 @@ absl::Status Master::Serve() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int port = 0;
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
-                           grpc::InsecureServerCredentials(), &port);
+                           GrpcServerCredentials(tls_pem_), &port);
   builder.RegisterService(service_.get());
   builder.RegisterService(kiln_service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.host, ":", options_.port,
-                     " (in use by another process, or not a local address)"));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options_.host, ":", options_.port,
+        " (in use by another process, or not a local address",
+        options_.tls.enabled() ? ", or gRPC refused the TLS certificate or key: see the log" : "",
+        ")"));
   }
   RETURN_IF_ERROR(Enter(MasterState::kServing));
   health_ = std::make_unique<HealthPublisher>(*server_->GetHealthCheckService(), *pool_);
   health_->Update();
-  timeline_.Phase("open_port", absl::StrCat("ready: serving gRPC on ", options_.host, ":", port));
+  timeline_.Phase("open_port", absl::StrCat("ready: serving gRPC", TlsDescription(options_.tls),
+                                            " on ", options_.host, ":", port));
   metrics_.Serving(timeline_.SecondsSinceStart());
   kiln_service_->SetTimeline(timeline_.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options_.host, ":", port));
@@ -603,6 +615,7 @@ void Master::Drain() {
             << options_.drain_timeout_s << " s)";
   NotifySystemd("STOPPING=1\nSTATUS=draining");
   server_->GetHealthCheckService()->Shutdown();
+  service_->StopStreams();  // streams answer what they read, then end
   server_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::seconds(options_.drain_timeout_s));
 }

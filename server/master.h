@@ -5,11 +5,13 @@
 
 #include <string>
 
+#include "server/tls_credentials.h"
+
 namespace kiln {
 
 struct MasterOptions {
   std::string model_repository = "models";
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   int port = 8001;
   int workers_per_model = 0;  // 0: each model's instance_group.count (0 there: automatic)
   int cpus = 0;               // CPUs to size threads to; 0: what the process has (cpu_probe.h)
@@ -27,9 +29,11 @@ struct MasterOptions {
   int max_message_mb = 64;
   std::string state_dir;   // traffic profiles; empty = no recording
   int record_samples = 0;  // real requests kept per model in state_dir; 0 = none
-  // No RepositoryModelLoad/Unload RPCs: the served models change only with the repository and
-  // SIGHUP.
-  bool repository_read_only = false;
+  // --model_control_mode=explicit: the RepositoryModelLoad/Unload RPCs reload models. Off by
+  // default: the served models then change only with the repository and SIGHUP.
+  bool model_control = false;
+  // TLS on the gRPC and metrics ports (server/tls_credentials.h); off when `tls.cert` is empty.
+  TlsFiles tls;
   // Prometheus metrics over HTTP on this port of `host` (server/metrics_endpoint.h); 0: none.
   int metrics_port = 8002;
   int metrics_memory_interval_s = 5;  // how often the processes' memory is sampled

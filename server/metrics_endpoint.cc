@@ -32,7 +32,8 @@ void LowerThisThreadsPriority() {
   setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kMetricsThreadNice);
 }
 
-MetricsEndpoint::MetricsEndpoint() : server_(std::make_unique<httplib::Server>()) {}
+MetricsEndpoint::MetricsEndpoint(std::unique_ptr<httplib::Server> server)
+    : server_(std::move(server)) {}
 
 MetricsEndpoint::~MetricsEndpoint() {
   server_->stop();  // also closes a socket that was bound but never listened on
@@ -40,8 +41,25 @@ MetricsEndpoint::~MetricsEndpoint() {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Bind(const std::string& host,
-                                                                       int port) {
-  std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
+                                                                       int port,
+                                                                       const TlsFiles& tls) {
+  if (absl::Status valid = ValidateTlsFiles(tls); !valid.ok()) return valid;
+  std::unique_ptr<httplib::Server> server;
+  if (tls.enabled()) {
+    // Reads the files now; with a CA, the handshake requires a client certificate it signed.
+    auto https = std::make_unique<httplib::SSLServer>(tls.cert.c_str(), tls.key.c_str(),
+                                                      tls.ca.empty() ? nullptr : tls.ca.c_str());
+    if (!https->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot serve metrics over TLS with --tls_cert=", tls.cert, " --tls_key=", tls.key,
+          tls.ca.empty() ? "" : absl::StrCat(" --tls_ca=", tls.ca),
+          ": a file cannot be read, is not PEM, or the key does not match the certificate"));
+    }
+    server = std::move(https);
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
+  std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint(std::move(server)));
   // Not httplib's default options, which set SO_REUSEPORT and so let a second server share the
   // port unnoticed. Close-on-exec keeps it from a reload's zygote (started by exec).
   int* fd = &endpoint->fd_;

@@ -1,5 +1,6 @@
 // The HTTP endpoint Prometheus scrapes: GET /metrics answers the text exposition format 0.0.4
-// (cpp-httplib, on a port of its own, --metrics_port).
+// (cpp-httplib, on a port of its own, --metrics_port); HTTPS with --tls_cert/--tls_key, and only
+// for clients with a certificate from --tls_ca when it is set (server/tls_credentials.h).
 //
 // Its port is bound when the process starts, before the models load, so that a port in use fails
 // the start at once and a scrape is never refused; it answers from Start(), which the master
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "server/tls_credentials.h"
 
 namespace httplib {
 class Server;
@@ -34,9 +36,11 @@ void LowerThisThreadsPriority();
 // endpoint's threads.
 class MetricsEndpoint {
  public:
-  // Binds `host`:`port` (port 0: any free port; see port()). Creates no thread. Unavailable,
-  // naming the address and --metrics_port, when it cannot.
-  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Bind(const std::string& host, int port);
+  // Binds `host`:`port` (port 0: any free port; see port()), serving HTTPS when `tls` is
+  // enabled. Creates no thread. Unavailable, naming the address and --metrics_port, when it
+  // cannot bind; InvalidArgument, naming the files, when they cannot serve TLS.
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Bind(const std::string& host, int port,
+                                                               const TlsFiles& tls = {});
   ~MetricsEndpoint();  // stops answering and joins the threads
 
   MetricsEndpoint(const MetricsEndpoint&) = delete;
@@ -51,7 +55,7 @@ class MetricsEndpoint {
   void Start(std::function<std::string()> render);
 
  private:
-  MetricsEndpoint();
+  explicit MetricsEndpoint(std::unique_ptr<httplib::Server> server);
 
   std::unique_ptr<httplib::Server> server_;
   int port_ = 0;

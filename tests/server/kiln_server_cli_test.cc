@@ -83,5 +83,38 @@ TEST_CASE("a --state_dir other users can write to stops the start with the reaso
   CHECK_THAT(result.output, Contains("lets other users create files"));
 }
 
+TEST_CASE("TLS flags that do not make sense stop the start, naming the flag or the file",
+          "[server][cli][tls]") {
+  kiln::testing::TempDir dir;
+  const std::string not_pem = dir.WriteFile("cert.txt", "not a certificate\n");
+  const std::string base =
+      kServer + " --port=0 --metrics_port=0 --model_repository=" + kiln::testing::ModelsDir();
+  SECTION("a certificate without its key") {
+    CommandResult result = RunCommand(base + " --tls_cert=" + not_pem + " 2>&1");
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.output, Contains("--tls_cert and --tls_key go together"));
+  }
+  SECTION("a CA without a certificate") {
+    CommandResult result = RunCommand(base + " --tls_ca=" + not_pem + " 2>&1");
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.output, Contains("--tls_ca (require client certificates) needs"));
+  }
+  SECTION("a file that is missing, or not PEM") {
+    CommandResult missing =
+        RunCommand(base + " --tls_cert=/nonexistent/kiln.crt --tls_key=" + not_pem + " 2>&1");
+    CHECK(missing.exit_code == 1);
+    CHECK_THAT(missing.output, Contains("--tls_cert=/nonexistent/kiln.crt: cannot be read"));
+    CommandResult garbage =
+        RunCommand(base + " --tls_cert=" + not_pem + " --tls_key=" + not_pem + " 2>&1");
+    CHECK(garbage.exit_code == 1);
+    CHECK_THAT(garbage.output, Contains(not_pem + ": no PEM block"));
+  }
+  SECTION("a --model_control_mode kiln does not have") {
+    CommandResult result = RunCommand(base + " --model_control_mode=poll 2>&1");
+    CHECK(result.exit_code == 2);
+    CHECK_THAT(result.output, Contains("--model_control_mode must be none or explicit"));
+  }
+}
+
 }  // namespace
 }  // namespace kiln

@@ -2,7 +2,7 @@
 // new version in a new zygote generation while the served one keeps serving, switch in one step
 // with no failed request, and leave the models that did not change alone (same workers); a
 // version that fails to load keeps the old one serving and says why; unload takes a model out;
-// --repository_read_only refuses the RPCs.
+// the load/unload RPCs are refused unless --model_control_mode=explicit.
 #include <signal.h>
 
 #include <atomic>
@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "common/model_config_loader.h"
 #include "tests/server/server_test_util.h"
 
@@ -152,6 +153,15 @@ class SteadyStream {
   std::thread thread_;
 };
 
+// ServerMetadata's extensions, space-separated.
+std::string Extensions(Stub& oip) {
+  grpc::ClientContext context;
+  inference::ServerMetadataResponse response;
+  const grpc::Status status = oip.ServerMetadata(&context, {}, &response);
+  if (!status.ok()) return "error: " + status.error_message();
+  return absl::StrJoin(response.extensions(), " ");
+}
+
 TEST_CASE(
     "SIGHUP rolls out a new version make-before-break: no failed request, and the models "
     "that did not change keep their workers",
@@ -206,7 +216,9 @@ TEST_CASE(
     "[integration][server][reload]") {
   TempDir repo_dir;
   const std::string repo = ThreeModels(repo_dir);
-  auto server = StartServing(Config(repo, 1));
+  ServerConfig config = Config(repo, 1);
+  config.extra_args.push_back("--model_control_mode=explicit");
+  auto server = StartServing(config);
   INFO("log:\n" << server->log());
   auto channel = kiln::testing::LoopbackChannel(server->port());
   Stub oip(channel);
@@ -254,18 +266,20 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "RepositoryModelUnload takes a model out and RepositoryModelLoad brings it back, unless "
-    "the repository is read-only",
+    "RepositoryModelUnload takes a model out and RepositoryModelLoad brings it back with "
+    "--model_control_mode=explicit: without it both are refused",
     "[integration][server][reload]") {
   TempDir repo_dir;
   const std::string repo = ThreeModels(repo_dir);
   ServerConfig config = Config(repo, 1);
-  SECTION("read-write") {
+  SECTION("--model_control_mode=explicit") {
+    config.extra_args.push_back("--model_control_mode=explicit");
     auto server = StartServing(config);
     INFO("log:\n" << server->log());
     auto channel = kiln::testing::LoopbackChannel(server->port());
     Stub oip(channel);
     HealthStub health(channel);
+    CHECK_THAT(Extensions(oip), Contains("model_repository"));
     REQUIRE(Load(oip, "c", /*unload=*/true).ok());
     CHECK(ServedVersions(oip, "c").empty());
     CHECK(IndexOf(oip, "c") == std::vector<std::string>{" UNAVAILABLE unloaded"});
@@ -282,15 +296,17 @@ TEST_CASE(
     REQUIRE(Load(oip, "b").ok());
     CHECK(WorkersByVersion(*server) == before);
   }
-  SECTION("--repository_read_only") {
-    config.extra_args.push_back("--repository_read_only");
+  SECTION("model control off (the default)") {
     auto server = StartServing(config);
     Stub oip(kiln::testing::LoopbackChannel(server->port()));
-    const grpc::Status refused = Load(oip, "c", /*unload=*/true);
-    CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
-    CHECK_THAT(refused.error_message(), Contains("--repository_read_only"));
+    for (bool unload : {true, false}) {
+      const grpc::Status refused = Load(oip, "c", unload);
+      CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+      CHECK_THAT(refused.error_message(), Contains("--model_control_mode=explicit"));
+    }
     CHECK(ServedVersions(oip, "c") == std::vector<std::string>{"1"});
     CHECK(Index(oip).models_size() == 3);  // the index stays readable
+    CHECK_THAT(Extensions(oip), !Contains("model_repository"));
   }
 }
 
