@@ -76,6 +76,9 @@ DEFINE_int32(startup_timeout_s, 600,
              "How long loading and warming may take before startup "
              "fails.");
 DEFINE_int32(max_message_mb, 64, "Largest gRPC request or response, in MiB.");
+DEFINE_int32(max_concurrent_streams, 100,
+             "Calls (unary or streams) one client connection may have open at once (HTTP/2 "
+             "SETTINGS_MAX_CONCURRENT_STREAMS); the client holds further calls until one ends.");
 DEFINE_string(state_dir, "",
               "Where traffic-shaped warmup keeps <model>.traffic.pbtxt: the shapes served are "
               "recorded there (every 30 s and at shutdown) and replayed by the next start's "
@@ -164,6 +167,8 @@ bool ValidateFlags() {
     problem = "--drain_timeout_s must be >= 0 and --startup_timeout_s > 0";
   } else if (FLAGS_max_message_mb <= 0 || FLAGS_max_message_mb > 2047) {
     problem = "--max_message_mb must be in [1, 2047]";
+  } else if (FLAGS_max_concurrent_streams < 1 || FLAGS_max_concurrent_streams > 100000) {
+    problem = "--max_concurrent_streams must be in [1, 100000]";
   } else if (FLAGS_metrics_port < 0 || FLAGS_metrics_port > 65535) {
     problem = "--metrics_port must be in [0, 65535] (0: no metrics endpoint)";
   } else if (FLAGS_metrics_port != 0 && FLAGS_metrics_port == FLAGS_port) {
@@ -230,6 +235,7 @@ int main(int argc, char** argv) {
   options.drain_timeout_s = FLAGS_drain_timeout_s;
   options.startup_timeout_s = FLAGS_startup_timeout_s;
   options.max_message_mb = FLAGS_max_message_mb;
+  options.max_concurrent_streams = FLAGS_max_concurrent_streams;
   options.state_dir = FLAGS_state_dir;
   options.record_samples = FLAGS_record_samples;
   options.model_control = FLAGS_model_control_mode == "explicit";

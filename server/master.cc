@@ -111,14 +111,16 @@ std::string ReadySummary(const WorkerPool& pool) {
   return absl::StrCat(ready, "/", total, " workers warm");
 }
 
-// What every gRPC server of the master shares: the default health service, reflection, and the
-// message size limits.
+// What every gRPC server of the master shares: the default health service, reflection, the
+// message size limits and the calls one client connection may have open at once (HTTP/2's
+// SETTINGS_MAX_CONCURRENT_STREAMS: a client's further calls wait on its side).
 void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   NoteGrpcObjectCreated();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
 }
 
 // " over TLS" / " over mutual TLS" / "" for the startup line.

@@ -172,5 +172,47 @@ TEST_CASE("a drain ends open streams once what they read is answered: it does no
   CHECK(server->WaitExit(seconds(60)) == 0);
 }
 
+// A channel with a connection of its own (channels with equal arguments share one).
+std::shared_ptr<grpc::Channel> OwnConnection(int port) {
+  grpc::ChannelArguments arguments;
+  arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials(), arguments);
+}
+
+grpc::StatusCode LiveCode(const std::shared_ptr<grpc::Channel>& channel, seconds timeout) {
+  Stub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  inference::ServerLiveResponse response;
+  return stub.ServerLive(&context, {}, &response).error_code();
+}
+
+TEST_CASE("a client connection has at most --max_concurrent_streams calls open at once",
+          "[integration][server][protocol][limits]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  ServerConfig config = Config(repo, 1);
+  config.extra_args.push_back("--max_concurrent_streams=1");
+  auto server = StartServing(config);
+  INFO("log:\n" << server->log());
+
+  const auto busy = OwnConnection(server->port());
+  REQUIRE(LiveCode(busy, seconds(30)) == grpc::StatusCode::OK);  // connected
+  Stub oip(busy);
+  grpc::ClientContext context;
+  auto stream = oip.ModelStreamInfer(&context);
+  REQUIRE(stream->Write(StreamRequest(0)));
+  StreamResponse response;
+  REQUIRE(stream->Read(&response));  // the stream is open on the server
+  // The connection's one stream is taken: its next call waits until its deadline.
+  CHECK(LiveCode(busy, seconds(2)) == grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Another connection is not held back.
+  CHECK(LiveCode(OwnConnection(server->port()), seconds(30)) == grpc::StatusCode::OK);
+  stream->WritesDone();
+  CHECK(stream->Finish().ok());
+  CHECK(LiveCode(busy, seconds(30)) == grpc::StatusCode::OK);
+}
+
 }  // namespace
 }  // namespace kiln
