@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <system_error>
@@ -45,6 +46,16 @@ int64_t NowUnixMs() {
 bool MoreRequested(const std::pair<Shape, int64_t>& a, const std::pair<Shape, int64_t>& b) {
   if (a.second != b.second) return a.second > b.second;
   return a.first < b.first;
+}
+
+// a + b, saturated at INT64_MAX (INT64_MIN): request counts come from files, and a profile may
+// hold counts (by hand, or after a very long life) whose sum int64 cannot hold.
+int64_t AddCounts(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(a, b, &sum)) {
+    return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return sum;
 }
 
 std::vector<std::pair<Shape, int64_t>> SortedByRequests(const std::map<Shape, int64_t>& counts) {
@@ -173,9 +184,10 @@ absl::Status MergeProfile(const std::string& path, const std::string& model,
                                                      existing.model(), "\", not \"", model, "\""));
     }
     for (const ShapeCount& shape : existing.shapes()) {
-      counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
+      int64_t& count = counts[{shape.batch_size(), shape.sequence_length()}];
+      count = AddCounts(count, shape.requests());
     }
-    other_requests += existing.other_requests();
+    other_requests = AddCounts(other_requests, existing.other_requests());
   } else if (ec) {
     return absl::UnavailableError(absl::StrCat(path, ": ", ec.message()));
   }
@@ -183,7 +195,7 @@ absl::Status MergeProfile(const std::string& path, const std::string& model,
   if (counts.size() > static_cast<size_t>(kMaxShapesPerModel)) {
     const std::vector<std::pair<Shape, int64_t>> sorted = SortedByRequests(counts);
     for (size_t i = kMaxShapesPerModel; i < sorted.size(); ++i) {
-      other_requests += sorted[i].second;
+      other_requests = AddCounts(other_requests, sorted[i].second);
       counts.erase(sorted[i].first);
     }
   }
@@ -544,8 +556,9 @@ std::vector<Shape> ShapesToReplay(const TrafficProfile& profile, int max_shapes,
   int64_t total = std::max<int64_t>(profile.other_requests(), 0);
   for (const ShapeCount& shape : profile.shapes()) {
     if (shape.requests() <= 0 || shape.batch_size() < 1 || shape.sequence_length() < 0) continue;
-    counts[{shape.batch_size(), shape.sequence_length()}] += shape.requests();
-    total += shape.requests();
+    int64_t& count = counts[{shape.batch_size(), shape.sequence_length()}];
+    count = AddCounts(count, shape.requests());
+    total = AddCounts(total, shape.requests());
   }
   std::vector<Shape> shapes;
   if (max_shapes <= 0 || total == 0) return shapes;

@@ -161,7 +161,7 @@ absl::StatusOr<std::vector<std::vector<Tensor>>> LoadTrafficSamples(const std::s
 // The shapes warmup should replay: those whose share of
 // all the profile's requests (other_requests included) is >= `min_share` and > 0, most
 // requested first (ties: smaller batch, then shorter sequence, first), at most `max_shapes`.
-// Shapes listed more than once are summed first.
+// Shapes listed more than once are summed first. Sums saturate at INT64_MAX.
 std::vector<Shape> ShapesToReplay(const TrafficProfile& profile, int max_shapes, double min_share);
 
 }  // namespace kiln

@@ -1,105 +1,91 @@
 #!/usr/bin/env bash
-# Fuzzes the safetensors reader (ParseSafetensors) with libFuzzer + ASan + UBSan.
+# Fuzzes kiln's parsers of untrusted bytes with libFuzzer + ASan + UBSan (tests/fuzz/):
+#   safetensors      the safetensors reader (ParseSafetensors)
+#   infer_request    the OIP request decoding and validation (DecodeInferRequest)
+#   worker_frames    the frames and arena references a worker reads (Receive, PrepareCall)
+#   model_config     config.pbtxt through the loader (LoadModelVersions)
+#   traffic_profile  <model>.traffic.pbtxt and <model>.samples.safetensors
 #
-# Usage: scripts/fuzz.sh [SECONDS]     (default 60)
+# Usage: scripts/fuzz.sh [-h] [SECONDS] [TARGET...]
+#   SECONDS  how long each target runs (default 60)
+#   TARGET   the targets to run, by the names above (default: all, one after the other)
 #
-# Configures build-fuzz/ with clang and -DKILN_FUZZ=ON, builds only the fuzzer, seeds a corpus
-# (build-fuzz/fuzz/corpus/safetensors, kept between runs) with a few valid and invalid files,
-# and fuzzes for SECONDS. Exits non-zero when the fuzzer finds a crash; the input that crashed
-# is saved under build-fuzz/fuzz/artifacts/; rerun one with
-#   build-fuzz/tests/fuzz/safetensors_fuzz build-fuzz/fuzz/artifacts/crash-...
+# Configures build-fuzz/ with clang and -DKILN_FUZZ=ON (once), builds the fuzzers, and runs each
+# target for SECONDS on a working corpus, build-fuzz/fuzz/corpus/<target>: the checked-in seeds
+# (tests/fuzz/corpus/<target>, copied in each run) plus what earlier runs found (kept between
+# runs; the repository is never written). Exits non-zero when a target crashes (a crash, an
+# invariant violated, a sanitizer report, a leak, a timeout or running out of memory): it names the
+# target and the input it saved under build-fuzz/fuzz/artifacts/<target>/; rerun one with
+#   build-fuzz/tests/fuzz/<target>_fuzz build-fuzz/fuzz/artifacts/<target>/crash-...
+# (KILN_FUZZ_VERBOSE=1 in the environment prints what each reader made of the input). The other
+# targets still run. libFuzzer's output is in build-fuzz/fuzz/logs/<target>.log.
 set -euo pipefail
 
-seconds="${1:-60}"
-if ! [[ "${seconds}" =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 [SECONDS]" >&2
-  exit 2
+TARGETS=(safetensors infer_request worker_frames model_config traffic_profile)
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  usage
+  exit 0
 fi
+seconds=60
+if [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; then
+  seconds="$1"
+  shift
+fi
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=("${TARGETS[@]}")
+for target in "${targets[@]}"; do
+  if [[ ! " ${TARGETS[*]} " =~ " ${target} " ]]; then
+    echo "fuzz.sh: unknown target '${target}' (targets: ${TARGETS[*]})" >&2
+    usage >&2
+    exit 2
+  fi
+done
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${root}/build-fuzz"
-corpus="${build}/fuzz/corpus/safetensors"
-artifacts="${build}/fuzz/artifacts"
-dict="${build}/fuzz/safetensors.dict"
+work="${build}/fuzz"
 
-CC=clang CXX=clang++ cmake -S "${root}" -B "${build}" -G Ninja \
-  -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON
-cmake --build "${build}" --target safetensors_fuzz -j2
+if [[ ! -f "${build}/build.ninja" ]]; then
+  CC=clang CXX=clang++ cmake -S "${root}" -B "${build}" -G Ninja \
+    -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_FUZZ=ON
+fi
+cmake --build "${build}" --target kiln_fuzzers -j "${KILN_JOBS:-2}"
 
-mkdir -p "${corpus}" "${artifacts}"
+failed=()
+for target in "${targets[@]}"; do
+  corpus="${work}/corpus/${target}"
+  artifacts="${work}/artifacts/${target}"
+  log="${work}/logs/${target}.log"
+  mkdir -p "${corpus}" "${artifacts}" "$(dirname "${log}")"
+  cp "${root}/tests/fuzz/corpus/${target}"/seed-* "${corpus}/"
+  dict=()
+  [[ -f "${root}/tests/fuzz/${target}.dict" ]] && dict=("-dict=${root}/tests/fuzz/${target}.dict")
+  marker="$(mktemp)"
+  echo "fuzz.sh: ${target}: ${seconds} s from $(find "${corpus}" -type f | wc -l) inputs"
+  status=0
+  "${build}/tests/fuzz/${target}_fuzz" -max_total_time="${seconds}" -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" -artifact_prefix="${artifacts}/" \
+    "${corpus}" > "${log}" 2>&1 || status=$?
+  stats="$(awk '/stat::number_of_executed_units/ {n=$2} /stat::average_exec_per_sec/ {r=$2}
+                END {if (n != "") printf "%s runs, %s/s", n, r}' "${log}")"
+  if [[ ${status} -eq 0 ]]; then
+    echo "fuzz.sh: ${target}: no crash (${stats})"
+  else
+    failed+=("${target}")
+    tail -n 40 "${log}" >&2
+    echo "fuzz.sh: ${target}: CRASHED (exit ${status}); log ${log}" >&2
+    find "${artifacts}" -type f -newer "${marker}" -printf '  input saved as %p\n' >&2
+  fi
+  rm -f "${marker}"
+done
 
-# le64 N: the 8-byte little-endian header length.
-le64() {
-  local n="$1" i
-  for i in 0 1 2 3 4 5 6 7; do
-    # shellcheck disable=SC2059
-    printf "\\x$(printf '%02x' $(((n >> (8 * i)) & 255)))"
-  done
-}
-
-# seed NAME HEADER [DATA]: writes length + HEADER + DATA (ASCII only) into the corpus.
-seed() {
-  local name="$1" header="$2" data="${3:-}"
-  { le64 "${#header}"; printf '%s' "${header}" "${data}"; } > "${corpus}/seed-${name}"
-}
-
-entry() {  # entry NAME DTYPE SHAPE BEGIN END
-  printf '"%s":{"dtype":"%s","shape":%s,"data_offsets":[%s,%s]}' "$@"
-}
-
-metadata='"__metadata__":{"format":"pt"}'
-seed valid "{$(entry w F32 '[2,2]' 0 16),$(entry b F16 '[2]' 16 20),${metadata}}" \
-  "AAAABBBBCCCCDDDDEEFF"
-seed zero-size "{$(entry e F32 '[0,3]' 0 0),$(entry a U8 '[3]' 0 3)}" "abc"
-seed padded "{$(entry a I64 '[1]' 0 8)}        " "12345678"
-seed empty-header "{}"
-seed misaligned "{$(entry a U8 '[1]' 0 1),$(entry b F32 '[1]' 1 5),$(entry c BF16 '[1]' 5 7)}" \
-  "abcdefg"
-seed overlap "{$(entry a F32 '[2]' 0 8),$(entry b F32 '[2]' 4 12)}" "aaaabbbbcccc"
-seed hole "{$(entry a F32 '[1]' 0 4),$(entry b F32 '[1]' 8 12)}" "aaaabbbbcccc"
-seed mismatch "{$(entry a F64 '[2,3]' 0 20)}" "aaaabbbbccccddddeeee"
-seed bad-json '{"a": {"dtype": "F32", "shape": [1, "data_offsets": [0, 4]}' "aaaa"
-seed duplicate "{$(entry a F32 '[1]' 0 4),$(entry a F32 '[1]' 0 4)}" "aaaa"
-printf 'short' > "${corpus}/seed-short"
-{ le64 1000; printf '{}'; } > "${corpus}/seed-length-too-long"
-
-cat > "${dict}" <<'DICT'
-"{"
-"}"
-"["
-"]"
-":"
-","
-"\"dtype\""
-"\"shape\""
-"\"data_offsets\""
-"\"__metadata__\""
-"\"BOOL\""
-"\"U8\""
-"\"I8\""
-"\"U16\""
-"\"I16\""
-"\"U32\""
-"\"I32\""
-"\"U64\""
-"\"I64\""
-"\"F8_E4M3\""
-"\"F8_E5M2\""
-"\"F16\""
-"\"BF16\""
-"\"F32\""
-"\"F64\""
-"18446744073709551615"
-"9223372036854775807"
-"-1"
-"1.5"
-"1e3"
-"true"
-"null"
-DICT
-
-# Exits non-zero (and set -e stops us) when libFuzzer reports a crash, leak or timeout.
-"${build}/tests/fuzz/safetensors_fuzz" \
-  -max_total_time="${seconds}" -timeout=10 -print_final_stats=1 \
-  -dict="${dict}" -artifact_prefix="${artifacts}/" "${corpus}"
-echo "fuzz.sh: no crash in ${seconds} s"
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "fuzz.sh: crashed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "fuzz.sh: no crash in ${seconds} s per target (${targets[*]})"

@@ -22,8 +22,8 @@
 #include "common/status_macros.h"
 #include "glog/logging.h"
 #include "proto/worker_frames.pb.h"
+#include "worker/call_inputs.h"
 #include "worker/shape_guard.h"
-#include "worker/text_batch.h"
 #include "worker/warmup.h"
 
 namespace kiln {
@@ -109,36 +109,6 @@ absl::StatusOr<std::vector<Tensor>> ForwardInPasses(TorchModel& model,
   return joined;
 }
 
-// A call's inputs, and what owns their bytes when they are not in the arena.
-struct CallInputs {
-  std::vector<TensorView> views;  // in the config's input order
-  TextBatch text;                 // a text call's token ids and mask
-  std::vector<Tensor> padded;     // copies padded with zero rows
-};
-
-// The inputs of `call`: views into the arena, or for a text call its texts tokenized here and
-// padded to the warmed sequence bucket (noted in `result`).
-absl::Status ReadInputs(const ModelConfig& config, const EncodeFn& tokenize,
-                        const ShapeGuard& guard, const internal::InferCall& call,
-                        const SharedArena& arena, CallInputs& inputs,
-                        internal::InferResult& result) {
-  if (!call.has_text()) {
-    ASSIGN_OR_RETURN(inputs.views, ViewsInArena(call.inputs(), arena));
-    return absl::OkStatus();
-  }
-  if (tokenize == nullptr) {
-    return absl::InvalidArgumentError(config.name() + " has no tokenizer for text");
-  }
-  ASSIGN_OR_RETURN(const std::vector<std::string> texts, TextInArena(call.text(), arena));
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<TextBatch> batch = TokenizeBatch(texts, tokenize, config, guard.SequenceBuckets());
-  result.set_tokenize_ms(MillisecondsSince(start));
-  ASSIGN_OR_RETURN(inputs.text, std::move(batch));
-  for (const Tensor& input : inputs.text.inputs) inputs.views.push_back(input.view());
-  result.set_unpadded_length(inputs.text.longest);
-  return absl::OkStatus();
-}
-
 // Serves one call straight down: its inputs, the guard's plan for their shape, the forward
 // passes, the outputs into the arena. What it ran is noted in `result`.
 absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,
@@ -149,20 +119,13 @@ absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeF
     return absl::DeadlineExceededError("deadline expired before compute; not run");
   }
   CallInputs inputs;
-  RETURN_IF_ERROR(ReadInputs(config, tokenize, guard, call, arena, inputs, result));
-  const Shape request = RequestShape(config, inputs.views);
-  ASSIGN_OR_RETURN(const PassPlan plan, guard.Plan(request));
+  RETURN_IF_ERROR(PrepareCall(config, tokenize, guard, call, arena, inputs, result));
+  const Shape& request = inputs.request;
+  const PassPlan& plan = inputs.plan;
   *result.mutable_ran_as() = ToProto(plan.pass);
   result.set_chunks(plan.passes);
   result.set_padded_rows(plan.padded_rows);
   result.set_cold_shape(plan.cold);
-  if (plan.padded_rows > 0) {
-    for (const TensorView& input : inputs.views) {
-      inputs.padded.push_back(PadRows(input, plan.pass.batch_size));
-    }
-    inputs.views.clear();
-    for (const Tensor& input : inputs.padded) inputs.views.push_back(input.view());
-  }
 
   const CallTimer timer(TorchModel::IntraOpThreads());
   absl::StatusOr<std::vector<Tensor>> computed = ForwardInPasses(

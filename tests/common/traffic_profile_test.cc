@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -536,6 +537,29 @@ TEST_CASE("ShapesToReplay picks the most requested shapes above the share", "[tr
   // A shape listed twice is summed first.
   CHECK(ShapesToReplay(ProfileOf({{1, 8, 3}, {2, 8, 4}, {1, 8, 2}}), 1, 0.0) ==
         std::vector<Shape>{{1, 8}});
+}
+
+// Found by tests/fuzz/traffic_profile_fuzz: the sums overflowed int64 (undefined behaviour; in
+// practice a negative total, so nothing was replayed, and negative counts written back).
+TEST_CASE("counts near INT64_MAX saturate instead of overflowing", "[traffic]") {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  CHECK(ShapesToReplay(ProfileOf({{1, 0, kMax}, {2, 0, kMax / 2}}, 5), 8, 0.4) ==
+        std::vector<Shape>{{1, 0}, {2, 0}});
+  CHECK(ShapesToReplay(ProfileOf({{1, 0, kMax}, {1, 0, kMax}}), 8, 0.5) ==
+        std::vector<Shape>{{1, 0}});
+
+  TempDir tmp;
+  const std::string path = TrafficProfilePath(tmp.path(), "m");
+  std::ofstream(path) << "shapes { batch_size: 1 sequence_length: 16 requests: " << kMax
+                      << " }\nother_requests: " << kMax << "\n";
+  TrafficRecorder recorder;
+  recorder.Record("m", {1, 16});
+  REQUIRE(recorder.Save(tmp.path()).ok());
+  absl::StatusOr<TrafficProfile> saved = LoadTrafficProfile(path);
+  REQUIRE(saved.ok());
+  using Row = std::tuple<int32_t, int32_t, int64_t>;
+  CHECK(Counts(*saved) == std::vector<Row>{{1, 16, kMax}});
+  CHECK(saved->other_requests() == kMax);
 }
 
 TEST_CASE("Save while recording from other threads writes every request exactly once",

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Writes the seed corpora checked in under tests/fuzz/corpus/<target>/: a few valid and invalid
+# inputs per fuzzer. Protobuf seeds are encoded from the text below with protoc --encode. The
+# seeds are checked in; rerun this only to change them (it replaces every seed-* file).
+#
+# Usage: tests/fuzz/make_corpus.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+corpus="${root}/tests/fuzz/corpus"
+
+# target DIR: starts a fresh seed directory.
+target() {
+  dir="${corpus}/$1"
+  mkdir -p "${dir}"
+  rm -f "${dir}"/seed-*
+}
+
+# le N BYTES: N as BYTES little-endian bytes.
+le() {
+  local n="$1" bytes="$2" i
+  for ((i = 0; i < bytes; ++i)); do
+    # shellcheck disable=SC2059
+    printf "\\$(printf '%03o' $(((n >> (8 * i)) & 255)))"
+  done
+}
+
+# encode MESSAGE PROTO: the text format on stdin in protobuf's binary form.
+encode() {
+  protoc --encode="$1" -I "${root}/proto" "${root}/proto/$2"
+}
+
+# --- safetensors_fuzz: a safetensors image ---------------------------------------------------
+target safetensors
+# st NAME HEADER [DATA]: the 8-byte header length, HEADER (ASCII), DATA (a printf format).
+st() {
+  # shellcheck disable=SC2059
+  { le "${#2}" 8; printf '%s' "$2"; printf "${3:-}"; } > "${dir}/seed-$1"
+}
+entry() {  # entry NAME DTYPE SHAPE BEGIN END
+  printf '"%s":{"dtype":"%s","shape":%s,"data_offsets":[%s,%s]}' "$@"
+}
+metadata='"__metadata__":{"format":"pt"}'
+st valid "{$(entry w F32 '[2,2]' 0 16),$(entry b F16 '[2]' 16 20),${metadata}}" \
+  "AAAABBBBCCCCDDDDEEFF"
+st zero-size "{$(entry e F32 '[0,3]' 0 0),$(entry a U8 '[3]' 0 3)}" "abc"
+st padded "{$(entry a I64 '[1]' 0 8)}        " "12345678"
+st empty-header "{}"
+st misaligned "{$(entry a U8 '[1]' 0 1),$(entry b F32 '[1]' 1 5),$(entry c BF16 '[1]' 5 7)}" \
+  "abcdefg"
+st overlap "{$(entry a F32 '[2]' 0 8),$(entry b F32 '[2]' 4 12)}" "aaaabbbbcccc"
+st hole "{$(entry a F32 '[1]' 0 4),$(entry b F32 '[1]' 8 12)}" "aaaabbbbcccc"
+st mismatch "{$(entry a F64 '[2,3]' 0 20)}" "aaaabbbbccccddddeeee"
+st bad-json '{"a": {"dtype": "F32", "shape": [1, "data_offsets": [0, 4]}' "aaaa"
+st duplicate "{$(entry a F32 '[1]' 0 4),$(entry a F32 '[1]' 0 4)}" "aaaa"
+printf 'short' > "${dir}/seed-short"
+{ le 1000 8; printf '{}'; } > "${dir}/seed-length-too-long"
+
+# --- infer_request_fuzz: a config selector byte, then a ModelInferRequest --------------------
+# Selectors (tests/fuzz/infer_request_fuzz.cc): 0 mlp, 1 text, 2 nobatch, 3 types.
+target infer_request
+# req NAME SELECTOR: the request's text format on stdin.
+req() {
+  { le "$2" 1; encode inference.ModelInferRequest grpc_service.proto; } > "${dir}/seed-$1"
+}
+zeros() { printf '\\000%.0s' $(seq "$1"); }  # N zero bytes as a text-format escape
+req mlp-raw 0 <<EOF
+model_name: "mlp" inputs { name: "x" datatype: "FP32" shape: [2, 16] }
+outputs { name: "y" } raw_input_contents: "$(zeros 128)"
+EOF
+req mlp-typed 0 <<EOF
+model_name: "mlp" inputs { name: "x" datatype: "FP32" shape: [1, 16]
+  contents { fp32_contents: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1.5] } }
+outputs { name: "z" } outputs { name: "y" }
+EOF
+req mlp-short-raw 0 <<EOF
+inputs { name: "x" datatype: "FP32" shape: [1, 16] } raw_input_contents: "$(zeros 10)"
+EOF
+req mlp-unknown-input 0 <<EOF
+inputs { name: "w" datatype: "FP32" shape: [1, 16] contents { fp32_contents: [1] } }
+EOF
+req text-typed 1 <<EOF
+model_name: "text" inputs { name: "text" datatype: "BYTES" shape: [2, 1]
+  contents { bytes_contents: ["hello", "world"] } }
+EOF
+req text-raw 1 <<EOF
+inputs { name: "text" datatype: "BYTES" shape: [1, 1] }
+raw_input_contents: "\\005\\000\\000\\000hello"
+EOF
+req text-tokens 1 <<EOF
+inputs { name: "input_ids" datatype: "INT64" shape: [1, 3] contents { int64_contents: [5, 6, 7] } }
+inputs { name: "attention_mask" datatype: "INT64" shape: [1, 3]
+  contents { int64_contents: [1, 1, 1] } }
+EOF
+req nobatch-raw 2 <<EOF
+inputs { name: "a" datatype: "INT32" shape: [2, 3] }
+inputs { name: "b" datatype: "BOOL" shape: [3] }
+inputs { name: "c" datatype: "FP16" shape: [2] }
+raw_input_contents: ["$(zeros 24)", "\\001\\000\\001", "$(zeros 4)"]
+EOF
+req types-raw 3 <<EOF
+inputs { name: "t_bool" datatype: "BOOL" shape: [1, 2] }
+inputs { name: "t_u8" datatype: "UINT8" shape: [1, 2] }
+inputs { name: "t_i8" datatype: "INT8" shape: [1, 2] }
+inputs { name: "t_i16" datatype: "INT16" shape: [1, 2] }
+inputs { name: "t_i32" datatype: "INT32" shape: [1, 2] }
+inputs { name: "t_i64" datatype: "INT64" shape: [1, 2] }
+inputs { name: "t_f16" datatype: "FP16" shape: [1, 2] }
+inputs { name: "t_f32" datatype: "FP32" shape: [1, 2] }
+inputs { name: "t_f64" datatype: "FP64" shape: [1, 2] }
+inputs { name: "t_bf16" datatype: "BF16" shape: [1, 2] }
+raw_input_contents: ["\\001\\000", "ab", "cd", "$(zeros 4)", "$(zeros 8)", "$(zeros 16)",
+                     "$(zeros 4)", "$(zeros 8)", "$(zeros 16)", "$(zeros 4)"]
+EOF
+req types-typed 3 <<EOF
+inputs { name: "t_bool" datatype: "BOOL" shape: [1, 2] contents { bool_contents: [true, false] } }
+inputs { name: "t_u8" datatype: "UINT8" shape: [1, 2] contents { uint_contents: [0, 255] } }
+inputs { name: "t_i8" datatype: "INT8" shape: [1, 2] contents { int_contents: [-128, 127] } }
+inputs { name: "t_i16" datatype: "INT16" shape: [1, 2] contents { int_contents: [-1, 300] } }
+inputs { name: "t_i32" datatype: "INT32" shape: [1, 2] contents { int_contents: [1, 2] } }
+inputs { name: "t_i64" datatype: "INT64" shape: [1, 2] contents { int64_contents: [1, 2] } }
+inputs { name: "t_f16" datatype: "FP16" shape: [1, 2] contents { fp32_contents: [1, 2] } }
+inputs { name: "t_f32" datatype: "FP32" shape: [1, 2] contents { fp32_contents: [1, 2] } }
+inputs { name: "t_f64" datatype: "FP64" shape: [1, 2] contents { fp64_contents: [1, 2] } }
+inputs { name: "t_bf16" datatype: "BF16" shape: [1, 2] }
+EOF
+req types-out-of-range 3 <<EOF
+inputs { name: "t_bool" datatype: "BOOL" shape: [1, 2] contents { bool_contents: [true, false] } }
+inputs { name: "t_u8" datatype: "UINT8" shape: [1, 2] contents { uint_contents: [0, 256] } }
+inputs { name: "t_i8" datatype: "INT8" shape: [1, 2] contents { int_contents: [-129, 0] } }
+inputs { name: "t_i16" datatype: "INT16" shape: [1, 2] contents { int_contents: [1, 2] } }
+inputs { name: "t_i32" datatype: "INT32" shape: [1, 2] contents { int_contents: [1, 2] } }
+inputs { name: "t_i64" datatype: "INT64" shape: [1, 2] contents { int64_contents: [1, 2] } }
+inputs { name: "t_f16" datatype: "FP16" shape: [1, 2] }
+inputs { name: "t_f32" datatype: "FP32" shape: [1, 2] contents { fp32_contents: [1, 2] } }
+inputs { name: "t_f64" datatype: "FP64" shape: [1, 2] contents { fp64_contents: [1, 2] } }
+inputs { name: "t_bf16" datatype: "BF16" shape: [1, 2] }
+EOF
+
+# --- worker_frames_fuzz: [n, 2 bytes LE][datagram of n bytes][arena bytes] --------------------
+target worker_frames
+# frame NAME ARENA_BYTES: a ToWorker frame (text format on stdin) and the arena's first bytes
+# (printf format).
+frame() {
+  local datagram
+  datagram="$(mktemp)"
+  { printf '\001'; encode kiln.internal.ToWorker worker_frames.proto; } > "${datagram}"
+  # shellcheck disable=SC2059
+  { le "$(stat -c %s "${datagram}")" 2; cat "${datagram}"; printf "$2"; } > "${dir}/seed-$1"
+  rm -f "${datagram}"
+}
+frame tensors 'abcdefgh' <<EOF
+infer { call_id: 1 output_offset: 4096
+  inputs { name: "x" dtype: "F32" shape: [2, 3, 2] offset: 0 nbytes: 48 }
+  inputs { name: "m" dtype: "I64" shape: [2, 3] offset: 64 nbytes: 48 } }
+EOF
+frame split '' <<EOF
+infer { call_id: 2 deadline_monotonic_ns: 1
+  inputs { name: "x" dtype: "F32" shape: [8, 4, 2] offset: 0 nbytes: 256 }
+  inputs { name: "m" dtype: "I64" shape: [8, 4] offset: 256 nbytes: 256 } }
+EOF
+frame padded '' <<EOF
+infer { call_id: 3
+  inputs { name: "x" dtype: "F32" shape: [3, 4, 2] offset: 0 nbytes: 96 }
+  inputs { name: "m" dtype: "I64" shape: [3, 4] offset: 128 nbytes: 96 } }
+EOF
+frame outside '' <<EOF
+infer { inputs { name: "x" dtype: "F32" shape: [1, 1, 2] offset: 65536 nbytes: 8 } }
+EOF
+frame text '\002\000\000\000hi\005\000\000\000there' <<EOF
+infer { call_id: 4 text { name: "text" dtype: "BYTES" shape: [2, 1] offset: 0 nbytes: 15 } }
+EOF
+frame text-short '\002\000\000\000hi\005\000\000\000the' <<EOF
+infer { text { name: "text" dtype: "BYTES" shape: [2, 1] offset: 0 nbytes: 13 } }
+EOF
+frame promote '' <<< 'promote {}'
+printf '\000\000' > "${dir}/seed-empty"
+printf '\003\000\002\010\001' > "${dir}/seed-bad-header"
+printf '\003\000\001\377\377' > "${dir}/seed-unparsable"
+
+# --- model_config_fuzz: config.pbtxt ----------------------------------------------------------
+target model_config
+cat > "${dir}/seed-mlp" <<'EOF'
+name: "m"
+platform: "torchscript"
+max_batch_size: 8
+input { name: "input" data_type: TYPE_FP32 dims: [16] }
+output { name: "output" data_type: TYPE_FP32 dims: [4] }
+instance_group { kind: KIND_CPU }
+warmup { batch_sizes: [1, 2, 4, 8] calls_per_shape: 3 }
+dynamic_batching { max_queue_delay_us: 500 }
+EOF
+cat > "${dir}/seed-text" <<'EOF'
+max_batch_size: 8
+input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] }
+input { name: "attention_mask" data_type: TYPE_INT64 dims: [-1] }
+output { name: "logits" data_type: TYPE_FP32 dims: [4] }
+warmup { batch_sizes: [1, 4] sequence_lengths: [16, 32, 64, 128] calls_per_shape: 3 }
+tokenizer { model_file: "tokenizer.model" max_length: 128 pad_id: 0 }
+EOF
+cat > "${dir}/seed-every-section" <<'EOF'
+name: "m" max_batch_size: 0 version: 1
+input { name: "a" data_type: TYPE_INT32 dims: [2, -1] }
+input { name: "b" data_type: TYPE_BF16 dims: [3] }
+output { name: "o" data_type: TYPE_FP64 dims: [1] }
+instance_group { count: 2 kind: KIND_CPU intra_op_threads: 1 }
+warmup { enabled: true sequence_lengths: [4, 8] data: DATA_RANDOM settle_tolerance: 0.2
+         max_calls_per_shape: 20 steady_calls: 4 traffic_profile: "m.traffic.pbtxt" }
+dynamic_batching { enabled: false max_queue_delay_us: 0 max_queue_size: 8 pad_to_warmed: false }
+memory { limit_bytes: 1000000000 cgroup_share: 0.5 headroom_bytes: 1000 }
+readiness { quorum: 2 check_requests: 5 check_concurrency: 1 max_p95_factor: 2
+            check_allowance_ms: 0.5 min_ready: 1 }
+supervision { compute_timeout_ms: 2500 }
+EOF
+cat > "${dir}/seed-version-policy" <<'EOF'
+max_batch_size: 2
+input { name: "x" data_type: TYPE_UINT8 dims: [] }
+output { name: "y" data_type: TYPE_BOOL dims: [1] }
+version_policy { latest { num_versions: 3 } }
+EOF
+cat > "${dir}/seed-defects" <<'EOF'
+name: "other" platform: "onnx" max_batch_size: -1
+input { name: "x" data_type: TYPE_BYTES dims: [0, -2] }
+input { name: "x" }
+warmup { batch_sizes: [4, 2] calls_per_shape: -1 data: DATA_FILE data_file: "w.bin" }
+dynamic_batching { enabled: true max_queue_size: -3 }
+memory { cgroup_share: 1.5 }
+readiness { quorum: -1 max_p95_factor: 0.5 }
+tokenizer { max_length: -1 ids_input: "x" }
+version_policy { specific { versions: [1, 2] } }
+EOF
+printf 'input { name: "x" data_type: TYPE_FP32 dims: [1' > "${dir}/seed-syntax-error"
+
+# --- traffic_profile_fuzz: <model>.traffic.pbtxt or <model>.samples.safetensors ---------------
+target traffic_profile
+cat > "${dir}/seed-profile" <<'EOF'
+# kiln traffic profile (kiln.TrafficProfile), written by kiln-server.
+model: "m"
+updated_unix_ms: 1700000000000
+shapes { batch_size: 4 sequence_length: 32 requests: 120 }
+shapes { batch_size: 1 sequence_length: 16 requests: 7 }
+shapes { batch_size: 8 requests: 0 }
+other_requests: 3
+EOF
+cat > "${dir}/seed-profile-defects" <<'EOF'
+shapes { batch_size: 0 sequence_length: -1 requests: -5 }
+shapes { batch_size: 2 } shapes { batch_size: 2 }
+other_requests: -1
+EOF
+# Counts whose sum overflows int64 (a crash the fuzzer found, fixed in common/traffic_profile.cc).
+printf 'shapes { batch_size: 1 requests: 9223372036854775807 }\nshapes { batch_size: 2 requests: %s }\nother_requests: 5\n' \
+  9223372036854775807 > "${dir}/seed-profile-overflow"
+printf 'shapes { batch_size: 1 bogus: 2 }' > "${dir}/seed-profile-unknown-field"
+st samples "{$(entry 0.x F32 '[1,2]' 0 8),$(entry 0.m I64 '[1]' 8 16),$(entry 1.x F32 '[2,2]' 16 32),${metadata}}" \
+  "aaaabbbbccccddddeeeeffffgggghhhh"
+st samples-text "{$(entry 0.text U8 '[6]' 0 6)}" '\002\000\000\000hi'
+st samples-bad-name "{$(entry x F32 '[1]' 0 4)}" "aaaa"
+
+echo "make_corpus.sh: wrote $(find "${corpus}" -name 'seed-*' | wc -l) seeds under ${corpus}"
