@@ -25,7 +25,8 @@ void WriteBytesForm(const std::vector<std::string>& strings, uint8_t* out) {
 }
 
 absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, int64_t count,
-                                                        absl::string_view layout) {
+                                                        absl::string_view layout,
+                                                        uint32_t max_element_bytes) {
   std::vector<std::string> strings;
   strings.reserve(std::min<size_t>(std::max<int64_t>(count, 0), raw.size() / kBytesLengthPrefix));
   size_t pos = 0;
@@ -43,6 +44,10 @@ absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, i
     const uint32_t length =
         uint32_t{b[0]} | uint32_t{b[1]} << 8 | uint32_t{b[2]} << 16 | uint32_t{b[3]} << 24;
     pos += kBytesLengthPrefix;
+    if (length > max_element_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "element ", i, " is ", length, " bytes, more than the ", max_element_bytes, " allowed"));
+    }
     if (length > raw.size() - pos) {
       return absl::InvalidArgumentError(absl::StrCat("element ", i, "'s length ", length,
                                                      " runs past the end (", raw.size() - pos,

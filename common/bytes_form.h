@@ -23,11 +23,13 @@ size_t BytesFormSize(const std::vector<std::string>& strings);
 void WriteBytesForm(const std::vector<std::string>& strings, uint8_t* out);
 
 // Splits `raw` into exactly `count` strings (count < 0: as many as it holds). InvalidArgument
-// when it holds fewer, has a length that is cut off or runs past the end, or has bytes left after
-// them; the message says which element and, when `layout` is given (e.g. "shape [1, 2]"), names
-// it: "1 elements, expected 2 for shape [1, 2]".
+// when it holds fewer, has a length that is cut off, runs past the end or exceeds
+// `max_element_bytes` (checked before anything is copied), or has bytes left after them; the
+// message says which element and, when `layout` is given (e.g. "shape [1, 2]"), names it:
+// "1 elements, expected 2 for shape [1, 2]".
 absl::StatusOr<std::vector<std::string>> SplitBytesForm(absl::string_view raw, int64_t count,
-                                                        absl::string_view layout = "");
+                                                        absl::string_view layout = "",
+                                                        uint32_t max_element_bytes = UINT32_MAX);
 
 }  // namespace kiln
 

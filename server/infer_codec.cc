@@ -98,6 +98,11 @@ std::string ModelShapeText(const TensorConfig& tensor, int32_t max_batch_size) {
 // and missing inputs are errors.
 absl::StatusOr<std::vector<int>> MatchInputs(const ModelInferRequest& request,
                                              const ModelConfig& config) {
+  if (request.inputs_size() > config.input_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.inputs_size(), " inputs given; the model has ", config.input_size(),
+                     ": ", TensorNames(config.input())));
+  }
   std::vector<int> index(config.input_size(), -1);
   for (int r = 0; r < request.inputs_size(); ++r) {
     const std::string& name = request.inputs(r).name();
@@ -289,6 +294,12 @@ absl::Status DecodeTyped(const InferTensorContents& contents, int64_t elements, 
                     datatype, " ", ShapeString(out->view.shape));
   }
   if (out->data_type == TYPE_BYTES) {
+    for (int i = 0; i < count; ++i) {
+      if (contents.bytes_contents(i).size() > kMaxBytesElementSize) {
+        return BadInput(name, "element ", i, " is ", contents.bytes_contents(i).size(),
+                        " bytes, more than the ", kMaxBytesElementSize, " allowed");
+      }
+    }
     out->strings.assign(contents.bytes_contents().begin(), contents.bytes_contents().end());
     return absl::OkStatus();
   }
@@ -320,8 +331,8 @@ absl::Status CheckContentsForm(const ModelInferRequest& request) {
 
 // Splits the BYTES raw form into exactly `elements` strings.
 absl::Status DecodeRawBytes(absl::string_view raw, int64_t elements, DecodedInput* out) {
-  absl::StatusOr<std::vector<std::string>> strings =
-      SplitBytesForm(raw, elements, absl::StrCat("shape ", ShapeString(out->view.shape)));
+  absl::StatusOr<std::vector<std::string>> strings = SplitBytesForm(
+      raw, elements, absl::StrCat("shape ", ShapeString(out->view.shape)), kMaxBytesElementSize);
   if (!strings.ok()) {
     return BadInput(out->view.name, "malformed BYTES: ", strings.status().message());
   }

@@ -54,6 +54,10 @@ struct DecodedRequest {
 // (shape [batch, 1] with batching), one UTF-8 string per row.
 TensorConfig TextInputConfig(const ModelConfig& config);
 
+// The largest BYTES element a request may carry (1 MiB): a text row longer than that is no
+// request a tokenizer truncating to max_length tokens needs, and would cost its CPU in full.
+inline constexpr uint32_t kMaxBytesElementSize = 1u << 20;
+
 // Validates `request` against `config` and decodes it. A text model takes either its text input
 // alone (TextInputConfig; then `text` is set) or its token inputs. Every defect is
 // InvalidArgument with a message naming the tensor and what was expected. The model's name and

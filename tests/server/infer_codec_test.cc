@@ -360,10 +360,19 @@ TEST_CASE("an unknown input is rejected with the model's input names", "[codec][
   CHECK_THAT(message, Contains("'x', 'w'"));
 }
 
+TEST_CASE("more inputs than the model has are rejected before anything is matched",
+          "[codec][defect]") {
+  ModelInferRequest request;
+  for (const char* name : {"x", "w", "x"}) AddInput(&request, name, "FP32", {1, 1});
+  CHECK(DecodeError(request, ParseConfig(kTwoInputs)) ==
+        "3 inputs given; the model has 2: 'x', 'w'");
+}
+
 TEST_CASE("an input given twice is rejected", "[codec][defect]") {
-  ModelInferRequest request = Fp32Request({1, 1}, {1});
-  AddInput(&request, "x", "FP32", {1, 1})->mutable_contents()->add_fp32_contents(2);
-  CHECK_THAT(DecodeError(request, OneInputModel(TYPE_FP32, {1}, 4)),
+  ModelInferRequest request;
+  AddInput(&request, "x", "FP32", {1, 4});
+  AddInput(&request, "x", "FP32", {1, 4});
+  CHECK_THAT(DecodeError(request, ParseConfig(kTwoInputs)),
              Contains("input 'x': given more than once"));
 }
 
@@ -598,6 +607,33 @@ TEST_CASE("an input without contents is rejected", "[codec][defect]") {
   AddInput(&request, "x", "FP32", {1, 2})->mutable_contents();  // present but empty
   CHECK_THAT(DecodeError(request, OneInputModel(TYPE_FP32, {2}, 8)),
              Contains("input 'x': no contents"));
+}
+
+TEST_CASE("a BYTES element over kMaxBytesElementSize is rejected in either form",
+          "[codec][defect]") {
+  const ModelConfig config = OneInputModel(TYPE_BYTES, {1}, 4);
+  const std::string big(kMaxBytesElementSize + 1, 'a');
+  const std::string fits(kMaxBytesElementSize, 'a');
+  ModelInferRequest request;
+  InputTensor* input = AddInput(&request, "x", "BYTES", {2, 1});
+  const std::string expected =
+      "input 'x': element 1 is 1048577 bytes, more than the 1048576 "
+      "allowed";
+  SECTION("raw") {
+    request.add_raw_input_contents(LengthPrefixed({fits, big}));
+    CHECK(DecodeError(request, config) ==
+          "input 'x': malformed BYTES: element 1 is 1048577 "
+          "bytes, more than the 1048576 allowed");
+  }
+  SECTION("typed") {
+    input->mutable_contents()->add_bytes_contents(fits);
+    input->mutable_contents()->add_bytes_contents(big);
+    CHECK(DecodeError(request, config) == expected);
+  }
+  SECTION("at the limit") {
+    request.add_raw_input_contents(LengthPrefixed({fits, fits}));
+    CHECK(DecodeInferRequest(request, config).ok());
+  }
 }
 
 TEST_CASE("malformed BYTES raw contents are rejected", "[codec][defect]") {
