@@ -250,7 +250,6 @@ class Master {
   ServerMetrics metrics_;
   Timeline timeline_{metrics_};
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // bound from the start (--metrics_port)
-  TlsPem tls_pem_;  // read at start, used when the gRPC port opens
   std::unique_ptr<PortLock> lock_;
   std::vector<ModelSpec> specs_;
   LoadedModels models_;
@@ -386,8 +385,9 @@ absl::Status Master::Load() {
     ASSIGN_OR_RETURN(metrics_endpoint_,
                      MetricsEndpoint::Bind(options_.host, options_.metrics_port, options_.tls));
   }
-  // Read now, so that a bad path fails the start before the models load.
-  ASSIGN_OR_RETURN(tls_pem_, ReadTlsFiles(options_.tls));
+  // Checked now, so that a bad file fails the start before the models load; read again when the
+  // port opens, so that the key is not in the memory of the zygote and workers forked before.
+  RETURN_IF_ERROR(ReadTlsFiles(options_.tls).status());
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
@@ -564,13 +564,14 @@ absl::Status Master::Serve() {
   pool_->ResetCounters();  // serving counters start with the first client's request
   pool_->StartServing();   // workers that warmed at idle priority return to normal now
 
+  ASSIGN_OR_RETURN(const TlsPem tls_pem, ReadTlsFiles(options_.tls));
   grpc::ServerBuilder builder;
   ConfigureGrpc(options_, builder);
   // gRPC sets SO_REUSEPORT by default, which would let a second server share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int port = 0;
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
-                           GrpcServerCredentials(tls_pem_), &port);
+                           GrpcServerCredentials(tls_pem), &port);
   builder.RegisterService(service_.get());
   builder.RegisterService(kiln_service_.get());
   server_ = builder.BuildAndStart();

@@ -34,9 +34,10 @@ struct TlsFiles {
 // or all three.
 absl::Status ValidateTlsFiles(const TlsFiles& files);
 
-// The files' contents, read when the server starts (a bad path fails the start at once, before
-// the models load) and turned into credentials once the port opens (gRPC objects exist only
-// after the zygote is forked). A value; empty strings when TLS is off.
+// The files' contents: read when the server starts, to check them (a bad path fails the start
+// at once, before the models load), and again when the port opens, for gRPC's credentials (gRPC
+// objects exist only after the zygote is forked, and the key stays out of its memory). A value;
+// empty strings when TLS is off.
 struct TlsPem {
   std::string cert, key, ca;
 };
