@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 
@@ -91,6 +92,12 @@ ServerProcess::~ServerProcess() {
   KillAll();
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
+  // A UBSan report of the server's processes (scripts/sanitize.sh) only reaches this log, which
+  // goes away with the test's directory: copy it to the test's output, where the script looks.
+  const std::string log = this->log();
+  if (log.find(": runtime error: ") != std::string::npos) {
+    std::cerr << "server log with a sanitizer report (" << log_path_ << "):\n" << log << std::endl;
+  }
 }
 
 std::string ServerProcess::address() const { return "127.0.0.1:" + std::to_string(port_); }

@@ -21,7 +21,8 @@ Tensor MakeTensor(std::string name, DType dtype, std::vector<int64_t> shape,
   tensor.dtype = dtype;
   tensor.shape = std::move(shape);
   tensor.bytes.resize(values.size() * sizeof(T));
-  std::memcpy(tensor.bytes.data(), values.data(), tensor.bytes.size());
+  // No memcpy for no values: an empty vector's data() may be null, and memcpy's may not be.
+  if (!values.empty()) std::memcpy(tensor.bytes.data(), values.data(), tensor.bytes.size());
   return tensor;
 }
 
