@@ -213,11 +213,6 @@ void InferStreams::StopAll() {
   }
 }
 
-int InferStreams::open() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(streams_.size());
-}
-
 void InferStreams::Closed(const Stream* stream) {
   absl::MutexLock lock(&mu_);
   streams_.erase(stream);

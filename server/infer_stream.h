@@ -50,13 +50,11 @@ class InferStreams {
   // requests it has read are answered.
   void StopAll();
 
-  int open() const;
-
  private:
   friend struct Stream;
   void Closed(const Stream* stream);
 
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::map<const Stream*, std::shared_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -380,14 +380,15 @@ absl::Status Master::Load() {
   }
   // kiln reads its traffic profiles back and rewrites them: nobody else may put files there.
   if (!options_.state_dir.empty()) RETURN_IF_ERROR(PrepareStateDirectory(options_.state_dir));
+  // Checked now, so that a bad file fails the start before the models load (and before the
+  // metrics endpoint reads the same files, naming the flag and the path); read again when the
+  // port opens, so that the key is not in the memory of the zygote and workers forked before.
+  RETURN_IF_ERROR(ReadTlsFiles(options_.tls).status());
   // Bound now (a port in use fails the start at once); it answers once the zygote is forked.
   if (options_.metrics_port != 0) {
     ASSIGN_OR_RETURN(metrics_endpoint_,
                      MetricsEndpoint::Bind(options_.host, options_.metrics_port, options_.tls));
   }
-  // Checked now, so that a bad file fails the start before the models load; read again when the
-  // port opens, so that the key is not in the memory of the zygote and workers forked before.
-  RETURN_IF_ERROR(ReadTlsFiles(options_.tls).status());
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
