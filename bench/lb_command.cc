@@ -492,7 +492,9 @@ absl::Status RunLbScenario(const LbOptions& options, const std::string& work_dir
                    StartReplicas(options, "blue", 0, 1, work_dir, log_dir));
   ASSIGN_OR_RETURN(const int lb_port, FreeLoopbackPort());
   const std::string nginx_dir = log_dir + "/nginx";
-  std::filesystem::create_directories(nginx_dir);
+  std::error_code error;
+  std::filesystem::create_directories(nginx_dir, error);
+  if (error) return absl::InternalError(absl::StrCat(nginx_dir, ": ", error.message()));
   ASSIGN_OR_RETURN(std::unique_ptr<NginxBalancer> nginx,
                    NginxBalancer::Start(options.nginx, nginx_dir, lb_port, Ports(blue)));
   Say(absl::StrCat(result->nginx_version, " listening on 127.0.0.1:", lb_port));

@@ -294,7 +294,8 @@ std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadO
     for (const std::string& other : parsed.others) {
       if (other == parsed.model)
         return absl::StrCat("--others must not name --model (", other, ")");
-      if (!fs::is_regular_file(fs::path(parsed.model_repository) / other / "config.pbtxt")) {
+      std::error_code error;
+      if (!fs::is_regular_file(fs::path(parsed.model_repository) / other / "config.pbtxt", error)) {
         return absl::StrCat("--others: ", parsed.model_repository, " has no ", other,
                             "/config.pbtxt");
       }

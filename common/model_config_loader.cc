@@ -57,6 +57,13 @@ class Defects {
 
 std::string Quoted(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
+// Whether `path` names a regular file (after symlinks). Never throws: a path the system refuses
+// (too long, a component that is not a directory, no permission) is not a file.
+bool IsRegularFile(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
 // Index-qualified field name: "input[1].dims[0]".
 std::string Indexed(absl::string_view field, int index) {
   return absl::StrCat(field, "[", index, "]");
@@ -360,8 +367,14 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
     defects.Field("tokenizer.model_file", "a SentencePiece model file name", "\"\"");
     return "";
   }
-  const fs::path path = fs::path(version_dir) / tokenizer.model_file();
-  if (!fs::is_regular_file(path)) {
+  const fs::path file_name(tokenizer.model_file());
+  if (file_name != file_name.filename() || file_name == "." || file_name == "..") {
+    defects.Field("tokenizer.model_file", "a file name in the version directory (no '/')",
+                  Quoted(tokenizer.model_file()));
+    return "";
+  }
+  const fs::path path = fs::path(version_dir) / file_name;
+  if (!IsRegularFile(path)) {
     defects.Field("tokenizer.model_file", "an existing file in " + version_dir,
                   Quoted(tokenizer.model_file()));
   }
@@ -508,11 +521,11 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
     served.config.set_version(version);
     served.version_dir = (fs::path(model_dir) / std::to_string(version)).string();
     served.model_path = (fs::path(served.version_dir) / kModelFileName).string();
-    if (!fs::is_regular_file(served.model_path)) {
+    if (!IsRegularFile(served.model_path)) {
       defects.Add(absl::StrCat("model file ", served.model_path, " does not exist"));
     }
     const fs::path weights = fs::path(served.version_dir) / kWeightsFileName;
-    if (fs::is_regular_file(weights)) served.weights_path = weights.string();
+    if (IsRegularFile(weights)) served.weights_path = weights.string();
     served.tokenizer_path = CheckTokenizer(config, served.version_dir, defects);
     served.stamp = FileStamps(
         {served.config_path, served.model_path, served.weights_path, served.tokenizer_path});

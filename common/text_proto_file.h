@@ -18,7 +18,8 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // Parses the text-format file `path` into `message` (recording where each field was into
 // `locations` when given). ReadWholeFile's error when it cannot be read; InvalidArgument with one
-// "path:line:column: message" line per parse error (1-based).
+// "path:line:column: message" line per parse error (1-based), or per enum field holding a number
+// its enum does not name (proto3's text format accepts "data_type: 32").
 absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* message,
                                 google::protobuf::TextFormat::ParseInfoTree* locations = nullptr);
 

@@ -79,6 +79,11 @@ DEFINE_int32(max_message_mb, 64, "Largest gRPC request or response, in MiB.");
 DEFINE_int32(max_concurrent_streams, 100,
              "Calls (unary or streams) one client connection may have open at once (HTTP/2 "
              "SETTINGS_MAX_CONCURRENT_STREAMS); the client holds further calls until one ends.");
+DEFINE_int32(grpc_memory_mb, 0,
+             "Memory gRPC may use for the port's connections and calls (grpc::ResourceQuota), "
+             "in MiB; 0: unbounded. Near it, gRPC shrinks its flow-control windows and "
+             "refuses new calls (RESOURCE_EXHAUSTED); the requests kiln queues are bounded by "
+             "each model's queue, not by this.");
 DEFINE_string(state_dir, "",
               "Where traffic-shaped warmup keeps <model>.traffic.pbtxt: the shapes served are "
               "recorded there (every 30 s and at shutdown) and replayed by the next start's "
@@ -169,6 +174,8 @@ bool ValidateFlags() {
     problem = "--max_message_mb must be in [1, 2047]";
   } else if (FLAGS_max_concurrent_streams < 1 || FLAGS_max_concurrent_streams > 100000) {
     problem = "--max_concurrent_streams must be in [1, 100000]";
+  } else if (FLAGS_grpc_memory_mb < 0 || FLAGS_grpc_memory_mb > 1048576) {
+    problem = "--grpc_memory_mb must be in [0, 1048576] (0: unbounded)";
   } else if (FLAGS_metrics_port < 0 || FLAGS_metrics_port > 65535) {
     problem = "--metrics_port must be in [0, 65535] (0: no metrics endpoint)";
   } else if (FLAGS_metrics_port != 0 && FLAGS_metrics_port == FLAGS_port) {
@@ -236,6 +243,7 @@ int main(int argc, char** argv) {
   options.startup_timeout_s = FLAGS_startup_timeout_s;
   options.max_message_mb = FLAGS_max_message_mb;
   options.max_concurrent_streams = FLAGS_max_concurrent_streams;
+  options.grpc_memory_mb = FLAGS_grpc_memory_mb;
   options.state_dir = FLAGS_state_dir;
   options.record_samples = FLAGS_record_samples;
   options.model_control = FLAGS_model_control_mode == "explicit";

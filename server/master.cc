@@ -18,6 +18,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -121,6 +122,11 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  if (options.grpc_memory_mb > 0) {
+    grpc::ResourceQuota quota("kiln-grpc");
+    quota.Resize(static_cast<size_t>(options.grpc_memory_mb) << 20);
+    builder.SetResourceQuota(quota);
+  }
 }
 
 // " over TLS" / " over mutual TLS" / "" for the startup line.
@@ -241,8 +247,9 @@ class Master {
   // The workers and threads of a version a reload loads: those the CPU plan gave the model.
   ModelThreads ThreadsFor(const ModelSpec& spec) const;
   void ReapClosedZygotes();
-  // Starts answering scrapes and sampling memory (once the zygote is forked and the pool runs).
-  void StartMetrics();
+  // Starts answering scrapes and sampling memory (once the zygote is forked and the pool runs);
+  // with TLS, the endpoint reads the key now, so the zygote never had it.
+  absl::Status StartMetrics();
 
   const MasterOptions& options_;
   MasterStateMachine state_;
@@ -276,8 +283,8 @@ Master::~Master() {
   memory_sampler_.reset();
 }
 
-void Master::StartMetrics() {
-  if (metrics_endpoint_ == nullptr) return;
+absl::Status Master::StartMetrics() {
+  if (metrics_endpoint_ == nullptr) return absl::OkStatus();
   metrics_.AddCollector(std::make_shared<PoolStateCollector>(*pool_, state_));
   memory_sampler_ = std::make_unique<MemorySampler>(
       metrics_, *pool_,
@@ -286,9 +293,10 @@ void Master::StartMetrics() {
         return zygotes_;
       },
       memory_limit_.bytes, std::chrono::seconds(options_.metrics_memory_interval_s));
-  metrics_endpoint_->Start([this] { return metrics_.Render(); });
+  RETURN_IF_ERROR(metrics_endpoint_->Start([this] { return metrics_.Render(); }));
   LOG(INFO) << "metrics: answering on " << (options_.tls.enabled() ? "https" : "http") << "://"
             << options_.host << ":" << metrics_endpoint_->port() << "/metrics";
+  return absl::OkStatus();
 }
 
 absl::StatusOr<FrameChannel> Master::StartZygote(int generation,
@@ -380,9 +388,9 @@ absl::Status Master::Load() {
   }
   // kiln reads its traffic profiles back and rewrites them: nobody else may put files there.
   if (!options_.state_dir.empty()) RETURN_IF_ERROR(PrepareStateDirectory(options_.state_dir));
-  // Checked now, so that a bad file fails the start before the models load (and before the
-  // metrics endpoint reads the same files, naming the flag and the path); read again when the
-  // port opens, so that the key is not in the memory of the zygote and workers forked before.
+  // Checked now, so that a bad file fails the start before the models load, naming the flag and
+  // the path; read again by the metrics endpoint after the zygote is forked, and for gRPC when
+  // the port opens, so that the key is not in the memory of the zygote and the workers.
   RETURN_IF_ERROR(ReadTlsFiles(options_.tls).status());
   // Bound now (a port in use fails the start at once); it answers once the zygote is forked.
   if (options_.metrics_port != 0) {
@@ -451,7 +459,7 @@ absl::Status Master::Warm() {
   pool_options.memory_limit = memory_limit_;
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
   ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
-  StartMetrics();  // threads may start now that the zygote is forked
+  RETURN_IF_ERROR(StartMetrics());  // threads may start now that the zygote is forked
   NotifySystemd("STATUS=warming workers");
 
   const auto deadline =

@@ -28,6 +28,7 @@ struct MasterOptions {
   int startup_timeout_s = 600;
   int max_message_mb = 64;
   int max_concurrent_streams = 100;  // calls open at once per client connection
+  int grpc_memory_mb = 0;            // gRPC's memory quota (grpc::ResourceQuota); 0 = unbounded
   std::string state_dir;   // traffic profiles; empty = no recording
   int record_samples = 0;  // real requests kept per model in state_dir; 0 = none
   // --model_control_mode=explicit: the RepositoryModelLoad/Unload RPCs reload models. Off by

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/tls_credentials.h"
 
@@ -36,9 +37,10 @@ void LowerThisThreadsPriority();
 // endpoint's threads.
 class MetricsEndpoint {
  public:
-  // Binds `host`:`port` (port 0: any free port; see port()), serving HTTPS when `tls` is
-  // enabled. Creates no thread. Unavailable, naming the address and --metrics_port, when it
-  // cannot bind; InvalidArgument, naming the files, when they cannot serve TLS.
+  // Binds `host`:`port` (port 0: any free port; see port()), to serve HTTPS when `tls` is
+  // enabled (its files are read by Start). Creates no thread. Unavailable, naming the address
+  // and --metrics_port, when it cannot bind; InvalidArgument, naming the flags, for a bad
+  // combination of files.
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Bind(const std::string& host, int port,
                                                                const TlsFiles& tls = {});
   ~MetricsEndpoint();  // stops answering and joins the threads
@@ -51,13 +53,17 @@ class MetricsEndpoint {
   int listening_fd() const { return fd_; }
 
   // Starts answering: GET /metrics is `render()` (called once per scrape, on the endpoint's
-  // thread). Call once.
-  void Start(std::function<std::string()> render);
+  // thread). With TLS, reads the certificate, key and CA first: the master calls Start after
+  // forking the zygote, so the key never enters the zygote's or the workers' memory.
+  // InvalidArgument, naming the flags and OpenSSL's reason, when they cannot serve TLS (then
+  // nothing answers). Call once.
+  absl::Status Start(std::function<std::string()> render);
 
  private:
-  explicit MetricsEndpoint(std::unique_ptr<httplib::Server> server);
+  MetricsEndpoint(std::unique_ptr<httplib::Server> server, TlsFiles tls);
 
   std::unique_ptr<httplib::Server> server_;
+  TlsFiles tls_;
   int port_ = 0;
   int fd_ = -1;
   std::thread thread_;

@@ -192,6 +192,24 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       dims: [ 4 ]
     }
   )pb";
+  const std::string text_io = R"pb(
+    max_batch_size: 2
+    input {
+      name: "input_ids"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    input {
+      name: "attention_mask"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }
+    output {
+      name: "y"
+      data_type: TYPE_FP32
+      dims: [ 1 ]
+    }
+  )pb";
   const std::vector<BadConfig> cases = {
       {"unknown field",
        "max_batch_size: 8\nbogus_field: 3\n" + io,
@@ -209,6 +227,16 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
            dims: [ 4 ]
          })pb",
        {"config.pbtxt:", "Unknown enumeration value of \"TYPE_FLOAT\""}},
+      // proto3's text format takes any number for an enum (found by the model_config fuzzer).
+      {"datatype given as a number no type has",
+       "input { name: \"input\" data_type: TYPE_FP16 dims: [ 16 ] }\n"
+       "output { name: \"output\" data_type: 32 dims: [ 4 ] }\n",
+       {"config.pbtxt:2:", "field 'output[0].data_type': 32 is not a DataType (expected one of",
+        "TYPE_BF16"}},
+      {"instance kind and warmup data given as numbers",
+       "instance_group { kind: 7 }\nwarmup { data: -1 }\n" + io,
+       {"config.pbtxt:1:", "field 'instance_group.kind': 7 is not a Kind (expected one of KIND_CPU",
+        "config.pbtxt:2:", "field 'warmup.data': -1 is not a Data"}},
       {"missing datatype",
        R"pb(
          input {
@@ -400,6 +428,14 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
          }
          tokenizer { model_file: "missing.model" })pb",
        {"field 'tokenizer.model_file'", "\"missing.model\""}},
+      // A name the file system refuses (ENAMETOOLONG) is a defect, not an exception (found by
+      // the model_config fuzzer in CI).
+      {"tokenizer file name too long for the file system",
+       text_io + "tokenizer { model_file: \"" + std::string(300, 'x') + ".model\" }",
+       {"field 'tokenizer.model_file'", "an existing file in", std::string(300, 'x')}},
+      {"tokenizer file outside the version directory",
+       text_io + "tokenizer { model_file: \"../../config.pbtxt\" }",
+       {"field 'tokenizer.model_file'", "no '/'", "\"../../config.pbtxt\""}},
       {"tokenizer feeding a missing input",
        R"pb(
          input {

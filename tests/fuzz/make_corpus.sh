@@ -230,6 +230,20 @@ tokenizer { max_length: -1 ids_input: "x" }
 version_policy { specific { versions: [1, 2] } }
 EOF
 printf 'input { name: "x" data_type: TYPE_FP32 dims: [1' > "${dir}/seed-syntax-error"
+# The tokenizer file named by something the file system refuses (a CI crash: ENAMETOOLONG threw).
+{
+  sed -n '1,5p' "${dir}/seed-text"
+  printf 'tokenizer { model_file: "%s.model" }\n' "$(printf 'x%.0s' {1..300})"
+} > "${dir}/seed-tokenizer-name-too-long"
+# Enums given as numbers no value has (a crash found by fuzz.sh: proto3's text format takes them).
+cat > "${dir}/seed-enum-number" <<'EOF'
+name: "m"
+platform: "torchscript"
+max_batch_size:8
+input { name: "input" data_type: TYPE_FP16 dims: [16] }
+output { name: "output" data_type:  32}
+dynamic_batching { max_queue_delay_us: 500 }
+EOF
 
 # --- traffic_profile_fuzz: <model>.traffic.pbtxt or <model>.samples.safetensors ---------------
 target traffic_profile

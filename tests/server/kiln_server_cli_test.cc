@@ -51,6 +51,16 @@ TEST_CASE("a bad --warmup value exits 2 naming the flag", "[server][cli]") {
   CHECK_THAT(result.output, Contains("--warmup must be on or off, got 'bogus'"));
 }
 
+TEST_CASE("out-of-range gRPC limits exit 2 naming the flag and its range", "[server][cli]") {
+  const std::string repository = " --model_repository=" + kiln::testing::ModelsDir();
+  CommandResult memory = RunCommand(kServer + " --grpc_memory_mb=-1" + repository);
+  CHECK(memory.exit_code == 2);
+  CHECK_THAT(memory.output, Contains("--grpc_memory_mb must be in [0, 1048576] (0: unbounded)"));
+  CommandResult streams = RunCommand(kServer + " --max_concurrent_streams=0" + repository);
+  CHECK(streams.exit_code == 2);
+  CHECK_THAT(streams.output, Contains("--max_concurrent_streams must be in [1, 100000]"));
+}
+
 TEST_CASE(
     "a symbolic link planted where the port lock goes stops the start: kiln exits 1 and "
     "writes nothing through it",

@@ -317,10 +317,11 @@ TEST_CASE("the endpoint answers GET /metrics in the text format, and a port in u
   CHECK_THAT(std::string(second.status().message()), Catch::Contains("--metrics_port"));
 
   std::atomic<int> scrapes{0};
-  (*endpoint)->Start([&scrapes] {
+  const auto render = [&scrapes] {
     return "# TYPE kiln_test_scrapes counter\nkiln_test_scrapes " + std::to_string(++scrapes) +
            "\n";
-  });
+  };
+  REQUIRE((*endpoint)->Start(render).ok());
   std::string content_type;
   absl::StatusOr<std::string> body = testing::HttpGet(port, "/metrics", 5000, &content_type);
   REQUIRE(body.ok());

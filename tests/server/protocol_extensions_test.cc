@@ -214,5 +214,58 @@ TEST_CASE("a client connection has at most --max_concurrent_streams calls open a
   CHECK(LiveCode(busy, seconds(30)) == grpc::StatusCode::OK);
 }
 
+// A request of `bytes` raw bytes for mlp (which takes 64): past gRPC, kiln refuses it as
+// INVALID_ARGUMENT naming the size.
+grpc::Status OversizedMlpCall(const std::shared_ptr<grpc::Channel>& channel, size_t bytes) {
+  inference::ModelInferRequest request = MlpRequest(1);
+  request.mutable_raw_input_contents(0)->assign(bytes, 'x');
+  Stub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(60));
+  inference::ModelInferResponse response;
+  return stub.ModelInfer(&context, request, &response);
+}
+
+TEST_CASE("gRPC's memory quota (--grpc_memory_mb) refuses the calls beyond it and serves the rest",
+          "[integration][server][protocol][limits]") {
+  TempDir repo_dir;
+  const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
+  ServerConfig config = Config(repo, 1);
+  config.extra_args.push_back("--grpc_memory_mb=8");
+  auto server = StartServing(config);
+  INFO("log:\n" << server->log());
+  const auto channel = OwnConnection(server->port());
+
+  // Within the quota (and --max_message_mb), a large request reaches kiln's own checks.
+  const grpc::Status within = OversizedMlpCall(channel, 2 << 20);
+  CHECK(within.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(within.error_message(), Contains("2097152 bytes of raw content"));
+
+  // Beyond it, gRPC refuses the calls before kiln sees them (without the flag these would be
+  // INVALID_ARGUMENT too); one connection may be closed by gRPC's reclaimer (UNAVAILABLE).
+  std::vector<grpc::Status> beyond(4);
+  std::vector<std::thread> callers;
+  for (grpc::Status& status : beyond) {
+    callers.emplace_back([&] { status = OversizedMlpCall(channel, 16 << 20); });
+  }
+  for (std::thread& caller : callers) caller.join();
+  int exhausted = 0;
+  for (const grpc::Status& status : beyond) {
+    INFO(status.error_code() << " " << status.error_message());
+    CHECK((status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+           status.error_code() == grpc::StatusCode::UNAVAILABLE));
+    exhausted += status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  CHECK(exhausted >= 1);
+
+  // The server goes on serving.
+  Stub stub(OwnConnection(server->port()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(30));
+  inference::ModelInferResponse response;
+  CHECK(stub.ModelInfer(&context, MlpRequest(1), &response).ok());
+  CHECK(server->IsRunning());
+}
+
 }  // namespace
 }  // namespace kiln

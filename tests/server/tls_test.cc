@@ -166,6 +166,18 @@ TEST_CASE(
     CHECK(ScrapeStatus(certs, metrics_port, "") == -1);
     CHECK(ScrapeStatus(certs, metrics_port, "stranger") == -1);
   }
+  SECTION("a key that is not the certificate's stops the start, naming the flags") {
+    // Both files are PEM, so the check at start passes; the metrics endpoint loads them once the
+    // zygote is forked (the key stays out of its memory) and refuses the pair.
+    ServerConfig config = TlsConfig(repo, certs, /*mutual=*/false, metrics_port);
+    config.extra_args[1] = "--tls_key=" + certs.Path("client.key");
+    ServerProcess server(config);
+    CHECK(server.WaitExit(kStartup) == 1);
+    CHECK_THAT(server.log(),
+               Contains("cannot serve metrics over TLS with --tls_cert=" +
+                        certs.Path("server.crt") + " --tls_key=" + certs.Path("client.key")));
+    CHECK_THAT(server.log(), Contains("is the key the certificate's?"));
+  }
 }
 
 }  // namespace
