@@ -43,17 +43,6 @@ constexpr std::array<OipName, 13> kOipNames = {{
     {DType::kFloat64, "FP64"},
 }};
 
-// NumElements(shape) * DTypeSize(dtype); std::nullopt for a negative dim or on overflow.
-std::optional<size_t> ByteSize(DType dtype, const std::vector<int64_t>& shape) {
-  const std::optional<int64_t> elements = NumElements(shape);
-  if (!elements) return std::nullopt;
-  const size_t size = DTypeSize(dtype);
-  if (static_cast<uint64_t>(*elements) > std::numeric_limits<size_t>::max() / size) {
-    return std::nullopt;
-  }
-  return static_cast<size_t>(*elements) * size;
-}
-
 template <typename T>
 void Store(uint8_t* dst, size_t i, T value) {
   std::memcpy(dst + i * sizeof(T), &value, sizeof(T));

@@ -25,8 +25,7 @@ absl::StatusOr<std::string> SerializeSafetensors(const std::vector<TensorView>& 
       return absl::InvalidArgumentError(
           absl::StrCat("safetensors: tensor name '", view.name, "' is reserved or repeated"));
     }
-    const std::optional<int64_t> elements = NumElements(view.shape);
-    if (!elements || static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes ||
+    if (ByteSize(view.dtype, view.shape) != view.nbytes ||
         (view.data == nullptr && view.nbytes > 0)) {
       return absl::InvalidArgumentError(absl::StrCat("safetensors: tensor '", view.name, "': ",
                                                      view.nbytes, " bytes do not hold ",

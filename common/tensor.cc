@@ -17,6 +17,16 @@ std::optional<int64_t> NumElements(const std::vector<int64_t>& shape) {
   return n;
 }
 
+std::optional<size_t> ByteSize(DType dtype, const std::vector<int64_t>& shape) {
+  const std::optional<int64_t> elements = NumElements(shape);
+  size_t bytes = 0;
+  if (!elements.has_value() ||
+      __builtin_mul_overflow(static_cast<size_t>(*elements), DTypeSize(dtype), &bytes)) {
+    return std::nullopt;
+  }
+  return bytes;
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return "[" + absl::StrJoin(shape, ", ") + "]";
 }

@@ -17,6 +17,10 @@ namespace kiln {
 // Number of elements of a shape; std::nullopt for a negative dim or on int64 overflow.
 std::optional<int64_t> NumElements(const std::vector<int64_t>& shape);
 
+// Bytes of a dense `dtype` tensor of `shape` (NumElements x DTypeSize); std::nullopt for a
+// negative dim or on overflow.
+std::optional<size_t> ByteSize(DType dtype, const std::vector<int64_t>& shape);
+
 // "[1, 3, 224, 224]".
 std::string ShapeString(const std::vector<int64_t>& shape);
 

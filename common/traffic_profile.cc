@@ -330,9 +330,8 @@ void TrafficRecorder::RecordSample(const std::string& model,
   size_t total_bytes = 0;
   std::set<absl::string_view> names;
   for (const TensorView& input : inputs) {
-    const std::optional<int64_t> elements = NumElements(input.shape);
-    if (input.name.empty() || !names.insert(input.name).second || !elements ||
-        static_cast<uint64_t>(*elements) * DTypeSize(input.dtype) != input.nbytes ||
+    if (input.name.empty() || !names.insert(input.name).second ||
+        ByteSize(input.dtype, input.shape) != input.nbytes ||
         (input.data == nullptr && input.nbytes > 0)) {
       return;
     }

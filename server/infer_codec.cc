@@ -449,11 +449,7 @@ absl::Status CheckOutput(const ModelConfig& config, const TensorConfig& tensor,
     return BadOutput(tensor.name(), "the backend returned shape ", shape,
                      ", whose batch dim is not the request's batch ", batch_size);
   }
-  const std::optional<int64_t> elements = NumElements(produced.shape);
-  size_t nbytes = 0;
-  if (!elements.has_value() ||
-      __builtin_mul_overflow(static_cast<size_t>(*elements), DTypeSize(*dtype), &nbytes) ||
-      nbytes != produced.bytes.size()) {
+  if (ByteSize(*dtype, produced.shape) != produced.bytes.size()) {
     return BadOutput(tensor.name(), "the backend returned ", produced.bytes.size(), " bytes for ",
                      DTypeName(*dtype), " ", shape);
   }
@@ -557,8 +553,7 @@ absl::StatusOr<ModelInferRequest> BuildInferRequest(const std::string& model,
       return absl::InvalidArgumentError(absl::StrCat(
           "input '", view.name, "': dtype ", DTypeName(view.dtype), " has no OIP datatype"));
     }
-    const std::optional<int64_t> elements = NumElements(view.shape);
-    if (!elements || static_cast<uint64_t>(*elements) * DTypeSize(view.dtype) != view.nbytes) {
+    if (ByteSize(view.dtype, view.shape) != view.nbytes) {
       return absl::InvalidArgumentError(absl::StrCat("input '", view.name, "': ", view.nbytes,
                                                      " bytes do not match ", OipDatatypeName(*type),
                                                      " ", ShapeString(view.shape)));

@@ -51,11 +51,7 @@ absl::Status CheckInputs(const ModelConfig& config, const std::vector<TensorView
         return bad("input '", input.name, "' has shape ", shape, ", not the model's dims");
       }
     }
-    const std::optional<int64_t> elements = NumElements(input.shape);
-    size_t nbytes = 0;
-    if (!elements.has_value() ||
-        __builtin_mul_overflow(static_cast<size_t>(*elements), DTypeSize(input.dtype), &nbytes) ||
-        nbytes != input.nbytes) {
+    if (ByteSize(input.dtype, input.shape) != input.nbytes) {
       return bad("input '", input.name, "': ", input.nbytes, " bytes do not hold ",
                  DTypeName(input.dtype), " ", shape);
     }

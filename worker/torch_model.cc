@@ -188,9 +188,7 @@ absl::Status CheckInput(const TensorView& input) {
                                                    DTypeName(input.dtype),
                                                    " is not supported by LibTorch"));
   }
-  const std::optional<int64_t> elements = NumElements(input.shape);
-  if (!elements.has_value() ||
-      static_cast<uint64_t>(*elements) * DTypeSize(input.dtype) != input.nbytes) {
+  if (ByteSize(input.dtype, input.shape) != input.nbytes) {
     return absl::InvalidArgumentError(absl::StrCat("input '", input.name, "': ", input.nbytes,
                                                    " bytes do not hold ", DTypeName(input.dtype),
                                                    " ", ShapeString(input.shape)));

@@ -66,8 +66,7 @@ absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, 
     tensor.name = input.name();
     tensor.dtype = *dtype;
     tensor.shape = ConcreteShape(input, config, shape);
-    tensor.bytes.assign(
-        static_cast<size_t>(NumElements(tensor.shape).value_or(0)) * DTypeSize(*dtype), 0);
+    tensor.bytes.assign(ByteSize(*dtype, tensor.shape).value_or(0), 0);
     if (config.warmup().data() == WarmupConfig::DATA_RANDOM) FillRandom(*dtype, tensor.bytes, rng);
   }
   return inputs;

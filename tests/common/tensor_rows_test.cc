@@ -1,8 +1,10 @@
 // Row operations on tensors along the batch dim: SliceRows, PadRows, KeepRows and ConcatRows
-// (how a worker splits a batch into passes, pads it to a warmed size and joins the outputs).
+// (how a worker splits a batch into passes, pads it to a warmed size and joins the outputs); and
+// the sizes every reader checks bytes against (NumElements, ByteSize).
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +18,18 @@ namespace {
 
 using Catch::Matchers::Contains;
 using kiln::testing::MakeTensor;
+
+TEST_CASE("ByteSize is elements x dtype size, and nothing for a negative dim or an overflow",
+          "[tensor]") {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  CHECK(ByteSize(DType::kFloat32, {2, 3}) == 24u);
+  CHECK(ByteSize(DType::kFloat64, {}) == 8u);  // a scalar
+  CHECK(ByteSize(DType::kInt8, {4, 0}) == 0u);
+  CHECK(ByteSize(DType::kFloat16, {2, -1}) == std::nullopt);
+  CHECK(NumElements({kMax}) == kMax);
+  CHECK(ByteSize(DType::kFloat32, {kMax}) == std::nullopt);  // fits int64, not 4x in size_t
+  CHECK(ByteSize(DType::kUInt8, {int64_t{1} << 40, int64_t{1} << 30}) == std::nullopt);
+}
 
 template <typename T>
 std::vector<T> ValuesOf(const void* data, size_t nbytes) {
