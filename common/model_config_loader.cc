@@ -178,6 +178,11 @@ void ResolveWarmup(ModelConfig& config, Defects& defects) {
   const int64_t max_length = config.has_tokenizer() ? config.tokenizer().max_length() : 0;
   CheckSizes(warmup.sequence_lengths(), "warmup.sequence_lengths", max_length,
              "tokenizer.max_length", defects);
+  if (!warmup.sequence_lengths().empty() && !HasVariableDim(config)) {
+    defects.Field("warmup.sequence_lengths",
+                  "none: no input has a variable (-1) dimension for a length to fill",
+                  absl::StrCat("[", absl::StrJoin(warmup.sequence_lengths(), ", "), "]"));
+  }
   if (warmup.sequence_lengths().empty()) {
     if (config.has_tokenizer()) {
       warmup.add_sequence_lengths(config.tokenizer().max_length());
@@ -361,6 +366,10 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
     } else if (input->data_type() != TYPE_INT64 && input->data_type() != TYPE_INT32) {
       defects.Field(field, "an input of TYPE_INT64 or TYPE_INT32",
                     Quoted(*name) + " of " + DataType_Name(input->data_type()));
+    } else if (!HasVariableDim(*input)) {
+      defects.Field(
+          field, "an input with a variable (-1) dimension: the tokenizer sets the length",
+          absl::StrCat(Quoted(*name), " of dims [", absl::StrJoin(input->dims(), ", "), "]"));
     }
   }
   if (tokenizer.model_file().empty()) {

@@ -433,6 +433,16 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       {"tokenizer file name too long for the file system",
        text_io + "tokenizer { model_file: \"" + std::string(300, 'x') + ".model\" }",
        {"field 'tokenizer.model_file'", "an existing file in", std::string(300, 'x')}},
+      // Found by the model_config fuzzer: lengths that no input could take were kept, and the
+      // largest shape the server planned for had a length the model cannot be given.
+      {"sequence lengths for a model without a variable dim",
+       "warmup { sequence_lengths: [ 4, 8 ] }\n" + io,
+       {"field 'warmup.sequence_lengths'", "no input has a variable (-1) dimension", "[4, 8]"}},
+      {"tokenizer feeding an input of fixed dims",
+       absl::StrReplaceAll(text_io, {{"dims: [ -1 ]", "dims: [ 16 ]"}}) +
+           "tokenizer { model_file: \"model.pt\" }",
+       {"field 'tokenizer.ids_input'", "a variable (-1) dimension", "\"input_ids\" of dims [16]",
+        "field 'tokenizer.mask_input'"}},
       {"tokenizer file outside the version directory",
        text_io + "tokenizer { model_file: \"../../config.pbtxt\" }",
        {"field 'tokenizer.model_file'", "no '/'", "\"../../config.pbtxt\""}},

@@ -230,6 +230,13 @@ tokenizer { max_length: -1 ids_input: "x" }
 version_policy { specific { versions: [1, 2] } }
 EOF
 printf 'input { name: "x" data_type: TYPE_FP32 dims: [1' > "${dir}/seed-syntax-error"
+# Sequence lengths for a model no length fits (a crash found by fuzz.sh: the largest shape had one).
+cat > "${dir}/seed-lengths-without-variable-dim" <<'EOF'
+max_batch_size: 4
+input { name: "a" data_type: TYPE_INT32 dims: [3] }
+output { name: "o" data_type: TYPE_FP64 dims: [1] }
+warmup { sequence_lengths: [4, 8] }
+EOF
 # The tokenizer file named by something the file system refuses (a CI crash: ENAMETOOLONG threw).
 {
   sed -n '1,5p' "${dir}/seed-text"
