@@ -39,9 +39,8 @@ using google::protobuf::TextFormat;
 // "path: " when the tree does not know it.
 std::string Where(const std::string& path, const TextFormat::ParseInfoTree* tree,
                   const FieldDescriptor* field, int index) {
-  const google::protobuf::TextFormat::ParseLocation at =
-      tree == nullptr ? google::protobuf::TextFormat::ParseLocation()
-                      : tree->GetLocation(field, index);
+  const TextFormat::ParseLocation at =
+      tree == nullptr ? TextFormat::ParseLocation() : tree->GetLocation(field, index);
   if (at.line < 0) return absl::StrCat(path, ": ");
   return absl::StrCat(path, ":", at.line + 1, ":", at.column + 1, ": ");
 }
@@ -99,7 +98,7 @@ absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Messa
   ParseErrors errors(path);
   TextFormat::ParseInfoTree own_locations;
   if (locations == nullptr) locations = &own_locations;
-  google::protobuf::TextFormat::Parser parser;
+  TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(locations);
   if (!parser.ParseFromString(text, message)) {

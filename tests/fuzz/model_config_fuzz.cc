@@ -92,7 +92,8 @@ void CheckResolved(const ModelConfig& config) {
     Expect(length >= 1, "sequence lengths >= 1");
     if (config.has_tokenizer()) Expect(length <= config.tokenizer().max_length(), "<= max_length");
   }
-  if (HasVariableDim(config)) Expect(!warmup.sequence_lengths().empty(), "lengths for -1 dims");
+  Expect(HasVariableDim(config) != warmup.sequence_lengths().empty(),
+         "lengths exactly when there are -1 dims");
   Expect(warmup.calls_per_shape() >= 1 && warmup.steady_calls() >= 1, "warmup calls");
   Expect(warmup.max_calls_per_shape() >= warmup.calls_per_shape(), "max calls");
   Expect(warmup.settle_tolerance() > 0 && warmup.settle_tolerance() <= 1, "settle tolerance");
