@@ -409,24 +409,7 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
        "readiness { max_p95_factor: 0.5 }\n" + io,
        {"field 'readiness.max_p95_factor'", "got 0.5"}},
       {"tokenizer file missing",
-       R"pb(
-         max_batch_size: 2
-         input {
-           name: "input_ids"
-           data_type: TYPE_INT64
-           dims: [ -1 ]
-         }
-         input {
-           name: "attention_mask"
-           data_type: TYPE_INT64
-           dims: [ -1 ]
-         }
-         output {
-           name: "y"
-           data_type: TYPE_FP32
-           dims: [ 1 ]
-         }
-         tokenizer { model_file: "missing.model" })pb",
+       text_io + "tokenizer { model_file: \"missing.model\" }",
        {"field 'tokenizer.model_file'", "\"missing.model\""}},
       // A name the file system refuses (ENAMETOOLONG) is a defect, not an exception (found by
       // the model_config fuzzer in CI).
