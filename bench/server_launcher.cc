@@ -71,8 +71,8 @@ absl::StatusOr<std::vector<std::string>> SplitServerArgs(absl::string_view text)
       const bool own_flag = name == "--workers" || name == "--warmup" ||
                             name == "--share_weights" || name == "--model_repository";
       return absl::InvalidArgumentError(absl::StrCat(
-          "--server_args: ", name, " is set by coldstart itself",
-          own_flag ? absl::StrCat("; use kiln-bench coldstart's own ", name)
+          "--server_args: ", name, " is set by kiln-bench itself",
+          own_flag ? absl::StrCat("; use the command's own ", name)
                    : std::string(" (127.0.0.1, a free port, a temporary lock directory)")));
     }
   }

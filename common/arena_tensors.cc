@@ -10,6 +10,7 @@
 #include "common/bytes_form.h"
 #include "common/dtype.h"
 #include "common/shape.h"
+#include "common/status_macros.h"
 
 namespace kiln {
 namespace {
@@ -78,6 +79,18 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
                                ref.nbytes()});
   }
   return views;
+}
+
+absl::StatusOr<std::vector<Tensor>> CopyFromArena(const TensorRefs& refs,
+                                                  const SharedArena& arena) {
+  ASSIGN_OR_RETURN(const std::vector<TensorView> views, ViewsInArena(refs, arena));
+  std::vector<Tensor> tensors;
+  tensors.reserve(views.size());
+  for (const TensorView& view : views) {
+    const auto* begin = static_cast<const uint8_t*>(view.data);
+    tensors.push_back(Tensor{view.name, view.dtype, view.shape, {begin, begin + view.nbytes}});
+  }
+  return tensors;
 }
 
 absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,

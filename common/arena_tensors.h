@@ -34,6 +34,11 @@ absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, ui
 absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
                                                      const SharedArena& arena);
 
+// Copies of the tensors `refs` describe (how the master takes a worker's outputs: the arena is
+// reused by the next call). ViewsInArena's errors; the bytes are not checked against the shapes
+// here (EncodeInferResponse does, against the model's config).
+absl::StatusOr<std::vector<Tensor>> CopyFromArena(const TensorRefs& refs, const SharedArena& arena);
+
 // A text batch (one string per row) in the BYTES form: per string a 4-byte little-endian length,
 // then its bytes. Written from `offset` on (aligned); `ref` gets dtype "BYTES" and shape
 // [rows, 1]. Returns the offset after it (aligned), or ResourceExhausted when it does not fit.

@@ -3,6 +3,7 @@
 #   safetensors      the safetensors reader (ParseSafetensors)
 #   infer_request    the OIP request decoding and validation (DecodeInferRequest)
 #   worker_frames    the frames and arena references a worker reads (Receive, PrepareCall)
+#   worker_results   what the master reads from a worker (warmup reports, results, outputs)
 #   model_config     config.pbtxt through the loader (LoadModelVersions)
 #   traffic_profile  <model>.traffic.pbtxt and <model>.samples.safetensors
 #
@@ -27,7 +28,7 @@
 # targets still run. libFuzzer's output is in build-fuzz/fuzz/logs/<target>.log.
 set -euo pipefail
 
-TARGETS=(safetensors infer_request worker_frames model_config traffic_profile)
+TARGETS=(safetensors infer_request worker_frames worker_results model_config traffic_profile)
 
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'

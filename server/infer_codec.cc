@@ -449,6 +449,16 @@ absl::Status CheckOutput(const ModelConfig& config, const TensorConfig& tensor,
     return BadOutput(tensor.name(), "the backend returned shape ", shape,
                      ", whose batch dim is not the request's batch ", batch_size);
   }
+  const size_t offset = config.max_batch_size() > 0 ? 1 : 0;
+  bool as_configured = produced.shape.size() == tensor.dims().size() + offset;
+  for (int d = 0; as_configured && d < tensor.dims_size(); ++d) {
+    const int64_t dim = produced.shape[d + offset];
+    as_configured = tensor.dims(d) == -1 ? dim >= 0 : dim == tensor.dims(d);
+  }
+  if (!as_configured) {
+    return BadOutput(tensor.name(), "the backend returned shape ", shape,
+                     ", the model's config says ", ModelShapeText(tensor, config.max_batch_size()));
+  }
   if (ByteSize(*dtype, produced.shape) != produced.bytes.size()) {
     return BadOutput(tensor.name(), "the backend returned ", produced.bytes.size(), " bytes for ",
                      DTypeName(*dtype), " ", shape);

@@ -80,22 +80,6 @@ struct WorkerPool::ModelState {
   }
 };
 
-namespace {
-
-// Copies a worker's outputs out of its arena (the arena is reused by the next call).
-absl::StatusOr<std::vector<Tensor>> CollectOutputs(const internal::InferResult& result,
-                                                   const SharedArena& arena) {
-  ASSIGN_OR_RETURN(const std::vector<TensorView> views, ViewsInArena(result.outputs(), arena));
-  std::vector<Tensor> outputs;
-  for (const TensorView& view : views) {
-    const auto* begin = static_cast<const uint8_t*>(view.data);
-    outputs.push_back(Tensor{view.name, view.dtype, view.shape, {begin, begin + view.nbytes}});
-  }
-  return outputs;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(FrameChannel zygote,
                                                               const std::vector<ModelSpec>& specs,
                                                               const WorkerPoolOptions& options) {
@@ -767,7 +751,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     const int64_t received_ns = MonotonicNowNs();
     outcome.outputs =
         result.code() == 0
-            ? CollectOutputs(result, *worker.arena)
+            ? CopyFromArena(result.outputs(), *worker.arena)
             : absl::Status(static_cast<absl::StatusCode>(result.code()), result.message());
     outcome.output_ms = (MonotonicNowNs() - received_ns) / 1e6;
     if (result.has_ran_as()) {

@@ -9,6 +9,7 @@ namespace {
 // worker's slowest warmed steady latency, and never below the floor.
 constexpr double kComputeTimeoutFactor = 20;
 constexpr double kMinComputeTimeoutMs = 5000;
+constexpr double kMaxComputeTimeoutMs = 24 * 3600 * 1000.0;
 
 }  // namespace
 
@@ -20,7 +21,11 @@ double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport&
   for (const internal::ShapeWarmup& shape : warmup.shapes()) {
     slowest = std::max(slowest, shape.steady_ms());
   }
-  return std::max(kMinComputeTimeoutMs, kComputeTimeoutFactor * slowest);
+  // std::clamp, not std::max alone: the report is the worker's word (an inf or a NaN latency
+  // must not make the call deadline overflow).
+  const double derived = kComputeTimeoutFactor * slowest;
+  return derived >= kMinComputeTimeoutMs ? std::min(derived, kMaxComputeTimeoutMs)
+                                         : kMinComputeTimeoutMs;
 }
 
 bool WorkerTransitionAllowed(WorkerState from, WorkerState to) {

@@ -40,7 +40,7 @@ bool WorkerTransitionAllowed(WorkerState from, WorkerState to);
 
 // How long one call to a worker of `config` may compute before the worker counts as hung:
 // supervision.compute_timeout_ms, or else 20 x the slowest steady latency of the worker's
-// `warmup`, at least 5000 ms.
+// `warmup`, at least 5000 ms and at most a day (NaN latencies are ignored).
 double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport& warmup);
 
 }  // namespace kiln

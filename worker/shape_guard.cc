@@ -18,6 +18,10 @@ ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<Shape> warmed, ShapeM
       budget_bytes_(budget_bytes) {}
 
 absl::StatusOr<PassPlan> ShapeGuard::Plan(const Shape& request) const {
+  if (request.batch_size < 1) {  // PrepareCall refuses it first; no division by zero here
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: a request of %d rows has nothing to run", model_, request.batch_size));
+  }
   ASSIGN_OR_RETURN(const int32_t rows, RowsPerPass(request));
   PassPlan plan;
   plan.pass = {rows, request.sequence_length};

@@ -37,7 +37,8 @@ class ShapeGuard {
 
   // The plan for a request of `request` (its rows, and its length after any padding to a
   // sequence bucket): RowsPerPass rows per pass; a request that fits one pass is padded to
-  // PaddedBatch. ResourceExhausted when not even one row fits the memory budget.
+  // PaddedBatch. ResourceExhausted when not even one row fits the memory budget; InvalidArgument
+  // for a request of no rows.
   absl::StatusOr<PassPlan> Plan(const Shape& request) const;
 
   bool Warmed(const Shape& shape) const;

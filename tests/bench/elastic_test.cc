@@ -27,7 +27,12 @@ RequestRecord Failed(double scheduled_ms, int code) {
   return RequestRecord{scheduled_ms, scheduled_ms, scheduled_ms + 1, code};
 }
 
-RequestTiming On(int64_t pid, double compute_ms) { return RequestTiming{pid, compute_ms}; }
+RequestTiming On(int64_t pid, double compute_ms) {
+  RequestTiming timing;
+  timing.worker_pid = pid;
+  timing.compute_ms = compute_ms;
+  return timing;
+}
 
 // Workers 101 and 102 before the event at 4000 ms; 201 is the new one.
 std::vector<RequestRecord> Records() {

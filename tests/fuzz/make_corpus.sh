@@ -178,6 +178,41 @@ printf '\000\000' > "${dir}/seed-empty"
 printf '\003\000\002\010\001' > "${dir}/seed-bad-header"
 printf '\003\000\001\377\377' > "${dir}/seed-unparsable"
 
+# --- worker_results_fuzz: [n, 2 bytes LE][datagram of n bytes][arena bytes] -------------------
+target worker_results
+# result NAME ARENA_BYTES: a FromWorker frame (text format on stdin) and the arena's first bytes
+# (printf format).
+result() {
+  local datagram
+  datagram="$(mktemp)"
+  { printf '\001'; encode kiln.internal.FromWorker worker_frames.proto; } > "${datagram}"
+  # shellcheck disable=SC2059
+  { le "$(stat -c %s "${datagram}")" 2; cat "${datagram}"; printf "$2"; } > "${dir}/seed-$1"
+  rm -f "${datagram}"
+}
+# y: FP32 [2, 3] (24 bytes at 0), z: I64 [2, 1] (16 bytes at 64).
+result outputs 'abcdefghijklmnopqrstuvwx' <<EOF
+result { call_id: 1 compute_ms: 1.5 ran_as { batch_size: 2 } chunks: 1
+  outputs { name: "y" dtype: "F32" shape: [2, 3] offset: 0 nbytes: 24 }
+  outputs { name: "z" dtype: "I64" shape: [2, 1] offset: 64 nbytes: 16 } }
+EOF
+result wrong-dims '' <<EOF
+result { call_id: 2
+  outputs { name: "y" dtype: "F32" shape: [2, 1, 3] offset: 0 nbytes: 24 }
+  outputs { name: "z" dtype: "I64" shape: [2, 1] offset: 64 nbytes: 16 } }
+EOF
+result outside '' <<EOF
+result { outputs { name: "y" dtype: "F32" shape: [2, 3] offset: 65530 nbytes: 24 } }
+EOF
+result error '' <<< 'result { call_id: 3 code: 8 message: "over the memory budget" }'
+result ready '' <<EOF
+ready { worker_id: 1 pid: 42 device: "cpu" intra_op_threads: 1 warmup_ms: 120
+  shapes { batch_size: 1 calls: 5 first_ms: 9 steady_ms: 1.2 settled_after: 3 }
+  shapes { batch_size: 4 calls: 5 first_ms: 20 steady_ms: 1e300 settled_after: 0 refused: true } }
+EOF
+result failed '' <<< 'failed { message: "the model cannot load" }'
+printf '\003\000\001\377\377' > "${dir}/seed-unparsable"
+
 # --- model_config_fuzz: config.pbtxt ----------------------------------------------------------
 target model_config
 cat > "${dir}/seed-mlp" <<'EOF'

@@ -789,6 +789,16 @@ TEST_CASE("backend outputs that break the config are Internal errors", "[codec][
     outputs[1].bytes = Le<float>({1.0f});
     CHECK_THAT(EncodeError(outputs), Contains("whose batch dim is not the request's batch 2"));
   }
+  SECTION("dims") {
+    outputs[0].shape = {2, 1, 3};  // the same bytes, a rank the config does not have
+    CHECK(EncodeError(outputs) ==
+          "output 'z': the backend returned shape [2, 1, 3], the model's config says [-1, 3] "
+          "(batch dim then dims [3])");
+    outputs[0].shape = {2, 3};
+    outputs[1].bytes = Le<float>({0.5f, -1.0f, 2.0f, 3.0f});
+    outputs[1].shape = {2, 2};
+    CHECK_THAT(EncodeError(outputs), Contains("output 'y': the backend returned shape [2, 2]"));
+  }
   SECTION("byte count") {
     outputs[0].bytes.pop_back();
     CHECK(EncodeError(outputs) == "output 'z': the backend returned 47 bytes for I64 [2, 3]");

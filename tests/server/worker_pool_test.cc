@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <set>
@@ -349,14 +350,22 @@ TEST_CASE(
   CHECK(pool.pool->Counters("m").requests == 2);
 }
 
-TEST_CASE("the compute timeout is the config's, or 20 x the slowest warmed shape, at least 5 s",
-          "[worker_pool]") {
+TEST_CASE(
+    "the compute timeout is the config's, or 20 x the slowest warmed shape, from 5 s to a day",
+    "[worker_pool]") {
   ModelConfig config;
   internal::WarmupReport warmup;
   CHECK(ComputeTimeoutMs(config, warmup) == 5000);  // no warmup: the floor
   warmup.add_shapes()->set_steady_ms(40);
   warmup.add_shapes()->set_steady_ms(400);
   CHECK(ComputeTimeoutMs(config, warmup) == 8000);
+  // The report is the worker's word: what it cannot mean is bounded (seen while writing the
+  // worker_results fuzzer, whose seed-ready holds it: 1e300 overflowed the call deadline).
+  internal::WarmupReport wild = warmup;
+  wild.add_shapes()->set_steady_ms(1e300);
+  CHECK(ComputeTimeoutMs(config, wild) == 24 * 3600 * 1000.0);
+  wild.mutable_shapes(2)->set_steady_ms(std::nan(""));
+  CHECK(ComputeTimeoutMs(config, wild) == 8000);
   config.mutable_supervision()->set_compute_timeout_ms(250);
   CHECK(ComputeTimeoutMs(config, warmup) == 250);
 }

@@ -199,6 +199,14 @@ TEST_CASE("Plan of a warmed shape is one warm pass as is", "[shape_guard]") {
   CHECK_FALSE(plan->cold);
 }
 
+TEST_CASE("Plan refuses a request of no rows instead of dividing by zero", "[shape_guard]") {
+  const ShapeGuard guard(Model(8), {{1, 0}, {4, 0}}, RowMemory(), 0);
+  const absl::StatusOr<PassPlan> plan = guard.Plan({0, 0});
+  REQUIRE_FALSE(plan.ok());
+  CHECK(absl::IsInvalidArgument(plan.status()));
+  CHECK_THAT(std::string(plan.status().message()), Contains("a request of 0 rows"));
+}
+
 TEST_CASE("Plan pads a single pass to a warmed batch, which keeps it warm", "[shape_guard]") {
   const ShapeGuard guard(Model(8), {{1, 0}, {4, 0}, {8, 0}}, RowMemory(), 0);
   absl::StatusOr<PassPlan> plan = guard.Plan({3, 0});

@@ -1,0 +1,176 @@
+// libFuzzer target for what the master reads from a worker (a worker runs the model: its frames
+// are not trusted further than they are checked). The input is
+//   [2 bytes: n, little-endian][n bytes: one datagram as a worker sends it][the arena's bytes]
+// The datagram goes through a real SOCK_SEQPACKET pair into FrameChannel::Receive as a
+// FromWorker frame, then as the worker pool takes it (server/worker_pool.cc):
+//   - a warmup report: the compute timeout derived from it (ComputeTimeoutMs) and its log line
+//     (DescribeWarmupReport);
+//   - a result: its code as the call's status, or its outputs copied out
+//     of an arena holding the rest of the input (CopyFromArena) and encoded as the response to a
+//     request of batch 2 (EncodeInferResponse).
+// Whatever the bytes, nothing crashes; a timeout is a finite number of milliseconds the call
+// deadline can hold; errors are Internal; an encoded response holds exactly what the config
+// promises (its outputs, dtypes and dims, bytes that fill the shapes). Run with scripts/fuzz.sh.
+#include <sys/socket.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/arena_tensors.h"
+#include "common/frame_channel.h"
+#include "common/shared_arena.h"
+#include "common/tensor.h"
+#include "google/protobuf/text_format.h"
+#include "proto/model_config.pb.h"
+#include "proto/worker_frames.pb.h"
+#include "server/infer_codec.h"
+#include "server/warmup_report_text.h"
+#include "server/worker_state.h"
+#include "tests/fuzz/fuzz_expect.h"
+
+namespace kiln {
+namespace {
+
+using fuzz::Expect;
+
+constexpr size_t kArenaBytes = 64 << 10;
+constexpr int64_t kBatch = 2;
+
+// The model whose worker answers: a batch dim, an output of fixed dims and one with a -1 dim.
+constexpr char kConfig[] = R"pb(
+  name: "m"
+  max_batch_size: 4
+  input { name: "x" data_type: TYPE_FP32 dims: 2 }
+  output { name: "y" data_type: TYPE_FP32 dims: 3 }
+  output { name: "z" data_type: TYPE_INT64 dims: -1 }
+)pb";
+
+struct Fixture {
+  std::pair<FrameChannel, FrameChannel> channel;
+  std::unique_ptr<SharedArena> arena;
+  ModelConfig config;
+  inference::ModelInferRequest request;  // batch 2 of "x"
+  DecodedRequest decoded;
+};
+
+Fixture& TheFixture() {
+  static Fixture* const fixture = [] {
+    auto* made = new Fixture;
+    absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+    Expect(pair.ok(), "a frame channel pair");
+    made->channel = *std::move(pair);
+    absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("fuzz", kArenaBytes);
+    Expect(arena.ok(), "the fuzzer's arena");
+    made->arena = *std::move(arena);
+    Expect(google::protobuf::TextFormat::ParseFromString(kConfig, &made->config),
+           "the fuzzer's config parses");
+    const std::vector<float> x(kBatch * 2, 1.0f);
+    const TensorView view{"x", DType::kFloat32, {kBatch, 2}, x.data(), x.size() * sizeof(float)};
+    absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest("m", "1", {view});
+    Expect(request.ok(), "the fuzzer's request builds");
+    made->request = *std::move(request);
+    absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(made->request, made->config);
+    Expect(decoded.ok() && decoded->batch_size == kBatch, "the fuzzer's request decodes");
+    made->decoded = *std::move(decoded);
+    return made;
+  }();
+  return *fixture;
+}
+
+void CheckReport(const internal::WarmupReport& report) {
+  const double timeout_ms = ComputeTimeoutMs(TheFixture().config, report);
+  Expect(std::isfinite(timeout_ms) && timeout_ms >= 5000 && timeout_ms <= 24 * 3600 * 1000.0,
+         "a compute timeout of 5 s to a day");
+  Expect(!DescribeWarmupReport(report).empty(), "a report's log line");
+}
+
+// An encoded response is what the config promises: every output in the config's order, with its
+// datatype, the request's batch, the config's dims and bytes that fill the shape.
+void CheckResponse(const ModelConfig& config, const inference::ModelInferResponse& response) {
+  Expect(response.outputs_size() == config.output_size() &&
+             response.raw_output_contents_size() == config.output_size(),
+         "every output");
+  for (int i = 0; i < config.output_size(); ++i) {
+    const TensorConfig& tensor = config.output(i);
+    const auto& out = response.outputs(i);
+    Expect(out.name() == tensor.name(), "outputs in the config's order");
+    Expect(out.datatype() == OipDatatypeName(tensor.data_type()), "the config's datatype");
+    Expect(out.shape_size() == tensor.dims_size() + 1 && out.shape(0) == kBatch,
+           "the request's batch and the config's rank");
+    for (int d = 0; d < tensor.dims_size(); ++d) {
+      Expect(tensor.dims(d) == -1 ? out.shape(d + 1) >= 0 : out.shape(d + 1) == tensor.dims(d),
+             "the config's dims");
+    }
+    const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
+    Expect(ByteSize(*dtype, {out.shape().begin(), out.shape().end()}) ==
+               response.raw_output_contents(i).size(),
+           "bytes that fill the shape");
+  }
+}
+
+void CheckResult(const internal::InferResult& result, const uint8_t* image, size_t image_size) {
+  Fixture& fixture = TheFixture();
+  if (result.code() != 0) {
+    // As the pool turns it into the call's outcome (common/grpc_status.h then maps any code
+    // outside gRPC's to UNKNOWN).
+    const absl::Status status(static_cast<absl::StatusCode>(result.code()), result.message());
+    Expect(!status.ok(), "a worker's error stays an error");
+    return;
+  }
+  SharedArena& arena = *fixture.arena;
+  static size_t dirty = 0;  // bytes an earlier input wrote into the arena
+  std::memset(arena.data(), 0, dirty);
+  dirty = std::min(image_size, arena.size());
+  if (dirty > 0) std::memcpy(arena.data(), image, dirty);
+
+  absl::StatusOr<std::vector<Tensor>> outputs = CopyFromArena(result.outputs(), arena);
+  fuzz::Note("CopyFromArena", outputs.status());
+  if (!outputs.ok()) {
+    fuzz::ExpectError(outputs.status(), absl::StatusCode::kInternal, "a bad ref is Internal");
+    return;
+  }
+  inference::ModelInferResponse response;
+  const absl::Status encoded = EncodeInferResponse(fixture.config, "1", fixture.request,
+                                                   fixture.decoded, *outputs, &response);
+  fuzz::Note("EncodeInferResponse", encoded);
+  if (!encoded.ok()) {
+    fuzz::ExpectError(encoded, absl::StatusCode::kInternal, "a bad output is Internal");
+    return;
+  }
+  CheckResponse(fixture.config, response);
+}
+
+}  // namespace
+}  // namespace kiln
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace kiln;
+  if (size < 2) return 0;
+  const size_t n = std::min<size_t>(data[0] | (data[1] << 8), size - 2);
+  const uint8_t* datagram = data + 2;
+  Fixture& fixture = TheFixture();
+
+  if (::send(fixture.channel.second.fd(), datagram, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) {
+    fuzz::Expect(false, "sending the datagram");
+  }
+  internal::FromWorker frame;
+  const absl::Status received = fixture.channel.first.Receive(&frame);
+  fuzz::Note("Receive", received);
+  if (!received.ok()) {
+    fuzz::Expect(received.code() == absl::StatusCode::kDataLoss ||
+                     received.code() == absl::StatusCode::kUnavailable,
+                 "a bad frame is DataLoss, an empty one EOF");
+    return 0;
+  }
+  if (frame.has_ready()) CheckReport(frame.ready());
+  if (frame.has_result()) CheckResult(frame.result(), data + 2 + n, size - 2 - n);
+  return 0;
+}
