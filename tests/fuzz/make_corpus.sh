@@ -139,16 +139,17 @@ EOF
 
 # --- worker_frames_fuzz: [n, 2 bytes LE][datagram of n bytes][arena bytes] --------------------
 target worker_frames
-# frame NAME ARENA_BYTES: a ToWorker frame (text format on stdin) and the arena's first bytes
-# (printf format).
-frame() {
-  local datagram
-  datagram="$(mktemp)"
-  { printf '\001'; encode kiln.internal.ToWorker worker_frames.proto; } > "${datagram}"
+# datagram MESSAGE NAME ARENA_BYTES: a frame of MESSAGE (text format on stdin) and the arena's
+# first bytes (printf format), as the frame fuzzers read them.
+datagram() {
+  local frame
+  frame="$(mktemp)"
+  { printf '\001'; encode "$1" worker_frames.proto; } > "${frame}"
   # shellcheck disable=SC2059
-  { le "$(stat -c %s "${datagram}")" 2; cat "${datagram}"; printf "$2"; } > "${dir}/seed-$1"
-  rm -f "${datagram}"
+  { le "$(stat -c %s "${frame}")" 2; cat "${frame}"; printf "$3"; } > "${dir}/seed-$2"
+  rm -f "${frame}"
 }
+frame() { datagram kiln.internal.ToWorker "$@"; }  # frame NAME ARENA_BYTES
 frame tensors 'abcdefgh' <<EOF
 infer { call_id: 1 output_offset: 4096
   inputs { name: "x" dtype: "F32" shape: [2, 3, 2] offset: 0 nbytes: 48 }
@@ -180,16 +181,7 @@ printf '\003\000\001\377\377' > "${dir}/seed-unparsable"
 
 # --- worker_results_fuzz: [n, 2 bytes LE][datagram of n bytes][arena bytes] -------------------
 target worker_results
-# result NAME ARENA_BYTES: a FromWorker frame (text format on stdin) and the arena's first bytes
-# (printf format).
-result() {
-  local datagram
-  datagram="$(mktemp)"
-  { printf '\001'; encode kiln.internal.FromWorker worker_frames.proto; } > "${datagram}"
-  # shellcheck disable=SC2059
-  { le "$(stat -c %s "${datagram}")" 2; cat "${datagram}"; printf "$2"; } > "${dir}/seed-$1"
-  rm -f "${datagram}"
-}
+result() { datagram kiln.internal.FromWorker "$@"; }  # result NAME ARENA_BYTES
 # y: FP32 [2, 3] (24 bytes at 0), z: I64 [2, 1] (16 bytes at 64).
 result outputs 'abcdefghijklmnopqrstuvwx' <<EOF
 result { call_id: 1 compute_ms: 1.5 ran_as { batch_size: 2 } chunks: 1

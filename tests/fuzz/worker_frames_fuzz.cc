@@ -8,12 +8,9 @@
 // crashes; every error carries the code its function promises; what is accepted is an input the
 // model can run (the config's inputs, shapes and dtypes, bytes that hold them, inside memory the
 // worker owns). Run with scripts/fuzz.sh.
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include <set>
@@ -32,6 +29,7 @@
 #include "google/protobuf/text_format.h"
 #include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
+#include "tests/fuzz/frame_input.h"
 #include "tests/fuzz/fuzz_expect.h"
 #include "worker/call_inputs.h"
 #include "worker/shape_guard.h"
@@ -178,13 +176,10 @@ void CheckPrepared(const ModelConfig& config, const SharedArena& arena, const Ca
   }
 }
 
-void CheckCall(const internal::InferCall& call, const uint8_t* image, size_t image_size) {
+void CheckCall(const internal::InferCall& call, const fuzz::FrameInput& input) {
   Fixture& fixture = TheFixture();
   SharedArena& arena = *fixture.arena;
-  static size_t dirty = 0;  // bytes an earlier input wrote into the arena
-  std::memset(arena.data(), 0, dirty);
-  dirty = std::min(image_size, arena.size());
-  if (dirty > 0) std::memcpy(arena.data(), image, dirty);
+  fuzz::LoadArenaImage(input, arena);
 
   const bool text = call.has_text();
   const ModelConfig& config = text ? fixture.text : fixture.tensors;
@@ -210,29 +205,13 @@ void CheckCall(const internal::InferCall& call, const uint8_t* image, size_t ima
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kiln;
-  if (size < 2) return 0;
-  const size_t n = std::min<size_t>(data[0] | (data[1] << 8), size - 2);
-  const uint8_t* datagram = data + 2;
+  const std::optional<fuzz::FrameInput> input = fuzz::SplitFrameInput(data, size);
+  if (!input.has_value()) return 0;
   Fixture& fixture = TheFixture();
-
-  if (::send(fixture.channel.first.fd(), datagram, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) {
-    fuzz::Expect(false, "sending the datagram");
-  }
   internal::ToWorker frame;
-  const absl::Status received = fixture.channel.second.Receive(&frame);
-  fuzz::Note("Receive", received);
-  if (n == 0) {
-    fuzz::ExpectError(received, absl::StatusCode::kUnavailable, "an empty datagram is EOF");
+  if (!fuzz::ReceiveDatagram(*input, fixture.channel.first, fixture.channel.second, &frame).ok()) {
     return 0;
   }
-  internal::ToWorker direct;
-  const bool parses = datagram[0] == kFrameVersion && direct.ParseFromArray(datagram + 1, n - 1);
-  if (!received.ok()) {
-    fuzz::ExpectError(received, absl::StatusCode::kDataLoss, "a bad frame is DataLoss");
-    fuzz::Expect(!parses, "a frame that parses is received");
-    return 0;
-  }
-  fuzz::Expect(parses, "only a frame that parses is received");
-  if (frame.has_infer()) CheckCall(frame.infer(), data + 2 + n, size - 2 - n);
+  if (frame.has_infer()) CheckCall(frame.infer(), *input);
   return 0;
 }

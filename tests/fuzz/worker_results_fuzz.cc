@@ -11,12 +11,9 @@
 // Whatever the bytes, nothing crashes; a timeout is a finite number of milliseconds the call
 // deadline can hold; errors are Internal; an encoded response holds exactly what the config
 // promises (its outputs, dtypes and dims, bytes that fill the shapes). Run with scripts/fuzz.sh.
-#include <sys/socket.h>
-
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -34,6 +31,7 @@
 #include "server/infer_codec.h"
 #include "server/warmup_report_text.h"
 #include "server/worker_state.h"
+#include "tests/fuzz/frame_input.h"
 #include "tests/fuzz/fuzz_expect.h"
 
 namespace kiln {
@@ -116,7 +114,7 @@ void CheckResponse(const ModelConfig& config, const inference::ModelInferRespons
   }
 }
 
-void CheckResult(const internal::InferResult& result, const uint8_t* image, size_t image_size) {
+void CheckResult(const internal::InferResult& result, const fuzz::FrameInput& input) {
   Fixture& fixture = TheFixture();
   if (result.code() != 0) {
     // As the pool turns it into the call's outcome (common/grpc_status.h then maps any code
@@ -126,10 +124,7 @@ void CheckResult(const internal::InferResult& result, const uint8_t* image, size
     return;
   }
   SharedArena& arena = *fixture.arena;
-  static size_t dirty = 0;  // bytes an earlier input wrote into the arena
-  std::memset(arena.data(), 0, dirty);
-  dirty = std::min(image_size, arena.size());
-  if (dirty > 0) std::memcpy(arena.data(), image, dirty);
+  fuzz::LoadArenaImage(input, arena);
 
   absl::StatusOr<std::vector<Tensor>> outputs = CopyFromArena(result.outputs(), arena);
   fuzz::Note("CopyFromArena", outputs.status());
@@ -153,24 +148,14 @@ void CheckResult(const internal::InferResult& result, const uint8_t* image, size
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kiln;
-  if (size < 2) return 0;
-  const size_t n = std::min<size_t>(data[0] | (data[1] << 8), size - 2);
-  const uint8_t* datagram = data + 2;
+  const std::optional<fuzz::FrameInput> input = fuzz::SplitFrameInput(data, size);
+  if (!input.has_value()) return 0;
   Fixture& fixture = TheFixture();
-
-  if (::send(fixture.channel.second.fd(), datagram, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) {
-    fuzz::Expect(false, "sending the datagram");
-  }
-  internal::FromWorker frame;
-  const absl::Status received = fixture.channel.first.Receive(&frame);
-  fuzz::Note("Receive", received);
-  if (!received.ok()) {
-    fuzz::Expect(received.code() == absl::StatusCode::kDataLoss ||
-                     received.code() == absl::StatusCode::kUnavailable,
-                 "a bad frame is DataLoss, an empty one EOF");
+  internal::FromWorker frame;  // from the worker's end of the pair to the master's
+  if (!fuzz::ReceiveDatagram(*input, fixture.channel.second, fixture.channel.first, &frame).ok()) {
     return 0;
   }
   if (frame.has_ready()) CheckReport(frame.ready());
-  if (frame.has_result()) CheckResult(frame.result(), data + 2 + n, size - 2 - n);
+  if (frame.has_result()) CheckResult(frame.result(), *input);
   return 0;
 }
