@@ -21,8 +21,8 @@ double ComputeTimeoutMs(const ModelConfig& config, const internal::WarmupReport&
   for (const internal::ShapeWarmup& shape : warmup.shapes()) {
     slowest = std::max(slowest, shape.steady_ms());
   }
-  // std::clamp, not std::max alone: the report is the worker's word (an inf or a NaN latency
-  // must not make the call deadline overflow).
+  // Bounded both ways: the report is the worker's word (an inf latency must not overflow the call
+  // deadline; a NaN one is passed over by the std::max above).
   const double derived = kComputeTimeoutFactor * slowest;
   return derived >= kMinComputeTimeoutMs ? std::min(derived, kMaxComputeTimeoutMs)
                                          : kMinComputeTimeoutMs;
