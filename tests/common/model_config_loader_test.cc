@@ -192,24 +192,7 @@ TEST_CASE("every bad value is an error naming the file, the field and what was e
       dims: [ 4 ]
     }
   )pb";
-  const std::string text_io = R"pb(
-    max_batch_size: 2
-    input {
-      name: "input_ids"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    input {
-      name: "attention_mask"
-      data_type: TYPE_INT64
-      dims: [ -1 ]
-    }
-    output {
-      name: "y"
-      data_type: TYPE_FP32
-      dims: [ 1 ]
-    }
-  )pb";
+  const std::string text_io = "max_batch_size: 2\n" + kTextModelIo;
   const std::vector<BadConfig> cases = {
       {"unknown field",
        "max_batch_size: 8\nbogus_field: 3\n" + io,

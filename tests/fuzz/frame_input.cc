@@ -5,6 +5,17 @@
 
 namespace kiln::fuzz {
 
+FrameEnds MakeFrameEnds(size_t arena_bytes) {
+  FrameEnds ends;
+  absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
+  Expect(pair.ok(), "a frame channel pair");
+  ends.channel = *std::move(pair);
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("fuzz", arena_bytes);
+  Expect(arena.ok(), "the fuzzer's arena");
+  ends.arena = *std::move(arena);
+  return ends;
+}
+
 std::optional<FrameInput> SplitFrameInput(const uint8_t* data, size_t size) {
   if (size < 2) return std::nullopt;
   FrameInput input;

@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "common/frame_channel.h"
@@ -24,6 +26,14 @@ struct FrameInput {
   const uint8_t* image = nullptr;  // the arena's first bytes
   size_t image_size = 0;
 };
+
+// A connected frame channel pair (first: the master's end, second: the worker's) and a worker
+// arena of `arena_bytes`; aborts when either cannot be made. Owns both; one fuzzer thread.
+struct FrameEnds {
+  std::pair<FrameChannel, FrameChannel> channel;
+  std::unique_ptr<SharedArena> arena;
+};
+FrameEnds MakeFrameEnds(size_t arena_bytes);
 
 // std::nullopt when the input is shorter than its 2-byte header.
 std::optional<FrameInput> SplitFrameInput(const uint8_t* data, size_t size);

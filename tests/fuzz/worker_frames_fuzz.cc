@@ -53,8 +53,7 @@ ModelConfig ParseConfig(const char* text) {
 // A model of tensor inputs with a sequence dim, and a text model; each with the guard its worker
 // would have after warmup.
 struct Fixture {
-  std::pair<FrameChannel, FrameChannel> channel;
-  std::unique_ptr<SharedArena> arena;
+  fuzz::FrameEnds ends = fuzz::MakeFrameEnds(kArenaBytes);
   ModelConfig tensors = ParseConfig(R"pb(
     name: "seq"
     max_batch_size: 8
@@ -91,16 +90,7 @@ struct Fixture {
 };
 
 Fixture& TheFixture() {
-  static Fixture* const fixture = [] {
-    auto* made = new Fixture;
-    absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
-    Expect(pair.ok(), "a frame channel pair");
-    made->channel = *std::move(pair);
-    absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("fuzz", kArenaBytes);
-    Expect(arena.ok(), "the fuzzer's arena");
-    made->arena = *std::move(arena);
-    return made;
-  }();
+  static Fixture* const fixture = new Fixture;
   return *fixture;
 }
 
@@ -178,7 +168,7 @@ void CheckPrepared(const ModelConfig& config, const SharedArena& arena, const Ca
 
 void CheckCall(const internal::InferCall& call, const fuzz::FrameInput& input) {
   Fixture& fixture = TheFixture();
-  SharedArena& arena = *fixture.arena;
+  SharedArena& arena = *fixture.ends.arena;
   fuzz::LoadArenaImage(input, arena);
 
   const bool text = call.has_text();
@@ -209,7 +199,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!input.has_value()) return 0;
   Fixture& fixture = TheFixture();
   internal::ToWorker frame;
-  if (!fuzz::ReceiveDatagram(*input, fixture.channel.first, fixture.channel.second, &frame).ok()) {
+  if (!fuzz::ReceiveDatagram(*input, fixture.ends.channel.first, fixture.ends.channel.second,
+                             &frame)
+           .ok()) {
     return 0;
   }
   if (frame.has_infer()) CheckCall(frame.infer(), *input);

@@ -52,8 +52,7 @@ constexpr char kConfig[] = R"pb(
 )pb";
 
 struct Fixture {
-  std::pair<FrameChannel, FrameChannel> channel;
-  std::unique_ptr<SharedArena> arena;
+  fuzz::FrameEnds ends = fuzz::MakeFrameEnds(kArenaBytes);
   ModelConfig config;
   inference::ModelInferRequest request;  // batch 2 of "x"
   DecodedRequest decoded;
@@ -62,12 +61,6 @@ struct Fixture {
 Fixture& TheFixture() {
   static Fixture* const fixture = [] {
     auto* made = new Fixture;
-    absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
-    Expect(pair.ok(), "a frame channel pair");
-    made->channel = *std::move(pair);
-    absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("fuzz", kArenaBytes);
-    Expect(arena.ok(), "the fuzzer's arena");
-    made->arena = *std::move(arena);
     Expect(google::protobuf::TextFormat::ParseFromString(kConfig, &made->config),
            "the fuzzer's config parses");
     const std::vector<float> x(kBatch * 2, 1.0f);
@@ -123,7 +116,7 @@ void CheckResult(const internal::InferResult& result, const fuzz::FrameInput& in
     Expect(!status.ok(), "a worker's error stays an error");
     return;
   }
-  SharedArena& arena = *fixture.arena;
+  SharedArena& arena = *fixture.ends.arena;
   fuzz::LoadArenaImage(input, arena);
 
   absl::StatusOr<std::vector<Tensor>> outputs = CopyFromArena(result.outputs(), arena);
@@ -152,7 +145,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!input.has_value()) return 0;
   Fixture& fixture = TheFixture();
   internal::FromWorker frame;  // from the worker's end of the pair to the master's
-  if (!fuzz::ReceiveDatagram(*input, fixture.channel.second, fixture.channel.first, &frame).ok()) {
+  if (!fuzz::ReceiveDatagram(*input, fixture.ends.channel.second, fixture.ends.channel.first,
+                             &frame)
+           .ok()) {
     return 0;
   }
   if (frame.has_ready()) CheckReport(frame.ready());
