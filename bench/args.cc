@@ -33,6 +33,15 @@ void FlagSet::AddBool(std::string name, bool* value, std::string help) {
   Add(std::move(name), Kind::kBool, value, *value ? "true" : "false", std::move(help));
 }
 
+void FlagSet::AddDouble(std::string name, double* value, std::string help, Range range) {
+  Add(std::move(name), Kind::kDouble, value, absl::StrCat(*value), std::move(help));
+  flags_.back().range = range;
+}
+
+void FlagSet::SetHelp(absl::string_view name, std::string help) {
+  if (Flag* flag = Find(name); flag != nullptr) flag->help = std::move(help);
+}
+
 FlagSet::Flag* FlagSet::Find(absl::string_view name) {
   for (Flag& flag : flags_) {
     if (flag.name == name) return &flag;
@@ -117,6 +126,21 @@ absl::Status FlagSet::Parse(const std::vector<std::string>& args) {
           }
         }
         *static_cast<bool*>(flag->value) = parsed;
+        break;
+      }
+      case Kind::kDouble: {
+        if (!value) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("flag --", name, " needs a value (--", name, "=X)"));
+        }
+        const bool positive = flag->range == Range::kPositive;
+        double parsed = 0;
+        if (!absl::SimpleAtod(*value, &parsed) || !std::isfinite(parsed) ||
+            !(positive ? parsed > 0 : parsed >= 0)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--", name, " must be a number ", positive ? "> 0" : ">= 0", ", not '", *value, "'"));
+        }
+        *static_cast<double*>(flag->value) = parsed;
         break;
       }
     }

@@ -24,7 +24,7 @@ inline constexpr int kExitUsage = 2;    // bad flags
 // variable's value at registration is the flag's default (shown by Usage()). Accepted forms:
 // "--name=value", and for bool flags also "--name" (true). "--help" or "-h" anywhere asks for
 // help. Anything else (a positional argument, an unknown flag, a value flag without "=value", a
-// malformed number) is an InvalidArgument naming the argument.
+// malformed number, a number out of its flag's range) is an InvalidArgument naming the argument.
 //
 // Ownership: lives on the sub-command's stack, next to the variables it binds, which must
 // outlive it. Not thread-safe (the client parses its flags once, on the main thread).
@@ -41,6 +41,16 @@ class FlagSet {
   void AddInt(std::string name, int64_t* value, std::string help);
   void AddBool(std::string name, bool* value, std::string help);
 
+  // What a number flag takes: > 0 (a rate, a duration) or >= 0 (a skipped start, a rate where 0
+  // means "measure it").
+  enum class Range { kPositive, kNonNegative };
+  // A finite number in `range`; anything else is "--NAME must be a number > 0, not 'TEXT'"
+  // (">= 0" for kNonNegative), the value as it was written.
+  void AddDouble(std::string name, double* value, std::string help, Range range = Range::kPositive);
+
+  // Replaces the help of the flag `name` (registered by shared code, worded by the command).
+  void SetHelp(absl::string_view name, std::string help);
+
   // Parses `args` (the arguments after the sub-command's name) into the bound variables. On
   // "--help" returns OK with help_requested() true and leaves the remaining arguments alone.
   absl::Status Parse(const std::vector<std::string>& args);
@@ -52,13 +62,14 @@ class FlagSet {
   std::string Usage() const;
 
  private:
-  enum class Kind { kString, kInt, kBool };
+  enum class Kind { kString, kInt, kBool, kDouble };
   struct Flag {
     std::string name;
     Kind kind;
-    void* value;  // std::string*, int64_t* or bool*, by kind
+    void* value;  // std::string*, int64_t*, bool* or double*, by kind
     std::string default_text;
     std::string help;
+    Range range = Range::kPositive;  // kDouble only
     bool set = false;
   };
 

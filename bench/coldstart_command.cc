@@ -5,14 +5,11 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +18,9 @@
 #include "bench/args.h"
 #include "bench/latency_stats.h"
 #include "bench/oip_client.h"
+#include "bench/scenario_flags.h"
+#include "bench/scenario_load.h"
+#include "bench/scenario_run.h"
 #include "bench/server_launcher.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
@@ -34,14 +34,15 @@ namespace fs = std::filesystem;
 using grpc::health::v1::Health;
 using Clock = std::chrono::steady_clock;
 
-// How long the server may drain after SIGTERM before its process group is SIGKILLed.
-constexpr std::chrono::seconds kStopGrace(30);
-// How many lines of the server's log a failed run shows.
-constexpr size_t kLogTailLines = 20;
 // The seed of the synthetic inputs (the same request in every run).
 constexpr uint64_t kInputSeed = 0;
 
-const char* kColdstartDescription =
+const Scenario kColdstart = {
+    "coldstart",
+    "--model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
+    "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
+    "           [--repeat=3] [--steady_requests=50] [--pause_ms=50] [--batch=1] [--seq=16]\n"
+    "           [--text=TEXT] [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
     "Starts kiln-server --repeat times, one run after the other, and measures each cold start:\n"
     "  ready_ms       fork of kiln-server -> grpc.health.v1 Watch(\"\") reports SERVING (the port\n"
     "                 opens only once the workers are warm; the Watch waits for it)\n"
@@ -71,7 +72,14 @@ const char* kColdstartDescription =
     "\"pss_mb\"}],\n"
     "and per metric {\"median\", \"min\", \"max\"}}.\n"
     "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
-    "log's tail on stderr), 2 bad flags.";
+    "log's tail on stderr), 2 bad flags.",
+    {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
+     "kiln-bench coldstart --model_repository=models --model=resnet50 --workers=2 "
+     "--warmup=off --json=/tmp/cold.json",
+     "kiln-bench coldstart --model_repository=models --model=resnet18 --share_weights=off "
+     "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs",
+     "kiln-bench coldstart --model_repository=models --model=textcls --batch=4 --seq=64"},
+    /*log_tail_lines=*/20};
 
 struct Metric {
   const char* name;
@@ -93,8 +101,6 @@ constexpr int kIdleRequests = 10;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// Rounds to 3 decimals, so that the JSON stays readable.
-
 const char* OnOff(bool value) { return value ? "on" : "off"; }
 
 // "2 worker(s)", or what --workers=0 leaves to the server.
@@ -109,52 +115,19 @@ std::optional<bool> ParseOnOff(const std::string& value) {
   return std::nullopt;
 }
 
-// The first problem with the flags, or "" when they are fine. Fills the fields of `options` that
-// need more than a copy.
-std::string Validate(ColdstartOptions* options, const std::string& server,
-                     const std::string& warmup, const std::string& share_weights,
-                     const std::string& server_args) {
-  std::error_code error;
-  const std::string launch =
-      ValidateLaunchFlags(options->model_repository, options->model, server, options->json_path,
-                          options->log_dir, &options->server);
-  if (!launch.empty()) return launch;
-  if (options->workers < 0 || options->workers > 256) {
-    return absl::StrCat("--workers must be in 0..256, got ", options->workers);
-  }
-  const std::optional<bool> warm = ParseOnOff(warmup);
-  if (!warm) return absl::StrCat("--warmup must be on or off, got '", warmup, "'");
-  options->warmup = *warm;
-  const std::optional<bool> share = ParseOnOff(share_weights);
-  if (!share) return absl::StrCat("--share_weights must be on or off, got '", share_weights, "'");
-  options->share_weights = *share;
-  if (options->repeat < 1 || options->repeat > 1000) {
-    return absl::StrCat("--repeat must be in 1..1000, got ", options->repeat);
-  }
-  if (options->pause_ms < 0 || options->pause_ms > 10000) {
-    return absl::StrCat("--pause_ms must be in 0..10000, got ", options->pause_ms);
-  }
-  if (options->steady_requests < 1 || options->steady_requests > 1000000) {
-    return absl::StrCat("--steady_requests must be in 1..1000000, got ", options->steady_requests);
-  }
-  if (options->batch < 1 || options->batch > 65536) {
-    return absl::StrCat("--batch must be in 1..65536, got ", options->batch);
-  }
-  if (options->seq < 1 || options->seq > 1048576) {
-    return absl::StrCat("--seq must be in 1..1048576, got ", options->seq);
-  }
-  if (options->timeout_s < 1 || options->timeout_s > 86400) {
-    return absl::StrCat("--timeout_s must be in 1..86400, got ", options->timeout_s);
-  }
-  if (!options->cgroup.empty() &&
-      !fs::is_regular_file(fs::path(options->cgroup) / "cgroup.procs", error)) {
-    return absl::StrCat("--cgroup: ", options->cgroup,
-                        " is not a cgroup directory (no cgroup.procs in it)");
-  }
-  absl::StatusOr<std::vector<std::string>> extra = SplitServerArgs(server_args);
-  if (!extra.ok()) return std::string(extra.status().message());
-  options->server_args = std::move(*extra);
-  return "";
+// One run's values: its entry of the JSON's "runs", and what its line shows.
+Report RunValues(const ColdstartRun& run) {
+  Report values;
+  values.Set("ready_ms", Number(run.ready_ms, "%.1f"))
+      .Set("first_ms", Number(run.first_ms))
+      .Set("steady_p50_ms", Number(run.steady_p50_ms))
+      .Set("steady_p95_ms", Number(run.steady_p95_ms))
+      .Set("ratio", Number(run.ratio))
+      .Set("idle_p50_ms", Number(run.idle_p50_ms))
+      .Set("idle_ratio", Number(run.idle_ratio))
+      .Set("pss_mb", Number(run.pss_mb, "%.1f"))
+      .Set("processes", TextOnly(absl::StrCat(run.processes)));
+  return values;
 }
 
 // One timed ModelInfer.
@@ -287,71 +260,82 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
                                       ColdstartOptions* options, std::ostream& out,
                                       std::ostream& err) {
   ColdstartOptions parsed;
-  std::string server;
   std::string warmup = "on";
   std::string share_weights = "on";
-  std::string server_args;
   std::string text;
-  FlagSet flags(
-      "kiln-bench coldstart --model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
-      "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
-      "           [--repeat=3] [--steady_requests=50] [--pause_ms=50] [--batch=1] [--seq=16]\n"
-      "           [--text=TEXT] [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
-      kColdstartDescription,
-      {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
-       "kiln-bench coldstart --model_repository=models --model=resnet50 --workers=2 "
-       "--warmup=off --json=/tmp/cold.json",
-       "kiln-bench coldstart --model_repository=models --model=resnet18 --share_weights=off "
-       "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs",
-       "kiln-bench coldstart --model_repository=models --model=textcls --batch=4 --seq=64"});
-  flags.AddString("model_repository", &parsed.model_repository,
-                  "model repository the server loads (required; every model in it is loaded)");
-  flags.AddString("model", &parsed.model, "model to send requests to (required)");
-  flags.AddString("server", &server,
-                  "kiln-server executable; default: ../server/kiln-server beside kiln-bench, "
-                  "else kiln-server in PATH");
-  flags.AddInt("workers", &parsed.workers,
-               "the server's --workers (per model), 0..256; 0 = the config's count, or as many "
-               "as the server's CPUs allow");
-  flags.AddString("warmup", &warmup, "the server's --warmup: on, or off (baseline: cold workers)");
-  flags.AddString("share_weights", &share_weights,
-                  "the server's --share_weights: on, or off (baseline: a copy per worker)");
-  flags.AddString("server_args", &server_args,
-                  "more server flags, space-separated --name=value words (no quoting); not "
-                  "the flags above, --host, --port or --lock_dir");
-  flags.AddString("cgroup", &parsed.cgroup,
-                  "run the server in this cgroup directory (e.g. one with a CPU quota: "
-                  "/sys/fs/cgroup/cpu/x); kiln-bench itself stays outside it");
-  flags.AddInt("repeat", &parsed.repeat, "how many cold starts, one after the other, 1..1000");
-  flags.AddInt("steady_requests", &parsed.steady_requests,
-               "sequential requests after the first one, for the steady p50/p95");
-  flags.AddInt("pause_ms", &parsed.pause_ms,
-               "idle pause after SERVING before the first request, and before each of the 10 "
-               "idle-probe requests, 0..10000");
-  flags.AddInt("batch", &parsed.batch,
-               "batch size of the requests (a leading -1 dim); text models: rows of text");
-  flags.AddInt("seq", &parsed.seq,
-               "every other -1 dim of the requests; text models: words of sample text");
-  flags.AddString("text", &text,
-                  "text models: the text of every row (default: sample text of --seq words)");
-  flags.AddInt("timeout_s", &parsed.timeout_s,
-               "deadline for SERVING (from the fork) and for each request, in seconds");
-  flags.AddString("json", &parsed.json_path, "also write the runs and the summary to this file");
-  flags.AddString("log_dir", &parsed.log_dir,
-                  "keep the server logs here (coldstart-<model>-run<N>.log, overwritten); "
-                  "default: a temporary directory kept only when a run fails");
-  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "coldstart", args, out, err)) {
-    return *exit;
-  }
-  const std::string problem = Validate(&parsed, server, warmup, share_weights, server_args);
-  if (!problem.empty()) {
-    err << "kiln-bench coldstart: " << problem
-        << "\nrun 'kiln-bench coldstart --help' for its flags\n";
-    return kExitUsage;
-  }
-  if (flags.WasSet("text")) parsed.text = text;
-  *options = std::move(parsed);
-  return std::nullopt;
+  ScenarioFlags flags(kColdstart, &parsed);
+  flags.flags().SetHelp(
+      "model_repository",
+      "model repository the server loads (required; every model in it is loaded)");
+  flags.flags().SetHelp("model", "model to send requests to (required)");
+  flags.flags().SetHelp("workers",
+                        "the server's --workers (per model), 0..256; 0 = the config's count, or "
+                        "as many as the server's CPUs allow");
+  flags.flags().SetHelp("server_args",
+                        "more server flags, space-separated --name=value words (no quoting); not "
+                        "the flags above, --host, --port or --lock_dir");
+  flags.flags().AddString("warmup", &warmup,
+                          "the server's --warmup: on, or off (baseline: cold workers)");
+  flags.flags().AddString("share_weights", &share_weights,
+                          "the server's --share_weights: on, or off (baseline: a copy per worker)");
+  flags.flags().AddString("cgroup", &parsed.cgroup,
+                          "run the server in this cgroup directory (e.g. one with a CPU quota: "
+                          "/sys/fs/cgroup/cpu/x); kiln-bench itself stays outside it");
+  flags.flags().AddInt("repeat", &parsed.repeat,
+                       "how many cold starts, one after the other, 1..1000");
+  flags.flags().AddInt("steady_requests", &parsed.steady_requests,
+                       "sequential requests after the first one, for the steady p50/p95");
+  flags.flags().AddInt("pause_ms", &parsed.pause_ms,
+                       "idle pause after SERVING before the first request, and before each of the "
+                       "10 idle-probe requests, 0..10000");
+  flags.flags().AddInt("batch", &parsed.batch,
+                       "batch size of the requests (a leading -1 dim); text models: rows of text");
+  flags.flags().AddInt("seq", &parsed.seq,
+                       "every other -1 dim of the requests; text models: words of sample text");
+  flags.flags().AddString("text", &text,
+                          "text models: the text of every row (default: sample text of --seq "
+                          "words)");
+  flags.AddResultFlags(
+      "keep the server logs here (coldstart-<model>-run<N>.log, overwritten); default: a "
+      "temporary directory kept only when a run fails");
+  flags.flags().SetHelp("timeout_s",
+                        "deadline for SERVING (from the fork) and for each request, in seconds");
+  flags.flags().SetHelp("json", "also write the runs and the summary to this file");
+  std::optional<int> exit = flags.Parse(args, out, err, [&]() -> std::string {
+    const std::optional<bool> warm = ParseOnOff(warmup);
+    if (!warm) return absl::StrCat("--warmup must be on or off, got '", warmup, "'");
+    parsed.warmup = *warm;
+    const std::optional<bool> share = ParseOnOff(share_weights);
+    if (!share) {
+      return absl::StrCat("--share_weights must be on or off, got '", share_weights, "'");
+    }
+    parsed.share_weights = *share;
+    if (parsed.repeat < 1 || parsed.repeat > 1000) {
+      return absl::StrCat("--repeat must be in 1..1000, got ", parsed.repeat);
+    }
+    if (parsed.pause_ms < 0 || parsed.pause_ms > 10000) {
+      return absl::StrCat("--pause_ms must be in 0..10000, got ", parsed.pause_ms);
+    }
+    if (parsed.steady_requests < 1 || parsed.steady_requests > 1000000) {
+      return absl::StrCat("--steady_requests must be in 1..1000000, got ", parsed.steady_requests);
+    }
+    if (parsed.batch < 1 || parsed.batch > 65536) {
+      return absl::StrCat("--batch must be in 1..65536, got ", parsed.batch);
+    }
+    if (parsed.seq < 1 || parsed.seq > 1048576) {
+      return absl::StrCat("--seq must be in 1..1048576, got ", parsed.seq);
+    }
+    std::error_code error;
+    if (!parsed.cgroup.empty() &&
+        !fs::is_regular_file(fs::path(parsed.cgroup) / "cgroup.procs", error)) {
+      return absl::StrCat("--cgroup: ", parsed.cgroup,
+                          " is not a cgroup directory (no cgroup.procs in it)");
+    }
+    if (flags.flags().WasSet("text")) parsed.text = text;
+    return "";
+  });
+  if (!exit) *options = std::move(parsed);
+  return exit;
 }
 
 std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, int port,
@@ -370,54 +354,43 @@ std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, in
 }
 
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
-  return absl::StrFormat(
-      "run %d/%d: ready %.1f ms, first %.2f ms, steady p50 %.2f ms p95 %.2f ms, ratio %.2f, "
-      "after a pause p50 %.2f ms (ratio %.2f), pss %.1f MB (%d processes)",
-      index, total, run.ready_ms, run.first_ms, run.steady_p50_ms, run.steady_p95_ms, run.ratio,
-      run.idle_p50_ms, run.idle_ratio, run.pss_mb, run.processes);
+  Report line = RunValues(run);
+  line.Set("run", TextOnly(absl::StrCat(index, "/", total)));
+  line.Line(
+      "run {run}: ready {ready_ms} ms, first {first_ms} ms, steady p50 {steady_p50_ms} ms p95 "
+      "{steady_p95_ms} ms, ratio {ratio}, after a pause p50 {idle_p50_ms} ms (ratio "
+      "{idle_ratio}), pss {pss_mb} MB ({processes} processes)");
+  std::string text = line.Text();
+  text.pop_back();  // the line's newline
+  return text;
 }
 
-std::string FormatColdstartSummary(const ColdstartOptions& options,
-                                   const std::vector<ColdstartRun>& runs) {
-  std::string out = absl::StrFormat(
-      "summary: %s, %s, warmup %s, share_weights %s, %d run(s): median (min..max)\n", options.model,
-      WorkersText(options.workers), OnOff(options.warmup), OnOff(options.share_weights),
-      runs.size());
+Report ColdstartReport(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs) {
+  Report report;
+  report.Set("model", String(options.model))
+      .Set("workers", JsonWithText(options.workers, WorkersText(options.workers)))
+      .Set("warmup", String(OnOff(options.warmup)))
+      .Set("share_weights", String(OnOff(options.share_weights)))
+      .Set("repeat", Integer(options.repeat))
+      .Set("cgroup", String(options.cgroup))
+      .Set("run_count", TextOnly(absl::StrCat(runs.size())));
+  report.Line(
+      "summary: {model}, {workers}, warmup {warmup}, share_weights {share_weights}, {run_count} "
+      "run(s): median (min..max)");
+  ReportTable rows;  // the JSON's alone: each run's line was printed as the run ended
+  for (const ColdstartRun& run : runs) rows.AddRow() = RunValues(run);
+  report.Table("runs", std::move(rows));
   for (const Metric& metric : kMetrics) {
     std::vector<double> values;
     for (const ColdstartRun& run : runs) values.push_back(run.*metric.field);
     const Spread spread = MedianAndSpread(std::move(values));
-    absl::StrAppendFormat(&out, "  %-14s %10.2f  (%.2f..%.2f)\n", metric.name, spread.median,
-                          spread.min, spread.max);
+    report.Set(absl::StrCat(metric.name, ".median"), Number(spread.median))
+        .Set(absl::StrCat(metric.name, ".min"), Number(spread.min))
+        .Set(absl::StrCat(metric.name, ".max"), Number(spread.max));
+    report.Line(absl::StrFormat("  %-14s {%s.median:10}  ({%s.min}..{%s.max})", metric.name,
+                                metric.name, metric.name, metric.name));
   }
-  return out;
-}
-
-std::string ColdstartJson(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs) {
-  nlohmann::ordered_json doc;
-  doc["model"] = options.model;
-  doc["workers"] = options.workers;
-  doc["warmup"] = OnOff(options.warmup);
-  doc["share_weights"] = OnOff(options.share_weights);
-  doc["repeat"] = options.repeat;
-  doc["cgroup"] = options.cgroup;
-  doc["runs"] = nlohmann::ordered_json::array();
-  for (const ColdstartRun& run : runs) {
-    nlohmann::ordered_json entry;
-    for (const Metric& metric : kMetrics) {
-      entry[metric.name] = RoundToThousandths(run.*metric.field);
-    }
-    doc["runs"].push_back(std::move(entry));
-  }
-  for (const Metric& metric : kMetrics) {
-    std::vector<double> values;
-    for (const ColdstartRun& run : runs) values.push_back(run.*metric.field);
-    const Spread spread = MedianAndSpread(std::move(values));
-    doc[metric.name] = {{"median", RoundToThousandths(spread.median)},
-                        {"min", RoundToThousandths(spread.min)},
-                        {"max", RoundToThousandths(spread.max)}};
-  }
-  return doc.dump(2) + "\n";
+  return report;
 }
 
 int RunColdstartCommand(const std::vector<std::string>& args) {
@@ -425,64 +398,40 @@ int RunColdstartCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseColdstartArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  const std::optional<std::string> work_dir = MakeRunDir("coldstart", std::cerr);
-  if (!work_dir) return kExitFailure;
-  const std::string lock_dir = *work_dir + "/lock";
-  std::error_code error;
-  fs::create_directory(lock_dir, error);
-  if (error) {
-    std::cerr << "kiln-bench coldstart: cannot create " << lock_dir << ": " << error.message()
-              << "\n";
-    return kExitFailure;
-  }
-  const std::string log_dir = options.log_dir.empty() ? *work_dir : options.log_dir;
-
-  std::vector<std::string> shown = ColdstartServerArgv(options, 0, lock_dir);
-  for (std::string& arg : shown) {
-    if (arg == "--port=0") arg = "--port=<a free port per run>";
-  }
-  std::cout << "coldstart: model " << options.model << ", " << WorkersText(options.workers)
-            << ", warmup " << OnOff(options.warmup) << ", share_weights "
-            << OnOff(options.share_weights) << ", " << options.repeat << " run(s), "
-            << options.steady_requests << " steady requests (batch " << options.batch << ", seq "
-            << options.seq << ")\n"
-            << "server: " << absl::StrJoin(shown, " ") << "\n"
-            << std::flush;
-
-  std::vector<ColdstartRun> runs;
-  for (int64_t i = 1; i <= options.repeat; ++i) {
-    const std::string log_path =
-        absl::StrCat(log_dir, "/coldstart-", options.model, "-run", i, ".log");
-    absl::StatusOr<ColdstartRun> run = RunOnce(options, lock_dir, log_path);
-    if (!run.ok()) {
-      std::cerr << "kiln-bench coldstart: run " << i << "/" << options.repeat
-                << " failed: " << run.status().message() << "\n"
-                << "server log (kept): " << log_path << "\n";
-      const std::string tail = FileTail(log_path, kLogTailLines);
-      if (!tail.empty()) {
-        std::cerr << "--- last lines of the log ---\n" << tail << "\n---\n";
+  return RunScenario(kColdstart, options, [&](RunFiles& files) -> absl::StatusOr<ScenarioOutcome> {
+    const std::string lock_dir = files.work_dir() + "/lock";
+    std::error_code error;
+    fs::create_directory(lock_dir, error);
+    if (error) {
+      return absl::InternalError(absl::StrCat("cannot create ", lock_dir, ": ", error.message()));
+    }
+    std::vector<std::string> shown = ColdstartServerArgv(options, 0, lock_dir);
+    for (std::string& arg : shown) {
+      if (arg == "--port=0") arg = "--port=<a free port per run>";
+    }
+    std::cout << "coldstart: model " << options.model << ", " << WorkersText(options.workers)
+              << ", warmup " << OnOff(options.warmup) << ", share_weights "
+              << OnOff(options.share_weights) << ", " << options.repeat << " run(s), "
+              << options.steady_requests << " steady requests (batch " << options.batch << ", seq "
+              << options.seq << ")\n"
+              << "server: " << absl::StrJoin(shown, " ") << std::endl;
+    std::vector<ColdstartRun> runs;
+    for (int64_t i = 1; i <= options.repeat; ++i) {
+      const std::string log =
+          files.Log(absl::StrCat("coldstart-", options.model, "-run", i, ".log"));
+      absl::StatusOr<ColdstartRun> run = RunOnce(options, lock_dir, log);
+      if (!run.ok()) {
+        return absl::Status(run.status().code(), absl::StrCat("run ", i, "/", options.repeat,
+                                                              " failed: ", run.status().message()));
       }
-      return kExitFailure;
+      files.Done(log);  // a run that failed later shows its own log, not this one
+      runs.push_back(*run);
+      std::cout << FormatRunLine(static_cast<size_t>(i), static_cast<size_t>(options.repeat), *run);
+      if (!options.log_dir.empty()) std::cout << ", log " << log;
+      std::cout << std::endl;
     }
-    runs.push_back(*run);
-    std::cout << FormatRunLine(static_cast<size_t>(i), static_cast<size_t>(options.repeat), *run);
-    if (!options.log_dir.empty()) std::cout << ", log " << log_path;
-    std::cout << std::endl;
-  }
-  std::cout << FormatColdstartSummary(options, runs);
-  fs::remove_all(*work_dir, error);  // every run succeeded: nothing to keep
-
-  if (!options.json_path.empty()) {
-    std::ofstream json(options.json_path, std::ios::trunc);
-    json << ColdstartJson(options, runs);
-    json.close();
-    if (!json) {
-      std::cerr << "kiln-bench coldstart: cannot write " << options.json_path << "\n";
-      return kExitFailure;
-    }
-    std::cout << "wrote " << options.json_path << "\n";
-  }
-  return kExitOk;
+    return ScenarioOutcome(ColdstartReport(options, runs));
+  });
 }
 
 }  // namespace kiln::bench

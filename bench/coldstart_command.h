@@ -1,7 +1,8 @@
 // `kiln-bench coldstart`: starts kiln-server --repeat times and measures what a deploy or a
 // scale-out costs: the time from the fork to gRPC health SERVING, the latency of the very first
 // request against the steady latency after it, and the server's memory (PSS of the whole process
-// tree). The server is started, measured and stopped by this process (bench/server_launcher.h).
+// tree). The server is started, measured and stopped by this process (bench/server_launcher.h);
+// the flags, the run and the report are the scenario harness's (bench/scenario.h).
 #ifndef KILN_BENCH_COLDSTART_COMMAND_H_
 #define KILN_BENCH_COLDSTART_COMMAND_H_
 
@@ -11,17 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "bench/report.h"
+#include "bench/scenario.h"
+
 namespace kiln::bench {
 
-// The validated flags of one coldstart invocation.
-struct ColdstartOptions {
-  std::string model_repository;
-  std::string model;
-  std::string server;  // resolved path of the kiln-server executable
-  int64_t workers = 1;
+// The validated flags of one coldstart invocation (--timeout_s is the deadline for SERVING, from
+// the fork, and for each request).
+struct ColdstartOptions : ScenarioOptions {
+  ColdstartOptions() { workers = 1; }
   bool warmup = true;
   bool share_weights = true;
-  std::vector<std::string> server_args;  // split --server_args
   std::string cgroup;  // a cgroup directory the server runs in (its CPU quota); "" = none
   int64_t repeat = 3;
   int64_t steady_requests = 50;
@@ -30,9 +31,6 @@ struct ColdstartOptions {
   int64_t batch = 1;
   int64_t seq = 16;
   std::optional<std::string> text;  // --text for a text model; std::nullopt = sample text
-  int64_t timeout_s = 300;
-  std::string json_path;  // "" = no JSON file
-  std::string log_dir;    // "" = logs in a temporary directory, kept only on failure
 };
 
 // Parses and validates `args` (the arguments after "coldstart"). On success fills `options` and
@@ -68,13 +66,10 @@ struct ColdstartRun {
 // pause p50 2.90 ms (ratio 1.07), pss 410.2 MB (3 processes)".
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run);
 
-// The summary over `runs`: one line per metric with the median and the spread (min..max).
-std::string FormatColdstartSummary(const ColdstartOptions& options,
-                                   const std::vector<ColdstartRun>& runs);
-
-// The --json document (see --help): the settings, every run, and per metric
-// {"median", "min", "max"}.
-std::string ColdstartJson(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs);
+// The result over `runs`. Text: the summary, one line per metric with the median and the spread
+// (min..max); each run's line (FormatRunLine) is printed as the run ends. JSON (see --help): the
+// settings, every run, and per metric {"median", "min", "max"}.
+Report ColdstartReport(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs);
 
 // Runs the sub-command; `args` are the arguments after "coldstart". Returns the exit status:
 // 0 when every run succeeded, 1 when one failed (the reason and the server log's tail on

@@ -7,44 +7,41 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <thread>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "bench/args.h"
 #include "bench/health_command.h"
-#include "bench/load_phases.h"
 #include "bench/oip_client.h"
+#include "bench/scenario_flags.h"
+#include "bench/scenario_load.h"
+#include "bench/scenario_run.h"
 #include "bench/server_launcher.h"
+#include "bench/timed_events.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "proto/kiln_service.grpc.pb.h"
-#include "server/infer_codec.h"  // the kiln_timing parameters
+#include "server/codec/infer_codec.h"  // the kiln_timing parameters
 
 namespace kiln::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::chrono::seconds kStopGrace(30);
-constexpr int64_t kRequestTimeoutMs = 10000;
 constexpr int64_t kHealthTimeoutMs = 1000;
 // How often the model's health is checked, and the WarmupReport polled after the event: fine
 // enough that a gap in SERVING or a worker's arrival is seen within a few ms of its happening.
 constexpr std::chrono::milliseconds kHealthInterval(10);
 constexpr std::chrono::milliseconds kReportInterval(20);
 
-constexpr char kDescription[] =
+const Scenario kElastic = {
+    "elastic",
+    "--model_repository=DIR --model=NAME --event=ttin|kill [flags]",
     "What one change of the worker pool costs a loaded server. kiln-server (on a free loopback\n"
     "port) serves an open-loop Poisson load of --rate requests per second on --model for\n"
     "--duration_s; --event_s into it, one event:\n"
@@ -65,9 +62,11 @@ constexpr char kDescription[] =
     "--json also writes every number (keys in bench/elastic_command.h).\n"
     "Exit status: 0 it ran (targets met or not: the numbers say), 1 the server did not become\n"
     "SERVING, its WarmupReport failed, or the event could not be sent (the reason and the log's\n"
-    "tail on stderr), 2 bad flags.";
-
-std::string TwoDecimals(double value) { return absl::StrFormat("%.2f", value); }
+    "tail on stderr), 2 bad flags.",
+    {"kiln-bench elastic --model_repository=models --model=resnet50 --workers=4 --event=kill "
+     "--rate=6",
+     "kiln-bench elastic --model_repository=models --model=resnet18 --workers=1 --event=ttin "
+     "--rate=20 --server_args=--warm_template=off --json=/tmp/elastic.json"}};
 
 }  // namespace
 
@@ -83,41 +82,15 @@ std::optional<ElasticEvent> ParseElasticEvent(const std::string& name) {
 
 // --- the pure pieces ---------------------------------------------------------------------------
 
-int64_t ElasticPhase::error_count() const { return ErrorTotal(errors); }
-
-std::vector<ElasticPhase> SplitElasticPhases(const std::vector<RequestRecord>& records,
-                                             const std::vector<RequestTiming>& timings,
-                                             double skip_ms, double event_ms, double after_ms) {
+std::vector<Phase> SplitElasticPhases(const std::vector<RequestRecord>& records,
+                                      const std::vector<RequestTiming>& timings, double skip_ms,
+                                      double event_ms, double after_ms) {
   double end_ms = event_ms;
   for (const RequestRecord& record : records) end_ms = std::max(end_ms, record.scheduled_ms);
-  std::vector<ElasticPhase> phases = {
-      {"before", skip_ms, event_ms, {}, {}, {}},
-      {"after", event_ms, std::min(event_ms + after_ms, end_ms), {}, {}, {}}};
-  std::vector<std::vector<double>> latencies(phases.size()), computes(phases.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    const RequestRecord& record = records[i];
-    const double t = record.scheduled_ms;
-    int phase = -1;
-    if (t >= skip_ms && t < event_ms) {
-      phase = 0;
-    } else if (t >= event_ms && t <= phases[1].to_ms) {
-      phase = 1;
-    }
-    if (phase < 0) continue;
-    if (!record.ok()) {
-      ++phases[phase].errors[OutcomeName(record.code)];
-      continue;
-    }
-    latencies[phase].push_back(record.latency_ms());
-    if (i < timings.size() && timings[i].compute_ms >= 0) {
-      computes[phase].push_back(timings[i].compute_ms);
-    }
-  }
-  for (size_t i = 0; i < phases.size(); ++i) {
-    phases[i].latency = Summarize(std::move(latencies[i]));
-    phases[i].compute = Summarize(std::move(computes[i]));
-  }
-  return phases;
+  return CountPhases(records,
+                     {{"before", skip_ms, event_ms},
+                      {"after", event_ms, std::min(event_ms + after_ms, end_ms), true}},
+                     timings);
 }
 
 HealthSummary SummarizeHealth(const std::vector<HealthSample>& samples) {
@@ -193,173 +166,112 @@ double ElasticResult::first_latency_ratio() const {
   return first_new->latency_ms / phases[0].latency.p50;
 }
 
-int64_t ElasticResult::errors() const {
-  int64_t total = 0;
-  for (const ElasticPhase& phase : phases) total += phase.error_count();
-  return total;
-}
+int64_t ElasticResult::errors() const { return ErrorTotal(phases); }
 
-std::string FormatElastic(const ElasticOptions& options, const ElasticResult& result) {
+Report ElasticReport(const ElasticOptions& options, const ElasticResult& result) {
   const bool ttin = options.event == ElasticEvent::kTtin;
-  std::string out =
-      absl::StrFormat("elastic: %s at %s req/s (Poisson); %s %.2f s into the load (%s pid %d)\n",
-                      options.model, TwoDecimals(options.rate), ttin ? "SIGTTIN" : "SIGKILL",
-                      result.event_ms / 1000, ttin ? "master" : "worker", result.event_pid);
-  absl::StrAppendFormat(&out, "  %-8s %s %11s  %s\n", "requests", PhaseLatencyHeader(),
-                        "compute p50", "errors");
-  for (const ElasticPhase& phase : result.phases) {
-    absl::StrAppendFormat(&out, "  %-8s %s %11.2f  %s\n", phase.name,
-                          PhaseLatencyColumns(phase.from_ms, phase.to_ms, phase.latency),
-                          phase.compute.p50, ErrorsText(phase.errors));
+  const double before_compute_p50 = result.phases.empty() ? 0.0 : result.phases[0].compute.p50;
+  Report report;
+  report.Line(ttin ? "elastic: {model} at {rate} req/s (Poisson); SIGTTIN {event_ms} s into the "
+                     "load (master pid {event_pid})"
+                   : "elastic: {model} at {rate} req/s (Poisson); SIGKILL {event_ms} s into the "
+                     "load (worker pid {event_pid})");
+  report.Set("model", String(options.model))
+      .Set("event", String(ElasticEventName(options.event)))
+      .Set("workers", Integer(options.workers))
+      .Set("server_args", String(absl::StrJoin(options.server_args, " ")))
+      .Set("rate", Number(options.rate))
+      .Set("duration_s", Number(options.duration_s))
+      .Set("event_s", Number(options.event_s))
+      .Set("after_s", Number(options.after_s))
+      .Set("skip_s", Number(options.skip_s))
+      .Set("event_ms", ScaledNumber(result.event_ms, 0.001))
+      .Set("event_pid", Integer(result.event_pid))
+      .Set("workers_before",
+           JsonWithText(result.workers_before, absl::StrJoin(result.workers_before, ", ")))
+      .Set("replacement_ms", NumberOr(result.replacement_ms, "%.1f"))
+      .Set("new_worker_pid", result.replacement_ms ? Integer(result.new_worker_pid) : Null())
+      .Set("replacement_error", String(result.replacement_error))
+      .Set("p99_ratio", Number(result.p99_ratio()))
+      .Set("errors", Integer(result.errors()))
+      .Set("before_compute_p50_ms", Number(before_compute_p50));
+  report.Table("phases", PhaseTable("requests", result.phases, {{"compute_p50_ms", "compute p50"}},
+                                    [](size_t, const Phase& phase, Report& row) {
+                                      row.Set("compute_count", Integer(phase.compute.count))
+                                          .Set("compute_p50_ms", Number(phase.compute.p50))
+                                          .Set("compute_p95_ms", Number(phase.compute.p95));
+                                    }));
+  report.Line("p99 after / before: {p99_ratio}x; errors: {errors}");
+  report.Line(result.replacement_ms
+                  ? "new worker: pid {new_worker_pid} warm {replacement_ms} ms after the event"
+                  : "new worker: none: {replacement_error}");
+  report.Set("health.checks", Integer(result.health.checks))
+      .Set("health.not_serving", Integer(result.health.not_serving))
+      .Set("health.longest_gap_ms", Number(result.health.longest_gap_ms, "%.1f"))
+      .Set("health.statuses", Counts(result.health.statuses))
+      .Set("health_interval_ms", TextOnly(absl::StrCat(kHealthInterval.count())));
+  report.Line(
+      "health of {model} (Check every {health_interval_ms} ms): {health.checks} checks, "
+      "{health.not_serving} not SERVING ({health.statuses}), longest gap "
+      "{health.longest_gap_ms} ms");
+  if (!result.first_new) {
+    report.Set("first_new", Null());
+    report.Line("first request of the new worker: none served one during the load");
+    return report;
   }
-  absl::StrAppendFormat(&out, "p99 after / before: %.2fx; errors: %d\n", result.p99_ratio(),
-                        result.errors());
-  if (result.replacement_ms) {
-    absl::StrAppendFormat(&out, "new worker: pid %d warm %.1f ms after the event\n",
-                          result.new_worker_pid, *result.replacement_ms);
-  } else {
-    absl::StrAppendFormat(&out, "new worker: none: %s\n", result.replacement_error);
-  }
-  absl::StrAppendFormat(&out,
-                        "health of %s (Check every %d ms): %d checks, %d not SERVING (%s), "
-                        "longest gap %.1f ms\n",
-                        options.model, kHealthInterval.count(), result.health.checks,
-                        result.health.not_serving, ErrorsText(result.health.statuses),
-                        result.health.longest_gap_ms);
-  if (result.first_new) {
-    const FirstNewRequest& first = *result.first_new;
-    absl::StrAppendFormat(
-        &out,
-        "first request of the new worker (pid %d, scheduled %.2f s): latency %.2f ms (%.2fx the "
-        "before p50), compute %.2f ms (%.2fx the before compute p50 %.2f ms)\n",
-        first.pid, first.scheduled_ms / 1000, first.latency_ms, result.first_latency_ratio(),
-        first.compute_ms, result.first_compute_ratio(),
-        result.phases.empty() ? 0.0 : result.phases[0].compute.p50);
-  } else {
-    absl::StrAppend(&out, "first request of the new worker: none served one during the load\n");
-  }
-  return out;
-}
-
-std::string ElasticJson(const ElasticOptions& options, const ElasticResult& result) {
-  using Json = nlohmann::ordered_json;
-  Json doc;
-  doc["model"] = options.model;
-  doc["event"] = ElasticEventName(options.event);
-  doc["workers"] = options.workers;
-  doc["server_args"] = absl::StrJoin(options.server_args, " ");
-  doc["rate"] = options.rate;
-  doc["duration_s"] = options.duration_s;
-  doc["event_s"] = options.event_s;
-  doc["after_s"] = options.after_s;
-  doc["skip_s"] = options.skip_s;
-  doc["event_ms"] = RoundToThousandths(result.event_ms);
-  doc["event_pid"] = result.event_pid;
-  doc["workers_before"] = result.workers_before;
-  doc["replacement_ms"] =
-      result.replacement_ms ? Json(RoundToThousandths(*result.replacement_ms)) : Json(nullptr);
-  doc["new_worker_pid"] = result.replacement_ms ? Json(result.new_worker_pid) : Json(nullptr);
-  doc["replacement_error"] = result.replacement_error;
-  doc["p99_ratio"] = RoundToThousandths(result.p99_ratio());
-  doc["errors"] = result.errors();
-  doc["before_compute_p50_ms"] =
-      RoundToThousandths(result.phases.empty() ? 0.0 : result.phases[0].compute.p50);
-  doc["phases"] = Json::array();
-  for (const ElasticPhase& phase : result.phases) {
-    Json entry = PhaseLatencyJson(phase.name, phase.from_ms, phase.to_ms, phase.latency);
-    entry["compute_count"] = phase.compute.count;
-    entry["compute_p50_ms"] = RoundToThousandths(phase.compute.p50);
-    entry["compute_p95_ms"] = RoundToThousandths(phase.compute.p95);
-    entry["errors"] = ErrorsJson(phase.errors);
-    doc["phases"].push_back(std::move(entry));
-  }
-  Json health;
-  health["checks"] = result.health.checks;
-  health["not_serving"] = result.health.not_serving;
-  health["longest_gap_ms"] = RoundToThousandths(result.health.longest_gap_ms);
-  health["statuses"] = ErrorsJson(result.health.statuses);
-  doc["health"] = std::move(health);
-  if (result.first_new) {
-    const FirstNewRequest& first = *result.first_new;
-    doc["first_new"] = {{"pid", first.pid},
-                        {"scheduled_ms", RoundToThousandths(first.scheduled_ms)},
-                        {"latency_ms", RoundToThousandths(first.latency_ms)},
-                        {"compute_ms", RoundToThousandths(first.compute_ms)},
-                        {"compute_ratio", RoundToThousandths(result.first_compute_ratio())},
-                        {"latency_ratio", RoundToThousandths(result.first_latency_ratio())}};
-  } else {
-    doc["first_new"] = nullptr;
-  }
-  return doc.dump(2) + "\n";
+  const FirstNewRequest& first = *result.first_new;
+  report.Set("first_new.pid", Integer(first.pid))
+      .Set("first_new.scheduled_ms", ScaledNumber(first.scheduled_ms, 0.001))
+      .Set("first_new.latency_ms", Number(first.latency_ms))
+      .Set("first_new.compute_ms", Number(first.compute_ms))
+      .Set("first_new.compute_ratio", Number(result.first_compute_ratio()))
+      .Set("first_new.latency_ratio", Number(result.first_latency_ratio()));
+  report.Line(
+      "first request of the new worker (pid {first_new.pid}, scheduled {first_new.scheduled_ms} "
+      "s): latency {first_new.latency_ms} ms ({first_new.latency_ratio}x the before p50), "
+      "compute {first_new.compute_ms} ms ({first_new.compute_ratio}x the before compute p50 "
+      "{before_compute_p50_ms} ms)");
+  return report;
 }
 
 std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, ElasticOptions* options,
                                     std::ostream& out, std::ostream& err) {
   ElasticOptions parsed;
-  std::string server, server_args, event;
-  // Numbers as text, so that a bad value is reported as the user wrote it.
-  std::string rate = "10", duration = "20", event_at = "8", after = "10", skip = "1";
-  FlagSet flags(
-      "kiln-bench elastic --model_repository=DIR --model=NAME --event=ttin|kill [flags]",
-      kDescription,
-      {"kiln-bench elastic --model_repository=models --model=resnet50 --workers=4 --event=kill "
-       "--rate=6",
-       "kiln-bench elastic --model_repository=models --model=resnet18 --workers=1 --event=ttin "
-       "--rate=20 --server_args=--warm_template=off --json=/tmp/elastic.json"});
-  flags.AddString("model_repository", &parsed.model_repository, "the repository the server serves");
-  flags.AddString("model", &parsed.model,
-                  "the model the load goes to (and whose worker is killed)");
-  AddServerFlag(flags, &server);
-  flags.AddInt("workers", &parsed.workers,
-               "the server's --workers, 0..256; 0 = the config's count, or as many as the CPUs "
-               "allow");
-  flags.AddString("server_args", &server_args,
-                  "more server flags, space-separated --name=value words (e.g. "
-                  "--warm_template=off)");
-  flags.AddString("event", &event,
-                  "ttin (SIGTTIN to the master: one more worker per model) or kill (SIGKILL to "
-                  "one worker of --model); required");
-  flags.AddString("rate", &rate, "the load: requests per second, > 0 (Poisson arrivals)");
-  flags.AddString("duration_s", &duration, "how long the load runs, seconds");
-  flags.AddString("event_s", &event_at, "when the event happens, seconds into the load");
-  flags.AddString("after_s", &after,
-                  "length of the 'after' phase from the event, seconds (cut at the load's end)");
-  flags.AddString("skip_s", &skip, "the load's first seconds, left out of 'before'");
-  AddLoadRunFlags(flags, parsed,
-                  "keep the server's log here (elastic.log); default: a temporary directory kept "
-                  "only when the run fails");
-  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "elastic", args, out, err)) return *exit;
-  auto problem = [&]() -> std::string {
-    const std::string launch =
-        ValidateLaunchFlags(parsed.model_repository, parsed.model, server, parsed.json_path,
-                            parsed.log_dir, &parsed.server);
-    if (!launch.empty()) return launch;
+  std::string event;
+  ScenarioFlags flags(kElastic, &parsed);
+  flags.flags().SetHelp("model_repository", "the repository the server serves");
+  flags.flags().SetHelp("model", "the model the load goes to (and whose worker is killed)");
+  flags.flags().SetHelp("server_args",
+                        "more server flags, space-separated --name=value words (e.g. "
+                        "--warm_template=off)");
+  flags.flags().AddString("event", &event,
+                          "ttin (SIGTTIN to the master: one more worker per model) or kill "
+                          "(SIGKILL to one worker of --model); required");
+  flags.AddRate(&parsed, "the load: requests per second, > 0 (Poisson arrivals)");
+  flags.flags().AddDouble("duration_s", &parsed.duration_s, "how long the load runs, seconds");
+  flags.flags().AddDouble("event_s", &parsed.event_s,
+                          "when the event happens, seconds into the load");
+  flags.flags().AddDouble("after_s", &parsed.after_s,
+                          "length of the 'after' phase from the event, seconds (cut at the "
+                          "load's end)");
+  flags.AddSkip(&parsed, "the load's first seconds, left out of 'before'");
+  flags.AddLoadFlags(&parsed);
+  flags.AddResultFlags(
+      "keep the server's log here (elastic.log); default: a temporary directory kept only when "
+      "the run fails");
+  std::optional<int> exit = flags.Parse(args, out, err, [&]() -> std::string {
     if (event.empty()) return "--event is required: ttin or kill";
     const std::optional<ElasticEvent> kind = ParseElasticEvent(event);
     if (!kind) return absl::StrCat("--event must be ttin or kill, not '", event, "'");
     parsed.event = *kind;
-    // Every value is parsed; the first reason, in the flags' order, is the one reported.
-    for (const std::string& reason :
-         {ValidateWorkersAndServerArgs(parsed.workers, server_args, &parsed.server_args),
-          ParsePositiveFlag("rate", rate, &parsed.rate),
-          ParsePositiveFlag("duration_s", duration, &parsed.duration_s),
-          ParsePositiveFlag("event_s", event_at, &parsed.event_s),
-          ParsePositiveFlag("after_s", after, &parsed.after_s),
-          ParseSkipFlag(skip, &parsed.skip_s)}) {
-      if (!reason.empty()) return reason;
-    }
     if (parsed.skip_s >= parsed.event_s || parsed.event_s >= parsed.duration_s) {
       return "need --skip_s < --event_s < --duration_s (the event happens during the load, "
              "after the skipped start)";
     }
-    return ValidateBatchSeedTimeout(parsed.batch, parsed.seed, parsed.timeout_s);
-  }();
-  if (!problem.empty()) {
-    err << "kiln-bench elastic: " << problem << "\nrun 'kiln-bench elastic --help' for its flags\n";
-    return kExitUsage;
-  }
-  *options = std::move(parsed);
-  return std::nullopt;
+    return "";
+  });
+  if (!exit) *options = std::move(parsed);
+  return exit;
 }
 
 // --- the run -----------------------------------------------------------------------------------
@@ -419,11 +331,11 @@ absl::StatusOr<int64_t> SendEvent(ElasticEvent event, const LaunchedServer& serv
 }
 
 // Starts the server, loads it, sends the event during the load and measures.
-absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const std::string& lock_dir,
-                                         const std::string& log_path) {
-  ASSIGN_OR_RETURN(StartedServer started,
-                   StartServing(options.server, options.model_repository, options.workers,
-                                options.server_args, lock_dir, log_path, options.timeout_s));
+absl::StatusOr<ScenarioOutcome> RunElastic(const ElasticOptions& options, RunFiles& files) {
+  ASSIGN_OR_RETURN(
+      StartedServer started,
+      StartServing(options.server, options.model_repository, options.workers, options.server_args,
+                   files.work_dir(), files.Log("elastic.log"), options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
 
@@ -444,21 +356,21 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
       PoissonLoad(options.rate, options.duration_s, options.seed, kRequestTimeoutMs);
   TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
   BackgroundLoad background(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-  const Clock::time_point start = background.start();
+  TimedEvents events({"event", "new_worker"}, background.start());
   absl::Notification stop_health;
   std::vector<HealthSample> health_samples;
   std::thread prober(
-      [&] { ProbeHealth(*health, options.model, start, stop_health, &health_samples); });
-  const Clock::time_point load_end = start + Seconds(options.duration_s);
+      [&] { ProbeHealth(*health, options.model, events.start(), stop_health, &health_samples); });
+  const Clock::time_point load_end = events.start() + Seconds(options.duration_s);
 
   // The event, then the WarmupReport every kReportInterval until a new worker is listed.
   ElasticResult result;
-  std::this_thread::sleep_until(start + Seconds(options.event_s));
+  std::this_thread::sleep_until(events.start() + Seconds(options.event_s));
   absl::Status event_status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(result.workers_before, WarmWorkerPids(*kiln, options.model));
-    const Clock::time_point event_at = Clock::now();
+    const double event_ms = events.Mark("event");
     ASSIGN_OR_RETURN(result.event_pid, SendEvent(options.event, *server, result.workers_before));
-    result.event_ms = MsBetween(start, event_at);
+    result.event_ms = event_ms;
     std::cerr << "kiln-bench elastic: sent " << ElasticEventName(options.event) << " to pid "
               << result.event_pid << std::endl;
     const std::set<int64_t> before(result.workers_before.begin(), result.workers_before.end());
@@ -469,7 +381,7 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
       if (pids.ok()) {
         for (const int64_t pid : *pids) {
           if (before.count(pid) > 0) continue;
-          result.replacement_ms = MsBetween(event_at, Clock::now());
+          result.replacement_ms = events.Mark("new_worker") - event_ms;
           result.new_worker_pid = pid;
           return absl::OkStatus();
         }
@@ -498,7 +410,7 @@ absl::StatusOr<ElasticResult> RunElastic(const ElasticOptions& options, const st
   result.first_new = FirstRequestOfNewWorker(
       loaded.records, timings,
       OldWorkerPids(loaded.records, timings, result.workers_before, result.event_ms));
-  return result;
+  return ScenarioOutcome(ElasticReport(options, result));
 }
 
 }  // namespace
@@ -512,13 +424,8 @@ int RunElasticCommand(const std::vector<std::string>& args) {
             << options.duration_s << " s, " << ElasticEventName(options.event) << " at "
             << options.event_s << " s; server flags: " << absl::StrJoin(options.server_args, " ")
             << std::endl;
-  return RunWithOneServer<ElasticResult>(
-      "elastic", options.log_dir, options.json_path,
-      [&](const std::string& work_dir, const std::string& log) {
-        return RunElastic(options, work_dir, log);
-      },
-      [&](const ElasticResult& result) { return FormatElastic(options, result); },
-      [&](const ElasticResult& result) { return ElasticJson(options, result); });
+  return RunScenario(kElastic, options,
+                     [&](RunFiles& files) { return RunElastic(options, files); });
 }
 
 }  // namespace kiln::bench

@@ -6,9 +6,10 @@
 // event against before it, how long until a new worker is warm, that the model's health stays
 // SERVING throughout, and whether the first request the new worker serves is as fast as any.
 //
-// The server is started, watched and stopped by this process (bench/server_launcher.h). The pure
-// pieces (flags, phases, health gaps, the new worker's first request, the report and the JSON)
-// are declared here so that tests reach them without a server.
+// The server is started, watched and stopped by this process (bench/server_launcher.h); the flags,
+// the run, the phases and the report are the scenario harness's (bench/scenario.h). The pure
+// pieces (flags, phases, health gaps, the new worker's first request, the report) are declared
+// here so that tests reach them without a server.
 #ifndef KILN_BENCH_ELASTIC_COMMAND_H_
 #define KILN_BENCH_ELASTIC_COMMAND_H_
 
@@ -23,6 +24,9 @@
 #include "absl/status/statusor.h"
 #include "bench/latency_stats.h"
 #include "bench/load_generator.h"
+#include "bench/phases.h"
+#include "bench/report.h"
+#include "bench/scenario.h"
 #include "bench/timing_sender.h"
 #include "proto/grpc_service.pb.h"
 
@@ -37,47 +41,26 @@ const char* ElasticEventName(ElasticEvent event);  // "ttin", "kill"
 std::optional<ElasticEvent> ParseElasticEvent(const std::string& name);
 
 // The validated flags of one elastic invocation.
-struct ElasticOptions {
-  std::string model_repository;
-  std::string model;
-  std::string server;   // resolved path of the kiln-server executable
-  int64_t workers = 0;  // the server's --workers; 0 = the config's count, or automatic
-  std::vector<std::string> server_args;  // split --server_args
+struct ElasticOptions : LoadScenarioOptions {
+  ElasticOptions() { rate = 10; }
   ElasticEvent event = ElasticEvent::kKill;
-  double rate = 10;        // requests per second (Poisson arrivals)
   double duration_s = 20;  // how long the load runs
   double event_s = 8;      // when the event happens, seconds into the load
   double after_s = 10;     // length of the "after" phase, from the event
-  double skip_s = 1;       // the load's first seconds, left out of "before"
-  int64_t batch = 1;
-  int64_t seed = 0;
-  int64_t timeout_s = 300;  // deadline for SERVING
-  std::string json_path;
-  std::string log_dir;  // "" = the log in a temporary directory, kept only on failure
 };
 
-// Parses and validates `args` (after "elastic"), as ParseScaleoutArgs does: std::nullopt on
-// success; 0 after --help; 2 (with the reason on `err`) for a bad flag.
+// Parses and validates `args` (after "elastic"): std::nullopt on success; 0 after --help; 2 (with
+// the reason on `err`) for a bad flag.
 std::optional<int> ParseElasticArgs(const std::vector<std::string>& args, ElasticOptions* options,
                                     std::ostream& out, std::ostream& err);
 
-// The load's requests in one phase, by their scheduled time.
-struct ElasticPhase {
-  std::string name;  // "before", "after"
-  double from_ms = 0;
-  double to_ms = 0;
-  LatencySummary latency;                 // end to end, OK requests only
-  LatencySummary compute;                 // the worker's compute_ms, OK requests that carry it
-  std::map<std::string, int64_t> errors;  // every other outcome, by name
-  int64_t error_count() const;
-};
-
 // Splits the requests (times since the load began; `timings` one per record, or empty) into
 // before [skip_ms, event_ms) and after [event_ms, min(event_ms + after_ms, end)], where end is the
-// last scheduled time. Requests past the after phase are in neither.
-std::vector<ElasticPhase> SplitElasticPhases(const std::vector<RequestRecord>& records,
-                                             const std::vector<RequestTiming>& timings,
-                                             double skip_ms, double event_ms, double after_ms);
+// last scheduled time. Requests past the after phase are in neither. Each phase's compute is the
+// workers' compute_ms of its OK requests that carry it.
+std::vector<Phase> SplitElasticPhases(const std::vector<RequestRecord>& records,
+                                      const std::vector<RequestTiming>& timings, double skip_ms,
+                                      double event_ms, double after_ms);
 
 // One grpc.health.v1 Check of the model's service during the load.
 struct HealthSample {
@@ -125,7 +108,7 @@ struct ElasticResult {
   std::optional<double> replacement_ms;
   int64_t new_worker_pid = 0;
   std::string replacement_error;
-  std::vector<ElasticPhase> phases;  // before, after
+  std::vector<Phase> phases;  // before, after
   HealthSummary health;
   std::optional<FirstNewRequest> first_new;
 
@@ -138,11 +121,10 @@ struct ElasticResult {
   int64_t errors() const;  // over both phases
 };
 
-// The report: the event, one line per phase (count, p50, p95, p99, max, compute p50, errors), the
-// p99 ratio, the replacement time, the health checks and the new worker's first request.
-std::string FormatElastic(const ElasticOptions& options, const ElasticResult& result);
-
-// {"model", "event", "workers", "server_args", "rate", "duration_s", "event_s", "after_s",
+// The result. Text: the event, one line per phase (count, p50, p95, p99, max, compute p50,
+// errors), the p99 ratio, the replacement time, the health checks and the new worker's first
+// request. JSON: {"model", "event", "workers", "server_args", "rate", "duration_s", "event_s",
+// "after_s",
 //  "skip_s", "event_ms", "event_pid", "workers_before": [pid],
 //  "replacement_ms" (null when no new worker appeared), "new_worker_pid" (null likewise),
 //  "replacement_error", "p99_ratio", "errors", "before_compute_p50_ms",
@@ -152,7 +134,7 @@ std::string FormatElastic(const ElasticOptions& options, const ElasticResult& re
 //  "first_new": {"pid", "scheduled_ms", "latency_ms", "compute_ms", "compute_ratio",
 //                "latency_ratio"} (null when no new worker served a request)}.
 // Times in ms, rounded to microseconds; ratios to 3 decimals.
-std::string ElasticJson(const ElasticOptions& options, const ElasticResult& result);
+Report ElasticReport(const ElasticOptions& options, const ElasticResult& result);
 
 // Runs the sub-command. 0 when it ran (targets missed or not: the numbers say so); 1 when the
 // server did not become SERVING, its WarmupReport failed before the event, or the event could not

@@ -9,8 +9,9 @@
 // of the steady phase, and the failed requests (none allowed) across the reloads and the switch.
 // The same run with --warmup=off shows what kiln's warmup prevents.
 //
-// The pure pieces (flags, CPU lists, phases, report, JSON) are declared here so that tests reach
-// them without servers.
+// The flags, the run, the events, the phases and the report are the scenario harness's
+// (bench/scenario.h). The pure pieces (flags, CPU lists, phases, report) are declared here so
+// that tests reach them without servers.
 #ifndef KILN_BENCH_LB_COMMAND_H_
 #define KILN_BENCH_LB_COMMAND_H_
 
@@ -23,18 +24,22 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "bench/load_generator.h"
-#include "bench/load_phases.h"
+#include "bench/phases.h"
+#include "bench/report.h"
+#include "bench/scenario.h"
+#include "bench/timed_events.h"
 
 namespace kiln::bench {
 
-struct LbOptions {
-  std::string model_repository;
-  std::string model;
-  std::string server;  // resolved path of the kiln-server executable
-  std::string nginx;   // resolved path of the nginx executable
-  int64_t workers = 0;
-  std::vector<std::string> server_args;  // every replica's (--warmup=off last, when asked)
-  double rate = 20;                      // requests per second through nginx
+// The validated flags of one lb invocation: --workers and --server_args (with --warmup=off last,
+// when asked) are every replica's, --rate the load's through nginx, --timeout_s each replica's
+// deadline for SERVING.
+struct LbOptions : LoadScenarioOptions {
+  LbOptions() {
+    rate = 20;
+    skip_s = 2;
+  }
+  std::string nginx;  // resolved path of the nginx executable
   Arrival arrival = Arrival::kPoisson;
   int64_t replicas = 3;  // after the scale-out; blue and green have this many
   // Replica i (and green replica i) runs on cpus[i % size] (a taskset CPU list); empty: unpinned.
@@ -42,15 +47,9 @@ struct LbOptions {
   double steady_s = 10;  // one replica alone
   double after_s = 10;   // every replica serving, before blue/green
   double tail_s = 5;     // green alone, after blue is gone
-  double skip_s = 2;     // the load's first seconds, left out of the steady phase
   bool blue_green = true;
   int64_t check_requests = 20;  // the synthetic load sent to each green replica before the switch
-  int64_t batch = 1;
-  int64_t seed = 0;
-  int64_t timeout_s = 300;  // deadline for each replica's SERVING
-  std::string json_path;
-  std::string csv_path;  // one row per request of the load ("" = none)
-  std::string log_dir;
+  std::string csv_path;         // one row per request of the load ("" = none)
 };
 
 // Parses and validates `args` (after "lb"): std::nullopt on success; 0 after --help; 2 (with the
@@ -62,28 +61,23 @@ std::optional<int> ParseLbArgs(const std::vector<std::string>& args, LbOptions* 
 // InvalidArgument names the bad entry.
 absl::StatusOr<std::vector<std::string>> ParseCpuLists(absl::string_view text);
 
-// When the scenario's events happened, in ms since the load began; < 0: did not happen.
-struct LbEvents {
-  double scale_started_ms = -1;    // the new replicas were started
-  double scale_serving_ms = -1;    // the last of them said SERVING
-  double scale_joined_ms = -1;     // nginx runs a worker with all of them in its upstream
-  double green_started_ms = -1;    // green replicas started
-  double green_serving_ms = -1;    // the last said SERVING
-  double green_checked_ms = -1;    // each passed its synthetic load
-  double switched_ms = -1;         // nginx runs a worker with only green in its upstream
-  double old_worker_gone_ms = -1;  // nginx's worker of the blue configuration exited
-  double blue_stopped_ms = -1;     // every blue replica drained and exited
-  double end_ms = -1;              // the load's end
-};
+// The events of a run, timed from the load's `start`, in the order the report lists them:
+// "scale_started" (the new replicas were started), "scale_serving" (the last of them said
+// SERVING), "scale_joined" (nginx runs a worker with all of them in its upstream),
+// "green_started", "green_serving" (the last said SERVING), "green_checked" (each passed its
+// synthetic load), "switched" (nginx runs a worker with only green in its upstream),
+// "old_worker_gone" (nginx's worker of the blue configuration exited), "blue_stopped" (every blue
+// replica drained and exited), "end" (the load's end).
+TimedEvents LbEvents(TimedEvents::Clock::time_point start = TimedEvents::Clock::now());
 
 // What the run found besides the requests.
 struct LbResult {
   std::string nginx_version;
-  LbEvents events;
+  TimedEvents events = LbEvents();
   std::vector<double> check_p50_ms;     // per green replica, its synthetic load's p50
   std::vector<std::string> blue_exits;  // per blue replica, how it ended ("exit code 0")
-  std::vector<LoadWindow> phases;       // see LbPhaseSpans
-  std::vector<LoadWindow> seconds;      // every whole second of the load
+  std::vector<Phase> phases;            // see LbPhaseSpans
+  std::vector<Phase> seconds;           // every whole second of the load
   // The whole seconds that overlap the scale-out [scale_started_ms, green_started_ms or end) and
   // end by its end (the second in which green starts is blue/green's).
   std::vector<size_t> scale_out_seconds;  // indexes into `seconds`
@@ -103,17 +97,20 @@ struct LbResult {
 // [scale started, joined), "all replicas" [joined, green started), "green warms" [green started,
 // switched), "blue drains" [switched, blue stopped), "green alone" [blue stopped, end). Phases
 // whose events did not happen are left out; the first is always "steady".
-std::vector<WindowSpan> LbPhaseSpans(const LbEvents& events, double skip_ms);
+std::vector<PhaseSpan> LbPhaseSpans(const TimedEvents& events, double skip_ms);
 
 // Counts `records` into `result`'s phases and seconds from result->events.
 void CountLbRequests(const std::vector<RequestRecord>& records, double skip_ms, LbResult* result);
 
-// The report: the setting, the events, one line per phase and per second (count, p50, p95, p99,
-// max, errors, p95 over the steady p95), the worst scale-out second and the errors.
-std::string FormatLb(const LbOptions& options, const LbResult& result);
-
-// Every number of the report, as JSON (see the README's Measuring table).
-std::string LbJson(const LbOptions& options, const LbResult& result);
+// The result. Text: the setting, the events, one line per phase and per second (count, p50, p95,
+// p99, max, p95 over the steady p95, errors), the worst scale-out second and the errors. JSON:
+// {"command", "model", "nginx", "rate", "arrival", "replicas", "cpus", "bench_cpus", "workers",
+// "server_args", "steady_s", "after_s", "tail_s", "blue_green", "events_ms": {EVENT: ms or null},
+// "check_p50_ms", "blue_exits", "worst_scale_out_p95_ratio", "worst_scale_out_second",
+// "worst_joined_p95_ratio", "worst_joined_second" (-1: none), "errors", "phases" and "seconds":
+// [{"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms", ("scale_out",
+// seconds only), "errors": {NAME: n}}]}.
+Report LbReport(const LbOptions& options, const LbResult& result);
 
 // Runs the sub-command. 0 when the scenario ran to its end (the numbers say whether requests
 // failed); 1 when a replica, nginx or a step failed (the reason and the logs' tails on stderr);

@@ -26,7 +26,7 @@
 #include "common/tensor.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "proto/grpc_service.pb.h"
-#include "server/infer_codec.h"  // BuildInferRequest
+#include "server/codec/infer_codec.h"  // BuildInferRequest
 
 namespace kiln::bench {
 

@@ -12,21 +12,21 @@
 #include <thread>
 #include <utility>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "bench/args.h"
-#include "bench/load_phases.h"
 #include "bench/oip_client.h"
+#include "bench/scenario_flags.h"
+#include "bench/scenario_load.h"
+#include "bench/scenario_run.h"
 #include "bench/server_launcher.h"
+#include "bench/timed_events.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
-#include "server/infer_codec.h"  // the kiln_timing parameters
+#include "server/codec/infer_codec.h"  // the kiln_timing parameters
 
 namespace kiln::bench {
 namespace {
@@ -34,12 +34,12 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::chrono::seconds kStopGrace(30);
-constexpr int64_t kRequestTimeoutMs = 10000;
 constexpr std::chrono::milliseconds kPssInterval(250);
 constexpr std::chrono::milliseconds kPollInterval(50);
 
-constexpr char kDescription[] =
+const Scenario kReload = {
+    "reload",
+    "--model_repository=DIR --model=NAME [flags]",
     "What rolling out a new model version costs a loaded server (make-before-break).\n"
     "It builds a repository of its own in a temporary directory: --model and --others, their\n"
     "config and version 1 files linked from --model_repository; starts kiln-server on it (a\n"
@@ -56,270 +56,174 @@ constexpr char kDescription[] =
     "  - the process tree's PSS before, at its peak during the reload, and at the end;\n"
     "  - whether every model of --others kept its workers (the same pids).\n"
     "--json also writes every number. Exit status: 0 it ran (targets met or not: the numbers\n"
-    "say), 1 the server or an RPC failed (the reason and the log's tail on stderr), 2 bad flags.";
+    "say), 1 the server or an RPC failed (the reason and the log's tail on stderr), 2 bad flags.",
+    {"kiln-bench reload --model_repository=models --model=resnet18 --others=mlp,textcls",
+     "kiln-bench reload --model_repository=models --model=resnet18 --bad_version --hup "
+     "--json=/tmp/reload.json"}};
 
-// Adds `record` (and its timing) to `phase`.
-void Count(const RequestRecord& record, const RequestTiming* timing, ReloadPhase& phase,
-           std::vector<double>& latencies) {
-  if (!record.ok()) {
-    ++phase.errors[OutcomeName(record.code)];
-    return;
-  }
-  latencies.push_back(record.latency_ms());
-  if (timing != nullptr) {
-    phase.cold_shape_hits += timing->cold_shape;
-    if (!timing->model_version.empty()) ++phase.versions[timing->model_version];
-  }
-}
-
+// "v1 12, v2 30", or "-" when no response said its version.
 std::string VersionsText(const std::map<std::string, int64_t>& versions) {
   std::vector<std::string> parts;
-  for (const auto& [version, count] : versions)
+  for (const auto& [version, count] : versions) {
     parts.push_back(absl::StrCat("v", version, " ", count));
+  }
   return parts.empty() ? "-" : absl::StrJoin(parts, ", ");
 }
 
-nlohmann::ordered_json PhaseJson(const ReloadPhase& phase) {
-  nlohmann::ordered_json json =
-      PhaseLatencyJson(phase.name, phase.from_ms, phase.to_ms, phase.latency);
-  json["cold_shape_hits"] = phase.cold_shape_hits;
-  json["versions"] = phase.versions;
-  json["errors"] = ErrorsJson(phase.errors);
-  return json;
+// A reload phase's table: the latency columns, then its cold-shape hits and versions.
+ReportTable ReloadPhaseTable(const std::string& label, const std::vector<Phase>& phases) {
+  return PhaseTable(label, phases, {{"cold_shape_hits", "cold"}, {"versions", "versions", true}},
+                    [](size_t, const Phase& phase, Report& row) {
+                      row.Set("cold_shape_hits", Integer(phase.cold_shape_hits))
+                          .Set("versions",
+                               JsonWithText(phase.versions, VersionsText(phase.versions)));
+                    });
 }
+
+// kB in the JSON, MB ("%.1f") in the text.
+ReportValue KbAsMb(int64_t kb) { return JsonWithText(kb, absl::StrFormat("%.1f", kb / 1e3)); }
 
 }  // namespace
 
 // --- the pure pieces ---------------------------------------------------------------------------
 
-std::vector<ReloadPhase> SplitReloadPhases(const std::vector<RequestRecord>& records,
-                                           const std::vector<RequestTiming>& timings,
-                                           double skip_ms, double trigger_ms, double switched_ms,
-                                           double end_ms) {
-  const bool switched = switched_ms >= trigger_ms;
-  const double switch_ms = switched ? switched_ms : end_ms;
-  std::vector<ReloadPhase> phases(3);
-  phases[0].name = "before";
-  phases[0].from_ms = skip_ms;
-  phases[0].to_ms = trigger_ms;
-  phases[1].name = "during";
-  phases[1].from_ms = trigger_ms;
-  phases[1].to_ms = switch_ms;
-  phases[2].name = "after";
-  phases[2].from_ms = switch_ms;
-  phases[2].to_ms = end_ms;
-  std::vector<std::vector<double>> latencies(phases.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    const double t = records[i].scheduled_ms;
-    for (size_t p = 0; p < phases.size(); ++p) {
-      if (t >= phases[p].from_ms && t < phases[p].to_ms) {
-        Count(records[i], i < timings.size() ? &timings[i] : nullptr, phases[p], latencies[p]);
-        break;
-      }
-    }
-  }
-  for (size_t p = 0; p < phases.size(); ++p) phases[p].latency = Summarize(std::move(latencies[p]));
-  return phases;
+std::vector<Phase> SplitReloadPhases(const std::vector<RequestRecord>& records,
+                                     const std::vector<RequestTiming>& timings, double skip_ms,
+                                     double trigger_ms, double switched_ms, double end_ms) {
+  const double switch_ms = switched_ms >= trigger_ms ? switched_ms : end_ms;
+  return CountPhases(records,
+                     {{"before", skip_ms, trigger_ms},
+                      {"during", trigger_ms, switch_ms},
+                      {"after", switch_ms, end_ms}},
+                     timings);
 }
 
-std::vector<ReloadPhase> PerSecond(const std::vector<RequestRecord>& records,
-                                   const std::vector<RequestTiming>& timings, double end_ms) {
-  const std::vector<WindowSpan> spans = WholeSeconds(end_ms);
-  const int seconds = static_cast<int>(spans.size());
-  std::vector<ReloadPhase> phases(seconds);
-  std::vector<std::vector<double>> latencies(seconds);
-  for (int s = 0; s < seconds; ++s) {
-    phases[s].name = spans[s].name;
-    phases[s].from_ms = spans[s].from_ms;
-    phases[s].to_ms = spans[s].to_ms;
-  }
-  for (size_t i = 0; i < records.size(); ++i) {
-    const double t = records[i].scheduled_ms;
-    if (t < 0 || t >= end_ms) continue;
-    const int s = std::min(seconds - 1, static_cast<int>(t / 1000));
-    Count(records[i], i < timings.size() ? &timings[i] : nullptr, phases[s], latencies[s]);
-  }
-  for (int s = 0; s < seconds; ++s) phases[s].latency = Summarize(std::move(latencies[s]));
-  return phases;
+std::vector<Phase> PerSecond(const std::vector<RequestRecord>& records,
+                             const std::vector<RequestTiming>& timings, double end_ms) {
+  return CountPhases(records, WholeSeconds(end_ms), timings);
 }
 
 double ReloadResult::p99_ratio() const {
   return phases.size() < 2 ? 0 : P99Ratio(phases[0].latency, phases[1].latency);
 }
 
-int64_t ReloadResult::errors() const {
-  int64_t total = 0;
-  for (const ReloadPhase& phase : phases) total += ErrorTotal(phase.errors);
-  return total;
-}
+int64_t ReloadResult::errors() const { return ErrorTotal(phases); }
 
 int64_t ReloadResult::cold_shape_hits() const {
   int64_t total = 0;
-  for (const ReloadPhase& phase : phases) total += phase.cold_shape_hits;
+  for (const Phase& phase : phases) total += phase.cold_shape_hits;
   return total;
 }
 
 int64_t ReloadResult::new_version_responses() const {
   int64_t total = 0;
-  for (const ReloadPhase& phase : phases) {
+  for (const Phase& phase : phases) {
     auto found = phase.versions.find("2");
     if (found != phase.versions.end()) total += found->second;
   }
   return total;
 }
 
-std::string FormatReload(const ReloadOptions& options, const ReloadResult& result) {
-  std::string out = absl::StrFormat(
-      "reload: %s to version 2 (%s%s) at %.2f req/s (Poisson)%s; beside %s\n", options.model,
-      options.hup ? "SIGHUP" : "RepositoryModelLoad",
-      options.bad_version ? ", a bad version 2: not TorchScript" : "", result.rate,
-      result.capacity_rps > 0 ? absl::StrFormat(", %.0f%% of %.2f req/s measured",
-                                                options.load_share * 100, result.capacity_rps)
-                              : "",
-      options.others.empty() ? "nothing" : absl::StrJoin(options.others, ", "));
-  absl::StrAppendFormat(&out, "  %-8s %s  %5s  %-16s %s\n", "phase", PhaseLatencyHeader(), "cold",
-                        "versions", "errors");
-  for (const ReloadPhase& phase : result.phases) {
-    absl::StrAppendFormat(&out, "  %-8s %s  %5d  %-16s %s\n", phase.name,
-                          PhaseLatencyColumns(phase.from_ms, phase.to_ms, phase.latency),
-                          phase.cold_shape_hits, VersionsText(phase.versions),
-                          ErrorsText(phase.errors));
-  }
-  absl::StrAppendFormat(&out,
-                        "p99 during / before: %.2fx (target <= 1.2); errors: %d; cold-shape "
-                        "hits: %d\n",
-                        result.p99_ratio(), result.errors(), result.cold_shape_hits());
-  if (result.switched_ms >= 0) {
-    absl::StrAppendFormat(&out, "reload: %s, %.0f ms from the request to %s", result.reload_outcome,
-                          result.switch_ms(),
-                          result.reload_outcome == "OK" ? "the switch" : "its answer");
-  } else {
-    absl::StrAppendFormat(&out, "reload: %s (no switch within the load)", result.reload_outcome);
-  }
-  if (result.first_new_ms >= 0) {
-    absl::StrAppendFormat(&out, "; first response of version 2 %.0f ms after the request\n",
-                          result.first_new_ms - result.trigger_ms);
-  } else {
-    absl::StrAppend(&out, "; version 2 answered no request\n");
-  }
-  absl::StrAppendFormat(&out,
-                        "tree PSS: %.1f MB before, %.1f MB peak during the reload, %.1f MB "
-                        "at the end\n",
-                        result.pss_before_kb / 1e3, result.pss_peak_kb / 1e3,
-                        result.pss_after_kb / 1e3);
+Report ReloadReport(const ReloadOptions& options, const ReloadResult& result) {
+  Report report;
+  report.Set("command", String("reload"))
+      .Set("model", String(options.model))
+      .Set("others",
+           JsonWithText(options.others,
+                        options.others.empty() ? "nothing" : absl::StrJoin(options.others, ", ")))
+      .Set("trigger", JsonWithText(options.hup ? "sighup" : "rpc",
+                                   options.hup ? "SIGHUP" : "RepositoryModelLoad"))
+      .Set("bad_version", Bool(options.bad_version, ", a bad version 2: not TorchScript", ""));
+  SetLoadRate({result.rate, result.capacity_rps}, options.load_share, report);
+  report.Line(absl::StrCat(
+      "reload: {model} to version 2 ({trigger}{bad_version}) at {rate} req/s (Poisson)",
+      result.capacity_rps > 0 ? ", {measured}" : "", "; beside {others}"));
+  report.Set("trigger_ms", Number(result.trigger_ms))
+      .Set("switched_ms", Number(result.switched_ms))
+      .Set("switch_ms", Number(result.switch_ms(), "%.0f"))
+      .Set("first_new_ms", Number(result.first_new_ms))
+      .Set("first_new_after_ms",
+           TextOnly(absl::StrFormat("%.0f", result.first_new_ms - result.trigger_ms)))
+      .Set("reload_outcome", String(result.reload_outcome))
+      .Set("p99_ratio", Number(result.p99_ratio()))
+      .Set("errors", Integer(result.errors()))
+      .Set("cold_shape_hits", Integer(result.cold_shape_hits()))
+      .Set("new_version_responses", Integer(result.new_version_responses()))
+      .Set("pss_before_kb", KbAsMb(result.pss_before_kb))
+      .Set("pss_peak_kb", KbAsMb(result.pss_peak_kb))
+      .Set("pss_after_kb", KbAsMb(result.pss_after_kb));
   std::vector<std::string> kept;
   for (const auto& [model, same] : result.others_kept_workers) {
     kept.push_back(absl::StrCat(
         model, same ? " kept its workers (same pids)" : " has other workers (pids changed)"));
   }
-  if (!kept.empty()) absl::StrAppend(&out, "others: ", absl::StrJoin(kept, "; "), "\n");
-  absl::StrAppendFormat(&out, "per second:\n  %-8s %s  %5s  %-16s %s\n", "second",
-                        PhaseLatencyHeader(), "cold", "versions", "errors");
-  for (const ReloadPhase& second : result.seconds) {
-    absl::StrAppendFormat(&out, "  %-8s %s  %5d  %-16s %s\n", second.name,
-                          PhaseLatencyColumns(second.from_ms, second.to_ms, second.latency),
-                          second.cold_shape_hits, VersionsText(second.versions),
-                          ErrorsText(second.errors));
-  }
-  return out;
-}
-
-std::string ReloadJson(const ReloadOptions& options, const ReloadResult& result) {
-  nlohmann::ordered_json doc;
-  doc["command"] = "reload";
-  doc["model"] = options.model;
-  doc["others"] = options.others;
-  doc["trigger"] = options.hup ? "sighup" : "rpc";
-  doc["bad_version"] = options.bad_version;
-  doc["capacity_rps"] = result.capacity_rps;
-  doc["rate"] = result.rate;
-  doc["trigger_ms"] = result.trigger_ms;
-  doc["switched_ms"] = result.switched_ms;
-  doc["switch_ms"] = result.switch_ms();
-  doc["first_new_ms"] = result.first_new_ms;
-  doc["reload_outcome"] = result.reload_outcome;
-  doc["p99_ratio"] = result.p99_ratio();
-  doc["errors"] = result.errors();
-  doc["cold_shape_hits"] = result.cold_shape_hits();
-  doc["new_version_responses"] = result.new_version_responses();
-  doc["pss_before_kb"] = result.pss_before_kb;
-  doc["pss_peak_kb"] = result.pss_peak_kb;
-  doc["pss_after_kb"] = result.pss_after_kb;
-  doc["others_kept_workers"] = result.others_kept_workers;
-  for (const ReloadPhase& phase : result.phases) doc["phases"].push_back(PhaseJson(phase));
-  for (const ReloadPhase& second : result.seconds) doc["seconds"].push_back(PhaseJson(second));
-  return doc.dump(2) + "\n";
+  report.Set("others_kept_workers",
+             JsonWithText(result.others_kept_workers, absl::StrJoin(kept, "; ")));
+  report.Table("phases", ReloadPhaseTable("phase", result.phases));
+  report.Line(
+      "p99 during / before: {p99_ratio}x (target <= 1.2); errors: {errors}; cold-shape hits: "
+      "{cold_shape_hits}");
+  report.Line(
+      absl::StrCat(result.switched_ms < 0 ? "reload: {reload_outcome} (no switch within the load)"
+                   : result.reload_outcome == "OK"
+                       ? "reload: {reload_outcome}, {switch_ms} ms from the request to the switch"
+                       : "reload: {reload_outcome}, {switch_ms} ms from the request to its answer",
+                   result.first_new_ms >= 0
+                       ? "; first response of version 2 {first_new_after_ms} ms after the request"
+                       : "; version 2 answered no request"));
+  report.Line(
+      "tree PSS: {pss_before_kb} MB before, {pss_peak_kb} MB peak during the reload, "
+      "{pss_after_kb} MB at the end");
+  if (!kept.empty()) report.Line("others: {others_kept_workers}");
+  report.Line("per second:");
+  report.Table("seconds", ReloadPhaseTable("second", result.seconds));
+  return report;
 }
 
 std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadOptions* options,
                                    std::ostream& out, std::ostream& err) {
   ReloadOptions parsed;
-  std::string server, server_args, others = "mlp,textcls";
-  std::string rate = "0", share = "0.7", before = "8", budget = "30", after = "8", skip = "1";
-  FlagSet flags(
-      "kiln-bench reload --model_repository=DIR --model=NAME [flags]", kDescription,
-      {"kiln-bench reload --model_repository=models --model=resnet18 --others=mlp,textcls",
-       "kiln-bench reload --model_repository=models --model=resnet18 --bad_version --hup "
-       "--json=/tmp/reload.json"});
-  flags.AddString("model_repository", &parsed.model_repository,
-                  "where the models' config.pbtxt and version 1 files are");
-  flags.AddString("model", &parsed.model, "the model rolled out to version 2 under the load");
-  flags.AddString("others", &others,
-                  "models served beside it that the reload must leave alone, comma separated "
-                  "('' for none)");
-  AddServerFlag(flags, &server);
-  flags.AddInt("workers", &parsed.workers,
-               "the server's --workers, 0..256; 0 = each config's count, or automatic");
-  flags.AddString("server_args", &server_args, "more server flags, space-separated words");
-  flags.AddBool("hup", &parsed.hup, "reload with SIGHUP instead of RepositoryModelLoad");
-  flags.AddBool("bad_version", &parsed.bad_version,
-                "version 2's model.pt is not TorchScript: the reload must fail and version 1 "
-                "keep serving");
-  flags.AddString("rate", &rate, "requests per second; 0 = --load_share of the measured capacity");
-  flags.AddString("load_share", &share, "share of the capacity the load runs at, in (0, 1]");
-  flags.AddString("before_s", &before, "load before the reload, seconds");
-  flags.AddString("reload_budget_s", &budget, "the longest the reload may take, seconds");
-  flags.AddString("after_s", &after, "load after the reload's budget, seconds");
-  flags.AddString("skip_s", &skip, "the load's first seconds, left out of 'before'");
-  AddLoadRunFlags(flags, parsed,
-                  "keep the server's log and the repository here; default: a temporary directory "
-                  "kept only when the run fails");
-  if (std::optional<int> exit = ParseFlagsOrExit(&flags, "reload", args, out, err)) return *exit;
-  auto problem = [&]() -> std::string {
-    const std::string launch =
-        ValidateLaunchFlags(parsed.model_repository, parsed.model, server, parsed.json_path,
-                            parsed.log_dir, &parsed.server);
-    if (!launch.empty()) return launch;
+  std::string others = "mlp,textcls";
+  ScenarioFlags flags(kReload, &parsed);
+  flags.flags().SetHelp("model_repository",
+                        "where the models' config.pbtxt and version 1 files are");
+  flags.flags().SetHelp("model", "the model rolled out to version 2 under the load");
+  flags.flags().SetHelp("workers",
+                        "the server's --workers, 0..256; 0 = each config's count, or automatic");
+  flags.flags().AddString("others", &others,
+                          "models served beside it that the reload must leave alone, comma "
+                          "separated ('' for none)");
+  flags.flags().AddBool("hup", &parsed.hup, "reload with SIGHUP instead of RepositoryModelLoad");
+  flags.flags().AddBool("bad_version", &parsed.bad_version,
+                        "version 2's model.pt is not TorchScript: the reload must fail and "
+                        "version 1 keep serving");
+  flags.AddRateOrShare(&parsed);
+  flags.flags().AddDouble("before_s", &parsed.before_s, "load before the reload, seconds");
+  flags.flags().AddDouble("reload_budget_s", &parsed.reload_budget_s,
+                          "the longest the reload may take, seconds");
+  flags.flags().AddDouble("after_s", &parsed.after_s, "load after the reload's budget, seconds");
+  flags.AddSkip(&parsed, "the load's first seconds, left out of 'before'");
+  flags.AddLoadFlags(&parsed);
+  flags.AddResultFlags(
+      "keep the server's log here (reload.log); default: a temporary directory kept only when "
+      "the run fails");
+  std::optional<int> exit = flags.Parse(args, out, err, [&]() -> std::string {
     parsed.others = absl::StrSplit(others, ',', absl::SkipEmpty());
     for (const std::string& other : parsed.others) {
-      if (other == parsed.model)
+      if (other == parsed.model) {
         return absl::StrCat("--others must not name --model (", other, ")");
+      }
       std::error_code error;
       if (!fs::is_regular_file(fs::path(parsed.model_repository) / other / "config.pbtxt", error)) {
         return absl::StrCat("--others: ", parsed.model_repository, " has no ", other,
                             "/config.pbtxt");
       }
     }
-    for (const std::string& reason :
-         {ValidateWorkersAndServerArgs(parsed.workers, server_args, &parsed.server_args),
-          rate == "0" ? std::string() : ParsePositiveFlag("rate", rate, &parsed.rate),
-          ParsePositiveFlag("load_share", share, &parsed.load_share),
-          ParsePositiveFlag("before_s", before, &parsed.before_s),
-          ParsePositiveFlag("reload_budget_s", budget, &parsed.reload_budget_s),
-          ParsePositiveFlag("after_s", after, &parsed.after_s),
-          ParseSkipFlag(skip, &parsed.skip_s)}) {
-      if (!reason.empty()) return reason;
-    }
-    if (parsed.load_share > 1) return "--load_share must be in (0, 1]";
     if (parsed.skip_s >= parsed.before_s) return "need --skip_s < --before_s";
-    return ValidateBatchSeedTimeout(parsed.batch, parsed.seed, parsed.timeout_s);
-  }();
-  if (!problem.empty()) {
-    err << "kiln-bench reload: " << problem << "\nrun 'kiln-bench reload --help' for its flags\n";
-    return kExitUsage;
-  }
-  *options = std::move(parsed);
-  return std::nullopt;
+    return "";
+  });
+  if (!exit) *options = std::move(parsed);
+  return exit;
 }
 
 // --- the run -----------------------------------------------------------------------------------
@@ -399,9 +303,8 @@ std::string Reload(const ReloadOptions& options, const LaunchedServer& server,
   return "no switch within --reload_budget_s";
 }
 
-absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::string& work_dir,
-                                       const std::string& log_path) {
-  const std::string repository = absl::StrCat(work_dir, "/repository");
+absl::StatusOr<ScenarioOutcome> RunReload(const ReloadOptions& options, RunFiles& files) {
+  const std::string repository = absl::StrCat(files.work_dir(), "/repository");
   for (const std::string& model : [&] {
          std::vector<std::string> all = options.others;
          all.push_back(options.model);
@@ -413,8 +316,8 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
   std::vector<std::string> server_args = options.server_args;
   if (!options.hup) server_args.push_back("--model_control_mode=explicit");
   ASSIGN_OR_RETURN(StartedServer started,
-                   StartServing(options.server, repository, options.workers, server_args, work_dir,
-                                log_path, options.timeout_s));
+                   StartServing(options.server, repository, options.workers, server_args,
+                                files.work_dir(), files.Log("reload.log"), options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
   const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
@@ -433,44 +336,38 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
   for (const std::string& other : options.others) {
     ASSIGN_OR_RETURN(others_before[other], WarmWorkerPids(*kiln, other));
   }
-  result.rate = options.rate;
-  if (result.rate <= 0) {
-    ASSIGN_OR_RETURN(const std::vector<int64_t> workers, WarmWorkerPids(*kiln, options.model));
-    ASSIGN_OR_RETURN(result.capacity_rps,
-                     MeasureCapacity(*stub, request.request, static_cast<int64_t>(workers.size()),
-                                     kRequestTimeoutMs));
-    result.rate = options.load_share * result.capacity_rps;
-    std::cerr << "kiln-bench reload: capacity " << result.capacity_rps << " req/s; load at "
-              << result.rate << " req/s" << std::endl;
-  }
+  ASSIGN_OR_RETURN(const LoadRate rate, RateOrShareOfCapacity(options, "reload", *stub, *kiln,
+                                                              request.request, kRequestTimeoutMs));
+  result.rate = rate.rate;
+  result.capacity_rps = rate.capacity_rps;
   RETURN_IF_ERROR(AddVersion2(repository, options.model, options.bad_version));
 
   const LoadOptions load =
       PoissonLoad(result.rate, options.duration_s(), options.seed, kRequestTimeoutMs);
   TimingSender sender(stub.get(), &request.request, kRequestTimeoutMs);
   BackgroundLoad background(load, [&sender](DoneFn done) { sender.Send(std::move(done)); });
-  const Clock::time_point start = background.start();
+  TimedEvents events({"trigger", "switched"}, background.start());
   // The tree's PSS every kPssInterval: (ms since start, kB).
   absl::Notification stop_pss;
   std::vector<std::pair<double, int64_t>> pss;
   std::thread sampler([&] {
     while (!stop_pss.WaitForNotificationWithTimeout(absl::FromChrono(kPssInterval))) {
       if (absl::StatusOr<TreeMemory> memory = TreePss(server->pid()); memory.ok()) {
-        pss.emplace_back(MsBetween(start, Clock::now()), memory->pss_kb);
+        pss.emplace_back(events.Now(), memory->pss_kb);
       }
     }
   });
 
-  std::this_thread::sleep_until(start + Seconds(options.before_s));
-  result.trigger_ms = MsBetween(start, Clock::now());
+  std::this_thread::sleep_until(events.start() + Seconds(options.before_s));
+  result.trigger_ms = events.Mark("trigger");
   std::cerr << "kiln-bench reload: asking for the reload at " << result.trigger_ms / 1000 << " s"
             << std::endl;
   result.reload_outcome = Reload(options, *server, *control);
   if (result.reload_outcome == "OK" || options.bad_version) {
-    result.switched_ms = MsBetween(start, Clock::now());
+    result.switched_ms = events.Mark("switched");
   }
-  std::cerr << "kiln-bench reload: " << result.reload_outcome << " at "
-            << MsBetween(start, Clock::now()) / 1000 << " s" << std::endl;
+  std::cerr << "kiln-bench reload: " << result.reload_outcome << " at " << events.Now() / 1000
+            << " s" << std::endl;
   const LoadResult loaded = background.Join();
   const std::vector<RequestTiming> sends = sender.Timings();
   stop_pss.Notify();
@@ -503,7 +400,7 @@ absl::StatusOr<ReloadResult> RunReload(const ReloadOptions& options, const std::
       result.first_new_ms = loaded.records[i].done_ms;
     }
   }
-  return result;
+  return ScenarioOutcome(ReloadReport(options, result));
 }
 
 }  // namespace
@@ -513,13 +410,7 @@ int RunReloadCommand(const std::vector<std::string>& args) {
   if (std::optional<int> exit = ParseReloadArgs(args, &options, std::cout, std::cerr)) {
     return *exit;
   }
-  return RunWithOneServer<ReloadResult>(
-      "reload", options.log_dir, options.json_path,
-      [&](const std::string& work_dir, const std::string& log) {
-        return RunReload(options, work_dir, log);
-      },
-      [&](const ReloadResult& result) { return FormatReload(options, result); },
-      [&](const ReloadResult& result) { return ReloadJson(options, result); });
+  return RunScenario(kReload, options, [&](RunFiles& files) { return RunReload(options, files); });
 }
 
 }  // namespace kiln::bench

@@ -8,8 +8,9 @@
 // cold-shape hits, which version answered, the switch time, the process tree's PSS through the
 // switch, and whether the other models kept their workers (same pids).
 //
-// The pure pieces (flags, phases, seconds, report, JSON) are declared here so that tests reach
-// them without a server.
+// The flags, the run, the phases and the report are the scenario harness's (bench/scenario.h).
+// The pure pieces (flags, phases, seconds, report) are declared here so that tests reach them
+// without a server.
 #ifndef KILN_BENCH_RELOAD_COMMAND_H_
 #define KILN_BENCH_RELOAD_COMMAND_H_
 
@@ -20,32 +21,23 @@
 #include <string>
 #include <vector>
 
-#include "bench/latency_stats.h"
 #include "bench/load_generator.h"
+#include "bench/phases.h"
+#include "bench/report.h"
+#include "bench/scenario.h"
 #include "bench/timing_sender.h"
 
 namespace kiln::bench {
 
-struct ReloadOptions {
-  std::string model_repository;     // where the models' files come from
-  std::string model;                // rolled out to version 2
+// The validated flags of one reload invocation: --model_repository is where the models' files
+// come from, --model the one rolled out to version 2; --rate 0 is --load_share of the capacity.
+struct ReloadOptions : LoadScenarioOptions {
   std::vector<std::string> others;  // served beside it, unchanged
-  std::string server;               // resolved path of the kiln-server executable
-  int64_t workers = 0;              // the server's --workers; 0 = each config's count
-  std::vector<std::string> server_args;
-  bool hup = false;          // trigger: SIGHUP instead of RepositoryModelLoad
-  bool bad_version = false;  // version 2's model.pt is not TorchScript
-  double rate = 0;           // requests per second; 0 = load_share x the measured capacity
-  double load_share = 0.7;
-  double before_s = 8;          // load before the reload
-  double reload_budget_s = 30;  // the longest the reload may take within the load
-  double after_s = 8;           // load after the switch (within the budget's remainder and this)
-  double skip_s = 1;            // the load's first seconds, left out of "before"
-  int64_t batch = 1;
-  int64_t seed = 0;
-  int64_t timeout_s = 300;  // deadline for SERVING
-  std::string json_path;
-  std::string log_dir;
+  bool hup = false;                 // trigger: SIGHUP instead of RepositoryModelLoad
+  bool bad_version = false;         // version 2's model.pt is not TorchScript
+  double before_s = 8;              // load before the reload
+  double reload_budget_s = 30;      // the longest the reload may take within the load
+  double after_s = 8;  // load after the switch (within the budget's remainder and this)
 
   std::string NewVersion() const { return "2"; }
   // The load's length: before, the reload's budget, after.
@@ -57,28 +49,17 @@ struct ReloadOptions {
 std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadOptions* options,
                                    std::ostream& out, std::ostream& err);
 
-// The load's requests scheduled in [from_ms, to_ms).
-struct ReloadPhase {
-  std::string name;
-  double from_ms = 0;
-  double to_ms = 0;
-  LatencySummary latency;                 // OK requests, from their scheduled time
-  std::map<std::string, int64_t> errors;  // outcome name -> count
-  int64_t cold_shape_hits = 0;
-  std::map<std::string, int64_t> versions;  // model_version of the OK responses -> count
-};
-
 // "before" [skip_ms, trigger_ms), "during" [trigger_ms, switched_ms), "after" [switched_ms,
-// end_ms) of `records` (RunLoad's) and their `timings` (JoinTimings'). A switched_ms below
-// trigger_ms (the reload never finished) leaves "after" empty and "during" to the end.
-std::vector<ReloadPhase> SplitReloadPhases(const std::vector<RequestRecord>& records,
-                                           const std::vector<RequestTiming>& timings,
-                                           double skip_ms, double trigger_ms, double switched_ms,
-                                           double end_ms);
+// end_ms) of `records` (RunLoad's) and their `timings` (JoinTimings': each phase's cold-shape
+// hits and versions). A switched_ms below trigger_ms (the reload never finished) leaves "after"
+// empty and "during" to the end.
+std::vector<Phase> SplitReloadPhases(const std::vector<RequestRecord>& records,
+                                     const std::vector<RequestTiming>& timings, double skip_ms,
+                                     double trigger_ms, double switched_ms, double end_ms);
 
 // The same, one phase per whole second of the load ("0", "1", ...) up to end_ms.
-std::vector<ReloadPhase> PerSecond(const std::vector<RequestRecord>& records,
-                                   const std::vector<RequestTiming>& timings, double end_ms);
+std::vector<Phase> PerSecond(const std::vector<RequestRecord>& records,
+                             const std::vector<RequestTiming>& timings, double end_ms);
 
 struct ReloadResult {
   double capacity_rps = 0;  // measured (closed loop); 0 when --rate was given
@@ -87,8 +68,8 @@ struct ReloadResult {
   double switched_ms = -1;  // the reload's end (RPC answered, or the new version seen); < 0: never
   std::string reload_outcome;  // "OK", or the RPC's / the index's error
   double first_new_ms = -1;    // the first OK response from the new version; < 0: none
-  std::vector<ReloadPhase> phases;
-  std::vector<ReloadPhase> seconds;
+  std::vector<Phase> phases;
+  std::vector<Phase> seconds;
   int64_t pss_before_kb = 0;  // the tree's PSS just before the reload
   int64_t pss_peak_kb = 0;    // its peak from the reload to the switch (sampled every 250 ms)
   int64_t pss_after_kb = 0;   // at the load's end
@@ -102,9 +83,18 @@ struct ReloadResult {
   int64_t new_version_responses() const;
 };
 
-std::string FormatReload(const ReloadOptions& options, const ReloadResult& result);
-std::string ReloadJson(const ReloadOptions& options, const ReloadResult& result);
+// The result: the setting, the phases (before, during, after) and the seconds, each with its
+// cold-shape hits and the versions that answered, the p99 ratio, the switch, the tree's PSS and
+// whether the others kept their workers. JSON keys: "command", "model", "others", "trigger",
+// "bad_version", "capacity_rps", "rate", "trigger_ms", "switched_ms", "switch_ms", "first_new_ms"
+// (-1: none), "reload_outcome", "p99_ratio", "errors", "cold_shape_hits", "new_version_responses",
+// "pss_before_kb", "pss_peak_kb", "pss_after_kb", "others_kept_workers": {MODEL: bool}, "phases"
+// and "seconds": [{"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+// "cold_shape_hits", "versions": {VERSION: n}, "errors": {NAME: n}}].
+Report ReloadReport(const ReloadOptions& options, const ReloadResult& result);
 
+// Runs the sub-command. 0 when it ran (targets met or not: the numbers say so); 1 when the server
+// or an RPC failed (the reason and the log's tail on stderr); 2 for bad flags.
 int RunReloadCommand(const std::vector<std::string>& args);
 
 }  // namespace kiln::bench

@@ -7,13 +7,13 @@
 // (pooled) and of each phase, p99 with scraping over p99 without, pooled and as the median of the
 // rounds (kiln's target: <= 1.05), and the scrapes' own latency and size.
 //
-// The pure pieces (flags, phases, report, JSON) are declared here so that tests reach them
-// without a server.
+// The flags, the run, the phases and the report are the scenario harness's (bench/scenario.h).
+// The pure pieces (flags, phases, report) are declared here so that tests reach them without a
+// server.
 #ifndef KILN_BENCH_SCRAPE_COMMAND_H_
 #define KILN_BENCH_SCRAPE_COMMAND_H_
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -21,25 +21,17 @@
 
 #include "bench/latency_stats.h"
 #include "bench/load_generator.h"
+#include "bench/phases.h"
+#include "bench/report.h"
+#include "bench/scenario.h"
 
 namespace kiln::bench {
 
-struct ScrapeOptions {
-  std::string model_repository;
-  std::string model;
-  std::string server;  // resolved path of the kiln-server executable
-  int64_t workers = 0;
-  std::vector<std::string> server_args;
-  double rate = 0;  // requests per second; 0 = load_share x the measured capacity
-  double load_share = 0.7;
+// The validated flags of one scrape invocation (--rate 0 is --load_share of the capacity).
+struct ScrapeOptions : LoadScenarioOptions {
   int64_t interval_ms = 100;  // between scrapes, in the phases that scrape
   double phase_s = 10;        // each phase's length
   int64_t rounds = 3;         // pairs of phases: without scraping, then with
-  int64_t batch = 1;
-  int64_t seed = 0;
-  int64_t timeout_s = 300;  // deadline for SERVING
-  std::string json_path;
-  std::string log_dir;
 
   double duration_s() const { return 2 * rounds * phase_s; }
 };
@@ -49,26 +41,18 @@ struct ScrapeOptions {
 std::optional<int> ParseScrapeArgs(const std::vector<std::string>& args, ScrapeOptions* options,
                                    std::ostream& out, std::ostream& err);
 
-// The requests scheduled in one phase, or in every phase of one kind.
-struct ScrapePhase {
-  std::string name;  // "off 1", "on 1", ...; "off" and "on" for the pooled ones
-  bool scraping = false;
-  double seconds = 0;      // of the schedule it covers
-  LatencySummary latency;  // OK requests, from their scheduled time
-  std::map<std::string, int64_t> errors;
-};
-
 // The phases of the load from each phase's records (RunLoad's), in order: even indexes without
 // scraping, odd ones with; each lasted `phase_s`. Returns the pooled "off" and "on" phases, then
-// each phase ("off 1", "on 1", "off 2", ...).
-std::vector<ScrapePhase> ScrapePhases(const std::vector<std::vector<RequestRecord>>& phases,
-                                      double phase_s);
+// each phase ("off 1", "on 1", "off 2", ...): the odd indexes are those with scraping. Each
+// covers [0, its seconds of schedule).
+std::vector<Phase> ScrapePhases(const std::vector<std::vector<RequestRecord>>& phases,
+                                double phase_s);
 
 struct ScrapeResult {
   double capacity_rps = 0;  // 0 when --rate was given
   double rate = 0;
-  std::vector<ScrapePhase> phases;  // ScrapePhases
-  LatencySummary scrape_latency;    // GET /metrics, milliseconds
+  std::vector<Phase> phases;      // ScrapePhases
+  LatencySummary scrape_latency;  // GET /metrics, milliseconds
   int64_t scrapes = 0;
   int64_t scrape_failures = 0;
   int64_t scrape_bytes = 0;  // of the last scrape
@@ -80,9 +64,15 @@ double ScrapeP99Ratio(const ScrapeResult& result);
 // moves it less than the pooled ratio. 0 when no round has both.
 double ScrapeMedianRoundRatio(const ScrapeResult& result);
 
-std::string FormatScrape(const ScrapeOptions& options, const ScrapeResult& result);
-std::string ScrapeJson(const ScrapeOptions& options, const ScrapeResult& result);
+// The result: the setting, every phase (pooled and per round), the scrapes and the ratios. JSON:
+// {"command", "model", "interval_ms", "phase_s", "rounds", "capacity_rps", "rate", "p99_ratio",
+// "p99_median_round_ratio", "scrapes", "scrape_failures", "scrape_bytes", "scrape_p50_ms",
+// "scrape_p99_ms", "phases": [{"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms",
+// "p99_ms", "max_ms", "scraping", "errors": {NAME: n}}]}.
+Report ScrapeReport(const ScrapeOptions& options, const ScrapeResult& result);
 
+// Runs the sub-command. 0 when it ran (the numbers say whether the target was met); 1 when the
+// server or an RPC failed (the reason and the log's tail on stderr); 2 for bad flags.
 int RunScrapeCommand(const std::vector<std::string>& args);
 
 }  // namespace kiln::bench

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/oip_client.h"
-#include "server/infer_codec.h"  // the kiln_timing parameters
+#include "server/codec/infer_codec.h"  // the kiln_timing parameters
 
 namespace kiln::bench {
 namespace {

@@ -1,5 +1,5 @@
 // What the load of the scenarios that watch individual requests (`kiln-bench elastic`, `kiln-bench
-// reload`) learns from each response: the "kiln_timing" parameters (server/infer_codec.h: which
+// reload`) learns from each response: the "kiln_timing" parameters (server/codec/infer_codec.h: which
 // worker ran it, its compute time, whether its shape was cold) and the version that answered;
 // the sender that keeps them, and the warm workers' pids from the WarmupReport.
 #ifndef KILN_BENCH_TIMING_SENDER_H_
@@ -20,7 +20,7 @@ namespace kiln::bench {
 
 // What the server said about one request it served: the "kiln_worker_pid", "kiln_compute_ms" and
 // "kiln_cold_shape" response parameters that a request asking for "kiln_timing" gets
-// (server/infer_codec.h), and the version that answered.
+// (server/codec/infer_codec.h), and the version that answered.
 struct RequestTiming {
   int64_t worker_pid = 0;     // 0: unknown (no response, an error, or no parameter)
   double compute_ms = -1;     // < 0: unknown

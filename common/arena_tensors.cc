@@ -81,18 +81,6 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
   return views;
 }
 
-absl::StatusOr<std::vector<Tensor>> CopyFromArena(const TensorRefs& refs,
-                                                  const SharedArena& arena) {
-  ASSIGN_OR_RETURN(const std::vector<TensorView> views, ViewsInArena(refs, arena));
-  std::vector<Tensor> tensors;
-  tensors.reserve(views.size());
-  for (const TensorView& view : views) {
-    const auto* begin = static_cast<const uint8_t*>(view.data);
-    tensors.push_back(Tensor{view.name, view.dtype, view.shape, {begin, begin + view.nbytes}});
-  }
-  return tensors;
-}
-
 absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           const std::vector<std::string>& rows, uint64_t offset,
                                           SharedArena& arena, internal::TensorRef& ref) {

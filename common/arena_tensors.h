@@ -29,15 +29,12 @@ uint64_t ArenaBytesFor(const ModelConfig& config);
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
                                       SharedArena& arena, TensorRefs& refs);
 
-// Views of the tensors `refs` describe, pointing into `arena`. Internal when a ref has an
-// unknown dtype or lies outside the arena.
+// Views of the tensors `refs` describe, pointing into `arena` (how the master reads a worker's
+// outputs, and a worker its inputs: no copy). Internal when a ref has an unknown dtype or lies
+// outside the arena; the bytes are not checked against the shapes here (EncodeInferResponse does,
+// against the model's config).
 absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
                                                      const SharedArena& arena);
-
-// Copies of the tensors `refs` describe (how the master takes a worker's outputs: the arena is
-// reused by the next call). ViewsInArena's errors; the bytes are not checked against the shapes
-// here (EncodeInferResponse does, against the model's config).
-absl::StatusOr<std::vector<Tensor>> CopyFromArena(const TensorRefs& refs, const SharedArena& arena);
 
 // A text batch (one string per row) in the BYTES form: per string a 4-byte little-endian length,
 // then its bytes. Written from `offset` on (aligned); `ref` gets dtype "BYTES" and shape

@@ -131,6 +131,36 @@ std::optional<ExitStatus> PeekChildExit(pid_t pid) {
   return ExitStatus{true, info.si_status};  // CLD_KILLED, CLD_DUMPED
 }
 
+bool TryReapChild(pid_t pid) {
+  const pid_t reaped = waitpid(pid, nullptr, WNOHANG);
+  return reaped == pid || (reaped < 0 && errno == ECHILD);
+}
+
+void ReapChild(pid_t pid, std::chrono::milliseconds grace) {
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (TryReapChild(pid)) return;
+    usleep(20'000);
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+std::vector<std::pair<pid_t, ExitStatus>> ReapAdoptedChildren(const std::set<pid_t>& owned) {
+  std::vector<std::pair<pid_t, ExitStatus>> reaped;
+  while (true) {
+    siginfo_t info{};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) break;
+    const pid_t pid = info.si_pid;
+    if (owned.count(pid) > 0) break;
+    if (waitpid(pid, nullptr, WNOHANG) != pid) break;
+    reaped.emplace_back(pid, info.si_code == CLD_EXITED ? ExitStatus{false, info.si_status}
+                                                        : ExitStatus{true, info.si_status});
+  }
+  return reaped;
+}
+
 // --- /proc -------------------------------------------------------------------------------------
 
 std::vector<std::string> ProcStatFields(pid_t pid) {

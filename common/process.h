@@ -13,8 +13,10 @@
 
 #include <chrono>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -60,6 +62,18 @@ struct ExitStatus {
 // it stays a zombie, so its pid (and a group id equal to it) cannot be reused until it is
 // reaped. std::nullopt while it runs (or when it is no child of this process).
 std::optional<ExitStatus> PeekChildExit(pid_t pid);
+
+// Reaps the child `pid` if it has exited: true once it is reaped, or is no child of this process
+// (nothing left to reap); false while it runs.
+bool TryReapChild(pid_t pid);
+// Waits up to `grace` for the child `pid` to exit, then kills it (SIGKILL), and reaps it.
+void ReapChild(pid_t pid, std::chrono::milliseconds grace);
+
+// For a subreaper (prctl PR_SET_CHILD_SUBREAPER): reaps every exited child of this process that is
+// not in `owned` (those are waited for by their owners), and returns them with how each ended.
+// One waitid(WNOWAIT) peek a child: it stops at the first exited child that is owned, which its
+// owner reaps.
+std::vector<std::pair<pid_t, ExitStatus>> ReapAdoptedChildren(const std::set<pid_t>& owned);
 
 // --- /proc -------------------------------------------------------------------------------------
 

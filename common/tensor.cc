@@ -31,6 +31,13 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return "[" + absl::StrJoin(shape, ", ") + "]";
 }
 
+std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
+  std::vector<TensorView> views;
+  views.reserve(tensors.size());
+  for (const Tensor& tensor : tensors) views.push_back(tensor.view());
+  return views;
+}
+
 TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count) {
   TensorView slice = tensor;
   const int64_t rows = tensor.shape.empty() ? 0 : tensor.shape[0];

@@ -48,6 +48,9 @@ struct Tensor {
 // memory. The caller keeps 0 <= begin, count and begin + count <= shape[0].
 TensorView SliceRows(const TensorView& tensor, int64_t begin, int64_t count);
 
+// Views of `tensors` (which must outlive them).
+std::vector<TensorView> Views(const std::vector<Tensor>& tensors);
+
 // A copy of `tensor` with zero rows appended along its first (batch) dim up to `rows` (>= its
 // own rows).
 Tensor PadRows(const TensorView& tensor, int64_t rows);

@@ -99,13 +99,6 @@ std::string Signature(const std::vector<TensorView>& inputs) {
   return signature;
 }
 
-std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
-  std::vector<TensorView> views;
-  views.reserve(tensors.size());
-  for (const Tensor& tensor : tensors) views.push_back(tensor.view());
-  return views;
-}
-
 // kiln neither reads nor writes its state through a link: one planted in the state directory could
 // point at any file.
 absl::Status RefuseLink(const std::string& path) {

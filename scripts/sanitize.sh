@@ -69,7 +69,7 @@ export ASAN_OPTIONS="log_path=$logs/asan:log_exe_name=1:halt_on_error=1:detect_l
 check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=0"
 # -fno-sanitize-recover=undefined makes any UBSan finding fatal; print its stack. gcc's libubsan
 # ignores log_path beside libasan, so UBSan reports go to stderr: the tests' output, which CTest
-# keeps, and a test server's log, which tests/server_process.cc copies there when it has one.
+# keeps, and a test server's log, which tests/integration/server_process.cc copies there when it has one.
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 # --- run ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@
 #include "glog/logging.h"
 #include "server/master.h"
 #include "server/port_lock.h"
-#include "server/zygote_mode.h"
+#include "server/zygote/zygote_mode.h"
 
 DEFINE_string(model_repository, "models",
               "Model repository: one directory per model holding config.pbtxt and "

@@ -1,5 +1,6 @@
 #include "server/master.h"
 
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,27 +29,30 @@
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "common/openmp_wait.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
-#include "server/cpu_setup.h"
-#include "server/inference_service.h"
-#include "server/kiln_service.h"
-#include "server/master_state.h"
-#include "server/memory_sampler.h"
-#include "server/metrics.h"
-#include "server/metrics_endpoint.h"
-#include "server/model_loading.h"
-#include "server/pool_metrics.h"
+#include "server/cpu_plan.h"
+#include "server/front/inference_service.h"
+#include "server/front/kiln_service.h"
+#include "server/front/readiness_check.h"
+#include "server/front/tls_credentials.h"
+#include "server/front/traffic_recording.h"
+#include "server/metrics/memory_sampler.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_endpoint.h"
+#include "server/metrics/pool_metrics.h"
 #include "server/port_lock.h"
-#include "server/readiness_check.h"
 #include "server/reloader.h"
+#include "server/supervisor/master_state.h"
+#include "server/supervisor/worker_pool.h"
 #include "server/systemd_notify.h"
-#include "server/traffic_recording.h"
-#include "server/traffic_replay.h"
-#include "server/worker_pool.h"
-#include "server/zygote.h"
-#include "server/zygote_mode.h"
+#include "server/zygote/model_loading.h"
+#include "server/zygote/traffic_replay.h"
+#include "server/zygote/zygote.h"
+#include "server/zygote/zygote_mode.h"
+#include "worker/torch_model.h"
 
 namespace kiln {
 namespace {
@@ -194,17 +198,17 @@ class HealthPublisher {
   std::map<std::string, bool> last_;  // by service name; "" is the server
 };
 
-// The master process: one object per run, driven through MasterState (server/master_state.h)
-// by one method per phase. Every phase returns OK to go on, Cancelled when a signal asked to
+// The master process: one object per run, driven through MasterState
+// (server/supervisor/master_state.h) by one method per phase. Every phase returns OK to go on, Cancelled when a signal asked to
 // stop (exit 0), or the error that stops the server (exit 1). Teardown() is the one place that
 // stops the workers.
 //
 // Ownership: owns everything the master holds: the port lock, the specs, the loaded models, the
-// zygotes (by pid, one per generation), the pool, the reloader, the gRPC server and its services.
+// pool (which owns each zygote generation), the reloader, the gRPC server and its services.
 // Thread-safety: its methods run on the main thread only, except StartZygote, which the pool
-// calls on its thread to replace a zygote (it touches only zygotes_, under its mutex, and the
-// options); the services it registers run on gRPC's threads and use only the thread-safe pool,
-// reloader and state machine.
+// calls on its thread to replace a zygote (it reads only the options and the CPU setup); the
+// services it registers run on gRPC's threads and use only the thread-safe pool, reloader and
+// state machine.
 class Master {
  public:
   explicit Master(const MasterOptions& options) : options_(options) {}
@@ -240,13 +244,14 @@ class Master {
   void OnUnsupported(int sig);
   // HUP: reload the whole repository (server/reloader.h), only while serving.
   void OnHup();
-  // Starts generation `generation`'s zygote by fork+exec (server/zygote_mode.h), loading the
-  // versions `models`, after reaping the one it replaces (a zygote that died). Returns the pool's
-  // end of its channel. Called on the pool's thread (a replacement) or the main thread (a reload).
-  absl::StatusOr<FrameChannel> StartZygote(int generation, const std::vector<std::string>& models);
+  // Starts generation `generation`'s zygote by fork+exec (server/zygote/zygote_mode.h), loading the
+  // versions `models`: a `replacement` for one that died (the pool reaped it), or a reload's.
+  // The pool owns what it returns. Called on the pool's thread (a replacement) or the main thread
+  // (a reload); it touches only the options and the CPU setup, both fixed by then.
+  absl::StatusOr<ZygoteProcess> StartZygote(int generation, const std::vector<std::string>& models,
+                                            bool replacement);
   // The workers and threads of a version a reload loads: those the CPU plan gave the model.
   ModelThreads ThreadsFor(const ModelSpec& spec) const;
-  void ReapClosedZygotes();
   // Starts answering scrapes and sampling memory (once the zygote is forked and the pool runs);
   // with TLS, the endpoint reads the key now, so the zygote never had it.
   absl::Status StartMetrics();
@@ -254,7 +259,7 @@ class Master {
   const MasterOptions& options_;
   MasterStateMachine state_;
   bool stop_requested_ = false;  // TERM arrived
-  ServerMetrics metrics_;
+  ServerMetrics metrics_{BuildInfo{KILN_VERSION, grpc::Version(), LibTorchVersion()}};
   Timeline timeline_{metrics_};
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // bound from the start (--metrics_port)
   std::unique_ptr<PortLock> lock_;
@@ -263,13 +268,9 @@ class Master {
   std::map<std::string, ModelReplay> replay_;
   MemoryLimit memory_limit_;  // bytes 0: unknown
   CpuSetup cpu_;
-  // The zygotes' pids by generation; replaced from the pool's thread when a zygote dies.
-  absl::Mutex zygotes_mu_;
-  std::map<int, pid_t> zygotes_ ABSL_GUARDED_BY(zygotes_mu_);
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<Reloader> reloader_;
   std::unique_ptr<HealthPublisher> health_;
-  absl::Status loop_error_;                      // why the serving loop stopped inside a reload
   std::unique_ptr<TrafficRecording> recording_;  // with --state_dir
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<KilnServiceImpl> kiln_service_;
@@ -288,10 +289,7 @@ absl::Status Master::StartMetrics() {
   metrics_.AddCollector(std::make_shared<PoolStateCollector>(*pool_, state_));
   memory_sampler_ = std::make_unique<MemorySampler>(
       metrics_, *pool_,
-      [this] {
-        absl::MutexLock lock(&zygotes_mu_);
-        return zygotes_;
-      },
+      [this] { return pool_->ZygotePids(); },
       memory_limit_.bytes, std::chrono::seconds(options_.metrics_memory_interval_s));
   RETURN_IF_ERROR(metrics_endpoint_->Start([this] { return metrics_.Render(); }));
   LOG(INFO) << "metrics: answering on " << (options_.tls.enabled() ? "https" : "http") << "://"
@@ -299,47 +297,21 @@ absl::Status Master::StartMetrics() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<FrameChannel> Master::StartZygote(int generation,
-                                                 const std::vector<std::string>& models) {
-  pid_t old = 0;
-  {
-    absl::MutexLock lock(&zygotes_mu_);
-    if (auto found = zygotes_.find(generation); found != zygotes_.end()) {
-      old = found->second;
-      zygotes_.erase(found);
-    }
-  }
-  // A zygote being replaced closed its channel: it has exited, or is about to.
-  if (old > 0) ReapZygote(old, /*now=*/true);
+absl::StatusOr<ZygoteProcess> Master::StartZygote(int generation,
+                                                  const std::vector<std::string>& models,
+                                                  bool replacement) {
   ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
   ASSIGN_OR_RETURN(const pid_t pid,
                    SpawnZygoteProcess({options_.model_repository, options_.share_weights,
                                        options_.state_dir, models, cpu_.warm_at_idle_priority},
                                       pair.second));
-  {
-    absl::MutexLock lock(&zygotes_mu_);
-    zygotes_[generation] = pid;
-  }
-  LOG_IF(WARNING, old > 0) << "started a new zygote by fork+exec (pid " << pid
-                           << ") for generation " << generation
-                           << "; the live workers keep serving";
-  LOG_IF(INFO, old == 0) << "reload: started the zygote of generation " << generation
-                         << " by fork+exec (pid " << pid << ") for " << absl::StrJoin(models, ", ");
-  return std::move(pair.first);
-}
-
-void Master::ReapClosedZygotes() {
-  const std::vector<int> open = pool_->Generations();
-  absl::MutexLock lock(&zygotes_mu_);
-  for (auto it = zygotes_.begin(); it != zygotes_.end();) {
-    const bool closed = std::find(open.begin(), open.end(), it->first) == open.end();
-    if (closed && waitpid(it->second, nullptr, WNOHANG) == it->second) {
-      LOG(INFO) << "the zygote of generation " << it->first << " (pid " << it->second << ") left";
-      it = zygotes_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  LOG_IF(WARNING, replacement) << "started a new zygote by fork+exec (pid " << pid
+                               << ") for generation " << generation
+                               << "; the live workers keep serving";
+  LOG_IF(INFO, !replacement) << "reload: started the zygote of generation " << generation
+                             << " by fork+exec (pid " << pid << ") for "
+                             << absl::StrJoin(models, ", ");
+  return ZygoteProcess{pid, std::move(pair.first)};
 }
 
 ModelThreads Master::ThreadsFor(const ModelSpec& spec) const {
@@ -364,6 +336,11 @@ int Master::Run() {
   const sigset_t control = ControlSignals();
   sigprocmask(SIG_BLOCK, &control, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Everything the master starts stays in its process tree: a worker whose zygote dies is
+  // re-parented to the master, not to init, and the pool reaps it (WorkerPool::ReapLocked).
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    PLOG(WARNING) << "prctl(PR_SET_CHILD_SUBREAPER): orphaned workers will be re-parented to init";
+  }
 
   absl::Status status = Load();
   if (status.ok()) status = Warm();
@@ -420,7 +397,12 @@ absl::Status Master::Load() {
     LOG(WARNING) << "memory: no limit known (" << memory.status().message()
                  << "); workers run without a memory budget";
   }
-  cpu_ = PlanCpu(options_, specs_, models_, memory_limit_.bytes);
+  CpuOptions cpu_options;
+  cpu_options.cpus = options_.cpus;
+  cpu_options.workers_per_model = options_.workers_per_model;
+  cpu_options.warmup = options_.warmup;
+  cpu_options.warm_at_idle_priority = options_.warm_at_idle_priority;
+  cpu_ = PlanCpu(cpu_options, specs_, models_, memory_limit_.bytes);
   return absl::OkStatus();
 }
 
@@ -432,10 +414,6 @@ absl::Status Master::Warm() {
   if (metrics_endpoint_ != nullptr) close_in_zygote.push_back(metrics_endpoint_->listening_fd());
   ASSIGN_OR_RETURN(const pid_t zygote, ForkZygote(models_.by_key, channel.first,
                                                   std::move(channel.second), close_in_zygote));
-  {
-    absl::MutexLock lock(&zygotes_mu_);
-    zygotes_[1] = zygote;
-  }
   channel.second.Close();
   timeline_.Phase("fork_zygote", absl::StrCat("forked the zygote (pid ", zygote, ")"));
 
@@ -447,7 +425,7 @@ absl::Status Master::Warm() {
   pool_options.warm_template = options_.warm_template;
   pool_options.cold_calls_for_test = options_.cold_calls_for_test;
   pool_options.restart_zygote = [this](int generation, const std::vector<std::string>& models) {
-    return StartZygote(generation, models);
+    return StartZygote(generation, models, /*replacement=*/true);
   };
   pool_options.on_change = [master = getpid()] { kill(master, WakeSignal()); };
   pool_options.on_worker_died = [this](const ModelSpec& spec) {
@@ -457,8 +435,16 @@ absl::Status Master::Warm() {
     metrics_.WorkerRespawned(spec.config.name(), spec.version, seconds);
   };
   pool_options.memory_limit = memory_limit_;
+  pool_options.reap_adopted = true;  // the master is the subreaper (Run)
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
-  ASSIGN_OR_RETURN(pool_, WorkerPool::Start(std::move(channel.first), specs_, pool_options));
+  // From here the pool owns the zygote: its pid, its channel, its deaths, and reaping it.
+  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
+      WorkerPool::Start({zygote, std::move(channel.first)}, specs_, pool_options);
+  if (!pool.ok()) {
+    ReapChild(zygote, std::chrono::seconds(5));  // its channel closed: it leaves
+    return pool.status();
+  }
+  pool_ = *std::move(pool);
   RETURN_IF_ERROR(StartMetrics());  // threads may start now that the zygote is forked
   NotifySystemd("STATUS=warming workers");
 
@@ -545,21 +531,16 @@ absl::Status Master::Serve() {
   }
   ReloadHooks hooks;
   hooks.start_zygote = [this](int generation, const std::vector<std::string>& models) {
-    return StartZygote(generation, models);
+    return StartZygote(generation, models, /*replacement=*/false);
   };
   hooks.check_staged = [this] { return CheckVersions(pool_->Served(/*staged=*/true), true); };
-  hooks.keep_serving = [this] {
-    loop_error_ = Tick(50);
-    return loop_error_.ok() && !stop_requested_;
-  };
   hooks.wake = [master = getpid()] { kill(master, WakeSignal()); };
   hooks.threads_for = [this](const ModelSpec& spec) { return ThreadsFor(spec); };
-  hooks.switched = [this] { health_->Update(); };
   reloader_ = std::make_unique<Reloader>(options_.model_repository, *pool_, std::move(hooks),
                                          options_.startup_timeout_s);
   InferenceServiceOptions service_options;
   service_options.recording = recording_.get();
-  service_options.reloader = reloader_.get();
+  service_options.repository = reloader_.get();
   service_options.model_control = options_.model_control;
   // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
   if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
@@ -600,10 +581,11 @@ absl::Status Master::Serve() {
   kiln_service_->SetTimeline(timeline_.phases());
   NotifySystemd(absl::StrCat("READY=1\nSTATUS=serving on ", options_.host, ":", port));
 
-  // The main loop: signals, health, the systemd watchdog, saving the recorded traffic, reloads.
+  // The main loop: signals, health, the systemd watchdog, saving the recorded traffic, and one
+  // step of a reload per turn (server/reloader.h; turns come faster while one is under way).
   while (!stop_requested_) {
-    RETURN_IF_ERROR(Tick(200));
-    if (!reloader_->RunPending()) return loop_error_;  // TERM, or a fatal error, mid-reload
+    RETURN_IF_ERROR(Tick(reloader_->step() == ReloadStep::kIdle ? 200 : 50));
+    if (reloader_->Advance()) health_->Update();  // routing switched
   }
   return absl::OkStatus();
 }
@@ -615,7 +597,6 @@ absl::Status Master::Tick(int timeout_ms) {
   health_->Update();
   if (watchdog_usec > 0 && pool_->AllModelsReady()) NotifySystemd("WATCHDOG=1");
   if (recording_ != nullptr) recording_->SaveIfDue();
-  ReapClosedZygotes();
   return absl::OkStatus();
 }
 
@@ -636,15 +617,10 @@ void Master::Teardown() {
   // Every state may stop; only Stopped itself cannot, and Teardown runs once.
   (void)Enter(MasterState::kStopped);
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  if (reloader_ != nullptr) reloader_->FailPending(absl::UnavailableError("server is stopping"));
-  // Closing the zygotes' channels lets them leave by themselves (their workers die with them).
+  if (reloader_ != nullptr) reloader_->Cancel(absl::CancelledError("the server is stopping"));
+  // Closing the zygotes' channels lets them leave by themselves (their workers die with them);
+  // the pool reaps them.
   if (pool_ != nullptr) pool_->Stop();
-  std::map<int, pid_t> zygotes;
-  {
-    absl::MutexLock lock(&zygotes_mu_);
-    zygotes.swap(zygotes_);
-  }
-  for (const auto& [generation, pid] : zygotes) ReapZygote(pid, /*now=*/pool_ == nullptr);
   if (recording_ != nullptr) recording_->Save();
   LOG(INFO) << "stopped";
 }
@@ -677,10 +653,7 @@ void Master::OnInt() {
   // At once: no drain, and no graceful gRPC shutdown (which waits on every client's GOAWAY
   // acknowledgement). The workers die with the zygote.
   LOG(INFO) << "SIGINT: exiting now";
-  {
-    absl::MutexLock lock(&zygotes_mu_);
-    for (const auto& [generation, pid] : zygotes_) ReapZygote(pid, /*now=*/true);
-  }
+  if (pool_ != nullptr) pool_->KillZygotes();
   google::FlushLogFiles(google::GLOG_INFO);
   _exit(130);
 }

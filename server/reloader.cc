@@ -32,6 +32,14 @@ inference::RepositoryIndexResponse::ModelIndex Entry(const std::string& name,
   return entry;
 }
 
+// InvalidArgument naming every model directory the plan refused.
+absl::Status Refused(const ReloadPlan& plan) {
+  std::vector<std::string> parts;
+  for (const auto& [name, why] : plan.refused) parts.push_back(why);
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::StrJoin(parts, "\n"), "\n(the versions served now keep serving)"));
+}
+
 }  // namespace
 
 Reloader::Reloader(std::string repository, WorkerPool& pool, ReloadHooks hooks, int timeout_s)
@@ -48,7 +56,23 @@ void Reloader::Request(ReloadRequest request, Done done) {
   hooks_.wake();
 }
 
-void Reloader::FailPending(const absl::Status& why) {
+const char* ReloadStepName(ReloadStep step) {
+  switch (step) {
+    case ReloadStep::kIdle:
+      return "idle";
+    case ReloadStep::kStaging:
+      return "staging";
+    case ReloadStep::kChecking:
+      return "checking";
+  }
+  return "?";
+}
+
+void Reloader::Cancel(const absl::Status& why) {
+  if (current_.has_value()) {
+    if (current_->step != ReloadStep::kIdle) pool_.Abort();
+    Finish(why);
+  }
   std::deque<std::pair<ReloadRequest, Done>> pending;
   {
     absl::MutexLock lock(&mu_);
@@ -57,111 +81,146 @@ void Reloader::FailPending(const absl::Status& why) {
   for (auto& [request, done] : pending) done(why);
 }
 
-bool Reloader::RunPending() {
-  while (true) {
-    std::pair<ReloadRequest, Done> next;
-    {
-      absl::MutexLock lock(&mu_);
-      if (queue_.empty()) return true;
-      next = std::move(queue_.front());
-      queue_.pop_front();
+bool Reloader::Advance() {
+  if (!current_.has_value()) return Begin();
+  if (current_->step == ReloadStep::kStaging) {
+    const WorkerPool::Staging staging = pool_.StagingState();
+    if (!staging.failed.ok()) {
+      Abort(staging.failed);
+    } else if (staging.ready) {
+      current_->step = ReloadStep::kChecking;
+      VLOG(1) << "reload (" << current_->request.Describe() << "): " << staging.summary
+              << "; checking";
+    } else if (std::chrono::steady_clock::now() > current_->deadline) {
+      Abort(absl::DeadlineExceededError(absl::StrCat(
+          "not warm after ", timeout_s_, " s (--startup_timeout_s): ", staging.summary)));
     }
-    const auto start = std::chrono::steady_clock::now();
-    absl::Status status = Run(next.first);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (status.ok()) {
-      LOG(INFO) << "reload (" << next.first.Describe() << "): done in "
-                << absl::StrFormat("%.0f", ms) << " ms";
-    } else {
-      LOG(WARNING) << "reload (" << next.first.Describe() << ") failed after "
-                   << absl::StrFormat("%.0f", ms)
-                   << " ms; what was served keeps serving: " << status.message();
-    }
-    next.second(status);
-    if (absl::IsCancelled(status)) return false;
+    return false;
   }
+  // kChecking: the readiness check runs here, on the main thread, as at startup.
+  if (absl::Status checked = hooks_.check_staged(); !checked.ok()) {
+    Abort(checked);
+    return false;
+  }
+  Commit();
+  return true;
 }
 
-absl::Status Reloader::Run(const ReloadRequest& request) {
-  absl::StatusOr<std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>>> repository =
-      ScanRepository(repository_);
-  if (!repository.ok()) return Annotate(repository.status(), "model repository");
-  ASSIGN_OR_RETURN(const ReloadPlan plan, PlanReload(request, pool_.Served(), *repository));
-  LOG(INFO) << "reload (" << request.Describe() << "): " << plan.Describe();
+bool Reloader::Begin() {
+  std::pair<ReloadRequest, Done> next;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [name, why] : plan.refused) failures_[name] = why;
+    if (queue_.empty()) return false;
+    next = std::move(queue_.front());
+    queue_.pop_front();
   }
-  const auto refused = [&plan]() {
-    std::vector<std::string> parts;
-    for (const auto& [name, why] : plan.refused) parts.push_back(why);
-    return absl::InvalidArgumentError(
-        absl::StrCat(absl::StrJoin(parts, "\n"), "\n(the versions served now keep serving)"));
-  };
-  if (request.kind == ReloadRequest::Kind::kLoad && !plan.refused.empty()) return refused();
+  current_.emplace();
+  current_->request = std::move(next.first);
+  current_->done = std::move(next.second);
+  current_->start = std::chrono::steady_clock::now();
+  const ReloadRequest& request = current_->request;
 
-  if (!plan.load.empty()) {
-    if (absl::Status staged = StageAndCheck(plan); !staged.ok()) {
-      if (absl::IsCancelled(staged)) return staged;
-      const std::string why =
-          absl::StrCat("loading ", Keys(plan.load), " failed: ", staged.message());
-      absl::MutexLock lock(&mu_);
-      for (const ModelSpec& spec : plan.load) failures_[spec.config.name()] = why;
-      return absl::Status(staged.code(), why);
-    }
+  absl::StatusOr<std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>>> repository =
+      ScanRepository(repository_);
+  if (!repository.ok()) {
+    Finish(Annotate(repository.status(), "model repository"));
+    return false;
   }
-  pool_.Commit(plan.retire);  // routing switches here, in one step
-  hooks_.switched();
-  absl::MutexLock lock(&mu_);
-  for (const ModelSpec& spec : plan.load) {
-    failures_.erase(spec.config.name());
-    unloaded_.erase(spec.config.name());
+  absl::StatusOr<ReloadPlan> plan = PlanReload(request, pool_.Served(), *repository);
+  if (!plan.ok()) {
+    Finish(plan.status());
+    return false;
   }
-  if (request.kind == ReloadRequest::Kind::kLoad) unloaded_.erase(request.model);
-  if (request.kind == ReloadRequest::Kind::kUnload) {
-    failures_.erase(request.model);
-    unloaded_[request.model] = true;
+  current_->plan = *std::move(plan);
+  LOG(INFO) << "reload (" << request.Describe() << "): " << current_->plan.Describe();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, why] : current_->plan.refused) failures_[name] = why;
   }
-  if (request.kind == ReloadRequest::Kind::kRepository && !plan.refused.empty()) {
-    return refused();
+  if (request.kind == ReloadRequest::Kind::kLoad && !current_->plan.refused.empty()) {
+    Finish(Refused(current_->plan));
+    return false;
   }
-  return absl::OkStatus();
-}
+  if (current_->plan.load.empty()) {
+    Commit();  // retirements only (an unload, a model gone from the repository), or nothing
+    return true;
+  }
 
-absl::Status Reloader::StageAndCheck(const ReloadPlan& plan) {
+  current_->loading = true;
   const int generation = next_generation_++;
   std::vector<std::string> keys;
   std::map<std::string, ModelThreads> threads;
-  for (const ModelSpec& spec : plan.load) {
+  for (const ModelSpec& spec : current_->plan.load) {
     keys.push_back(spec.key());
     threads[spec.key()] = hooks_.threads_for(spec);
   }
-  ASSIGN_OR_RETURN(FrameChannel zygote, hooks_.start_zygote(generation, keys));
-  RETURN_IF_ERROR(pool_.Stage(std::move(zygote), generation, plan.load, threads));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
-  while (true) {
-    const WorkerPool::Staging staging = pool_.StagingState();
-    if (!staging.failed.ok()) {
-      pool_.Abort();
-      return staging.failed;
+  absl::StatusOr<ZygoteProcess> zygote = hooks_.start_zygote(generation, keys);
+  if (!zygote.ok()) {
+    Finish(zygote.status());
+    return false;
+  }
+  if (absl::Status staged =
+          pool_.Stage(*std::move(zygote), generation, current_->plan.load, threads);
+      !staged.ok()) {
+    Finish(staged);
+    return false;
+  }
+  current_->step = ReloadStep::kStaging;
+  current_->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
+  return false;
+}
+
+void Reloader::Commit() {
+  pool_.Commit(current_->plan.retire);  // routing switches here, in one step
+  const ReloadRequest& request = current_->request;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const ModelSpec& spec : current_->plan.load) {
+      failures_.erase(spec.config.name());
+      unloaded_.erase(spec.config.name());
     }
-    if (staging.ready) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      pool_.Abort();
-      return absl::DeadlineExceededError(absl::StrCat(
-          "not warm after ", timeout_s_, " s (--startup_timeout_s): ", staging.summary));
-    }
-    if (!hooks_.keep_serving()) {
-      pool_.Abort();
-      return absl::CancelledError("the server is stopping");
+    if (request.kind == ReloadRequest::Kind::kLoad) unloaded_.erase(request.model);
+    if (request.kind == ReloadRequest::Kind::kUnload) {
+      failures_.erase(request.model);
+      unloaded_[request.model] = true;
     }
   }
-  if (absl::Status checked = hooks_.check_staged(); !checked.ok()) {
-    pool_.Abort();
-    return checked;
+  Finish(absl::OkStatus());
+}
+
+void Reloader::Abort(const absl::Status& why) {
+  pool_.Abort();
+  Finish(why);
+}
+
+void Reloader::Finish(absl::Status status) {
+  Current current = *std::move(current_);
+  current_.reset();
+  const ReloadPlan& plan = current.plan;
+  if (!status.ok() && !absl::IsCancelled(status) && current.loading) {
+    // The staged versions failed: their models say why in the index until a reload succeeds.
+    const std::string why = absl::StrCat("loading ", Keys(plan.load), " failed: ", status.message());
+    absl::MutexLock lock(&mu_);
+    for (const ModelSpec& spec : plan.load) failures_[spec.config.name()] = why;
+    status = absl::Status(status.code(), why);
   }
-  return absl::OkStatus();
+  // A whole-repository reload serves what loaded, and still says what it refused.
+  if (status.ok() && current.request.kind == ReloadRequest::Kind::kRepository &&
+      !plan.refused.empty()) {
+    status = Refused(plan);
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              current.start)
+                        .count();
+  if (status.ok()) {
+    LOG(INFO) << "reload (" << current.request.Describe() << "): done in "
+              << absl::StrFormat("%.0f", ms) << " ms";
+  } else {
+    LOG(WARNING) << "reload (" << current.request.Describe() << ") failed after "
+                 << absl::StrFormat("%.0f", ms)
+                 << " ms; what was served keeps serving: " << status.message();
+  }
+  current.done(status);
 }
 
 std::vector<inference::RepositoryIndexResponse::ModelIndex> Reloader::Index(bool ready_only) const {

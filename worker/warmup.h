@@ -17,18 +17,13 @@
 #include "common/memory_budget.h"
 #include "common/shape.h"
 #include "common/tensor.h"
+#include "common/warmup_inputs.h"
 #include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
 #include "worker/text_batch.h"
 #include "worker/torch_model.h"
 
 namespace kiln {
-
-// Inputs for one shape in the config's input order: zeros (DATA_ZERO), or seeded values
-// (DATA_RANDOM: floats in [-1, 1), integers and bools 0 or 1). FailedPrecondition for
-// DATA_FILE (not supported yet) and TYPE_BYTES inputs.
-absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, const Shape& shape,
-                                                     uint32_t seed);
 
 // How one shape is settled (the config's warmup fields).
 struct SettlePlan {

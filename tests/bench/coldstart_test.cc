@@ -375,7 +375,8 @@ ColdstartOptions FakeOptions() {
 
 TEST_CASE("the JSON holds the settings and every run and median min max per metric",
           "[coldstart][output]") {
-  const nlohmann::json doc = nlohmann::json::parse(ColdstartJson(FakeOptions(), FakeRuns()));
+  const nlohmann::json doc =
+      nlohmann::json::parse(ColdstartReport(FakeOptions(), FakeRuns()).Json());
   CHECK(doc["model"] == "resnet50");
   CHECK(doc["workers"] == 2);
   CHECK(doc["warmup"] == "on");
@@ -409,14 +410,15 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["idle_ratio"] == nlohmann::json{{"median", 1.0}, {"min", 1.0}, {"max", 1.25}});
 
   // Keys in the documented order (scripts read it; people too).
-  const std::string text = ColdstartJson(FakeOptions(), FakeRuns());
+  const std::string text = ColdstartReport(FakeOptions(), FakeRuns()).Json();
   CHECK(text.find("\"model\"") < text.find("\"workers\""));
   CHECK(text.find("\"repeat\"") < text.find("\"runs\""));
   CHECK(text.rfind("\"ready_ms\"") < text.rfind("\"pss_mb\""));
 }
 
 TEST_CASE("the summary has one line per metric with median and spread", "[coldstart][output]") {
-  const std::string summary = FormatColdstartSummary(FakeOptions(), FakeRuns());
+  const std::string summary = ColdstartReport(FakeOptions(), FakeRuns()).Text();
+  CHECK_THAT(summary, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(summary, Contains("summary: resnet50, 2 worker(s), warmup on, share_weights off, "
                                "3 run(s): median (min..max)"));
   CHECK_THAT(summary, Contains("ready_ms          2100.00  (2000.00..2200.00)"));

@@ -57,10 +57,9 @@ std::vector<RequestTiming> Timings() {
 }
 
 TEST_CASE("elastic: requests split around the event by scheduled time", "[elastic]") {
-  const std::vector<ElasticPhase> phases =
-      SplitElasticPhases(Records(), Timings(), 1000, 4000, 10000);
+  const std::vector<Phase> phases = SplitElasticPhases(Records(), Timings(), 1000, 4000, 10000);
   REQUIRE(phases.size() == 2);
-  const ElasticPhase& before = phases[0];
+  const Phase& before = phases[0];
   CHECK(before.name == "before");
   CHECK(before.from_ms == 1000);
   CHECK(before.to_ms == 4000);
@@ -69,7 +68,7 @@ TEST_CASE("elastic: requests split around the event by scheduled time", "[elasti
   CHECK(before.compute.count == 4);
   CHECK(before.compute.p50 == 10);  // 8, 10, 11, 12: nearest rank
   CHECK(before.errors.empty());
-  const ElasticPhase& after = phases[1];
+  const Phase& after = phases[1];
   CHECK(after.from_ms == 4000);
   CHECK(after.to_ms == 14000);
   CHECK(after.latency.count == 4);  // the event's instant counts as after
@@ -78,7 +77,7 @@ TEST_CASE("elastic: requests split around the event by scheduled time", "[elasti
   CHECK(after.error_count() == 1);
 
   // A short load cuts the after phase at its last scheduled request.
-  const std::vector<ElasticPhase> cut = SplitElasticPhases(Records(), {}, 1000, 4000, 60000);
+  const std::vector<Phase> cut = SplitElasticPhases(Records(), {}, 1000, 4000, 60000);
   CHECK(cut[1].to_ms == 15000);
   CHECK(cut[1].errors.at("DROPPED_CLIENT_CAP") == 1);
   CHECK(cut[0].compute.count == 0);  // no timings: no compute summary
@@ -182,7 +181,8 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   CHECK(result.first_latency_ratio() == Approx(300.0 / 20.0));  // before p50: 10, 20, 30, 300
   CHECK(result.errors() == 1);
 
-  const std::string text = FormatElastic(options, result);
+  const std::string text = ElasticReport(options, result).Text();
+  CHECK_THAT(text, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(text, Contains("elastic: resnet50 at 6.00 req/s (Poisson); SIGKILL 4.00 s into the "
                             "load (worker pid 101)\n"));
   CHECK_THAT(text, Contains("UNAVAILABLE 1"));
@@ -191,7 +191,7 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   CHECK_THAT(text, Contains("2 checks, 0 not SERVING (none), longest gap 0.0 ms\n"));
   CHECK_THAT(text, Contains("compute 11.00 ms (1.10x the before compute p50 10.00 ms)"));
 
-  const nlohmann::json doc = nlohmann::json::parse(ElasticJson(options, result));
+  const nlohmann::json doc = nlohmann::json::parse(ElasticReport(options, result).Json());
   CHECK(doc["model"] == "resnet50");
   CHECK(doc["event"] == "kill");
   CHECK(doc["workers"] == 4);
@@ -227,11 +227,12 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   none.first_new.reset();
   options.event = ElasticEvent::kTtin;
   none.event_pid = 100;
-  const std::string missing = FormatElastic(options, none);
+  const std::string missing = ElasticReport(options, none).Text();
+  CHECK_THAT(missing, !Contains("?}"));
   CHECK_THAT(missing, Contains("SIGTTIN 4.00 s into the load (master pid 100)"));
   CHECK_THAT(missing, Contains("new worker: none: no new warm worker within the load"));
   CHECK_THAT(missing, Contains("first request of the new worker: none served one"));
-  const nlohmann::json failed = nlohmann::json::parse(ElasticJson(options, none));
+  const nlohmann::json failed = nlohmann::json::parse(ElasticReport(options, none).Json());
   CHECK(failed["event"] == "ttin");
   CHECK(failed["replacement_ms"].is_null());
   CHECK(failed["new_worker_pid"].is_null());

@@ -1,7 +1,7 @@
 // kiln-bench lb without servers: the CPU lists, the phases and seconds of a run, the report and
 // the JSON, the flags; and the nginx configuration it runs, checked by Debian's nginx itself
 // (`nginx -t`) and against the shipped deploy/nginx/kiln-grpc.conf.
-// (tests/server/kiln_bench_lb_test.cc runs it against real replicas and a real nginx.)
+// (tests/integration/kiln_bench_lb_test.cc runs it against real replicas and a real nginx.)
 #include <catch2/catch.hpp>
 
 #include <fstream>
@@ -36,18 +36,20 @@ RequestRecord Failed(double scheduled_ms, int code) {
 
 // A run of 9 s: steady until 3 s, the new replicas warm until 4.5 s, all serve until 6 s, then
 // blue/green (green warms until 7 s, blue drains until 7.5 s, green alone until 9 s).
-LbEvents Events() {
-  LbEvents e;
-  e.scale_started_ms = 3000;
-  e.scale_serving_ms = 4400;
-  e.scale_joined_ms = 4500;
-  e.green_started_ms = 6000;
-  e.green_serving_ms = 6800;
-  e.green_checked_ms = 6900;
-  e.switched_ms = 7000;
-  e.old_worker_gone_ms = 7100;
-  e.blue_stopped_ms = 7500;
-  e.end_ms = 9000;
+TimedEvents Events(bool blue_green = true) {
+  TimedEvents e = LbEvents();
+  e.Set("scale_started", 3000);
+  e.Set("scale_serving", 4400);
+  e.Set("scale_joined", 4500);
+  if (blue_green) {
+    e.Set("green_started", 6000);
+    e.Set("green_serving", 6800);
+    e.Set("green_checked", 6900);
+    e.Set("switched", 7000);
+    e.Set("old_worker_gone", 7100);
+    e.Set("blue_stopped", 7500);
+  }
+  e.Set("end", 9000);
   return e;
 }
 
@@ -79,7 +81,7 @@ TEST_CASE("lb: --cpus takes CPU numbers and ranges, one per replica, and names a
 }
 
 TEST_CASE("lb: the phases follow the events and leave out those that did not happen", "[lb]") {
-  std::vector<WindowSpan> spans = LbPhaseSpans(Events(), 1000);
+  std::vector<PhaseSpan> spans = LbPhaseSpans(Events(), 1000);
   REQUIRE(spans.size() == 6);
   CHECK(spans[0].name == "steady");
   CHECK(spans[0].from_ms == 1000);
@@ -92,17 +94,13 @@ TEST_CASE("lb: the phases follow the events and leave out those that did not hap
   CHECK(spans[5].from_ms == 7500);
   CHECK(spans[5].to_ms == 9000);
 
-  LbEvents no_blue_green = Events();
-  no_blue_green.green_started_ms = no_blue_green.green_serving_ms = -1;
-  no_blue_green.green_checked_ms = no_blue_green.switched_ms = -1;
-  no_blue_green.old_worker_gone_ms = no_blue_green.blue_stopped_ms = -1;
-  spans = LbPhaseSpans(no_blue_green, 1000);
+  spans = LbPhaseSpans(Events(/*blue_green=*/false), 1000);
   REQUIRE(spans.size() == 3);
   CHECK(spans[2].name == "all replicas");
   CHECK(spans[2].to_ms == 9000);
 
-  LbEvents scale_failed;  // nothing happened but the load
-  scale_failed.end_ms = 5000;
+  TimedEvents scale_failed = LbEvents();  // nothing happened but the load
+  scale_failed.Set("end", 5000);
   spans = LbPhaseSpans(scale_failed, 1000);
   REQUIRE(spans.size() == 1);
   CHECK(spans[0].to_ms == 5000);
@@ -129,7 +127,7 @@ TEST_CASE(
   int worst = -1;
   CHECK(result.WorstScaleOutRatio(&worst) == Approx(3.0));
   CHECK(worst == 5);  // second 6 (50 ms) belongs to blue/green, not to the scale-out
-  result.events.scale_joined_ms = 5500;
+  result.events.Set("scale_joined", 5500);
   CountLbRequests(Records(), 1000, &result);
   CHECK(result.joined_seconds.empty());
   CHECK(result.WorstRatio(result.joined_seconds, &worst) == 0);
@@ -148,7 +146,8 @@ TEST_CASE("lb: the report and the JSON carry the events, phases, seconds and the
   result.blue_exits = {"exit code 0", "exit code 0", "exit code 0"};
   CountLbRequests(Records(), 1000, &result);
 
-  const std::string report = FormatLb(options, result);
+  const std::string report = LbReport(options, result).Text();
+  CHECK_THAT(report, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(report, Contains("resnet18 through nginx/1.22.1"));
   CHECK_THAT(report, Contains("replicas pinned to CPUs: 0 | 1 | 1"));
   CHECK_THAT(report, Contains("p95 / steady p95 = 3.00x (second 5"));
@@ -156,7 +155,7 @@ TEST_CASE("lb: the report and the JSON carry the events, phases, seconds and the
   CHECK_THAT(report, Contains("failed requests: 1"));
   CHECK_THAT(report, Contains("p50 12.50 / 13.50 / 14.50 ms"));
 
-  const nlohmann::json json = nlohmann::json::parse(LbJson(options, result));
+  const nlohmann::json json = nlohmann::json::parse(LbReport(options, result).Json());
   CHECK(json["command"] == "lb");
   CHECK(json["errors"] == 1);
   CHECK(json["worst_scale_out_p95_ratio"] == 3.0);
@@ -171,9 +170,8 @@ TEST_CASE("lb: the report and the JSON carry the events, phases, seconds and the
   CHECK(json["seconds"][7]["errors"]["UNAVAILABLE"] == 1);
   CHECK(json["blue_exits"].size() == 3);
 
-  LbEvents unset;  // events that did not happen are null, not a time
-  result.events = unset;
-  CHECK(nlohmann::json::parse(LbJson(options, result))["events_ms"]["switched"].is_null());
+  result.events = LbEvents();  // events that did not happen are null, not a time
+  CHECK(nlohmann::json::parse(LbReport(options, result).Json())["events_ms"]["switched"].is_null());
 }
 
 TEST_CASE("lb: bad flags are refused with the reason", "[lb]") {

@@ -17,8 +17,8 @@
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
 #include "google/protobuf/text_format.h"
+#include "server/codec/infer_codec.h"
 #include "tests/tensor_values.h"
-#include "server/infer_codec.h"
 
 namespace kiln::bench {
 namespace {
@@ -199,7 +199,7 @@ TEST_CASE("random inputs for the model's metadata pass the server's own decoder"
       MakeTensor<float>("y", DType::kFloat32, {2, 2}, {0.5f, -1.5f, 2.5f, 3.0f}),
       MakeTensor<int32_t>("n", DType::kInt32, {2, 1}, {4, -9})};
   ModelInferResponse response;
-  REQUIRE(EncodeInferResponse(config, "1", *request, *decoded, outputs, &response).ok());
+  REQUIRE(EncodeInferResponse(config, "1", *request, *decoded, Views(outputs), &response).ok());
   absl::StatusOr<std::vector<Tensor>> tensors = DecodeInferResponse(response);
   REQUIRE(tensors.ok());
   REQUIRE(tensors->size() == 2);

@@ -38,8 +38,7 @@ TEST_CASE("reload: the load splits into before, during and after the switch, and
   const std::vector<RequestTiming> timings = {
       Answered("1"), Answered("1"), Answered("1"), Answered("1", /*cold=*/true), {},
       Answered("2"), Answered("2")};
-  const std::vector<ReloadPhase> phases =
-      SplitReloadPhases(records, timings, 1000, 3000, 5000, 7000);
+  const std::vector<Phase> phases = SplitReloadPhases(records, timings, 1000, 3000, 5000, 7000);
   REQUIRE(phases.size() == 3);
   CHECK(phases[0].name == "before");
   CHECK(phases[0].latency.count == 2);
@@ -52,13 +51,12 @@ TEST_CASE("reload: the load splits into before, during and after the switch, and
   CHECK(phases[2].from_ms == 5000);
 
   // A reload that never finished: "during" runs to the end, "after" is empty.
-  const std::vector<ReloadPhase> unfinished =
-      SplitReloadPhases(records, timings, 1000, 3000, -1, 7000);
+  const std::vector<Phase> unfinished = SplitReloadPhases(records, timings, 1000, 3000, -1, 7000);
   CHECK(unfinished[1].to_ms == 7000);
   CHECK(unfinished[1].latency.count == 3);
   CHECK(unfinished[2].latency.count == 0);
 
-  const std::vector<ReloadPhase> seconds = PerSecond(records, timings, 7000);
+  const std::vector<Phase> seconds = PerSecond(records, timings, 7000);
   REQUIRE(seconds.size() == 7);
   CHECK(seconds[0].latency.count == 1);
   CHECK(seconds[4].errors.at("UNAVAILABLE") == 1);
@@ -88,7 +86,8 @@ TEST_CASE("reload: the report gives the ratio, the errors, the switch and the ot
   CHECK(result.errors() == 0);
   CHECK(result.new_version_responses() == 1);
   CHECK(result.switch_ms() == 2000);
-  const std::string text = FormatReload(options, result);
+  const std::string text = ReloadReport(options, result).Text();
+  CHECK_THAT(text, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(text, Contains("reload: resnet18 to version 2 (RepositoryModelLoad) at 14.00 req/s "
                             "(Poisson), 70% of 20.00 req/s measured; beside mlp") &&
                        Contains("p99 during / before: 1.10x (target <= 1.2); errors: 0") &&
@@ -96,8 +95,31 @@ TEST_CASE("reload: the report gives the ratio, the errors, the switch and the ot
                                 "response of version 2 2100 ms after the request") &&
                        Contains("tree PSS: 300.0 MB before, 450.0 MB peak during the reload") &&
                        Contains("mlp kept its workers (same pids)"));
-  const std::string json = ReloadJson(options, result);
+  const std::string json = ReloadReport(options, result).Json();
   CHECK_THAT(json, Contains("\"switch_ms\": 2000.0") && Contains("\"new_version_responses\": 1"));
+
+  // A bad version 2 by SIGHUP at a given rate, beside nothing: no switch, no version 2 answers.
+  options.hup = true;
+  options.bad_version = true;
+  options.others.clear();
+  result.capacity_rps = 0;
+  result.switched_ms = -1;
+  result.first_new_ms = -1;
+  result.reload_outcome = "no switch within --reload_budget_s";
+  result.others_kept_workers.clear();
+  const Report failed = ReloadReport(options, result);
+  const std::string failed_text = failed.Text();
+  CHECK_THAT(failed_text, !Contains("?}"));
+  CHECK_THAT(failed_text, Contains("reload: resnet18 to version 2 (SIGHUP, a bad version 2: not "
+                                   "TorchScript) at 14.00 req/s (Poisson); beside nothing\n") &&
+                              Contains("reload: no switch within --reload_budget_s (no switch "
+                                       "within the load); version 2 answered no request\n") &&
+                              !Contains("others:"));
+  CHECK(failed.json()["trigger"] == "sighup");
+  CHECK(failed.json()["bad_version"] == true);
+  CHECK(failed.json()["switch_ms"] == -1.0);
+  CHECK(failed.json()["capacity_rps"] == 0.0);
+  CHECK(failed.json()["others_kept_workers"].empty());
 }
 
 TEST_CASE("reload: bad flags are refused with the reason", "[bench][reload]") {

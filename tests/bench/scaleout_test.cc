@@ -1,5 +1,5 @@
 // kiln-bench scaleout without servers: A's requests split by phase, the report, the JSON and the
-// flags. (tests/server/kiln_bench_scaleout_test.cc runs it against real servers.)
+// flags. (tests/integration/kiln_bench_coldstart_test.cc runs it against real servers.)
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -42,16 +42,16 @@ TEST_CASE("scaleout: A's requests split by phase on their scheduled time", "[sca
   const ScaleoutResult result = SplitPhases(Records(), 1000, 4000, 6000);
   REQUIRE(result.phases.size() == 3);
   CHECK(result.b_ready_ms() == 2000);
-  const ScaleoutPhase& before = result.phases[0];
+  const Phase& before = result.phases[0];
   CHECK(before.name == "before B");
   CHECK(before.latency.count == 3);
   CHECK(before.latency.max == 30);
   CHECK(before.errors.empty());
-  const ScaleoutPhase& warming = result.phases[1];
+  const Phase& warming = result.phases[1];
   CHECK(warming.latency.count == 3);
   CHECK(warming.latency.max == 80);
   CHECK(warming.errors.at("UNAVAILABLE") == 1);
-  const ScaleoutPhase& after = result.phases[2];
+  const Phase& after = result.phases[2];
   CHECK(after.latency.count == 1);
   CHECK(after.errors.at("DROPPED_CLIENT_CAP") == 1);
   CHECK(after.to_ms == 8000);
@@ -71,14 +71,15 @@ TEST_CASE("scaleout: the report and the JSON", "[scaleout]") {
   options.rate = 15;
   options.server_args = {"--warmup_priority=normal"};
   const ScaleoutResult result = SplitPhases(Records(), 1000, 4000, 6000);
-  const std::string text = FormatScaleout(options, result);
+  const std::string text = ScaleoutReport(options, result).Text();
+  CHECK_THAT(text, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(text, Contains("replica A: resnet18 at 15.00 req/s (Poisson); replica B started "
                             "4.00 s into A's load, SERVING after 2000.0 ms\n"));
   CHECK_THAT(text, Contains("while B warms"));
   CHECK_THAT(text, Contains("UNAVAILABLE 1"));
   CHECK_THAT(text, Contains("A's p99 while B warms / before: 2.67x; errors: 2\n"));
 
-  const nlohmann::json doc = nlohmann::json::parse(ScaleoutJson(options, result));
+  const nlohmann::json doc = nlohmann::json::parse(ScaleoutReport(options, result).Json());
   CHECK(doc["model"] == "resnet18");
   CHECK(doc["server_args"] == "--warmup_priority=normal");
   CHECK(doc["b_ready_ms"] == 2000.0);
@@ -93,10 +94,10 @@ TEST_CASE("scaleout: the report and the JSON", "[scaleout]") {
 
   ScaleoutResult never = result;
   never.b_error = "kiln-server exited before SERVING: exit code 1";
-  CHECK_THAT(FormatScaleout(options, never),
+  CHECK_THAT(ScaleoutReport(options, never).Text(),
              Contains("4.00 s into A's load, never SERVING: kiln-server exited before SERVING: "
                       "exit code 1\n"));
-  const nlohmann::json failed = nlohmann::json::parse(ScaleoutJson(options, never));
+  const nlohmann::json failed = nlohmann::json::parse(ScaleoutReport(options, never).Json());
   CHECK(failed["b_ready_ms"].is_null());
   CHECK(failed["b_error"] == never.b_error);
 }

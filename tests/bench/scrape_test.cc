@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/test_paths.h"
 
 namespace kiln::bench {
@@ -26,15 +28,13 @@ TEST_CASE("scrape: the phases alternate without and with scraping, pooled and pe
       {Ok(600, 11)},                           // off 2
       {Ok(100, 30), Ok(900, 25)},              // on 2
   };
-  const std::vector<ScrapePhase> phases = ScrapePhases(records, 1);
+  const std::vector<Phase> phases = ScrapePhases(records, 1);
   REQUIRE(phases.size() == 2 + 4);
   CHECK(phases[0].name == "off");
-  CHECK_FALSE(phases[0].scraping);
   CHECK(phases[0].latency.count == 4);
   CHECK(phases[0].latency.max == 12);
-  CHECK(phases[0].seconds == 2);
+  CHECK(phases[0].seconds() == 2);
   CHECK(phases[1].name == "on");
-  CHECK(phases[1].scraping);
   CHECK(phases[1].latency.count == 3);
   CHECK(phases[1].latency.max == 30);
   CHECK(phases[1].errors.at("UNAVAILABLE") == 1);
@@ -58,15 +58,23 @@ TEST_CASE("scrape: the phases alternate without and with scraping, pooled and pe
   CHECK(ScrapeP99Ratio(result) == Approx(30.0 / 12));
   // Round 1: 20 / 12; round 2: 30 / 11; the median of two is their mean.
   CHECK(ScrapeMedianRoundRatio(result) == Approx((20.0 / 12 + 30.0 / 11) / 2));
-  const std::string text = FormatScrape(options, result);
+  const Report report = ScrapeReport(options, result);
+  const std::string text = report.Text();
+  CHECK_THAT(text, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(text, Contains("mlp, open-loop Poisson load at 70.00 req/s (70% of 100.00 req/s "
                             "measured); 2 rounds of 1.0 s without scraping, then 1.0 s with a "
                             "scrape every 100 ms") &&
                        Contains("scrapes: 20 (0 failed)") &&
                        Contains("p99 with scraping / without: pooled 2.500, median of the rounds "
                                 "2.197 (target: both <= 1.05)"));
-  CHECK_THAT(ScrapeJson(options, result),
-             Contains("\"p99_ratio\": 2.5") && Contains("\"name\": \"on 2\""));
+  CHECK_THAT(report.Json(), Contains("\"p99_ratio\": 2.5") && Contains("\"name\": \"on 2\""));
+  // The odd phases scrape: the pooled "on", then each round's.
+  const nlohmann::json doc = nlohmann::json::parse(report.Json());
+  CHECK_FALSE(doc["phases"][0]["scraping"].get<bool>());
+  CHECK(doc["phases"][1]["scraping"].get<bool>());
+  CHECK_FALSE(doc["phases"][4]["scraping"].get<bool>());
+  CHECK(doc["phases"][5]["scraping"].get<bool>());
+  CHECK(doc["phases"][0]["to_ms"] == 2000.0);
 }
 
 TEST_CASE("scrape: bad flags are refused with the reason", "[bench][scrape]") {

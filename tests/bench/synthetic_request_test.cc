@@ -10,7 +10,7 @@
 #include "bench/oip_client.h"
 #include "common/sample_text.h"
 #include "google/protobuf/text_format.h"
-#include "server/infer_codec.h"
+#include "server/codec/infer_codec.h"
 
 namespace kiln::bench {
 namespace {

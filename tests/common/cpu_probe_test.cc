@@ -17,6 +17,7 @@
 #include "common/process.h"
 #include "tests/fake_system.h"
 #include "tests/run_command.h"
+#include "tests/skip.h"
 #include "tests/test_cgroup.h"
 #include "tests/test_paths.h"
 
@@ -190,10 +191,7 @@ TEST_CASE("a real cgroup with a CPU quota: the probe finds it and rounds it down
           "[limit][cgroup]") {
   absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
       testing::TestCgroup::CreateCpu(/*quota_us=*/150000, /*period_us=*/100000);
-  if (!cgroup.ok()) {
-    WARN("skipped: " << cgroup.status().message());
-    return;
-  }
+  if (!cgroup.ok()) KILN_SKIP(cgroup.status().message());
   const std::string procs = (*cgroup)->dir() + "/cgroup.procs";
   const std::string seen = InChild([&procs] {
     FILE* file = std::fopen(procs.c_str(), "w");
@@ -212,10 +210,7 @@ TEST_CASE("InCgroup runs a command inside the cgroup, with the pid it was spawne
           "[limit][cgroup]") {
   absl::StatusOr<std::unique_ptr<testing::TestCgroup>> cgroup =
       testing::TestCgroup::CreateCpu(100000);
-  if (!cgroup.ok()) {
-    WARN("skipped: " << cgroup.status().message());
-    return;
-  }
+  if (!cgroup.ok()) KILN_SKIP(cgroup.status().message());
   TempDir dir;
   const std::string log = dir.path() + "/out.log";
   // The command prints its own pid and its cgroup lines.

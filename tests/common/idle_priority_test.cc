@@ -15,6 +15,7 @@
 #include "common/idle_priority.h"
 #include "common/openmp_wait.h"
 #include "tests/run_command.h"
+#include "tests/skip.h"
 
 namespace kiln {
 namespace {
@@ -48,16 +49,15 @@ TEST_CASE("capabilities: the CapEff line of /proc/<pid>/status", "[idle]") {
   CHECK_FALSE(HasEffectiveCapability("CapEff:\tffffffffffffffff\n", 64));
 }
 
-// Skips (returning false) where this process could not come back from idle priority.
-bool CanTryIdle() {
+// Why this process could not come back from idle priority; empty where it could.
+std::string CannotTryIdle() {
   const IdleReturn back = CheckReturnFromIdle();
-  if (!back.allowed) WARN("skipped: " << back.how);
-  return back.allowed;
+  return back.allowed ? "" : back.how;
 }
 
 TEST_CASE("warming at idle: the thread and those it starts are idle, and all return",
           "[idle][sched]") {
-  if (!CanTryIdle()) return;
+  if (const std::string why = CannotTryIdle(); !why.empty()) KILN_SKIP(why);
   // In a thread of its own, so that this test's main thread keeps its priority whatever happens.
   std::atomic<int> failures{0};
   std::string trace;
@@ -116,7 +116,7 @@ int PinnedChild(Body body) {
 
 TEST_CASE("warming at idle beside a busy thread on the same CPU starves, and returns early",
           "[idle][sched]") {
-  if (!CanTryIdle()) return;
+  if (const std::string why = CannotTryIdle(); !why.empty()) KILN_SKIP(why);
   const int code = PinnedChild([] {
     // A busy neighbour at normal priority on the same CPU, started before warming begins.
     std::atomic<bool> stop{false};
@@ -145,7 +145,7 @@ TEST_CASE("warming at idle beside a busy thread on the same CPU starves, and ret
 }
 
 TEST_CASE("warming at idle while blocked is not starving", "[idle][sched]") {
-  if (!CanTryIdle()) return;
+  if (const std::string why = CannotTryIdle(); !why.empty()) KILN_SKIP(why);
   const int code = PinnedChild([] {
     IdleWarmingOptions options;
     options.window = std::chrono::milliseconds(200);

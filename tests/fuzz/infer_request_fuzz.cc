@@ -1,4 +1,4 @@
-// libFuzzer target for the Open Inference Protocol request decoding (server/infer_codec.h): the
+// libFuzzer target for the Open Inference Protocol request decoding (server/codec/infer_codec.h): the
 // first byte picks one of a few model configs, the rest is a ModelInferRequest in protobuf's
 // binary form, as a client sends it. Whatever the bytes, DecodeInferRequest must return; an error
 // is InvalidArgument with a message; an accepted request keeps every promise of DecodedRequest,
@@ -25,7 +25,7 @@
 #include "google/protobuf/text_format.h"
 #include "proto/grpc_service.pb.h"
 #include "proto/model_config.pb.h"
-#include "server/infer_codec.h"
+#include "server/codec/infer_codec.h"
 #include "tests/fuzz/fuzz_expect.h"
 
 namespace kiln {

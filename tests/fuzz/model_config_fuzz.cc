@@ -26,7 +26,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "proto/grpc_service.pb.h"
 #include "proto/model_config.pb.h"
-#include "server/infer_codec.h"
+#include "server/codec/infer_codec.h"
 #include "tests/fuzz/fuzz_expect.h"
 
 namespace kiln {

@@ -2,11 +2,11 @@
 // are not trusted further than they are checked). The input is
 //   [2 bytes: n, little-endian][n bytes: one datagram as a worker sends it][the arena's bytes]
 // The datagram goes through a real SOCK_SEQPACKET pair into FrameChannel::Receive as a
-// FromWorker frame, then as the worker pool takes it (server/worker_pool.cc):
+// FromWorker frame, then as the worker pool takes it (server/supervisor/worker_pool.cc):
 //   - a warmup report: the compute timeout derived from it (ComputeTimeoutMs) and its log line
 //     (DescribeWarmupReport);
 //   - a result: its code as the call's status, or its outputs copied out
-//     of an arena holding the rest of the input (CopyFromArena) and encoded as the response to a
+//     of an arena holding the rest of the input (ViewsInArena, as the pool reads them) and encoded as the response to a
 //     request of batch 2 (EncodeInferResponse).
 // Whatever the bytes, nothing crashes; a timeout is a finite number of milliseconds the call
 // deadline can hold; errors are Internal; an encoded response holds exactly what the config
@@ -28,9 +28,9 @@
 #include "google/protobuf/text_format.h"
 #include "proto/model_config.pb.h"
 #include "proto/worker_frames.pb.h"
-#include "server/infer_codec.h"
-#include "server/warmup_report_text.h"
-#include "server/worker_state.h"
+#include "server/codec/infer_codec.h"
+#include "server/supervisor/warmup_report_text.h"
+#include "server/supervisor/worker_state.h"
 #include "tests/fuzz/frame_input.h"
 #include "tests/fuzz/fuzz_expect.h"
 
@@ -119,8 +119,8 @@ void CheckResult(const internal::InferResult& result, const fuzz::FrameInput& in
   SharedArena& arena = *fixture.ends.arena;
   fuzz::LoadArenaImage(input, arena);
 
-  absl::StatusOr<std::vector<Tensor>> outputs = CopyFromArena(result.outputs(), arena);
-  fuzz::Note("CopyFromArena", outputs.status());
+  absl::StatusOr<std::vector<TensorView>> outputs = ViewsInArena(result.outputs(), arena);
+  fuzz::Note("ViewsInArena", outputs.status());
   if (!outputs.ok()) {
     fuzz::ExpectError(outputs.status(), absl::StatusCode::kInternal, "a bad ref is Internal");
     return;

@@ -1,0 +1,62 @@
+// A request as the worker pool takes it (InferJob), and what becomes of it (InferOutcome).
+#ifndef KILN_SERVER_SUPERVISOR_INFER_JOB_H_
+#define KILN_SERVER_SUPERVISOR_INFER_JOB_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config_loader.h"
+#include "common/shape.h"
+#include "common/tensor.h"
+
+namespace kiln {
+
+// What became of a job: the outputs (named after the config's outputs) or why there are none,
+// the shape its forward passes ran as (nullopt when none ran), and how long they took in the
+// worker: wall time, and the worker's CPU time (which a busy node does not stretch).
+struct InferOutcome {
+  // Views into the arena of the worker that ran it: valid only while `done` runs (the worker is
+  // held for it, and takes its next call after). Whoever needs the bytes later copies them.
+  absl::StatusOr<std::vector<TensorView>> outputs;
+  std::optional<Shape> ran_as;
+  double compute_ms = 0;
+  double compute_cpu_ms = 0;
+  bool cold_shape = false;  // the shape was not warmed by the worker that ran it
+  int worker_pid = 0;       // the worker that ran it (0 when none did)
+  // For the metrics (server/metrics/metrics.h), in milliseconds: queued until sent to a worker, copying
+  // the inputs into its arena, its tokenizing (-1: none), copying the outputs out.
+  double queue_ms = 0;
+  double input_ms = 0;
+  double tokenize_ms = -1;
+  double output_ms = 0;
+  int executions = 0;          // forward passes run (0 when none ran)
+  int padded_rows = 0;         // rows of zeros added to reach a warmed batch size
+  bool padded_length = false;  // text padded up to a longer warmed sequence length
+};
+
+// Called exactly once per job, on the pool's thread and without the pool's lock held. It must
+// not block.
+using InferDone = std::function<void(InferOutcome)>;
+
+struct InferJob {
+  SharedSpec spec;  // the served version it was routed to (WorkerPool::Route) and decoded for
+  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
+  // A text model's request as text instead (one string per row; `inputs` empty). The strings
+  // must outlive `done`'s call.
+  const std::vector<std::string>* text = nullptr;
+  int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
+  InferDone done;
+  // Set by the pool (CLOCK_MONOTONIC): when Submit queued it, and how long writing its inputs to
+  // the worker's arena took.
+  int64_t queued_ns = 0;
+  int64_t sent_ns = 0;
+  double input_ms = 0;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_SUPERVISOR_INFER_JOB_H_
