@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "bench/coldstart_command.h"
 #include "bench/server_launcher.h"
+#include "tests/bench/scenario_fixture.h"
 #include "tests/test_paths.h"
 
 namespace kiln::bench {
@@ -31,25 +32,7 @@ bool Has(const std::vector<pid_t>& pids, pid_t pid) {
   return std::find(pids.begin(), pids.end(), pid) != pids.end();
 }
 
-// A model repository holding one (empty) model and an executable stand-in for kiln-server.
-struct Fixture {
-  TempDir dir;
-  std::string repo;
-  std::string server;
-  Fixture() {
-    repo = dir.path() + "/repo";
-    dir.WriteFile("repo/mlp/config.pbtxt", "name: \"mlp\"\n");
-    server = dir.WriteFile("bin/kiln-server", "#!/bin/sh\nexit 0\n");
-    chmod(server.c_str(), 0755);
-  }
-  // The required flags plus `more`.
-  std::vector<std::string> Args(std::vector<std::string> more) const {
-    std::vector<std::string> args = {"--model_repository=" + repo, "--model=mlp",
-                                     "--server=" + server};
-    args.insert(args.end(), more.begin(), more.end());
-    return args;
-  }
-};
+using Fixture = testing::ScenarioFixture;
 
 struct Parsed {
   std::optional<int> exit;

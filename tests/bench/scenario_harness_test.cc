@@ -21,6 +21,7 @@
 #include "bench/scenario_flags.h"
 #include "bench/scenario_run.h"
 #include "bench/timed_events.h"
+#include "tests/bench/scenario_fixture.h"
 #include "tests/test_paths.h"
 
 namespace kiln::bench {
@@ -271,24 +272,7 @@ const Scenario kTest = {"harness",
                         "A scenario for the harness's tests.",
                         {"kiln-bench harness --model=m"}};
 
-// A repository with one model and an executable stand-in for kiln-server.
-struct Fixture {
-  TempDir dir;
-  std::string repo;
-  std::string server;
-  Fixture() {
-    repo = dir.path() + "/repo";
-    dir.WriteFile("repo/mlp/config.pbtxt", "name: \"mlp\"\n");
-    server = dir.WriteFile("kiln-server", "#!/bin/sh\n");
-    chmod(server.c_str(), 0755);
-  }
-  std::vector<std::string> Args(std::vector<std::string> more) const {
-    std::vector<std::string> args = {"--model_repository=" + repo, "--model=mlp",
-                                     "--server=" + server};
-    args.insert(args.end(), more.begin(), more.end());
-    return args;
-  }
-};
+using Fixture = testing::ScenarioFixture;
 
 struct Parsed {
   std::optional<int> exit;

@@ -1,10 +1,15 @@
 // WorkerPool against a FakeZygote over real FrameChannels: supervision (respawn, the crash-loop
-// limit, a protocol break), quorums, and the queue (full, deadlines, dispatch, stopping).
+// limit, a protocol break), quorums, the queue (full, deadlines, dispatch, stopping), and
+// outputs read in place.
 #include "server/supervisor/worker_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -77,13 +82,14 @@ class Outcomes {
 struct PoolUnderTest {
   PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {},
                 double compute_timeout_ms = 0, int64_t memory_limit_bytes = 0,
-                int64_t budget_bytes = 0, int64_t usage_bytes = 0) {
+                int64_t budget_bytes = 0, int64_t usage_bytes = 0,
+                FakeZygote::Outputs outputs = {}) {
     specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
     specs.back().config.mutable_supervision()->set_compute_timeout_ms(compute_timeout_ms);
     specs.back().config.mutable_memory()->set_limit_bytes(budget_bytes);
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
-    zygote = std::make_unique<FakeZygote>(std::move(pair->second));
+    zygote = std::make_unique<FakeZygote>(std::move(pair->second), std::move(outputs));
     zygote->SetBehaviour(behaviour);
     WorkerPoolOptions options;
     options.threads["m:1"] = ModelThreads{workers, 1};
@@ -127,6 +133,71 @@ TEST_CASE("worker transitions outside the state diagram are refused", "[worker_p
   for (S state : {S::kSpawning, S::kWarming, S::kReady, S::kBusy, S::kExited}) {
     CHECK_FALSE(WorkerTransitionAllowed(S::kExited, state));  // a dead worker stays dead
   }
+}
+
+TEST_CASE("a result's outputs are read in place while its worker is held, and routing goes on meanwhile",
+          "[worker_pool]") {
+  FakeZygote::Behaviour hold;
+  hold.answer_calls = false;
+  PoolUnderTest pool(1, 8, 0, hold, 0, 0, 0, 0, {"y", 3});
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  Outcomes outcomes;
+  InferJob first = outcomes.Job(*pool.pool);
+  InferJob second = outcomes.Job(*pool.pool);
+  // What the first job's `done` saw, checked on the test's thread afterwards.
+  struct Seen {
+    bool outputs_ok = false;
+    std::vector<int64_t> shape;
+    bool zeros = false;
+    bool in_arena = false;  // the view points into the worker's shared memory, not a copy
+    std::vector<WorkerState> states;
+    bool routed = false;
+    int held = -1;
+  };
+  Seen seen;
+  std::atomic<bool> done_ran{false};
+  first.done = [&](InferOutcome outcome) {
+    seen.outputs_ok = outcome.outputs.ok() && outcome.outputs->size() == 1;
+    if (seen.outputs_ok) {
+      const TensorView& y = outcome.outputs->front();
+      seen.shape = y.shape;
+      const auto* values = static_cast<const float*>(y.data);
+      seen.zeros = y.nbytes == 3 * sizeof(float) &&
+                   std::all_of(values, values + 3, [](float v) { return v == 0.0f; });
+      std::ifstream maps("/proc/self/maps");
+      const auto address = reinterpret_cast<uintptr_t>(y.data);
+      seen.in_arena = false;
+      for (std::string line; std::getline(maps, line);) {
+        uintptr_t begin = 0, end = 0;
+        if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) == 2 && address >= begin &&
+            address < end) {
+          seen.in_arena = line.find("kiln-arena") != std::string::npos;
+        }
+      }
+    }
+    for (const WorkerInfo& worker : pool.pool->Workers()) seen.states.push_back(worker.state);
+    seen.routed = pool.pool->Route("m", "").ok();  // the request path takes only the pool's lock
+    seen.held = pool.zygote->held_calls();
+    done_ran = true;
+  };
+  REQUIRE(pool.pool->Submit(std::move(first)).ok());
+  REQUIRE(pool.pool->Submit(std::move(second)).ok());
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return done_ran.load(); }));
+  CHECK(seen.outputs_ok);
+  CHECK(seen.shape == std::vector<int64_t>{1, 3});
+  CHECK(seen.zeros);
+  CHECK(seen.in_arena);
+  // Held (Busy) while `done` reads its arena: the second call had not been sent to it.
+  CHECK(seen.states == std::vector<WorkerState>{WorkerState::kBusy});
+  CHECK(seen.held == 0);
+  CHECK(seen.routed);
+  // Once `done` returned, the worker takes the second call.
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
+  CHECK(outcomes.code(1) == absl::StatusCode::kOk);
 }
 
 TEST_CASE("the pool spawns every worker and a model is ready at its quorum", "[worker_pool]") {
