@@ -1,6 +1,6 @@
 // What the load of the scenarios that watch individual requests (`kiln-bench elastic`, `kiln-bench
-// reload`) learns from each response: the "kiln_timing" parameters (server/codec/infer_codec.h: which
-// worker ran it, its compute time, whether its shape was cold) and the version that answered;
+// reload`) learns from each response: the "kiln_timing" parameters (server/codec/infer_codec.h:
+// which worker ran it, its compute time, whether its shape was cold) and the version that answered;
 // the sender that keeps them, and the warm workers' pids from the WarmupReport.
 #ifndef KILN_BENCH_TIMING_SENDER_H_
 #define KILN_BENCH_TIMING_SENDER_H_

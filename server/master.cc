@@ -199,9 +199,9 @@ class HealthPublisher {
 };
 
 // The master process: one object per run, driven through MasterState
-// (server/supervisor/master_state.h) by one method per phase. Every phase returns OK to go on, Cancelled when a signal asked to
-// stop (exit 0), or the error that stops the server (exit 1). Teardown() is the one place that
-// stops the workers.
+// (server/supervisor/master_state.h) by one method per phase. Every phase returns OK to go on,
+// Cancelled when a signal asked to stop (exit 0), or the error that stops the server (exit 1).
+// Teardown() is the one place that stops the workers.
 //
 // Ownership: owns everything the master holds: the port lock, the specs, the loaded models, the
 // pool (which owns each zygote generation), the reloader, the gRPC server and its services.
@@ -288,9 +288,8 @@ absl::Status Master::StartMetrics() {
   if (metrics_endpoint_ == nullptr) return absl::OkStatus();
   metrics_.AddCollector(std::make_shared<PoolStateCollector>(*pool_, state_));
   memory_sampler_ = std::make_unique<MemorySampler>(
-      metrics_, *pool_,
-      [this] { return pool_->ZygotePids(); },
-      memory_limit_.bytes, std::chrono::seconds(options_.metrics_memory_interval_s));
+      metrics_, *pool_, [this] { return pool_->ZygotePids(); }, memory_limit_.bytes,
+      std::chrono::seconds(options_.metrics_memory_interval_s));
   RETURN_IF_ERROR(metrics_endpoint_->Start([this] { return metrics_.Render(); }));
   LOG(INFO) << "metrics: answering on " << (options_.tls.enabled() ? "https" : "http") << "://"
             << options_.host << ":" << metrics_endpoint_->port() << "/metrics";

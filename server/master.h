@@ -19,8 +19,8 @@ struct MasterOptions {
   bool warm_at_idle_priority = true;
   bool warmup = true;
   bool share_weights = true;  // false: each worker loads its own copy (a baseline mode)
-  // CPU workers are forked from a warm template per model (server/zygote/warm_template.h); false: each
-  // worker warms by itself (a baseline mode, and a fallback).
+  // CPU workers are forked from a warm template per model (server/zygote/warm_template.h); false:
+  // each worker warms by itself (a baseline mode, and a fallback).
   bool warm_template = true;
   bool cold_calls_for_test = false;  // --test_only_cold_calls
   std::string lock_dir = "/tmp";
@@ -36,7 +36,8 @@ struct MasterOptions {
   bool model_control = false;
   // TLS on the gRPC and metrics ports (common/tls_files.h); off when `tls.cert` is empty.
   TlsFiles tls;
-  // Prometheus metrics over HTTP on this port of `host` (server/metrics/metrics_endpoint.h); 0: none.
+  // Prometheus metrics over HTTP on this port of `host` (server/metrics/metrics_endpoint.h); 0:
+  // none.
   int metrics_port = 8002;
   int metrics_memory_interval_s = 5;  // how often the processes' memory is sampled
 };

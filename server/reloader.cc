@@ -199,7 +199,8 @@ void Reloader::Finish(absl::Status status) {
   const ReloadPlan& plan = current.plan;
   if (!status.ok() && !absl::IsCancelled(status) && current.loading) {
     // The staged versions failed: their models say why in the index until a reload succeeds.
-    const std::string why = absl::StrCat("loading ", Keys(plan.load), " failed: ", status.message());
+    const std::string why =
+        absl::StrCat("loading ", Keys(plan.load), " failed: ", status.message());
     absl::MutexLock lock(&mu_);
     for (const ModelSpec& spec : plan.load) failures_[spec.config.name()] = why;
     status = absl::Status(status.code(), why);
@@ -209,9 +210,9 @@ void Reloader::Finish(absl::Status status) {
       !plan.refused.empty()) {
     status = Refused(plan);
   }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              current.start)
-                        .count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - current.start)
+          .count();
   if (status.ok()) {
     LOG(INFO) << "reload (" << current.request.Describe() << "): done in "
               << absl::StrFormat("%.0f", ms) << " ms";

@@ -22,8 +22,8 @@
 
 namespace kiln {
 
-// What a worker forked from its model's warm template (server/zygote/warm_template.h) inherits from it:
-// the template's warmup (the worker confirms it instead of warming again) and, for its report,
+// What a worker forked from its model's warm template (server/zygote/warm_template.h) inherits from
+// it: the template's warmup (the worker confirms it instead of warming again) and, for its report,
 // the template's pid, warmup time and private memory.
 struct TemplateWarmth {
   const WarmupOutcome* outcome = nullptr;

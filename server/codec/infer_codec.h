@@ -112,8 +112,8 @@ inference::ModelInferRequest BuildTextInferRequest(const ModelConfig& config,
 // Fills `response` (model_name, model_version, id, outputs with datatype + shape, and
 // raw_output_contents) in the requested order, or the config's order when none was requested,
 // from the backend's output tensors (named after the config's outputs): the one copy of the
-// output bytes the master makes, straight from the worker's arena into the response. A missing output, or
-// one whose dtype differs from the config's data_type, whose batch dim differs from the
+// output bytes the master makes, straight from the worker's arena into the response. A missing
+// output, or one whose dtype differs from the config's data_type, whose batch dim differs from the
 // request's or whose byte count does not match its shape, is an Internal error.
 absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& model_version,
                                  const inference::ModelInferRequest& request,

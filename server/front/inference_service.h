@@ -27,15 +27,15 @@ struct InferenceServiceOptions {
   // --model_control_mode=explicit: RepositoryModelLoad/Unload reload; otherwise (the default)
   // they are refused and the served models change only with the repository and SIGHUP.
   bool model_control = false;
-  bool staged = false;                // route to the versions a reload staged (its readiness check)
-  // Counts every inference request once (server/metrics/metrics.h); null: not counted (the readiness
-  // check's service).
+  bool staged = false;  // route to the versions a reload staged (its readiness check)
+  // Counts every inference request once (server/metrics/metrics.h); null: not counted (the
+  // readiness check's service).
   ServerMetrics* metrics = nullptr;
 };
 
-// Ownership: borrows the pool, the master's state, the recording, the repository control and the metrics,
-// which must outlive it (and the grpc::Server it is registered with); owns the registry of open
-// streams. Thread-safety: gRPC calls its methods from any of its threads; StopStreams may be
+// Ownership: borrows the pool, the master's state, the recording, the repository control and the
+// metrics, which must outlive it (and the grpc::Server it is registered with); owns the registry of
+// open streams. Thread-safety: gRPC calls its methods from any of its threads; StopStreams may be
 // called from any thread.
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:

@@ -39,10 +39,10 @@ struct ReadinessResult {
   std::string model;  // ModelSpec::key()
   int requests = 0;
   int errors = 0;
-  double p95_ms = 0;         // wall clock, through the whole path (reported, not judged)
-  double cpu_p95_ms = 0;     // the workers' CPU time per call, p95 (reported)
-  double cpu_median_ms = 0;  // the workers' CPU time per call, median (judged)
-  double steady_cpu_ms = 0;  // the warmup's steady CPU time for the checked shape (median)
+  double p95_ms = 0;            // wall clock, through the whole path (reported, not judged)
+  double cpu_p95_ms = 0;        // the workers' CPU time per call, p95 (reported)
+  double cpu_median_ms = 0;     // the workers' CPU time per call, median (judged)
+  double steady_cpu_ms = 0;     // the warmup's steady CPU time for the checked shape (median)
   double reference_cpu_ms = 0;  // ReferenceCpuMs(cpu_median_ms, steady_cpu_ms)
   double factor = 0;            // readiness.max_p95_factor
   double allowance_ms = 0;      // readiness.check_allowance_ms x the workers' intra-op threads

@@ -1,7 +1,8 @@
 // Traffic recording, the master's one place for it: every request that finishes is counted by
 // the shape it ran as (and, with --record_samples, may be kept as a sample), and the counts are
 // saved into --state_dir periodically and at shutdown for the next start's traffic-shaped warmup.
-// The file formats live in common/traffic_profile.h; the replay side is server/zygote/traffic_replay.h.
+// The file formats live in common/traffic_profile.h; the replay side is
+// server/zygote/traffic_replay.h.
 #ifndef KILN_SERVER_FRONT_TRAFFIC_RECORDING_H_
 #define KILN_SERVER_FRONT_TRAFFIC_RECORDING_H_
 

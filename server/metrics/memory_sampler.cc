@@ -41,7 +41,8 @@ std::vector<ProcessMemorySample> ClassifyProcesses(pid_t master, const std::vect
     // ProcStatFields puts field n of /proc/<pid>/stat at n - 3: the parent (field 4) at 1.
     const pid_t parent = stat.size() > 1 ? static_cast<pid_t>(std::atoi(stat[1].c_str())) : 0;
     bool under_zygote = false;
-    for (const auto& [generation, zygote] : zygotes) under_zygote = under_zygote || parent == zygote;
+    for (const auto& [generation, zygote] : zygotes)
+      under_zygote = under_zygote || parent == zygote;
     add(pid, {under_zygote ? "template" : "other", "", "", std::to_string(pid)});
   }
   return samples;
@@ -70,8 +71,8 @@ MemorySampler::~MemorySampler() {
 
 void MemorySampler::SampleOnce() {
   std::vector<pid_t> pids;
-  std::vector<ProcessMemorySample> samples = ClassifyProcesses(
-      getpid(), ProcessTree(getpid()), zygotes_(), pool_.Workers(), &pids);
+  std::vector<ProcessMemorySample> samples =
+      ClassifyProcesses(getpid(), ProcessTree(getpid()), zygotes_(), pool_.Workers(), &pids);
   std::vector<ProcessMemorySample> read;
   for (size_t i = 0; i < samples.size(); ++i) {
     const absl::StatusOr<ProportionalMemory> memory = ReadProportionalMemory(pids[i]);

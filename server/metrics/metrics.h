@@ -6,9 +6,11 @@
 // - events, recorded where they happen into prometheus-cpp counters and histograms (atomics; a
 //   histogram's own short mutex): each request once when it finishes (VersionMetrics), a worker
 //   that died and its respawn, the startup phases, the readiness check;
-// - state, read when scraped (PoolStateCollector, server/metrics/pool_metrics.h): workers by state, the
+// - state, read when scraped (PoolStateCollector, server/metrics/pool_metrics.h): workers by state,
+// the
 //   warmup report of each current worker, queue lengths, budgets;
-// - memory, sampled by its own thread every few seconds (MemorySampler, server/metrics/memory_sampler.h),
+// - memory, sampled by its own thread every few seconds (MemorySampler,
+// server/metrics/memory_sampler.h),
 //   never on a scrape.
 //
 // The series of a model version are never removed: a counter never goes backwards, also across a
@@ -55,16 +57,16 @@ FailureReason ClassifyFailure(FailureStage stage, const absl::Status& status);
 
 // One finished request's numbers, in microseconds (Triton's unit).
 struct RequestRecord {
-  int64_t rows = 1;         // the request's batch rows (1 for a model without a batch dim)
-  int executions = 0;       // forward passes (more than 1 when split to fit the memory budget)
-  double total_us = 0;      // from the RPC's arrival until its response was finished
-  double queue_us = 0;      // queued until sent to a worker
-  double input_us = 0;      // decoding, copying into the worker's arena, tokenizing
-  double infer_us = 0;      // the forward passes in the worker
-  double output_us = 0;     // copying out of the arena, encoding the response
-  double tokenize_us = -1;  // the worker's tokenizing of a text request; < 0 when there was none
-  bool cold_shape = false;  // the shape was not warmed by the worker that ran it
-  int padded_rows = 0;      // rows of zeros added to reach a warmed batch size
+  int64_t rows = 1;            // the request's batch rows (1 for a model without a batch dim)
+  int executions = 0;          // forward passes (more than 1 when split to fit the memory budget)
+  double total_us = 0;         // from the RPC's arrival until its response was finished
+  double queue_us = 0;         // queued until sent to a worker
+  double input_us = 0;         // decoding, copying into the worker's arena, tokenizing
+  double infer_us = 0;         // the forward passes in the worker
+  double output_us = 0;        // copying out of the arena, encoding the response
+  double tokenize_us = -1;     // the worker's tokenizing of a text request; < 0 when there was none
+  bool cold_shape = false;     // the shape was not warmed by the worker that ran it
+  int padded_rows = 0;         // rows of zeros added to reach a warmed batch size
   bool padded_length = false;  // text padded up to a longer warmed sequence length
 };
 
@@ -100,9 +102,9 @@ class VersionMetrics {
 
 // One process of the server tree, for the memory gauges.
 struct ProcessMemorySample {
-  std::string role;  // "master", "zygote", "template", "worker"
-  std::string model;     // workers: the model's name; "" otherwise
-  std::string version;   // workers: the version; "" otherwise
+  std::string role;     // "master", "zygote", "template", "worker"
+  std::string model;    // workers: the model's name; "" otherwise
+  std::string version;  // workers: the version; "" otherwise
   // The label `id`: workers: the slot (also the label `slot` of their headroom); zygotes: the
   // generation; others: the pid. (Not `instance`: Prometheus gives that to the scraped target.)
   std::string id;

@@ -52,8 +52,8 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
     const VersionState*& chosen = by_key[key];
     if (chosen == nullptr || version.phase == VersionPhase::kLive) chosen = &version;
     queued[key] += version.queued;
-    for (WorkerState each : {WorkerState::kSpawning, WorkerState::kWarming, WorkerState::kReady,
-                             WorkerState::kBusy}) {
+    for (WorkerState each :
+         {WorkerState::kSpawning, WorkerState::kWarming, WorkerState::kReady, WorkerState::kBusy}) {
       const auto found = version.workers.find(each);
       by_state[{key.first, key.second, each}] += found == version.workers.end() ? 0 : found->second;
     }
@@ -62,7 +62,8 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
   for (const auto& [key, count] : by_state) {
     const auto& [model, version, worker_state] = key;
     Add(states,
-        {{"model", model}, {"version", std::to_string(version)},
+        {{"model", model},
+         {"version", std::to_string(version)},
          {"state", WorkerStateName(worker_state)}},
         count);
   }
@@ -94,10 +95,10 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
   MetricFamily peak =
       Gauges("kiln_warmup_peak_memory_bytes", "Warmup: a shape's peak anonymous memory.");
   MetricFamily duration = Gauges("kiln_warmup_duration_seconds", "Each worker's whole warmup.");
-  MetricFamily tokenizer_first = Gauges("kiln_tokenizer_warmup_first_call_seconds",
-                                        "Warmup: the tokenizer's first call.");
-  MetricFamily tokenizer_steady = Gauges("kiln_tokenizer_warmup_steady_seconds",
-                                         "Warmup: the tokenizer's steady latency.");
+  MetricFamily tokenizer_first =
+      Gauges("kiln_tokenizer_warmup_first_call_seconds", "Warmup: the tokenizer's first call.");
+  MetricFamily tokenizer_steady =
+      Gauges("kiln_tokenizer_warmup_steady_seconds", "Warmup: the tokenizer's steady latency.");
   for (const WorkerInfo& worker : workers) {
     if (worker.state != WorkerState::kReady && worker.state != WorkerState::kBusy) continue;
     const std::vector<ClientMetric::Label> labels = {
@@ -121,11 +122,20 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
       Add(peak, with_shape, static_cast<double>(shape.peak_anon_bytes()));
     }
   }
-  return {std::move(server), std::move(states),          std::move(target),
-          std::move(ready),  std::move(pending),         std::move(budget),
-          std::move(first),  std::move(steady),          std::move(ratio),
-          std::move(settle), std::move(peak),            std::move(duration),
-          std::move(tokenizer_first), std::move(tokenizer_steady)};
+  return {std::move(server),
+          std::move(states),
+          std::move(target),
+          std::move(ready),
+          std::move(pending),
+          std::move(budget),
+          std::move(first),
+          std::move(steady),
+          std::move(ratio),
+          std::move(settle),
+          std::move(peak),
+          std::move(duration),
+          std::move(tokenizer_first),
+          std::move(tokenizer_steady)};
 }
 
 std::vector<MetricFamily> PoolStateCollector::Collect() const {

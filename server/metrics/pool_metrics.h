@@ -1,6 +1,7 @@
-// The metrics read when scraped (server/metrics/metrics.h): the master's state, and from the worker pool
-// each version's workers by state, readiness, queue and memory budget, and each current worker's
-// warmup report (first-call vs steady latency per shape: the startup's cold cost, measured).
+// The metrics read when scraped (server/metrics/metrics.h): the master's state, and from the worker
+// pool each version's workers by state, readiness, queue and memory budget, and each current
+// worker's warmup report (first-call vs steady latency per shape: the startup's cold cost,
+// measured).
 #ifndef KILN_SERVER_METRICS_POOL_METRICS_H_
 #define KILN_SERVER_METRICS_POOL_METRICS_H_
 

@@ -27,8 +27,8 @@ struct InferOutcome {
   double compute_cpu_ms = 0;
   bool cold_shape = false;  // the shape was not warmed by the worker that ran it
   int worker_pid = 0;       // the worker that ran it (0 when none did)
-  // For the metrics (server/metrics/metrics.h), in milliseconds: queued until sent to a worker, copying
-  // the inputs into its arena, its tokenizing (-1: none), copying the outputs out.
+  // For the metrics (server/metrics/metrics.h), in milliseconds: queued until sent to a worker,
+  // copying the inputs into its arena, its tokenizing (-1: none), copying the outputs out.
   double queue_ms = 0;
   double input_ms = 0;
   double tokenize_ms = -1;

@@ -80,8 +80,7 @@ void VersionTable::ResolveBudgets(int64_t memory_limit_bytes) {
     const ModelConfig& config = version->spec->config;
     if (version->budget_bytes == 0 &&
         (memory_limit_bytes > 0 || config.memory().limit_bytes() > 0)) {
-      version->budget_bytes =
-          WorkerBudgetBytes(config.memory(), memory_limit_bytes, total_workers);
+      version->budget_bytes = WorkerBudgetBytes(config.memory(), memory_limit_bytes, total_workers);
     }
   }
 }
@@ -257,19 +256,19 @@ std::vector<InferJob> VersionTable::DropStaged() {
     if (version->phase != VersionPhase::kStaged) continue;
     for (InferJob& job : version->queue->TakeAll()) jobs.push_back(std::move(job));
   }
-  versions_.erase(std::remove_if(versions_.begin(), versions_.end(),
-                                 [](const auto& version) {
-                                   return version->phase == VersionPhase::kStaged;
-                                 }),
-                  versions_.end());
+  versions_.erase(
+      std::remove_if(versions_.begin(), versions_.end(),
+                     [](const auto& version) { return version->phase == VersionPhase::kStaged; }),
+      versions_.end());
   staging_generation_ = 0;
   return jobs;
 }
 
 bool VersionTable::GenerationUsed(int generation) const {
   return generation == staging_generation_ ||
-         std::any_of(versions_.begin(), versions_.end(),
-                     [generation](const auto& version) { return version->generation == generation; });
+         std::any_of(versions_.begin(), versions_.end(), [generation](const auto& version) {
+           return version->generation == generation;
+         });
 }
 
 }  // namespace kiln

@@ -91,8 +91,7 @@ class VersionTable {
   // Adds `spec` in `phase` for generation `generation`'s zygote, with `threads` (one worker of
   // one thread when missing) and the recorded `replay` shapes.
   ServedVersion& Add(const ModelSpec& spec, int generation, VersionPhase phase,
-                     const std::map<std::string, ModelThreads>& threads,
-                     std::vector<Shape> replay);
+                     const std::map<std::string, ModelThreads>& threads, std::vector<Shape> replay);
   ServedVersion* Find(const ModelSpec* spec) const;
   // The versions of `name` in `phase` (the one `version`, or every one for kEveryVersion).
   std::vector<ServedVersion*> Match(const std::string& name, int64_t version,
@@ -111,8 +110,8 @@ class VersionTable {
   ModelReadiness Readiness(const std::string& name, int64_t version, bool stopping) const;
   bool AllLiveReady(bool stopping) const;
   // WorkerPool::Route's contract.
-  absl::StatusOr<SharedSpec> Route(const std::string& name, const std::string& version,
-                                   bool staged, bool stopping) const;
+  absl::StatusOr<SharedSpec> Route(const std::string& name, const std::string& version, bool staged,
+                                   bool stopping) const;
   std::vector<SharedSpec> Served(bool staged) const;
 
   // --- Counters ---

@@ -48,7 +48,7 @@ struct WorkerPool::Worker {
   uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
   double compute_timeout_ms = 0;  // ComputeTimeoutMs, from its warmup report once Ready
   int64_t call_deadline_ns = 0;   // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
-  bool retiring = false;         // scaled away: leaves after its call, and is not replaced
+  bool retiring = false;          // scaled away: leaves after its call, and is not replaced
   internal::WarmupReport warmup;
 };
 
@@ -750,8 +750,8 @@ absl::Status WorkerPool::Stage(ZygoteProcess zygote, int generation,
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server is shutting down");
     if (versions_.staging_generation() != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "generation ", versions_.staging_generation(), " is still being staged"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("generation ", versions_.staging_generation(), " is still being staged"));
     }
     if (generations_.count(generation) > 0) {
       return absl::InvalidArgumentError(absl::StrCat("generation ", generation, " exists"));
@@ -870,9 +870,9 @@ void WorkerPool::ReapLocked() {
                                 [](ZygoteGeneration& generation) {
                                   const pid_t pid = generation.pid();
                                   if (!generation.TryReap()) return false;
-                                  LOG_IF(INFO, pid > 0) << "the zygote of generation "
-                                                        << generation.number() << " (pid " << pid
-                                                        << ") left";
+                                  LOG_IF(INFO, pid > 0)
+                                      << "the zygote of generation " << generation.number()
+                                      << " (pid " << pid << ") left";
                                   return true;
                                 }),
                  closing_.end());
@@ -1028,10 +1028,9 @@ void WorkerPool::SendCalls(std::vector<Transfer>& sends) {
     internal::InferCall& call = *transfer.frame.mutable_infer();
     const int64_t start_ns = MonotonicNowNs();
     absl::StatusOr<uint64_t> output_offset =
-        job.text != nullptr
-            ? WriteTextToArena(transfer.spec->config.tokenizer().text_input(), *job.text, 0,
-                               *worker.arena, *call.mutable_text())
-            : WriteToArena(job.inputs, 0, *worker.arena, *call.mutable_inputs());
+        job.text != nullptr ? WriteTextToArena(transfer.spec->config.tokenizer().text_input(),
+                                               *job.text, 0, *worker.arena, *call.mutable_text())
+                            : WriteToArena(job.inputs, 0, *worker.arena, *call.mutable_inputs());
     transfer.written = output_offset.status();
     if (!output_offset.ok()) continue;
     call.set_output_offset(*output_offset);
@@ -1064,8 +1063,8 @@ void WorkerPool::ReleaseLocked(const std::vector<Completion>& delivered,
       SetStateLocked(worker, WorkerState::kReady);
       released = true;
     } else if (!transfer.sent.ok()) {
-      WorkerGoneLocked(worker, absl::StrCat("sending a call failed (", transfer.sent.message(), ")"),
-                       done);
+      WorkerGoneLocked(worker,
+                       absl::StrCat("sending a call failed (", transfer.sent.message(), ")"), done);
     }
   }
   if (released) Wake();  // queued jobs may take the workers now free

@@ -89,11 +89,11 @@ struct WorkerPoolOptions {
   bool cold_calls_for_test = false;  // --test_only_cold_calls
   // Called on the pool's thread, its lock held, when the zygote of a generation that serves
   // closes its channel (the zygote died): starts a new zygote for that generation and returns the
-  // new zygote (the pool has reaped the old one). Live workers keep serving meanwhile; kMaxZygoteRestarts deaths of
-  // one generation's zygote within kZygoteRestartWindow are a crash loop and fatal. Unset: a
-  // lost zygote is fatal at once. (A staged generation's zygote is not restarted: its staging
-  // fails.) `models` are the keys of the generation's versions that still serve: what the new
-  // zygote must load.
+  // new zygote (the pool has reaped the old one). Live workers keep serving meanwhile;
+  // kMaxZygoteRestarts deaths of one generation's zygote within kZygoteRestartWindow are a crash
+  // loop and fatal. Unset: a lost zygote is fatal at once. (A staged generation's zygote is not
+  // restarted: its staging fails.) `models` are the keys of the generation's versions that still
+  // serve: what the new zygote must load.
   std::function<absl::StatusOr<ZygoteProcess>(int generation,
                                               const std::vector<std::string>& models)>
       restart_zygote;
@@ -104,9 +104,9 @@ struct WorkerPoolOptions {
   // Called on the pool's thread, its lock held, when a worker becomes ready and when the pool
   // turns fatal, so that a waiting master need not poll (it must not block or call the pool).
   std::function<void()> on_change;
-  // For the metrics (server/metrics/metrics.h), on the pool's thread with its lock held (they must only
-  // record): a worker of `spec` died (not one scaled away or retired) and is to be replaced; the
-  // replacement of its slot became ready `seconds` after that death.
+  // For the metrics (server/metrics/metrics.h), on the pool's thread with its lock held (they must
+  // only record): a worker of `spec` died (not one scaled away or retired) and is to be replaced;
+  // the replacement of its slot became ready `seconds` after that death.
   std::function<void(const ModelSpec& spec)> on_worker_died;
   std::function<void(const ModelSpec& spec, double seconds)> on_worker_respawned;
 };
@@ -348,7 +348,7 @@ class WorkerPool {
   std::map<int, ZygoteGeneration> generations_ ABSL_GUARDED_BY(mu_);
   // Generations closed since, whose zygotes have not left yet.
   std::vector<ZygoteGeneration> closing_ ABSL_GUARDED_BY(mu_);
-  VersionTable versions_ ABSL_GUARDED_BY(mu_);  // what is served
+  VersionTable versions_ ABSL_GUARDED_BY(mu_);                           // what is served
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -30,8 +30,8 @@ struct LoadedModels {
 
 // One step of LoadModels, for the startup timeline: `step` is "load_tokenizer" or "load_model",
 // `what` the line to log.
-using LoadStep = std::function<void(const std::string& step, const ModelSpec& spec,
-                                    const std::string& what)>;
+using LoadStep =
+    std::function<void(const std::string& step, const ModelSpec& spec, const std::string& what)>;
 
 // Loads every model of `specs`; calls `phase` once per tokenizer and per model loaded (the
 // startup timeline). The first error, naming the model, stops it.

@@ -1,7 +1,7 @@
 // The zygote (docs/ARCHITECTURE.md, "Processes"): a frozen, single-threaded copy of the master
 // taken right after the models were loaded. Whenever the master asks for a worker (startup,
-// respawn, scale-up) it has the model's warm template fork one (server/zygote/warm_template.h), or forks
-// it itself (GPU, workers of several threads, --warm_template=off): a new worker costs a fork
+// respawn, scale-up) it has the model's warm template fork one (server/zygote/warm_template.h), or
+// forks it itself (GPU, workers of several threads, --warm_template=off): a new worker costs a fork
 // plus a confirmation or its own warmup, never a reload. It tells the master when a worker
 // starts and exits.
 #ifndef KILN_SERVER_ZYGOTE_ZYGOTE_H_

@@ -140,11 +140,11 @@ int RunZygoteMode(const ZygoteLaunch& launch) {
   }
   absl::StatusOr<std::vector<ModelSpec>> specs = SpecsToLoad(launch);
   if (!specs.ok()) return LoadFailed(master, Annotate(specs.status(), "model repository"));
-  absl::StatusOr<LoadedModels> models = LoadModels(
-      *specs, launch.share_weights,
-      [](const std::string&, const ModelSpec&, const std::string& what) {
-        VLOG(1) << "zygote: " << what;
-      });
+  absl::StatusOr<LoadedModels> models =
+      LoadModels(*specs, launch.share_weights,
+                 [](const std::string&, const ModelSpec&, const std::string& what) {
+                   VLOG(1) << "zygote: " << what;
+                 });
   if (!models.ok()) return LoadFailed(master, models.status());
   if (idle != nullptr) {
     if (absl::StatusOr<IdleWarmingReport> report = idle->Finish(); !report.ok()) {

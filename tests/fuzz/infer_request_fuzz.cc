@@ -1,5 +1,5 @@
-// libFuzzer target for the Open Inference Protocol request decoding (server/codec/infer_codec.h): the
-// first byte picks one of a few model configs, the rest is a ModelInferRequest in protobuf's
+// libFuzzer target for the Open Inference Protocol request decoding (server/codec/infer_codec.h):
+// the first byte picks one of a few model configs, the rest is a ModelInferRequest in protobuf's
 // binary form, as a client sends it. Whatever the bytes, DecodeInferRequest must return; an error
 // is InvalidArgument with a message; an accepted request keeps every promise of DecodedRequest,
 // and its inputs survive the master's trip through a worker's arena (WriteToArena or

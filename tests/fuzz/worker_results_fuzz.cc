@@ -6,8 +6,8 @@
 //   - a warmup report: the compute timeout derived from it (ComputeTimeoutMs) and its log line
 //     (DescribeWarmupReport);
 //   - a result: its code as the call's status, or its outputs copied out
-//     of an arena holding the rest of the input (ViewsInArena, as the pool reads them) and encoded as the response to a
-//     request of batch 2 (EncodeInferResponse).
+//     of an arena holding the rest of the input (ViewsInArena, as the pool reads them) and encoded
+//     as the response to a request of batch 2 (EncodeInferResponse).
 // Whatever the bytes, nothing crashes; a timeout is a finite number of milliseconds the call
 // deadline can hold; errors are Internal; an encoded response holds exactly what the config
 // promises (its outputs, dtypes and dims, bytes that fill the shapes). Run with scripts/fuzz.sh.

@@ -106,12 +106,13 @@ TEST_CASE("kiln-bench coldstart reports a server that exits before SERVING",
   dir.WriteFile("repo/mlp/1/model.pt", "not a TorchScript file");
   const std::string tmp = dir.path() + "/tmp";
   fs::create_directories(tmp);
-  const CommandResult result =
-      RunCommand("TMPDIR=" + tmp + " " + kBench + " coldstart --server=" + kServer +
-                 " --model_repository=" + dir.path() + "/repo --model=mlp --repeat=2 --timeout_s=60");
+  const CommandResult result = RunCommand(
+      "TMPDIR=" + tmp + " " + kBench + " coldstart --server=" + kServer +
+      " --model_repository=" + dir.path() + "/repo --model=mlp --repeat=2 --timeout_s=60");
   INFO(result.output);
   CHECK(result.exit_code == 1);
-  CHECK_THAT(result.output, Contains("run 1/2 failed: kiln-server exited before SERVING: exit code"));
+  CHECK_THAT(result.output,
+             Contains("run 1/2 failed: kiln-server exited before SERVING: exit code"));
   CHECK_THAT(result.output, Contains("server log (kept): " + tmp + "/kiln-coldstart-"));
   CHECK_THAT(result.output, Contains("--- last lines of the log ---"));
   CHECK(ServersWithLockDirUnder(tmp).empty());

@@ -16,9 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "bench/scenario_load.h"
 #include "bench/nginx_balancer.h"
 #include "bench/oip_client.h"
+#include "bench/scenario_load.h"
 #include "common/process.h"
 #include "tests/run_command.h"
 #include "tests/test_paths.h"

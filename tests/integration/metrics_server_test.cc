@@ -83,7 +83,8 @@ void CheckNeverBackwards(const ParsedMetrics& before, const ParsedMetrics& after
         !absl::EndsWith(sample.name, "_sum") && !absl::EndsWith(sample.name, "_bucket")) {
       continue;
     }
-    const std::vector<kiln::testing::MetricSample> later = after.Matching(sample.name, sample.labels);
+    const std::vector<kiln::testing::MetricSample> later =
+        after.Matching(sample.name, sample.labels);
     INFO(sample.name << " " << sample.value);
     REQUIRE(later.size() == 1);
     CHECK(later.front().value >= sample.value);
@@ -104,17 +105,19 @@ void CheckWithPromtool(const std::string& text) {
   }
 }
 
-TEST_CASE("the metrics port shows warmup progress before the gRPC port opens, then exact counts "
-          "of known requests",
-          "[integration][metrics]") {
+TEST_CASE(
+    "the metrics port shows warmup progress before the gRPC port opens, then exact counts "
+    "of known requests",
+    "[integration][metrics]") {
   TempDir repo_dir;
   // mlp pads batch 3 up to its warmed 4; mlp_cold warms only batch 1 and does not pad, so its
   // batch 3 is a cold shape.
   const std::string repo = kiln::testing::MakeRepository(
       repo_dir, {{"mlp", {"mlp", DemoConfig("mlp")}},
-                 {"mlp_cold", {"mlp", Renamed(MlpConfig("warmup { batch_sizes: [1] }\n"
-                                                        "dynamic_batching { pad_to_warmed: false }"),
-                                              "mlp_cold")}}});
+                 {"mlp_cold",
+                  {"mlp", Renamed(MlpConfig("warmup { batch_sizes: [1] }\n"
+                                            "dynamic_batching { pad_to_warmed: false }"),
+                                  "mlp_cold")}}});
   const int metrics_port = FreePort();
   ServerConfig config = Config(repo, 1);
   config.extra_args = {"--metrics_port=" + std::to_string(metrics_port)};
@@ -186,9 +189,10 @@ TEST_CASE("the metrics port shows warmup progress before the gRPC port opens, th
   CheckWithPromtool(*text);
 }
 
-TEST_CASE("a worker killed mid-request: the request fails once as BACKEND, its death and respawn "
-          "are counted, and no counter goes back",
-          "[integration][metrics]") {
+TEST_CASE(
+    "a worker killed mid-request: the request fails once as BACKEND, its death and respawn "
+    "are counted, and no counter goes back",
+    "[integration][metrics]") {
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
   const int metrics_port = FreePort();
@@ -205,7 +209,8 @@ TEST_CASE("a worker killed mid-request: the request fails once as BACKEND, its d
 
   // Stopped, the worker takes the call and never answers: it is certainly in flight when killed.
   REQUIRE(kill(worker, SIGSTOP) == 0);
-  auto call = std::async(std::launch::async, [&] { return Infer(oip, MlpRequest(2), seconds(60)); });
+  auto call =
+      std::async(std::launch::async, [&] { return Infer(oip, MlpRequest(2), seconds(60)); });
   REQUIRE(PollUntil(
       [&] { return Scrape(metrics_port).Value("kiln_workers", With(kMlp, "state", "busy")) == 1; },
       seconds(30), milliseconds(10)));
@@ -217,8 +222,7 @@ TEST_CASE("a worker killed mid-request: the request fails once as BACKEND, its d
   // Replaced: its respawn is measured once the new worker is ready.
   REQUIRE(PollUntil(
       [&] {
-        return Scrape(metrics_port).Value("kiln_worker_respawn_duration_seconds_count", kMlp) ==
-               1;
+        return Scrape(metrics_port).Value("kiln_worker_respawn_duration_seconds_count", kMlp) == 1;
       },
       seconds(60), milliseconds(50)));
   REQUIRE(Infer(oip, MlpRequest(2), seconds(30)).ok());

@@ -190,13 +190,9 @@ std::vector<pid_t> NamedUnder(pid_t root, const std::string& name) {
 
 }  // namespace
 
-std::vector<pid_t> ServerProcess::TemplatePids() const {
-  return NamedUnder(pid_, "kiln-template");
-}
+std::vector<pid_t> ServerProcess::TemplatePids() const { return NamedUnder(pid_, "kiln-template"); }
 
-std::vector<pid_t> ServerProcess::WorkerPids() const {
-  return NamedUnder(pid_, "kiln-worker");
-}
+std::vector<pid_t> ServerProcess::WorkerPids() const { return NamedUnder(pid_, "kiln-worker"); }
 
 // --- OIP client ----------------------------------------------------------------------------
 

@@ -54,8 +54,9 @@ struct ServerConfig {
 class ServerProcess {
  public:
   // Starts `[launcher...] binary --model_repository=... --host=127.0.0.1 --port=N --lock_dir=D
-  // --metrics_port=0 [--workers=K] extra_args...` with SpawnInProcessGroup (stdout and stderr going to a log file).
-  // Throws std::runtime_error when it cannot (no free port, no log file, fork failed).
+  // --metrics_port=0 [--workers=K] extra_args...` with SpawnInProcessGroup (stdout and stderr going
+  // to a log file). Throws std::runtime_error when it cannot (no free port, no log file, fork
+  // failed).
   explicit ServerProcess(ServerConfig config);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
@@ -157,8 +158,8 @@ grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string
 // model.safetensors, reference.safetensors, tokenizer.model when present). `models` maps a
 // model name to {demo model to take the files from, config text}. Returns dir.path().
 struct TestModel {
-  std::string source;  // a demo model under ModelsDir(): "mlp", "resnet50", ...
-  std::string config;  // config.pbtxt text
+  std::string source;               // a demo model under ModelsDir(): "mlp", "resnet50", ...
+  std::string config;               // config.pbtxt text
   std::vector<int> versions = {1};  // version directories, each linking the demo's files
 };
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);

@@ -731,7 +731,8 @@ TEST_CASE("a response carries only the requested outputs, in request order", "[c
   SECTION("one") {
     decoded.outputs = {"z"};
     ModelInferResponse response;
-    REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(TwoOutputs()), &response)
+    REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(TwoOutputs()),
+                                &response)
                 .ok());
     REQUIRE(response.outputs_size() == 1);
     CHECK(response.outputs(0).name() == "z");
@@ -740,7 +741,8 @@ TEST_CASE("a response carries only the requested outputs, in request order", "[c
   SECTION("reordered") {
     decoded.outputs = {"z", "y"};
     ModelInferResponse response;
-    REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(TwoOutputs()), &response)
+    REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(TwoOutputs()),
+                                &response)
                 .ok());
     REQUIRE(response.outputs_size() == 2);
     CHECK(response.outputs(0).name() == "z");
@@ -754,8 +756,7 @@ TEST_CASE("a model without a batch dim returns outputs of any leading size", "[c
   DecodedRequest decoded;  // batch_size 0
   ModelInferResponse response;
   const std::vector<Tensor> outputs = {MakeTensor("y", DType::kFloat32, {1}, Le<float>({2.0f}))};
-  REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(outputs),
-                              &response)
+  REQUIRE(EncodeInferResponse(config, "1", ModelInferRequest(), decoded, Views(outputs), &response)
               .ok());
   CHECK(response.outputs(0).shape_size() == 1);
 }

@@ -1,5 +1,6 @@
-// The metrics (server/metrics/metrics.h, pool_metrics.h, metrics_endpoint.h) without a server: every
-// scrape is parsed by prometheus_client's parser (tests/metrics_text.h) and linted by promtool.
+// The metrics (server/metrics/metrics.h, pool_metrics.h, metrics_endpoint.h) without a server:
+// every scrape is parsed by prometheus_client's parser (tests/metrics_text.h) and linted by
+// promtool.
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -56,9 +57,10 @@ class FixedCollector : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> families_;
 };
 
-TEST_CASE("each request is counted once in Triton's counters, failures by reason, cold shapes and "
-          "padding in kiln's",
-          "[metrics]") {
+TEST_CASE(
+    "each request is counted once in Triton's counters, failures by reason, cold shapes and "
+    "padding in kiln's",
+    "[metrics]") {
   ServerMetrics metrics(kBuild);
   VersionMetrics& mlp = metrics.Version("mlp", 1);
   REQUIRE(&metrics.Version("mlp", 1) == &mlp);  // one set of series per version
@@ -113,7 +115,8 @@ TEST_CASE("each request is counted once in Triton's counters, failures by reason
   CHECK(parsed.Value("nv_inference_request_success", textcls) == 1);
   CHECK(parsed.Value("kiln_tokenize_duration_seconds_count", textcls) == 1);
   CHECK(parsed.Value("kiln_padded_length_requests_total", textcls) == 1);
-  CHECK(parsed.Value("kiln_build_info", {{"version", "0.1.0"}, {"grpc", "1.51.1"}, {"libtorch", "1.13.1"}}) == 1);
+  CHECK(parsed.Value("kiln_build_info",
+                     {{"version", "0.1.0"}, {"grpc", "1.51.1"}, {"libtorch", "1.13.1"}}) == 1);
 }
 
 TEST_CASE("failures are classified as Triton's reasons by where they happened", "[metrics]") {
@@ -135,8 +138,7 @@ TEST_CASE("failures are classified as Triton's reasons by where they happened", 
   CHECK(std::string(FailureReasonName(FailureReason::kCanceled)) == "CANCELED");
 }
 
-TEST_CASE("counters never go backwards while requests and scrapes run concurrently",
-          "[metrics]") {
+TEST_CASE("counters never go backwards while requests and scrapes run concurrently", "[metrics]") {
   ServerMetrics metrics(kBuild);
   constexpr int kThreads = 4, kPerThread = 2000;
   std::atomic<bool> done{false};
@@ -220,9 +222,10 @@ TEST_CASE("worker deaths and respawns are counted, and a memory sample replaces 
   CHECK(parsed.Value("kiln_memory_pss_bytes") == 55 << 20);
 }
 
-TEST_CASE("the pool's state as scraped: server state, workers by state across a reload of the "
-          "same version, warmup first vs steady per shape",
-          "[metrics]") {
+TEST_CASE(
+    "the pool's state as scraped: server state, workers by state across a reload of the "
+    "same version, warmup first vs steady per shape",
+    "[metrics]") {
   ModelSpec spec;
   spec.config.set_name("mlp");
   spec.version = 1;
@@ -270,7 +273,7 @@ TEST_CASE("the pool's state as scraped: server state, workers by state across a 
   CHECK(parsed.Value("kiln_workers", With(kMlp, "state", "ready")) == 1);
   CHECK(parsed.Value("kiln_workers", With(kMlp, "state", "busy")) == 1);
   CHECK(parsed.Value("kiln_workers", With(kMlp, "state", "warming")) == 2);  // the staged ones
-  CHECK(parsed.Value("kiln_workers_target", kMlp) == 2);  // the Live version's
+  CHECK(parsed.Value("kiln_workers_target", kMlp) == 2);                     // the Live version's
   CHECK(parsed.Value("kiln_model_ready", kMlp) == 1);
   CHECK(parsed.Value("nv_inference_pending_request_count", kMlp) == 4);
   CHECK(parsed.Value("kiln_worker_memory_budget_bytes", kMlp) == 1 << 30);

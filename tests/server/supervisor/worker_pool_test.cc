@@ -135,8 +135,9 @@ TEST_CASE("worker transitions outside the state diagram are refused", "[worker_p
   }
 }
 
-TEST_CASE("a result's outputs are read in place while its worker is held, and routing goes on meanwhile",
-          "[worker_pool]") {
+TEST_CASE(
+    "a result's outputs are read in place while its worker is held, and routing goes on meanwhile",
+    "[worker_pool]") {
   FakeZygote::Behaviour hold;
   hold.answer_calls = false;
   PoolUnderTest pool(1, 8, 0, hold, 0, 0, 0, 0, {"y", 3});
