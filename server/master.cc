@@ -288,7 +288,7 @@ absl::Status Master::StartMetrics() {
   if (metrics_endpoint_ == nullptr) return absl::OkStatus();
   metrics_.AddCollector(std::make_shared<PoolStateCollector>(*pool_, state_));
   memory_sampler_ = std::make_unique<MemorySampler>(
-      metrics_, *pool_, [this] { return pool_->ZygotePids(); }, memory_limit_.bytes,
+      metrics_, *pool_, memory_limit_.bytes,
       std::chrono::seconds(options_.metrics_memory_interval_s));
   RETURN_IF_ERROR(metrics_endpoint_->Start([this] { return metrics_.Render(); }));
   LOG(INFO) << "metrics: answering on " << (options_.tls.enabled() ? "https" : "http") << "://"

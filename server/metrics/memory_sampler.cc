@@ -48,12 +48,10 @@ std::vector<ProcessMemorySample> ClassifyProcesses(pid_t master, const std::vect
   return samples;
 }
 
-MemorySampler::MemorySampler(ServerMetrics& metrics, const WorkerPool& pool,
-                             std::function<std::map<int, pid_t>()> zygotes, int64_t limit_bytes,
+MemorySampler::MemorySampler(ServerMetrics& metrics, const WorkerPool& pool, int64_t limit_bytes,
                              std::chrono::milliseconds interval)
     : metrics_(metrics),
       pool_(pool),
-      zygotes_(std::move(zygotes)),
       limit_bytes_(limit_bytes),
       interval_(interval) {
   thread_ = std::thread([this] {
@@ -72,7 +70,7 @@ MemorySampler::~MemorySampler() {
 void MemorySampler::SampleOnce() {
   std::vector<pid_t> pids;
   std::vector<ProcessMemorySample> samples =
-      ClassifyProcesses(getpid(), ProcessTree(getpid()), zygotes_(), pool_.Workers(), &pids);
+      ClassifyProcesses(getpid(), ProcessTree(getpid()), pool_.ZygotePids(), pool_.Workers(), &pids);
   std::vector<ProcessMemorySample> read;
   for (size_t i = 0; i < samples.size(); ++i) {
     const absl::StatusOr<ProportionalMemory> memory = ReadProportionalMemory(pids[i]);

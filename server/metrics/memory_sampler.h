@@ -7,7 +7,6 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <functional>
 #include <map>
 #include <thread>
 #include <vector>
@@ -31,10 +30,9 @@ std::vector<ProcessMemorySample> ClassifyProcesses(pid_t master, const std::vect
 // Thread-safety: constructed and destroyed on one thread; the sampling runs on its own.
 class MemorySampler {
  public:
-  // Samples at once, then every `interval` until destroyed. `zygotes` returns the zygotes' pids
-  // by generation (it is called on the sampler's thread).
-  MemorySampler(ServerMetrics& metrics, const WorkerPool& pool,
-                std::function<std::map<int, pid_t>()> zygotes, int64_t limit_bytes,
+  // Samples at once, then every `interval` until destroyed (the zygotes and the workers as the
+  // pool knows them).
+  MemorySampler(ServerMetrics& metrics, const WorkerPool& pool, int64_t limit_bytes,
                 std::chrono::milliseconds interval);
   ~MemorySampler();  // stops and joins the thread
 
@@ -46,7 +44,6 @@ class MemorySampler {
 
   ServerMetrics& metrics_;
   const WorkerPool& pool_;
-  const std::function<std::map<int, pid_t>()> zygotes_;
   const int64_t limit_bytes_;
   const std::chrono::milliseconds interval_;
   absl::Notification stop_;
