@@ -37,17 +37,29 @@ uint64_t ArenaBytesFor(const ModelConfig& config) {
     bytes += static_cast<uint64_t>(largest.batch_size) *
              (4 + kTextBytesPerToken * config.tokenizer().max_length());
   }
-  return std::max(kMinArenaBytes, 2 * bytes);
+  // Two halves, each room for the largest call: a worker's calls alternate between them, so the
+  // master may read one call's outputs while the worker runs the next.
+  return std::max(kMinArenaBytes, 2 * SharedArena::Align(bytes));
 }
 
+namespace {
+
+// Whether `n` bytes at `offset` lie in `arena` and before `end` (0: the arena's end).
+bool FitsBefore(const SharedArena& arena, uint64_t offset, uint64_t n, uint64_t end) {
+  return arena.Fits(offset, n) && (end == 0 || (offset <= end && n <= end - offset));
+}
+
+}  // namespace
+
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
-                                      SharedArena& arena, TensorRefs& refs) {
+                                      SharedArena& arena, TensorRefs& refs, uint64_t end) {
   for (const TensorView& tensor : tensors) {
     offset = SharedArena::Align(offset);
-    if (!arena.Fits(offset, tensor.nbytes)) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("tensor '", tensor.name, "' (", tensor.nbytes, " bytes at offset ", offset,
-                       ") does not fit in the worker's arena of ", arena.size(), " bytes"));
+    if (!FitsBefore(arena, offset, tensor.nbytes, end)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tensor '", tensor.name, "' (", tensor.nbytes, " bytes at offset ", offset,
+          ") does not fit in the worker's arena (", arena.size(), " bytes; this call may use up to ",
+          end == 0 ? arena.size() : end, ")"));
     }
     if (tensor.nbytes > 0) std::memcpy(arena.data() + offset, tensor.data, tensor.nbytes);
     internal::TensorRef& ref = *refs.Add();
@@ -83,13 +95,14 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
 
 absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           const std::vector<std::string>& rows, uint64_t offset,
-                                          SharedArena& arena, internal::TensorRef& ref) {
+                                          SharedArena& arena, internal::TensorRef& ref,
+                                          uint64_t end) {
   offset = SharedArena::Align(offset);
   const uint64_t nbytes = BytesFormSize(rows);
-  if (!arena.Fits(offset, nbytes)) {
+  if (!FitsBefore(arena, offset, nbytes, end)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("text input '", name, "' (", nbytes, " bytes) does not fit in the worker's ",
-                     "arena of ", arena.size(), " bytes; send shorter texts"));
+                     "arena of ", end == 0 ? arena.size() : end - offset, " bytes; send shorter texts"));
   }
   WriteBytesForm(rows, arena.data() + offset);
   ref.set_name(name);

@@ -18,16 +18,17 @@ namespace kiln {
 
 using TensorRefs = google::protobuf::RepeatedPtrField<internal::TensorRef>;
 
-// The arena a worker of `config` needs: every input and output at the largest shape a request
-// may have (LargestShape), each 64-byte aligned, room for a text model's text (32 bytes per token
-// of tokenizer.max_length, per row), doubled, and at least 4 MiB.
+// The arena a worker of `config` needs: two halves (a worker's calls alternate between them), each
+// room for every input and output at the largest shape a request may have (LargestShape), each
+// 64-byte aligned, and for a text model's text (32 bytes per token of tokenizer.max_length, per
+// row); at least 4 MiB.
 uint64_t ArenaBytesFor(const ModelConfig& config);
 
 // Copies `tensors` into `arena` from `offset` on, each at a kArenaAlignment boundary, and
 // appends a ref for each to `refs`. Returns the offset after the last one (aligned), or
-// ResourceExhausted, naming the tensor, when they do not fit.
+// ResourceExhausted, naming the tensor, when they do not fit before `end` (0: the arena's end).
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
-                                      SharedArena& arena, TensorRefs& refs);
+                                      SharedArena& arena, TensorRefs& refs, uint64_t end = 0);
 
 // Views of the tensors `refs` describe, pointing into `arena` (how the master reads a worker's
 // outputs, and a worker its inputs: no copy). Internal when a ref has an unknown dtype or lies
@@ -38,10 +39,12 @@ absl::StatusOr<std::vector<TensorView>> ViewsInArena(const TensorRefs& refs,
 
 // A text batch (one string per row) in the BYTES form: per string a 4-byte little-endian length,
 // then its bytes. Written from `offset` on (aligned); `ref` gets dtype "BYTES" and shape
-// [rows, 1]. Returns the offset after it (aligned), or ResourceExhausted when it does not fit.
+// [rows, 1]. Returns the offset after it (aligned), or ResourceExhausted when it does not fit
+// before `end` (0: the arena's end).
 absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           const std::vector<std::string>& rows, uint64_t offset,
-                                          SharedArena& arena, internal::TensorRef& ref);
+                                          SharedArena& arena, internal::TensorRef& ref,
+                                          uint64_t end = 0);
 
 // The strings of a text ref written by WriteTextToArena. Internal when the ref lies outside the
 // arena or its bytes do not hold exactly shape[0] strings.

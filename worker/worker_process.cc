@@ -139,7 +139,9 @@ absl::Status ServeCall(TorchModel& model, const ShapeGuard& guard, const EncodeF
     if (plan.padded_rows > 0) KeepRows(output, request.batch_size);
     views.push_back(output.view());
   }
-  return WriteToArena(views, call.output_offset(), arena, *result.mutable_outputs()).status();
+  return WriteToArena(views, call.output_offset(), arena, *result.mutable_outputs(),
+                      call.output_end())
+      .status();
 }
 
 internal::InferResult Serve(TorchModel& model, const ShapeGuard& guard, const EncodeFn& tokenize,

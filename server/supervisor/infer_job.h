@@ -19,8 +19,8 @@ namespace kiln {
 // the shape its forward passes ran as (nullopt when none ran), and how long they took in the
 // worker: wall time, and the worker's CPU time (which a busy node does not stretch).
 struct InferOutcome {
-  // Views into the arena of the worker that ran it: valid only while `done` runs (the worker is
-  // held for it, and takes its next call after). Whoever needs the bytes later copies them.
+  // Views into the arena of the worker that ran it: valid only while `done` runs (the worker's
+  // next call uses the other half of its arena). Whoever needs the bytes later copies them.
   absl::StatusOr<std::vector<TensorView>> outputs;
   std::optional<Shape> ran_as;
   double compute_ms = 0;

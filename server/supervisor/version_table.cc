@@ -13,11 +13,8 @@
 namespace kiln {
 
 int ServedVersion::warm() const {
-  int warm = 0;
-  for (const auto& [state, count] : by_state) {
-    if (state == WorkerState::kReady || state == WorkerState::kBusy) warm += count;
-  }
-  return warm;
+  return by_state[static_cast<int>(WorkerState::kReady)] +
+         by_state[static_cast<int>(WorkerState::kBusy)];
 }
 
 void ServedVersion::ResolveQuorum() {

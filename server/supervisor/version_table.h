@@ -8,6 +8,7 @@
 #ifndef KILN_SERVER_SUPERVISOR_VERSION_TABLE_H_
 #define KILN_SERVER_SUPERVISOR_VERSION_TABLE_H_
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -75,8 +76,9 @@ struct ServedVersion {
   // When the worker of a slot died, until its replacement is ready (the respawn's duration).
   std::map<int, std::chrono::steady_clock::time_point> died_at;
   ModelCounters counters;
-  // Its workers by state (Exited ones are not counted), kept by the supervisor as they change.
-  std::map<WorkerState, int> by_state;
+  // Its workers by state, indexed by WorkerState (Exited ones are not counted), kept by the
+  // supervisor as they change.
+  std::array<int, kWorkerStates> by_state{};
 
   int warm() const;  // Ready or Busy workers
   // The quorum (readiness.quorum: 0 is "all", an explicit one is capped) and min_ready for the

@@ -5,10 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <csignal>
 #include <cstring>
 #include <ctime>
-#include <limits>
 #include <set>
 #include <utility>
 
@@ -49,6 +49,7 @@ struct WorkerPool::Worker {
   double compute_timeout_ms = 0;  // ComputeTimeoutMs, from its warmup report once Ready
   int64_t call_deadline_ns = 0;   // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
   bool retiring = false;          // scaled away: leaves after its call, and is not replaced
+  bool upper_half = false;        // the half of its arena its next call uses (they alternate)
   internal::WarmupReport warmup;
 };
 
@@ -159,7 +160,7 @@ absl::Status WorkerPool::SpawnLocked(ServedVersion& model, int slot) {
   worker->channel = std::move(pair.first);
   VLOG(1) << "worker " << worker->id << " (" << model.spec->key() << " slot " << slot
           << "): spawning";
-  ++model.by_state[WorkerState::kSpawning];
+  ++model.by_state[static_cast<int>(WorkerState::kSpawning)];
   workers_[worker->id] = std::move(worker);
   return absl::OkStatus();
 }
@@ -170,9 +171,9 @@ void WorkerPool::SetStateLocked(Worker& worker, WorkerState next) {
                 << WorkerStateName(worker.state) << " -> " << WorkerStateName(next);
     return;
   }
-  std::map<WorkerState, int>& by_state = worker.model->by_state;
-  if (--by_state[worker.state] == 0) by_state.erase(worker.state);
-  if (next != WorkerState::kExited) ++by_state[next];
+  std::array<int, kWorkerStates>& by_state = worker.model->by_state;
+  --by_state[static_cast<int>(worker.state)];
+  if (next != WorkerState::kExited) ++by_state[static_cast<int>(next)];
   worker.state = next;
 }
 
@@ -306,8 +307,8 @@ std::vector<VersionState> WorkerPool::VersionStates() const {
     state.readiness = versions_.Readiness(*model, stopping_);
     state.queued = model->queue->size();
     state.budget_bytes = model->budget_bytes;
-    for (const auto& [worker_state, count] : model->by_state) {
-      if (count > 0) state.workers[worker_state] = count;
+    for (int i = 0; i < kWorkerStates; ++i) {
+      if (model->by_state[i] > 0) state.workers[static_cast<WorkerState>(i)] = model->by_state[i];
     }
   }
   return states;
@@ -362,6 +363,7 @@ void WorkerPool::ForgetExitedLocked() {
       model.died_at.emplace(it->second->slot, std::chrono::steady_clock::now());
       if (options_.on_worker_died) options_.on_worker_died(*model.spec);
     }
+    exited_.push_back(std::move(it->second));
     it = workers_.erase(it);
   }
 }
@@ -396,6 +398,7 @@ void WorkerPool::Loop() {
     std::vector<Transfer> sends;
     {
       absl::MutexLock lock(&mu_);
+      exited_.clear();  // the last turn's completions are done with their arenas
       if (fds[0].revents & POLLIN) {
         uint64_t count;
         (void)!read(wake_fd_, &count, sizeof(count));
@@ -452,9 +455,10 @@ void WorkerPool::Loop() {
     SendCalls(sends);
     for (Completion& completion : done) completion.done(std::move(completion.outcome));
     std::vector<Completion> failed;
-    {
+    if (std::any_of(sends.begin(), sends.end(),
+                    [](const Transfer& send) { return !send.written.ok() || !send.sent.ok(); })) {
       absl::MutexLock lock(&mu_);
-      ReleaseLocked(done, sends, failed);
+      FinishSendsLocked(sends, failed);
     }
     for (Completion& completion : failed) completion.done(std::move(completion.outcome));
   }
@@ -611,8 +615,8 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     VersionTable::Count(model, result);
     InferOutcome outcome;
     const int64_t received_ns = MonotonicNowNs();
-    // Views, not copies: the response is encoded straight from the arena, and the worker is held
-    // (Busy) until that is done (ReleaseLocked).
+    // Views, not copies: the response is encoded straight from the arena. The worker's next call
+    // uses the other half of it, so it may run while these are read.
     outcome.outputs =
         result.code() == 0
             ? ViewsInArena(result.outputs(), *worker.arena)
@@ -632,9 +636,13 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     outcome.queue_ms = (worker.job->sent_ns - worker.job->queued_ns) / 1e6;
     outcome.input_ms = worker.job->input_ms;
     if (worker.job->text != nullptr) outcome.tokenize_ms = result.tokenize_ms();
-    done.emplace_back(std::move(worker.job->done), std::move(outcome), &worker);
+    done.emplace_back(std::move(worker.job->done), std::move(outcome));
     worker.job.reset();
-    worker.call_deadline_ns = std::numeric_limits<int64_t>::max();  // computed: not hung
+    SetStateLocked(worker, WorkerState::kReady);
+    if (worker.retiring) {  // scaled away (or its version replaced) while busy: its call is done
+      RetireLocked(worker, model.phase == VersionPhase::kRetiring ? "its version was replaced"
+                                                                  : "scaled down");
+    }
   } else if (frame.has_failed()) {
     // Before the model ever served, a failure is the model's or the config's (warmup cannot
     // run): stop (a staged version: its reload fails). Later, replace the worker; a crash loop
@@ -878,7 +886,10 @@ void WorkerPool::ReapLocked() {
                  closing_.end());
   // The master is the subreaper of everything it starts (server/master.cc): a worker whose zygote
   // died is re-parented to it, not to init, and is reaped here once it exits.
-  if (!options_.reap_adopted) return;
+  // An adopted child's exit is rare and no one waits for it: a look every 200 ms, not every turn.
+  const auto now = std::chrono::steady_clock::now();
+  if (!options_.reap_adopted || now - last_reap_ < std::chrono::milliseconds(200)) return;
+  last_reap_ = now;
   std::set<pid_t> owned;
   for (const auto& [number, generation] : generations_) owned.insert(generation.pid());
   for (const ZygoteGeneration& generation : closing_) owned.insert(generation.pid());
@@ -933,7 +944,12 @@ void WorkerPool::DrainRetiringLocked(std::vector<Completion>& done) {
                             "' was replaced and its workers are gone; retry the request")));
     }
     for (auto worker = workers_.begin(); worker != workers_.end();) {
-      worker = worker->second->model == &model ? workers_.erase(worker) : std::next(worker);
+      if (worker->second->model != &model) {
+        ++worker;
+        continue;
+      }
+      exited_.push_back(std::move(worker->second));
+      worker = workers_.erase(worker);
     }
     LOG(INFO) << "reload: " << model.spec->key() << " (generation " << model.generation
               << ") retired";
@@ -1010,6 +1026,10 @@ void WorkerPool::DispatchLocked(ServedVersion& model, std::vector<Transfer>& sen
     Transfer& transfer = sends.emplace_back();
     transfer.worker = idle;
     transfer.spec = model.spec;
+    const uint64_t half = idle->arena->size() / 2;
+    transfer.begin = idle->upper_half ? half : 0;
+    transfer.end = transfer.begin + half;
+    idle->upper_half = !idle->upper_half;
     internal::InferCall& call = *transfer.frame.mutable_infer();
     call.set_call_id(next_call_id_++);
     call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
@@ -1028,46 +1048,33 @@ void WorkerPool::SendCalls(std::vector<Transfer>& sends) {
     internal::InferCall& call = *transfer.frame.mutable_infer();
     const int64_t start_ns = MonotonicNowNs();
     absl::StatusOr<uint64_t> output_offset =
-        job.text != nullptr ? WriteTextToArena(transfer.spec->config.tokenizer().text_input(),
-                                               *job.text, 0, *worker.arena, *call.mutable_text())
-                            : WriteToArena(job.inputs, 0, *worker.arena, *call.mutable_inputs());
+        job.text != nullptr
+            ? WriteTextToArena(transfer.spec->config.tokenizer().text_input(), *job.text,
+                               transfer.begin, *worker.arena, *call.mutable_text(), transfer.end)
+            : WriteToArena(job.inputs, transfer.begin, *worker.arena, *call.mutable_inputs(),
+                           transfer.end);
     transfer.written = output_offset.status();
     if (!output_offset.ok()) continue;
     call.set_output_offset(*output_offset);
+    call.set_output_end(transfer.end);
     job.input_ms = (MonotonicNowNs() - start_ns) / 1e6;
     transfer.sent = worker.channel.Send(transfer.frame);
   }
 }
 
-void WorkerPool::ReleaseLocked(const std::vector<Completion>& delivered,
-                               std::vector<Transfer>& sends, std::vector<Completion>& done) {
-  bool released = false;
-  for (const Completion& completion : delivered) {
-    Worker* worker = completion.release;
-    if (worker == nullptr || worker->state != WorkerState::kBusy || worker->job.has_value()) {
-      continue;
-    }
-    SetStateLocked(*worker, WorkerState::kReady);
-    released = true;
-    if (worker->retiring) {  // scaled away (or its version replaced) while busy: its call is done
-      RetireLocked(*worker, worker->model->phase == VersionPhase::kRetiring
-                                ? "its version was replaced"
-                                : "scaled down");
-    }
-  }
+void WorkerPool::FinishSendsLocked(std::vector<Transfer>& sends, std::vector<Completion>& done) {
   for (Transfer& transfer : sends) {
     Worker& worker = *transfer.worker;
-    if (!transfer.written.ok()) {  // nothing was sent: the worker is still idle
+    if (!transfer.written.ok()) {  // nothing was sent: the worker is idle again
       done.emplace_back(std::move(worker.job->done), transfer.written);
       worker.job.reset();
       SetStateLocked(worker, WorkerState::kReady);
-      released = true;
+      Wake();  // it may take the next queued job
     } else if (!transfer.sent.ok()) {
-      WorkerGoneLocked(worker,
-                       absl::StrCat("sending a call failed (", transfer.sent.message(), ")"), done);
+      WorkerGoneLocked(worker, absl::StrCat("sending a call failed (", transfer.sent.message(), ")"),
+                       done);
     }
   }
-  if (released) Wake();  // queued jobs may take the workers now free
 }
 
 }  // namespace kiln

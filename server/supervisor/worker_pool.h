@@ -7,7 +7,9 @@
 // A request's bytes, in and out (docs/ARCHITECTURE.md, "A request's path"): the master copies
 // them once each way, both outside the pool's lock: the inputs from the gRPC request into the
 // worker's arena (SendCalls), the outputs from the arena into the gRPC response (the job's `done`,
-// EncodeInferResponse, while the worker is held for it).
+// EncodeInferResponse). A worker's calls alternate between the two halves of its arena, so it may
+// run its next call while `done` reads the last one's outputs, and an exited worker's arena stays
+// mapped until the turn after (exited_).
 //
 // The seam for a per-model scheduler (dynamic batching): DispatchLocked takes a version's queued
 // jobs for an idle worker one at a time; a batcher forms one call from several jobs there.
@@ -241,21 +243,19 @@ class WorkerPool {
  private:
   struct Worker;
   // A job's callback with its outcome, called once mu_ is released.
-  // A job's callback with its outcome, called once mu_ is released. `release`: the worker whose
-  // arena the outcome's outputs point into; it takes its next call only after `done` returned.
   struct Completion {
-    Completion(InferDone done, InferOutcome outcome, Worker* release = nullptr)
-        : done(std::move(done)), outcome(std::move(outcome)), release(release) {}
+    Completion(InferDone done, InferOutcome outcome)
+        : done(std::move(done)), outcome(std::move(outcome)) {}
     Completion(InferDone done, absl::Status error) : done(std::move(done)), outcome{error, {}} {}
     InferDone done;
     InferOutcome outcome;
-    Worker* release = nullptr;
   };
   // A call claimed for a worker under mu_ (the worker Busy, the job its own), whose inputs are
   // written into the worker's arena and whose frame is sent outside mu_ (SendCalls).
   struct Transfer {
     Worker* worker = nullptr;
     SharedSpec spec;
+    uint64_t begin = 0, end = 0;  // the half of the worker's arena the call uses
     internal::ToWorker frame;
     absl::Status written;  // writing the inputs into the arena
     absl::Status sent;     // sending the frame
@@ -277,7 +277,9 @@ class WorkerPool {
   // Retiring versions: once their queue is empty their idle workers leave (busy ones after their
   // call); a version without workers is dropped, and a generation without versions closed.
   void DrainRetiringLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the exited workers (their slots are refilled, unless they were retired).
+  // Drops the exited workers (their slots are refilled, unless they were retired) into
+  // exited_, which keeps their arenas mapped until the next turn: a completion of this turn may
+  // still read one.
   void ForgetExitedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseUnusedGenerationsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reaps the zygotes of closed generations that have left, and the children the master adopted
@@ -301,11 +303,10 @@ class WorkerPool {
   // (the one copy of a request's bytes in the master) and sends the call.
   void SendCalls(std::vector<Transfer>& sends) ABSL_EXCLUSIVE_LOCKS_REQUIRED(transfer_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // After SendCalls and the completions: the workers whose outcomes were delivered take calls
-  // again (or leave, when retiring); a call that could not be written ends with the error, one
-  // that could not be sent ends the worker.
-  void ReleaseLocked(const std::vector<Completion>& delivered, std::vector<Transfer>& sends,
-                     std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After SendCalls: a call that could not be written ends with the error (its worker is idle
+  // again), one that could not be sent ends the worker.
+  void FinishSendsLocked(std::vector<Transfer>& sends, std::vector<Completion>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The one place a worker's state changes: checks the transition and keeps its version's
   // count of workers by state.
@@ -350,12 +351,14 @@ class WorkerPool {
   std::vector<ZygoteGeneration> closing_ ABSL_GUARDED_BY(mu_);
   VersionTable versions_ ABSL_GUARDED_BY(mu_);                           // what is served
   std::map<int, std::unique_ptr<Worker>> workers_ ABSL_GUARDED_BY(mu_);  // by id
+  std::vector<std::unique_ptr<Worker>> exited_ ABSL_GUARDED_BY(mu_);  // freed at the next turn
   int next_worker_id_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;  // StartServing() was called
   absl::Status fatal_ ABSL_GUARDED_BY(mu_);
   bool fatal_told_ ABSL_GUARDED_BY(mu_) = false;  // on_change was called for fatal_
+  std::chrono::steady_clock::time_point last_reap_ ABSL_GUARDED_BY(mu_);  // ReapLocked's last look
 };
 
 }  // namespace kiln

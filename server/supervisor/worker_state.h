@@ -21,6 +21,7 @@
 namespace kiln {
 
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
+inline constexpr int kWorkerStates = 5;
 
 // A served model version's place in the pool across reloads (docs/ARCHITECTURE.md, "Versions and
 // reload"):

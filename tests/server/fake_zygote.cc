@@ -167,7 +167,8 @@ void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
                             {rows, outputs_.elements_per_row},
                             zeros.data(),
                             zeros.size() * sizeof(float)};
-    if (!WriteToArena({output}, call.output_offset(), *worker.arena, *result.mutable_outputs())
+    if (!WriteToArena({output}, call.output_offset(), *worker.arena, *result.mutable_outputs(),
+                      call.output_end())
              .ok()) {
       result.set_code(static_cast<int>(absl::StatusCode::kInternal));
     }

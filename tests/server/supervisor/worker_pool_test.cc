@@ -1,6 +1,6 @@
 // WorkerPool against a FakeZygote over real FrameChannels: supervision (respawn, the crash-loop
 // limit, a protocol break), quorums, the queue (full, deadlines, dispatch, stopping), and
-// outputs read in place.
+// outputs read in place from alternating halves of a worker's arena.
 #include "server/supervisor/worker_pool.h"
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/memory_probe.h"
 #include "tests/server/fake_zygote.h"
@@ -135,70 +136,63 @@ TEST_CASE("worker transitions outside the state diagram are refused", "[worker_p
   }
 }
 
-TEST_CASE(
-    "a result's outputs are read in place while its worker is held, and routing goes on meanwhile",
-    "[worker_pool]") {
-  FakeZygote::Behaviour hold;
-  hold.answer_calls = false;
-  PoolUnderTest pool(1, 8, 0, hold, 0, 0, 0, 0, {"y", 3});
-  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
-  Outcomes outcomes;
-  InferJob first = outcomes.Job(*pool.pool);
-  InferJob second = outcomes.Job(*pool.pool);
-  // What the first job's `done` saw, checked on the test's thread afterwards.
-  struct Seen {
-    bool outputs_ok = false;
-    std::vector<int64_t> shape;
-    bool zeros = false;
-    bool in_arena = false;  // the view points into the worker's shared memory, not a copy
-    std::vector<WorkerState> states;
-    bool routed = false;
-    int held = -1;
-  };
-  Seen seen;
-  std::atomic<bool> done_ran{false};
-  first.done = [&](InferOutcome outcome) {
-    seen.outputs_ok = outcome.outputs.ok() && outcome.outputs->size() == 1;
-    if (seen.outputs_ok) {
-      const TensorView& y = outcome.outputs->front();
-      seen.shape = y.shape;
-      const auto* values = static_cast<const float*>(y.data);
-      seen.zeros = y.nbytes == 3 * sizeof(float) &&
-                   std::all_of(values, values + 3, [](float v) { return v == 0.0f; });
-      std::ifstream maps("/proc/self/maps");
-      const auto address = reinterpret_cast<uintptr_t>(y.data);
-      seen.in_arena = false;
-      for (std::string line; std::getline(maps, line);) {
-        uintptr_t begin = 0, end = 0;
-        if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) == 2 && address >= begin &&
-            address < end) {
-          seen.in_arena = line.find("kiln-arena") != std::string::npos;
-        }
-      }
+// Where `data` lies: in a worker's arena (its shared memory, not a copy), or not.
+bool InArena(const void* data) {
+  std::ifstream maps("/proc/self/maps");
+  const auto address = reinterpret_cast<uintptr_t>(data);
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) == 2 && address >= begin &&
+        address < end) {
+      return line.find("kiln-arena") != std::string::npos;
     }
-    for (const WorkerInfo& worker : pool.pool->Workers()) seen.states.push_back(worker.state);
-    seen.routed = pool.pool->Route("m", "").ok();  // the request path takes only the pool's lock
-    seen.held = pool.zygote->held_calls();
-    done_ran = true;
+  }
+  return false;
+}
+
+TEST_CASE("outputs are read in place, a worker's calls alternate between its arena's halves, and "
+          "routing goes on meanwhile",
+          "[worker_pool]") {
+  PoolUnderTest pool(1, 8, 0, {}, 0, 0, 0, 0, {"y", 3});
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  // What each job's `done` saw, checked on the test's thread afterwards.
+  struct Seen {
+    bool zeros = false;  // the outputs, read in place
+    const void* data = nullptr;
+    bool in_arena = false;
+    bool routed = false;  // the request path takes only the pool's lock
   };
-  REQUIRE(pool.pool->Submit(std::move(first)).ok());
-  REQUIRE(pool.pool->Submit(std::move(second)).ok());
-  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
-  pool.zygote->AnswerHeld();
-  REQUIRE(WaitUntil([&] { return done_ran.load(); }));
-  CHECK(seen.outputs_ok);
-  CHECK(seen.shape == std::vector<int64_t>{1, 3});
-  CHECK(seen.zeros);
-  CHECK(seen.in_arena);
-  // Held (Busy) while `done` reads its arena: the second call had not been sent to it.
-  CHECK(seen.states == std::vector<WorkerState>{WorkerState::kBusy});
-  CHECK(seen.held == 0);
-  CHECK(seen.routed);
-  // Once `done` returned, the worker takes the second call.
-  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
-  pool.zygote->AnswerHeld();
-  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
-  CHECK(outcomes.code(1) == absl::StatusCode::kOk);
+  std::vector<Seen> seen(3);
+  std::atomic<int> finished{0};
+  Outcomes outcomes;
+  for (Seen& one : seen) {
+    InferJob job = outcomes.Job(*pool.pool);
+    job.done = [&pool, &one, &finished](InferOutcome outcome) {
+      if (outcome.outputs.ok() && outcome.outputs->size() == 1) {
+        const TensorView& y = outcome.outputs->front();
+        const auto* values = static_cast<const float*>(y.data);
+        one.zeros = y.shape == std::vector<int64_t>{1, 3} && y.nbytes == 3 * sizeof(float) &&
+                    std::all_of(values, values + 3, [](float v) { return v == 0.0f; });
+        one.data = y.data;
+        one.in_arena = InArena(y.data);
+      }
+      one.routed = pool.pool->Route("m", "").ok();
+      ++finished;
+    };
+    REQUIRE(pool.pool->Submit(std::move(job)).ok());
+  }
+  REQUIRE(WaitUntil([&] { return finished.load() == 3; }));
+  for (const Seen& one : seen) {
+    CHECK(one.zeros);
+    CHECK(one.in_arena);
+    CHECK(one.routed);
+  }
+  // Consecutive calls of the one worker use the two halves in turn: while `done` reads one
+  // call's outputs, the worker may already write the next call's into the other half.
+  const auto half = static_cast<ptrdiff_t>(ArenaBytesFor(pool.specs[0].config) / 2);
+  const auto* first = static_cast<const char*>(seen[0].data);
+  CHECK(std::abs(static_cast<const char*>(seen[1].data) - first) == half);
+  CHECK(seen[2].data == seen[0].data);
 }
 
 TEST_CASE("the pool spawns every worker and a model is ready at its quorum", "[worker_pool]") {
