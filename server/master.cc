@@ -616,7 +616,7 @@ void Master::Teardown() {
   // Every state may stop; only Stopped itself cannot, and Teardown runs once.
   (void)Enter(MasterState::kStopped);
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  if (reloader_ != nullptr) reloader_->Cancel(absl::CancelledError("the server is stopping"));
+  if (reloader_ != nullptr) reloader_->Cancel(absl::UnavailableError("server is stopping"));
   // Closing the zygotes' channels lets them leave by themselves (their workers die with them);
   // the pool reaps them.
   if (pool_ != nullptr) pool_->Stop();

@@ -71,6 +71,7 @@ const char* ReloadStepName(ReloadStep step) {
 void Reloader::Cancel(const absl::Status& why) {
   if (current_.has_value()) {
     if (current_->step != ReloadStep::kIdle) pool_.Abort();
+    current_->loading = false;  // not the loaded models' failure
     Finish(why);
   }
   std::deque<std::pair<ReloadRequest, Done>> pending;
