@@ -5,9 +5,9 @@
 //      `-----------`-----------`------------`------------------> Stopped
 //
 // Loading, Warming and Checking go to Stopped when startup fails or TERM or INT arrives; Serving
-// goes to Draining on TERM and to Stopped on INT or when the pool can no longer serve. Reloading
-// and Scaling (a new model generation, a changed worker count) will sit beside Serving and return
-// to it.
+// goes to Draining on TERM and to Stopped on INT or when the pool can no longer serve. Scaling
+// and reloads happen within Serving: they change the pool, not the master's state (a reload is
+// its own state machine, server/reloader.h, stepped by the serving loop).
 #ifndef KILN_SERVER_SUPERVISOR_MASTER_STATE_H_
 #define KILN_SERVER_SUPERVISOR_MASTER_STATE_H_
 
