@@ -1,4 +1,4 @@
-// Loading a Triton-like model repository (README, "Model repository"):
+// Loading a Triton-like model repository (docs/model-repository.md):
 //
 //   <repository>/<model name>/config.pbtxt         kiln.ModelConfig, protobuf text format
 //   <repository>/<model name>/<version>/model.pt   TorchScript

@@ -1,7 +1,7 @@
 // How many workers each model gets and how many intra-op threads each worker runs, sized to the
 // CPUs the server really has (common/cpu_probe.h) instead of the node's core count.
 //
-// The rules (what the README's "Threads, workers and the CPUs" section explains with numbers):
+// The rules (what docs/operating.md's "Threads, workers and the CPUs" explains with numbers):
 //   - A count set explicitly (--workers, or instance_group.count) and a thread count set
 //     explicitly (instance_group.intra_op_threads) are kept as they are. When they add up to more
 //     threads than CPUs, the plan says so in `warnings`.

@@ -261,7 +261,8 @@ def wait_table(folder, out):
                "dedicated CPUs. Workers with one intra-op thread (kiln's automatic plan) run no parallel "
                "region and are the same under all three. Beside the busy loops these numbers swing "
                "widely from run to run (where the scheduler puts the two threads): compare one run's "
-               "rows with each other, and see the README for the spread over several runs.\n")
+               "rows with each other, and see docs/operating.md ('Threads, workers and the CPUs') "
+               "for the spread over several runs.\n")
     out.append("| waiting | quiet p50 | beside 2 busy loops p50 | busy / quiet |")
     out.append("|---|---|---|---|")
     for wait, label in (("passive", "passive"), ("default", "libgomp default"), ("spin1000", "spin 1000")):

@@ -1,4 +1,4 @@
-// The server's Prometheus metrics (docs/ARCHITECTURE.md, "Metrics"; the README's metrics table):
+// The server's Prometheus metrics (docs/ARCHITECTURE.md, "Metrics"; docs/metrics.md lists each one):
 // Triton's names and labels (model, version) for what Triton has, kiln_ for the rest.
 //
 // Three kinds of source, so that a scrape never waits on a request and a request never waits on

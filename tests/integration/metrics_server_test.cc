@@ -1,6 +1,6 @@
 // The metrics of a real kiln-server (--metrics_port): scraped over loopback HTTP and parsed by
 // prometheus_client's parser; a worker killed mid-request; and a real Prometheus server
-// (Debian's) scraping kiln and answering the README's PromQL over its HTTP API.
+// (Debian's) scraping kiln and answering docs/metrics.md's PromQL over its HTTP API.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -292,7 +292,7 @@ std::vector<std::pair<nlohmann::json, double>> Query(int port, const std::string
   return samples;
 }
 
-TEST_CASE("a real Prometheus server scrapes kiln and answers the README's PromQL",
+TEST_CASE("a real Prometheus server scrapes kiln and answers the PromQL of docs/metrics.md",
           "[integration][metrics][prometheus]") {
   TempDir repo_dir, prometheus_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
@@ -333,7 +333,7 @@ TEST_CASE("a real Prometheus server scrapes kiln and answers the README's PromQL
   }
   CHECK(Query(prometheus_port, "up{job=\"kiln\"}").front().second == 1);
 
-  // The README's examples. p99 per model, from the histogram:
+  // docs/metrics.md's examples. p99 per model, from the histogram:
   const auto p99 = Query(prometheus_port,
                          "histogram_quantile(0.99, sum by (model, le) "
                          "(rate(kiln_request_duration_seconds_bucket[1m])))");
