@@ -121,14 +121,23 @@ std::string ExitStatus::Describe() const {
   return absl::StrCat("killed by signal ", code, " (", strsignal(code), ")");
 }
 
+namespace {
+
+// How a child ended, from what waitid says of it.
+ExitStatus ExitStatusOf(const siginfo_t& info) {
+  if (info.si_code == CLD_EXITED) return ExitStatus{false, info.si_status};
+  return ExitStatus{true, info.si_status};  // CLD_KILLED, CLD_DUMPED
+}
+
+}  // namespace
+
 std::optional<ExitStatus> PeekChildExit(pid_t pid) {
   siginfo_t info;
   std::memset(&info, 0, sizeof(info));
   if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) {
     return std::nullopt;
   }
-  if (info.si_code == CLD_EXITED) return ExitStatus{false, info.si_status};
-  return ExitStatus{true, info.si_status};  // CLD_KILLED, CLD_DUMPED
+  return ExitStatusOf(info);
 }
 
 bool TryReapChild(pid_t pid) {
@@ -137,11 +146,7 @@ bool TryReapChild(pid_t pid) {
 }
 
 void ReapChild(pid_t pid, std::chrono::milliseconds grace) {
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (TryReapChild(pid)) return;
-    usleep(20'000);
-  }
+  if (PollUntil([pid] { return TryReapChild(pid); }, grace)) return;
   kill(pid, SIGKILL);
   while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
@@ -155,8 +160,7 @@ std::vector<std::pair<pid_t, ExitStatus>> ReapAdoptedChildren(const std::set<pid
     const pid_t pid = info.si_pid;
     if (owned.count(pid) > 0) break;
     if (waitpid(pid, nullptr, WNOHANG) != pid) break;
-    reaped.emplace_back(pid, info.si_code == CLD_EXITED ? ExitStatus{false, info.si_status}
-                                                        : ExitStatus{true, info.si_status});
+    reaped.emplace_back(pid, ExitStatusOf(info));
   }
   return reaped;
 }

@@ -29,7 +29,6 @@
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "common/openmp_wait.h"
-#include "common/process.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
@@ -436,14 +435,9 @@ absl::Status Master::Warm() {
   pool_options.memory_limit = memory_limit_;
   pool_options.reap_adopted = true;  // the master is the subreaper (Run)
   for (const auto& [name, model] : replay_) pool_options.replay[name] = model.shapes;
-  // From here the pool owns the zygote: its pid, its channel, its deaths, and reaping it.
-  absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
-      WorkerPool::Start({zygote, std::move(channel.first)}, specs_, pool_options);
-  if (!pool.ok()) {
-    ReapChild(zygote, std::chrono::seconds(5));  // its channel closed: it leaves
-    return pool.status();
-  }
-  pool_ = *std::move(pool);
+  // From here the pool owns the zygote (its pid, its channel, its deaths) and reaps it, also when
+  // Start fails.
+  ASSIGN_OR_RETURN(pool_, WorkerPool::Start({zygote, std::move(channel.first)}, specs_, pool_options));
   RETURN_IF_ERROR(StartMetrics());  // threads may start now that the zygote is forked
   NotifySystemd("STATUS=warming workers");
 

@@ -56,18 +56,6 @@ void Reloader::Request(ReloadRequest request, Done done) {
   hooks_.wake();
 }
 
-const char* ReloadStepName(ReloadStep step) {
-  switch (step) {
-    case ReloadStep::kIdle:
-      return "idle";
-    case ReloadStep::kStaging:
-      return "staging";
-    case ReloadStep::kChecking:
-      return "checking";
-  }
-  return "?";
-}
-
 void Reloader::Cancel(const absl::Status& why) {
   if (current_.has_value()) {
     if (current_->step != ReloadStep::kIdle) pool_.Abort();
@@ -198,7 +186,7 @@ void Reloader::Finish(absl::Status status) {
   Current current = *std::move(current_);
   current_.reset();
   const ReloadPlan& plan = current.plan;
-  if (!status.ok() && !absl::IsCancelled(status) && current.loading) {
+  if (!status.ok() && current.loading) {
     // The staged versions failed: their models say why in the index until a reload succeeds.
     const std::string why =
         absl::StrCat("loading ", Keys(plan.load), " failed: ", status.message());

@@ -55,7 +55,6 @@ struct ReloadHooks {
 
 // Where the reload under way stands (see the diagram above).
 enum class ReloadStep { kIdle, kStaging, kChecking };
-const char* ReloadStepName(ReloadStep step);
 
 // Ownership: owned by the master; borrows the pool. Thread-safety: Request and Index from any
 // thread; Advance, Cancel and step() on the master's main thread only.

@@ -57,10 +57,11 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(ZygoteProcess zygo
                                                               const std::vector<ModelSpec>& specs,
                                                               const WorkerPoolOptions& options) {
   std::unique_ptr<WorkerPool> pool(new WorkerPool(options));
-  if (pool->wake_fd_ < 0) return absl::InternalError("eventfd failed");
   {
+    // The pool owns the zygote from here: on an error below, its destructor closes and reaps it.
     absl::MutexLock lock(&pool->mu_);
     pool->generations_.emplace(1, ZygoteGeneration(1, std::move(zygote)));
+    if (pool->wake_fd_ < 0) return absl::InternalError("eventfd failed");
     for (const ModelSpec& spec : specs) {
       pool->versions_.Add(spec, 1, VersionPhase::kLive, options.threads, pool->ReplayFor(spec));
     }
@@ -322,7 +323,8 @@ void WorkerPool::Stop() {
   }
   Wake();
   if (loop_.joinable()) loop_.join();
-  // The loop closed every channel: the zygotes leave (their templates and workers with them).
+  // Every channel closed (by the loop, or here when it never ran): the zygotes leave, their
+  // templates and workers with them.
   std::vector<ZygoteGeneration> zygotes;
   {
     absl::MutexLock lock(&mu_);
@@ -331,7 +333,10 @@ void WorkerPool::Stop() {
     for (ZygoteGeneration& generation : closing_) zygotes.push_back(std::move(generation));
     closing_.clear();
   }
-  for (ZygoteGeneration& zygote : zygotes) zygote.Reap(std::chrono::seconds(5));
+  for (ZygoteGeneration& zygote : zygotes) {
+    zygote.Close();
+    zygote.Reap(std::chrono::seconds(5));
+  }
 }
 
 int WorkerPool::PollTimeoutMsLocked() const {

@@ -148,7 +148,8 @@ struct WorkerInfo {
 // move without mu_.
 class WorkerPool {
  public:
-  // Asks the zygote (generation 1) for every model's workers and starts the loop thread.
+  // Takes `zygote` as generation 1 (it reaps it, also when Start fails), asks it for every model's
+  // workers and starts the loop thread.
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Start(ZygoteProcess zygote,
                                                            const std::vector<ModelSpec>& specs,
                                                            const WorkerPoolOptions& options);
@@ -345,7 +346,7 @@ class WorkerPool {
   // and the queries never take it: no gRPC thread waits on a copy.
   absl::Mutex transfer_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
-  // The one owner of each zygote (pid, channel, deaths, restarts), by generation number.
+  // The one owner of each zygote (pid, channel, deaths), by generation number.
   std::map<int, ZygoteGeneration> generations_ ABSL_GUARDED_BY(mu_);
   // Generations closed since, whose zygotes have not left yet.
   std::vector<ZygoteGeneration> closing_ ABSL_GUARDED_BY(mu_);

@@ -21,7 +21,7 @@
 namespace kiln {
 
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
-inline constexpr int kWorkerStates = 5;
+inline constexpr int kWorkerStates = static_cast<int>(WorkerState::kExited) + 1;
 
 // A served model version's place in the pool across reloads (docs/ARCHITECTURE.md, "Versions and
 // reload"):

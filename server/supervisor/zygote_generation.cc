@@ -24,7 +24,6 @@ bool ZygoteGeneration::Died(std::chrono::steady_clock::time_point now) {
 void ZygoteGeneration::Replace(ZygoteProcess next) {
   pid_ = next.pid;
   channel_ = std::move(next.channel);
-  ++restarts_;
 }
 
 bool ZygoteGeneration::TryReap() {

@@ -1,5 +1,5 @@
 // One zygote generation as the master sees it (docs/ARCHITECTURE.md, "Processes"): the zygote's
-// process and channel, the zygotes that died in the restart window, and how many replaced it.
+// process and channel, and the zygotes that died in the restart window.
 // The pool holds one per generation number and is the only owner of each: nothing else keeps a
 // zygote's pid or channel, and nothing else reaps it.
 #ifndef KILN_SERVER_SUPERVISOR_ZYGOTE_GENERATION_H_
@@ -39,7 +39,6 @@ class ZygoteGeneration {
   FrameChannel& channel() { return channel_; }
   int fd() const { return channel_.fd(); }
   bool open() const { return channel_.fd() >= 0; }
-  int restarts() const { return restarts_; }
 
   // Closes the master's end: the zygote leaves on EOF, and so do the templates it forked.
   void Close() { channel_.Close(); }
@@ -61,7 +60,6 @@ class ZygoteGeneration {
   pid_t pid_;  // 0 once reaped (or never a process of ours)
   FrameChannel channel_;
   std::deque<std::chrono::steady_clock::time_point> deaths_;
-  int restarts_ = 0;
 };
 
 }  // namespace kiln
