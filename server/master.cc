@@ -529,6 +529,7 @@ absl::Status Master::Serve() {
   hooks.check_staged = [this] { return CheckVersions(pool_->Served(/*staged=*/true), true); };
   hooks.wake = [master = getpid()] { kill(master, WakeSignal()); };
   hooks.threads_for = [this](const ModelSpec& spec) { return ThreadsFor(spec); };
+  hooks.switched = [this] { health_->Update(); };
   reloader_ = std::make_unique<Reloader>(options_.model_repository, *pool_, std::move(hooks),
                                          options_.startup_timeout_s);
   InferenceServiceOptions service_options;
@@ -578,7 +579,7 @@ absl::Status Master::Serve() {
   // step of a reload per turn (server/reloader.h; turns come faster while one is under way).
   while (!stop_requested_) {
     RETURN_IF_ERROR(Tick(reloader_->step() == ReloadStep::kIdle ? 200 : 50));
-    if (reloader_->Advance()) health_->Update();  // routing switched
+    reloader_->Advance();
   }
   return absl::OkStatus();
 }

@@ -70,8 +70,11 @@ void Reloader::Cancel(const absl::Status& why) {
   for (auto& [request, done] : pending) done(why);
 }
 
-bool Reloader::Advance() {
-  if (!current_.has_value()) return Begin();
+void Reloader::Advance() {
+  if (!current_.has_value()) {
+    Begin();
+    return;
+  }
   if (current_->step == ReloadStep::kStaging) {
     const WorkerPool::Staging staging = pool_.StagingState();
     if (!staging.failed.ok()) {
@@ -84,22 +87,21 @@ bool Reloader::Advance() {
       Abort(absl::DeadlineExceededError(absl::StrCat(
           "not warm after ", timeout_s_, " s (--startup_timeout_s): ", staging.summary)));
     }
-    return false;
+    return;
   }
   // kChecking: the readiness check runs here, on the main thread, as at startup.
   if (absl::Status checked = hooks_.check_staged(); !checked.ok()) {
     Abort(checked);
-    return false;
+    return;
   }
   Commit();
-  return true;
 }
 
-bool Reloader::Begin() {
+void Reloader::Begin() {
   std::pair<ReloadRequest, Done> next;
   {
     absl::MutexLock lock(&mu_);
-    if (queue_.empty()) return false;
+    if (queue_.empty()) return;
     next = std::move(queue_.front());
     queue_.pop_front();
   }
@@ -113,12 +115,12 @@ bool Reloader::Begin() {
       ScanRepository(repository_);
   if (!repository.ok()) {
     Finish(Annotate(repository.status(), "model repository"));
-    return false;
+    return;
   }
   absl::StatusOr<ReloadPlan> plan = PlanReload(request, pool_.Served(), *repository);
   if (!plan.ok()) {
     Finish(plan.status());
-    return false;
+    return;
   }
   current_->plan = *std::move(plan);
   LOG(INFO) << "reload (" << request.Describe() << "): " << current_->plan.Describe();
@@ -128,11 +130,11 @@ bool Reloader::Begin() {
   }
   if (request.kind == ReloadRequest::Kind::kLoad && !current_->plan.refused.empty()) {
     Finish(Refused(current_->plan));
-    return false;
+    return;
   }
   if (current_->plan.load.empty()) {
     Commit();  // retirements only (an unload, a model gone from the repository), or nothing
-    return true;
+    return;
   }
 
   current_->loading = true;
@@ -146,21 +148,21 @@ bool Reloader::Begin() {
   absl::StatusOr<ZygoteProcess> zygote = hooks_.start_zygote(generation, keys);
   if (!zygote.ok()) {
     Finish(zygote.status());
-    return false;
+    return;
   }
   if (absl::Status staged =
           pool_.Stage(*std::move(zygote), generation, current_->plan.load, threads);
       !staged.ok()) {
     Finish(staged);
-    return false;
+    return;
   }
   current_->step = ReloadStep::kStaging;
   current_->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
-  return false;
 }
 
 void Reloader::Commit() {
   pool_.Commit(current_->plan.retire);  // routing switches here, in one step
+  hooks_.switched();                    // health follows, before the request is answered
   const ReloadRequest& request = current_->request;
   {
     absl::MutexLock lock(&mu_);

@@ -1,6 +1,6 @@
 // Reloads (docs/ARCHITECTURE.md, "Versions and reload"): the requests of SIGHUP and of the
 // repository RPCs, one at a time, make-before-break, as steps of the master's own loop. Each turn
-// of the loop calls Advance(), which takes at most one step and returns:
+// of the loop calls Advance(), which takes at most one step:
 //
 //   kIdle --(a queued request, planned (server/supervisor/reload_plan.h): versions to load; their
 //           generation's zygote started by fork+exec and staged in the pool)--> kStaging
@@ -10,11 +10,13 @@
 //   kStaging, kChecking --(staging failed, --startup_timeout_s, check failed, Cancel)--> Abort
 //           --> kIdle
 //
-// Commit switches routing in one step; the replaced versions finish their calls and their workers
-// leave. A failure at any step (a config or files that do not load, a warmup or readiness check
-// that fails, no memory for both generations, the deadline) aborts the staged versions: what was
-// served keeps serving, and the reason is logged, returned to the RPC and shown in the repository
-// index. Each request's `done` is called exactly once, on the master's main thread.
+// Commit switches routing in one step and tells the master (ReloadHooks::switched, which publishes
+// health) before the request is answered, so a client that hears OK finds the health it implies;
+// the replaced versions finish their calls and their workers leave. A failure at any step (a config
+// or files that do not load, a warmup or readiness check that fails, no memory for both
+// generations, the deadline) aborts the staged versions: what was served keeps serving, and the
+// reason is logged, returned to the RPC and shown in the repository index. Each request's `done` is
+// called exactly once, on the master's main thread.
 #ifndef KILN_SERVER_RELOADER_H_
 #define KILN_SERVER_RELOADER_H_
 
@@ -51,6 +53,8 @@ struct ReloadHooks {
   std::function<void()> wake;
   // The workers and intra-op threads of a version a reload loads.
   std::function<ModelThreads(const ModelSpec&)> threads_for;
+  // Routing switched (a commit): called before the request is answered.
+  std::function<void()> switched;
 };
 
 // Where the reload under way stands (see the diagram above).
@@ -66,9 +70,8 @@ class Reloader final : public RepositoryControl {
   // Queues `request`; `done` is called once, on the main thread, with its outcome: OK when the
   // repository's versions serve (or nothing changed), else why the old ones keep serving.
   void Request(ReloadRequest request, Done done) override;
-  // Takes the next step of the reload under way, or starts the next queued one. True when routing
-  // switched (health follows the served models).
-  bool Advance();
+  // Takes the next step of the reload under way, or starts the next queued one.
+  void Advance();
   // The server stops: a reload under way is aborted and every request ends with `why`.
   void Cancel(const absl::Status& why);
   ReloadStep step() const { return current_.has_value() ? current_->step : ReloadStep::kIdle; }
@@ -90,8 +93,9 @@ class Reloader final : public RepositoryControl {
     std::chrono::steady_clock::time_point deadline;  // for kStaging
   };
 
-  // kIdle: plans the next queued request and stages what it loads. True when routing switched.
-  bool Begin();
+  // kIdle: plans the next queued request and stages what it loads (or commits, when it loads
+  // nothing).
+  void Begin();
   // Routing switches to the staged versions and away from plan.retire; ends the reload.
   void Commit();
   // Drops the staged versions and ends the reload with `why`.

@@ -266,8 +266,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "RepositoryModelUnload takes a model out and RepositoryModelLoad brings it back with "
-    "--model_control_mode=explicit: without it both are refused",
+    "model control: RepositoryModelUnload takes a model out and RepositoryModelLoad brings it "
+    "back with --model_control_mode=explicit, and without it both are refused",
     "[integration][server][reload]") {
   TempDir repo_dir;
   const std::string repo = ThreeModels(repo_dir);

@@ -64,6 +64,10 @@ struct ReloadUnderTest {
     };
     hooks.wake = [] {};
     hooks.threads_for = [](const ModelSpec&) { return ModelThreads{1, 1}; };
+    hooks.switched = [this] {
+      ++switches;
+      answered_before_switch = answered_before_switch || outcome.has_value();
+    };
     reloader = std::make_unique<Reloader>(dir.path(), *pool, std::move(hooks), 60);
   }
   ~ReloadUnderTest() { pool->Stop(); }
@@ -95,18 +99,20 @@ struct ReloadUnderTest {
   std::unique_ptr<Reloader> reloader;
   absl::Status check;
   int checks = 0;
+  int switches = 0;                     // routing switched (ReloadHooks::switched)
+  bool answered_before_switch = false;  // the request heard OK before health could follow
   std::optional<absl::Status> outcome;
 };
 
 TEST_CASE("a reload stages, checks and switches one step per turn of the master's loop",
           "[reloader]") {
   ReloadUnderTest test;
-  CHECK_FALSE(test.reloader->Advance());  // nothing queued
+  test.reloader->Advance();  // nothing queued
   CHECK(test.reloader->step() == ReloadStep::kIdle);
 
   test.dir.WriteFile("m/2/model.pt", "not read");
   test.RequestReload();
-  CHECK_FALSE(test.reloader->Advance());  // planned: m:2 loads in generation 2's zygote
+  test.reloader->Advance();  // planned: m:2 loads in generation 2's zygote
   CHECK(test.reloader->step() == ReloadStep::kStaging);
   CHECK(Keys(test.pool->Served(/*staged=*/true)) == std::vector<std::string>{"m:2"});
   CHECK(Keys(test.pool->Served()) == std::vector<std::string>{"m:1"});  // still serving
@@ -114,8 +120,10 @@ TEST_CASE("a reload stages, checks and switches one step per turn of the master'
 
   REQUIRE(test.AdvanceUntil(ReloadStep::kChecking));
   CHECK(test.checks == 0);
-  CHECK(test.reloader->Advance());  // the check passes: routing switches
+  CHECK(test.switches == 0);
+  test.reloader->Advance();  // the check passes: routing switches
   CHECK(test.checks == 1);
+  CHECK(test.switches == 1);
   CHECK(test.reloader->step() == ReloadStep::kIdle);
   REQUIRE(test.outcome.has_value());
   CHECK(test.outcome->ok());
@@ -126,10 +134,12 @@ TEST_CASE("a reload stages, checks and switches one step per turn of the master'
   // Nothing changed since: the next reload commits at once, with nothing to stage.
   test.outcome.reset();
   test.RequestReload();
-  CHECK(test.reloader->Advance());
+  test.reloader->Advance();
+  CHECK(test.switches == 2);
   CHECK(test.reloader->step() == ReloadStep::kIdle);
   REQUIRE(test.outcome.has_value());
   CHECK(test.outcome->ok());
+  CHECK_FALSE(test.answered_before_switch);  // health is published before OK is answered
 }
 
 TEST_CASE("a reload whose readiness check fails is aborted and what was served keeps serving",
@@ -139,7 +149,8 @@ TEST_CASE("a reload whose readiness check fails is aborted and what was served k
   test.dir.WriteFile("m/2/model.pt", "not read");
   test.RequestReload();
   REQUIRE(test.AdvanceUntil(ReloadStep::kChecking));
-  CHECK_FALSE(test.reloader->Advance());
+  test.reloader->Advance();
+  CHECK(test.switches == 0);
   CHECK(test.reloader->step() == ReloadStep::kIdle);
   REQUIRE(test.outcome.has_value());
   CHECK(test.outcome->code() == absl::StatusCode::kUnavailable);
@@ -161,7 +172,7 @@ TEST_CASE("a server that stops mid-reload aborts the staging and answers every r
   ReloadUnderTest test;
   test.dir.WriteFile("m/2/model.pt", "not read");
   test.RequestReload();
-  CHECK_FALSE(test.reloader->Advance());
+  test.reloader->Advance();
   REQUIRE(test.reloader->step() == ReloadStep::kStaging);
   std::optional<absl::Status> queued;
   test.reloader->Request({ReloadRequest::Kind::kUnload, "m"},
