@@ -230,15 +230,23 @@ std::optional<int> ParseReloadArgs(const std::vector<std::string>& args, ReloadO
 
 namespace {
 
-// <repository>/<model>: the source's config.pbtxt, copied, and its version 1 files, linked.
+// <repository>/<model>: the source's config.pbtxt and (when it has one) kiln.pbtxt, copied, and
+// its version 1 files, linked.
 absl::Status AddModel(const std::string& source_repository, const std::string& repository,
                       const std::string& model) {
   const fs::path source = fs::path(source_repository) / model;
   const fs::path target = fs::path(repository) / model;
   std::error_code error;
   fs::create_directories(target / "1", error);
-  fs::copy_file(source / "config.pbtxt", target / "config.pbtxt",
-                fs::copy_options::overwrite_existing, error);
+  if (!error) {
+    fs::copy_file(source / "config.pbtxt", target / "config.pbtxt",
+                  fs::copy_options::overwrite_existing, error);
+  }
+  std::error_code no_settings;  // set when there is no kiln.pbtxt: not an error
+  if (!error && fs::is_regular_file(source / "kiln.pbtxt", no_settings)) {
+    fs::copy_file(source / "kiln.pbtxt", target / "kiln.pbtxt",
+                  fs::copy_options::overwrite_existing, error);
+  }
   if (error) return absl::InternalError(absl::StrCat("copying ", model, ": ", error.message()));
   for (const fs::directory_entry& file : fs::directory_iterator(source / "1", error)) {
     fs::create_symlink(fs::absolute(file.path()), target / "1" / file.path().filename(), error);

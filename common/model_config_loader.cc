@@ -17,45 +17,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/config_defects.h"
 #include "common/status_macros.h"
 #include "common/text_proto_file.h"
+#include "common/triton_config.h"
+#include "glog/logging.h"
 #include "google/protobuf/text_format.h"
 
 namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Accumulates the defects of one config: "<path>: field '<field>': expected <x>, got <y>".
-class Defects {
- public:
-  explicit Defects(std::string path) : path_(std::move(path)) {}
-
-  template <typename T>
-  void Field(absl::string_view field, absl::string_view expected, const T& got) {
-    messages_.push_back(
-        absl::StrCat(path_, ": field '", field, "': expected ", expected, ", got ", got));
-  }
-  // A value asking for something this version does not have (what the config accepts must
-  // work; common/status_util.h): "<path>: field '<field>': <got> is not supported in this
-  // version; <instead>".
-  void NotBuilt(absl::string_view field, absl::string_view got, absl::string_view instead) {
-    messages_.push_back(absl::StrCat(path_, ": field '", field, "': ", got,
-                                     " is not supported in this version; ", instead));
-  }
-  void Add(absl::string_view message) { messages_.push_back(absl::StrCat(path_, ": ", message)); }
-
-  bool empty() const { return messages_.empty(); }
-  absl::Status ToStatus() const {
-    return absl::InvalidArgumentError(absl::StrJoin(messages_, "\n"));
-  }
-
- private:
-  std::string path_;
-  std::vector<std::string> messages_;
-};
-
-std::string Quoted(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
 
 // Whether `path` names a regular file (after symlinks). Never throws: a path the system refuses
 // (too long, a component that is not a directory, no permission) is not a file.
@@ -90,19 +62,8 @@ void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensor
       defects.Field(field + ".name", "a name unique among the model's " + std::string(kind) + "s",
                     Quoted(tensor.name()) + " twice");
     }
-    if (tensor.data_type() == TYPE_INVALID) {
-      defects.Field(
-          field + ".data_type",
-          "one of TYPE_BOOL, TYPE_UINT8, TYPE_INT8, TYPE_INT16, "
-          "TYPE_INT32, TYPE_INT64, TYPE_FP16, TYPE_FP32, TYPE_FP64, TYPE_BF16, TYPE_BYTES",
-          "TYPE_INVALID (or no data_type)");
-    } else if (tensor.data_type() == TYPE_BYTES) {
-      // Text reaches a model only through its tokenizer, which adds the BYTES input itself.
-      defects.Field(field + ".data_type",
-                    "a numeric type: text is declared by a tokenizer block, whose text_input "
-                    "is the model's BYTES input",
-                    "TYPE_BYTES on " + Quoted(tensor.name()));
-    }
+    // data_type is checked where it is translated (TranslateTensor, common/triton_config.cc),
+    // which knows whether a TYPE_INVALID here was no type, TYPE_STRING or a type LibTorch lacks.
     if (tensor.dims().empty() && config.max_batch_size() == 0) {
       defects.Field(field + ".dims", "at least one dimension when max_batch_size is 0", "[]");
     }
@@ -112,27 +73,6 @@ void CheckTensors(const google::protobuf::RepeatedPtrField<TensorConfig>& tensor
         defects.Field(Indexed(field + ".dims", d), "a positive size or -1 (variable)", dim);
       }
     }
-  }
-}
-
-void ResolveInstances(ModelConfig& config, Defects& defects) {
-  InstanceConfig& group = *config.mutable_instance_group();
-  // 0 stays 0: the master chooses the count from the CPUs it has (common/thread_plan.h).
-  if (group.count() < 0) {
-    defects.Field("instance_group.count", "a count >= 1 (0 = automatic)", group.count());
-  }
-  if (group.kind() == InstanceConfig::KIND_CPU && !group.gpus().empty()) {
-    defects.Field("instance_group.gpus", "no gpus with kind KIND_CPU",
-                  absl::StrCat("[", absl::StrJoin(group.gpus(), ", "), "]"));
-  }
-  for (int i = 0; i < group.gpus().size(); ++i) {
-    if (group.gpus(i) < 0) {
-      defects.Field(Indexed("instance_group.gpus", i), "a CUDA device id >= 0", group.gpus(i));
-    }
-  }
-  if (group.intra_op_threads() < 0) {
-    defects.Field("instance_group.intra_op_threads", "a thread count >= 0 (0 = automatic)",
-                  group.intra_op_threads());
   }
 }
 
@@ -154,9 +94,13 @@ void CheckSizes(const google::protobuf::RepeatedField<int32_t>& sizes, absl::str
   }
 }
 
-void ResolveWarmup(ModelConfig& config, Defects& defects) {
+// kiln.pbtxt's warmup (checked against `defects`, kiln.pbtxt's) with its defaults; then
+// config.pbtxt's model_warmup samples join it (checked against `triton_defects`).
+void ResolveWarmup(const inference::ModelConfig& triton, ModelConfig& config, Defects& defects,
+                   Defects& triton_defects) {
   WarmupConfig& warmup = *config.mutable_warmup();
   if (!warmup.has_enabled()) warmup.set_enabled(true);
+  if (!warmup.has_pad_to_warmed()) warmup.set_pad_to_warmed(true);
 
   const int32_t max_batch = config.max_batch_size();
   if (max_batch == 0) {
@@ -171,8 +115,8 @@ void ResolveWarmup(ModelConfig& config, Defects& defects) {
     CheckSizes(warmup.batch_sizes(), "warmup.batch_sizes", max_batch, "max_batch_size", defects);
   }
   if (warmup.batch_sizes().empty()) {
-    warmup.add_batch_sizes(1);
-    if (max_batch > 1) warmup.add_batch_sizes(max_batch);
+    const std::vector<int32_t> sizes = DefaultWarmupBatchSizes(triton);
+    warmup.mutable_batch_sizes()->Add(sizes.begin(), sizes.end());
   }
 
   const int64_t max_length = config.has_tokenizer() ? config.tokenizer().max_length() : 0;
@@ -183,20 +127,8 @@ void ResolveWarmup(ModelConfig& config, Defects& defects) {
                   "none: no input has a variable (-1) dimension for a length to fill",
                   absl::StrCat("[", absl::StrJoin(warmup.sequence_lengths(), ", "), "]"));
   }
-  if (warmup.sequence_lengths().empty()) {
-    if (config.has_tokenizer()) {
-      warmup.add_sequence_lengths(config.tokenizer().max_length());
-    } else {
-      for (const TensorConfig& input : config.input()) {
-        if (HasVariableDim(input)) {
-          defects.Field("warmup.sequence_lengths",
-                        absl::StrCat("at least one length, since input ", Quoted(input.name()),
-                                     " has a variable (-1) dimension"),
-                        "none");
-          break;
-        }
-      }
-    }
+  if (warmup.sequence_lengths().empty() && config.has_tokenizer()) {
+    warmup.add_sequence_lengths(config.tokenizer().max_length());
   }
 
   if (warmup.calls_per_shape() < 0) {
@@ -208,6 +140,13 @@ void ResolveWarmup(ModelConfig& config, Defects& defects) {
   if (!(warmup.settle_tolerance() > 0 && warmup.settle_tolerance() <= 1)) {
     defects.Field("warmup.settle_tolerance", "a fraction in (0, 1]", warmup.settle_tolerance());
   }
+  if (warmup.steady_calls() < 0) {
+    defects.Field("warmup.steady_calls", "a count >= 1 (0 = default 5)", warmup.steady_calls());
+  }
+  if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
+
+  AddTritonWarmup(triton, &config, triton_defects);  // may raise calls_per_shape
+
   if (warmup.max_calls_per_shape() == 0) {
     warmup.set_max_calls_per_shape(
         std::max(kDefaultWarmupMaxCallsPerShape, warmup.calls_per_shape()));
@@ -217,44 +156,18 @@ void ResolveWarmup(ModelConfig& config, Defects& defects) {
                   absl::StrCat("a count >= calls_per_shape=", warmup.calls_per_shape()),
                   warmup.max_calls_per_shape());
   }
-  if (warmup.steady_calls() < 0) {
-    defects.Field("warmup.steady_calls", "a count >= 1 (0 = default 5)", warmup.steady_calls());
+  if (warmup.sequence_lengths().empty()) {
+    for (const TensorConfig& input : config.input()) {
+      if (HasVariableDim(input)) {
+        defects.Field("warmup.sequence_lengths",
+                      absl::StrCat("at least one length (here, or as the dims of config.pbtxt's "
+                                   "model_warmup), since input ",
+                                   Quoted(input.name()), " has a variable (-1) dimension"),
+                      "none");
+        break;
+      }
+    }
   }
-  if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
-
-  // Warmup inputs read from a file are not built (worker/warmup.cc generates them).
-  if (warmup.data() == WarmupConfig::DATA_FILE) {
-    defects.NotBuilt("warmup.data", "DATA_FILE (inputs read from warmup.data_file)",
-                     "use DATA_ZERO or DATA_RANDOM");
-  }
-  if (!warmup.data_file().empty()) {
-    defects.NotBuilt("warmup.data_file",
-                     absl::StrCat("a warmup data file (", Quoted(warmup.data_file()), ")"),
-                     "remove it (warmup data comes from warmup.data: DATA_ZERO or DATA_RANDOM)");
-  }
-}
-
-void ResolveBatching(ModelConfig& config, Defects& defects) {
-  DynamicBatchingConfig& batching = *config.mutable_dynamic_batching();
-  // No cross-request batcher is built: each request runs as its own batch (its rows, padded to
-  // a warmed size when pad_to_warmed). So enabled resolves to false, and true is refused.
-  if (!batching.has_enabled()) batching.set_enabled(false);
-  if (batching.enabled()) {
-    defects.NotBuilt("dynamic_batching.enabled", "true (batching requests together across clients)",
-                     "each request runs as its own batch: leave enabled unset or false");
-  }
-  // A bound on how long a request may wait for others: never waiting honours every value.
-  if (!batching.has_max_queue_delay_us()) batching.set_max_queue_delay_us(kDefaultMaxQueueDelayUs);
-  if (batching.max_queue_delay_us() < 0) {
-    defects.Field("dynamic_batching.max_queue_delay_us", "a delay >= 0 microseconds",
-                  batching.max_queue_delay_us());
-  }
-  if (batching.max_queue_size() < 0) {
-    defects.Field("dynamic_batching.max_queue_size", "a size >= 1 (0 = default 256)",
-                  batching.max_queue_size());
-  }
-  if (batching.max_queue_size() <= 0) batching.set_max_queue_size(kDefaultMaxQueueSize);
-  if (!batching.has_pad_to_warmed()) batching.set_pad_to_warmed(true);
 }
 
 void ResolveMemory(ModelConfig& config, Defects& defects) {
@@ -406,22 +319,12 @@ std::vector<int64_t> VersionDirectories(const fs::path& model_dir) {
 }
 
 // The versions `config` asks to serve out of `present` (ascending), with a defect for each one
-// it names that is not there. The `version` shorthand and version_policy are exclusive.
+// it names that is not there.
 std::vector<int64_t> ServedVersions(const ModelConfig& config, const std::string& model_dir,
                                     const std::vector<int64_t>& present, Defects& defects) {
   const VersionPolicy& policy = config.version_policy();
   std::vector<int64_t> wanted;
-  if (config.version() != 0) {
-    if (config.version() < 0) {
-      defects.Field("version", "a version >= 1 (0 = what version_policy says)", config.version());
-      return {};
-    }
-    if (policy.policy_choice_case() != VersionPolicy::POLICY_CHOICE_NOT_SET) {
-      defects.Add("set either 'version' or 'version_policy', not both");
-      return {};
-    }
-    wanted = {config.version()};
-  } else if (policy.has_all()) {
+  if (policy.has_all()) {
     wanted = present;
   } else if (policy.has_specific()) {
     if (policy.specific().versions().empty()) {
@@ -479,10 +382,13 @@ std::string BaseName(const std::string& dir) {
   return path.filename().string();
 }
 
-absl::StatusOr<ModelConfig> ParseConfig(const std::string& path) {
-  ModelConfig config;
-  RETURN_IF_ERROR(ParseTextProtoFile(path, &config));
-  return config;
+// Reads kiln.pbtxt into `settings` when the model has one; its path, or "" when it has none.
+absl::StatusOr<std::string> ReadSettings(const std::string& model_dir, ModelSettings* settings) {
+  const fs::path path = fs::path(model_dir) / kSettingsFileName;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::string();
+  RETURN_IF_ERROR(ParseTextProtoFile(path.string(), settings));
+  return path.string();
 }
 
 }  // namespace
@@ -495,32 +401,35 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
   ModelSpec spec;
   spec.directory = model_dir;
   spec.config_path = (fs::path(model_dir) / kConfigFileName).string();
-  ASSIGN_OR_RETURN(spec.config, ParseConfig(spec.config_path));
-  ModelConfig& config = spec.config;
+  google::protobuf::TextFormat::ParseInfoTree locations;
+  RETURN_IF_ERROR(ParseTextProtoFile(spec.config_path, &spec.triton, &locations));
+  ModelSettings settings;
+  ASSIGN_OR_RETURN(spec.settings_path, ReadSettings(model_dir, &settings));
   Defects defects(spec.config_path);
+  Defects kiln_defects(spec.settings_path.empty()
+                           ? (fs::path(model_dir) / kSettingsFileName).string()
+                           : spec.settings_path);
+  RefuseUnsupportedTritonFields(spec.triton, locations, defects);
 
-  const std::string dir_name = BaseName(model_dir);
-  if (config.name().empty()) config.set_name(dir_name);
-  if (config.name() != dir_name) {
-    defects.Field("name", "the model directory's name " + Quoted(dir_name), Quoted(config.name()));
-  }
-  if (config.platform().empty()) config.set_platform(kDefaultPlatform);
-  if (config.platform() != kDefaultPlatform) {
-    defects.Field("platform", Quoted(kDefaultPlatform), Quoted(config.platform()));
-  }
+  ModelConfig& config = spec.config;
+  FromTritonConfig(spec.triton, model_dir, BaseName(model_dir), &config, defects, &spec.notes);
   if (config.max_batch_size() < 0) {
     defects.Field("max_batch_size", "a size >= 0 (0 = no batch dimension)",
                   config.max_batch_size());
   }
-  ResolveTokenizerDefaults(config, defects);
+  *config.mutable_warmup() = settings.warmup();
+  *config.mutable_memory() = settings.memory();
+  *config.mutable_readiness() = settings.readiness();
+  *config.mutable_supervision() = settings.supervision();
+  if (settings.has_tokenizer()) *config.mutable_tokenizer() = settings.tokenizer();
+
+  ResolveTokenizerDefaults(config, kiln_defects);
   CheckTensors(config.input(), "input", config, defects);
   CheckTensors(config.output(), "output", config, defects);
-  ResolveInstances(config, defects);
-  ResolveWarmup(config, defects);
-  ResolveBatching(config, defects);
-  ResolveMemory(config, defects);
-  ResolveReadiness(config, defects);
-  ResolveSupervision(config, defects);
+  ResolveWarmup(spec.triton, config, kiln_defects, defects);
+  ResolveMemory(config, kiln_defects);
+  ResolveReadiness(config, kiln_defects);
+  ResolveSupervision(config, kiln_defects);
 
   std::vector<ModelSpec> specs;
   for (int64_t version :
@@ -529,18 +438,25 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
     served.version = version;
     served.config.set_version(version);
     served.version_dir = (fs::path(model_dir) / std::to_string(version)).string();
-    served.model_path = (fs::path(served.version_dir) / kModelFileName).string();
+    served.model_path = (fs::path(served.version_dir) / config.model_filename()).string();
     if (!IsRegularFile(served.model_path)) {
       defects.Add(absl::StrCat("model file ", served.model_path, " does not exist"));
     }
     const fs::path weights = fs::path(served.version_dir) / kWeightsFileName;
     if (IsRegularFile(weights)) served.weights_path = weights.string();
-    served.tokenizer_path = CheckTokenizer(config, served.version_dir, defects);
-    served.stamp = FileStamps(
-        {served.config_path, served.model_path, served.weights_path, served.tokenizer_path});
+    served.tokenizer_path = CheckTokenizer(config, served.version_dir, kiln_defects);
+    served.stamp = FileStamps({served.config_path, served.settings_path, served.model_path,
+                               served.weights_path, served.tokenizer_path});
   }
+  defects.Append(kiln_defects);
   if (!defects.empty()) return defects.ToStatus();
   return specs;
+}
+
+void LogConfigNotes(const ModelSpec& spec) {
+  for (const std::string& note : spec.notes) {
+    LOG(WARNING) << spec.config_path << " (" << spec.key() << "): " << note;
+  }
 }
 
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir) {

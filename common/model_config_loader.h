@@ -1,18 +1,20 @@
-// Loading a Triton-like model repository (docs/model-repository.md):
+// Loading a model repository in Triton's layout (docs/model-repository.md):
 //
-//   <repository>/<model name>/config.pbtxt         kiln.ModelConfig, protobuf text format
-//   <repository>/<model name>/<version>/model.pt   TorchScript
-//   <repository>/<model name>/<version>/model.safetensors   optional: weights to map and share
-//   <repository>/<model name>/<version>/<tokenizer.model_file>   with a tokenizer section
+//   <repository>/<model name>/config.pbtxt   Triton's ModelConfig (inference.ModelConfig), text
+//   format <repository>/<model name>/kiln.pbtxt     optional: kiln's own settings
+//   (kiln.ModelSettings) <repository>/<model name>/<version>/model.pt   TorchScript (or
+//   default_model_filename) <repository>/<model name>/<version>/model.safetensors   optional:
+//   weights to map and share <repository>/<model name>/<version>/<tokenizer.model_file>   with a
+//   tokenizer in kiln.pbtxt
 //
 // A model serves the version directories its version_policy names (default: the highest one);
 // each served version is one ModelSpec.
 //
-// The loader parses each config, resolves every default (so the returned config holds explicit
-// values), checks every value and the files it names, and reports each defect with the file,
-// the field and what was expected. What the config accepts works: a value that asks for
-// something this version does not have (DATA_FILE warmup data, dynamic_batching.enabled: true)
-// is refused here, as "... is not supported in this version", not later in a worker.
+// The loader parses both files, refuses at its line each Triton field kiln does not implement
+// (common/triton_config.h), resolves every default (so the resolved config holds explicit
+// values), checks every value and the files it names, and reports each defect with the file, the
+// field and what was expected. What the config accepts works, or the log says how it is served
+// (ModelSpec::notes).
 #ifndef KILN_COMMON_MODEL_CONFIG_LOADER_H_
 #define KILN_COMMON_MODEL_CONFIG_LOADER_H_
 
@@ -24,20 +26,21 @@
 
 #include "absl/status/statusor.h"
 #include "proto/model_config.pb.h"
+#include "proto/triton_model_config.pb.h"
 
 namespace kiln {
 
 inline constexpr char kConfigFileName[] = "config.pbtxt";
-inline constexpr char kModelFileName[] = "model.pt";
+inline constexpr char kSettingsFileName[] = "kiln.pbtxt";
+inline constexpr char kModelFileName[] = "model.pt";  // without default_model_filename
 inline constexpr char kWeightsFileName[] = "model.safetensors";
 
-// Defaults that ModelConfig's comments promise; the loader writes them into the config.
-inline constexpr char kDefaultPlatform[] = "torchscript";
+// Defaults that the comments of ModelSettings and ModelConfig promise; the loader writes them
+// into the resolved config.
 inline constexpr int32_t kDefaultWarmupCallsPerShape = 3;
 inline constexpr double kDefaultWarmupSettleTolerance = 0.15;
 inline constexpr int32_t kDefaultWarmupMaxCallsPerShape = 50;
 inline constexpr int32_t kDefaultWarmupSteadyCalls = 5;
-inline constexpr int64_t kDefaultMaxQueueDelayUs = 1000;
 inline constexpr int32_t kDefaultMaxQueueSize = 256;
 inline constexpr double kDefaultCgroupShare = 0.8;
 inline constexpr int32_t kDefaultReadinessMinReady = 1;
@@ -53,18 +56,23 @@ std::string ModelKey(const std::string& name, int64_t version);
 // One served version of a model of the repository, resolved: a plain value, immutable once
 // loaded.
 struct ModelSpec {
-  ModelConfig config;          // every default resolved
-  std::string directory;       // <repository>/<name>
-  std::string config_path;     // <directory>/config.pbtxt
-  int64_t version = 0;         // the version served
-  std::string version_dir;     // <directory>/<version>
-  std::string model_path;      // <version_dir>/model.pt
+  ModelConfig config;             // every default resolved
+  inference::ModelConfig triton;  // config.pbtxt as it was read (for the ModelConfig RPC)
+  std::string directory;          // <repository>/<name>
+  std::string config_path;        // <directory>/config.pbtxt
+  std::string settings_path;      // <directory>/kiln.pbtxt; empty when there is none
+  int64_t version = 0;            // the version served
+  std::string version_dir;        // <directory>/<version>
+  std::string model_path;         // <version_dir>/<config.model_filename>
   std::string weights_path;    // <version_dir>/model.safetensors; empty when there is none
   std::string tokenizer_path;  // empty when the config has no tokenizer
   // Identifies the files as they were when loaded (device, inode, size and modification time
-  // of the config, the model, the weights and the tokenizer): a reload reloads a version whose
-  // stamp changed, and leaves the others alone.
+  // of both config files, the model, the weights and the tokenizer): a reload reloads a version
+  // whose stamp changed, and leaves the others alone.
   std::string stamp;
+  // What the config asks for that is accepted but served otherwise than a reader might expect
+  // (dynamic batching before the batcher, a GPU-only parameter): logged when the model loads.
+  std::vector<std::string> notes;
 
   std::string key() const { return ModelKey(config.name(), version); }
 };
@@ -72,13 +80,16 @@ struct ModelSpec {
 // How the server shares a loaded spec: requests in flight keep the version they were routed to.
 using SharedSpec = std::shared_ptr<const ModelSpec>;
 
-// Loads one model directory. Its config.pbtxt's errno code (NotFound when there is none) when it
-// cannot be read; otherwise InvalidArgument for every defect (a bad value, a value that is not
-// supported in this version, a missing model or tokenizer file), naming the file and, for a bad
-// value, the field and what was expected. A config with several defects reports all of them, one
-// per line.
+// Loads one model directory. Its config.pbtxt's (or kiln.pbtxt's) errno code (NotFound when there
+// is no config.pbtxt) when it cannot be read; otherwise InvalidArgument for every defect (a parse
+// error or a Triton field kiln does not implement, at its line; a bad value; a missing model or
+// tokenizer file), naming the file and, for a bad value, the field and what was expected. A model
+// with several defects reports all of them, one per line.
 // Every version it serves, ascending (at least one).
 absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& model_dir);
+
+// Logs each of spec.notes as a warning naming spec.config_path.
+void LogConfigNotes(const ModelSpec& spec);
 
 // The newest version LoadModelVersions serves.
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);

@@ -129,8 +129,8 @@ ThreadPlan PlanThreads(const std::vector<ModelSpec>& specs, const ThreadPlanInpu
     const bool configured = reserved > plan.cpus || explicit_threads > plan.cpus;
     plan.warnings.push_back(absl::StrFormat(
         "%s x their intra-op threads = %s on %s: oversubscribed (%s), so under load requests "
-        "wait for a CPU; lower instance_group.count or intra_op_threads, or give the server "
-        "more CPUs",
+        "wait for a CPU; lower instance_group's count or the INTRA_OP_THREAD_COUNT parameter, or "
+        "give the server more CPUs",
         Plural(plan.TotalWorkers(), "worker", "workers"),
         Plural(plan.TotalThreads(), "thread", "threads"), Plural(plan.cpus, "CPU", "CPUs"),
         configured ? "the configured counts ask for more"

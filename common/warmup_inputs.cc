@@ -35,12 +35,6 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
 
 absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, const Shape& shape,
                                                      uint32_t seed) {
-  if (config.warmup().data() == WarmupConfig::DATA_FILE) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(config.name(),
-                     ": warmup data DATA_FILE is not supported yet; use "
-                     "DATA_ZERO or DATA_RANDOM"));
-  }
   std::mt19937 rng(seed);
   std::vector<Tensor> inputs;
   for (const TensorConfig& input : config.input()) {

@@ -48,19 +48,22 @@ cleanup() {
 trap cleanup EXIT
 
 # repo_of MODEL [auto|old]: a repository holding only MODEL (files linked from models/), kept
-# with the results so that every recorded command can be run again. Its config is the demo's;
-# with "auto" one whose instance_group is automatic, with "old" kiln's old default on this
-# machine (1 worker of $(nproc) intra-op threads).
+# with the results so that every recorded command can be run again. Its config.pbtxt (Triton's
+# form) and kiln.pbtxt are the demo's; with "auto" a config.pbtxt whose instance_group is
+# automatic, with "old" kiln's old default on this machine (1 worker of $(nproc) intra-op threads:
+# count 1 and the PyTorch backend's INTRA_OP_THREAD_COUNT parameter).
 repo_of() {
   local dir="$out/repo-$1${2:+-$2}"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir/$1/1"
     case "${2:-}" in
       auto) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
-      old) sed "s/^instance_group.*/instance_group { count: 1 intra_op_threads: $(nproc) }/" \
+      old) local threads="key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"$(nproc)\" }"
+           sed "s/^instance_group.*/instance_group [ { count: 1 kind: KIND_CPU } ] parameters { $threads }/" \
              "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
       *) cp "models/$1/config.pbtxt" "$dir/$1/" ;;
     esac
+    if [ -f "models/$1/kiln.pbtxt" ]; then cp "models/$1/kiln.pbtxt" "$dir/$1/"; fi
     ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
   fi
   echo "$dir"

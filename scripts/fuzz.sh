@@ -4,7 +4,7 @@
 #   infer_request    the OIP request decoding and validation (DecodeInferRequest)
 #   worker_frames    the frames and arena references a worker reads (Receive, PrepareCall)
 #   worker_results   what the master reads from a worker (warmup reports, results, outputs)
-#   model_config     config.pbtxt through the loader (LoadModelVersions)
+#   model_config     config.pbtxt and kiln.pbtxt through the loader (LoadModelVersions)
 #   traffic_profile  <model>.traffic.pbtxt and <model>.samples.safetensors
 #
 # Usage: scripts/fuzz.sh [-h] [--runs=N [--seed=S]] [SECONDS] [TARGET...]

@@ -12,7 +12,8 @@ shift || true
 if [ $# -gt 0 ]; then counts=("$@"); else counts=(1 2 4); fi
 server=${KILN_BUILD_DIR:-build}/server/kiln-server
 [ -x "$server" ] || { echo "measure_serve: build first (scripts/build.sh)" >&2; exit 1; }
-[ -d "models/$model/1" ] || { echo "measure_serve: no models/$model (scripts/make_models.py)" >&2; exit 1; }
+[ -d "models/$model/1" ] && grep -qx 'backend: "pytorch"' "models/$model/config.pbtxt" 2>/dev/null ||
+  { echo "measure_serve: no models/$model, or in kiln's old form (scripts/make_models.py)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pid=""
@@ -22,6 +23,7 @@ trap cleanup EXIT
 # A repository holding only $model, its files linked from models/.
 mkdir -p "$work/repo/$model/1"
 cp "models/$model/config.pbtxt" "$work/repo/$model/"
+if [ -f "models/$model/kiln.pbtxt" ]; then cp "models/$model/kiln.pbtxt" "$work/repo/$model/"; fi
 for f in "models/$model/1/"*; do ln -s "$PWD/$f" "$work/repo/$model/1/"; done
 
 now_ms() { date +%s%3N; }

@@ -46,7 +46,8 @@ for f in "$bench" "$server_bin"; do
 done
 models=(mlp resnet18 textcls)
 for m in "${models[@]}"; do
-  [ -f "models/$m/config.pbtxt" ] || { echo "soak.sh: models/$m missing: run scripts/make_models.py" >&2; exit 1; }
+  grep -qx 'backend: "pytorch"' "models/$m/config.pbtxt" 2>/dev/null ||
+    { echo "soak.sh: models/$m missing or in kiln's old form: run scripts/make_models.py" >&2; exit 1; }
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -64,7 +65,8 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "soak.sh: [$(date +%H:%M:%S)] $*"; }
 
-# The repository: each demo model's config and version 1 (links to the demo files).
+# The repository: each demo model's config.pbtxt and kiln.pbtxt, and version 1 (links to the
+# demo files).
 repo="$work/repository"
 link_version() {  # link_version MODEL VERSION
   mkdir -p "$repo/$1/$2"
@@ -72,6 +74,7 @@ link_version() {  # link_version MODEL VERSION
 }
 for m in "${models[@]}"; do
   mkdir -p "$repo/$m"; cp "models/$m/config.pbtxt" "$repo/$m/"; link_version "$m" 1
+  if [ -f "models/$m/kiln.pbtxt" ]; then cp "models/$m/kiln.pbtxt" "$repo/$m/"; fi
 done
 
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

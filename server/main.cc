@@ -19,18 +19,20 @@
 #include "server/zygote/zygote_mode.h"
 
 DEFINE_string(model_repository, "models",
-              "Model repository: one directory per model holding config.pbtxt and "
-              "<version>/model.pt (+ model.safetensors, tokenizer). See docs/model-repository.md.");
+              "Model repository in Triton's layout: one directory per model holding Triton's "
+              "config.pbtxt (+ kiln.pbtxt) and <version>/model.pt (+ model.safetensors, "
+              "tokenizer). See docs/model-repository.md.");
 DEFINE_string(host, "127.0.0.1",
               "Address the gRPC port (and the metrics port) listens on; loopback by default, "
               "0.0.0.0 or [::] to serve other machines.");
 DEFINE_int32(port, 8001,
              "gRPC port (Open Inference Protocol, health, reflection). 0 = any free "
              "port (logged when ready).");
-DEFINE_int32(workers, 0,
-             "Workers per model; 0 = each model's instance_group.count, and where that is "
-             "unset too, as many as the CPUs allow (one intra-op thread each; docs/operating.md, "
-             "\"Threads, workers and the CPUs\").");
+DEFINE_int32(
+    workers, 0,
+    "Workers per model; 0 = each model's instance_group count, and where it has "
+    "no instance_group, as many as the CPUs allow (one intra-op thread each; docs/operating.md, "
+    "\"Threads, workers and the CPUs\").");
 DEFINE_int32(cpus, 0,
              "CPUs to size workers and intra-op threads to; 0 = what the process has: its CPU "
              "affinity (cpuset, taskset) and its cgroup's CFS quota (a Kubernetes CPU limit), "

@@ -375,6 +375,7 @@ absl::Status Master::Load() {
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
+  for (const ModelSpec& spec : specs_) LogConfigNotes(spec);
   timeline_.Phase("read_repository",
                   absl::StrCat("read model repository ", options_.model_repository, " (",
                                specs_.size(), " served model versions)"));
@@ -515,7 +516,7 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
   }
   return absl::UnavailableError(
       absl::StrCat("the readiness check did not pass in ", kReadinessAttempts,
-                   " attempts (see readiness.max_p95_factor and check_allowance_ms)"));
+                   " attempts (see kiln.pbtxt's readiness.max_p95_factor and check_allowance_ms)"));
 }
 
 absl::Status Master::Serve() {

@@ -12,7 +12,7 @@ ShapeGuard::ShapeGuard(const ModelConfig& config, std::set<Shape> warmed, ShapeM
                        int64_t budget_bytes)
     : model_(config.name()),
       batched_(config.max_batch_size() > 0),
-      pad_to_warmed_(config.dynamic_batching().pad_to_warmed()),
+      pad_to_warmed_(config.warmup().pad_to_warmed()),
       warmed_(std::move(warmed)),
       memory_(std::move(memory)),
       budget_bytes_(budget_bytes) {}

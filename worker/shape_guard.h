@@ -49,7 +49,7 @@ class ShapeGuard {
   // The batch size to pad a single-pass request of `batch_size` rows up to: the smallest warmed
   // batch size >= it at `sequence_length` whose projected peak fits the budget, or `batch_size`
   // itself when it is warmed, when none is, or when padding is off
-  // (dynamic_batching.pad_to_warmed false, or a model without a batch dim).
+  // (warmup.pad_to_warmed false in kiln.pbtxt, or a model without a batch dim).
   int32_t PaddedBatch(const Shape& request) const;
 
   // Rows per forward pass for a request of `batch_size` rows (1 for a model without a batch

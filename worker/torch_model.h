@@ -34,7 +34,9 @@ const char* LibTorchVersion();
 
 // Ownership: owns the TorchScript module and shares ownership of the mapping its tensors view
 // (destroyed after the module). Thread-safety: Load may run in any single thread; Forward is
-// not thread-safe (a worker serves one batch at a time: call it from one thread at a time).
+// not thread-safe (a worker serves one batch at a time: call it from one thread at a time), and
+// sets process-global TorchScript switches for its pass: the passes of two models must not
+// overlap either.
 // Loading runs no forward pass and starts no thread, so it is safe before fork(); Forward is
 // not (it starts the OpenMP pool), and runs only in workers.
 class TorchModel {
@@ -48,6 +50,18 @@ class TorchModel {
   // With `map_weights` false (the --share_weights=off baseline) the safetensors file is
   // ignored and the weights stay in the private heap copy torch::jit::load makes, as in a server
   // where every worker loads its own model.
+  //
+  // It binds the config's tensors to forward()'s schema as Triton's PyTorch backend does:
+  // - inputs by forward()'s argument names when every input is one of them, else by the
+  //   <name>__<index> convention (INPUT__1: the second argument after self) when every input
+  //   follows it; forward()'s arguments without a default must all be bound, and those left to
+  //   their defaults must come after every bound one;
+  // - output i is element <index> of a tuple or list result when every output is named
+  //   <name>__<index>, else element i; a dict result is looked up by output name; a tensor result
+  //   is element 0.
+  // An input that fits neither rule, two tensors bound to one argument or element, an index out
+  // of forward()'s range, or an unbound argument without a default is InvalidArgument naming the
+  // model file and the tensor or argument.
   static absl::StatusOr<std::unique_ptr<TorchModel>> Load(const ModelSpec& spec,
                                                           bool map_weights = true);
   ~TorchModel();
@@ -68,12 +82,18 @@ class TorchModel {
   // "cpu" or "cuda:N".
   std::string DeviceName() const;
 
-  // Runs forward() under NoGradGuard on `inputs`, given in the order of the config's inputs;
-  // returns the outputs (a tensor, or a tuple/list of tensors) in the config's output order,
-  // named after it. The input memory is viewed, not copied: the model must not write to it.
-  // Errors (common/status_util.h): inputs that do not match the config in count, dtype or byte
-  // size -> InvalidArgument; a forward pass that throws, or outputs that do not match the
-  // config -> Internal (the master validated the request already: the model failed, not it).
+  // Runs forward() on `inputs`, given in the order of the config's inputs (Load's binding
+  // places them among forward()'s arguments); returns the outputs in the config's output order,
+  // named after it. An input with a reshape reaches forward() in reshape.shape, an output with
+  // one leaves in its dims (the batch dimension kept in front of both). The pass runs under
+  // InferenceMode when config.torch().inference_mode, else NoGradGuard, and with the config's
+  // TorchScript switches (jit_executor, jit_profiling, tensor_fuser, graph optimisation unless
+  // disable_optimized_execution): process-global and thread-local LibTorch settings, set on the
+  // calling thread for the pass and restored after it. The input memory is viewed, not copied:
+  // the model must not write to it. Errors (common/status_util.h): inputs that do not match the
+  // config in count, dtype or byte size -> InvalidArgument; a forward pass that throws, or
+  // outputs that do not match the config (a dict without an output's key included) -> Internal
+  // (the master validated the request already: the model failed, not it).
   absl::StatusOr<std::vector<Tensor>> Forward(const std::vector<TensorView>& inputs);
 
   // Every parameter and buffer of the module (name, dtype, shape, where its data lives).

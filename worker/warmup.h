@@ -1,8 +1,8 @@
 // The warmup plan (docs/ARCHITECTURE.md, "Startup timeline", Warming): every batch size x sequence
 // length of the config, `calls_per_shape` calls each, on the thread and under the guard that will
-// serve (TorchModel::Forward's NoGradGuard), so the TorchScript profiling executor (which profiles
-// on the first call and optimises on the second) and oneDNN's per-shape primitives are settled
-// before the worker reports ready.
+// serve (TorchModel::Forward's grad mode and TorchScript switches), so the TorchScript profiling
+// executor (which profiles on the first call and optimises on the second) and oneDNN's per-shape
+// primitives are settled before the worker reports ready.
 #ifndef KILN_WORKER_WARMUP_H_
 #define KILN_WORKER_WARMUP_H_
 

@@ -218,7 +218,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelConfig(
   for (const WorkerInfo& worker : pool_.Workers()) {
     instances += worker.spec == *spec && worker.state != WorkerState::kExited;
   }
-  *response->mutable_config() = ToTritonModelConfig((*spec)->config, instances);
+  *response->mutable_config() = ToTritonModelConfig(**spec, instances);
   return Finish(context, absl::OkStatus());
 }
 

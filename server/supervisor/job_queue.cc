@@ -11,7 +11,8 @@ namespace kiln {
 absl::Status JobQueue::Push(InferJob job) {
   if (size() >= capacity_) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "queue full (", capacity_, " requests waiting; dynamic_batching.max_queue_size)"));
+        "queue full (", capacity_,
+        " requests waiting; config.pbtxt's dynamic_batching.default_queue_policy.max_queue_size)"));
   }
   jobs_.push_back(std::move(job));
   return absl::OkStatus();

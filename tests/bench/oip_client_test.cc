@@ -159,14 +159,31 @@ TEST_CASE("gRPC statuses are formatted with their code names", "[oip]") {
   CHECK(GrpcCodeName(static_cast<grpc::StatusCode>(20)) == "CODE_20");
 }
 
+// A resolved kiln::ModelConfig, as the loader gives the server.
 const char kModel[] = R"pb(
   name: "m"
-  platform: "torchscript"
+  platform: "pytorch_libtorch"
   max_batch_size: 8
-  input { name: "x" data_type: TYPE_FP32 dims: [ 3 ] }
-  input { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] }
-  output { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }
-  output { name: "n" data_type: TYPE_INT32 dims: [ 1 ] }
+  input {
+    name: "x"
+    data_type: TYPE_FP32
+    dims: [ 3 ]
+  }
+  input {
+    name: "ids"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+  }
+  output {
+    name: "y"
+    data_type: TYPE_FP32
+    dims: [ 2 ]
+  }
+  output {
+    name: "n"
+    data_type: TYPE_INT32
+    dims: [ 1 ]
+  }
 )pb";
 
 ModelConfig Config() {

@@ -22,7 +22,7 @@ using inference::ModelMetadataResponse;
 // As the config loader resolves the demo textcls (tokenizer defaults filled in).
 const char kTextModel[] = R"pb(
   name: "textcls"
-  platform: "torchscript"
+  platform: "pytorch_libtorch"
   max_batch_size: 8
   input {
     name: "input_ids"
@@ -50,7 +50,7 @@ const char kTextModel[] = R"pb(
 
 const char kNumericModel[] = R"pb(
   name: "m"
-  platform: "torchscript"
+  platform: "pytorch_libtorch"
   max_batch_size: 8
   input {
     name: "x"

@@ -205,35 +205,43 @@ EOF
 result failed '' <<< 'failed { message: "the model cannot load" }'
 printf '\003\000\001\377\377' > "${dir}/seed-unparsable"
 
-# --- model_config_fuzz: config.pbtxt ----------------------------------------------------------
+# --- model_config_fuzz: config.pbtxt, then optionally a line "--- kiln.pbtxt" and kiln.pbtxt ----
 target model_config
-cat > "${dir}/seed-mlp" <<'EOF'
+# kiln.pbtxt's part of a seed starts after this line (tests/fuzz/model_config_fuzz.cc).
+separator='--- kiln.pbtxt'
+cat > "${dir}/seed-mlp" <<EOF
 name: "m"
-platform: "torchscript"
+backend: "pytorch"
 max_batch_size: 8
-input { name: "input" data_type: TYPE_FP32 dims: [16] }
-output { name: "output" data_type: TYPE_FP32 dims: [4] }
-instance_group { kind: KIND_CPU }
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+dynamic_batching { max_queue_delay_microseconds: 500 }
+${separator}
 warmup { batch_sizes: [1, 2, 4, 8] calls_per_shape: 3 }
-dynamic_batching { max_queue_delay_us: 500 }
 EOF
-cat > "${dir}/seed-text" <<'EOF'
+cat > "${dir}/seed-text" <<EOF
 max_batch_size: 8
-input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] }
-input { name: "attention_mask" data_type: TYPE_INT64 dims: [-1] }
-output { name: "logits" data_type: TYPE_FP32 dims: [4] }
+input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 4 ] } ]
+${separator}
 warmup { batch_sizes: [1, 4] sequence_lengths: [16, 32, 64, 128] calls_per_shape: 3 }
 tokenizer { model_file: "tokenizer.model" max_length: 128 pad_id: 0 }
 EOF
-cat > "${dir}/seed-every-section" <<'EOF'
-name: "m" max_batch_size: 0 version: 1
-input { name: "a" data_type: TYPE_INT32 dims: [2, -1] }
-input { name: "b" data_type: TYPE_BF16 dims: [3] }
-output { name: "o" data_type: TYPE_FP64 dims: [1] }
-instance_group { count: 2 kind: KIND_CPU intra_op_threads: 1 }
+cat > "${dir}/seed-every-section" <<EOF
+name: "m" platform: "pytorch_libtorch" max_batch_size: 0
+version_policy { specific { versions: [ 1 ] } }
+input [ { name: "a" data_type: TYPE_INT32 dims: [2, -1] },
+        { name: "b" data_type: TYPE_BF16 dims: [3] } ]
+output [ { name: "o" data_type: TYPE_FP64 dims: [1] } ]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "1" } }
+dynamic_batching { max_queue_delay_microseconds: 0 default_queue_policy { max_queue_size: 8 } }
+${separator}
 warmup { enabled: true sequence_lengths: [4, 8] data: DATA_RANDOM settle_tolerance: 0.2
-         max_calls_per_shape: 20 steady_calls: 4 traffic_profile: "m.traffic.pbtxt" }
-dynamic_batching { enabled: false max_queue_delay_us: 0 max_queue_size: 8 pad_to_warmed: false }
+         max_calls_per_shape: 20 steady_calls: 4 traffic_profile: "m.traffic.pbtxt"
+         pad_to_warmed: false }
 memory { limit_bytes: 1000000000 cgroup_share: 0.5 headroom_bytes: 1000 }
 readiness { quorum: 2 check_requests: 5 check_concurrency: 1 max_p95_factor: 2
             check_allowance_ms: 0.5 min_ready: 1 }
@@ -241,27 +249,123 @@ supervision { compute_timeout_ms: 2500 }
 EOF
 cat > "${dir}/seed-version-policy" <<'EOF'
 max_batch_size: 2
-input { name: "x" data_type: TYPE_UINT8 dims: [] }
-output { name: "y" data_type: TYPE_BOOL dims: [1] }
+input [ { name: "x" data_type: TYPE_UINT8 dims: [] } ]
+output [ { name: "y" data_type: TYPE_BOOL dims: [1] } ]
 version_policy { latest { num_versions: 3 } }
 EOF
-cat > "${dir}/seed-defects" <<'EOF'
-name: "other" platform: "onnx" max_batch_size: -1
-input { name: "x" data_type: TYPE_BYTES dims: [0, -2] }
-input { name: "x" }
-warmup { batch_sizes: [4, 2] calls_per_shape: -1 data: DATA_FILE data_file: "w.bin" }
-dynamic_batching { enabled: true max_queue_size: -3 }
-memory { cgroup_share: 1.5 }
-readiness { quorum: -1 max_p95_factor: 0.5 }
-tokenizer { max_length: -1 ids_input: "x" }
+# A defect in nearly every field of both files.
+cat > "${dir}/seed-defects" <<EOF
+name: "other" platform: "onnxruntime_onnx" backend: "onnxruntime" max_batch_size: -1
+input [ { name: "x" data_type: TYPE_STRING dims: [0, -2] }, { name: "x" },
+        { name: "u" data_type: TYPE_UINT32 dims: [1] format: FORMAT_NCHW } ]
+output [ { name: "y" data_type: TYPE_UINT64 dims: [1] label_filename: "labels.txt" } ]
+instance_group [ { count: -1 kind: KIND_MODEL }, { kind: KIND_CPU gpus: [0, -1] } ]
+parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "0" } }
+parameters { key: "INFERENCE_MODE" value { string_value: "maybe" } }
+default_model_filename: "../model.pt"
+model_warmup [ { batch_size: 9 inputs { key: "z" value { data_type: TYPE_FP32 dims: [1, 2] } } } ]
 version_policy { specific { versions: [1, 2] } }
+${separator}
+warmup { batch_sizes: [4, 2] calls_per_shape: -1 settle_tolerance: 2 steady_calls: -1 }
+memory { cgroup_share: 1.5 limit_bytes: -1 }
+readiness { quorum: -1 max_p95_factor: 0.5 min_ready: -2 }
+supervision { compute_timeout_ms: -1 }
+tokenizer { max_length: -1 pad_id: -1 ids_input: "x" model_file: "a/b.model" }
 EOF
-printf 'input { name: "x" data_type: TYPE_FP32 dims: [1' > "${dir}/seed-syntax-error"
-# Sequence lengths for a model no length fits (a crash found by fuzz.sh: the largest shape had one).
-cat > "${dir}/seed-lengths-without-variable-dim" <<'EOF'
+printf 'input [ { name: "x" data_type: TYPE_FP32 dims: [1' > "${dir}/seed-syntax-error"
+{ sed -n '1,6p' "${dir}/seed-mlp"; printf '%s\nwarmup { batch_sizes: [1' "${separator}"; } \
+  > "${dir}/seed-settings-syntax-error"
+# Triton's fields kiln refuses, each at its line.
+cat > "${dir}/seed-triton-refused" <<'EOF'
+name: "m"
+backend: "pytorch"
+runtime: "libtorch.so"
 max_batch_size: 4
-input { name: "a" data_type: TYPE_INT32 dims: [3] }
-output { name: "o" data_type: TYPE_FP64 dims: [1] }
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] optional: true allow_ragged_batch: true } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] is_shape_tensor: true } ]
+batch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "n" data_type: TYPE_INT32 } ]
+instance_group [ { count: 1 kind: KIND_CPU passive: true rate_limiter { priority: 2 } } ]
+optimization { graph { level: 1 } input_pinned_memory { enable: true } }
+model_warmup [ { batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 2 ]
+                 input_data_file: "raw_x" } } } ]
+cc_model_filenames { key: "7.5" value: "model.pt" }
+metric_tags { key: "team" value: "a" }
+model_transaction_policy { decoupled: true }
+response_cache { enable: true }
+model_repository_agents { agents [ { name: "checksum" } ] }
+model_operations { op_library_filename: "ops.so" }
+EOF
+cat > "${dir}/seed-triton-sequence" <<'EOF'
+backend: "pytorch"
+max_batch_size: 4
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+sequence_batching { max_sequence_idle_microseconds: 5000000 oldest { max_candidate_sequences: 4 } }
+EOF
+# Warmup samples of config.pbtxt beside kiln.pbtxt's: their batch sizes, lengths and counts.
+cat > "${dir}/seed-model-warmup" <<EOF
+name: "m"
+backend: "pytorch"
+max_batch_size: 8
+input [ { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] },
+        { name: "feat" data_type: TYPE_FP16 dims: [ -1, 3 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+model_warmup [
+  { name: "short" batch_size: 2 count: 5
+    inputs { key: "ids" value { data_type: TYPE_INT64 dims: [ 16 ] zero_data: true } }
+    inputs { key: "feat" value { data_type: TYPE_FP16 dims: [ 16, 3 ] zero_data: true } } },
+  { name: "long" batch_size: 8
+    inputs { key: "ids" value { data_type: TYPE_INT64 dims: [ 64 ] random_data: true } }
+    inputs { key: "feat" value { data_type: TYPE_FP16 dims: [ 64, 3 ] random_data: true } } }
+]
+dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 100
+                   default_queue_policy { max_queue_size: 32 timeout_action: DELAY } }
+${separator}
+warmup { sequence_lengths: [ 32 ] calls_per_shape: 2 }
+EOF
+# Several instance groups (summed into one kind), and GPU ids.
+cat > "${dir}/seed-instance-groups" <<'EOF'
+backend: "pytorch"
+max_batch_size: 2
+input [ { name: "x" data_type: TYPE_INT16 dims: [ 5 ] } ]
+output [ { name: "y" data_type: TYPE_INT8 dims: [ 5 ] } ]
+instance_group [ { name: "a" count: 2 kind: KIND_CPU }, { kind: KIND_AUTO }, { count: 3 } ]
+EOF
+cat > "${dir}/seed-instance-gpus" <<'EOF'
+backend: "pytorch"
+max_batch_size: 2
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 5 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 5 ] } ]
+instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] }, { kind: KIND_AUTO gpus: [ 2 ] } ]
+EOF
+# The PyTorch backend's parameters, and others; reshape, an image format, a label file that is
+# there (config.pbtxt itself) and default_model_filename.
+cat > "${dir}/seed-parameters" <<'EOF'
+name: "m"
+platform: "pytorch_libtorch"
+max_batch_size: 1
+default_model_filename: "model.pt"
+input [ { name: "image" data_type: TYPE_UINT8 format: FORMAT_NCHW dims: [ 3, 4, 4 ]
+          reshape { shape: [ 48 ] } } ]
+output [ { name: "scores" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "config.pbtxt" } ]
+parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "3" } }
+parameters { key: "INFERENCE_MODE" value { string_value: "true" } }
+parameters { key: "DISABLE_OPTIMIZED_EXECUTION" value { string_value: "TRUE" } }
+parameters { key: "ENABLE_JIT_EXECUTOR" value { string_value: "false" } }
+parameters { key: "ENABLE_JIT_PROFILING" value { string_value: "0" } }
+parameters { key: "ENABLE_TENSOR_FUSER" value { string_value: "no" } }
+parameters { key: "ENABLE_WEIGHT_SHARING" value { string_value: "yes" } }
+parameters { key: "INTER_OP_THREAD_COUNT" value { string_value: "2" } }
+parameters { key: "ENABLE_NVFUSER" value { string_value: "true" } }
+parameters { key: "kiln_config" value { string_value: "warmup {}" } }
+version_policy { all {} }
+EOF
+# Sequence lengths for a model no length fits (a crash found by fuzz.sh: the largest shape had one).
+cat > "${dir}/seed-lengths-without-variable-dim" <<EOF
+max_batch_size: 4
+input [ { name: "a" data_type: TYPE_INT32 dims: [3] } ]
+output [ { name: "o" data_type: TYPE_FP64 dims: [1] } ]
+${separator}
 warmup { sequence_lengths: [4, 8] }
 EOF
 # The tokenizer file named by something the file system refuses (a CI crash: ENAMETOOLONG threw).
@@ -272,12 +376,29 @@ EOF
 # Enums given as numbers no value has (a crash found by fuzz.sh: proto3's text format takes them).
 cat > "${dir}/seed-enum-number" <<'EOF'
 name: "m"
-platform: "torchscript"
+backend: "pytorch"
 max_batch_size:8
-input { name: "input" data_type: TYPE_FP16 dims: [16] }
-output { name: "output" data_type:  32}
-dynamic_batching { max_queue_delay_us: 500 }
+input [ { name: "input" data_type: TYPE_FP16 dims: [16] } ]
+output [ { name: "output" data_type:  32} ]
+dynamic_batching { max_queue_delay_microseconds: 500 }
 EOF
+{ sed -n '1,6p' "${dir}/seed-mlp"; printf '%s\nwarmup { data: 7 }\n' "${separator}"; } \
+  > "${dir}/seed-settings-enum-number"
+# Numbers past what the resolved config holds: refused, not wrapped.
+for overflow in \
+    'instance-count:instance_group [ { count: 2147483647 kind: KIND_GPU gpus: [ 0, 1 ] } ]' \
+    'queue-delay:dynamic_batching { max_queue_delay_microseconds: 18446744073709551615 }' \
+    'warmup-length:model_warmup [ { batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 4294967296 ] } } } ]'; do
+  cat > "${dir}/seed-overflow-${overflow%%:*}" <<EOF
+backend: "pytorch"
+max_batch_size: 2
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 5 ] } ]
+${overflow#*:}
+${separator}
+warmup { sequence_lengths: [ 4 ] }
+EOF
+done
 
 # --- traffic_profile_fuzz: <model>.traffic.pbtxt or <model>.samples.safetensors ---------------
 target traffic_profile

@@ -60,14 +60,14 @@ struct Fixture {
     input { name: "x" data_type: TYPE_FP32 dims: -1 dims: 2 }
     input { name: "m" data_type: TYPE_INT64 dims: -1 }
     output { name: "y" data_type: TYPE_FP32 dims: 2 }
-    dynamic_batching { pad_to_warmed: true })pb");
+    warmup { pad_to_warmed: true })pb");
   ModelConfig text = ParseConfig(R"pb(
     name: "text"
     max_batch_size: 4
     input { name: "input_ids" data_type: TYPE_INT64 dims: -1 }
     input { name: "attention_mask" data_type: TYPE_INT32 dims: -1 }
     output { name: "logits" data_type: TYPE_FP32 dims: 2 }
-    dynamic_batching { pad_to_warmed: true }
+    warmup { pad_to_warmed: true }
     tokenizer {
       model_file: "tokenizer.model"
       text_input: "text"

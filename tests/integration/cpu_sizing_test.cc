@@ -54,18 +54,18 @@ using std::chrono::seconds;
 
 constexpr int kSchedOther = 0;
 
-// The demo mlp's config, named `name`, with `instance_group` instead of the demo's (none: the
-// count and the threads are automatic).
-std::string MlpConfig(const std::string& name, const std::string& instance_group = "") {
-  std::string config = DemoConfig("mlp");
-  config = std::regex_replace(config, std::regex("instance_group[^\n]*\n"), instance_group + "\n");
-  return std::regex_replace(config, std::regex("name: \"mlp\""), "name: \"" + name + "\"");
+// The demo mlp's config, named `name`, with `workers` added: an instance_group and the
+// INTRA_OP_THREAD_COUNT parameter, or neither (as the demo: the count and the threads are
+// automatic).
+std::string MlpConfig(const std::string& name, const std::string& workers = "") {
+  return kiln::testing::Renamed(DemoConfig("mlp"), name) + workers;
 }
 
-// A repository of the mlp demo model under `names`, each with the given instance_group.
-std::string MlpRepository(const TempDir& dir, const std::map<std::string, std::string>& groups) {
+// A repository of the mlp demo model under `names`, each with the given workers (MlpConfig) and
+// the demo's kiln.pbtxt.
+std::string MlpRepository(const TempDir& dir, const std::map<std::string, std::string>& workers) {
   std::map<std::string, TestModel> models;
-  for (const auto& [name, group] : groups) models[name] = TestModel{"mlp", MlpConfig(name, group)};
+  for (const auto& [name, group] : workers) models[name] = TestModel{"mlp", MlpConfig(name, group)};
   return kiln::testing::MakeRepository(dir, models);
 }
 
@@ -138,7 +138,8 @@ TEST_CASE(
     "[integration][cpu]") {
   TempDir dir;
   const std::string repository = MlpRepository(
-      dir, {{"auto", ""}, {"fixed", "instance_group { count: 1 intra_op_threads: 2 }"}});
+      dir, {{"auto", ""},
+            {"fixed", "instance_group [ { count: 1 } ]\n" + kiln::testing::IntraOpThreads(2)}});
   SECTION("3 CPUs: the explicit model's 2 threads, the rest to the automatic one") {
     kiln::testing::ServerConfig config = Automatic(repository);
     config.extra_args = {"--cpus=3"};
@@ -288,7 +289,7 @@ TEST_CASE("a worker respawned while serving warms at idle priority and is promot
   if (const IdleReturn back = CheckReturnFromIdle(); !back.allowed) KILN_SKIP(back.how);
   TempDir dir;
   auto server =
-      StartServing(Automatic(MlpRepository(dir, {{"mlp", "instance_group { count: 2 }"}})));
+      StartServing(Automatic(MlpRepository(dir, {{"mlp", "instance_group [ { count: 2 } ]\n"}})));
   WorkersAtNormalPriority(*server);
   const std::vector<pid_t> before = server->WorkerPids();
   REQUIRE(before.size() == 2);

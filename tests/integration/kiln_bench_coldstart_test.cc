@@ -27,12 +27,16 @@ using kiln::testing::TempDir;
 const std::string kBench = KILN_BENCH_BINARY;
 const std::string kServer = KILN_SERVER_BINARY;
 
-// A repository with only the demo mlp model: its config and version files as symlinks.
+// A repository with only the demo mlp model: its config.pbtxt, its kiln.pbtxt (when it has one)
+// and its version files as symlinks.
 std::string MlpOnlyRepository(const TempDir& dir) {
   const fs::path source = fs::path(kiln::testing::ModelsDir()) / "mlp";
   const fs::path target = fs::path(dir.path()) / "repo" / "mlp";
   fs::create_directories(target / "1");
   fs::create_symlink(source / "config.pbtxt", target / "config.pbtxt");
+  if (fs::exists(source / "kiln.pbtxt")) {
+    fs::create_symlink(source / "kiln.pbtxt", target / "kiln.pbtxt");
+  }
   for (const fs::directory_entry& file : fs::directory_iterator(source / "1")) {
     fs::create_symlink(file.path(), target / "1" / file.path().filename());
   }
@@ -102,7 +106,7 @@ TEST_CASE("kiln-bench coldstart reports a server that exits before SERVING",
           "[server][bench][coldstart]") {
   TempDir dir;
   // A repository whose model cannot load: the server exits 1 during startup.
-  dir.WriteFile("repo/mlp/config.pbtxt", "name: \"mlp\"\nplatform: \"torchscript\"\n");
+  dir.WriteFile("repo/mlp/config.pbtxt", "name: \"mlp\"\nbackend: \"pytorch\"\n");
   dir.WriteFile("repo/mlp/1/model.pt", "not a TorchScript file");
   const std::string tmp = dir.path() + "/tmp";
   fs::create_directories(tmp);

@@ -284,7 +284,7 @@ TEST_CASE(
       CHECK(metadata.name() == name);
       CHECK(std::vector<std::string>(metadata.versions().begin(), metadata.versions().end()) ==
             std::vector<std::string>{"1"});
-      CHECK(metadata.platform() == "torchscript");
+      CHECK(metadata.platform() == "pytorch_libtorch");  // Triton's name for a TorchScript model
       auto check = [](const auto& actual, const std::vector<ExpectedTensor>& want) {
         REQUIRE(actual.size() == static_cast<int>(want.size()));
         for (size_t i = 0; i < want.size(); ++i) {
@@ -518,7 +518,13 @@ TEST_CASE(
     "[integration][server][supervision]") {
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(
-      repo_dir, {{"mlp", DemoConfig("mlp") + "\nsupervision { compute_timeout_ms: 300 }\n"}});
+      repo_dir,
+      std::map<std::string, kiln::testing::TestModel>{
+          {"mlp",
+           {"mlp",
+            DemoConfig("mlp"),
+            {1},
+            kiln::testing::DemoSettings("mlp") + "\nsupervision { compute_timeout_ms: 300 }\n"}}});
   // At normal priority: a worker still at idle priority (through the readiness check) beside
   // busy neighbours can wait longer than this tight timeout for a CPU, and be replaced for it.
   ServerConfig config = Config(repo, 2);
@@ -560,26 +566,30 @@ TEST_CASE(
 
 // --- 4. bad requests --------------------------------------------------------------------------
 
-// A copy of textcls (its tokenizer adds the BYTES input "text"), lightly warmed.
+// A copy of textcls (its tokenizer adds the BYTES input "text"), lightly warmed: config.pbtxt
+// and kiln.pbtxt.
 constexpr char kTextBytesConfig[] = R"pb(
   name: "textbytes"
-  max_batch_size: 8
-  input {
+  backend: "pytorch"
+  max_batch_size: 8 input
+  [ {
     name: "input_ids"
     data_type: TYPE_INT64
     dims: [ -1 ]
   }
-  input {
-    name: "attention_mask"
-    data_type: TYPE_INT64
-    dims: [ -1 ]
-  }
-  output {
+    , {
+      name: "attention_mask"
+      data_type: TYPE_INT64
+      dims: [ -1 ]
+    }] output
+  [ {
     name: "logits"
     data_type: TYPE_FP32
     dims: [ 4 ]
-  }
-  instance_group { count: 1 }
+  }] instance_group
+  [ { count: 1 }]
+)pb";
+constexpr char kTextBytesSettings[] = R"pb(
   warmup {
     sequence_lengths: [ 16 ]
     batch_sizes: [ 1 ]
@@ -593,9 +603,9 @@ TEST_CASE(
     "[integration][server][validation]") {
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(
-      repo_dir,
-      std::map<std::string, kiln::testing::TestModel>{
-          {"mlp", {"mlp", DemoConfig("mlp")}}, {"textbytes", {"textcls", kTextBytesConfig}}});
+      repo_dir, std::map<std::string, kiln::testing::TestModel>{
+                    {"mlp", {"mlp", DemoConfig("mlp")}},
+                    {"textbytes", {"textcls", kTextBytesConfig, {1}, kTextBytesSettings}}});
   auto server = StartServing(Config(repo, 1));
   auto channel = kiln::testing::LoopbackChannel(server->port());
   Stub oip(channel);

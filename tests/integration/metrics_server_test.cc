@@ -37,12 +37,11 @@ using kiln::testing::HttpGet;
 using kiln::testing::Infer;
 using kiln::testing::kStartup;
 using kiln::testing::MetricLabels;
-using kiln::testing::MlpConfig;
 using kiln::testing::MlpRequest;
+using kiln::testing::MlpWithSettings;
 using kiln::testing::ModelReport;
 using kiln::testing::ParsedMetrics;
 using kiln::testing::PollUntil;
-using kiln::testing::Renamed;
 using kiln::testing::Report;
 using kiln::testing::ServerConfig;
 using kiln::testing::ServerProcess;
@@ -114,10 +113,8 @@ TEST_CASE(
   // batch 3 is a cold shape.
   const std::string repo = kiln::testing::MakeRepository(
       repo_dir, {{"mlp", {"mlp", DemoConfig("mlp")}},
-                 {"mlp_cold",
-                  {"mlp", Renamed(MlpConfig("warmup { batch_sizes: [1] }\n"
-                                            "dynamic_batching { pad_to_warmed: false }"),
-                                  "mlp_cold")}}});
+                 {"mlp_cold", MlpWithSettings("warmup { batch_sizes: [1] pad_to_warmed: false }\n",
+                                              "mlp_cold")}});
   const int metrics_port = FreePort();
   ServerConfig config = Config(repo, 1);
   config.extra_args = {"--metrics_port=" + std::to_string(metrics_port)};

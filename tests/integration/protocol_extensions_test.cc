@@ -1,5 +1,6 @@
 // Triton's protocol extensions against the real server: ServerMetadata's extensions, the
-// ModelConfig RPC (Triton's ModelConfig message filled from kiln's config) and ModelStreamInfer
+// ModelConfig RPC (the model's config.pbtxt as Triton fills it in, with kiln's resolved kiln.pbtxt
+// settings in parameters["kiln_config"]) and ModelStreamInfer
 // (responses in request order, an error per request without ending the stream, the same
 // outputs as ModelInfer, and open streams ended by a drain instead of holding it up).
 #include <signal.h>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
+#include "google/protobuf/text_format.h"
+#include "proto/model_config.pb.h"
 #include "server/front/infer_stream.h"
 #include "tests/integration/server_test_util.h"
 
@@ -87,6 +90,7 @@ TEST_CASE(
     const inference::ModelConfig& config = response.config();
     CHECK(config.name() == "mlp");
     CHECK(config.platform() == "pytorch_libtorch");
+    CHECK(config.backend() == "pytorch");
     CHECK(config.max_batch_size() > 0);
     REQUIRE(config.input_size() == 1);
     CHECK(config.input(0).name() == "input");
@@ -96,8 +100,16 @@ TEST_CASE(
     REQUIRE(config.instance_group_size() == 1);
     CHECK(config.instance_group(0).count() == 1);  // --workers=1
     CHECK(config.instance_group(0).kind() == inference::ModelInstanceGroup::KIND_CPU);
-    CHECK_FALSE(config.model_warmup().empty());
-    CHECK_THAT(config.parameters().at("kiln_config").string_value(), Contains("name: \"mlp\""));
+    // kiln's settings, resolved: the warmup of the demo's kiln.pbtxt, and the defaults written out.
+    REQUIRE(config.parameters().count("kiln_config") == 1);
+    ModelSettings settings;
+    REQUIRE(google::protobuf::TextFormat::ParseFromString(
+        config.parameters().at("kiln_config").string_value(), &settings));
+    CHECK(std::vector<int32_t>(settings.warmup().batch_sizes().begin(),
+                               settings.warmup().batch_sizes().end()) ==
+          std::vector<int32_t>{1, 2, 4, 8});
+    CHECK(settings.warmup().calls_per_shape() == 3);
+    CHECK(settings.readiness().check_requests() == 20);
 
     for (const auto& [name, version, code] :
          {std::tuple("nope", "", grpc::StatusCode::NOT_FOUND),

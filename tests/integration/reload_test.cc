@@ -43,7 +43,7 @@ std::string MlpNamed(const std::string& name) {
   return kiln::testing::Renamed(kiln::testing::OneThreadConfig(DemoConfig("mlp")), name);
 }
 
-// Three mlp models, "a", "b" and "c", each with version 1.
+// Three mlp models, "a", "b" and "c", each with version 1 and the demo's kiln.pbtxt.
 std::string ThreeModels(const TempDir& dir) {
   return kiln::testing::MakeRepository(dir, {{"a", {"mlp", MlpNamed("a")}},
                                              {"b", {"mlp", MlpNamed("b")}},
@@ -251,8 +251,9 @@ TEST_CASE(
   const std::vector<std::string> b = IndexOf(oip, "b");
   REQUIRE(b.size() == 1);
   CHECK_THAT(b.front(), Contains("1 READY") && Contains("no_such_field"));
-  // A warmup that fails: a memory budget no shape fits.
-  repo_dir.WriteFile("c/config.pbtxt", MlpNamed("c") + "memory { limit_bytes: 1000 }\n");
+  // A warmup that fails: a memory budget no shape fits (kiln's setting, in kiln.pbtxt).
+  repo_dir.WriteFile("c/kiln.pbtxt",
+                     kiln::testing::DemoSettings("mlp") + "memory { limit_bytes: 1000 }\n");
   const grpc::Status cold = Load(oip, "c");
   CHECK(cold.error_code() != grpc::StatusCode::OK);
   CHECK_THAT(cold.error_message(), Contains("loading c:1 failed") && Contains("budget"));

@@ -343,9 +343,15 @@ void LinkVersion(const std::string& repository, const std::string& model, const 
   }
 }
 
+std::string DemoSettings(const std::string& model) {
+  return ReadWholeFile(ModelsDir() + "/" + model + "/kiln.pbtxt");  // "" when there is none
+}
+
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models) {
   for (const auto& [name, model] : models) {
     dir.WriteFile(name + "/config.pbtxt", model.config);
+    const std::string settings = model.settings.value_or(DemoSettings(model.source));
+    if (!settings.empty()) dir.WriteFile(name + "/kiln.pbtxt", settings);
     for (int version : model.versions) LinkVersion(dir.path(), name, model.source, version);
   }
   return dir.path();

@@ -153,21 +153,29 @@ grpc::Status HealthCheck(grpc::health::v1::Health::Stub& stub, const std::string
 
 // --- model repositories --------------------------------------------------------------------
 
-// Writes a repository under `dir`: for each model name, <dir>/<name>/config.pbtxt with the
-// given text, and <dir>/<name>/1/ holding symlinks to the demo model `source` files (model.pt,
-// model.safetensors, reference.safetensors, tokenizer.model when present). `models` maps a
-// model name to {demo model to take the files from, config text}. Returns dir.path().
+// Writes a repository under `dir` in Triton's layout: for each model name,
+// <dir>/<name>/config.pbtxt with the given text, <dir>/<name>/kiln.pbtxt (kiln's settings) as
+// TestModel::settings says, and <dir>/<name>/<version>/ holding symlinks to the demo model
+// `source`'s version 1 files (model.pt, model.safetensors, reference.safetensors, tokenizer.model
+// when present). `models` maps a model name to {demo model to take the files from, config text,
+// versions, settings}. Returns dir.path().
 struct TestModel {
   std::string source;               // a demo model under ModelsDir(): "mlp", "resnet50", ...
-  std::string config;               // config.pbtxt text
+  std::string config;               // config.pbtxt text (Triton's ModelConfig)
   std::vector<int> versions = {1};  // version directories, each linking the demo's files
+  // kiln.pbtxt text (kiln.ModelSettings). std::nullopt: a copy of the demo model `source`'s
+  // kiln.pbtxt, when it has one; "": no kiln.pbtxt.
+  std::optional<std::string> settings = std::nullopt;
 };
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, TestModel>& models);
 // <repository>/<model>/<version>: links to the demo model `source`'s version 1 files.
 void LinkVersion(const std::string& repository, const std::string& model, const std::string& source,
                  int version);
-// Shorthand: every model is the demo model of the same name.
+// Shorthand: every model is the demo model of the same name with the given config.pbtxt text,
+// and the demo's kiln.pbtxt when it has one.
 std::string MakeRepository(const TempDir& dir, const std::map<std::string, std::string>& configs);
+// The demo model `model`'s kiln.pbtxt text; "" when it has none.
+std::string DemoSettings(const std::string& model);
 
 }  // namespace kiln::testing
 

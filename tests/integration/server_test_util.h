@@ -47,36 +47,35 @@ inline std::string ReadText(const std::string& path) {
   return out.str();
 }
 
-// The demo model's config.pbtxt text, to copy into a test repository (optionally amended).
+// The demo model's config.pbtxt text (Triton's ModelConfig), to copy into a test repository
+// (optionally amended). Its kiln.pbtxt, when it has one, is DemoSettings(model): MakeRepository
+// copies it beside a config of the demo's unless the TestModel says otherwise.
 inline std::string DemoConfig(const std::string& model) {
   const std::string text = ReadText(ModelsDir() + "/" + model + "/config.pbtxt");
   if (text.empty()) FAIL("no demo config for " << model << " under " << ModelsDir());
   return text;
 }
 
-// `config` with workers of one intra-op thread, so that they come from a warm template however
-// many CPUs the machine has.
-inline std::string OneThreadConfig(const std::string& config) {
-  return std::regex_replace(config, std::regex("instance_group[^\n]*\n"),
-                            "instance_group { kind: KIND_CPU intra_op_threads: 1 }\n");
+// The PyTorch backend's parameter setting each worker's intra-op threads, as config.pbtxt says it.
+inline std::string IntraOpThreads(int threads) {
+  return "parameters { key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"" +
+         std::to_string(threads) + "\" } }\n";
 }
 
-// The demo mlp's config with its warmup and dynamic_batching blocks replaced by `blocks`.
-inline std::string MlpConfig(const std::string& blocks) {
-  std::string config;
-  std::istringstream lines(DemoConfig("mlp"));
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("warmup", 0) != 0 && line.rfind("dynamic_batching", 0) != 0) {
-      config += line + "\n";
-    }
-  }
-  return config + blocks + "\n";
-}
+// `config` with workers of one intra-op thread, so that they come from a warm template however
+// many CPUs the machine has (the count stays the config's: automatic for the demo models).
+inline std::string OneThreadConfig(const std::string& config) { return config + IntraOpThreads(1); }
 
 // `config` under another model's name.
 inline std::string Renamed(const std::string& config, const std::string& name) {
   return std::regex_replace(config, std::regex("name: \"[^\"]*\""), "name: \"" + name + "\"",
                             std::regex_constants::format_first_only);
+}
+
+// The demo mlp (its config.pbtxt renamed `name`) with `settings` as its kiln.pbtxt instead of the
+// demo's, e.g. "warmup { batch_sizes: [1] pad_to_warmed: false }\n".
+inline TestModel MlpWithSettings(const std::string& settings, const std::string& name = "mlp") {
+  return TestModel{"mlp", Renamed(DemoConfig("mlp"), name), {1}, settings};
 }
 
 inline ServerConfig Config(const std::string& repository, int workers) {

@@ -35,7 +35,7 @@ using kiln::testing::Fp32Tensor;
 using kiln::testing::Infer;
 using kiln::testing::kStartup;
 using kiln::testing::MaxAbsDiff;
-using kiln::testing::MlpConfig;
+using kiln::testing::MlpWithSettings;
 using kiln::testing::ModelReport;
 using kiln::testing::ModelsDir;
 using kiln::testing::PollUntil;
@@ -140,8 +140,16 @@ TEST_CASE(
 
 // --- the memory budget ----------------------------------------------------------------------
 
-std::string MlpWithBudget(int64_t limit_bytes) {
-  return DemoConfig("mlp") + "\nmemory { limit_bytes: " + std::to_string(limit_bytes) + " }\n";
+// The demo mlp with a memory budget per worker, in its kiln.pbtxt.
+kiln::testing::TestModel MlpWithBudget(int64_t limit_bytes) {
+  return MlpWithSettings(kiln::testing::DemoSettings("mlp") +
+                         "\nmemory { limit_bytes: " + std::to_string(limit_bytes) + " }\n");
+}
+
+// A repository of the one model `mlp`.
+std::string MlpRepository(const TempDir& dir, const kiln::testing::TestModel& mlp) {
+  return kiln::testing::MakeRepository(
+      dir, std::map<std::string, kiln::testing::TestModel>{{"mlp", mlp}});
 }
 
 TEST_CASE(
@@ -177,8 +185,7 @@ TEST_CASE(
   //    refused; batch 8 is served in 8 warm passes of 1 row, with the right numbers.
   {
     TempDir repo_dir;
-    const std::string repo =
-        kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(peak1 + slope / 2)}});
+    const std::string repo = MlpRepository(repo_dir, MlpWithBudget(peak1 + slope / 2));
     auto server = StartServing(config(repo));
     const std::vector<pid_t> workers = server->WorkerPids();
     REQUIRE(workers.size() == 1);
@@ -225,8 +232,7 @@ TEST_CASE(
   //    worker it could not fork carries its numbers.)
   {
     TempDir repo_dir;
-    const std::string repo =
-        kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(baseline + slope / 2)}});
+    const std::string repo = MlpRepository(repo_dir, MlpWithBudget(baseline + slope / 2));
     ServerProcess server(Config(repo, 1));
     const std::optional<int> code = server.WaitExit(kStartup);
     REQUIRE(code.has_value());
@@ -295,8 +301,7 @@ TEST_CASE("the master refuses to fork a worker whose budget does not fit in memo
           "[integration][warm][memory]") {
   TempDir repo_dir;
   // 1 PB per worker: no machine has it.
-  const std::string repo =
-      kiln::testing::MakeRepository(repo_dir, {{"mlp", MlpWithBudget(int64_t{1} << 50)}});
+  const std::string repo = MlpRepository(repo_dir, MlpWithBudget(int64_t{1} << 50));
   ServerProcess server(Config(repo, 1));
   const std::optional<int> code = server.WaitExit(kStartup);
   REQUIRE(code.has_value());
@@ -313,9 +318,8 @@ TEST_CASE(
     "[integration][warm][traffic]") {
   TempDir repo_dir, state;
   // Warm only batch 1 and do not pad, so batch 3 is a cold shape the first time.
-  const std::string repo = kiln::testing::MakeRepository(
-      repo_dir, {{"mlp", MlpConfig("warmup { batch_sizes: [1] }\n"
-                                   "dynamic_batching { pad_to_warmed: false }")}});
+  const std::string repo = MlpRepository(
+      repo_dir, MlpWithSettings("warmup { batch_sizes: [1] pad_to_warmed: false }\n"));
   auto config = Config(repo, 1);
   config.extra_args = {"--state_dir=" + state.path(), "--record_samples=2"};
   const Tensor three = Fp32Tensor("input", {3, 16});

@@ -24,11 +24,12 @@ using Catch::Matchers::Contains;
 using testing::FakeZygote;
 using testing::WaitUntil;
 
+// Triton's config.pbtxt; no kiln.pbtxt (every setting its default).
 constexpr char kConfig[] = R"(name: "m"
-platform: "torchscript"
+backend: "pytorch"
 max_batch_size: 4
-input { name: "x" data_type: TYPE_FP32 dims: [4] }
-output { name: "y" data_type: TYPE_FP32 dims: [2] }
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
 )";
 
 std::vector<std::string> Keys(const std::vector<SharedSpec>& specs) {

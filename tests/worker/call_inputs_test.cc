@@ -34,7 +34,7 @@ ModelConfig SeqModel() {
         input { name: "x" data_type: TYPE_FP32 dims: -1 dims: 2 }
         input { name: "m" data_type: TYPE_INT64 dims: -1 }
         output { name: "y" data_type: TYPE_FP32 dims: 2 }
-        dynamic_batching { pad_to_warmed: true })pb",
+        warmup { pad_to_warmed: true })pb",
       &config));
   return config;
 }

@@ -25,7 +25,7 @@ ModelConfig Model(int32_t max_batch_size, bool pad_to_warmed = true) {
   ModelConfig config;
   config.set_name("m");
   config.set_max_batch_size(max_batch_size);
-  config.mutable_dynamic_batching()->set_pad_to_warmed(pad_to_warmed);
+  config.mutable_warmup()->set_pad_to_warmed(pad_to_warmed);
   return config;
 }
 

@@ -43,7 +43,7 @@ ModelConfig ParseConfig(const std::string& text) {
 ModelConfig OneInputModel(DataType type, std::vector<int64_t> dims, int32_t max_batch_size) {
   ModelConfig config;
   config.set_name("m");
-  config.set_platform("torchscript");
+  config.set_platform("pytorch_libtorch");
   config.set_max_batch_size(max_batch_size);
   TensorConfig* input = config.add_input();
   input->set_name("x");
@@ -59,7 +59,7 @@ ModelConfig OneInputModel(DataType type, std::vector<int64_t> dims, int32_t max_
 // Two FP32 inputs "x" [4] and "w" [2], two outputs, batching up to 8.
 const char kTwoInputs[] = R"pb(
   name: "two"
-  platform: "torchscript"
+  platform: "pytorch_libtorch"
   max_batch_size: 8
   input {
     name: "x"
@@ -819,7 +819,7 @@ TEST_CASE("model metadata lists tensors with OIP datatypes and a -1 batch dim", 
   CHECK(response.name() == "two");
   CHECK(std::vector<std::string>(response.versions().begin(), response.versions().end()) ==
         std::vector<std::string>{"5"});
-  CHECK(response.platform() == "torchscript");
+  CHECK(response.platform() == "pytorch_libtorch");
   REQUIRE(response.inputs_size() == 2);
   CHECK(response.inputs(0).name() == "x");
   CHECK(response.inputs(0).datatype() == "FP32");
@@ -883,7 +883,7 @@ TEST_CASE("a request view whose bytes do not match its shape is refused", "[code
 // A text model: clients send "text" (BYTES [batch, 1]) or the token inputs themselves.
 const char kTextModel[] = R"pb(
   name: "textcls"
-  platform: "torchscript"
+  platform: "pytorch_libtorch"
   max_batch_size: 4
   input {
     name: "input_ids"

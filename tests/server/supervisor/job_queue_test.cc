@@ -37,7 +37,8 @@ TEST_CASE("a job queue is first in first out and refuses past its capacity", "[j
   const absl::Status full = queue.Push(Job("c"));
   CHECK(full.code() == absl::StatusCode::kResourceExhausted);
   CHECK_THAT(std::string(full.message()),
-             Contains("queue full (2 requests waiting; dynamic_batching.max_queue_size)"));
+             Contains("queue full (2 requests waiting; config.pbtxt's "
+                      "dynamic_batching.default_queue_policy.max_queue_size)"));
   CHECK(queue.size() == 2);
   CHECK(Name(queue.Pop()) == "a");
   REQUIRE(queue.Push(Job("d")).ok());  // room again
