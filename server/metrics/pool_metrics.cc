@@ -74,12 +74,17 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
                                 "Requests waiting for a worker (Triton's name).");
   MetricFamily budget =
       Gauges("kiln_worker_memory_budget_bytes", "Each worker's memory budget (0: none).");
+  MetricFamily mapped = Gauges("kiln_model_weights_mapped",
+                               "1 when the version's weights are a mapped model.safetensors, "
+                               "shared by its workers; 0 when they are on the heap (no such "
+                               "file), private to each worker once written to.");
   for (const auto& [key, version] : by_key) {
     const std::vector<ClientMetric::Label> labels = {{"model", key.first},
                                                      {"version", std::to_string(key.second)}};
     Add(target, labels, version->readiness.workers);
     Add(ready, labels, version->readiness.serving ? 1 : 0);
     Add(budget, labels, static_cast<double>(version->budget_bytes));
+    Add(mapped, labels, version->spec->weights_path.empty() ? 0 : 1);
     Add(pending, labels, queued[key]);
   }
 
@@ -122,20 +127,11 @@ std::vector<MetricFamily> PoolStateFamilies(MasterState state,
       Add(peak, with_shape, static_cast<double>(shape.peak_anon_bytes()));
     }
   }
-  return {std::move(server),
-          std::move(states),
-          std::move(target),
-          std::move(ready),
-          std::move(pending),
-          std::move(budget),
-          std::move(first),
-          std::move(steady),
-          std::move(ratio),
-          std::move(settle),
-          std::move(peak),
-          std::move(duration),
-          std::move(tokenizer_first),
-          std::move(tokenizer_steady)};
+  return {std::move(server),   std::move(states),          std::move(target),
+          std::move(ready),    std::move(pending),         std::move(budget),
+          std::move(mapped),   std::move(first),           std::move(steady),
+          std::move(ratio),    std::move(settle),          std::move(peak),
+          std::move(duration), std::move(tokenizer_first), std::move(tokenizer_steady)};
 }
 
 std::vector<MetricFamily> PoolStateCollector::Collect() const {

@@ -33,13 +33,17 @@ absl::StatusOr<LoadedModels> LoadModels(const std::vector<ModelSpec>& specs, boo
     absl::StatusOr<std::unique_ptr<TorchModel>> model = TorchModel::Load(spec);
     if (!model.ok()) return Annotate(model.status(), absl::StrCat("load ", spec.config.name()));
     const TorchModelLoadStats& stats = (*model)->stats();
-    phase(
-        "load_model", spec,
-        absl::StrFormat(
-            "loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind %.1f ms, %d tensors "
-            "shared, %d copied)",
-            spec.config.name(), spec.version, stats.map_ms, stats.mapped_bytes / 1e6, stats.load_ms,
-            stats.rebind_ms, stats.tensors_rebound, stats.tensors_copied));
+    phase("load_model", spec,
+          spec.weights_path.empty()
+              ? absl::StrFormat(
+                    "loaded %s v%d (torchscript %.1f ms; no model.safetensors to map: the weights "
+                    "stay on the heap, shared copy-on-write after the fork until written to)",
+                    spec.config.name(), spec.version, stats.load_ms)
+              : absl::StrFormat("loaded %s v%d (map %.1f ms, %.1f MB; torchscript %.1f ms; rebind "
+                                "%.1f ms, %d tensors shared, %d copied)",
+                                spec.config.name(), spec.version, stats.map_ms,
+                                stats.mapped_bytes / 1e6, stats.load_ms, stats.rebind_ms,
+                                stats.tensors_rebound, stats.tensors_copied));
     entry.loaded = model->get();
     loaded.models.push_back(*std::move(model));
   }

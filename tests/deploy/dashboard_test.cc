@@ -61,6 +61,7 @@ const std::set<std::string> kExportedMetrics = {
     "kiln_process_shared_bytes",
     "kiln_worker_memory_budget_bytes",
     "kiln_worker_memory_headroom_bytes",
+    "kiln_model_weights_mapped",
     "kiln_memory_pss_bytes",
     "kiln_memory_limit_bytes",
     "kiln_build_info",

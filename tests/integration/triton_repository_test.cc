@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
 #include "google/protobuf/text_format.h"
 #include "proto/model_config.pb.h"
@@ -37,66 +38,58 @@ using std::chrono::seconds;
 // The demo mlp (forward(input) -> output) as Triton's docs write a TorchScript model's config:
 // the backend's <name>__<index> names, two instance groups, two versions, a warmup sample, the
 // dynamic batcher and the PyTorch backend's parameters.
-constexpr char kTritonMlp[] = R"pb(name: "classifier"
-                                   platform: "pytorch_libtorch"
-                                   max_batch_size: 8 input
-                                   [ {
-                                     name: "INPUT__0"
-                                     data_type: TYPE_FP32
-                                     dims: [ 16 ]
-                                   }] output
-                                   [ {
-                                     name: "OUTPUT__0"
-                                     data_type: TYPE_FP32
-                                     dims: [ 4 ]
-                                   }] instance_group
-                                   [ { count: 1 kind: KIND_CPU }
-                                     , { count: 1 kind: KIND_CPU }]
-                                   version_policy: { all: {} }
-                                   parameters: {
-                                     key: "INTRA_OP_THREAD_COUNT"
-                                     value: { string_value: "1" }
-                                   }
-                                   parameters: {
-                                     key: "INFERENCE_MODE"
-                                     value: { string_value: "true" }
-                                   } model_warmup
-                                   [ {
-                                     name: "four_rows"
-                                     batch_size: 4
-                                     count: 2
-                                     inputs {
-                                       key: "INPUT__0"
-                                       value: {
-                                         data_type: TYPE_FP32
-                                         dims: [ 16 ]
-                                         random_data: true
-                                       }
-                                     }
-                                   }]
-                                   dynamic_batching {
-                                     preferred_batch_size: [ 2 ]
-                                     max_queue_delay_microseconds: 100
-                                   }
-)pb";
+// (Raw strings delimited "cfg", not "pb", so that clang-format leaves them as Triton's docs write
+// them.)
+constexpr char kTritonMlp[] = R"cfg(name: "classifier"
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [
+  {
+    name: "INPUT__0"
+    data_type: TYPE_FP32
+    dims: [ 16 ]
+  }
+]
+output [
+  {
+    name: "OUTPUT__0"
+    data_type: TYPE_FP32
+    dims: [ 4 ]
+  }
+]
+instance_group [
+  { count: 1 kind: KIND_CPU },
+  { count: 1 kind: KIND_CPU }
+]
+version_policy: { all: {} }
+parameters: { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
+parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }
+model_warmup [
+  {
+    name: "four_rows"
+    batch_size: 4
+    count: 2
+    inputs {
+      key: "INPUT__0"
+      value: { data_type: TYPE_FP32 dims: [ 16 ] random_data: true }
+    }
+  }
+]
+dynamic_batching {
+  preferred_batch_size: [ 2 ]
+  max_queue_delay_microseconds: 100
+}
+)cfg";
 
 // The same model under its own tensor names, with backend instead of platform and no instance
 // group (kiln sizes it).
-constexpr char kPlainMlp[] = R"pb(name: "plain"
-                                  backend: "pytorch"
-                                  max_batch_size: 8
-                                  default_model_filename: "model.pt" input
-                                  [ {
-                                    name: "input"
-                                    data_type: TYPE_FP32
-                                    dims: [ 16 ]
-                                  }] output
-                                  [ {
-                                    name: "output"
-                                    data_type: TYPE_FP32
-                                    dims: [ 4 ]
-                                  }]
-)pb";
+constexpr char kPlainMlp[] = R"cfg(name: "plain"
+backend: "pytorch"
+max_batch_size: 8
+default_model_filename: "model.pt"
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]
+)cfg";
 
 // mlp's reference pair (scripts/make_models.py): input.input [3, 16] -> output.output [3, 4].
 struct Reference {
@@ -231,9 +224,10 @@ TEST_CASE("a Triton field kiln does not implement stops the start, at its file a
   INFO("log:\n" << server.log());
   REQUIRE(code.has_value());
   CHECK(*code != 0);
-  CHECK_THAT(server.log(), Contains(repository + "/plain/config.pbtxt:7: field "
-                                                 "'sequence_batching': Triton's, not supported by "
-                                                 "kiln"));
+  const int line = kiln::testing::Count(kPlainMlp, "\n") + 1;  // the line after kPlainMlp's
+  CHECK_THAT(server.log(), Contains(absl::StrCat(
+                               repository, "/plain/config.pbtxt:", line,
+                               ": field 'sequence_batching': Triton's, not supported by kiln")));
 }
 
 }  // namespace

@@ -229,8 +229,11 @@ TEST_CASE(
   ModelSpec spec;
   spec.config.set_name("mlp");
   spec.version = 1;
+  spec.weights_path = "/models/mlp/1/model.safetensors";
   auto live = std::make_shared<const ModelSpec>(spec);
-  auto staged = std::make_shared<const ModelSpec>(spec);  // same key, new files
+  ModelSpec without_weights = spec;  // same key, new files: a TorchScript file alone
+  without_weights.weights_path.clear();
+  auto staged = std::make_shared<const ModelSpec>(without_weights);
   VersionState serving;
   serving.spec = live;
   serving.readiness = {2, 2, 2, 1, true};
@@ -277,6 +280,7 @@ TEST_CASE(
   CHECK(parsed.Value("kiln_model_ready", kMlp) == 1);
   CHECK(parsed.Value("nv_inference_pending_request_count", kMlp) == 4);
   CHECK(parsed.Value("kiln_worker_memory_budget_bytes", kMlp) == 1 << 30);
+  CHECK(parsed.Value("kiln_model_weights_mapped", kMlp) == 1);  // the Live version's
   const MetricLabels shape = {{"model", "mlp"}, {"slot", "1"}, {"shape", "b4"}};
   CHECK(parsed.Value("kiln_warmup_first_call_seconds", shape) == Approx(0.030));
   CHECK(parsed.Value("kiln_warmup_steady_seconds", shape) == Approx(0.0015));
