@@ -96,8 +96,8 @@ void CheckSizes(const google::protobuf::RepeatedField<int32_t>& sizes, absl::str
 
 // kiln.pbtxt's warmup (checked against `defects`, kiln.pbtxt's) with its defaults; then
 // config.pbtxt's model_warmup samples join it (checked against `triton_defects`).
-void ResolveWarmup(const inference::ModelConfig& triton, ModelConfig& config, Defects& defects,
-                   Defects& triton_defects) {
+void ResolveWarmup(const inference::ModelConfig& triton, const std::string& model_dir,
+                   ModelConfig& config, Defects& defects, Defects& triton_defects) {
   WarmupConfig& warmup = *config.mutable_warmup();
   if (!warmup.has_enabled()) warmup.set_enabled(true);
   if (!warmup.has_pad_to_warmed()) warmup.set_pad_to_warmed(true);
@@ -145,7 +145,13 @@ void ResolveWarmup(const inference::ModelConfig& triton, ModelConfig& config, De
   }
   if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
 
-  AddTritonWarmup(triton, &config, triton_defects);  // may raise calls_per_shape
+  if (!warmup.input_files().empty()) {
+    defects.Field("warmup.input_files",
+                  "none: warmup data files are config.pbtxt's model_warmup input_data_file",
+                  warmup.input_files().begin()->first);
+    warmup.clear_input_files();
+  }
+  AddTritonWarmup(triton, model_dir, &config, triton_defects);  // may raise calls_per_shape
 
   if (warmup.max_calls_per_shape() == 0) {
     warmup.set_max_calls_per_shape(
@@ -426,7 +432,7 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
   ResolveTokenizerDefaults(config, kiln_defects);
   CheckTensors(config.input(), "input", config, defects);
   CheckTensors(config.output(), "output", config, defects);
-  ResolveWarmup(spec.triton, config, kiln_defects, defects);
+  ResolveWarmup(spec.triton, model_dir, config, kiln_defects, defects);
   ResolveMemory(config, kiln_defects);
   ResolveReadiness(config, kiln_defects);
   ResolveSupervision(config, kiln_defects);

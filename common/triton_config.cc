@@ -11,7 +11,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/dtype.h"
 #include "common/model_config_loader.h"
+#include "common/tensor.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
 
@@ -56,6 +58,7 @@ constexpr absl::string_view kImplemented[] = {
     "model_warmup.inputs.value.dims",
     "model_warmup.inputs.value.zero_data",
     "model_warmup.inputs.value.random_data",
+    "model_warmup.inputs.value.input_data_file",
     // Accepted whole: requests are served one at a time until the batcher is built, which the
     // log says (FromTritonConfig).
     "dynamic_batching.*",
@@ -69,8 +72,6 @@ std::string WhyRefused(const std::string& path) {
       {"response_cache", "kiln has no response cache"},
       {"model_repository_agents", "kiln runs no repository agents"},
       {"input.optional", "every input is required in this version"},
-      {"model_warmup.inputs.value.input_data_file",
-       "warmup data is zero_data or random_data in this version"},
       {"optimization", "the CPU workers of kiln take no optimization policy"},
       {"model_transaction_policy", "kiln answers each request once (not decoupled)"},
   };
@@ -318,6 +319,43 @@ void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config
   }
 }
 
+// Records `given`'s input_data_file for `input` after checking that it is a file under
+// <model_dir>/warmup/ that holds exactly one row at the sample's dims (`length` for the -1 dims).
+void AddInputFile(const TensorConfig& input, const inference::ModelWarmup::Input& given,
+                  const std::string& model_dir, const std::string& field, int64_t length,
+                  WarmupConfig& warmup, Defects& defects) {
+  const fs::path relative = fs::path(given.input_data_file()).lexically_normal();
+  if (relative.is_absolute() || relative.empty() || *relative.begin() == "..") {
+    defects.Field(field, "a file in the model's warmup/ directory",
+                  Quoted(given.input_data_file()));
+    return;
+  }
+  const fs::path path = fs::path(model_dir) / "warmup" / relative;
+  std::error_code ec;
+  const uintmax_t size = fs::is_regular_file(path, ec) ? fs::file_size(path, ec) : 0;
+  if (!fs::is_regular_file(path, ec) || ec) {
+    defects.Field(field, "an existing file in " + (fs::path(model_dir) / "warmup").string(),
+                  Quoted(given.input_data_file()));
+    return;
+  }
+  std::vector<int64_t> row(given.dims().begin(), given.dims().end());
+  for (int64_t& dim : row) dim = dim == -1 ? length : dim;
+  const std::optional<DType> dtype = DTypeFromDataType(input.data_type());
+  const std::optional<size_t> bytes =
+      dtype.has_value() ? ByteSize(*dtype, row) : std::optional<size_t>();
+  if (!bytes.has_value() || *bytes != size) {
+    defects.Field(field,
+                  absl::StrCat("one row of the input, ", bytes.value_or(0), " bytes (",
+                               DataType_Name(input.data_type()), " ", DimsText(given.dims()), ")"),
+                  absl::StrCat(size, " bytes in ", path.string()));
+    return;
+  }
+  WarmupConfig::InputFile& file = (*warmup.mutable_input_files())[input.name()];
+  if (!file.path().empty()) return;  // the first sample's file for this input
+  file.set_path(path.string());
+  file.set_sequence_length(static_cast<int32_t>(length));
+}
+
 }  // namespace
 
 void RefuseUnsupportedTritonFields(const inference::ModelConfig& triton,
@@ -409,7 +447,8 @@ std::vector<int32_t> DefaultWarmupBatchSizes(const inference::ModelConfig& trito
   return sizes;
 }
 
-void AddTritonWarmup(const inference::ModelConfig& triton, ModelConfig* config, Defects& defects) {
+void AddTritonWarmup(const inference::ModelConfig& triton, const std::string& model_dir,
+                     ModelConfig* config, Defects& defects) {
   WarmupConfig& warmup = *config->mutable_warmup();
   std::set<int32_t> batch_sizes(warmup.batch_sizes().begin(), warmup.batch_sizes().end());
   std::set<int32_t> lengths(warmup.sequence_lengths().begin(), warmup.sequence_lengths().end());
@@ -469,6 +508,10 @@ void AddTritonWarmup(const inference::ModelConfig& triton, ModelConfig* config, 
         lengths.insert(static_cast<int32_t>(*variable.begin()));
       }
       if (given.random_data()) warmup.set_data(WarmupConfig::DATA_RANDOM);
+      if (!given.input_data_file().empty()) {
+        AddInputFile(input, given, model_dir, at + ".input_data_file",
+                     variable.size() == 1 ? *variable.begin() : 0, warmup, defects);
+      }
     }
     for (const auto& [name, given] : sample.inputs()) {
       const auto& inputs = config->input();

@@ -43,9 +43,12 @@ void FromTritonConfig(const inference::ModelConfig& triton, const std::string& m
 std::vector<int32_t> DefaultWarmupBatchSizes(const inference::ModelConfig& triton);
 
 // Adds model_warmup's samples to `config`'s resolved warmup: their batch sizes, the lengths their
-// dims give the variable (-1) dims, random data when a sample asks for it, and `count` calls at
-// least. Each sample must give every input with the config's data type and a dims that matches.
-void AddTritonWarmup(const inference::ModelConfig& triton, ModelConfig* config, Defects& defects);
+// dims give the variable (-1) dims, random data when a sample asks for it, each input_data_file
+// (in <model_dir>/warmup/, holding one row of the input at the sample's dims, as Triton reads
+// it), and `count` calls at least. Each sample must give every input with the config's data type
+// and a dims that matches.
+void AddTritonWarmup(const inference::ModelConfig& triton, const std::string& model_dir,
+                     ModelConfig* config, Defects& defects);
 
 // kiln's DataType for Triton's (TYPE_STRING is TYPE_BYTES); TYPE_INVALID for one kiln lacks
 // (TYPE_UINT16, TYPE_UINT32, TYPE_UINT64).

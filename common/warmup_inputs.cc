@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/status_macros.h"
+#include "common/text_proto_file.h"
 
 namespace kiln {
 namespace {
@@ -31,6 +33,21 @@ void FillRandom(DType dtype, std::vector<uint8_t>& bytes, std::mt19937& rng) {
   }  // 16-bit floats stay zero: no portable half type here, and zero is a valid warmup value.
 }
 
+// Fills every batch row of `tensor` (the whole tensor when it has no batch dimension) with the
+// row read from `path`.
+absl::Status FillRows(const std::string& path, bool batched, Tensor& tensor) {
+  ASSIGN_OR_RETURN(const std::string row, ReadWholeFile(path));
+  const size_t rows = batched && !tensor.shape.empty() ? static_cast<size_t>(tensor.shape[0]) : 1;
+  if (row.empty() || row.size() * rows != tensor.bytes.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": ", row.size(), " bytes, not one row of input '", tensor.name, "' (",
+                     rows == 0 ? 0 : tensor.bytes.size() / rows, " bytes)"));
+  }
+  for (size_t r = 0; r < rows; ++r)
+    std::memcpy(tensor.bytes.data() + r * row.size(), row.data(), row.size());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, const Shape& shape,
@@ -50,6 +67,12 @@ absl::StatusOr<std::vector<Tensor>> MakeWarmupInputs(const ModelConfig& config, 
     tensor.shape = ConcreteShape(input, config, shape);
     tensor.bytes.assign(ByteSize(*dtype, tensor.shape).value_or(0), 0);
     if (config.warmup().data() == WarmupConfig::DATA_RANDOM) FillRandom(*dtype, tensor.bytes, rng);
+    const auto file = config.warmup().input_files().find(input.name());
+    if (file != config.warmup().input_files().end() &&
+        (file->second.sequence_length() == 0 ||
+         file->second.sequence_length() == shape.sequence_length)) {
+      RETURN_IF_ERROR(FillRows(file->second.path(), config.max_batch_size() > 0, tensor));
+    }
   }
   return inputs;
 }

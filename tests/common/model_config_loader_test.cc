@@ -702,25 +702,57 @@ TEST_CASE("a model_warmup sample that does not fit the inputs is refused", "[con
       CHECK_THAT(message, Contains(c.expected));
     }
   }
-  SECTION("input_data_file, at its line") {
+  SECTION("an input_data_file that is missing, the wrong size, or outside warmup/") {
     TempDir tmp;
-    const std::string message = LoadError(tmp, kGoodConfig +  // 4 lines
-                                                   "model_warmup [ {\n"
-                                                   "  batch_size: 1\n"
-                                                   "  inputs {\n"
-                                                   "    key: \"input\"\n"
-                                                   "    value {\n"
-                                                   "      data_type: TYPE_FP32\n"
-                                                   "      dims: [ 16 ]\n"
-                                                   "      input_data_file: \"raw_input\"\n"
-                                                   "    }\n"
-                                                   "  }\n"
-                                                   "} ]\n");
+    tmp.WriteFile("m/warmup/short", std::string(60, '\0'));  // 15 floats, not 16
+    const std::string message =
+        LoadError(tmp, kGoodConfig +
+                           "model_warmup [\n"
+                           "  { batch_size: 1 inputs { key: \"input\" value { data_type: TYPE_FP32 "
+                           "dims: [ 16 ] input_data_file: \"absent\" } } },\n"
+                           "  { batch_size: 1 inputs { key: \"input\" value { data_type: TYPE_FP32 "
+                           "dims: [ 16 ] input_data_file: \"short\" } } },\n"
+                           "  { batch_size: 1 inputs { key: \"input\" value { data_type: TYPE_FP32 "
+                           "dims: [ 16 ] input_data_file: \"../config.pbtxt\" } } }\n"
+                           "]\n");
     INFO(message);
-    CHECK_THAT(message, Contains(tmp.path() + "/m/config.pbtxt:12: field "
-                                              "'model_warmup.inputs.value.input_data_file'"));
-    CHECK_THAT(message, Contains("zero_data or random_data"));
+    const std::string field = tmp.path() + "/m/config.pbtxt: field 'model_warmup[";
+    CHECK_THAT(message, Contains(field +
+                                 "0].inputs[\"input\"].input_data_file': expected an "
+                                 "existing file in " +
+                                 tmp.path() + "/m/warmup, got \"absent\""));
+    CHECK_THAT(message, Contains(field + "1].inputs[\"input\"].input_data_file': expected one "
+                                         "row of the input, 64 bytes (TYPE_FP32 [16]), got 60 "
+                                         "bytes"));
+    CHECK_THAT(message, Contains(field + "2].inputs[\"input\"].input_data_file': expected a "
+                                         "file in the model's warmup/ directory"));
   }
+}
+
+TEST_CASE("a model_warmup input_data_file is one row of its input, from the warmup directory",
+          "[config]") {
+  TempDir tmp;
+  tmp.WriteFile("m/warmup/ids_12", std::string(12 * 8, '\1'));  // 12 INT64 ids
+  const std::string config = R"cfg(max_batch_size: 4
+    input [ { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] } ]
+    output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
+    model_warmup [ { batch_size: 2
+      inputs { key: "ids" value { data_type: TYPE_INT64 dims: [ 12 ] input_data_file: "ids_12" } }
+    } ]
+  )cfg";
+  absl::StatusOr<ModelSpec> spec = LoadM(tmp, config);
+  INFO(spec.status());
+  REQUIRE(spec.ok());
+  const WarmupConfig& warmup = spec->config.warmup();
+  REQUIRE(warmup.input_files().count("ids") == 1);
+  CHECK(warmup.input_files().at("ids").path() == tmp.path() + "/m/warmup/ids_12");
+  CHECK(warmup.input_files().at("ids").sequence_length() == 12);
+  CHECK(std::vector<int32_t>(warmup.sequence_lengths().begin(), warmup.sequence_lengths().end()) ==
+        std::vector<int32_t>{12});
+  // Set in kiln.pbtxt, it is refused there: the files are config.pbtxt's.
+  const std::string message =
+      LoadError(tmp, config, "warmup { input_files { key: \"ids\" value { path: \"/x\" } } }\n");
+  CHECK_THAT(message, Contains(tmp.path() + "/m/kiln.pbtxt: field 'warmup.input_files'"));
 }
 
 // ---- dynamic_batching ----------------------------------------------------------------------

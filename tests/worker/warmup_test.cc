@@ -110,6 +110,39 @@ TEST_CASE("MakeWarmupInputs makes each input at the shape, -1 dims at its length
   CHECK((*inputs)[0].bytes.size() == 4 * 16 * sizeof(int64_t));
 }
 
+TEST_CASE("MakeWarmupInputs repeats an input file's row in every batch row of the shapes it fits",
+          "[warmup]") {
+  kiln::testing::TempDir tmp;
+  std::string row(3 * sizeof(int64_t), '\0');
+  for (int64_t i = 0; i < 3; ++i) std::memcpy(&row[i * sizeof(i)], &i, sizeof(i));
+  tmp.WriteFile("warmup/ids_3", row);
+  ModelConfig config;
+  config.set_name("m");
+  config.set_max_batch_size(8);
+  TensorConfig& ids = *config.add_input();
+  ids.set_name("ids");
+  ids.set_data_type(TYPE_INT64);
+  ids.add_dims(-1);
+  WarmupConfig::InputFile& file = (*config.mutable_warmup()->mutable_input_files())["ids"];
+  file.set_path(tmp.path() + "/warmup/ids_3");
+  file.set_sequence_length(3);
+
+  absl::StatusOr<std::vector<Tensor>> inputs = MakeWarmupInputs(config, Shape{2, 3}, 1);
+  REQUIRE(inputs.ok());
+  const std::string two_rows = row + row;
+  CHECK((*inputs)[0].bytes == std::vector<uint8_t>(two_rows.begin(), two_rows.end()));
+  // Another length: generated data (zeros), not the file.
+  inputs = MakeWarmupInputs(config, Shape{2, 5}, 1);
+  REQUIRE(inputs.ok());
+  CHECK((*inputs)[0].bytes == std::vector<uint8_t>(2 * 5 * sizeof(int64_t), 0));
+  // A file that no longer holds one row is refused, naming it.
+  tmp.WriteFile("warmup/ids_3", "short");
+  inputs = MakeWarmupInputs(config, Shape{2, 3}, 1);
+  REQUIRE_FALSE(inputs.ok());
+  CHECK_THAT(std::string(inputs.status().message()),
+             Catch::Matchers::Contains(tmp.path() + "/warmup/ids_3: 5 bytes, not one row"));
+}
+
 // --- RunWarmup on the demo mlp -----------------------------------------------------------------
 
 std::unique_ptr<TorchModel> LoadMlp() {
