@@ -2,9 +2,12 @@
 // reports all of them at once, one per line:
 //   "<path>: field '<field>': expected <x>, got <y>"
 //   "<path>:<line>: field '<field>': ..." where the line is known.
+// And the small helpers both readers (common/model_config_loader.cc, common/triton_config.cc)
+// name fields and check files with.
 #ifndef KILN_COMMON_CONFIG_DEFECTS_H_
 #define KILN_COMMON_CONFIG_DEFECTS_H_
 
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,13 +31,6 @@ class Defects {
     messages_.push_back(
         absl::StrCat(path_, ": field '", field, "': expected ", expected, ", got ", got));
   }
-  // A value asking for something this version does not have (what the config accepts must
-  // work; common/status_util.h): "<path>: field '<field>': <got> is not supported in this
-  // version; <instead>".
-  void NotBuilt(absl::string_view field, absl::string_view got, absl::string_view instead) {
-    messages_.push_back(absl::StrCat(path_, ": field '", field, "': ", got,
-                                     " is not supported in this version; ", instead));
-  }
   // A field at a known line (1-based) that kiln refuses: "<path>:<line>: field '<field>': <why>".
   void AtLine(int line, absl::string_view field, absl::string_view why) {
     messages_.push_back(absl::StrCat(path_, ":", line, ": field '", field, "': ", why));
@@ -56,6 +52,25 @@ class Defects {
 };
 
 inline std::string Quoted(absl::string_view s) { return absl::StrCat("\"", s, "\""); }
+
+// Index-qualified field name: "input[1].dims[0]".
+inline std::string Indexed(absl::string_view field, int index) {
+  return absl::StrCat(field, "[", index, "]");
+}
+
+// Whether `path` names a regular file (after symlinks). Never throws: a path the system refuses
+// (too long, a component that is not a directory, no permission) is not a file.
+inline bool IsRegularFile(const std::filesystem::path& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+// Whether `name` is a bare file name, one that stays in the directory it is looked up in (no '/',
+// not "." or "..").
+inline bool IsBareFileName(const std::string& name) {
+  const std::filesystem::path path(name);
+  return !name.empty() && path == path.filename() && path != "." && path != "..";
+}
 
 }  // namespace kiln
 

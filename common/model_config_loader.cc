@@ -29,18 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Whether `path` names a regular file (after symlinks). Never throws: a path the system refuses
-// (too long, a component that is not a directory, no permission) is not a file.
-bool IsRegularFile(const fs::path& path) {
-  std::error_code ec;
-  return fs::is_regular_file(path, ec);
-}
-
-// Index-qualified field name: "input[1].dims[0]".
-std::string Indexed(absl::string_view field, int index) {
-  return absl::StrCat(field, "[", index, "]");
-}
-
 bool HasVariableDim(const TensorConfig& tensor) {
   return std::find(tensor.dims().begin(), tensor.dims().end(), -1) != tensor.dims().end();
 }
@@ -295,13 +283,12 @@ std::string CheckTokenizer(const ModelConfig& config, const std::string& version
     defects.Field("tokenizer.model_file", "a SentencePiece model file name", "\"\"");
     return "";
   }
-  const fs::path file_name(tokenizer.model_file());
-  if (file_name != file_name.filename() || file_name == "." || file_name == "..") {
+  if (!IsBareFileName(tokenizer.model_file())) {
     defects.Field("tokenizer.model_file", "a file name in the version directory (no '/')",
                   Quoted(tokenizer.model_file()));
     return "";
   }
-  const fs::path path = fs::path(version_dir) / file_name;
+  const fs::path path = fs::path(version_dir) / tokenizer.model_file();
   if (!IsRegularFile(path)) {
     defects.Field("tokenizer.model_file", "an existing file in " + version_dir,
                   Quoted(tokenizer.model_file()));

@@ -5,12 +5,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <set>
-#include "absl/strings/string_view.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "common/model_config_loader.h"
 #include "common/tensor.h"
@@ -131,10 +131,6 @@ void Walk(const Message& message, const TextFormat::ParseInfoTree* tree, const s
       break;  // one defect per field, at its first value
     }
   }
-}
-
-std::string Indexed(absl::string_view field, int index) {
-  return absl::StrCat(field, "[", index, "]");
 }
 
 std::string DimsText(const google::protobuf::RepeatedField<int64_t>& dims) {
@@ -309,6 +305,14 @@ void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config
   }
   batching.set_max_queue_delay_us(
       static_cast<int64_t>(std::min(from.max_queue_delay_microseconds(), kMaxDelayUs)));
+  for (int i = 0; i < from.preferred_batch_size_size(); ++i) {
+    const int32_t size = from.preferred_batch_size(i);
+    if (size < 1 || (triton.max_batch_size() > 0 && size > triton.max_batch_size())) {
+      defects.Field(Indexed("dynamic_batching.preferred_batch_size", i),
+                    absl::StrCat("a size in [1, max_batch_size=", triton.max_batch_size(), "]"),
+                    size);
+    }
+  }
   const uint32_t bound = from.default_queue_policy().max_queue_size();
   batching.set_max_queue_size(bound > 0 ? static_cast<int32_t>(std::min<uint32_t>(bound, INT32_MAX))
                                         : kDefaultMaxQueueSize);
@@ -332,8 +336,9 @@ void AddInputFile(const TensorConfig& input, const inference::ModelWarmup::Input
   }
   const fs::path path = fs::path(model_dir) / "warmup" / relative;
   std::error_code ec;
-  const uintmax_t size = fs::is_regular_file(path, ec) ? fs::file_size(path, ec) : 0;
-  if (!fs::is_regular_file(path, ec) || ec) {
+  const bool found = IsRegularFile(path);
+  const uintmax_t size = found ? fs::file_size(path, ec) : 0;
+  if (!found || ec) {
     defects.Field(field, "an existing file in " + (fs::path(model_dir) / "warmup").string(),
                   Quoted(given.input_data_file()));
     return;
@@ -400,9 +405,7 @@ void FromTritonConfig(const inference::ModelConfig& triton, const std::string& m
     const std::string field = Indexed("output", i);
     TranslateTensor(from, field, config->add_output(), defects);
     if (!from.label_filename().empty()) {
-      std::error_code ec;
-      const fs::path labels = fs::path(model_dir) / from.label_filename();
-      if (!fs::is_regular_file(labels, ec)) {
+      if (!IsRegularFile(fs::path(model_dir) / from.label_filename())) {
         defects.Field(field + ".label_filename", "a file in " + model_dir,
                       Quoted(from.label_filename()));
       }
@@ -412,20 +415,9 @@ void FromTritonConfig(const inference::ModelConfig& triton, const std::string& m
   TranslateParameters(triton, config, defects, notes);
   TranslateVersionPolicy(triton.version_policy(), config->mutable_version_policy());
   TranslateBatching(triton, config, defects, notes);
-  const auto& preferred = triton.dynamic_batching().preferred_batch_size();
-  for (int i = 0; i < preferred.size(); ++i) {
-    if (preferred[i] < 1 ||
-        (triton.max_batch_size() > 0 && preferred[i] > triton.max_batch_size())) {
-      defects.Field(Indexed("dynamic_batching.preferred_batch_size", i),
-                    absl::StrCat("a size in [1, max_batch_size=", triton.max_batch_size(), "]"),
-                    preferred[i]);
-    }
-  }
 
   const std::string& file = triton.default_model_filename();
-  const fs::path file_name(file);
-  const bool bad_name =
-      !file.empty() && (file_name != file_name.filename() || file_name == "." || file_name == "..");
+  const bool bad_name = !file.empty() && !IsBareFileName(file);
   if (bad_name) {
     defects.Field("default_model_filename", "a file name in each version directory (no '/')",
                   Quoted(file));
