@@ -23,6 +23,8 @@ inference::ModelInput TritonInput(const TensorConfig& tensor) {
 std::string SettingsText(const ModelConfig& config) {
   ModelSettings settings;
   *settings.mutable_warmup() = config.warmup();
+  // The loader's, from config.pbtxt's model_warmup (which the answer holds): kiln.pbtxt refuses it.
+  settings.mutable_warmup()->clear_input_files();
   *settings.mutable_memory() = config.memory();
   *settings.mutable_readiness() = config.readiness();
   *settings.mutable_supervision() = config.supervision();

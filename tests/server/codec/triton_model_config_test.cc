@@ -344,6 +344,23 @@ TEST_CASE("a text model lists its text input first and every input optional",
   CHECK(MessageDifferencer::Equals(settings.warmup(), spec.config.warmup()));
 }
 
+TEST_CASE("kiln_config holds only what kiln.pbtxt may: no model_warmup input files",
+          "[server][codec][triton]") {
+  TempDir tmp;
+  tmp.WriteFile("m/warmup/row", std::string(16 * sizeof(float), '\0'));
+  const ModelSpec spec = LoadFromFiles(tmp, "m", R"cfg(max_batch_size: 4
+    input [ { name: "input" data_type: TYPE_FP32 dims: [ 16 ] } ]
+    output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    model_warmup [ { batch_size: 1 inputs { key: "input"
+      value { data_type: TYPE_FP32 dims: [ 16 ] input_data_file: "row" } } } ]
+  )cfg").back();
+  REQUIRE(spec.config.warmup().input_files().count("input") == 1);  // the loader's
+  const inference::ModelConfig triton = ToTritonModelConfig(spec, 1);
+  CHECK(KilnSettings(triton).warmup().input_files().empty());
+  REQUIRE(triton.model_warmup_size() == 1);  // the file is named where config.pbtxt names it
+  CHECK(triton.model_warmup(0).inputs().at("input").input_data_file() == "row");
+}
+
 TEST_CASE("kiln's data types map to Triton's and back", "[server][codec][triton]") {
   CHECK(TritonDataType(TYPE_BYTES) == inference::TYPE_STRING);
   CHECK(FromTritonDataType(inference::TYPE_STRING) == TYPE_BYTES);
