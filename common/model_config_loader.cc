@@ -446,9 +446,13 @@ absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& mode
   return specs;
 }
 
-void LogConfigNotes(const ModelSpec& spec) {
-  for (const std::string& note : spec.notes) {
-    LOG(WARNING) << spec.config_path << " (" << spec.key() << "): " << note;
+void LogConfigNotes(const std::vector<ModelSpec>& specs) {
+  std::set<std::string> logged;  // config.pbtxt paths: the notes are the model's, not a version's
+  for (const ModelSpec& spec : specs) {
+    if (!logged.insert(spec.config_path).second) continue;
+    for (const std::string& note : spec.notes) {
+      LOG(WARNING) << spec.config_path << " (" << spec.config.name() << "): " << note;
+    }
   }
 }
 

@@ -88,8 +88,9 @@ using SharedSpec = std::shared_ptr<const ModelSpec>;
 // Every version it serves, ascending (at least one).
 absl::StatusOr<std::vector<ModelSpec>> LoadModelVersions(const std::string& model_dir);
 
-// Logs each of spec.notes as a warning naming spec.config_path.
-void LogConfigNotes(const ModelSpec& spec);
+// Logs each model's notes (ModelSpec::notes) as warnings naming its config.pbtxt: once per
+// model, however many of its versions `specs` holds.
+void LogConfigNotes(const std::vector<ModelSpec>& specs);
 
 // The newest version LoadModelVersions serves.
 absl::StatusOr<ModelSpec> LoadModel(const std::string& model_dir);

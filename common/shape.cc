@@ -88,11 +88,14 @@ Shape RequestShape(const ModelConfig& config, const std::vector<TensorView>& inp
     shape.batch_size = static_cast<int32_t>(inputs[0].shape[0]);
   }
   const size_t offset = batched ? 1 : 0;
-  for (int i = 0; i < config.input_size() && i < static_cast<int>(inputs.size()); ++i) {
-    const TensorConfig& input = config.input(i);
-    for (int d = 0; d < input.dims_size(); ++d) {
-      if (input.dims(d) == -1 && d + offset < inputs[i].shape.size()) {
-        shape.sequence_length = static_cast<int32_t>(inputs[i].shape[d + offset]);
+  for (const TensorView& given : inputs) {
+    const auto config_input =
+        std::find_if(config.input().begin(), config.input().end(),
+                     [&given](const TensorConfig& input) { return input.name() == given.name; });
+    if (config_input == config.input().end()) continue;
+    for (int d = 0; d < config_input->dims_size(); ++d) {
+      if (config_input->dims(d) == -1 && d + offset < given.shape.size()) {
+        shape.sequence_length = static_cast<int32_t>(given.shape[d + offset]);
         return shape;
       }
     }

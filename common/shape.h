@@ -53,8 +53,9 @@ Shape LargestShape(const ModelConfig& config);
 std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig& config,
                                    const Shape& shape);
 
-// The shape of a request whose inputs (in the config's input order) are `inputs`: the batch dim
-// (1 without one) and the size of the first -1 dim of the config's inputs (0 when none).
+// The shape of a request whose inputs (in the config's input order, optional ones perhaps left
+// out) are `inputs`: the batch dim (1 without one) and the size of the first -1 dim among them
+// (0 when none).
 Shape RequestShape(const ModelConfig& config, const std::vector<TensorView>& inputs);
 
 // Why `config` cannot serve `shape` (batch above max_batch_size, a length for a model without a

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -39,6 +40,7 @@ constexpr absl::string_view kImplemented[] = {
     "input.format",
     "input.dims",
     "input.reshape.*",
+    "input.optional",
     "output.name",
     "output.data_type",
     "output.dims",
@@ -71,7 +73,6 @@ std::string WhyRefused(const std::string& path) {
       {"ensemble_scheduling", "kiln serves no ensembles: chain the models in the client"},
       {"response_cache", "kiln has no response cache"},
       {"model_repository_agents", "kiln runs no repository agents"},
-      {"input.optional", "every input is required in this version"},
       {"optimization", "the CPU workers of kiln take no optimization policy"},
       {"model_transaction_policy", "kiln answers each request once (not decoupled)"},
   };
@@ -83,6 +84,11 @@ std::string WhyRefused(const std::string& path) {
 
 // The most workers a model may ask for, in all its instance groups.
 constexpr int64_t kMaxInstances = 4096;
+// The most optional inputs a model may declare: warmup runs every shape once per combination of
+// them left out (2^4 = 16 passes per shape), so that no combination is a cold call.
+constexpr int kMaxOptionalInputs = 4;
+// The largest label file read (Triton's label_filename): a label per line, read at load.
+constexpr uintmax_t kMaxLabelFileBytes = uintmax_t{16} << 20;
 
 bool Implemented(const std::string& path) {
   for (absl::string_view entry : kImplemented) {
@@ -163,6 +169,31 @@ void TranslateTensor(const TritonTensor& from, const std::string& field, TensorC
   if (from.has_reshape()) {
     tensor->mutable_reshape()->mutable_shape()->CopyFrom(from.reshape().shape());
   }
+}
+
+// Triton's label file: `file` in `model_dir`, one label per line (a trailing newline ends the last
+// one; "\r\n" line ends are read as "\n"), into output.labels.
+void ReadLabels(const std::string& model_dir, const std::string& file, const std::string& field,
+                TensorConfig& output, Defects& defects) {
+  const fs::path path = fs::path(model_dir) / file;
+  std::error_code error;
+  const uintmax_t bytes = fs::file_size(path, error);
+  if (!IsRegularFile(path) || error) {
+    defects.Field(field, "a file in " + model_dir, Quoted(file));
+    return;
+  }
+  if (bytes > kMaxLabelFileBytes) {
+    defects.Field(field, absl::StrCat("a label file of at most ", kMaxLabelFileBytes, " bytes"),
+                  absl::StrCat(Quoted(file), " of ", bytes));
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    output.add_labels(line);
+  }
+  if (in.bad()) defects.Field(field, "a readable file", Quoted(file));
 }
 
 void TranslateInstances(const inference::ModelConfig& triton, ModelConfig* config,
@@ -388,10 +419,23 @@ void FromTritonConfig(const inference::ModelConfig& triton, const std::string& m
   config->set_platform(kTritonPlatform);
   config->set_max_batch_size(triton.max_batch_size());
 
+  int optional_inputs = 0;
   for (int i = 0; i < triton.input_size(); ++i) {
     const inference::ModelInput& from = triton.input(i);
     const std::string field = Indexed("input", i);
-    TranslateTensor(from, field, config->add_input(), defects);
+    TensorConfig& input = *config->add_input();
+    TranslateTensor(from, field, &input, defects);
+    if (from.optional()) {
+      input.set_optional(true);
+      ++optional_inputs;
+      if (optional_inputs == kMaxOptionalInputs + 1) {
+        defects.Field(field + ".optional",
+                      absl::StrCat("at most ", kMaxOptionalInputs,
+                                   " optional inputs (warmup runs every shape once per "
+                                   "combination of them left out)"),
+                      "a fifth");
+      }
+    }
     // As Triton checks it: an image format describes 3 dims (C, H, W or H, W, C).
     if (from.format() != inference::ModelInput::FORMAT_NONE && from.dims_size() != 3) {
       defects.Field(
@@ -403,12 +447,10 @@ void FromTritonConfig(const inference::ModelConfig& triton, const std::string& m
   for (int i = 0; i < triton.output_size(); ++i) {
     const inference::ModelOutput& from = triton.output(i);
     const std::string field = Indexed("output", i);
-    TranslateTensor(from, field, config->add_output(), defects);
+    TensorConfig& output = *config->add_output();
+    TranslateTensor(from, field, &output, defects);
     if (!from.label_filename().empty()) {
-      if (!IsRegularFile(fs::path(model_dir) / from.label_filename())) {
-        defects.Field(field + ".label_filename", "a file in " + model_dir,
-                      Quoted(from.label_filename()));
-      }
+      ReadLabels(model_dir, from.label_filename(), field + ".label_filename", output, defects);
     }
   }
   TranslateInstances(triton, config, defects);
@@ -461,8 +503,11 @@ void AddTritonWarmup(const inference::ModelConfig& triton, const std::string& mo
     for (const TensorConfig& input : config->input()) {
       auto found = sample.inputs().find(input.name());
       if (found == sample.inputs().end()) {
-        defects.Field(field + ".inputs", absl::StrCat("an entry for input ", Quoted(input.name())),
-                      "none");
+        // An optional input may be left out: warmup runs every shape with and without it.
+        if (!input.optional()) {
+          defects.Field(field + ".inputs",
+                        absl::StrCat("an entry for input ", Quoted(input.name())), "none");
+        }
         continue;
       }
       const inference::ModelWarmup::Input& given = found->second;

@@ -47,23 +47,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# repo_of MODEL [auto|old]: a repository holding only MODEL (files linked from models/), kept
-# with the results so that every recorded command can be run again. Its config.pbtxt (Triton's
-# form) and kiln.pbtxt are the demo's; with "auto" a config.pbtxt whose instance_group is
-# automatic, with "old" kiln's old default on this machine (1 worker of $(nproc) intra-op threads:
-# count 1 and the PyTorch backend's INTRA_OP_THREAD_COUNT parameter).
+# repo_of MODEL [auto|old|triton]: a repository holding only MODEL (files linked from models/),
+# kept with the results so that every recorded command can be run again. Its config.pbtxt
+# (Triton's form) and kiln.pbtxt are the demo's; with "auto" a config.pbtxt whose instance_group
+# is automatic, with "old" kiln's old default on this machine (1 worker of $(nproc) intra-op
+# threads: count 1 and the PyTorch backend's INTRA_OP_THREAD_COUNT parameter), with "triton" the
+# repository as a Triton user brings it: config.pbtxt without instance_group and no kiln.pbtxt.
 repo_of() {
   local dir="$out/repo-$1${2:+-$2}"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir/$1/1"
     case "${2:-}" in
-      auto) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
+      auto|triton) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
       old) local threads="key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"$(nproc)\" }"
            sed "s/^instance_group.*/instance_group [ { count: 1 kind: KIND_CPU } ] parameters { $threads }/" \
              "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
       *) cp "models/$1/config.pbtxt" "$dir/$1/" ;;
     esac
-    if [ -f "models/$1/kiln.pbtxt" ]; then cp "models/$1/kiln.pbtxt" "$dir/$1/"; fi
+    if [ -f "models/$1/kiln.pbtxt" ] && [ "${2:-}" != triton ]; then
+      cp "models/$1/kiln.pbtxt" "$dir/$1/"
+    fi
     ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
   fi
   echo "$dir"
@@ -234,13 +237,21 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/12 first request vs steady: mlp, resnet18 and textcls, warmup on and off"
+step "2/12 first request vs steady: mlp, resnet18 and textcls, warmup on and off; Triton repositories"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
       --model_repository="$(repo_of $model)" --model=$model --workers=2 --warmup=$warmup \
       --repeat=$repeat --steady_requests=30 --json="$out/coldstart-$model-warmup-$warmup.json"
   done
+done
+
+# The Triton repository a user brings, with no kiln settings at all (textcls needs kiln.pbtxt's
+# tokenizer for text, so it is left out): kiln's defaults alone must keep the first request warm.
+for model in mlp resnet18 resnet50; do
+  run "coldstart-$model-triton" "$bench" coldstart \
+    --model_repository="$(repo_of $model triton)" --model=$model --workers=0 \
+    --repeat=$repeat --steady_requests=30 --json="$out/coldstart-$model-triton.json"
 done
 
 step "3/12 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"

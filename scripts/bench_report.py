@@ -79,6 +79,13 @@ def startup_tables(folder, out):
                "with `--workers=1|2|4` and `--share_weights=on|off`.\n")
 
 
+def first_vs_steady_cells(run):
+    """A coldstart run's first request, back-to-back and after-pause p50s, and their ratios."""
+    return (f"{spread(run['first_ms'], ' ms', 2)} | {spread(run['steady_p50_ms'], ' ms', 2)} | "
+            f"{spread(run['ratio'], 'x', 2)} | {spread(run['idle_p50_ms'], ' ms', 2)} | "
+            f"{spread(run['idle_ratio'], 'x', 2)}")
+
+
 def warmup_table(folder, out):
     out.append("## First request vs steady: warmup on vs off\n")
     out.append("2 workers; median (min-max) over the runs. The first request is sent 50 ms after SERVING "
@@ -97,13 +104,24 @@ def warmup_table(folder, out):
         off = load(folder, f"coldstart-{model}-warmup-off")
         for name, run in (("on", on), ("off", off)):
             slower = ratio(off['first_ms']['median'], on['first_ms']['median']) if name == "off" else ""
-            out.append(f"| {model} | {name} | {spread(run['first_ms'], ' ms', 2)} | "
-                       f"{spread(run['steady_p50_ms'], ' ms', 2)} | {spread(run['ratio'], 'x', 2)} | "
-                       f"{spread(run['idle_p50_ms'], ' ms', 2)} | {spread(run['idle_ratio'], 'x', 2)} | "
-                       f"{slower} |")
+            out.append(f"| {model} | {name} | {first_vs_steady_cells(run)} | {slower} |")
     out.append("")
     out.append("Command: `" + command(folder, "coldstart-textcls-warmup-on") + "` (and the other models, "
                "and `--warmup=off`).\n")
+    out.append("### The same from a Triton repository, with no kiln settings\n")
+    out.append("Each model's directory as a Triton user brings it: config.pbtxt without "
+               "`instance_group` (kiln sizes the workers) and no kiln.pbtxt, so kiln's defaults "
+               "alone warm it (batch 1, `max_batch_size` 8; 3 calls and settling per shape). Same "
+               "method and columns as above; \"ready\" is the time from starting kiln-server to "
+               "SERVING.\n")
+    out.append("| model | ready | first | back-to-back p50 | first / back-to-back | after-pause p50 | "
+               "first / after-pause |")
+    out.append("|---|---|---|---|---|---|---|")
+    for model in ("mlp", "resnet18", "resnet50"):
+        run = load(folder, f"coldstart-{model}-triton")
+        out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
+    out.append("")
+    out.append("Command: `" + command(folder, "coldstart-resnet50-triton") + "` (and mlp, resnet18).\n")
 
 
 def open_loop_table(folder, out):

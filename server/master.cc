@@ -375,7 +375,7 @@ absl::Status Master::Load() {
   absl::StatusOr<std::vector<ModelSpec>> specs = LoadModelRepository(options_.model_repository);
   if (!specs.ok()) return Annotate(specs.status(), "model repository");
   specs_ = *std::move(specs);
-  for (const ModelSpec& spec : specs_) LogConfigNotes(spec);
+  LogConfigNotes(specs_);
   timeline_.Phase("read_repository",
                   absl::StrCat("read model repository ", options_.model_repository, " (",
                                specs_.size(), " served model versions)"));

@@ -124,7 +124,7 @@ void Reloader::Begin() {
   }
   current_->plan = *std::move(plan);
   LOG(INFO) << "reload (" << request.Describe() << "): " << current_->plan.Describe();
-  for (const ModelSpec& spec : current_->plan.load) LogConfigNotes(spec);
+  LogConfigNotes(current_->plan.load);
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [name, why] : current_->plan.refused) failures_[name] = why;

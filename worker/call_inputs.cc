@@ -14,27 +14,30 @@
 namespace kiln {
 namespace {
 
-// Whether `inputs` are what the model takes: the config's inputs in its order, each with the
-// config's dtype and dims (a -1 dim >= 1), one batch in [1, max_batch_size] for all, and bytes
-// that hold each shape. The master sends only such calls (it decoded and checked the request), so
-// anything else is a corrupt frame: Internal, naming the input and what is wrong. Planning,
-// padding and slicing a call into passes rely on it.
+// Whether `inputs` are what the model takes: the config's inputs in its order (an optional one
+// may be left out, but not all), each with the config's dtype and dims (a -1 dim >= 1), one batch
+// in [1, max_batch_size] for all, and bytes that hold each shape. The master sends only such calls
+// (it decoded and checked the request), so anything else is a corrupt frame: Internal, naming the
+// input and what is wrong. Planning, padding and slicing a call into passes rely on it.
 absl::Status CheckInputs(const ModelConfig& config, const std::vector<TensorView>& inputs) {
   const auto bad = [&config](const auto&... what) {
     return absl::InternalError(absl::StrCat("bad call for ", config.name(), ": ", what...));
   };
-  if (inputs.size() != static_cast<size_t>(config.input_size())) {
-    return bad(inputs.size(), " inputs, the model takes ", config.input_size());
-  }
+  if (inputs.empty()) return bad("no inputs");
   const bool batched = config.max_batch_size() > 0;
   const size_t offset = batched ? 1 : 0;
+  size_t given = 0;  // inputs[given] is the next one to match
   for (int c = 0; c < config.input_size(); ++c) {
     const TensorConfig& tensor = config.input(c);
-    const TensorView& input = inputs[c];
+    if (given == inputs.size() || inputs[given].name != tensor.name()) {
+      if (tensor.optional()) continue;  // left out
+      return bad("input '", tensor.name(), "' is missing (or out of the config's order)");
+    }
+    const TensorView& input = inputs[given++];
     const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
-    if (input.name != tensor.name() || dtype != input.dtype) {
-      return bad("input ", c, " is '", input.name, "' of ", DTypeName(input.dtype),
-                 "; the model's is '", tensor.name(), "' of ", DataType_Name(tensor.data_type()));
+    if (dtype != input.dtype) {
+      return bad("input '", input.name, "' is ", DTypeName(input.dtype), "; the model's is ",
+                 DataType_Name(tensor.data_type()));
     }
     const std::string shape = ShapeString(input.shape);
     if (input.shape.size() != tensor.dims().size() + offset) {
@@ -55,6 +58,10 @@ absl::Status CheckInputs(const ModelConfig& config, const std::vector<TensorView
       return bad("input '", input.name, "': ", input.nbytes, " bytes do not hold ",
                  DTypeName(input.dtype), " ", shape);
     }
+  }
+  if (given != inputs.size()) {
+    return bad(inputs.size(), " inputs, of which '", inputs[given].name,
+               "' is none of the model's (or out of the config's order)");
   }
   return absl::OkStatus();
 }

@@ -39,6 +39,9 @@ namespace {
 struct ForwardBinding {
   // Config input i is forward()'s argument argument_of_input[i] (0 = the first after self).
   std::vector<size_t> argument_of_input;
+  // What forward() is passed for config input i when a request leaves it out (optional inputs
+  // only): the argument's default, else None.
+  std::vector<c10::IValue> value_when_absent;
   // forward() is passed its first `arguments` arguments, every one bound; the rest (all with a
   // default) keep their defaults.
   size_t arguments = 0;
@@ -230,6 +233,7 @@ absl::Status BindInputs(const ModelConfig& config, const std::vector<c10::Argume
       << signature << " nor all named <name>__<index>: they are bound in the config's order";
   std::vector<const TensorConfig*> bound(arguments.size(), nullptr);
   binding.argument_of_input.clear();
+  binding.value_when_absent.clear();
   for (const TensorConfig& input : config.input()) {
     const size_t a = by_config_order    ? binding.argument_of_input.size()
                      : by_argument_name ? by_name[input.name()]
@@ -249,8 +253,17 @@ absl::Status BindInputs(const ModelConfig& config, const std::vector<c10::Argume
                                   Quoted(arguments[a].name()), " of ", signature, ", which is a ",
                                   arguments[a].type()->annotation_str(), ", not a Tensor"));
     }
+    const c10::optional<c10::IValue>& fallback = arguments[a].default_value();
+    if (input.optional() && !fallback.has_value() &&
+        !c10::NoneType::get()->isSubtypeOf(*arguments[a].type())) {
+      return invalid(
+          absl::StrCat("input ", Quoted(input.name()), " is optional, but argument ",
+                       Quoted(arguments[a].name()), " of ", signature,
+                       " takes no None and has no default: declare it Optional[Tensor] (= None)"));
+    }
     bound[a] = &input;
     binding.argument_of_input.push_back(a);
+    binding.value_when_absent.push_back(fallback.value_or(c10::IValue()));
   }
   // Arguments are passed by position: those up to the last bound one must all be bound.
   binding.arguments = 0;
@@ -537,12 +550,22 @@ std::string TorchModel::DeviceName() const { return module_->device.str(); }
 absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<TensorView>& inputs) {
   NoteForwardPass(at::get_num_threads());
   const ModelConfig& config = spec_.config;
-  if (inputs.size() != static_cast<size_t>(config.input_size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        config.name(), ": forward needs ", config.input_size(), " inputs, got ", inputs.size()));
+  // Config input c is inputs[given_as[c]], or absent (-1): optional, and left out.
+  std::vector<int> given_as(config.input_size(), -1);
+  size_t given = 0;
+  for (int c = 0; c < config.input_size(); ++c) {
+    if (given < inputs.size() && inputs[given].name == config.input(c).name()) {
+      RETURN_IF_ERROR(CheckInput(inputs[given]));
+      given_as[c] = static_cast<int>(given++);
+    } else if (!config.input(c).optional()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config.name(), ": forward needs input '", config.input(c).name(), "'"));
+    }
   }
-  for (const TensorView& input : inputs) {
-    RETURN_IF_ERROR(CheckInput(input));
+  if (given != inputs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.name(), ": input '", inputs[given].name,
+                     "' is none of the config's inputs, or out of their order"));
   }
   const bool batched = config.max_batch_size() > 0;
   const ForwardBinding& binding = module_->binding;
@@ -556,9 +579,13 @@ absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<Tensor
       no_grad.emplace();
     }
     std::vector<c10::IValue> args(binding.arguments);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      const TensorView& input = inputs[i];
-      const TensorConfig& input_config = config.input(static_cast<int>(i));
+    for (int i = 0; i < config.input_size(); ++i) {
+      if (given_as[i] < 0) {
+        args[binding.argument_of_input[i]] = binding.value_when_absent[i];
+        continue;
+      }
+      const TensorView& input = inputs[given_as[i]];
+      const TensorConfig& input_config = config.input(i);
       torch::Tensor tensor =
           torch::from_blob(const_cast<void*>(input.data), input.shape,
                            torch::TensorOptions().dtype(*ToScalarType(input.dtype)));

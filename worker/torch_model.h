@@ -60,8 +60,9 @@ class TorchModel {
   //   <name>__<index>, else element i; a dict result is looked up by output name; a tensor result
   //   is element 0.
   // An input that fits neither rule, two tensors bound to one argument or element, an index out
-  // of forward()'s range, or an unbound argument without a default is InvalidArgument naming the
-  // model file and the tensor or argument.
+  // of forward()'s range, an unbound argument without a default, or an optional input whose
+  // argument takes no None and has no default is InvalidArgument naming the model file and the
+  // tensor or argument.
   static absl::StatusOr<std::unique_ptr<TorchModel>> Load(const ModelSpec& spec,
                                                           bool map_weights = true);
   ~TorchModel();
@@ -83,17 +84,19 @@ class TorchModel {
   std::string DeviceName() const;
 
   // Runs forward() on `inputs`, given in the order of the config's inputs (Load's binding
-  // places them among forward()'s arguments); returns the outputs in the config's output order,
-  // named after it. An input with a reshape reaches forward() in reshape.shape, an output with
-  // one leaves in its dims (the batch dimension kept in front of both). The pass runs under
-  // InferenceMode when config.torch().inference_mode, else NoGradGuard, and with the config's
-  // TorchScript switches (jit_executor, jit_profiling, tensor_fuser, graph optimisation unless
-  // disable_optimized_execution): process-global and thread-local LibTorch settings, set on the
-  // calling thread for the pass and restored after it. The input memory is viewed, not copied:
-  // the model must not write to it. Errors (common/status_util.h): inputs that do not match the
-  // config in count, dtype or byte size -> InvalidArgument; a forward pass that throws, or
-  // outputs that do not match the config (a dict without an output's key included) -> Internal
-  // (the master validated the request already: the model failed, not it).
+  // places them among forward()'s arguments); an optional input may be left out, and forward()
+  // gets its argument's default, else None, in its place. Returns the outputs in the config's
+  // output order, named after it. An input with a reshape reaches forward() in reshape.shape, an
+  // output with one leaves in its dims (the batch dimension kept in front of both). The pass runs
+  // under InferenceMode when config.torch().inference_mode, else NoGradGuard, and with the
+  // config's TorchScript switches (jit_executor, jit_profiling, tensor_fuser, graph optimisation
+  // unless disable_optimized_execution): process-global and thread-local LibTorch settings, set
+  // on the calling thread for the pass and restored after it. The input memory is viewed, not
+  // copied: the model must not write to it. Errors (common/status_util.h): inputs that do not
+  // match the config (a required one missing, one unknown or out of order, a dtype LibTorch
+  // lacks, a byte count that does not hold the shape) -> InvalidArgument; a forward pass that
+  // throws, or outputs that do not match the config (a dict without an output's key included)
+  // -> Internal (the master validated the request already: the model failed, not it).
   absl::StatusOr<std::vector<Tensor>> Forward(const std::vector<TensorView>& inputs);
 
   // Every parameter and buffer of the module (name, dtype, shape, where its data lives).

@@ -213,6 +213,31 @@ class WarmupInputs {
   uint32_t seed_ = 1;
 };
 
+// `inputs` (every input of the model) with each combination of its optional inputs left out, as a
+// request may send them: one list of tensors per non-empty combination (2^k - 1 for k optional
+// inputs, at most 15: the loader allows 4), none that leaves no input at all. Each is its own
+// call to the TorchScript executor (an argument that is None takes another path through the
+// graph), so warmup runs every one.
+std::vector<std::vector<Tensor>> WithoutOptionalInputs(const ModelConfig& config,
+                                                       const std::vector<Tensor>& inputs) {
+  std::vector<std::string> optional;
+  for (const TensorConfig& input : config.input()) {
+    if (input.optional()) optional.push_back(input.name());
+  }
+  std::vector<std::vector<Tensor>> variants;
+  for (uint32_t left_out = 1; left_out < (uint32_t{1} << optional.size()); ++left_out) {
+    std::vector<Tensor> variant;
+    for (const Tensor& tensor : inputs) {
+      const auto at = std::find(optional.begin(), optional.end(), tensor.name);
+      if (at == optional.end() || (left_out & (uint32_t{1} << (at - optional.begin()))) == 0) {
+        variant.push_back(tensor);
+      }
+    }
+    if (!variant.empty()) variants.push_back(std::move(variant));
+  }
+  return variants;
+}
+
 // A worker confirming its template's warmup calls a shape at most this often, until a call costs
 // the template's steady CPU time within the settle tolerance plus this slack.
 constexpr int kMaxConfirmCalls = 5;
@@ -270,6 +295,12 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
     // upper bound for this shape, so the projection stays conservative.
     (void)ResetPeakResident();
     ASSIGN_OR_RETURN(const SettleResult settled, SettleShape(call, plan));
+    // The same shape with optional inputs left out: settled as well; the shape's reported
+    // timings stay those of all its inputs.
+    for (const std::vector<Tensor>& variant : WithoutOptionalInputs(config, inputs.tensors)) {
+      RETURN_IF_ERROR(
+          SettleShape([&]() { return TimedForward(model, shape, variant); }, plan).status());
+    }
     ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
     outcome.memory.Add(units, after.PeakAnonBytes());
     entry.set_peak_anon_bytes(after.PeakAnonBytes());
@@ -318,6 +349,10 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
          last.cpu_ms > entry.steady_cpu_ms() * (1 + tolerance) + kConfirmSlackMs;
          ++calls) {
       ASSIGN_OR_RETURN(last, TimedForward(model, shape, inputs.tensors));
+    }
+    for (const std::vector<Tensor>& variant :
+         WithoutOptionalInputs(model.spec().config, inputs.tensors)) {
+      RETURN_IF_ERROR(TimedForward(model, shape, variant).status());
     }
     ASSIGN_OR_RETURN(const ResidentMemory after, ReadResidentMemory());
     entry.set_from_template(true);

@@ -2,7 +2,8 @@
 // length of the config, `calls_per_shape` calls each, on the thread and under the guard that will
 // serve (TorchModel::Forward's grad mode and TorchScript switches), so the TorchScript profiling
 // executor (which profiles on the first call and optimises on the second) and oneDNN's per-shape
-// primitives are settled before the worker reports ready.
+// primitives are settled before the worker reports ready. A model with optional inputs settles
+// every shape once more per combination of them left out (each is its own executor plan).
 #ifndef KILN_WORKER_WARMUP_H_
 #define KILN_WORKER_WARMUP_H_
 
@@ -75,7 +76,8 @@ struct WarmupOutcome {
 // (ResidentMemory::PeakAnonBytes: the heap, not the shared weights' file pages) is
 // projected from the shapes before it (ShapeMemoryModel); a shape projected over the budget is
 // refused (reported, never run), and one that ran but peaked over it is reported refused too.
-// Each shape that runs is settled (SettleShape) under the serving guard, with the peak
+// Each shape that runs is settled (SettleShape) under the serving guard, then again with each
+// combination of the optional inputs left out (untimed in the outcome), with the peak
 // memory reset before it and read after it. Its inputs are a recorded request of that shape when
 // there is one (WarmupOptions::samples; ShapeWarmup.recorded_request); else, for text models
 // (which warm their tokenizer on sample texts first), the token ids of sample text of that
@@ -89,9 +91,10 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
 // warmup `warmed`: one call of every shape that was not refused, on the same inputs, which pays
 // for the pages this process must copy on its first writes, and more (up to 5) while a call
 // costs more CPU time than the template's steady one (within the settle tolerance): a pass may
-// write pages the first did not. Its outcome is `warmed` with each confirmed shape's
-// first_ms/first_cpu_ms from its first call, its calls and from_template set; the steady
-// latencies and the memory model stay the template's. The first error stops it.
+// write pages the first did not; then one call per combination of optional inputs left out.
+// Its outcome is `warmed` with each confirmed shape's first_ms/first_cpu_ms from its first call,
+// its calls and from_template set; the steady latencies and the memory model stay the
+// template's. The first error stops it.
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed);
 

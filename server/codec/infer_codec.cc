@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/bytes_form.h"
 #include "common/status_macros.h"
+#include "server/codec/classification.h"
 
 namespace kiln {
 namespace {
@@ -56,7 +57,7 @@ std::string Quoted(absl::string_view name) { return absl::StrCat("'", name, "'")
 // "'a', 'b'".
 std::string TensorNames(const RepeatedPtrField<TensorConfig>& tensors) {
   return absl::StrJoin(tensors, ", ", [](std::string* out, const TensorConfig& tensor) {
-    absl::StrAppend(out, Quoted(tensor.name()));
+    absl::StrAppend(out, Quoted(tensor.name()), tensor.optional() ? " (optional)" : "");
   });
 }
 
@@ -94,8 +95,9 @@ std::string ModelShapeText(const TensorConfig& tensor, int32_t max_batch_size) {
 
 // --- request structure ---------------------------------------------------------------------
 
-// For each config input, the index of the request input that carries it. Unknown, repeated
-// and missing inputs are errors.
+// For each config input, the index of the request input that carries it, or -1 for an optional
+// input left out. Unknown and repeated inputs, missing required ones and a request with no input
+// at all are errors.
 absl::StatusOr<std::vector<int>> MatchInputs(const ModelInferRequest& request,
                                              const ModelConfig& config) {
   if (request.inputs_size() > config.input_size()) {
@@ -117,22 +119,27 @@ absl::StatusOr<std::vector<int>> MatchInputs(const ModelInferRequest& request,
     slot = r;
   }
   for (int c = 0; c < config.input_size(); ++c) {
-    if (index[c] < 0) {
+    if (index[c] < 0 && !config.input(c).optional()) {
       return absl::InvalidArgumentError(
           absl::StrCat("missing input ", Quoted(config.input(c).name()),
                        ": the model's inputs are ", TensorNames(config.input())));
     }
   }
+  if (request.inputs().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("no input given: the model's inputs are ",
+                                                   TensorNames(config.input()),
+                                                   ": give at least one"));
+  }
   return index;
 }
 
 // The requested output names, in request order; each must be one of the config's, once.
-absl::StatusOr<std::vector<std::string>> RequestedOutputs(const ModelInferRequest& request,
-                                                          const ModelConfig& config) {
-  std::vector<std::string> names;
+absl::Status RequestedOutputs(const ModelInferRequest& request, const ModelConfig& config,
+                              DecodedRequest& decoded) {
   std::set<std::string> seen;
   for (const auto& output : request.outputs()) {
-    if (FindTensor(config.output(), output.name()) == nullptr) {
+    const TensorConfig* tensor = FindTensor(config.output(), output.name());
+    if (tensor == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("unknown output ", Quoted(output.name()),
                                                      " requested: the model's outputs are ",
                                                      TensorNames(config.output())));
@@ -141,9 +148,11 @@ absl::StatusOr<std::vector<std::string>> RequestedOutputs(const ModelInferReques
       return absl::InvalidArgumentError(
           absl::StrCat("output ", Quoted(output.name()), " requested more than once"));
     }
-    names.push_back(output.name());
+    ASSIGN_OR_RETURN(const uint32_t classes, RequestedClassCount(output, *tensor));
+    decoded.outputs.push_back(output.name());
+    decoded.class_counts.push_back(classes);
   }
-  return names;
+  return absl::OkStatus();
 }
 
 // --- typed contents ------------------------------------------------------------------------
@@ -520,20 +529,21 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
   // Reserved so that no element moves: views may point into each input's `owned`.
   decoded.inputs.reserve(config.input_size());
   for (int c = 0; c < config.input_size(); ++c) {
+    if (index[c] < 0) continue;  // an optional input left out
     const TensorConfig& tensor = config.input(c);
     DecodedInput& input = decoded.inputs.emplace_back();
     RETURN_IF_ERROR(DecodeInput(request, index[c], tensor, config.max_batch_size(), &input));
     if (config.max_batch_size() == 0) continue;
     const int64_t batch = input.view.shape[0];
-    if (c == 0) {
+    if (decoded.inputs.size() == 1) {
       decoded.batch_size = batch;
     } else if (batch != decoded.batch_size) {
       return BadInput(tensor.name(), "batch ", batch, " differs from batch ", decoded.batch_size,
-                      " of input ", Quoted(config.input(0).name()));
+                      " of input ", Quoted(decoded.inputs.front().view.name));
     }
   }
 
-  ASSIGN_OR_RETURN(decoded.outputs, RequestedOutputs(request, config));
+  RETURN_IF_ERROR(RequestedOutputs(request, config, decoded));
   return decoded;
 }
 
@@ -594,7 +604,8 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
   if (names.empty()) {
     for (const TensorConfig& tensor : config.output()) names.push_back(tensor.name());
   }
-  for (const std::string& name : names) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
     const TensorConfig* tensor = FindTensor(config.output(), name);
     if (tensor == nullptr) return BadOutput(name, "not one of the model's outputs");
     const TensorView* produced = FindOutput(outputs, name);
@@ -602,9 +613,22 @@ absl::Status EncodeInferResponse(const ModelConfig& config, const std::string& m
     RETURN_IF_ERROR(CheckOutput(config, *tensor, *produced, decoded.batch_size));
     inference::ModelInferResponse::InferOutputTensor* out = response->add_outputs();
     out->set_name(name);
-    out->set_datatype(std::string(OipDatatypeName(tensor->data_type())));
-    out->mutable_shape()->Add(produced->shape.begin(), produced->shape.end());
-    response->add_raw_output_contents(produced->data, produced->nbytes);
+    const uint32_t classes = i < decoded.class_counts.size() ? decoded.class_counts[i] : 0;
+    if (classes == 0) {
+      out->set_datatype(std::string(OipDatatypeName(tensor->data_type())));
+      out->mutable_shape()->Add(produced->shape.begin(), produced->shape.end());
+      response->add_raw_output_contents(produced->data, produced->nbytes);
+      continue;
+    }
+    const bool batched = config.max_batch_size() > 0;
+    const int64_t rows = batched ? produced->shape[0] : 1;
+    const std::vector<std::string> top = TopClasses(*produced, rows, classes, *tensor);
+    out->set_datatype("BYTES");
+    if (batched) out->add_shape(rows);
+    out->add_shape(rows > 0 ? static_cast<int64_t>(top.size()) / rows : 0);
+    std::string& raw = *response->add_raw_output_contents();
+    raw.resize(BytesFormSize(top));
+    WriteBytesForm(top, reinterpret_cast<uint8_t*>(raw.data()));
   }
   return absl::OkStatus();
 }

@@ -43,11 +43,15 @@ struct DecodedInput {
 };
 
 struct DecodedRequest {
-  // In the config's input order; for a text request (`text`), the one BYTES text input.
+  // In the config's input order, without the optional inputs the request left out; for a text
+  // request (`text`), the one BYTES text input.
   std::vector<DecodedInput> inputs;
   bool text = false;
   int64_t batch_size = 0;            // 0 when the model has no batch dim (max_batch_size 0)
   std::vector<std::string> outputs;  // requested output names in request order; empty = all
+  // Per requested output, the classes it asks for (Triton's classification extension,
+  // server/codec/classification.h); 0: the tensor itself.
+  std::vector<uint32_t> class_counts;
 };
 
 // The BYTES input a text model (one with a tokenizer) takes: tokenizer.text_input, dims [1]
@@ -111,6 +115,8 @@ inference::ModelInferRequest BuildTextInferRequest(const ModelConfig& config,
 
 // Fills `response` (model_name, model_version, id, outputs with datatype + shape, and
 // raw_output_contents) in the requested order, or the config's order when none was requested,
+// an output that asked for classification as its top classes (BYTES, shape [batch, classes] or
+// [classes]),
 // from the backend's output tensors (named after the config's outputs): the one copy of the
 // output bytes the master makes, straight from the worker's arena into the response. A missing
 // output, or one whose dtype differs from the config's data_type, whose batch dim differs from the

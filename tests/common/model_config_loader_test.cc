@@ -895,11 +895,14 @@ TEST_CASE("input formats, reshapes and label files are translated or refused", "
       "output [ { name: \"y\" data_type: TYPE_FP32 dims: [ 3 ] label_filename: \"labels.txt\" } "
       "]\n";
   SECTION("a label file in the model directory") {
-    tmp.WriteFile("m/labels.txt", "cat\ndog\nbird\n");
+    tmp.WriteFile("m/labels.txt", "cat\r\ndog\n\nbird");  // a blank label, no final newline
     absl::StatusOr<ModelSpec> spec = LoadM(tmp, labelled);
     INFO(spec.status());
     REQUIRE(spec.ok());
     CHECK(spec->triton.output(0).label_filename() == "labels.txt");
+    const auto& labels = spec->config.output(0).labels();
+    CHECK(std::vector<std::string>(labels.begin(), labels.end()) ==
+          std::vector<std::string>{"cat", "dog", "", "bird"});
   }
   SECTION("a missing label file") {
     tmp.WriteFile("m/1/labels.txt", "in the version directory, not the model's");
@@ -958,11 +961,6 @@ TEST_CASE("each Triton field kiln does not implement is refused at its line", "[
        "no repository agents"},
       {"optimization", head + "optimization { graph { level: 1 } }\n" + kIo, 3,
        "no optimization policy"},
-      {"input.optional",
-       head + "input [ {\n  name: \"input\"\n  data_type: TYPE_FP32\n  dims: [ 16 ]\n"
-              "  optional: true\n} ]\n"
-              "output [ { name: \"output\" data_type: TYPE_FP32 dims: [ 4 ] } ]\n",
-       7, "every input is required"},
       {"model_transaction_policy", head + "model_transaction_policy { decoupled: true }\n" + kIo, 3,
        "not decoupled"},
       {"batch_input",
@@ -989,6 +987,43 @@ TEST_CASE("each Triton field kiln does not implement is refused at its line", "[
       CHECK_THAT(message, Contains(c.why));
       CHECK(message.find('\n') == std::string::npos);  // that one defect only
     }
+  }
+}
+
+TEST_CASE("optional inputs are carried into the config, at most four of them", "[config]") {
+  TempDir tmp;
+  const auto input = [](int i, bool optional) {
+    return absl::StrCat("{ name: \"in", i, "\" data_type: TYPE_FP32 dims: [ 2 ]",
+                        optional ? " optional: true" : "", " }");
+  };
+  const std::string output = "output [ { name: \"y\" data_type: TYPE_FP32 dims: [ 2 ] } ]\n";
+  SECTION("one required, two optional; a warmup sample may leave an optional one out") {
+    absl::StatusOr<ModelSpec> spec = LoadM(
+        tmp, absl::StrCat("max_batch_size: 4\ninput [ ", input(0, false), ", ", input(1, true),
+                          ", ", input(2, true), " ]\n", output,
+                          "model_warmup [ { name: \"w\" batch_size: 2 inputs { key: \"in0\" "
+                          "value { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } } ]\n"));
+    INFO(spec.status());
+    REQUIRE(spec.ok());
+    CHECK_FALSE(spec->config.input(0).optional());
+    CHECK(spec->config.input(1).optional());
+    CHECK(spec->config.input(2).optional());
+    CHECK(Values(spec->config.warmup().batch_sizes()) == std::vector<int32_t>{1, 2, 4});
+  }
+  SECTION("five optional inputs: warmup would run 32 combinations of each shape") {
+    std::string inputs;
+    for (int i = 0; i < 5; ++i) absl::StrAppend(&inputs, i > 0 ? ", " : "", input(i, true));
+    const std::string message = LoadError(tmp, "input [ " + inputs + " ]\n" + output);
+    CHECK_THAT(message, Contains(tmp.path() + "/m/config.pbtxt: field 'input[4].optional': "
+                                              "expected at most 4 optional inputs"));
+  }
+  SECTION("a warmup sample still gives every required input") {
+    const std::string message = LoadError(
+        tmp, absl::StrCat("input [ ", input(0, false), ", ", input(1, true), " ]\n", output,
+                          "model_warmup [ { name: \"w\" batch_size: 1 inputs { key: \"in1\" "
+                          "value { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } } ]\n"));
+    CHECK_THAT(message, Contains("field 'model_warmup[0].inputs': expected an entry for input "
+                                 "\"in0\", got none"));
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/catch_shape.h"
@@ -42,8 +44,9 @@ ModelConfig FixedModel() {
   return config;
 }
 
-TensorView ViewOfShape(std::vector<int64_t> shape) {
+TensorView ViewOfShape(std::vector<int64_t> shape, std::string name = "") {
   TensorView view;
+  view.name = std::move(name);
   view.shape = std::move(shape);
   return view;
 }
@@ -98,12 +101,16 @@ TEST_CASE("LargestShape takes max_batch_size and the longest length", "[shape]")
 
 TEST_CASE("RequestShape reads the batch dim and the first -1 dim", "[shape]") {
   const ModelConfig config = SequenceModel();
-  CHECK(RequestShape(config, {ViewOfShape({3, 40}), ViewOfShape({3, 40})}) == Shape{3, 40});
-  CHECK(RequestShape(FixedModel(), {ViewOfShape({5, 16})}) == Shape{5, 0});
+  CHECK(RequestShape(config, {ViewOfShape({3, 40}, "ids"), ViewOfShape({3, 40}, "mask")}) ==
+        Shape{3, 40});
+  CHECK(RequestShape(FixedModel(), {ViewOfShape({5, 16}, "input")}) == Shape{5, 0});
   ModelConfig unbatched = config;
   unbatched.set_max_batch_size(0);
-  CHECK(RequestShape(unbatched, {ViewOfShape({40}), ViewOfShape({40})}) == Shape{1, 40});
+  CHECK(RequestShape(unbatched, {ViewOfShape({40}, "ids"), ViewOfShape({40}, "mask")}) ==
+        Shape{1, 40});
   CHECK(RequestShape(config, {}) == Shape{1, 0});
+  // An optional input left out: the length is read from the inputs given, by name.
+  CHECK(RequestShape(config, {ViewOfShape({2, 24}, "mask")}) == Shape{2, 24});
 }
 
 TEST_CASE("Unservable says why a recorded shape cannot be served", "[shape]") {

@@ -61,7 +61,7 @@ constexpr const char* kConfigs[] = {
          max_batch_size: 0
          input { name: "a" data_type: TYPE_INT32 dims: 2 dims: -1 }
          input { name: "b" data_type: TYPE_BOOL dims: 3 }
-         input { name: "c" data_type: TYPE_FP16 dims: 2 }
+         input { name: "c" data_type: TYPE_FP16 dims: 2 optional: true }
          output { name: "o" data_type: TYPE_FP64 dims: 1 })pb",
     // Every numeric type, so that every typed-contents conversion runs.
     R"pb(name: "types"
@@ -272,15 +272,26 @@ void CheckDecoded(const ModelInferRequest& request, const ModelConfig& config,
     Expect(decoded.inputs.size() == 1, "one text input");
     CheckInput(request, config, TextInputConfig(config), decoded.inputs[0], decoded.batch_size);
   } else {
-    Expect(decoded.inputs.size() == static_cast<size_t>(config.input_size()), "every input");
-    Expect(request.inputs_size() == config.input_size(), "no input left over");
-    for (int c = 0; c < config.input_size(); ++c) {
-      CheckInput(request, config, config.input(c), decoded.inputs[c], decoded.batch_size);
+    size_t d = 0;  // decoded.inputs[d] stands for the next config input the request gives
+    for (const TensorConfig& input : config.input()) {
+      const bool given = std::any_of(request.inputs().begin(), request.inputs().end(),
+                                     [&input](const ModelInferRequest::InferInputTensor& r) {
+                                       return r.name() == input.name();
+                                     });
+      if (!given) {
+        Expect(input.optional(), "only an optional input left out");
+        continue;
+      }
+      Expect(d < decoded.inputs.size(), "every given input decoded");
+      CheckInput(request, config, input, decoded.inputs[d++], decoded.batch_size);
     }
+    Expect(d == decoded.inputs.size() && d > 0, "the given inputs, at least one, in config order");
+    Expect(request.inputs_size() == static_cast<int>(d), "no input left over");
   }
   Expect((config.max_batch_size() > 0) == (decoded.batch_size > 0), "a batch size iff batching");
   Expect(decoded.outputs.size() == static_cast<size_t>(request.outputs_size()),
          "every requested output");
+  Expect(decoded.class_counts.size() == decoded.outputs.size(), "a class count per output");
   for (size_t i = 0; i < decoded.outputs.size(); ++i) {
     Expect(decoded.outputs[i] == request.outputs(static_cast<int>(i)).name(), "request order");
     Expect(std::count(decoded.outputs.begin(), decoded.outputs.end(), decoded.outputs[i]) == 1,

@@ -6,16 +6,19 @@
 // line.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/bytes_form.h"
 #include "common/safetensors.h"
 #include "google/protobuf/text_format.h"
 #include "proto/model_config.pb.h"
 #include "tests/integration/server_test_util.h"
+#include "tests/run_command.h"
 
 namespace kiln {
 namespace {
@@ -189,7 +192,9 @@ TEST_CASE("a Triton repository for TorchScript models serves on kiln unchanged, 
     }
   }
   CHECK(classifier_versions == 2);
-  CHECK_THAT(server->log(), Contains("dynamic_batching: accepted; requests are not batched"));
+  // Logged once: the note is the model's config's, whichever versions it serves.
+  CHECK(kiln::testing::Count(server->log(),
+                             "dynamic_batching: accepted; requests are not batched") == 1);
 
   // The ModelConfig RPC answers the config as written, filled in as Triton fills it.
   const inference::ModelConfig served = ModelConfigOf(stub, "classifier");
@@ -210,6 +215,102 @@ TEST_CASE("a Triton repository for TorchScript models serves on kiln unchanged, 
   REQUIRE(plain_config.instance_group_size() == 1);
   CHECK(plain_config.instance_group(0).count() >= 1);  // the workers kiln chose
   CHECK(plain_config.instance_group(0).kind() == inference::ModelInstanceGroup::KIND_CPU);
+}
+
+// A TorchScript model with an optional argument, written by Debian's python3-torch (as
+// scripts/make_models.py writes the demo models): y = 2x, plus bias when it is given.
+constexpr char kScalerSource[] = R"py(
+import sys
+from typing import Optional
+import torch
+
+class Scaler(torch.nn.Module):
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if bias is None:
+            return x * 2.0
+        return x * 2.0 + bias
+
+torch.jit.script(Scaler()).save(sys.argv[1])
+)py";
+
+constexpr char kScalerConfig[] = R"cfg(name: "scaler"
+backend: "pytorch"
+max_batch_size: 4
+input [
+  { name: "x" data_type: TYPE_FP32 dims: [ 3 ] },
+  { name: "bias" data_type: TYPE_FP32 dims: [ 3 ] optional: true }
+]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] label_filename: "labels.txt" } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)cfg";
+
+// One request to the scaler: x = {1, 2, 3}, and bias when given.
+inference::ModelInferRequest ScalerRequest(const std::vector<float>* bias) {
+  static const std::vector<float> x = {1, 2, 3};
+  std::vector<TensorView> inputs = {
+      TensorView{"x", DType::kFloat32, {1, 3}, x.data(), x.size() * sizeof(float)}};
+  if (bias != nullptr) {
+    inputs.push_back(
+        TensorView{"bias", DType::kFloat32, {1, 3}, bias->data(), bias->size() * sizeof(float)});
+  }
+  return kiln::testing::MakeInferRequest("scaler", inputs);
+}
+
+std::vector<float> FloatsOf(const std::string& raw) {
+  std::vector<float> values(raw.size() / sizeof(float));
+  std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));
+  return values;
+}
+
+TEST_CASE("an optional input may be left out, and label files name the classes returned",
+          "[integration][server][triton]") {
+  TempDir dir;
+  dir.WriteFile("scaler/config.pbtxt", kScalerConfig);
+  dir.WriteFile("scaler/labels.txt", "low\nmid\nhigh\n");
+  const std::string script = dir.WriteFile("make_scaler.py", kScalerSource);
+  std::filesystem::create_directories(dir.path() + "/scaler/1");
+  const kiln::testing::CommandResult made = kiln::testing::RunCommand(
+      "/usr/bin/python3 " + script + " " + dir.path() + "/scaler/1/model.pt 2>&1");
+  INFO(made.output);
+  REQUIRE(made.exit_code == 0);
+  std::filesystem::remove(script);
+
+  auto server = StartServing(kiln::testing::Config(dir.path(), 1));
+  INFO("log:\n" << server->log());
+  Stub stub(kiln::testing::LoopbackChannel(server->port()));
+  inference::ModelInferResponse response;
+
+  // bias left out: forward() gets its default, None.
+  grpc::Status status = Infer(stub, ScalerRequest(nullptr), &response, seconds(30));
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  CHECK(FloatsOf(response.raw_output_contents(0)) == std::vector<float>{2, 4, 6});
+  const std::vector<float> bias = {10, 0, -10};
+  status = Infer(stub, ScalerRequest(&bias), &response, seconds(30));
+  REQUIRE(status.ok());
+  CHECK(FloatsOf(response.raw_output_contents(0)) == std::vector<float>{12, 4, -4});
+
+  // x is required.
+  inference::ModelInferRequest bias_only = ScalerRequest(&bias);
+  bias_only.mutable_inputs()->DeleteSubrange(0, 1);
+  bias_only.mutable_raw_input_contents()->DeleteSubrange(0, 1);
+  status = Infer(stub, bias_only, &response, seconds(30));
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(status.error_message(), Contains("missing input 'x'"));
+
+  // Triton's classification extension, named from labels.txt.
+  inference::ModelInferRequest classify = ScalerRequest(nullptr);
+  auto& output = *classify.add_outputs();
+  output.set_name("y");
+  (*output.mutable_parameters())["classification"].set_int64_param(2);
+  status = Infer(stub, classify, &response, seconds(30));
+  REQUIRE(status.ok());
+  REQUIRE(response.outputs_size() == 1);
+  CHECK(response.outputs(0).datatype() == "BYTES");
+  const absl::StatusOr<std::vector<std::string>> classes =
+      SplitBytesForm(response.raw_output_contents(0), -1);
+  REQUIRE(classes.ok());
+  CHECK(*classes == std::vector<std::string>{"6.000000:2:high", "4.000000:1:mid"});
 }
 
 TEST_CASE("a Triton field kiln does not implement stops the start, at its file and line",

@@ -63,8 +63,8 @@ InferCall Call(int64_t rows, int64_t length) {
   return call;
 }
 
-absl::Status Prepare(const InferCall& call, CallInputs& inputs) {
-  const ModelConfig config = SeqModel();
+absl::Status Prepare(const InferCall& call, CallInputs& inputs,
+                     const ModelConfig& config = SeqModel()) {
   const ShapeGuard guard(config, {{1, 3}, {4, 3}}, ShapeMemoryModel(0), 0);
   const std::unique_ptr<SharedArena> arena = MakeArena();
   InferResult result;
@@ -90,7 +90,7 @@ TEST_CASE("PrepareCall refuses a call whose inputs are not the model's", "[call_
   SECTION("a dtype other than the config's") {
     AddRef(call, "x", "F16", {2, 3, 2}, 0, 24);
     AddRef(call, "m", "I64", {2, 3}, 4096, 48);
-    why = "input 0 is 'x' of F16";
+    why = "input 'x' is F16; the model's is TYPE_FP32";
   }
   SECTION("batch 0 (ShapeGuard::Plan divided by zero rows)") {
     call = Call(0, 3);
@@ -112,8 +112,19 @@ TEST_CASE("PrepareCall refuses a call whose inputs are not the model's", "[call_
   }
   SECTION("a missing input") {
     AddRef(call, "x", "F32", {1, 3, 2}, 0, 24);
-    why = "1 inputs, the model takes 2";
+    why = "input 'm' is missing";
   }
+  SECTION("inputs out of the config's order") {
+    AddRef(call, "m", "I64", {1, 3}, 4096, 24);
+    AddRef(call, "x", "F32", {1, 3, 2}, 0, 24);
+    why = "input 'x' is missing (or out of the config's order)";
+  }
+  SECTION("an input the model does not have") {
+    call = Call(1, 3);
+    AddRef(call, "z", "I64", {1, 3}, 8192, 24);
+    why = "3 inputs, of which 'z' is none of the model's";
+  }
+  SECTION("no inputs at all") { why = "no inputs"; }
   SECTION("dims other than the config's") {
     AddRef(call, "x", "F32", {1, 3, 3}, 0, 36);
     AddRef(call, "m", "I64", {1, 3}, 4096, 24);
@@ -123,6 +134,34 @@ TEST_CASE("PrepareCall refuses a call whose inputs are not the model's", "[call_
   const absl::Status status = Prepare(call, inputs);
   CHECK(status.code() == absl::StatusCode::kInternal);
   CHECK_THAT(std::string(status.message()), Contains("bad call for seq") && Contains(why));
+}
+
+TEST_CASE("PrepareCall takes a call without an optional input, its shape read from the rest",
+          "[call_inputs]") {
+  ModelConfig config = SeqModel();
+  CallInputs inputs;
+  InferCall call;
+  SECTION("the second input left out") {
+    config.mutable_input(1)->set_optional(true);
+    AddRef(call, "x", "F32", {2, 3, 2}, 0, 48);
+  }
+  SECTION("the first input left out") {
+    config.mutable_input(0)->set_optional(true);
+    AddRef(call, "m", "I64", {2, 3}, 4096, 48);
+  }
+  REQUIRE(Prepare(call, inputs, config).ok());
+  CHECK(inputs.request == Shape{2, 3});
+  CHECK(inputs.plan.pass == Shape{4, 3});
+  REQUIRE(inputs.views.size() == 1);
+  CHECK(inputs.views[0].shape[0] == 4);  // padded with the one input there is
+  // A required input is still required.
+  InferCall without_x;
+  AddRef(without_x, "m", "I64", {2, 3}, 4096, 48);
+  CallInputs refused;
+  if (!config.input(0).optional()) {
+    const absl::Status status = Prepare(without_x, refused, config);
+    CHECK_THAT(std::string(status.message()), Contains("input 'x' is missing"));
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "google/protobuf/text_format.h"
 #include "tests/test_paths.h"
 #include "worker/torch_model.h"
+#include "worker/warmup.h"
 
 namespace kiln {
 namespace {
@@ -260,6 +261,95 @@ def forward(self, a, scale: float = 2.0, b: Optional[Tensor] = None):
   const std::vector<Tensor> out = MustForward(*model, {In("a", {2, 2}, kA)});
   REQUIRE(out.size() == 1);
   CHECK(Floats(out[0]) == std::vector<float>{2, 4, 6, 8});
+}
+
+// b takes None (and has no default); c has a default (1.0) and takes no None.
+constexpr char kOptional[] = R"(
+def forward(self, a, b: Optional[Tensor], c: Union[Tensor, float] = 1.0):
+    s = a * 100.0
+    if b is not None:
+        s = a - b
+    if isinstance(c, float):
+        return s + c
+    return s + c
+)";
+
+constexpr char kOptionalConfig[] = R"pb(
+  name: "optional"
+  max_batch_size: 4
+  input { name: "a" data_type: TYPE_FP32 dims: 2 }
+  input { name: "b" data_type: TYPE_FP32 dims: 2 optional: true }
+  input { name: "c" data_type: TYPE_FP32 dims: 2 optional: true }
+  output { name: "y" data_type: TYPE_FP32 dims: 2 })pb";
+
+TEST_CASE("an optional input left out reaches forward() as its default, else None",
+          "[torch][binding]") {
+  TempDir tmp;
+  std::unique_ptr<TorchModel> model = MustLoad(Spec(WriteModule(tmp, kOptional), kOptionalConfig));
+  const std::vector<float> zeros = {0, 0, 0, 0};
+  // All given, then b left out (None), then c left out (its default, ones), then both.
+  CHECK(Floats(MustForward(
+            *model, {In("a", {2, 2}, kA), In("b", {2, 2}, kB), In("c", {2, 2}, zeros)})[0]) ==
+        std::vector<float>{-9, -18, -27, -36});
+  CHECK(Floats(MustForward(*model, {In("a", {2, 2}, kA), In("c", {2, 2}, zeros)})[0]) ==
+        std::vector<float>{100, 200, 300, 400});
+  CHECK(Floats(MustForward(*model, {In("a", {2, 2}, kA), In("b", {2, 2}, kB)})[0]) ==
+        std::vector<float>{-8, -17, -26, -35});
+  CHECK(Floats(MustForward(*model, {In("a", {2, 2}, kA)})[0]) ==
+        std::vector<float>{101, 201, 301, 401});
+  // A required input is never left out, and inputs keep the config's order.
+  const absl::StatusOr<std::vector<Tensor>> missing = model->Forward({In("b", {2, 2}, kB)});
+  CHECK_THAT(std::string(missing.status().message()), Contains("forward needs input 'a'"));
+  const absl::StatusOr<std::vector<Tensor>> reordered =
+      model->Forward({In("a", {2, 2}, kA), In("c", {2, 2}, zeros), In("b", {2, 2}, kB)});
+  CHECK_THAT(std::string(reordered.status().message()),
+             Contains("input 'b' is none of the config's inputs, or out of their order"));
+}
+
+TEST_CASE("an optional input bound to an argument that cannot be None is refused at load",
+          "[torch][binding]") {
+  TempDir tmp;
+  CHECK_THAT(LoadError(Spec(WriteModule(tmp, kSubtract), R"pb(
+               name: "optional"
+               max_batch_size: 4
+               input { name: "a" data_type: TYPE_FP32 dims: 2 }
+               input { name: "b" data_type: TYPE_FP32 dims: 2 optional: true }
+               output { name: "y" data_type: TYPE_FP32 dims: 2 })pb")),
+             Contains("input 'b' is optional, but argument 'b' of forward(a, b) takes no None "
+                      "and has no default: declare it Optional[Tensor] (= None)"));
+}
+
+TEST_CASE("warmup settles every shape with each combination of optional inputs left out too",
+          "[torch][binding][warmup]") {
+  TempDir tmp;
+  // The probe runs only on the path where b is None.
+  const std::string path = WriteModule(tmp, R"(
+def forward(self, a, b: Optional[Tensor] = None):
+    if b is None:
+        return kiln_binding_test.probe(a)
+    return a - b
+)");
+  std::unique_ptr<TorchModel> model = MustLoad(Spec(path, R"pb(
+    name: "optional"
+    max_batch_size: 4
+    input { name: "a" data_type: TYPE_FP32 dims: 2 }
+    input { name: "b" data_type: TYPE_FP32 dims: 2 optional: true }
+    output { name: "y" data_type: TYPE_FP32 dims: 2 }
+    warmup {
+      batch_sizes: [ 1, 4 ]
+      calls_per_shape: 3
+      max_calls_per_shape: 3
+      settle_tolerance: 1
+      steady_calls: 1
+    })pb"));
+  probe_seen = ProbeSeen{};
+  const absl::StatusOr<WarmupOutcome> outcome = RunWarmup(*model, WarmupOptions{});
+  INFO(outcome.status().message());
+  REQUIRE(outcome.ok());
+  REQUIRE(outcome->shapes.size() == 2);
+  // Each shape settled on both paths: 3 calls each with b, 3 without it (the probe's).
+  CHECK(outcome->shapes[0].calls() == 3);
+  CHECK(probe_seen.calls == 2 * 3);
 }
 
 constexpr char kThree[] = R"(

@@ -385,6 +385,34 @@ TEST_CASE("a missing input is rejected", "[codec][defect]") {
              Contains("missing input 'x'"));
 }
 
+TEST_CASE("an optional input may be left out, a required one not, and one input is needed",
+          "[codec]") {
+  ModelConfig config = ParseConfig(kTwoInputs);
+  config.mutable_input(0)->set_optional(true);  // x
+  ModelInferRequest request;
+  AddAll(AddInput(&request, "w", "FP32", {3, 2})->mutable_contents()->mutable_fp32_contents(),
+         {1, 2, 3, 4, 5, 6});
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  INFO(decoded.status().message());
+  REQUIRE(decoded.ok());
+  REQUIRE(decoded->inputs.size() == 1);  // x left out, w (second in the config) alone
+  CHECK(decoded->inputs[0].view.name == "w");
+  CHECK(decoded->batch_size == 3);
+
+  // Given, it is decoded and checked as any input: its batch must be w's.
+  AddAll(AddInput(&request, "x", "FP32", {1, 4})->mutable_contents()->mutable_fp32_contents(),
+         {1, 2, 3, 4});
+  CHECK_THAT(DecodeError(request, config),
+             Contains("input 'w': batch 3 differs from batch 1 of input 'x'"));
+
+  // w stays required; with both optional, a request must still give one.
+  CHECK_THAT(DecodeError(ModelInferRequest(), config),
+             Contains("missing input 'w': the model's inputs are 'x' (optional), 'w'"));
+  config.mutable_input(1)->set_optional(true);
+  CHECK_THAT(DecodeError(ModelInferRequest(), config),
+             Contains("no input given: the model's inputs are 'x' (optional), 'w' (optional)"));
+}
+
 TEST_CASE("an unknown or unsupported datatype is rejected", "[codec][defect]") {
   const ModelConfig config = OneInputModel(TYPE_FP32, {1}, 4);
   for (const char* datatype : {"FLOAT32", "fp32", "UINT16", "UINT32", "UINT64", ""}) {
