@@ -53,22 +53,43 @@ bool FitsBefore(const SharedArena& arena, uint64_t offset, uint64_t n, uint64_t 
 
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
                                       SharedArena& arena, TensorRefs& refs, uint64_t end) {
-  for (const TensorView& tensor : tensors) {
-    offset = SharedArena::Align(offset);
-    if (!FitsBefore(arena, offset, tensor.nbytes, end)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "tensor '", tensor.name, "' (", tensor.nbytes, " bytes at offset ", offset,
-          ") does not fit in the worker's arena (", arena.size(), " bytes; this call may use up to ",
-          end == 0 ? arena.size() : end, ")"));
+  return WriteBatchToArena({&tensors}, offset, arena, refs, end);
+}
+
+absl::StatusOr<uint64_t> WriteBatchToArena(
+    const std::vector<const std::vector<TensorView>*>& requests, uint64_t offset,
+    SharedArena& arena, TensorRefs& refs, uint64_t end) {
+  if (requests.empty()) return SharedArena::Align(offset);
+  const std::vector<TensorView>& first = *requests.front();
+  for (size_t t = 0; t < first.size(); ++t) {
+    const TensorView& tensor = first[t];
+    uint64_t nbytes = 0;
+    std::vector<int64_t> shape = tensor.shape;
+    for (size_t r = 0; r < requests.size(); ++r) {
+      const TensorView& part = (*requests[r])[t];
+      nbytes += part.nbytes;
+      if (r > 0 && !shape.empty() && !part.shape.empty()) shape[0] += part.shape[0];
     }
-    if (tensor.nbytes > 0) std::memcpy(arena.data() + offset, tensor.data, tensor.nbytes);
+    offset = SharedArena::Align(offset);
+    if (!FitsBefore(arena, offset, nbytes, end)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tensor '", tensor.name, "' (", nbytes, " bytes at offset ", offset,
+                       ") does not fit in the worker's arena (", arena.size(),
+                       " bytes; this call may use up to ", end == 0 ? arena.size() : end, ")"));
+    }
+    uint64_t at = offset;
+    for (const std::vector<TensorView>* request : requests) {
+      const TensorView& part = (*request)[t];
+      if (part.nbytes > 0) std::memcpy(arena.data() + at, part.data, part.nbytes);
+      at += part.nbytes;
+    }
     internal::TensorRef& ref = *refs.Add();
     ref.set_name(tensor.name);
     ref.set_dtype(std::string(DTypeName(tensor.dtype)));
-    *ref.mutable_shape() = {tensor.shape.begin(), tensor.shape.end()};
+    *ref.mutable_shape() = {shape.begin(), shape.end()};
     ref.set_offset(offset);
-    ref.set_nbytes(tensor.nbytes);
-    offset += tensor.nbytes;
+    ref.set_nbytes(nbytes);
+    offset += nbytes;
   }
   return SharedArena::Align(offset);
 }

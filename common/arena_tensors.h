@@ -30,6 +30,15 @@ uint64_t ArenaBytesFor(const ModelConfig& config);
 absl::StatusOr<uint64_t> WriteToArena(const std::vector<TensorView>& tensors, uint64_t offset,
                                       SharedArena& arena, TensorRefs& refs, uint64_t end = 0);
 
+// Copies the inputs of several requests into `arena` as one batch: requests[0]'s tensors, each
+// joined along its first (batch) dim with the same tensor of every later request, in order (the
+// caller keeps them alike: the same names, dtypes and dims after the first). Each request's bytes
+// are copied once, straight to their rows. Otherwise as WriteToArena, which is the one-request
+// case.
+absl::StatusOr<uint64_t> WriteBatchToArena(
+    const std::vector<const std::vector<TensorView>*>& requests, uint64_t offset,
+    SharedArena& arena, TensorRefs& refs, uint64_t end = 0);
+
 // Views of the tensors `refs` describe, pointing into `arena` (how the master reads a worker's
 // outputs, and a worker its inputs: no copy). Internal when a ref has an unknown dtype or lies
 // outside the arena; the bytes are not checked against the shapes here (EncodeInferResponse does,

@@ -323,6 +323,61 @@ void TranslateVersionPolicy(const inference::ModelVersionPolicy& from, VersionPo
   }
 }
 
+// Triton's priority levels and queue policies into batching.levels (one level without
+// priority_levels), each level's policy priority_queue_policy[level] or default_queue_policy.
+void TranslatePriorities(const inference::ModelDynamicBatching& from,
+                         DynamicBatchingConfig& batching, Defects& defects) {
+  constexpr uint64_t kMaxLevels = 64;  // a queue each: more is no policy anyone means
+  constexpr uint64_t kMaxTimeoutUs = uint64_t{3600} * 1'000'000;  // an hour
+  if (from.priority_levels() > kMaxLevels) {
+    defects.Field("dynamic_batching.priority_levels", absl::StrCat("at most ", kMaxLevels),
+                  from.priority_levels());
+  }
+  const int levels = static_cast<int>(std::clamp<uint64_t>(from.priority_levels(), 1, kMaxLevels));
+  if (from.priority_levels() > 0 && (from.default_priority_level() < 1 ||
+                                     from.default_priority_level() > from.priority_levels())) {
+    defects.Field("dynamic_batching.default_priority_level",
+                  absl::StrCat("a level in [1, priority_levels=", from.priority_levels(), "]"),
+                  from.default_priority_level());
+  } else if (from.priority_levels() == 0 && from.default_priority_level() > 0) {
+    defects.Field("dynamic_batching.default_priority_level", "none without priority_levels",
+                  from.default_priority_level());
+  }
+  batching.set_default_priority_level(
+      static_cast<int32_t>(std::clamp<uint64_t>(from.default_priority_level(), 1, levels)));
+  for (const auto& [level, policy] : from.priority_queue_policy()) {
+    if (level < 1 || level > from.priority_levels()) {
+      defects.Field(absl::StrCat("dynamic_batching.priority_queue_policy[", level, "]"),
+                    absl::StrCat("a level in [1, priority_levels=", from.priority_levels(), "]"),
+                    level);
+    }
+  }
+  batching.clear_levels();
+  for (int level = 1; level <= levels; ++level) {
+    const auto found = from.priority_queue_policy().find(static_cast<uint64_t>(level));
+    const inference::ModelQueuePolicy& policy =
+        found != from.priority_queue_policy().end() ? found->second : from.default_queue_policy();
+    const std::string field =
+        found != from.priority_queue_policy().end()
+            ? absl::StrCat("dynamic_batching.priority_queue_policy[", level, "]")
+            : "dynamic_batching.default_queue_policy";
+    if (policy.default_timeout_microseconds() > kMaxTimeoutUs) {
+      defects.Field(field + ".default_timeout_microseconds",
+                    absl::StrCat("a timeout of at most an hour (", kMaxTimeoutUs, ")"),
+                    policy.default_timeout_microseconds());
+    }
+    DynamicBatchingConfig::QueuePolicy& resolved = *batching.add_levels();
+    resolved.set_delay_on_timeout(policy.timeout_action() == inference::ModelQueuePolicy::DELAY);
+    resolved.set_default_timeout_us(
+        static_cast<int64_t>(std::min(policy.default_timeout_microseconds(), kMaxTimeoutUs)));
+    resolved.set_allow_timeout_override(policy.allow_timeout_override());
+    resolved.set_max_queue_size(
+        policy.max_queue_size() > 0
+            ? static_cast<int32_t>(std::min<uint32_t>(policy.max_queue_size(), INT32_MAX))
+            : kDefaultMaxQueueSize);
+  }
+}
+
 void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config, Defects& defects,
                        std::vector<std::string>* notes) {
   DynamicBatchingConfig& batching = *config->mutable_dynamic_batching();
@@ -347,10 +402,16 @@ void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config
   const uint32_t bound = from.default_queue_policy().max_queue_size();
   batching.set_max_queue_size(bound > 0 ? static_cast<int32_t>(std::min<uint32_t>(bound, INT32_MAX))
                                         : kDefaultMaxQueueSize);
-  if (triton.has_dynamic_batching()) {
+  TranslatePriorities(from, batching, defects);
+  if (!triton.has_dynamic_batching()) return;
+  if (triton.max_batch_size() == 0) {
     notes->push_back(
-        "dynamic_batching: accepted; requests are not batched together yet: each runs as its "
-        "own batch, padded to a warmed size");
+        "dynamic_batching: max_batch_size is 0 (no batch dimension), so each request runs alone");
+  }
+  if (from.preserve_ordering()) {
+    notes->push_back(
+        "dynamic_batching: preserve_ordering accepted but not in effect yet: with several "
+        "workers, a response may overtake an earlier request's");
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -153,6 +154,23 @@ absl::Status RequestedOutputs(const ModelInferRequest& request, const ModelConfi
     decoded.class_counts.push_back(classes);
   }
   return absl::OkStatus();
+}
+
+// A schedule policy parameter of `request` (Triton's "priority" or "timeout"): a non-negative
+// int64_param or a uint64_param; 0 when absent.
+absl::StatusOr<uint64_t> SchedulingParameter(const ModelInferRequest& request, const char* name) {
+  const auto found = request.parameters().find(name);
+  if (found == request.parameters().end()) return 0;
+  const inference::InferParameter& parameter = found->second;
+  if (parameter.parameter_choice_case() == inference::InferParameter::kUint64Param) {
+    return parameter.uint64_param();
+  }
+  if (parameter.parameter_choice_case() == inference::InferParameter::kInt64Param &&
+      parameter.int64_param() >= 0) {
+    return static_cast<uint64_t>(parameter.int64_param());
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("parameter '", name, "' must be a non-negative int64_param or a uint64_param"));
 }
 
 // --- typed contents ------------------------------------------------------------------------
@@ -544,6 +562,9 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
   }
 
   RETURN_IF_ERROR(RequestedOutputs(request, config, decoded));
+  ASSIGN_OR_RETURN(decoded.priority, SchedulingParameter(request, kPriorityParameter));
+  ASSIGN_OR_RETURN(const uint64_t timeout_us, SchedulingParameter(request, kTimeoutParameter));
+  decoded.timeout_us = static_cast<int64_t>(std::min<uint64_t>(timeout_us, INT64_MAX));
   return decoded;
 }
 

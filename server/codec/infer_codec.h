@@ -52,7 +52,15 @@ struct DecodedRequest {
   // Per requested output, the classes it asks for (Triton's classification extension,
   // server/codec/classification.h); 0: the tensor itself.
   std::vector<uint32_t> class_counts;
+  // Triton's schedule policy extension: the request's "priority" and "timeout" (microseconds)
+  // parameters; 0 when not given.
+  uint64_t priority = 0;
+  int64_t timeout_us = 0;
 };
+
+// The parameters of Triton's schedule policy extension.
+inline constexpr char kPriorityParameter[] = "priority";
+inline constexpr char kTimeoutParameter[] = "timeout";
 
 // The BYTES input a text model (one with a tokenizer) takes: tokenizer.text_input, dims [1]
 // (shape [batch, 1] with batching), one UTF-8 string per row.

@@ -17,7 +17,8 @@ namespace {
 
 // Triton's names for the extensions kiln serves beside the core protocol (ServerMetadata). Triton
 // names no extension for ModelStreamInfer: its gRPC service always has it.
-constexpr const char* kServerExtensions[] = {"model_configuration"};
+constexpr const char* kServerExtensions[] = {"classification", "model_configuration",
+                                             "schedule_policy"};
 constexpr char kModelRepositoryExtension[] = "model_repository";
 
 grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const absl::Status& status) {
@@ -46,7 +47,9 @@ RequestRecord RequestRecordOf(const InferOutcome& outcome, int64_t rows, double 
                               double encode_us, double total_us) {
   RequestRecord record;
   record.rows = rows;
-  record.executions = outcome.executions;
+  // The call's numbers, counted once per call: with its first job.
+  record.executions = outcome.first_in_call ? outcome.executions : 0;
+  record.call_rows = outcome.first_in_call ? outcome.call_rows : 0;
   record.total_us = total_us;
   record.queue_us = outcome.queue_ms * 1e3;
   record.input_us = decode_us + (outcome.input_ms + std::max(outcome.tokenize_ms, 0.0)) * 1e3;
@@ -54,7 +57,7 @@ RequestRecord RequestRecordOf(const InferOutcome& outcome, int64_t rows, double 
   record.output_us = outcome.output_ms * 1e3 + encode_us;
   record.tokenize_us = outcome.tokenize_ms < 0 ? -1 : outcome.tokenize_ms * 1e3;
   record.cold_shape = outcome.cold_shape;
-  record.padded_rows = outcome.padded_rows;
+  record.padded_rows = outcome.first_in_call ? outcome.padded_rows : 0;
   record.padded_length = outcome.padded_length;
   return record;
 }
@@ -174,6 +177,8 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
       for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
     }
     job.deadline_monotonic_ns = deadline_monotonic_ns;
+    job.priority = held->priority;
+    job.timeout_us = held->timeout_us;
     job.done = [finish, &request, response, held, spec, metrics, arrived, decode_us,
                 recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);

@@ -90,6 +90,7 @@ void VersionMetrics::Succeeded(const RequestRecord& record) {
   latency_->Observe(record.total_us / 1e6);
   if (record.tokenize_us >= 0) tokenize_->Observe(record.tokenize_us / 1e6);
   batch_->Observe(static_cast<double>(record.rows));
+  if (record.call_rows > 0) call_batch_->Observe(static_cast<double>(record.call_rows));
   if (record.cold_shape) cold_shapes_->Increment();
   if (record.padded_rows > 0) padded_rows_->Increment(record.padded_rows);
   if (record.padded_length) padded_length_->Increment();
@@ -131,6 +132,9 @@ ServerMetrics::ServerMetrics(const BuildInfo& build)
                              "The worker's tokenizing of a text request.")),
       batch_(NewHistogram(*registry_, "kiln_request_batch_size",
                           "Successful requests' rows (their batch size, before any padding).")),
+      call_batch_(NewHistogram(*registry_, "kiln_execution_batch_size",
+                               "Rows per call to a worker (a dynamic batch: its requests' rows "
+                               "together, before any padding).")),
       cold_shapes_(NewCounter(*registry_, "kiln_cold_shape_hits_total",
                               "Requests that ran a shape their worker had not warmed.")),
       padded_rows_(NewCounter(*registry_, "kiln_padded_rows_total",
@@ -199,6 +203,7 @@ VersionMetrics& ServerMetrics::Version(const std::string& model, int64_t version
   m.latency_ = &latency_.Add(labels, RequestLatencyBuckets());
   m.tokenize_ = &tokenize_.Add(labels, TokenizeBuckets());
   m.batch_ = &batch_.Add(labels, BatchBuckets());
+  m.call_batch_ = &call_batch_.Add(labels, BatchBuckets());
   m.cold_shapes_ = &cold_shapes_.Add(labels);
   m.padded_rows_ = &padded_rows_.Add(labels);
   m.padded_length_ = &padded_length_.Add(labels);

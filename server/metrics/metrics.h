@@ -58,7 +58,10 @@ FailureReason ClassifyFailure(FailureStage stage, const absl::Status& status);
 // One finished request's numbers, in microseconds (Triton's unit).
 struct RequestRecord {
   int64_t rows = 1;            // the request's batch rows (1 for a model without a batch dim)
-  int executions = 0;          // forward passes (more than 1 when split to fit the memory budget)
+  // Forward passes (more than 1 when split to fit the memory budget): the call's, given with only
+  // one of a dynamic batch's requests (0 for the others), as are padded_rows and call_rows.
+  int executions = 0;
+  int64_t call_rows = 0;       // the rows of the call that ran it (its batch); 0: not counted here
   double total_us = 0;         // from the RPC's arrival until its response was finished
   double queue_us = 0;         // queued until sent to a worker
   double input_us = 0;         // decoding, copying into the worker's arena, tokenizing
@@ -94,6 +97,7 @@ class VersionMetrics {
   prometheus::Histogram* latency_ = nullptr;
   prometheus::Histogram* tokenize_ = nullptr;
   prometheus::Histogram* batch_ = nullptr;
+  prometheus::Histogram* call_batch_ = nullptr;
   prometheus::Counter* cold_shapes_ = nullptr;
   prometheus::Counter* padded_rows_ = nullptr;
   prometheus::Counter* padded_length_ = nullptr;
@@ -183,6 +187,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Histogram>& tokenize_;
   prometheus::Family<prometheus::Histogram>& batch_;
+  prometheus::Family<prometheus::Histogram>& call_batch_;
   prometheus::Family<prometheus::Counter>& cold_shapes_;
   prometheus::Family<prometheus::Counter>& padded_rows_;
   prometheus::Family<prometheus::Counter>& padded_length_;

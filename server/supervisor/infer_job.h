@@ -36,6 +36,12 @@ struct InferOutcome {
   int executions = 0;          // forward passes run (0 when none ran)
   int padded_rows = 0;         // rows of zeros added to reach a warmed batch size
   bool padded_length = false;  // text padded up to a longer warmed sequence length
+  // The call that ran it: its jobs (more than 1: a dynamic batch) and rows before padding.
+  // executions and padded_rows are the call's, and so are counted once per call: with its
+  // first job (first_in_call).
+  int call_jobs = 1;
+  int64_t call_rows = 0;
+  bool first_in_call = true;
 };
 
 // Called exactly once per job, on the pool's thread and without the pool's lock held. It must
@@ -44,11 +50,18 @@ using InferDone = std::function<void(InferOutcome)>;
 
 struct InferJob {
   SharedSpec spec;  // the served version it was routed to (WorkerPool::Route) and decoded for
-  std::vector<TensorView> inputs;  // config input order; the memory must outlive `done`'s call
+  // Config input order (optional inputs left out); the memory must outlive `done`'s call.
+  std::vector<TensorView> inputs;
   // A text model's request as text instead (one string per row; `inputs` empty). The strings
   // must outlive `done`'s call.
   const std::vector<std::string>* text = nullptr;
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
+  // Triton's schedule policy extension (the request's "priority" and "timeout" parameters):
+  // its priority level (1 is the highest; 0 or above the model's levels: the default level) and
+  // its queue timeout in microseconds (0: the level's default; it may only shorten that, and
+  // only where the level's policy allows the override).
+  uint64_t priority = 0;
+  int64_t timeout_us = 0;
   InferDone done;
   // Set by the pool (CLOCK_MONOTONIC): when Submit queued it, and how long writing its inputs to
   // the worker's arena took.

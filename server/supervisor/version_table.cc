@@ -37,7 +37,7 @@ ServedVersion& VersionTable::Add(const ModelSpec& spec, int generation, VersionP
   version->threads = std::max(plan.intra_op_threads, 1);
   version->ResolveQuorum();
   version->arena_bytes = ArenaBytesFor(config);
-  version->queue.emplace(config.dynamic_batching().max_queue_size());
+  version->queue.emplace(config.dynamic_batching());
   version->replay = std::move(replay);
   versions_.push_back(std::move(version));
   return *versions_.back();
@@ -164,14 +164,15 @@ std::vector<SharedSpec> VersionTable::Served(bool staged) const {
   return specs;
 }
 
-void VersionTable::Count(ServedVersion& version, const internal::InferResult& result) {
+void VersionTable::Count(ServedVersion& version, const internal::InferResult& result, int jobs) {
   ModelCounters& counters = version.counters;
-  ++counters.requests;
+  counters.requests += jobs;
+  ++counters.calls;
   if (!result.has_ran_as()) {  // refused before running
     counters.over_budget += result.code() == static_cast<int>(absl::StatusCode::kResourceExhausted);
     return;
   }
-  counters.cold_shape_hits += result.cold_shape();
+  counters.cold_shape_hits += result.cold_shape() ? jobs : 0;
   counters.padded_to_bucket +=
       result.unpadded_length() > 0 && result.unpadded_length() < result.ran_as().sequence_length();
   counters.split += result.chunks() > 1;
@@ -183,6 +184,7 @@ ModelCounters VersionTable::Counters(const std::string& name, int64_t number) co
   for (const ServedVersion* version : Match(name, number)) {
     const ModelCounters& one = version->counters;
     sum.requests += one.requests;
+    sum.calls += one.calls;
     sum.cold_shape_hits += one.cold_shape_hits;
     sum.padded_to_bucket += one.padded_to_bucket;
     sum.split += one.split;

@@ -32,8 +32,9 @@ namespace kiln {
 
 // Per model, since start: what the workers reported with each result.
 struct ModelCounters {
-  int64_t requests = 0;          // results returned, OK or not
-  int64_t cold_shape_hits = 0;   // ran a shape the worker had not warmed
+  int64_t requests = 0;          // requests whose call returned a result, OK or not
+  int64_t calls = 0;             // calls that returned one (a dynamic batch is one call)
+  int64_t cold_shape_hits = 0;   // requests that ran a shape their worker had not warmed
   int64_t padded_to_bucket = 0;  // text padded up to a warmed sequence length longer than needed
   int64_t split = 0;             // run in several passes to fit the memory budget
   int64_t over_budget = 0;       // refused: not even one row fits the memory budget
@@ -117,7 +118,7 @@ class VersionTable {
   std::vector<SharedSpec> Served(bool staged) const;
 
   // --- Counters ---
-  static void Count(ServedVersion& version, const internal::InferResult& result);
+  static void Count(ServedVersion& version, const internal::InferResult& result, int jobs = 1);
   ModelCounters Counters(const std::string& name, int64_t version) const;
   void ResetCounters();
 

@@ -27,6 +27,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
+#include "server/supervisor/batch_plan.h"
 #include "server/supervisor/device_choice.h"
 #include "server/supervisor/warmup_report_text.h"
 
@@ -44,7 +45,9 @@ struct WorkerPool::Worker {
   WorkerState state = WorkerState::kSpawning;
   FrameChannel channel{-1};
   std::unique_ptr<SharedArena> arena;
-  std::optional<InferJob> job;  // the job being served (state kBusy)
+  // The jobs its call serves (state kBusy): one, or a batch (server/supervisor/batch_plan.h),
+  // their rows in this order.
+  std::vector<InferJob> jobs;
   uint64_t call_id = 0;  // the last call sent to it; the smallest among idle workers is the LRU
   double compute_timeout_ms = 0;  // ComputeTimeoutMs, from its warmup report once Ready
   int64_t call_deadline_ns = 0;   // CLOCK_MONOTONIC; past it the call is hung (state kBusy)
@@ -198,7 +201,8 @@ absl::Status WorkerPool::Submit(InferJob job) {
     }
     const std::string name = model->spec->key();
     job.queued_ns = MonotonicNowNs();
-    if (absl::Status queued = model->queue->Push(std::move(job)); !queued.ok()) {
+    const int64_t queued_ns = job.queued_ns;
+    if (absl::Status queued = model->queue->Push(std::move(job), queued_ns); !queued.ok()) {
       return Annotate(queued, absl::StrCat("model '", name, "'"));
     }
   }
@@ -477,8 +481,7 @@ void WorkerPool::Loop() {
       for (InferJob& job : model->queue->TakeAll()) done.emplace_back(std::move(job.done), stopped);
     }
     for (auto& [id, worker] : workers_) {
-      if (worker->job.has_value()) done.emplace_back(std::move(worker->job->done), stopped);
-      worker->job.reset();
+      EndJobs(*worker, stopped, done);
       worker->channel.Close();
     }
     workers_.clear();
@@ -617,7 +620,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   } else if (frame.has_result() && worker.state == WorkerState::kBusy &&
              frame.result().call_id() == worker.call_id) {
     const internal::InferResult& result = frame.result();
-    VersionTable::Count(model, result);
+    VersionTable::Count(model, result, static_cast<int>(worker.jobs.size()));
     InferOutcome outcome;
     const int64_t received_ns = MonotonicNowNs();
     // Views, not copies: the response is encoded straight from the arena. The worker's next call
@@ -638,11 +641,8 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
     outcome.compute_cpu_ms = result.compute_cpu_ms();
     outcome.cold_shape = result.cold_shape();
     outcome.worker_pid = worker.pid;
-    outcome.queue_ms = (worker.job->sent_ns - worker.job->queued_ns) / 1e6;
-    outcome.input_ms = worker.job->input_ms;
-    if (worker.job->text != nullptr) outcome.tokenize_ms = result.tokenize_ms();
-    done.emplace_back(std::move(worker.job->done), std::move(outcome));
-    worker.job.reset();
+    if (worker.jobs.front().text != nullptr) outcome.tokenize_ms = result.tokenize_ms();
+    CompleteJobs(worker, std::move(outcome), done);
     SetStateLocked(worker, WorkerState::kReady);
     if (worker.retiring) {  // scaled away (or its version replaced) while busy: its call is done
       RetireLocked(worker, model.phase == VersionPhase::kRetiring ? "its version was replaced"
@@ -676,14 +676,13 @@ void WorkerPool::WorkerGoneLocked(Worker& worker, const std::string& why,
   ServedVersion& model = *worker.model;
   LOG(WARNING) << "worker " << worker.id << " (" << model.spec->key() << ", pid " << worker.pid
                << ", " << WorkerStateName(worker.state) << ") is gone: " << why;
-  if (worker.job.has_value()) {
+  if (!worker.jobs.empty()) {
     if (job_error.ok()) {
       job_error =
           absl::UnavailableError(absl::StrCat("worker ", worker.id, " (pid ", worker.pid,
                                               ") died while serving this request; retry it"));
     }
-    done.emplace_back(std::move(worker.job->done), std::move(job_error));
-    worker.job.reset();
+    EndJobs(worker, job_error, done);
   }
   if (worker.state == WorkerState::kSpawning || worker.state == WorkerState::kWarming) {
     if (++model.failed_starts >= kMaxFailedStarts) {
@@ -836,11 +835,7 @@ void WorkerPool::Abort() {
       }
       // Retired, not gone: no failed start is counted (WorkerGoneLocked would) and no
       // replacement made.
-      if (worker->job.has_value()) {
-        done.emplace_back(std::move(worker->job->done),
-                          absl::UnavailableError("the version was abandoned by its reload"));
-        worker->job.reset();
-      }
+      EndJobs(*worker, absl::UnavailableError("the version was abandoned by its reload"), done);
       worker->retiring = true;
       RetireLocked(*worker, "its reload was abandoned");
     }
@@ -1007,9 +1002,8 @@ void WorkerPool::StopHungLocked(std::vector<Completion>& done) {
 void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
   const int64_t now = MonotonicNowNs();
   for (const auto& model : versions_.all()) {
-    for (InferJob& job : model->queue->TakeExpired(now)) {
-      done.emplace_back(std::move(job.done),
-                        absl::DeadlineExceededError("deadline expired while queued; not run"));
+    for (auto& [job, why] : model->queue->TakeTimedOut(now)) {
+      done.emplace_back(std::move(job.done), std::move(why));
     }
   }
 }
@@ -1026,8 +1020,21 @@ void WorkerPool::DispatchLocked(ServedVersion& model, std::vector<Transfer>& sen
       }
     }
     if (idle == nullptr) return;
-    InferJob job = model.queue->Pop();
-    job.sent_ns = MonotonicNowNs();
+    const int take = PlanBatch(model.spec->config,
+                               model.queue->Front(std::max(1, model.spec->config.max_batch_size())),
+                               WarmedCosts(idle->warmup));
+    idle->jobs = model.queue->PopFront(take);
+    const int64_t now = MonotonicNowNs();
+    // The call ends by the latest deadline of its jobs (none when one has none): a job whose own
+    // deadline passes meanwhile is answered DEADLINE_EXCEEDED by its RPC, not by cutting the
+    // others' call short.
+    int64_t deadline = 0;
+    bool unbounded = false;
+    for (InferJob& job : idle->jobs) {
+      job.sent_ns = now;
+      unbounded = unbounded || job.deadline_monotonic_ns == 0;
+      deadline = std::max(deadline, job.deadline_monotonic_ns);
+    }
     Transfer& transfer = sends.emplace_back();
     transfer.worker = idle;
     transfer.spec = model.spec;
@@ -1037,11 +1044,9 @@ void WorkerPool::DispatchLocked(ServedVersion& model, std::vector<Transfer>& sen
     idle->upper_half = !idle->upper_half;
     internal::InferCall& call = *transfer.frame.mutable_infer();
     call.set_call_id(next_call_id_++);
-    call.set_deadline_monotonic_ns(job.deadline_monotonic_ns);
+    call.set_deadline_monotonic_ns(unbounded ? 0 : deadline);
     idle->call_id = call.call_id();
-    idle->call_deadline_ns =
-        MonotonicNowNs() + static_cast<int64_t>(idle->compute_timeout_ms * 1e6);
-    idle->job = std::move(job);
+    idle->call_deadline_ns = now + static_cast<int64_t>(idle->compute_timeout_ms * 1e6);
     SetStateLocked(*idle, WorkerState::kBusy);
   }
 }
@@ -1049,21 +1054,69 @@ void WorkerPool::DispatchLocked(ServedVersion& model, std::vector<Transfer>& sen
 void WorkerPool::SendCalls(std::vector<Transfer>& sends) {
   for (Transfer& transfer : sends) {
     Worker& worker = *transfer.worker;
-    InferJob& job = *worker.job;
+    const InferJob& first = worker.jobs.front();
     internal::InferCall& call = *transfer.frame.mutable_infer();
     const int64_t start_ns = MonotonicNowNs();
-    absl::StatusOr<uint64_t> output_offset =
-        job.text != nullptr
-            ? WriteTextToArena(transfer.spec->config.tokenizer().text_input(), *job.text,
-                               transfer.begin, *worker.arena, *call.mutable_text(), transfer.end)
-            : WriteToArena(job.inputs, transfer.begin, *worker.arena, *call.mutable_inputs(),
-                           transfer.end);
+    absl::StatusOr<uint64_t> output_offset;
+    if (first.text != nullptr) {
+      output_offset =
+          WriteTextToArena(transfer.spec->config.tokenizer().text_input(), *first.text,
+                           transfer.begin, *worker.arena, *call.mutable_text(), transfer.end);
+    } else {
+      std::vector<const std::vector<TensorView>*> requests;
+      for (const InferJob& job : worker.jobs) requests.push_back(&job.inputs);
+      output_offset = WriteBatchToArena(requests, transfer.begin, *worker.arena,
+                                        *call.mutable_inputs(), transfer.end);
+    }
     transfer.written = output_offset.status();
     if (!output_offset.ok()) continue;
     call.set_output_offset(*output_offset);
     call.set_output_end(transfer.end);
-    job.input_ms = (MonotonicNowNs() - start_ns) / 1e6;
+    const double input_ms = (MonotonicNowNs() - start_ns) / 1e6;
+    for (InferJob& job : worker.jobs) job.input_ms = input_ms;
     transfer.sent = worker.channel.Send(transfer.frame);
+  }
+}
+
+void WorkerPool::EndJobs(Worker& worker, const absl::Status& why, std::vector<Completion>& done) {
+  for (InferJob& job : worker.jobs) done.emplace_back(std::move(job.done), why);
+  worker.jobs.clear();
+}
+
+void WorkerPool::CompleteJobs(Worker& worker, InferOutcome outcome, std::vector<Completion>& done) {
+  std::vector<InferJob> jobs = std::move(worker.jobs);
+  worker.jobs.clear();
+  std::vector<int64_t> rows;  // each job's, in the call's order
+  for (const InferJob& job : jobs) rows.push_back(JobRows(job));
+  outcome.call_jobs = static_cast<int>(jobs.size());
+  for (int64_t n : rows) outcome.call_rows += n;
+  // A batch's outputs must hold every job's rows; else each job fails with why.
+  if (outcome.outputs.ok() && jobs.size() > 1) {
+    for (const TensorView& output : *outcome.outputs) {
+      if (output.shape.empty() || output.shape[0] != outcome.call_rows ||
+          (outcome.call_rows > 0 && output.nbytes % outcome.call_rows != 0)) {
+        outcome.outputs = absl::InternalError(absl::StrCat(
+            "the worker returned output '", output.name, "' of shape ", ShapeString(output.shape),
+            " for a batch of ", jobs.size(), " requests of ", outcome.call_rows, " rows"));
+        break;
+      }
+    }
+  }
+  int64_t begin = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    InferOutcome mine = outcome;
+    if (jobs.size() > 1 && outcome.outputs.ok()) {
+      std::vector<TensorView> slices;
+      for (const TensorView& output : *outcome.outputs) {
+        slices.push_back(SliceRows(output, begin, rows[j]));
+      }
+      mine.outputs = std::move(slices);
+    }
+    begin += rows[j];
+    mine.first_in_call = j == 0;
+    mine.queue_ms = (jobs[j].sent_ns - jobs[j].queued_ns) / 1e6;
+    mine.input_ms = jobs[j].input_ms;
+    done.emplace_back(std::move(jobs[j].done), std::move(mine));
   }
 }
 
@@ -1071,8 +1124,7 @@ void WorkerPool::FinishSendsLocked(std::vector<Transfer>& sends, std::vector<Com
   for (Transfer& transfer : sends) {
     Worker& worker = *transfer.worker;
     if (!transfer.written.ok()) {  // nothing was sent: the worker is idle again
-      done.emplace_back(std::move(worker.job->done), transfer.written);
-      worker.job.reset();
+      EndJobs(worker, transfer.written, done);
       SetStateLocked(worker, WorkerState::kReady);
       Wake();  // it may take the next queued job
     } else if (!transfer.sent.ok()) {

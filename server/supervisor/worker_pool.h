@@ -11,8 +11,9 @@
 // run its next call while `done` reads the last one's outputs, and an exited worker's arena stays
 // mapped until the turn after (exited_).
 //
-// The seam for a per-model scheduler (dynamic batching): DispatchLocked takes a version's queued
-// jobs for an idle worker one at a time; a batcher forms one call from several jobs there.
+// Dynamic batching: DispatchLocked forms one call from several of a version's queued jobs when
+// its config asks for it (server/supervisor/batch_plan.h), and a batch's outputs are split back
+// into each job's rows when its call returns.
 //
 // Each worker goes through the state machine of server/supervisor/worker_state.h.
 //
@@ -296,12 +297,15 @@ class WorkerPool {
   // Kills and drops the workers whose call ran past its compute timeout; the call ends
   // UNAVAILABLE naming the timeout.
   void StopHungLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Claims an idle worker for each queued job of `model` it can take (least recently used
-  // first): the worker turns Busy with the job; its bytes move in SendCalls.
+  // Claims an idle worker (least recently used first) for the next call of `model`'s queue while
+  // there is one: one job, or with dynamic batching the jobs PlanBatch picks for that worker
+  // (server/supervisor/batch_plan.h). The worker turns Busy with them; their bytes move in
+  // SendCalls.
   void DispatchLocked(ServedVersion& model, std::vector<Transfer>& sends)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Outside mu_, with transfer_mu_ held: writes each claimed job's inputs into its worker's arena
-  // (the one copy of a request's bytes in the master) and sends the call.
+  // Outside mu_, with transfer_mu_ held: writes each claimed call's inputs into its worker's
+  // arena (the one copy of a request's bytes in the master; a batch's jobs each straight to their
+  // rows) and sends the call.
   void SendCalls(std::vector<Transfer>& sends) ABSL_EXCLUSIVE_LOCKS_REQUIRED(transfer_mu_)
       ABSL_LOCKS_EXCLUDED(mu_);
   // After SendCalls: a call that could not be written ends with the error (its worker is idle
@@ -309,6 +313,11 @@ class WorkerPool {
   void FinishSendsLocked(std::vector<Transfer>& sends, std::vector<Completion>& done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireLocked(std::vector<Completion>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends every job of `worker`'s call with `why` (none is left with it).
+  static void EndJobs(Worker& worker, const absl::Status& why, std::vector<Completion>& done);
+  // The outcome of `worker`'s call, one per job: a batch's outputs are split into each job's
+  // rows (views into the arena, no copy).
+  static void CompleteJobs(Worker& worker, InferOutcome outcome, std::vector<Completion>& done);
   // The one place a worker's state changes: checks the transition and keeps its version's
   // count of workers by state.
   void SetStateLocked(Worker& worker, WorkerState next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -762,6 +762,45 @@ TEST_CASE("tensors written to an arena come back as views of the same bytes", "[
   }
 }
 
+TEST_CASE("a batch of requests is written as one tensor per input, their rows in order",
+          "[arena]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("batch", 4096);
+  REQUIRE(arena.ok());
+  const std::vector<float> x1 = {1, 2}, x2 = {3, 4, 5, 6}, x3 = {7, 8};
+  const std::vector<int64_t> m1 = {10}, m2 = {20, 30}, m3 = {40};
+  const std::vector<TensorView> first = {{"x", DType::kFloat32, {1, 2}, x1.data(), 8},
+                                         {"m", DType::kInt64, {1, 1}, m1.data(), 8}};
+  const std::vector<TensorView> second = {{"x", DType::kFloat32, {2, 2}, x2.data(), 16},
+                                          {"m", DType::kInt64, {2, 1}, m2.data(), 16}};
+  const std::vector<TensorView> third = {{"x", DType::kFloat32, {1, 2}, x3.data(), 8},
+                                         {"m", DType::kInt64, {1, 1}, m3.data(), 8}};
+  internal::InferCall call;
+  absl::StatusOr<uint64_t> end =
+      WriteBatchToArena({&first, &second, &third}, 0, **arena, *call.mutable_inputs());
+  REQUIRE(end.ok());
+  absl::StatusOr<std::vector<TensorView>> views = ViewsInArena(call.inputs(), **arena);
+  REQUIRE(views.ok());
+  REQUIRE(views->size() == 2);
+  CHECK((*views)[0].name == "x");
+  CHECK((*views)[0].shape == std::vector<int64_t>{4, 2});
+  std::vector<float> x(8);
+  REQUIRE((*views)[0].nbytes == x.size() * sizeof(float));
+  std::memcpy(x.data(), (*views)[0].data, (*views)[0].nbytes);
+  CHECK(x == std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK((*views)[1].shape == std::vector<int64_t>{4, 1});
+  std::vector<int64_t> m(4);
+  REQUIRE((*views)[1].nbytes == m.size() * sizeof(int64_t));
+  std::memcpy(m.data(), (*views)[1].data, (*views)[1].nbytes);
+  CHECK(m == std::vector<int64_t>{10, 20, 30, 40});
+  // A batch too large for the end it may use is refused whole, naming the tensor.
+  internal::InferCall small;
+  const absl::StatusOr<uint64_t> refused =
+      WriteBatchToArena({&first, &second, &third}, 0, **arena, *small.mutable_inputs(), 90);
+  CHECK(refused.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(refused.status().message()),
+             Catch::Matchers::Contains("tensor 'm' (32 bytes at offset 64)"));
+}
+
 TEST_CASE("a tensor that does not fit, or a ref outside the arena, is an error", "[arena]") {
   absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("small", 1);
   REQUIRE(arena.ok());

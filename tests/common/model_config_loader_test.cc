@@ -757,7 +757,8 @@ TEST_CASE("a model_warmup input_data_file is one row of its input, from the warm
 
 // ---- dynamic_batching ----------------------------------------------------------------------
 
-TEST_CASE("dynamic_batching is accepted, carried, and noted as not batching yet", "[config]") {
+TEST_CASE("dynamic_batching turns batching on, with its priority levels and queue policies",
+          "[config]") {
   TempDir tmp;
   const std::string batching = R"cfg(
     dynamic_batching {
@@ -774,9 +775,51 @@ TEST_CASE("dynamic_batching is accepted, carried, and noted as not batching yet"
     CHECK(spec->config.dynamic_batching().max_queue_delay_us() == 500);
     CHECK(spec->config.dynamic_batching().max_queue_size() == 16);
     CHECK(Values(spec->config.warmup().batch_sizes()) == std::vector<int32_t>{1, 4, 8});
+    CHECK(spec->notes.empty());  // every field it sets is in effect
+  }
+  SECTION("priority levels resolve to a queue policy each; preserve_ordering is noted") {
+    absl::StatusOr<ModelSpec> spec = LoadM(tmp, kGoodConfig + R"cfg(
+      dynamic_batching {
+        preserve_ordering: true
+        priority_levels: 3
+        default_priority_level: 2
+        default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1000 }
+        priority_queue_policy {
+          key: 1
+          value { max_queue_size: 4 allow_timeout_override: true }
+        }
+      }
+    )cfg");
+    INFO(spec.status());
+    REQUIRE(spec.ok());
+    const DynamicBatchingConfig& batching = spec->config.dynamic_batching();
+    CHECK(batching.default_priority_level() == 2);
+    REQUIRE(batching.levels_size() == 3);
+    CHECK(batching.levels(0).max_queue_size() == 4);  // its own policy: REJECT, no timeout
+    CHECK_FALSE(batching.levels(0).delay_on_timeout());
+    CHECK(batching.levels(0).default_timeout_us() == 0);
+    CHECK(batching.levels(0).allow_timeout_override());
+    for (int level : {1, 2}) {  // the default policy
+      CHECK(batching.levels(level).delay_on_timeout());
+      CHECK(batching.levels(level).default_timeout_us() == 1000);
+      CHECK(batching.levels(level).max_queue_size() == kDefaultMaxQueueSize);
+    }
     REQUIRE(spec->notes.size() == 1);
-    CHECK_THAT(spec->notes[0], Contains("dynamic_batching"));
-    CHECK_THAT(spec->notes[0], Contains("not batched together yet"));
+    CHECK_THAT(spec->notes[0], Contains("dynamic_batching: preserve_ordering accepted but not in "
+                                        "effect yet"));
+  }
+  SECTION("a default level or a policy's level outside priority_levels is refused") {
+    const std::string message = LoadError(tmp, kGoodConfig + R"cfg(
+      dynamic_batching {
+        priority_levels: 2
+        default_priority_level: 3
+        priority_queue_policy { key: 5 value { } }
+      }
+    )cfg");
+    CHECK_THAT(message, Contains("field 'dynamic_batching.default_priority_level': expected a "
+                                 "level in [1, priority_levels=2], got 3"));
+    CHECK_THAT(message, Contains("field 'dynamic_batching.priority_queue_policy[5]': expected a "
+                                 "level in [1, priority_levels=2], got 5"));
   }
   SECTION("an empty block enables it with the defaults") {
     absl::StatusOr<ModelSpec> spec = LoadM(tmp, kGoodConfig + "dynamic_batching { }\n");
@@ -784,8 +827,12 @@ TEST_CASE("dynamic_batching is accepted, carried, and noted as not batching yet"
     CHECK(spec->config.dynamic_batching().enabled());
     CHECK(spec->config.dynamic_batching().max_queue_delay_us() == 0);
     CHECK(spec->config.dynamic_batching().max_queue_size() == kDefaultMaxQueueSize);
+    REQUIRE(spec->config.dynamic_batching().levels_size() == 1);  // one level, FIFO, no timeout
+    CHECK(spec->config.dynamic_batching().levels(0).max_queue_size() == kDefaultMaxQueueSize);
+    CHECK(spec->config.dynamic_batching().levels(0).default_timeout_us() == 0);
+    CHECK(spec->config.dynamic_batching().default_priority_level() == 1);
     CHECK(Values(spec->config.warmup().batch_sizes()) == std::vector<int32_t>{1, 8});
-    CHECK(HasNoteContaining(*spec, "not batched together yet"));
+    CHECK(spec->notes.empty());
   }
   SECTION("kiln.pbtxt's batch sizes replace the default, preferred sizes included") {
     absl::StatusOr<ModelSpec> spec =
@@ -800,6 +847,7 @@ TEST_CASE("dynamic_batching is accepted, carried, and noted as not batching yet"
     REQUIRE(spec.ok());
     CHECK(spec->config.dynamic_batching().enabled());
     CHECK(Values(spec->config.warmup().batch_sizes()) == std::vector<int32_t>{1});
+    CHECK(HasNoteContaining(*spec, "max_batch_size is 0 (no batch dimension)"));
   }
 }
 

@@ -78,7 +78,8 @@ TEST_CASE(
     REQUIRE(oip.ServerMetadata(&context, {}, &metadata).ok());
     CHECK(metadata.name() == "kiln");
     // The repository extension is there only with --model_control_mode=explicit (reload_test).
-    CHECK(absl::StrJoin(metadata.extensions(), " ") == "model_configuration");
+    CHECK(absl::StrJoin(metadata.extensions(), " ") ==
+          "classification model_configuration schedule_policy");
   }
 
   {  // ModelConfig

@@ -81,6 +81,7 @@ model_warmup [
 dynamic_batching {
   preferred_batch_size: [ 2 ]
   max_queue_delay_microseconds: 100
+  preserve_ordering: true
 }
 )cfg";
 
@@ -193,8 +194,8 @@ TEST_CASE("a Triton repository for TorchScript models serves on kiln unchanged, 
   }
   CHECK(classifier_versions == 2);
   // Logged once: the note is the model's config's, whichever versions it serves.
-  CHECK(kiln::testing::Count(server->log(),
-                             "dynamic_batching: accepted; requests are not batched") == 1);
+  CHECK(kiln::testing::Count(
+            server->log(), "dynamic_batching: preserve_ordering accepted but not in effect") == 1);
 
   // The ModelConfig RPC answers the config as written, filled in as Triton fills it.
   const inference::ModelConfig served = ModelConfigOf(stub, "classifier");

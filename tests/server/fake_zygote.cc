@@ -3,7 +3,9 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <utility>
 
 #include "common/arena_tensors.h"
@@ -128,10 +130,12 @@ void FakeZygote::HandleZygoteFrame() {
     ready.mutable_ready()->set_device("fake");
     ready.mutable_ready()->set_private_peak_bytes(behaviour_.private_peak_bytes);
     ready.mutable_ready()->set_intra_op_threads(behaviour_.intra_op_threads);
-    internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
-    shape.set_batch_size(1);
-    shape.set_steady_ms(behaviour_.steady_ms);
-    shape.set_steady_cpu_ms(behaviour_.steady_cpu_ms);
+    for (int batch : behaviour_.warmed_batches) {
+      internal::ShapeWarmup& shape = *ready.mutable_ready()->add_shapes();
+      shape.set_batch_size(batch);
+      shape.set_steady_ms(behaviour_.steady_ms);
+      shape.set_steady_cpu_ms(behaviour_.steady_cpu_ms);
+    }
     (void)worker.channel.Send(ready);
   }
 }
@@ -161,12 +165,25 @@ void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
       call.inputs_size() > 0 && call.inputs(0).shape_size() > 0 ? call.inputs(0).shape(0) : 1;
   result.mutable_ran_as()->set_batch_size(static_cast<int32_t>(rows));
   if (!outputs_.output.empty() && worker.arena != nullptr) {
-    const std::vector<float> zeros(rows * outputs_.elements_per_row, 0.0f);
+    std::vector<float> values(rows * outputs_.elements_per_row, 0.0f);
+    absl::StatusOr<std::vector<TensorView>> inputs = ViewsInArena(call.inputs(), *worker.arena);
+    if (outputs_.echo && inputs.ok() && !inputs->empty()) {
+      const TensorView& x = inputs->front();
+      const int64_t width =
+          static_cast<int64_t>(x.nbytes / sizeof(float)) / std::max<int64_t>(rows, 1);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t e = 0; e < outputs_.elements_per_row && e < width; ++e) {
+          std::memcpy(&values[r * outputs_.elements_per_row + e],
+                      static_cast<const char*>(x.data) + (r * width + e) * sizeof(float),
+                      sizeof(float));
+        }
+      }
+    }
     const TensorView output{outputs_.output,
                             DType::kFloat32,
                             {rows, outputs_.elements_per_row},
-                            zeros.data(),
-                            zeros.size() * sizeof(float)};
+                            values.data(),
+                            values.size() * sizeof(float)};
     if (!WriteToArena({output}, call.output_offset(), *worker.arena, *result.mutable_outputs(),
                       call.output_end())
              .ok()) {

@@ -38,13 +38,17 @@ class FakeZygote {
     double call_cpu_ms = 0;     // the CPU time each answer reports (compute_cpu_ms)
     int64_t private_peak_bytes = 0;  // its warmup report's private peak
     int intra_op_threads = 1;        // what its warmup report says it runs
+    // The batch sizes its warmup report says it warmed, each at steady_ms / steady_cpu_ms.
+    std::vector<int> warmed_batches = {1};
   };
 
   // What the fake workers answer a call with: `output` (FP32) of `elements_per_row` per row of
-  // the call's first input, zeros; no output when `output` is empty.
+  // the call's first input, zeros, or with `echo` each row's first values of that input (FP32,
+  // at least elements_per_row of them); no output when `output` is empty.
   struct Outputs {
     std::string output;
     int64_t elements_per_row = 0;
+    bool echo = false;
   };
 
   // Serves the pool's end of `zygote` (the end WorkerPool::Start was not given).

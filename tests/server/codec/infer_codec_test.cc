@@ -413,6 +413,26 @@ TEST_CASE("an optional input may be left out, a required one not, and one input 
              Contains("no input given: the model's inputs are 'x' (optional), 'w' (optional)"));
 }
 
+TEST_CASE("a request's priority and queue timeout are read from its parameters", "[codec]") {
+  const ModelConfig config = OneInputModel(TYPE_FP32, {1}, 4);
+  ModelInferRequest request = Fp32Request({1, 1}, {1});
+  absl::StatusOr<DecodedRequest> plain = DecodeInferRequest(request, config);
+  REQUIRE(plain.ok());
+  CHECK(plain->priority == 0);
+  CHECK(plain->timeout_us == 0);
+  (*request.mutable_parameters())["priority"].set_int64_param(2);
+  (*request.mutable_parameters())["timeout"].set_uint64_param(1500);
+  absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, config);
+  REQUIRE(decoded.ok());
+  CHECK(decoded->priority == 2);
+  CHECK(decoded->timeout_us == 1500);
+  (*request.mutable_parameters())["priority"].set_int64_param(-1);
+  CHECK_THAT(DecodeError(request, config),
+             Contains("parameter 'priority' must be a non-negative int64_param or a uint64_param"));
+  (*request.mutable_parameters())["priority"].set_bool_param(true);
+  CHECK_THAT(DecodeError(request, config), Contains("parameter 'priority'"));
+}
+
 TEST_CASE("an unknown or unsupported datatype is rejected", "[codec][defect]") {
   const ModelConfig config = OneInputModel(TYPE_FP32, {1}, 4);
   for (const char* datatype : {"FLOAT32", "fp32", "UINT16", "UINT32", "UINT64", ""}) {

@@ -4,12 +4,14 @@
 #include "server/supervisor/worker_pool.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -83,9 +85,10 @@ class Outcomes {
 struct PoolUnderTest {
   PoolUnderTest(int workers, int max_queue_size, int quorum, FakeZygote::Behaviour behaviour = {},
                 double compute_timeout_ms = 0, int64_t memory_limit_bytes = 0,
-                int64_t budget_bytes = 0, int64_t usage_bytes = 0,
-                FakeZygote::Outputs outputs = {}) {
+                int64_t budget_bytes = 0, int64_t usage_bytes = 0, FakeZygote::Outputs outputs = {},
+                const std::function<void(ModelConfig&)>& edit_config = nullptr) {
     specs.push_back(testing::FakeModelSpec(max_queue_size, quorum));
+    if (edit_config) edit_config(specs.back().config);
     specs.back().config.mutable_supervision()->set_compute_timeout_ms(compute_timeout_ms);
     specs.back().config.mutable_memory()->set_limit_bytes(budget_bytes);
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
@@ -193,6 +196,97 @@ TEST_CASE("outputs are read in place, a worker's calls alternate between its are
   const auto* first = static_cast<const char*>(seen[0].data);
   CHECK(std::abs(static_cast<const char*>(seen[1].data) - first) == half);
   CHECK(seen[2].data == seen[0].data);
+}
+
+TEST_CASE("with dynamic batching, queued requests go to a free worker as one call, split back",
+          "[worker_pool][batching]") {
+  FakeZygote::Behaviour holding;
+  holding.answer_calls = false;
+  holding.warmed_batches = {1, 2, 4};
+  holding.steady_cpu_ms = 1.0;  // as costly at 4 rows as at 1: batches pay
+  PoolUnderTest pool(1, 8, 0, holding, 0, 0, 0, 0, {"y", 2, /*echo=*/true},
+                     [](ModelConfig& config) {
+                       config.mutable_dynamic_batching()->set_enabled(true);
+                       config.mutable_warmup()->set_pad_to_warmed(true);
+                     });
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  // Job i sends the row {i, 10 i, 0, 0}; what its `done` saw is checked on the test's thread.
+  struct Seen {
+    std::vector<float> y;
+    int call_jobs = 0;
+    bool first_in_call = false;
+  };
+  constexpr int kJobs = 4;
+  std::vector<std::array<float, 4>> rows(kJobs);
+  std::vector<Seen> seen(kJobs);
+  std::atomic<int> finished{0};
+  const auto submit = [&](int i) {
+    rows[i] = {static_cast<float>(i), 10.0f * i, 0, 0};
+    InferJob job;
+    job.spec = *pool.pool->Route("m", "");
+    job.inputs.push_back(TensorView{"x", DType::kFloat32, {1, 4}, rows[i].data(), 16});
+    job.done = [&seen, &finished, i](InferOutcome outcome) {
+      if (outcome.outputs.ok() && outcome.outputs->size() == 1) {
+        const TensorView& y = outcome.outputs->front();
+        if (y.shape == std::vector<int64_t>{1, 2}) {
+          seen[i].y.resize(2);
+          std::memcpy(seen[i].y.data(), y.data, 2 * sizeof(float));
+        }
+      }
+      seen[i].call_jobs = outcome.call_jobs;
+      seen[i].first_in_call = outcome.first_in_call;
+      ++finished;
+    };
+    REQUIRE(pool.pool->Submit(std::move(job)).ok());
+  };
+  // Job 0 finds the worker free and goes at once, alone; 1, 2 and 3 queue behind it.
+  submit(0);
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  for (int i = 1; i < kJobs; ++i) submit(i);
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return finished.load() == 1; }));
+  // Then the three queued go as one call of 3 rows (padded to the warmed 4 by a real worker).
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return finished.load() == kJobs; }));
+  CHECK(seen[0].call_jobs == 1);
+  for (int i = 0; i < kJobs; ++i) {
+    INFO("job " << i);
+    CHECK(seen[i].y == std::vector<float>{static_cast<float>(i), 10.0f * i});  // its own row
+    if (i > 0) CHECK(seen[i].call_jobs == 3);
+    CHECK(seen[i].first_in_call == (i <= 1));
+  }
+  CHECK(pool.pool->Counters("m").requests == kJobs);
+  CHECK(pool.pool->Counters("m").calls == 2);
+}
+
+TEST_CASE("a free worker takes the highest priority level's request first", "[worker_pool]") {
+  FakeZygote::Behaviour holding;
+  holding.answer_calls = false;
+  Outcomes outcomes;
+  PoolUnderTest pool(1, 8, 0, holding, 0, 0, 0, 0, {}, [](ModelConfig& config) {
+    DynamicBatchingConfig& batching = *config.mutable_dynamic_batching();
+    batching.clear_levels();
+    batching.add_levels()->set_max_queue_size(8);
+    batching.add_levels()->set_max_queue_size(8);
+    batching.set_default_priority_level(2);
+  });
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 1; }));
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());  // 0: runs at once
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  REQUIRE(pool.pool->Submit(outcomes.Job(*pool.pool)).ok());  // 1: the default level, 2
+  InferJob urgent = outcomes.Job(*pool.pool);                 // 2: level 1, queued after 1
+  urgent.priority = 1;
+  REQUIRE(pool.pool->Submit(std::move(urgent)).ok());
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 1 && pool.zygote->held_calls() == 1; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 2; }));
+  CHECK(outcomes.code(2) == absl::StatusCode::kOk);  // level 1 went first
+  CHECK_FALSE(outcomes.code(1).has_value());
+  REQUIRE(WaitUntil([&] { return pool.zygote->held_calls() == 1; }));
+  pool.zygote->AnswerHeld();
+  REQUIRE(WaitUntil([&] { return outcomes.finished() == 3; }));
 }
 
 TEST_CASE("the pool spawns every worker and a model is ready at its quorum", "[worker_pool]") {
@@ -358,8 +452,10 @@ TEST_CASE("a full queue answers RESOURCE_EXHAUSTED at once and never calls back"
   CHECK(full.code() == absl::StatusCode::kResourceExhausted);
   CHECK_THAT(std::string(full.message()), Contains("queue full (2 requests waiting"));
   const SharedSpec never_served = std::make_shared<const ModelSpec>(pool.specs.front());
-  CHECK(pool.pool->Submit(InferJob{never_served, {}, nullptr, 0, [](InferOutcome) {}}).code() ==
-        absl::StatusCode::kNotFound);
+  InferJob stray;
+  stray.spec = never_served;
+  stray.done = [](InferOutcome) {};
+  CHECK(pool.pool->Submit(std::move(stray)).code() == absl::StatusCode::kNotFound);
   // Stopping ends the queued jobs with UNAVAILABLE, not the refused one.
   pool.pool->Stop();
   CHECK(outcomes.finished() == 2);

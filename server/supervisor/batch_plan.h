@@ -1,0 +1,58 @@
+// Dynamic batching (Triton's dynamic_batching; docs/batching.md): which of a version's queued
+// jobs one call to a worker takes. A batch is a run of jobs from the front of the queue, in
+// order, that share every input's name, dtype and dims after the batch dimension, of at most
+// max_batch_size rows in all, and whose row count the worker serves warm: it pads the rows up to
+// a warmed batch size (warmup.pad_to_warmed), or, without padding, runs only warmed sizes. Among
+// the runs that qualify, the one whose warmed pass, plus a call's fixed overhead, costs least per
+// row is taken (ties: the longer): two requests of one row go to two warmed batch-1 passes when
+// padding them to a warmed batch 4 costs more than both.
+//
+// Pure functions of their arguments; no state, no threads.
+#ifndef KILN_SERVER_SUPERVISOR_BATCH_PLAN_H_
+#define KILN_SERVER_SUPERVISOR_BATCH_PLAN_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "common/shape.h"
+#include "proto/model_config.pb.h"
+#include "proto/worker_frames.pb.h"
+#include "server/supervisor/infer_job.h"
+
+namespace kiln {
+
+// A worker's warmed passes: the steady CPU time of each shape it warmed (its WarmupReport),
+// which is what a pass of that shape costs it. A value; no synchronisation.
+class WarmedCosts {
+ public:
+  explicit WarmedCosts(const internal::WarmupReport& report);
+
+  // What a pass of `rows` rows at `sequence_length` costs: the steady CPU milliseconds of the
+  // smallest warmed batch size >= rows at that length (the batch it is padded to), or exactly
+  // rows when `pad` is false; nullopt when there is none (the pass would be cold or split).
+  std::optional<double> PassCost(int64_t rows, int32_t sequence_length, bool pad) const;
+
+ private:
+  std::map<Shape, double> steady_cpu_ms_;  // warmed shapes only (refused ones left out)
+};
+
+// The rows `job` brings to a call: its first input's batch dimension, a text job's strings, 1
+// without a batch dimension.
+int64_t JobRows(const InferJob& job);
+
+// Whether `job` may share a call with others: tensor inputs (a text job is tokenized by the
+// worker, one call per job), with a batch dimension.
+bool Batchable(const ModelConfig& config, const InferJob& job);
+
+// How many jobs from the front of `queue` (not empty: the queue's next jobs in dispatch order,
+// JobQueue::Front) the next call takes: 1 when batching is off (config.dynamic_batching().enabled()
+// false) or the front job is not Batchable; else the run described above, judged with `costs`
+// (the worker that takes the call).
+int PlanBatch(const ModelConfig& config, const std::vector<const InferJob*>& queue,
+              const WarmedCosts& costs);
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_SUPERVISOR_BATCH_PLAN_H_
