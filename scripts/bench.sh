@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
 # measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
-# and the old CPU settings), with the command that produced it. Bounded: about 18 minutes on 2
+# and the old CPU settings), with the command that produced it. Bounded: about 24 minutes on 2
 # cores. The CPU section makes a cgroup with a CPU quota, and the elastic section one with a
 # memory limit (root and a writable cgroup file system; skipped, and said so in the report, where
 # it cannot), and the CPU section starts busy loops, killed by pid.
@@ -47,18 +47,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# repo_of MODEL [auto|old|triton]: a repository holding only MODEL (files linked from models/),
+# repo_of MODEL [auto|old|triton|batched]: a repository holding only MODEL (files linked from models/),
 # kept with the results so that every recorded command can be run again. Its config.pbtxt
 # (Triton's form) and kiln.pbtxt are the demo's; with "auto" a config.pbtxt whose instance_group
 # is automatic, with "old" kiln's old default on this machine (1 worker of $(nproc) intra-op
 # threads: count 1 and the PyTorch backend's INTRA_OP_THREAD_COUNT parameter), with "triton" the
-# repository as a Triton user brings it: config.pbtxt without instance_group and no kiln.pbtxt.
+# repository as a Triton user brings it: config.pbtxt without instance_group and no kiln.pbtxt,
+# with "batched" the demo's with Triton's dynamic batcher on (`dynamic_batching { }`).
 repo_of() {
   local dir="$out/repo-$1${2:+-$2}"
   if [ ! -d "$dir" ]; then
     mkdir -p "$dir/$1/1"
     case "${2:-}" in
       auto|triton) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
+      batched) { cat "models/$1/config.pbtxt"; echo "dynamic_batching { }"; } \
+                 > "$dir/$1/config.pbtxt" ;;
       old) local threads="key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"$(nproc)\" }"
            sed "s/^instance_group.*/instance_group [ { count: 1 kind: KIND_CPU } ] parameters { $threads }/" \
              "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
@@ -227,7 +230,7 @@ start_server_in_cgroup() {
 }
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""; }
 
-step "1/12 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+step "1/13 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
 for workers in 1 2 4; do
   for share in on off; do
     run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -237,7 +240,7 @@ for workers in 1 2 4; do
   done
 done
 
-step "2/12 first request vs steady: mlp, resnet18 and textcls, warmup on and off; Triton repositories"
+step "2/13 first request vs steady: mlp, resnet18 and textcls, warmup on and off; Triton repositories"
 for model in mlp resnet18 textcls; do
   for warmup in on off; do
     run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -254,7 +257,7 @@ for model in mlp resnet18 resnet50; do
     --repeat=$repeat --steady_requests=30 --json="$out/coldstart-$model-triton.json"
 done
 
-step "3/12 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+step "3/13 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
 for model in mlp resnet18; do
   start_server "$model" "$(repo_of "$model")" --workers=2
   run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -268,7 +271,7 @@ for model in mlp resnet18; do
   stop_server
 done
 
-step "4/12 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+step "4/13 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
 start_server mlp "$(repo_of mlp)" --workers=1
 run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
   --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -277,7 +280,7 @@ stop_server
 run "forward-mlp" "$forward" --model=mlp --batch=1 --threads="${threads:-1}" --warmup_calls=100 \
   --calls=2000 --json="$out/forward-mlp.json"
 
-step "5/12 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+step "5/13 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
 make_quota_cgroup 1
 for setting in auto old; do
   prefix=(); server_args=""
@@ -299,7 +302,7 @@ for setting in auto old; do
   done
 done
 
-step "6/12 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+step "6/13 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
 for setting in auto old; do
   prefix=(); server_args=""
   [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
@@ -309,7 +312,7 @@ for setting in auto old; do
     --json="$out/scaleout-resnet18-$setting.json"
 done
 
-step "7/12 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+step "7/13 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
 for setting in auto old; do
   # Old CPU settings only for the thread count here: both wait passively, so that this compares
   # one request's latency and the throughput of the two shapes, not the spinning.
@@ -323,7 +326,7 @@ for setting in auto old; do
   stop_server
 done
 
-step "8/12 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+step "8/13 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
 for condition in quiet spinners; do
   [ "$condition" = spinners ] && start_spinners 2
   for wait in passive default spin1000; do
@@ -338,7 +341,7 @@ for condition in quiet spinners; do
   stop_spinners
 done
 
-step "9/12 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
+step "9/13 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
 # a. Time to SERVING with 1 and 4 workers, warm template on (the default) and off.
 for workers in 1 4; do
   for template in on off; do
@@ -396,7 +399,7 @@ if [ -n "$mem_cgroup" ]; then
   remove_cgroup "$mem_cgroup"; mem_cgroup=""
 fi
 
-step "10/12 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
+step "10/13 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
 for run in good-rpc good-hup bad-rpc; do
   flags=""
   case $run in
@@ -408,16 +411,30 @@ for run in good-rpc good-hup bad-rpc; do
     --log_dir="$out/logs-reload-$run" --json="$out/reload-$run.json"
 done
 
-step "11/12 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
+step "11/13 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
 for model in mlp resnet18; do
   run "scrape-$model" "$bench" scrape --model_repository=models --model=$model \
     --interval_ms=100 --phase_s=10 --rounds=$scrape_rounds --json="$out/scrape-$model.json"
 done
 
-step "12/12 behind nginx: scale-out 1 -> 3 replicas and blue/green under load, warmup on vs off"
+step "12/13 behind nginx: scale-out 1 -> 3 replicas and blue/green under load, warmup on vs off"
 lb_flags=(--out="$out")
 [ $quick = 1 ] && lb_flags+=(--quick)
 scripts/lb_bench.sh "${lb_flags[@]}" > /dev/null
+
+step "13/13 dynamic batching: mlp and resnet18, closed loop at concurrency 1/8/32/64, on vs off"
+for model in mlp resnet18; do
+  for batching in off on; do
+    repo=$(repo_of $model); [ $batching = on ] && repo=$(repo_of $model batched)
+    start_server "$model-batching-$batching" "$repo" --workers=2
+    for concurrency in 1 8 32 64; do
+      run "batching-$model-$batching-c$concurrency" "$bench" load --addr="127.0.0.1:$port" \
+        --model=$model --mode=closed --concurrency=$concurrency --duration_s=$load_s \
+        --warmup_requests=50 --json="$out/batching-$model-$batching-c$concurrency.json"
+    done
+    stop_server
+  done
+done
 
 step "write BENCHMARKS.md"
 /usr/bin/python3 scripts/bench_report.py "$out" > BENCHMARKS.md

@@ -143,6 +143,31 @@ def open_loop_table(folder, out):
                command(folder, "open-resnet18-90") + "`.\n")
 
 
+def batching_table(folder, out):
+    out.append("## Dynamic batching: on vs off, closed loop\n")
+    out.append("2 workers; each client sends one row at a time and waits for its answer. \"on\" is the "
+               "demo's config.pbtxt with `dynamic_batching { }` (docs/batching.md): requests that queue "
+               "while both workers are busy run as one forward pass, at a warmed size (mlp warms 1, 2, 4 "
+               "and 8; resnet18 1 and 4).\n")
+    out.append("| model | concurrency | off: req/s | on: req/s | on / off | off: p50 | on: p50 | "
+               "off: p99 | on: p99 | errors (on) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for model in ("mlp", "resnet18"):
+        for concurrency in (1, 8, 32, 64):
+            off = load(folder, f"batching-{model}-off-c{concurrency}")
+            on = load(folder, f"batching-{model}-on-c{concurrency}")
+            errors = ", ".join(f"{k} {v}" for k, v in on["errors"].items()) or "none"
+            out.append(f"| {model} | {concurrency} | {off['throughput_rps']:.0f} | "
+                       f"{on['throughput_rps']:.0f} | "
+                       f"{ratio(on['throughput_rps'], off['throughput_rps'])} | "
+                       f"{off['latency_ms']['p50']:.2f} ms | {on['latency_ms']['p50']:.2f} ms | "
+                       f"{off['latency_ms']['p99']:.2f} ms | {on['latency_ms']['p99']:.2f} ms | "
+                       f"{errors} |")
+    out.append("")
+    out.append("Command: `" + command(folder, "batching-mlp-on-c32") + "` (and the other models, "
+               "concurrencies, and the repository without `dynamic_batching`).\n")
+
+
 def overhead_table(folder, out):
     roundtrip = load(folder, "roundtrip-mlp")["latency_ms"]
     forward = load(folder, "forward-mlp")["latency_ms"]
@@ -697,6 +722,7 @@ def main():
     warmup_table(folder, out)
     open_loop_table(folder, out)
     overhead_table(folder, out)
+    batching_table(folder, out)
     cpu_table(folder, out)
     scaleout_table(folder, out)
     threads_table(folder, out)

@@ -125,8 +125,10 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  StartInfer(*request, response, MonotonicDeadlineNs(*context),
-             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  StartInfer(
+      *request, response, MonotonicDeadlineNs(*context),
+      [context] { return context->IsCancelled(); },
+      [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 
@@ -136,13 +138,15 @@ InferenceService::ModelStreamInfer(grpc::CallbackServerContext* context) {
   return streams_.Open([this, context](const inference::ModelInferRequest& request,
                                        inference::ModelInferResponse* response,
                                        std::function<void(absl::Status)> finish) {
-    StartInfer(request, response, MonotonicDeadlineNs(*context), std::move(finish));
+    StartInfer(
+        request, response, MonotonicDeadlineNs(*context),
+        [context] { return context->IsCancelled(); }, std::move(finish));
   });
 }
 
 void InferenceService::StartInfer(const inference::ModelInferRequest& request,
                                   inference::ModelInferResponse* response,
-                                  int64_t deadline_monotonic_ns,
+                                  int64_t deadline_monotonic_ns, std::function<bool()> cancelled,
                                   std::function<void(absl::Status)> finish) {
   // A reload may switch the version between routing and queueing: the pool then refuses the job
   // (Aborted), and it is routed and decoded again, for the version that now serves. A request is
@@ -179,6 +183,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
     job.deadline_monotonic_ns = deadline_monotonic_ns;
     job.priority = held->priority;
     job.timeout_us = held->timeout_us;
+    job.cancelled = cancelled;
     job.done = [finish, &request, response, held, spec, metrics, arrived, decode_us,
                 recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);

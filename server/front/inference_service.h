@@ -88,10 +88,11 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
  private:
   // Routes, validates and queues `request`, then calls `finish` exactly once, after `response`
   // is filled or with the error (from this thread when it fails before being queued, else from
-  // the pool's). `request` and `response` must live until then.
+  // the pool's). `request` and `response` must live until then. `cancelled` says whether the
+  // client gave up (the pool asks it while the request waits: InferJob::cancelled).
   void StartInfer(const inference::ModelInferRequest& request,
                   inference::ModelInferResponse* response, int64_t deadline_monotonic_ns,
-                  std::function<void(absl::Status)> finish);
+                  std::function<bool()> cancelled, std::function<void(absl::Status)> finish);
 
   grpc::ServerUnaryReactor* Reload(grpc::CallbackServerContext* context, ReloadRequest reload);
 

@@ -62,6 +62,9 @@ struct InferJob {
   // only where the level's policy allows the override).
   uint64_t priority = 0;
   int64_t timeout_us = 0;
+  // Whether the client gave up on it (its RPC was cancelled): asked on the pool's thread while it
+  // waits in the queue, so a cancelled job never reaches a worker. Null: never.
+  std::function<bool()> cancelled;
   InferDone done;
   // Set by the pool (CLOCK_MONOTONIC): when Submit queued it, and how long writing its inputs to
   // the worker's arena took.

@@ -91,8 +91,16 @@ std::vector<const InferJob*> JobQueue::Front(int count) const {
 
 std::vector<std::pair<InferJob, absl::Status>> JobQueue::TakeTimedOut(int64_t now_ns) {
   std::vector<std::pair<InferJob, absl::Status>> taken;
-  const auto deadline_passed = [now_ns](const Queued& queued) {
-    return queued.job.deadline_monotonic_ns != 0 && now_ns >= queued.job.deadline_monotonic_ns;
+  // Why a job ends in the queue whatever its level's policy: its client gave up, or its deadline
+  // passed; OK when neither.
+  const auto ended = [now_ns](const Queued& queued) {
+    if (queued.job.deadline_monotonic_ns != 0 && now_ns >= queued.job.deadline_monotonic_ns) {
+      return absl::DeadlineExceededError("deadline expired while queued; not run");
+    }
+    if (queued.job.cancelled && queued.job.cancelled()) {
+      return absl::CancelledError("the client cancelled the request while it was queued; not run");
+    }
+    return absl::OkStatus();
   };
   const auto timed_out = [now_ns](const Queued& queued) {
     return queued.timeout_ns != 0 && now_ns >= queued.timeout_ns;
@@ -102,9 +110,8 @@ std::vector<std::pair<InferJob, absl::Status>> JobQueue::TakeTimedOut(int64_t no
     std::deque<Queued> kept;
     std::deque<Queued> delayed_now;
     for (Queued& queued : level.waiting) {
-      if (deadline_passed(queued)) {
-        taken.emplace_back(std::move(queued.job),
-                           absl::DeadlineExceededError("deadline expired while queued; not run"));
+      if (absl::Status why = ended(queued); !why.ok()) {
+        taken.emplace_back(std::move(queued.job), std::move(why));
       } else if (timed_out(queued) && !level.policy.delay_on_timeout()) {
         taken.emplace_back(std::move(queued.job),
                            absl::UnavailableError(absl::StrCat(
@@ -121,9 +128,8 @@ std::vector<std::pair<InferJob, absl::Status>> JobQueue::TakeTimedOut(int64_t no
     level.waiting = std::move(kept);
     std::deque<Queued> delayed;
     for (Queued& queued : level.delayed) {
-      if (deadline_passed(queued)) {
-        taken.emplace_back(std::move(queued.job),
-                           absl::DeadlineExceededError("deadline expired while queued; not run"));
+      if (absl::Status why = ended(queued); !why.ok()) {
+        taken.emplace_back(std::move(queued.job), std::move(why));
       } else {
         delayed.push_back(std::move(queued));
       }

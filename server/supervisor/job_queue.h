@@ -2,8 +2,8 @@
 // path"; docs/batching.md): a queue per priority level (Triton's priority_levels, 1 the highest,
 // one level without them), each first in first out and bounded by its max_queue_size (a full one
 // refuses at once). Each level's queue policy times a job out of the queue: REJECT ends it,
-// DELAY moves it behind the level's jobs that have not timed out. A job whose deadline passes
-// while it waits is taken out before it is ever sent.
+// DELAY moves it behind the level's jobs that have not timed out. A job whose deadline passes, or
+// whose client cancels it, while it waits is taken out before it is ever sent.
 //
 // Dispatch order: level 1's jobs, then its delayed ones, then level 2's, and so on.
 #ifndef KILN_SERVER_SUPERVISOR_JOB_QUEUE_H_
@@ -48,9 +48,10 @@ class JobQueue {
   // batch: server/supervisor/batch_plan.h); valid until the queue changes.
   std::vector<const InferJob*> Front(int count) const;
 
-  // At `now_ns` (CLOCK_MONOTONIC): the jobs whose deadline passed (DeadlineExceeded) or whose
-  // queue timeout passed at a REJECT level (Unavailable, naming the policy), each with why, in
-  // dispatch order; a DELAY level's timed-out jobs move behind its others instead.
+  // At `now_ns` (CLOCK_MONOTONIC): the jobs whose client cancelled them (Cancelled), whose
+  // deadline passed (DeadlineExceeded) or whose queue timeout passed at a REJECT level
+  // (Unavailable, naming the policy), each with why, in dispatch order; a DELAY level's timed-out
+  // jobs move behind its others instead.
   std::vector<std::pair<InferJob, absl::Status>> TakeTimedOut(int64_t now_ns);
 
   // Every job, in dispatch order; the queue is empty after.

@@ -107,6 +107,24 @@ TEST_CASE("a job queue takes out the expired jobs in order and keeps the rest in
   CHECK(queue.NearestDeadlineNs() == 0);
 }
 
+TEST_CASE("a job its client cancelled is taken out of the queue, never to run", "[job_queue]") {
+  JobQueue queue(8);
+  bool gave_up = false;
+  InferJob cancellable = Job("cancellable");
+  cancellable.cancelled = [&gave_up] { return gave_up; };
+  REQUIRE(queue.Push(Job("before")).ok());
+  REQUIRE(queue.Push(std::move(cancellable)).ok());
+  REQUIRE(queue.Push(Job("after")).ok());
+  CHECK(queue.TakeTimedOut(1).empty());  // still wanted
+  gave_up = true;
+  const std::vector<std::pair<InferJob, absl::Status>> taken = queue.TakeTimedOut(1);
+  CHECK(Names(taken) == std::vector<std::pair<std::string, absl::StatusCode>>{
+                            {"cancellable", absl::StatusCode::kCancelled}});
+  CHECK_THAT(std::string(taken.front().second.message()),
+             Contains("the client cancelled the request while it was queued; not run"));
+  CHECK(Names(queue.TakeAll()) == std::vector<std::string>{"before", "after"});
+}
+
 TEST_CASE("priority levels: level 1 goes first, each level FIFO and bounded by its own size",
           "[job_queue]") {
   JobQueue queue(Levels({Policy(2), Policy(1), Policy(4)}, /*default_level=*/3));
