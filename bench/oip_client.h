@@ -126,15 +126,6 @@ absl::StatusOr<SyntheticRequest> BuildSyntheticRequest(
 absl::StatusOr<std::vector<Tensor>> DecodeInferResponse(
     const inference::ModelInferResponse& response);
 
-// Reads element `i` of a numeric tensor as a double (FP16/BF16 widened); used for summaries.
-double ElementAsDouble(DType dtype, const uint8_t* data, size_t i);
-
-// IEEE half and bfloat16 conversions (round to nearest even).
-uint16_t FloatToHalf(float value);
-float HalfToFloat(uint16_t bits);
-uint16_t FloatToBFloat16(float value);
-float BFloat16ToFloat(uint16_t bits);
-
 // Sends the one prepared request with the gRPC callback API. Ownership: borrows the stub and the
 // request, which must outlive it; the destructor waits until every call it started completed
 // (each has a deadline, so gRPC completes it by then). Thread-safe.

@@ -3,6 +3,7 @@
 #define KILN_COMMON_DTYPE_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include "absl/strings/string_view.h"
 
@@ -42,6 +43,16 @@ std::optional<DType> DTypeFromName(absl::string_view name);
 // unsigned types wider than 8 bits and the 8-bit floats have no DataType.
 std::optional<DType> DTypeFromDataType(DataType data_type);
 std::optional<DataType> DataTypeFromDType(DType dtype);
+
+// Reads element `i` of dense `dtype` bytes as a double (FP16/BF16 widened; 64-bit integers
+// rounded past 2^53; NaN for the 8-bit floats).
+double ElementAsDouble(DType dtype, const uint8_t* data, size_t i);
+
+// IEEE half and bfloat16 conversions (round to nearest even).
+uint16_t FloatToHalf(float value);
+float HalfToFloat(uint16_t bits);
+uint16_t FloatToBFloat16(float value);
+float BFloat16ToFloat(uint16_t bits);
 
 }  // namespace kiln
 

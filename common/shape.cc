@@ -81,6 +81,22 @@ std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig
   return dims;
 }
 
+InputMatch MatchInputs(const ModelConfig& config, const std::vector<TensorView>& inputs) {
+  InputMatch match;
+  match.given_as.assign(config.input_size(), -1);
+  size_t given = 0;  // inputs[given] is the next one to match
+  for (int c = 0; c < config.input_size(); ++c) {
+    if (given < inputs.size() && inputs[given].name == config.input(c).name()) {
+      match.given_as[c] = static_cast<int>(given++);
+    } else if (!config.input(c).optional()) {
+      match.missing = config.input(c).name();
+      return match;
+    }
+  }
+  if (given != inputs.size()) match.unexpected = inputs[given].name;
+  return match;
+}
+
 Shape RequestShape(const ModelConfig& config, const std::vector<TensorView>& inputs) {
   Shape shape;
   const bool batched = config.max_batch_size() > 0;

@@ -53,6 +53,17 @@ Shape LargestShape(const ModelConfig& config);
 std::vector<int64_t> ConcreteShape(const TensorConfig& tensor, const ModelConfig& config,
                                    const Shape& shape);
 
+// Which config input each of `inputs` is, when they are the config's inputs in its order with
+// optional ones perhaps left out: given_as[c] is the index in `inputs` of config input c, or -1
+// when it was left out. Otherwise `missing` names the first required input not found where it
+// belongs, or `unexpected` the first of `inputs` left over (unknown, or out of order).
+struct InputMatch {
+  std::vector<int> given_as;
+  std::string missing;
+  std::string unexpected;
+};
+InputMatch MatchInputs(const ModelConfig& config, const std::vector<TensorView>& inputs);
+
 // The shape of a request whose inputs (in the config's input order, optional ones perhaps left
 // out) are `inputs`: the batch dim (1 without one) and the size of the first -1 dim among them
 // (0 when none).

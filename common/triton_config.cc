@@ -323,6 +323,14 @@ void TranslateVersionPolicy(const inference::ModelVersionPolicy& from, VersionPo
   }
 }
 
+// A queue policy's bound on waiting requests: its max_queue_size, or kiln's default where
+// Triton's 0 means unbounded.
+int32_t QueueBound(const inference::ModelQueuePolicy& policy) {
+  return policy.max_queue_size() > 0
+             ? static_cast<int32_t>(std::min<uint32_t>(policy.max_queue_size(), INT32_MAX))
+             : kDefaultMaxQueueSize;
+}
+
 // Triton's priority levels and queue policies into batching.levels (one level without
 // priority_levels), each level's policy priority_queue_policy[level] or default_queue_policy.
 void TranslatePriorities(const inference::ModelDynamicBatching& from,
@@ -371,10 +379,7 @@ void TranslatePriorities(const inference::ModelDynamicBatching& from,
     resolved.set_default_timeout_us(
         static_cast<int64_t>(std::min(policy.default_timeout_microseconds(), kMaxTimeoutUs)));
     resolved.set_allow_timeout_override(policy.allow_timeout_override());
-    resolved.set_max_queue_size(
-        policy.max_queue_size() > 0
-            ? static_cast<int32_t>(std::min<uint32_t>(policy.max_queue_size(), INT32_MAX))
-            : kDefaultMaxQueueSize);
+    resolved.set_max_queue_size(QueueBound(policy));
   }
 }
 
@@ -399,9 +404,7 @@ void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config
                     size);
     }
   }
-  const uint32_t bound = from.default_queue_policy().max_queue_size();
-  batching.set_max_queue_size(bound > 0 ? static_cast<int32_t>(std::min<uint32_t>(bound, INT32_MAX))
-                                        : kDefaultMaxQueueSize);
+  batching.set_max_queue_size(QueueBound(from.default_queue_policy()));
   TranslatePriorities(from, batching, defects);
   if (!triton.has_dynamic_batching()) return;
   if (triton.max_batch_size() == 0) {

@@ -24,16 +24,20 @@ absl::Status CheckInputs(const ModelConfig& config, const std::vector<TensorView
     return absl::InternalError(absl::StrCat("bad call for ", config.name(), ": ", what...));
   };
   if (inputs.empty()) return bad("no inputs");
+  const InputMatch match = MatchInputs(config, inputs);
+  if (!match.missing.empty()) {
+    return bad("input '", match.missing, "' is missing (or out of the config's order)");
+  }
+  if (!match.unexpected.empty()) {
+    return bad(inputs.size(), " inputs, of which '", match.unexpected,
+               "' is none of the model's (or out of the config's order)");
+  }
   const bool batched = config.max_batch_size() > 0;
   const size_t offset = batched ? 1 : 0;
-  size_t given = 0;  // inputs[given] is the next one to match
   for (int c = 0; c < config.input_size(); ++c) {
+    if (match.given_as[c] < 0) continue;  // an optional input left out
     const TensorConfig& tensor = config.input(c);
-    if (given == inputs.size() || inputs[given].name != tensor.name()) {
-      if (tensor.optional()) continue;  // left out
-      return bad("input '", tensor.name(), "' is missing (or out of the config's order)");
-    }
-    const TensorView& input = inputs[given++];
+    const TensorView& input = inputs[match.given_as[c]];
     const std::optional<DType> dtype = DTypeFromDataType(tensor.data_type());
     if (dtype != input.dtype) {
       return bad("input '", input.name, "' is ", DTypeName(input.dtype), "; the model's is ",
@@ -58,10 +62,6 @@ absl::Status CheckInputs(const ModelConfig& config, const std::vector<TensorView
       return bad("input '", input.name, "': ", input.nbytes, " bytes do not hold ",
                  DTypeName(input.dtype), " ", shape);
     }
-  }
-  if (given != inputs.size()) {
-    return bad(inputs.size(), " inputs, of which '", inputs[given].name,
-               "' is none of the model's (or out of the config's order)");
   }
   return absl::OkStatus();
 }

@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
 #include "common/fork_safety.h"
+#include "common/shape.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
@@ -551,22 +552,18 @@ absl::StatusOr<std::vector<Tensor>> TorchModel::Forward(const std::vector<Tensor
   NoteForwardPass(at::get_num_threads());
   const ModelConfig& config = spec_.config;
   // Config input c is inputs[given_as[c]], or absent (-1): optional, and left out.
-  std::vector<int> given_as(config.input_size(), -1);
-  size_t given = 0;
-  for (int c = 0; c < config.input_size(); ++c) {
-    if (given < inputs.size() && inputs[given].name == config.input(c).name()) {
-      RETURN_IF_ERROR(CheckInput(inputs[given]));
-      given_as[c] = static_cast<int>(given++);
-    } else if (!config.input(c).optional()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config.name(), ": forward needs input '", config.input(c).name(), "'"));
-    }
-  }
-  if (given != inputs.size()) {
+  const InputMatch match = MatchInputs(config, inputs);
+  if (!match.missing.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(config.name(), ": input '", inputs[given].name,
+        absl::StrCat(config.name(), ": forward needs input '", match.missing, "'"));
+  }
+  if (!match.unexpected.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.name(), ": input '", match.unexpected,
                      "' is none of the config's inputs, or out of their order"));
   }
+  const std::vector<int>& given_as = match.given_as;
+  for (const TensorView& input : inputs) RETURN_IF_ERROR(CheckInput(input));
   const bool batched = config.max_batch_size() > 0;
   const ForwardBinding& binding = module_->binding;
   try {

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -11,40 +10,6 @@
 
 namespace kiln {
 namespace {
-
-// The row's values, as doubles (every classifiable dtype converts exactly, int64 beyond 2^53
-// aside, where the order of near-equal values may blur).
-template <typename T>
-std::vector<double> Values(const uint8_t* row, int64_t elements) {
-  std::vector<double> values(elements);
-  for (int64_t i = 0; i < elements; ++i) {
-    T value;
-    std::memcpy(&value, row + i * sizeof(T), sizeof(T));
-    values[i] = static_cast<double>(value);
-  }
-  return values;
-}
-
-std::vector<double> RowValues(DType dtype, const uint8_t* row, int64_t elements) {
-  switch (dtype) {
-    case DType::kUInt8:
-      return Values<uint8_t>(row, elements);
-    case DType::kInt8:
-      return Values<int8_t>(row, elements);
-    case DType::kInt16:
-      return Values<int16_t>(row, elements);
-    case DType::kInt32:
-      return Values<int32_t>(row, elements);
-    case DType::kInt64:
-      return Values<int64_t>(row, elements);
-    case DType::kFloat32:
-      return Values<float>(row, elements);
-    case DType::kFloat64:
-      return Values<double>(row, elements);
-    default:
-      return {};
-  }
-}
 
 // A value as Triton writes it (std::to_string of the element type: "%f" for floats).
 std::string ValueText(DType dtype, double value) {
@@ -98,8 +63,10 @@ std::vector<std::string> TopClasses(const TensorView& output, int64_t rows, uint
   const auto* data = static_cast<const uint8_t*>(output.data);
   std::vector<int64_t> order(elements);
   for (int64_t row = 0; row < rows; ++row) {
-    const std::vector<double> values =
-        RowValues(output.dtype, data + row * elements * element_size, elements);
+    std::vector<double> values(elements);
+    for (int64_t e = 0; e < elements; ++e) {
+      values[e] = ElementAsDouble(output.dtype, data, row * elements + e);
+    }
     std::iota(order.begin(), order.end(), 0);
     // NaN ranks with -inf: last, so that the order stays a strict weak one.
     const auto key = [&values](int64_t i) {

@@ -63,8 +63,6 @@ void JobQueue::ForEach(Visit visit) const {
   }
 }
 
-InferJob JobQueue::Pop() { return std::move(PopFront(1).front()); }
-
 std::vector<InferJob> JobQueue::PopFront(int count) {
   std::vector<InferJob> taken;
   for (Level& level : levels_) {
@@ -141,10 +139,7 @@ std::vector<std::pair<InferJob, absl::Status>> JobQueue::TakeTimedOut(int64_t no
   return taken;
 }
 
-std::vector<InferJob> JobQueue::TakeAll() {
-  std::vector<InferJob> taken = PopFront(size_);
-  return taken;
-}
+std::vector<InferJob> JobQueue::TakeAll() { return PopFront(size_); }
 
 int64_t JobQueue::NearestDeadlineNs() const {
   int64_t nearest = 0;

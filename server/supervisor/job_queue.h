@@ -20,7 +20,7 @@
 
 namespace kiln {
 
-// Ownership: owns the jobs it holds; a job leaves it only through Pop, PopFront, TakeTimedOut or
+// Ownership: owns the jobs it holds; a job leaves it only through PopFront, TakeTimedOut or
 // TakeAll, and it never calls a job's `done`. Thread-safety: none; the worker pool guards it with
 // its mutex.
 class JobQueue {
@@ -40,8 +40,6 @@ class JobQueue {
   bool empty() const { return size_ == 0; }
   int size() const { return size_; }
 
-  // The next job in dispatch order. Must not be called when empty.
-  InferJob Pop();
   // The next `count` jobs (1 <= count <= size()), in dispatch order.
   std::vector<InferJob> PopFront(int count);
   // Up to `count` jobs from the front, in dispatch order, without taking them (for planning a

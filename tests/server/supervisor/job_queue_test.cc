@@ -75,7 +75,7 @@ TEST_CASE("a job queue is first in first out and refuses past its capacity", "[j
              Contains("queue full (2 requests waiting; config.pbtxt's "
                       "dynamic_batching.default_queue_policy.max_queue_size)"));
   CHECK(queue.size() == 2);
-  CHECK(Name(queue.Pop()) == "a");
+  CHECK(Names(queue.PopFront(1)) == std::vector<std::string>{"a"});
   REQUIRE(queue.Push(Job("d")).ok());  // room again
   REQUIRE(queue.Push(Job("e")).code() == absl::StatusCode::kResourceExhausted);
   CHECK(Name(*queue.Front(1).front()) == "b");
