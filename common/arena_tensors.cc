@@ -118,18 +118,33 @@ absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           const std::vector<std::string>& rows, uint64_t offset,
                                           SharedArena& arena, internal::TensorRef& ref,
                                           uint64_t end) {
+  return WriteTextBatchToArena(name, {&rows}, offset, arena, ref, end);
+}
+
+absl::StatusOr<uint64_t> WriteTextBatchToArena(
+    const std::string& name, const std::vector<const std::vector<std::string>*>& requests,
+    uint64_t offset, SharedArena& arena, internal::TensorRef& ref, uint64_t end) {
   offset = SharedArena::Align(offset);
-  const uint64_t nbytes = BytesFormSize(rows);
+  uint64_t nbytes = 0;
+  int64_t rows = 0;
+  for (const std::vector<std::string>* request : requests) {
+    nbytes += BytesFormSize(*request);
+    rows += static_cast<int64_t>(request->size());
+  }
   if (!FitsBefore(arena, offset, nbytes, end)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("text input '", name, "' (", nbytes, " bytes) does not fit in the worker's ",
                      "arena of ", end == 0 ? arena.size() : end - offset, " bytes; send shorter texts"));
   }
-  WriteBytesForm(rows, arena.data() + offset);
+  uint64_t at = offset;
+  for (const std::vector<std::string>* request : requests) {
+    WriteBytesForm(*request, arena.data() + at);
+    at += BytesFormSize(*request);
+  }
   ref.set_name(name);
   ref.set_dtype("BYTES");
   ref.clear_shape();
-  ref.add_shape(static_cast<int64_t>(rows.size()));
+  ref.add_shape(rows);
   ref.add_shape(1);
   ref.set_offset(offset);
   ref.set_nbytes(nbytes);

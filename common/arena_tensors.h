@@ -55,6 +55,12 @@ absl::StatusOr<uint64_t> WriteTextToArena(const std::string& name,
                                           SharedArena& arena, internal::TensorRef& ref,
                                           uint64_t end = 0);
 
+// As WriteTextToArena, for a dynamic batch of text requests: each request's rows in turn, as one
+// text batch of all their rows (the strings go straight from each request to the arena).
+absl::StatusOr<uint64_t> WriteTextBatchToArena(
+    const std::string& name, const std::vector<const std::vector<std::string>*>& requests,
+    uint64_t offset, SharedArena& arena, internal::TensorRef& ref, uint64_t end = 0);
+
 // The strings of a text ref written by WriteTextToArena. Internal when the ref lies outside the
 // arena or its bytes do not hold exactly shape[0] strings.
 absl::StatusOr<std::vector<std::string>> TextInArena(const internal::TensorRef& ref,

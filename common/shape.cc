@@ -119,6 +119,14 @@ Shape RequestShape(const ModelConfig& config, const std::vector<TensorView>& inp
   return shape;
 }
 
+int32_t PaddedLength(int32_t longest, const std::vector<int32_t>& buckets) {
+  int32_t best = 0;
+  for (int32_t bucket : buckets) {
+    if (bucket >= longest && bucket > 0 && (best == 0 || bucket < best)) best = bucket;
+  }
+  return best > 0 ? best : std::max(longest, 1);
+}
+
 std::string Unservable(const ModelConfig& config, const Shape& shape) {
   if (shape.batch_size > std::max(config.max_batch_size(), 1)) return "batch above max_batch_size";
   if (HasVariableDim(config) != (shape.sequence_length > 0)) {

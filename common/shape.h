@@ -69,6 +69,12 @@ InputMatch MatchInputs(const ModelConfig& config, const std::vector<TensorView>&
 // (0 when none).
 Shape RequestShape(const ModelConfig& config, const std::vector<TensorView>& inputs);
 
+// The sequence length a text row of at most `longest` tokens is padded to: the smallest of
+// `buckets` (the warmed sequence lengths, any order; 0 is no bucket) that holds it, else `longest`
+// itself (at least 1): a shape that was never warmed, which the worker counts as a cold-shape hit.
+// The worker pads with it (worker/text_batch.h), and the batcher groups texts by it.
+int32_t PaddedLength(int32_t longest, const std::vector<int32_t>& buckets);
+
 // Why `config` cannot serve `shape` (batch above max_batch_size, a length for a model without a
 // variable dim or none for one with it, a length above a text model's max_length), or "" when it
 // can.

@@ -405,16 +405,12 @@ void TranslateBatching(const inference::ModelConfig& triton, ModelConfig* config
     }
   }
   batching.set_max_queue_size(QueueBound(from.default_queue_policy()));
+  batching.set_preserve_ordering(from.preserve_ordering());
   TranslatePriorities(from, batching, defects);
   if (!triton.has_dynamic_batching()) return;
   if (triton.max_batch_size() == 0) {
     notes->push_back(
         "dynamic_batching: max_batch_size is 0 (no batch dimension), so each request runs alone");
-  }
-  if (from.preserve_ordering()) {
-    notes->push_back(
-        "dynamic_batching: preserve_ordering accepted but not in effect yet: with several "
-        "workers, a response may overtake an earlier request's");
   }
 }
 

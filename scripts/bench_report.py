@@ -143,35 +143,205 @@ def open_loop_table(folder, out):
                command(folder, "open-resnet18-90") + "`.\n")
 
 
+BATCHING_MODELS = ("mlp", "resnet18", "textcls")
+BATCHING_CONCURRENCIES = (1, 8, 32, 64)
+NOT_MEASURED = "not measured"
+
+
+def optional_run(folder, name):
+    """The JSON of NAME, or None when its step did not write it (not run, or --steps skipped it)."""
+    path = os.path.join(folder, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def errors_cell(run):
+    if run is None:
+        return NOT_MEASURED
+    return ", ".join(f"{k} {v}" for k, v in run["errors"].items()) or "none"
+
+
+def batching_cells(runs, value):
+    """'a / b / c' of value(run) for each run, 'n/m' for a run not measured."""
+    return " / ".join(value(run) if run is not None else "n/m" for run in runs)
+
+
+def batching_capacity(folder, model):
+    """The batching capacity the open loop ran at 70 % of: the best closed-loop throughput with
+    batching on (what bench.sh computes), or None."""
+    runs = [optional_run(folder, f"batching-{model}-on-c{c}") for c in BATCHING_CONCURRENCIES]
+    rates = [run["throughput_rps"] for run in runs if run is not None]
+    return max(rates) if rates else None
+
+
+def batching_closed_table(folder, out):
+    out.append("### Closed loop: batching off, on, and the no-model floor\n")
+    out.append("| model | concurrency | off: req/s | on: req/s | floor: req/s | on / off | on / floor | "
+               "p50 off / on / floor | p99 off / on / floor | errors off / on |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for model in BATCHING_MODELS:
+        for concurrency in BATCHING_CONCURRENCIES:
+            off, on, floor = (optional_run(folder, f"batching-{model}-{kind}-c{concurrency}")
+                              for kind in ("off", "on", "floor"))
+            if off is None and on is None and floor is None:
+                out.append(f"| {model} | {concurrency} | {NOT_MEASURED} | | | | | | | |")
+                continue
+            rps = [f"{run['throughput_rps']:.0f}" if run is not None else NOT_MEASURED
+                   for run in (off, on, floor)]
+            on_off = (ratio(on["throughput_rps"], off["throughput_rps"])
+                      if on is not None and off is not None else NOT_MEASURED)
+            on_floor = (f"{100 * on['throughput_rps'] / floor['throughput_rps']:.0f} %"
+                        if on is not None and floor is not None and floor["throughput_rps"]
+                        else NOT_MEASURED)
+            p50 = batching_cells((off, on, floor), lambda r: f"{r['latency_ms']['p50']:.2f}")
+            p99 = batching_cells((off, on, floor), lambda r: f"{r['latency_ms']['p99']:.2f}")
+            out.append(f"| {model} | {concurrency} | {rps[0]} | {rps[1]} | {rps[2]} | {on_off} | "
+                       f"{on_floor} | {p50} ms | {p99} ms | {errors_cell(off)} / {errors_cell(on)} |")
+    out.append("")
+    if has_run(folder, "batching-mlp-on-c32"):
+        out.append("Commands: `" + command(folder, "batching-mlp-on-c32") + "` (and the other models "
+                   "and concurrencies, and the repository without `dynamic_batching`).\n")
+    if has_run(folder, "server-mlp-floor") and has_run(folder, "batching-mlp-floor-c32"):
+        out.append("The floor: `" + command(folder, "server-mlp-floor") + "`, then `" +
+                   command(folder, "batching-mlp-floor-c32") + "`.\n")
+
+
+def batching_open_table(folder, out):
+    out.append("### Open loop at 70 % of the batching capacity\n")
+    out.append("Capacity: the best closed-loop throughput with batching on (above). Poisson arrivals at "
+               "70 % of it, the same rate with batching off and on; latency counts from each "
+               "request's scheduled time, so a server that cannot keep up shows it as latency and "
+               "errors (a full queue is RESOURCE_EXHAUSTED), not as a lower rate.\n")
+    out.append("| model | capacity | rate | batching | achieved | p50 | p95 | p99 | p99 on / off | errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for model in BATCHING_MODELS:
+        capacity = batching_capacity(folder, model)
+        capacity_cell = f"{capacity:.0f} req/s" if capacity is not None else NOT_MEASURED
+        off, on = (optional_run(folder, f"batching-{model}-{kind}-open") for kind in ("off", "on"))
+        for kind, run in (("off", off), ("on", on)):
+            if run is None:
+                out.append(f"| {model} | {capacity_cell} | | {kind} | {NOT_MEASURED} | | | | | |")
+                continue
+            latency = run["latency_ms"]
+            versus = ""
+            if kind == "on" and off is not None:
+                versus = ratio(latency["p99"], off["latency_ms"]["p99"])
+            out.append(f"| {model} | {capacity_cell} | {run['target_rate']:.1f} req/s | {kind} | "
+                       f"{run['throughput_rps']:.1f} req/s | {latency['p50']:.2f} ms | "
+                       f"{latency['p95']:.2f} ms | {latency['p99']:.2f} ms | {versus} | "
+                       f"{errors_cell(run)} |")
+    out.append("")
+    if has_run(folder, "batching-mlp-on-open"):
+        out.append("Command: `" + command(folder, "batching-mlp-on-open") + "` (and off, and the other "
+                   "models).\n")
+
+
+def batching_targets(folder, out):
+    """Issue 27's targets, judged from the numbers above."""
+    off, on, floor = (optional_run(folder, f"batching-mlp-{kind}-c32") for kind in ("off", "on", "floor"))
+    if off is None or on is None or floor is None:
+        out.append(f"Target, mlp at concurrency 32 (on >= 2x off, p99 no worse, >= 60 % of the floor): "
+                   f"{NOT_MEASURED}.\n")
+    else:
+        speedup = on["throughput_rps"] / off["throughput_rps"] if off["throughput_rps"] else 0
+        share = on["throughput_rps"] / floor["throughput_rps"] if floor["throughput_rps"] else 0
+        p99_on, p99_off = on["latency_ms"]["p99"], off["latency_ms"]["p99"]
+        checks = [(speedup >= 2, f"on / off {speedup:.2f}x (>= 2x)"),
+                  (p99_on <= p99_off, f"p99 {p99_on:.2f} ms on vs {p99_off:.2f} ms off (no worse)"),
+                  (share >= 0.6, f"on / floor {100 * share:.0f} % (>= 60 %)")]
+        parts = "; ".join(f"{text}: {verdict(ok)}" for ok, text in checks)
+        out.append(f"Target, mlp at concurrency 32: {verdict(all(ok for ok, _ in checks))} ({parts}).\n")
+    off, on = (optional_run(folder, f"batching-mlp-{kind}-c1") for kind in ("off", "on"))
+    if off is None or on is None:
+        out.append(f"Target, mlp at concurrency 1 (p50 on within 0.03 ms of off): {NOT_MEASURED}.\n")
+    else:
+        gap = on["latency_ms"]["p50"] - off["latency_ms"]["p50"]
+        out.append(f"Target, mlp at concurrency 1: p50 on - off {gap:+.3f} ms (within 0.03 ms): "
+                   f"{verdict(gap <= 0.03)}.\n")
+
+
+def metric_sum(text, name, model):
+    """The sum of NAME's samples for MODEL in a /metrics text (every version and other label)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def batching_counters_table(folder, out):
+    out.append("### What the server counted\n")
+    out.append("From each server's /metrics after all its closed and open loops (warmup requests "
+               "included, the readiness check's not): inferences (`nv_inference_count`, rows), "
+               "executions (`nv_inference_exec_count`, forward passes), rows per execution, and "
+               "cold-shape hits (`kiln_cold_shape_hits_total`), which must stay 0.\n")
+    out.append("| model | batching | inferences | executions | rows per execution | cold-shape hits |")
+    out.append("|---|---|---|---|---|---|")
+    for model in BATCHING_MODELS:
+        for kind in ("off", "on"):
+            path = os.path.join(folder, f"metrics-{model}-batching-{kind}.txt")
+            if not os.path.exists(path):
+                out.append(f"| {model} | {kind} | {NOT_MEASURED} | | | |")
+                continue
+            with open(path) as f:
+                text = f.read()
+            inferences = metric_sum(text, "nv_inference_count", model)
+            executions = metric_sum(text, "nv_inference_exec_count", model)
+            cold = metric_sum(text, "kiln_cold_shape_hits_total", model)
+            per = f"{inferences / executions:.2f}" if executions else NOT_MEASURED
+            out.append(f"| {model} | {kind} | {inferences:.0f} | {executions:.0f} | {per} | "
+                       f"{cold:.0f} |")
+    out.append("")
+
+
+def batching_first_request_table(folder, out):
+    out.append("### First request after SERVING, batching on\n")
+    out.append("`kiln-bench coldstart` on the repository with `dynamic_batching { }`, 2 workers; the "
+               "same method and columns as \"First request vs steady\" above (target: first / "
+               "after-pause <= 1.1x).\n")
+    out.append("| model | ready | first | back-to-back p50 | first / back-to-back | after-pause p50 | "
+               "first / after-pause |")
+    out.append("|---|---|---|---|---|---|---|")
+    for model in BATCHING_MODELS:
+        run = optional_run(folder, f"coldstart-{model}-batched")
+        if run is None:
+            out.append(f"| {model} | {NOT_MEASURED} | | | | | |")
+            continue
+        out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
+    out.append("")
+    if has_run(folder, "coldstart-textcls-batched"):
+        out.append("Command: `" + command(folder, "coldstart-textcls-batched") + "` (and the other "
+                   "models).\n")
+
+
 def batching_table(folder, out):
-    out.append("## Dynamic batching: on vs off, closed loop\n")
+    out.append("## Dynamic batching: on vs off, and the no-model floor\n")
     out.append("2 workers; each client sends one row at a time and waits for its answer. \"on\" is the "
                "demo's config.pbtxt with `dynamic_batching { }` (docs/batching.md): requests that queue "
                "while both workers are busy run as one forward pass, at a warmed size (mlp warms 1, 2, 4 "
-               "and 8; resnet18 1 and 4).\n")
-    out.append("| model | concurrency | off: req/s | on: req/s | on / off | off: p50 | on: p50 | "
-               "off: p99 | on: p99 | errors (on) |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
-    for model in ("mlp", "resnet18"):
-        for concurrency in (1, 8, 32, 64):
-            off = load(folder, f"batching-{model}-off-c{concurrency}")
-            on = load(folder, f"batching-{model}-on-c{concurrency}")
-            errors = ", ".join(f"{k} {v}" for k, v in on["errors"].items()) or "none"
-            out.append(f"| {model} | {concurrency} | {off['throughput_rps']:.0f} | "
-                       f"{on['throughput_rps']:.0f} | "
-                       f"{ratio(on['throughput_rps'], off['throughput_rps'])} | "
-                       f"{off['latency_ms']['p50']:.2f} ms | {on['latency_ms']['p50']:.2f} ms | "
-                       f"{off['latency_ms']['p99']:.2f} ms | {on['latency_ms']['p99']:.2f} ms | "
-                       f"{errors} |")
-    out.append("")
-    out.append("Command: `" + command(folder, "batching-mlp-on-c32") + "` (and the other models, "
-               "concurrencies, and the repository without `dynamic_batching`).\n")
+               "and 8; resnet18 1 and 4; textcls 1 and 4 at 16-128 tokens, and is sent text). \"floor\" "
+               "is `kiln-floor-server` on the same repository: each request routed, decoded and "
+               "answered (zeros of the config's outputs) with kiln's codec on the same gRPC callback "
+               "API, with no queue, no worker and no model: the most the front end allows on this "
+               "machine, with the load generator beside it.\n")
+    if not any(name.startswith("batching-") and name.endswith(".json")
+               for name in os.listdir(folder)):
+        out.append(f"Not measured: {folder}/ has no batching-*.json (`scripts/bench.sh --steps=13` "
+                   "measures it).\n")
+        return
+    batching_targets(folder, out)
+    batching_closed_table(folder, out)
+    batching_open_table(folder, out)
+    batching_counters_table(folder, out)
+    batching_first_request_table(folder, out)
 
 
 def overhead_table(folder, out):
+    out.append("## Per-request overhead: mlp, batch 1\n")
     roundtrip = load(folder, "roundtrip-mlp")["latency_ms"]
     forward = load(folder, "forward-mlp")["latency_ms"]
-    out.append("## Per-request overhead: mlp, batch 1\n")
     out.append("| measure | p50 | p99 |")
     out.append("|---|---|---|")
     out.append(f"| gRPC round trip through kiln (closed loop, concurrency 1) | {roundtrip['p50']:.3f} ms | {roundtrip['p99']:.3f} ms |")
@@ -703,6 +873,38 @@ def lb_tables(folder, out):
     out.append("")
 
 
+# Which step of scripts/bench.sh writes each section's results (for --steps).
+SECTION_STEPS = {"startup_tables": 1, "warmup_table": 2, "open_loop_table": 3, "overhead_table": 4,
+                 "batching_table": 13, "cpu_table": 5, "scaleout_table": 6, "threads_table": 7,
+                 "wait_table": 8, "elastic_tables": 9, "reload_tables": 10, "scrape_tables": 11,
+                 "lb_tables": 12}
+
+
+def guarded(section, folder, out):
+    """Appends SECTION's output, or, where its step left no results in the folder (not run, or
+    skipped by bench.sh --steps), its heading and "not measured" instead of a crash."""
+    part = []
+    try:
+        section(folder, part)
+    except FileNotFoundError as error:
+        heading = next((line for line in part if line.startswith("## ")),
+                       f"## {section.__name__}\n")
+        missing = os.path.basename(error.filename or "?")
+        step = SECTION_STEPS.get(section.__name__, "N")
+        part = [heading, f"Not measured: {folder}/ has no {missing} (`scripts/bench.sh "
+                         f"--steps={step}` measures it).\n"]
+    out.extend(part)
+
+
+def partial_runs_note(folder):
+    """What bench.sh --steps measured again after the full run, from partial-runs.txt."""
+    runs = [line for line in text_of(folder, "partial-runs.txt").splitlines() if line.strip()]
+    if not runs:
+        return []
+    return ["Measured again alone since (`scripts/bench.sh --steps`): " + "; ".join(runs) +
+            ". The other sections are from the run before.", ""]
+
+
 def main():
     for flag, section in (("--only-reload", reload_tables), ("--only-scrape", scrape_tables),
                           ("--only-lb", lb_tables)):
@@ -718,19 +920,11 @@ def main():
            "read from the kernel's counters by `bench.sh`) in one run (raw JSON in "
            "`bench-results/`); absolute times vary between machines, so compare the ratios.", "",
            "Machine: " + machine() + ".", ""]
-    startup_tables(folder, out)
-    warmup_table(folder, out)
-    open_loop_table(folder, out)
-    overhead_table(folder, out)
-    batching_table(folder, out)
-    cpu_table(folder, out)
-    scaleout_table(folder, out)
-    threads_table(folder, out)
-    wait_table(folder, out)
-    elastic_tables(folder, out)
-    reload_tables(folder, out)
-    scrape_tables(folder, out)
-    lb_tables(folder, out)
+    out += partial_runs_note(folder)
+    for section in (startup_tables, warmup_table, open_loop_table, overhead_table, batching_table,
+                    cpu_table, scaleout_table, threads_table, wait_table, elastic_tables,
+                    reload_tables, scrape_tables, lb_tables):
+        guarded(section, folder, out)
     print("\n".join(out))
 
 

@@ -271,6 +271,8 @@ class Master {
   std::unique_ptr<Reloader> reloader_;
   std::unique_ptr<HealthPublisher> health_;
   std::unique_ptr<TrafficRecording> recording_;  // with --state_dir
+  // Text's token counts for the batcher: the readiness check's service and the port's share it.
+  TextTokens text_tokens_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<KilnServiceImpl> kiln_service_;
   std::unique_ptr<grpc::Server> server_;
@@ -480,6 +482,7 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
   for (int attempt = 1; attempt <= kReadinessAttempts; ++attempt) {
     InferenceServiceOptions service_options;
     service_options.staged = staged;
+    service_options.text_tokens = &text_tokens_;
     InferenceService service(*pool_, state_, service_options);
     grpc::ServerBuilder builder;
     ConfigureGrpc(options_, builder);
@@ -537,6 +540,7 @@ absl::Status Master::Serve() {
   service_options.recording = recording_.get();
   service_options.repository = reloader_.get();
   service_options.model_control = options_.model_control;
+  service_options.text_tokens = &text_tokens_;
   // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
   if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);

@@ -24,12 +24,16 @@ void Put(Tensor& tensor, size_t i, int64_t value) {
 
 }  // namespace
 
-int32_t PaddedLength(int32_t longest, const std::vector<int32_t>& buckets) {
-  int32_t best = 0;
-  for (int32_t bucket : buckets) {
-    if (bucket >= longest && bucket > 0 && (best == 0 || bucket < best)) best = bucket;
+absl::StatusOr<int32_t> LongestRow(const std::vector<std::string>& texts, const EncodeFn& encode,
+                                   const ModelConfig& config) {
+  int32_t longest = 0;
+  for (size_t r = 0; r < texts.size(); ++r) {
+    absl::StatusOr<std::vector<int32_t>> ids = encode(texts[r]);
+    if (!ids.ok()) return Annotate(ids.status(), absl::StrCat("tokenizing text row ", r));
+    longest = std::max(
+        longest, std::min(static_cast<int32_t>(ids->size()), config.tokenizer().max_length()));
   }
-  return best > 0 ? best : std::max(longest, 1);
+  return longest;
 }
 
 absl::StatusOr<TextBatch> TokenizeBatch(const std::vector<std::string>& texts,

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/sample_text.h"
+#include "common/shape.h"
 #include "common/tensor.h"
 #include "proto/model_config.pb.h"
 
@@ -29,10 +30,12 @@ struct TextBatch {
   int32_t length = 0;          // the padded sequence length every row has
 };
 
-// The padded length for rows of at most `longest` tokens: the smallest of `buckets` (the warmed
-// sequence lengths, any order) that holds them, else `longest` itself (at least 1): a shape
-// that was never warmed, which the caller counts as a cold-shape hit.
-int32_t PaddedLength(int32_t longest, const std::vector<int32_t>& buckets);
+// Tokens in the longest of `texts` once truncated to the tokenizer's max_length: the length
+// TokenizeBatch pads from. The master counts it so that the dynamic batcher puts texts that pad
+// to the same warmed length in one call (docs/batching.md). A tokenizer error is returned as is,
+// with its row.
+absl::StatusOr<int32_t> LongestRow(const std::vector<std::string>& texts, const EncodeFn& encode,
+                                   const ModelConfig& config);
 
 // Tokenizes `texts` (one row each) for `config` (which must have a tokenizer) and pads them to
 // PaddedLength(longest, buckets). The ids and mask get the dtype of their config inputs

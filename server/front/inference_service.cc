@@ -177,15 +177,22 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
     job.spec = spec;
     if (held->text) {
       job.text = &held->inputs.front().strings;
+      if (options_.text_tokens != nullptr) {
+        job.text_tokens = options_.text_tokens->LongestRow(*spec, *job.text);
+      }
     } else {
       for (const DecodedInput& input : held->inputs) job.inputs.push_back(input.view);
     }
+    // preserve_ordering: the response leaves after those of the version's earlier requests.
+    const bool ordered = spec->config.dynamic_batching().enabled() &&
+                         spec->config.dynamic_batching().preserve_ordering();
+    const uint64_t place = ordered ? order_.Take(spec->key()) : 0;
     job.deadline_monotonic_ns = deadline_monotonic_ns;
     job.priority = held->priority;
     job.timeout_us = held->timeout_us;
     job.cancelled = cancelled;
-    job.done = [finish, &request, response, held, spec, metrics, arrived, decode_us,
-                recording = options_.recording](InferOutcome outcome) {
+    job.done = [this, finish, &request, response, held, spec, metrics, arrived, decode_us, ordered,
+                place, recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);
       absl::Status status = outcome.outputs.status();
       FailureStage stage = FailureStage::kOutcome;
@@ -207,10 +214,15 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
       } else if (metrics != nullptr) {
         metrics->Failed(ClassifyFailure(stage, status));
       }
-      finish(status);
+      if (ordered) {
+        order_.Answered(spec->key(), place, [finish, status] { finish(status); });
+      } else {
+        finish(status);
+      }
     };
     queued = pool_.Submit(std::move(job));
     if (queued.ok()) return;
+    if (ordered) order_.Answered(spec->key(), place, nullptr);  // never queued: lets later go
     if (!absl::IsAborted(queued) && !absl::IsNotFound(queued)) break;
   }
   if (absl::IsAborted(queued)) queued = absl::UnavailableError(queued.message());

@@ -13,6 +13,8 @@
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/front/infer_stream.h"
 #include "server/front/repository_control.h"
+#include "server/front/response_order.h"
+#include "server/front/text_tokens.h"
 #include "server/front/traffic_recording.h"
 #include "server/metrics/metrics.h"
 #include "server/supervisor/master_state.h"
@@ -31,6 +33,10 @@ struct InferenceServiceOptions {
   // Counts every inference request once (server/metrics/metrics.h); null: not counted (the
   // readiness check's service).
   ServerMetrics* metrics = nullptr;
+  // Counts a text request's tokens for the dynamic batcher; null: text requests go one per call.
+  // The readiness check's service and the port's share one, so that a version's tokenizer is
+  // loaded by the check's requests, before the port opens.
+  TextTokens* text_tokens = nullptr;
 };
 
 // Ownership: borrows the pool, the master's state, the recording, the repository control and the
@@ -88,7 +94,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
  private:
   // Routes, validates and queues `request`, then calls `finish` exactly once, after `response`
   // is filled or with the error (from this thread when it fails before being queued, else from
-  // the pool's). `request` and `response` must live until then. `cancelled` says whether the
+  // the pool's; with preserve_ordering, perhaps later, from the thread that answers the version's
+  // earlier request). `request` and `response` must live until then. `cancelled` says whether the
   // client gave up (the pool asks it while the request waits: InferJob::cancelled).
   void StartInfer(const inference::ModelInferRequest& request,
                   inference::ModelInferResponse* response, int64_t deadline_monotonic_ns,
@@ -102,6 +109,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   const MasterStateMachine& master_;
   const InferenceServiceOptions options_;
   InferStreams streams_;
+  ResponseOrder order_;  // the versions with preserve_ordering
 };
 
 }  // namespace kiln

@@ -12,8 +12,10 @@ namespace {
 constexpr double kCallOverheadMs = 0.1;
 
 // Whether `b`'s inputs are `a`'s but for the batch dimension: the same names, dtypes and dims
-// after the first.
-bool SameRowShape(const InferJob& a, const InferJob& b) {
+// after the first; for text, padded to the same length on the worker whose `costs` are given.
+bool SameRowShape(const InferJob& a, const InferJob& b, const WarmedCosts& costs) {
+  if ((a.text == nullptr) != (b.text == nullptr)) return false;
+  if (a.text != nullptr) return costs.TextLength(a.text_tokens) == costs.TextLength(b.text_tokens);
   if (a.inputs.size() != b.inputs.size()) return false;
   for (size_t i = 0; i < a.inputs.size(); ++i) {
     const TensorView& x = a.inputs[i];
@@ -32,6 +34,7 @@ WarmedCosts::WarmedCosts(const internal::WarmupReport& report) {
   for (const internal::ShapeWarmup& shape : report.shapes()) {
     if (!shape.refused()) {
       steady_cpu_ms_[Shape{shape.batch_size(), shape.sequence_length()}] = shape.steady_cpu_ms();
+      if (shape.sequence_length() > 0) sequence_lengths_.push_back(shape.sequence_length());
     }
   }
 }
@@ -52,8 +55,9 @@ int64_t JobRows(const InferJob& job) {
 }
 
 bool Batchable(const ModelConfig& config, const InferJob& job) {
-  return config.max_batch_size() > 0 && job.text == nullptr && !job.inputs.empty() &&
-         !job.inputs.front().shape.empty();
+  if (config.max_batch_size() <= 0) return false;
+  if (job.text != nullptr) return job.text_tokens >= 0;
+  return !job.inputs.empty() && !job.inputs.front().shape.empty();
 }
 
 int PlanBatch(const ModelConfig& config, const std::vector<const InferJob*>& queue,
@@ -61,13 +65,14 @@ int PlanBatch(const ModelConfig& config, const std::vector<const InferJob*>& que
   const InferJob& front = *queue.front();
   if (!config.dynamic_batching().enabled() || !Batchable(config, front)) return 1;
   const bool pad = config.warmup().pad_to_warmed();
-  const int32_t length = RequestShape(config, front.inputs).sequence_length;
+  const int32_t length = front.text != nullptr ? costs.TextLength(front.text_tokens)
+                                               : RequestShape(config, front.inputs).sequence_length;
   int best = 1;
   double best_per_row = std::numeric_limits<double>::infinity();
   int64_t rows = 0;
   for (size_t taken = 1; taken <= queue.size(); ++taken) {
     const InferJob& job = *queue[taken - 1];
-    if (taken > 1 && (!Batchable(config, job) || !SameRowShape(front, job))) break;
+    if (taken > 1 && (!Batchable(config, job) || !SameRowShape(front, job, costs))) break;
     rows += JobRows(job);
     if (rows > config.max_batch_size()) break;
     const std::optional<double> cost = costs.PassCost(rows, length, pad);

@@ -55,6 +55,10 @@ struct InferJob {
   // A text model's request as text instead (one string per row; `inputs` empty). The strings
   // must outlive `done`'s call.
   const std::vector<std::string>* text = nullptr;
+  // A text job's longest row in tokens, counted by the master (server/front/text_tokens.h) when
+  // its model batches: texts that pad to the same warmed length may then share a call. -1: not
+  // counted (the job goes alone).
+  int32_t text_tokens = -1;
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
   // Triton's schedule policy extension (the request's "priority" and "timeout" parameters):
   // its priority level (1 is the highest; 0 or above the model's levels: the default level) and

@@ -23,7 +23,8 @@ JobQueue::JobQueue(const DynamicBatchingConfig& batching) {
   for (const DynamicBatchingConfig::QueuePolicy& policy : batching.levels()) {
     levels_.push_back(Level{policy, {}, {}});
   }
-  if (levels_.empty()) levels_.push_back(Level{OneLevel(batching.max_queue_size()).levels(0)});
+  if (levels_.empty())
+    levels_.push_back(Level{OneLevel(batching.max_queue_size()).levels(0), {}, {}});
   default_level_ =
       std::clamp(batching.default_priority_level(), 1, static_cast<int>(levels_.size())) - 1;
 }

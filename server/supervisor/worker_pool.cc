@@ -1059,9 +1059,11 @@ void WorkerPool::SendCalls(std::vector<Transfer>& sends) {
     const int64_t start_ns = MonotonicNowNs();
     absl::StatusOr<uint64_t> output_offset;
     if (first.text != nullptr) {
+      std::vector<const std::vector<std::string>*> texts;
+      for (const InferJob& job : worker.jobs) texts.push_back(job.text);
       output_offset =
-          WriteTextToArena(transfer.spec->config.tokenizer().text_input(), *first.text,
-                           transfer.begin, *worker.arena, *call.mutable_text(), transfer.end);
+          WriteTextBatchToArena(transfer.spec->config.tokenizer().text_input(), texts,
+                                transfer.begin, *worker.arena, *call.mutable_text(), transfer.end);
     } else {
       std::vector<const std::vector<TensorView>*> requests;
       for (const InferJob& job : worker.jobs) requests.push_back(&job.inputs);

@@ -860,6 +860,30 @@ TEST_CASE("a text batch round-trips through the arena, empty and binary strings 
   CHECK(*TextInArena(second, **arena) == std::vector<std::string>{"next"});
 }
 
+TEST_CASE("a dynamic batch of text requests is one text batch of all their rows, in order",
+          "[arena][text]") {
+  absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("textbatch", 4096);
+  REQUIRE(arena.ok());
+  const std::vector<std::string> a = {"first", ""};
+  const std::vector<std::string> b = {"second"};
+  const std::vector<std::string> c = {"third", std::string(200, 'y')};
+  TensorRef ref;
+  absl::StatusOr<uint64_t> end = WriteTextBatchToArena("text", {&a, &b, &c}, 0, **arena, ref);
+  REQUIRE(end.ok());
+  CHECK(std::vector<int64_t>(ref.shape().begin(), ref.shape().end()) == std::vector<int64_t>{5, 1});
+  CHECK(ref.nbytes() == 5 * 4 + 5 + 0 + 6 + 5 + 200);
+  absl::StatusOr<std::vector<std::string>> back = TextInArena(ref, **arena);
+  REQUIRE(back.ok());
+  CHECK(*back == std::vector<std::string>{"first", "", "second", "third", std::string(200, 'y')});
+  // All of it must fit before `end`: one byte short is refused.
+  TensorRef over;
+  const uint64_t a_and_c = 4 * 4 + 5 + 0 + 5 + 200;
+  CHECK(WriteTextBatchToArena("text", {&a, &c}, 0, **arena, over, a_and_c).ok());
+  absl::StatusOr<uint64_t> late =
+      WriteTextBatchToArena("text", {&a, &c}, 0, **arena, over, a_and_c - 1);
+  CHECK(late.status().code() == absl::StatusCode::kResourceExhausted);
+}
+
 TEST_CASE("an empty text batch round-trips as zero rows", "[arena][text]") {
   absl::StatusOr<std::unique_ptr<SharedArena>> arena = SharedArena::Create("text0", 64);
   REQUIRE(arena.ok());

@@ -777,7 +777,7 @@ TEST_CASE("dynamic_batching turns batching on, with its priority levels and queu
     CHECK(Values(spec->config.warmup().batch_sizes()) == std::vector<int32_t>{1, 4, 8});
     CHECK(spec->notes.empty());  // every field it sets is in effect
   }
-  SECTION("priority levels resolve to a queue policy each; preserve_ordering is noted") {
+  SECTION("priority levels resolve to a queue policy each; preserve_ordering is carried") {
     absl::StatusOr<ModelSpec> spec = LoadM(tmp, kGoodConfig + R"cfg(
       dynamic_batching {
         preserve_ordering: true
@@ -804,9 +804,8 @@ TEST_CASE("dynamic_batching turns batching on, with its priority levels and queu
       CHECK(batching.levels(level).default_timeout_us() == 1000);
       CHECK(batching.levels(level).max_queue_size() == kDefaultMaxQueueSize);
     }
-    REQUIRE(spec->notes.size() == 1);
-    CHECK_THAT(spec->notes[0], Contains("dynamic_batching: preserve_ordering accepted but not in "
-                                        "effect yet"));
+    CHECK(batching.preserve_ordering());
+    CHECK(spec->notes.empty());
   }
   SECTION("a default level or a policy's level outside priority_levels is refused") {
     const std::string message = LoadError(tmp, kGoodConfig + R"cfg(

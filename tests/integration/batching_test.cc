@@ -1,27 +1,43 @@
-// Dynamic batching on the real kiln-server: the demo mlp with Triton's dynamic_batching, one
-// worker, under concurrent clients. Requests that queue while the worker is busy run together as
-// one forward pass, each gets exactly its own rows back (compared with the same request served
-// alone), and the metrics count fewer executions than inferences, with no cold shape.
+// Dynamic batching on the real kiln-server, under concurrent clients: the demo mlp with Triton's
+// dynamic_batching and one worker, the demo textcls with text of several lengths, and the mlp
+// again through a worker's respawn and a scale-up from its warm template and through a reload.
+// Requests that queue while the workers are busy run together as one forward pass, each gets
+// exactly its own rows back (compared with the same request served alone), and the metrics count
+// fewer executions than inferences, with no cold shape.
+#include <signal.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "bench/scale_command.h"
 #include "common/process.h"
+#include "common/sample_text.h"
+#include "common/traffic_profile.h"
 #include "tests/integration/server_test_util.h"
 #include "tests/metrics_text.h"
 
 namespace kiln {
 namespace {
 
+using kiln::testing::Count;
 using kiln::testing::Infer;
+using kiln::testing::kStartup;
+using kiln::testing::ModelReport;
+using kiln::testing::PollUntil;
+using kiln::testing::Report;
 using kiln::testing::ServerConfig;
 using kiln::testing::StartServing;
 using kiln::testing::Stub;
@@ -39,16 +55,35 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 dynamic_batching { max_queue_delay_microseconds: 100 }
 )cfg";
 
-constexpr int kDistinct = 16;  // distinct requests, each one row
 constexpr int kClients = 8;
 constexpr int kRequestsPerClient = 40;
 
-// Request `i`: one row of 16 values that differ per request.
+// Request `i` of a set of distinct requests.
+using MakeRequest = std::function<inference::ModelInferRequest(int)>;
+
+// mlp request `i`: one row of 16 values that differ per request.
 inference::ModelInferRequest RowRequest(int i) {
   std::vector<float> row(16);
   for (int e = 0; e < 16; ++e) row[e] = std::sin(0.37f * static_cast<float>(i * 16 + e));
   const TensorView view{"input", DType::kFloat32, {1, 16}, row.data(), row.size() * sizeof(float)};
   return kiln::testing::MakeInferRequest("mlp", {view});
+}
+
+// A text model's request: one row of `text` in its BYTES input "text" (a 4-byte little-endian
+// length, then the bytes).
+inference::ModelInferRequest TextRequest(const std::string& model, const std::string& text) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  inference::ModelInferRequest::InferInputTensor& input = *request.add_inputs();
+  input.set_name("text");
+  input.set_datatype("BYTES");
+  input.add_shape(1);
+  input.add_shape(1);
+  std::string raw(4, '\0');
+  const uint32_t size = static_cast<uint32_t>(text.size());
+  std::memcpy(raw.data(), &size, sizeof(size));
+  request.add_raw_input_contents(raw + text);
+  return request;
 }
 
 std::vector<float> Output(const inference::ModelInferResponse& response) {
@@ -66,43 +101,41 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return max;
 }
 
-TEST_CASE("dynamic batching runs queued requests as one pass and gives each its own rows",
-          "[integration][server][batching]") {
-  TempDir dir;
-  const std::string repository = kiln::testing::MakeRepository(
-      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", kBatchedMlp}}});
-  absl::StatusOr<int> metrics_port = FreeLoopbackPort();
-  REQUIRE(metrics_port.ok());
-  ServerConfig config = kiln::testing::Config(repository, 0);  // the config's one worker
-  config.extra_args = {"--metrics_port=" + std::to_string(*metrics_port)};
-  auto server = StartServing(config);
-  INFO("log:\n" << server->log());
-  auto channel = kiln::testing::LoopbackChannel(server->port());
-  Stub stub(channel);
-
-  // Each request alone first: the reference (one client, so nothing queues behind it).
-  std::vector<std::vector<float>> alone(kDistinct);
-  for (int i = 0; i < kDistinct; ++i) {
+// Requests 0 .. distinct-1 served alone, one at a time (one client: nothing queues behind them):
+// the reference answers.
+std::vector<std::vector<float>> Alone(int port, int distinct, const MakeRequest& make,
+                                      size_t outputs) {
+  Stub stub(kiln::testing::LoopbackChannel(port));
+  std::vector<std::vector<float>> alone(distinct);
+  for (int i = 0; i < distinct; ++i) {
     inference::ModelInferResponse response;
-    const grpc::Status status = Infer(stub, RowRequest(i), &response, seconds(30));
-    INFO(status.error_message());
+    const grpc::Status status = Infer(stub, make(i), &response, seconds(30));
+    INFO("request " << i << ": " << status.error_message());
     REQUIRE(status.ok());
     alone[i] = Output(response);
-    REQUIRE(alone[i].size() == 4);
+    REQUIRE(alone[i].size() == outputs);
   }
+  return alone;
+}
 
-  // Then 8 clients at once on the one worker: requests queue behind each pass and are batched.
+// kClients clients at once, kRequestsPerClient requests each, against port: with fewer workers
+// than clients, requests queue behind each pass and are batched. Each answer is compared with
+// the same request's answer alone.
+void RunClients(int port, const std::vector<std::vector<float>>& alone, const MakeRequest& make) {
+  const int distinct = static_cast<int>(alone.size());
   std::vector<double> worst(kClients, 0);
   std::vector<int> failed(kClients, 0);
+  std::vector<std::string> first_error(kClients);
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
-      Stub own(kiln::testing::LoopbackChannel(server->port()));
+      Stub own(kiln::testing::LoopbackChannel(port));
       for (int n = 0; n < kRequestsPerClient; ++n) {
-        const int i = (c * 5 + n) % kDistinct;
+        const int i = (c * 5 + n) % distinct;
         inference::ModelInferResponse response;
-        if (!Infer(own, RowRequest(i), &response, seconds(30)).ok()) {
-          ++failed[c];
+        const grpc::Status status = Infer(own, make(i), &response, seconds(30));
+        if (!status.ok()) {
+          if (failed[c]++ == 0) first_error[c] = status.error_message();
           continue;
         }
         worst[c] = std::max(worst[c], MaxAbsDiff(Output(response), alone[i]));
@@ -111,26 +144,189 @@ TEST_CASE("dynamic batching runs queued requests as one pass and gives each its 
   }
   for (std::thread& client : clients) client.join();
   for (int c = 0; c < kClients; ++c) {
-    INFO("client " << c);
+    INFO("client " << c << ": " << first_error[c]);
     CHECK(failed[c] == 0);
     CHECK(worst[c] < 1e-5);  // its own rows, as alone (a batch's kernels may round differently)
   }
+}
 
-  // Fewer executions than inferences: batches formed. None ran a cold shape.
-  absl::StatusOr<std::string> text = kiln::testing::HttpGet(*metrics_port, "/metrics");
+// What /metrics counts for the series `labels` selects (summed over the rest).
+struct Counts {
+  double inferences = 0;
+  double executions = 0;
+  double calls = 0;  // kiln_execution_batch_size's count
+  double cold = 0;
+};
+
+Counts ReadCounts(int metrics_port, const kiln::testing::MetricLabels& labels) {
+  absl::StatusOr<std::string> text = kiln::testing::HttpGet(metrics_port, "/metrics");
   REQUIRE(text.ok());
   const kiln::testing::ParsedMetrics metrics = kiln::testing::ParsedMetrics::Parse(*text);
-  const kiln::testing::MetricLabels mlp = {{"model", "mlp"}};
-  const double inferences = metrics.Sum("nv_inference_count", mlp);
-  const double executions = metrics.Sum("nv_inference_exec_count", mlp);
-  const double requests = kDistinct + kClients * kRequestsPerClient;
+  Counts counts;
+  counts.inferences = metrics.Sum("nv_inference_count", labels);
+  counts.executions = metrics.Sum("nv_inference_exec_count", labels);
+  counts.calls = metrics.Sum("kiln_execution_batch_size_count", labels);
+  counts.cold = metrics.Sum("kiln_cold_shape_hits_total", labels);
+  return counts;
+}
+
+// The counts between two reads: RunClients' requests formed batches (fewer executions than
+// inferences), each call counted once, none at a cold shape.
+void CheckBatched(const Counts& before, const Counts& after, double requests) {
+  const double inferences = after.inferences - before.inferences;
+  const double executions = after.executions - before.executions;
   INFO("inferences " << inferences << ", executions " << executions);
   CHECK(inferences == requests);
   CHECK(executions < inferences);
-  CHECK(metrics.Sum("kiln_execution_batch_size_count", mlp) == executions);
-  const std::optional<double> cold = metrics.Value("kiln_cold_shape_hits_total", mlp);
-  REQUIRE(cold.has_value());
-  CHECK(*cold == 0);
+  CHECK(after.calls - before.calls == executions);
+  CHECK(after.cold == 0);
+}
+
+// A server with --metrics_port on `repository`, its config's workers.
+std::unique_ptr<kiln::testing::ServerProcess> StartWithMetrics(const std::string& repository,
+                                                               int& metrics_port) {
+  absl::StatusOr<int> port = FreeLoopbackPort();
+  REQUIRE(port.ok());
+  metrics_port = *port;
+  ServerConfig config = kiln::testing::Config(repository, 0);
+  config.extra_args = {"--metrics_port=" + std::to_string(metrics_port)};
+  return StartServing(config);
+}
+
+TEST_CASE("dynamic batching runs queued requests as one pass and gives each its own rows",
+          "[integration][server][batching]") {
+  TempDir dir;
+  const std::string repository = kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", kBatchedMlp}}});
+  int metrics_port = 0;
+  auto server = StartWithMetrics(repository, metrics_port);  // the config's one worker
+  INFO("log:\n" << server->log());
+  constexpr int kDistinct = 16;
+  const auto alone = Alone(server->port(), kDistinct, RowRequest, 4);
+  const kiln::testing::MetricLabels mlp = {{"model", "mlp"}};
+  const Counts before = ReadCounts(metrics_port, mlp);
+  RunClients(server->port(), alone, RowRequest);
+  CheckBatched(before, ReadCounts(metrics_port, mlp), kClients * kRequestsPerClient);
+}
+
+TEST_CASE("texts that pad to the same warmed length are batched, each gets its own logits",
+          "[integration][server][batching]") {
+  // The demo textcls (warmed at batch 1 and 4, lengths 16 to 128) with the batcher on and one
+  // worker; texts of several lengths, so that some pad to different warmed lengths.
+  TempDir dir;
+  const std::string config = kiln::testing::DemoConfig("textcls") +
+                             "instance_group [ { count: 1 kind: KIND_CPU } ]\n" +
+                             "dynamic_batching { }\n";
+  const std::string repository = kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{{"textcls", TestModel{"textcls", config}}});
+  int metrics_port = 0;
+  auto server = StartWithMetrics(repository, metrics_port);
+  INFO("log:\n" << server->log());
+  const std::vector<int> words = {2, 3, 5, 12, 20, 45};
+  const MakeRequest text = [&words](int i) { return TextRequest("textcls", SampleText(words[i])); };
+  const auto alone = Alone(server->port(), static_cast<int>(words.size()), text, 4);
+  const kiln::testing::MetricLabels textcls = {{"model", "textcls"}};
+  const Counts before = ReadCounts(metrics_port, textcls);
+  RunClients(server->port(), alone, text);
+  CheckBatched(before, ReadCounts(metrics_port, textcls), kClients * kRequestsPerClient);
+}
+
+TEST_CASE("batching keeps working through a respawn, a scale-up and a reload",
+          "[integration][server][batching][template][reload]") {
+  // Two workers of one thread each, from the mlp's warm template.
+  TempDir dir;
+  const std::string config =
+      kiln::testing::OneThreadConfig(kiln::testing::DemoConfig("mlp")) + "dynamic_batching { }\n";
+  const std::string repository = kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", config}}});
+  int metrics_port = 0;
+  auto server = StartWithMetrics(repository, metrics_port);
+  INFO("log:\n" << server->log());
+  REQUIRE(server->TemplatePids().size() == 1);
+  constexpr int kDistinct = 16;
+  const auto alone = Alone(server->port(), kDistinct, RowRequest, 4);
+  const kiln::testing::MetricLabels v1 = {{"model", "mlp"}, {"version", "1"}};
+  constexpr double kRequests = kClients * kRequestsPerClient;
+
+  // A killed worker's replacement, forked from the template, takes batches warm.
+  const std::vector<pid_t> workers = server->WorkerPids();
+  REQUIRE(workers.size() == 2);
+  REQUIRE(kill(workers.front(), SIGKILL) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 3; }, kStartup)) {
+    FAIL("no replacement; log:\n" << server->log());
+  }
+  Counts before = ReadCounts(metrics_port, v1);
+  RunClients(server->port(), alone, RowRequest);
+  CheckBatched(before, ReadCounts(metrics_port, v1), kRequests);
+
+  // So does a third worker asked for at runtime.
+  CHECK(bench::RunScaleCommand({"--addr=" + server->address(), "--model=mlp", "--workers=3"}) == 0);
+  if (!PollUntil([&] { return Count(server->log(), "): warm in") >= 4; }, kStartup)) {
+    FAIL("no third worker; log:\n" << server->log());
+  }
+  before = ReadCounts(metrics_port, v1);
+  RunClients(server->port(), alone, RowRequest);
+  CheckBatched(before, ReadCounts(metrics_port, v1), kRequests);
+
+  // A reload to version 2 (the same files): its workers batch from their first requests.
+  kiln::testing::LinkVersion(repository, "mlp", "mlp", 2);
+  server->Signal(SIGHUP);
+  if (!PollUntil([&] { return Count(server->log(), "mlp:2 (generation 2) is live") >= 1; },
+                 kStartup)) {
+    FAIL("version 2 never went live; log:\n" << server->log());
+  }
+  Stub stub(kiln::testing::LoopbackChannel(server->port()));
+  inference::ModelInferResponse response;
+  REQUIRE(Infer(stub, RowRequest(0), &response, seconds(30)).ok());
+  CHECK(response.model_version() == "2");
+  const kiln::testing::MetricLabels v2 = {{"model", "mlp"}, {"version", "2"}};
+  before = ReadCounts(metrics_port, v2);
+  RunClients(server->port(), alone, RowRequest);
+  CheckBatched(before, ReadCounts(metrics_port, v2), kRequests);
+}
+
+TEST_CASE("the batch sizes the scheduler formed are recorded, and the next start warms them",
+          "[integration][server][batching][traffic]") {
+  // One worker; the first start warms batch 1 to 8, the next only batch 1 by its settings, so
+  // that every larger batch it forms was warmed from the recording.
+  TempDir dir, state;
+  const std::string config = std::string(kBatchedMlp);
+  const std::string repository = kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{
+               {"mlp", TestModel{"mlp", config, {1}, "warmup { batch_sizes: [1, 2, 4, 8] }\n"}}});
+  ServerConfig server_config = kiln::testing::Config(repository, 0);
+  server_config.extra_args = {"--state_dir=" + state.path()};
+  constexpr int kDistinct = 16;
+  {
+    auto server = StartServing(server_config);
+    INFO("log:\n" << server->log());
+    RunClients(server->port(), Alone(server->port(), kDistinct, RowRequest, 4), RowRequest);
+    server->Signal(SIGTERM);  // the drain saves the profile
+    REQUIRE(server->WaitExit(seconds(30)) == std::optional<int>(0));
+  }
+  // Every request was one row; the profile holds the batches they ran in.
+  absl::StatusOr<TrafficProfile> profile =
+      LoadTrafficProfile(TrafficProfilePath(state.path(), "mlp"));
+  REQUIRE(profile.ok());
+  std::set<int32_t> recorded;
+  for (const auto& shape : profile->shapes()) recorded.insert(shape.batch_size());
+  INFO("recorded batch sizes: " << absl::StrJoin(recorded, ", "));
+  REQUIRE(*recorded.rbegin() > 1);
+
+  std::ofstream(repository + "/mlp/kiln.pbtxt") << "warmup { batch_sizes: [1] }\n";
+  auto server = StartServing(server_config);
+  INFO("log:\n" << server->log());
+  const ModelWarmupReport report = ModelReport(Report(*server), "mlp");
+  REQUIRE(report.workers_size() == 1);
+  std::set<int32_t> warmed;
+  for (const internal::ShapeWarmup& shape : report.workers(0).shapes()) {
+    if (shape.calls() > 0) warmed.insert(shape.batch_size());
+  }
+  // Exactly the settings' batch 1 and the recorded sizes.
+  std::set<int32_t> expected = recorded;
+  expected.insert(1);
+  INFO("warmed batch sizes: " << absl::StrJoin(warmed, ", "));
+  CHECK(warmed == expected);
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ instance_group [
 version_policy: { all: {} }
 parameters: { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
 parameters: { key: "INFERENCE_MODE" value: { string_value: "true" } }
+parameters: { key: "ENABLE_WEIGHT_SHARING" value: { string_value: "true" } }
 model_warmup [
   {
     name: "four_rows"
@@ -194,8 +195,7 @@ TEST_CASE("a Triton repository for TorchScript models serves on kiln unchanged, 
   }
   CHECK(classifier_versions == 2);
   // Logged once: the note is the model's config's, whichever versions it serves.
-  CHECK(kiln::testing::Count(
-            server->log(), "dynamic_batching: preserve_ordering accepted but not in effect") == 1);
+  CHECK(kiln::testing::Count(server->log(), "kiln's workers always share the weights") == 1);
 
   // The ModelConfig RPC answers the config as written, filled in as Triton fills it.
   const inference::ModelConfig served = ModelConfigOf(stub, "classifier");

@@ -56,6 +56,21 @@ void FakeZygote::AnswerHeld() {
       for (const internal::InferCall& call : worker.held) Answer(worker, call);
       worker.held.clear();
     }
+    held_by_.clear();
+  });
+}
+
+void FakeZygote::AnswerNewestHeld() {
+  Run([this]() {
+    while (!held_by_.empty()) {
+      const int id = held_by_.back();
+      held_by_.pop_back();
+      auto it = workers_.find(id);
+      if (it == workers_.end() || it->second.held.empty()) continue;  // gone since
+      Answer(it->second, it->second.held.back());
+      it->second.held.pop_back();
+      return;
+    }
   });
 }
 
@@ -152,6 +167,7 @@ void FakeZygote::HandleWorkerFrame(int id) {
     Answer(worker, frame.infer());
   } else {
     worker.held.push_back(frame.infer());
+    held_by_.push_back(id);
   }
 }
 

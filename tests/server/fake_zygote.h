@@ -68,6 +68,8 @@ class FakeZygote {
   void Kill(int id);
   // Answers every held call with OK.
   void AnswerHeld();
+  // Answers the held call received last with OK (whichever worker holds it).
+  void AnswerNewestHeld();
   // Makes worker `id` send a result for a call it never got (a protocol break).
   void SendStrayResult(int id);
 
@@ -91,6 +93,7 @@ class FakeZygote {
   FrameChannel zygote_ ABSL_GUARDED_BY(mu_);
   Behaviour behaviour_ ABSL_GUARDED_BY(mu_);
   std::map<int, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> held_by_ ABSL_GUARDED_BY(mu_);  // the worker of each call held, oldest first
   int spawns_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<std::function<void()>> actions_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

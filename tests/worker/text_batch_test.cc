@@ -79,6 +79,25 @@ std::vector<int64_t> Values(const Tensor& tensor) {
   return values;
 }
 
+// --- LongestRow ------------------------------------------------------------------------------
+
+TEST_CASE("LongestRow counts the longest row's tokens, truncated to max_length", "[text_batch]") {
+  const ModelConfig config = TextModel(8);  // max_length 6
+  absl::StatusOr<int32_t> longest = LongestRow({"1 2", "3 4 5", ""}, NumberTokens, config);
+  REQUIRE(longest.ok());
+  CHECK(*longest == 3);
+  CHECK(*LongestRow({"1 2 3 4 5 6 7 8 9"}, NumberTokens, config) == 6);
+  CHECK(*LongestRow({""}, NumberTokens, config) == 0);
+  // What TokenizeBatch pads from.
+  absl::StatusOr<TextBatch> batch = TokenizeBatch({"1 2", "3 4 5"}, NumberTokens, config, {4});
+  REQUIRE(batch.ok());
+  CHECK(batch->longest == *LongestRow({"1 2", "3 4 5"}, NumberTokens, config));
+  // A tokenizer error comes back as is, with its row.
+  absl::StatusOr<int32_t> bad = LongestRow({"1", "x"}, NumberTokens, config);
+  CHECK(bad.status().code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(bad.status().message()), Contains("row 1"));
+}
+
 // --- PaddedLength ----------------------------------------------------------------------------
 
 TEST_CASE("PaddedLength picks the smallest bucket that holds the longest row", "[text_batch]") {

@@ -4,10 +4,13 @@
 // recording fed by each finished request.
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -41,11 +44,12 @@ ModelSpec Spec() {
   return spec;
 }
 
-// Two fake workers of Spec() behind the service, reached through an in-process channel.
+// Two fake workers of `spec` behind the service, reached through an in-process channel.
 class Front {
  public:
-  explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr) {
-    specs_.push_back(Spec());
+  explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr,
+                 ModelSpec spec = Spec()) {
+    specs_.push_back(std::move(spec));
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
     zygote_ = std::make_unique<FakeZygote>(std::move(pair->second), FakeZygote::Outputs{"y", 2});
@@ -75,14 +79,21 @@ class Front {
   // With `timing`, the request asks for kTimingParameter.
   grpc::Status Infer(const std::string& model, std::vector<int64_t> shape,
                      inference::ModelInferResponse* response, bool timing = false) {
+    inference::ModelInferRequest request = Request(model, std::move(shape));
+    if (timing) AskForTiming(&request);
+    grpc::ClientContext context;
+    return stub_->ModelInfer(&context, request, response);
+  }
+
+  // A request of `model` with FP32 "x" of `shape`, all 0.5.
+  static inference::ModelInferRequest Request(const std::string& model,
+                                              std::vector<int64_t> shape) {
     const std::vector<float> values(shape[0] * (shape.size() > 1 ? shape[1] : 1), 0.5f);
     const TensorView input{"x", DType::kFloat32, std::move(shape), values.data(),
                            values.size() * sizeof(float)};
     absl::StatusOr<inference::ModelInferRequest> request = BuildInferRequest(model, "", {input});
     REQUIRE(request.ok());
-    if (timing) AskForTiming(&*request);
-    grpc::ClientContext context;
-    return stub_->ModelInfer(&context, *request, response);
+    return *std::move(request);
   }
 
   bool ServerReady() {
@@ -275,6 +286,58 @@ TEST_CASE("a finished request is recorded by the shape it ran as, with a sample"
       LoadTrafficSamples(TrafficSamplesPath(state.path(), "m"));
   REQUIRE(samples.ok());
   CHECK(samples->size() == 2);  // one per input shape
+}
+
+// One ModelInfer in flight on the async stub: `done` once its answer arrived.
+struct AsyncInfer {
+  grpc::ClientContext context;
+  inference::ModelInferRequest request;
+  inference::ModelInferResponse response;
+  std::atomic<bool> done{false};
+  grpc::Status status;
+
+  void Start(inference::GRPCInferenceService::Stub& stub) {
+    request = Front::Request("m", {1, 4});
+    stub.async()->ModelInfer(&context, &request, &response, [this](grpc::Status s) {
+      status = std::move(s);
+      done = true;
+    });
+  }
+};
+
+TEST_CASE("with preserve_ordering a response waits for the version's earlier ones",
+          "[server_front][response_order]") {
+  // Two workers that hold their calls: A goes to one, B to the other, and B is answered first.
+  FakeZygote::Behaviour held = Steady(1);
+  held.answer_calls = false;
+  const bool preserve = GENERATE(false, true);
+  INFO("preserve_ordering " << preserve);
+  ModelSpec spec = Spec();
+  spec.config.mutable_dynamic_batching()->set_enabled(true);
+  spec.config.mutable_dynamic_batching()->set_preserve_ordering(preserve);
+  Front front(held, nullptr, spec);
+  AsyncInfer a, b;
+  a.Start(front.stub());
+  REQUIRE(WaitUntil([&] { return front.zygote().held_calls() == 1; }));
+  b.Start(front.stub());
+  REQUIRE(WaitUntil([&] { return front.zygote().held_calls() == 2; }));
+
+  front.zygote().AnswerNewestHeld();  // B's worker answers; A's still holds its call
+  if (!preserve) {
+    CHECK(WaitUntil([&] { return b.done.load(); }));  // B overtakes A
+    CHECK_FALSE(a.done);
+  } else {
+    // The pool has B's answer, and its response is encoded; it waits for A's.
+    REQUIRE(WaitUntil([&] { return front.pool().Counters("m").requests == 1; }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(b.done);
+    CHECK_FALSE(a.done);
+  }
+  front.zygote().AnswerHeld();
+  REQUIRE(WaitUntil([&] { return a.done && b.done; }));
+  CHECK(a.status.ok());
+  CHECK(b.status.ok());
+  CHECK(b.response.outputs_size() == 1);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace kiln {
@@ -86,11 +87,11 @@ TEST_CASE("a batch is a run of alike requests from the front, at a size the work
     CHECK(Plan(Model(), {Job(1), Job(1), Job(1, 6), Job(1)}, costs) == 2);
     CHECK(Plan(Model(), {Job(1), Job(1, 4, "y"), Job(1)}, costs) == 1);
   }
-  SECTION("a text request goes alone (its worker tokenizes it)") {
+  SECTION("a text request whose tokens the master did not count goes alone") {
     const std::vector<std::string> texts = {"a", "b"};
     InferJob text;
     text.text = &texts;
-    CHECK(Plan(Model(), {text, Job(1)}, costs) == 1);
+    CHECK(Plan(Model(), {text, text}, costs) == 1);
     CHECK(JobRows(text) == 2);
   }
   SECTION("without padding, only a warmed row count (or the front request alone)") {
@@ -104,6 +105,52 @@ TEST_CASE("a batch is a run of alike requests from the front, at a size the work
   SECTION("a model without a batch dimension") {
     ModelConfig config = Model(0);
     CHECK(Plan(config, {Job(1), Job(1)}, costs) == 1);
+  }
+}
+
+// A text job of `texts` whose longest row the master counted as `tokens`.
+InferJob TextJob(const std::vector<std::string>& texts, int32_t tokens) {
+  InferJob job;
+  job.text = &texts;
+  job.text_tokens = tokens;
+  return job;
+}
+
+// A worker that warmed batch 1 and 4 at sequence lengths 16 and 64 (textcls-like: 4 rows cost
+// less than twice one), at these costs.
+WarmedCosts TextCosts() {
+  internal::WarmupReport report;
+  for (const auto& [batch, length, cost] : std::vector<std::tuple<int, int, double>>{
+           {1, 16, 1.0}, {4, 16, 1.5}, {1, 64, 3.0}, {4, 64, 5.0}}) {
+    internal::ShapeWarmup& shape = *report.add_shapes();
+    shape.set_batch_size(batch);
+    shape.set_sequence_length(length);
+    shape.set_steady_cpu_ms(cost);
+  }
+  return WarmedCosts(report);
+}
+
+TEST_CASE("texts that pad to the same warmed length share a call, others end the run",
+          "[batch_plan]") {
+  const WarmedCosts costs = TextCosts();
+  CHECK(costs.TextLength(3) == 16);
+  CHECK(costs.TextLength(16) == 16);
+  CHECK(costs.TextLength(17) == 64);
+  CHECK(costs.TextLength(90) == 90);  // longer than any warmed length: its own (cold) length
+  const std::vector<std::string> one = {"t"};
+  const std::vector<std::string> two = {"t", "u"};
+  SECTION("the same padded length: one call, rows summed") {
+    CHECK(Plan(Model(), {TextJob(one, 3), TextJob(two, 16), TextJob(one, 9)}, costs) == 3);
+  }
+  SECTION("a longer text ends the run: the short ones are not padded to its length") {
+    CHECK(Plan(Model(), {TextJob(one, 3), TextJob(one, 5), TextJob(one, 40), TextJob(one, 4)},
+               costs) == 2);
+    CHECK(Plan(Model(), {TextJob(one, 40), TextJob(one, 64), TextJob(one, 4)}, costs) == 2);
+  }
+  SECTION("an uncounted text, a tensor request or a cold length ends the run") {
+    CHECK(Plan(Model(), {TextJob(one, 3), TextJob(one, -1)}, costs) == 1);
+    CHECK(Plan(Model(), {TextJob(one, 3), Job(1)}, costs) == 1);
+    CHECK(Plan(Model(), {TextJob(one, 90), TextJob(one, 90)}, costs) == 1);
   }
 }
 
