@@ -195,7 +195,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
                 place, recording = options_.recording](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);
       absl::Status status = outcome.outputs.status();
-      FailureStage stage = FailureStage::kOutcome;
+      FailureStage stage = outcome.never_sent ? FailureStage::kQueue : FailureStage::kOutcome;
       const auto encoding = std::chrono::steady_clock::now();
       if (status.ok()) {
         stage = FailureStage::kResponse;

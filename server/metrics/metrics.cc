@@ -63,9 +63,12 @@ FailureReason ClassifyFailure(FailureStage stage, const absl::Status& status) {
       // A full queue refuses at once (dynamic_batching.max_queue_size); the rest is the request's
       // own defect or a server that is stopping.
       return absl::IsResourceExhausted(status) ? FailureReason::kRejected : FailureReason::kOther;
+    case FailureStage::kQueue:
+      // Not run: a queue timeout at a REJECT level, a server stopping, no worker left.
+      return FailureReason::kRejected;
     case FailureStage::kOutcome:
-      // Stopping ends the queued and running calls with UNAVAILABLE too; a worker's death is
-      // the common case, and both are the backend's from the client's side.
+      // A worker's death is the common case; a server stopping ends the running calls with
+      // UNAVAILABLE too: both are the backend's from the client's side.
       return FailureReason::kBackend;
     case FailureStage::kResponse:
       return FailureReason::kOther;

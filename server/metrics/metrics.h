@@ -40,17 +40,20 @@ namespace kiln {
 
 // Triton's `reason` label of nv_inference_request_failure.
 enum class FailureReason {
-  kRejected,  // refused before it was queued: the model's queue was full
+  // refused by the scheduler, never run: its queue was full, it timed out in the queue at a REJECT
+  // level, the server stopped or its version's workers were gone while it waited
+  kRejected,
   kCanceled,  // the client's deadline passed (while queued or running) or the client cancelled
   kBackend,   // the worker failed it: the model raised, the worker died or hung, over budget
-  kOther,     // anything else: an invalid request, a response that could not be encoded, stopping
+  kOther,     // anything else: an invalid request, a response that could not be encoded
 };
 const char* FailureReasonName(FailureReason reason);
 
 // Where a failed request's status came from, for ClassifyFailure.
 enum class FailureStage {
   kAdmission,  // routing, decoding or queueing, before any worker had it
-  kOutcome,    // the pool's outcome: from the worker, or the queue's deadline
+  kQueue,      // the pool's outcome for a job that ended in the queue (InferOutcome::never_sent)
+  kOutcome,    // the pool's outcome for a job a worker had
   kResponse,   // encoding the response
 };
 FailureReason ClassifyFailure(FailureStage stage, const absl::Status& status);

@@ -42,6 +42,9 @@ struct InferOutcome {
   int call_jobs = 1;
   int64_t call_rows = 0;
   bool first_in_call = true;
+  // It ended in the queue, never sent to a worker: its deadline or queue timeout passed, its
+  // client cancelled it, the pool stopped, or its version's workers were gone.
+  bool never_sent = false;
 };
 
 // Called exactly once per job, on the pool's thread and without the pool's lock held. It must

@@ -478,7 +478,9 @@ void WorkerPool::Loop() {
     absl::MutexLock lock(&mu_);
     const absl::Status stopped = absl::UnavailableError("server is shutting down");
     for (const auto& model : versions_.all()) {
-      for (InferJob& job : model->queue->TakeAll()) done.emplace_back(std::move(job.done), stopped);
+      for (InferJob& job : model->queue->TakeAll()) {
+        done.push_back(Completion::Unsent(std::move(job.done), stopped));
+      }
     }
     for (auto& [id, worker] : workers_) {
       EndJobs(*worker, stopped, done);
@@ -938,10 +940,10 @@ void WorkerPool::DrainRetiringLocked(std::vector<Completion>& done) {
     if (working) continue;
     // No worker left to serve what is still queued (they died): those calls cannot run.
     for (InferJob& job : model.queue->TakeAll()) {
-      done.emplace_back(std::move(job.done),
-                        absl::UnavailableError(absl::StrCat(
-                            "model version '", model.spec->key(),
-                            "' was replaced and its workers are gone; retry the request")));
+      done.push_back(Completion::Unsent(
+          std::move(job.done), absl::UnavailableError(absl::StrCat(
+                                   "model version '", model.spec->key(),
+                                   "' was replaced and its workers are gone; retry the request"))));
     }
     for (auto worker = workers_.begin(); worker != workers_.end();) {
       if (worker->second->model != &model) {
@@ -1003,7 +1005,7 @@ void WorkerPool::ExpireLocked(std::vector<Completion>& done) {
   const int64_t now = MonotonicNowNs();
   for (const auto& model : versions_.all()) {
     for (auto& [job, why] : model->queue->TakeTimedOut(now)) {
-      done.emplace_back(std::move(job.done), std::move(why));
+      done.push_back(Completion::Unsent(std::move(job.done), std::move(why)));
     }
   }
 }

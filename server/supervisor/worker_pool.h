@@ -249,6 +249,12 @@ class WorkerPool {
     Completion(InferDone done, InferOutcome outcome)
         : done(std::move(done)), outcome(std::move(outcome)) {}
     Completion(InferDone done, absl::Status error) : done(std::move(done)), outcome{error, {}} {}
+    // A job that ends in the queue with `error` (InferOutcome::never_sent).
+    static Completion Unsent(InferDone done, absl::Status error) {
+      Completion completion(std::move(done), std::move(error));
+      completion.outcome.never_sent = true;
+      return completion;
+    }
     InferDone done;
     InferOutcome outcome;
   };

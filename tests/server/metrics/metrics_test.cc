@@ -132,6 +132,11 @@ TEST_CASE("failures are classified as Triton's reasons by where they happened", 
   CHECK(ClassifyFailure(S::kOutcome, absl::CancelledError("client")) == FailureReason::kCanceled);
   CHECK(ClassifyFailure(S::kOutcome, absl::UnavailableError("worker died")) ==
         FailureReason::kBackend);
+  // Ended in the queue: a REJECT queue timeout, a server stopping; a deadline there is CANCELED.
+  CHECK(ClassifyFailure(S::kQueue, absl::UnavailableError("timed out in the queue")) ==
+        FailureReason::kRejected);
+  CHECK(ClassifyFailure(S::kQueue, absl::DeadlineExceededError("expired while queued")) ==
+        FailureReason::kCanceled);
   CHECK(ClassifyFailure(S::kOutcome, absl::ResourceExhaustedError("over budget")) ==
         FailureReason::kBackend);
   CHECK(ClassifyFailure(S::kResponse, absl::InternalError("encode")) == FailureReason::kOther);

@@ -48,9 +48,11 @@ class Outcomes {
     absl::MutexLock lock(&mu_);
     const size_t index = codes_.size();
     codes_.push_back(std::nullopt);
+    never_sent_.push_back(false);
     job.done = [this, index](InferOutcome outcome) {
       absl::MutexLock lock(&mu_);
       codes_[index] = outcome.outputs.status().code();
+      never_sent_[index] = outcome.never_sent;
       messages_.push_back(std::string(outcome.outputs.status().message()));
     };
     return job;
@@ -58,6 +60,11 @@ class Outcomes {
   std::optional<absl::StatusCode> code(size_t index) const {
     absl::MutexLock lock(&mu_);
     return codes_.at(index);
+  }
+  // Whether job `index` ended in the queue (InferOutcome::never_sent).
+  bool never_sent(size_t index) const {
+    absl::MutexLock lock(&mu_);
+    return never_sent_.at(index);
   }
   int finished() const {
     absl::MutexLock lock(&mu_);
@@ -76,6 +83,7 @@ class Outcomes {
   const float row_[4] = {1, 2, 3, 4};
   mutable absl::Mutex mu_;
   std::vector<std::optional<absl::StatusCode>> codes_;
+  std::vector<bool> never_sent_;
   std::vector<std::string> messages_;
 };
 
@@ -474,6 +482,7 @@ TEST_CASE("a job whose deadline passes in the queue ends DEADLINE_EXCEEDED witho
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
   CHECK(outcomes.code(0) == absl::StatusCode::kDeadlineExceeded);
   CHECK_THAT(outcomes.messages(), Contains("deadline expired while queued; not run"));
+  CHECK(outcomes.never_sent(0));  // the metrics' REJECTED or CANCELED, never BACKEND
   CHECK(pool.zygote->held_calls() == 0);
   CHECK_FALSE(outcomes.code(1).has_value());
 }
@@ -498,6 +507,7 @@ TEST_CASE(
   REQUIRE(WaitUntil([&] { return outcomes.finished() == 1; }));
   CHECK(outcomes.code(0) == absl::StatusCode::kUnavailable);
   CHECK_THAT(outcomes.messages(), Contains("died while serving this request"));
+  CHECK_FALSE(outcomes.never_sent(0));  // a worker had it: BACKEND
 
   // The survivor answers; the queued call then goes to the survivor (which holds it again) or
   // to the replacement (which answers at once), and is answered too.
