@@ -150,11 +150,9 @@ NOT_MEASURED = "not measured"
 
 def optional_run(folder, name):
     """The JSON of NAME, or None when its step did not write it (not run, or --steps skipped it)."""
-    path = os.path.join(folder, name + ".json")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(folder, name + ".json")):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return load(folder, name)
 
 
 def errors_cell(run):
@@ -353,11 +351,7 @@ def overhead_table(folder, out):
 
 def maybe(folder, name):
     """The JSON of a run that may have failed (run_may_fail), and why it did, or None."""
-    path = os.path.join(folder, name + ".json")
-    data = None
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
+    data = optional_run(folder, name)
     failed = os.path.join(folder, name + ".failed")
     reason = None
     if os.path.exists(failed):

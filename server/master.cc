@@ -389,6 +389,9 @@ absl::Status Master::Load() {
                                               const std::string& what) {
                                          timeline_.Phase(step, what, &spec);
                                        }));
+  for (const auto& [key, model] : models_.by_key) {
+    if (model.tokenizer != nullptr) text_tokens_.Adopt(*model.spec, model.tokenizer);
+  }
   replay_ = LoadTrafficReplay(specs_, options_.state_dir);
   AttachSamples(replay_, models_);
   if (absl::StatusOr<MemoryLimit> memory = ProcessMemoryLimit(); memory.ok()) {

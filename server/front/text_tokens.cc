@@ -23,14 +23,24 @@ std::shared_ptr<const Tokenizer> TextTokens::TokenizerOf(const ModelSpec& spec) 
       << "count their tokens: " << tokenizer.status();
   std::shared_ptr<const Tokenizer> shared;
   if (tokenizer.ok()) shared = *std::move(tokenizer);
+  return Keep(spec, std::move(shared));
+}
+
+std::shared_ptr<const Tokenizer> TextTokens::Keep(const ModelSpec& spec,
+                                                  std::shared_ptr<const Tokenizer> tokenizer) {
   absl::MutexLock lock(&mu_);
-  std::vector<Loaded>& kept = by_key_[key];
+  std::vector<Loaded>& kept = by_key_[spec.key()];
   for (const Loaded& loaded : kept) {
     if (loaded.stamp == spec.stamp) return loaded.tokenizer;
   }
-  kept.push_back({spec.stamp, shared});
+  kept.push_back({spec.stamp, tokenizer});
   if (kept.size() > kKeptPerKey) kept.erase(kept.begin());
-  return shared;
+  return tokenizer;
+}
+
+void TextTokens::Adopt(const ModelSpec& spec, const Tokenizer* tokenizer) {
+  // Borrowed: a shared_ptr that owns nothing (the master's LoadedModels owns it).
+  Keep(spec, std::shared_ptr<const Tokenizer>(std::shared_ptr<const Tokenizer>(), tokenizer));
 }
 
 int32_t TextTokens::LongestRow(const ModelSpec& spec, const std::vector<std::string>& texts) {

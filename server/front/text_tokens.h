@@ -18,10 +18,11 @@
 
 namespace kiln {
 
-// Ownership: owns one tokenizer per served text version that batches (by ModelSpec::key() and
-// stamp: a reload's staged version beside the live one it replaces), loaded from the spec's
-// tokenizer file on its first request (the readiness check's, before the port opens), and at most
-// kKeptPerKey of them per key (the oldest dropped). Thread-safety: safe from any thread; mu_
+// Ownership: holds one tokenizer per served text version that batches (by ModelSpec::key() and
+// stamp: a reload's staged version beside the live one it replaces), at most kKeptPerKey of them
+// per key (the oldest dropped): the master's own for the versions it loaded before the fork
+// (Adopt; borrowed), else loaded from the spec's tokenizer file on the version's first request
+// (the readiness check's, before the port opens; owned). Thread-safety: safe from any thread; mu_
 // guards the map, and a loaded Tokenizer is const and safe to share (its Encode is).
 class TextTokens {
  public:
@@ -34,7 +35,16 @@ class TextTokens {
   // call of its own, and the worker reports any error as before.
   int32_t LongestRow(const ModelSpec& spec, const std::vector<std::string>& texts);
 
+  // Counts `spec`'s text with `tokenizer`, which the master already loaded (LoadModels) and which
+  // must outlive this object, instead of loading the file again.
+  void Adopt(const ModelSpec& spec, const Tokenizer* tokenizer);
+
  private:
+  // Keeps `tokenizer` (null: it could not be loaded) for `spec`, unless one is kept already;
+  // returns the one kept.
+  std::shared_ptr<const Tokenizer> Keep(const ModelSpec& spec,
+                                        std::shared_ptr<const Tokenizer> tokenizer)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The tokenizer of `spec`, loading it on first use; null when it cannot be loaded.
   std::shared_ptr<const Tokenizer> TokenizerOf(const ModelSpec& spec) ABSL_LOCKS_EXCLUDED(mu_);
 

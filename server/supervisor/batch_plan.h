@@ -28,6 +28,7 @@ namespace kiln {
 // which is what a pass of that shape costs it. A value; no synchronisation.
 class WarmedCosts {
  public:
+  WarmedCosts() = default;  // nothing warmed
   explicit WarmedCosts(const internal::WarmupReport& report);
 
   // What a pass of `rows` rows at `sequence_length` costs: the steady CPU milliseconds of the

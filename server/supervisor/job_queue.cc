@@ -1,6 +1,8 @@
 #include "server/supervisor/job_queue.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <deque>
 #include <iterator>
 #include <utility>
 
@@ -13,6 +15,18 @@ DynamicBatchingConfig OneLevel(int capacity) {
   DynamicBatchingConfig batching;
   batching.add_levels()->set_max_queue_size(capacity);
   return batching;
+}
+
+// Why `job` ends in the queue whatever its level's policy: its deadline passed, or its client
+// gave up; OK when neither.
+absl::Status EndedInQueue(const InferJob& job, int64_t now_ns) {
+  if (job.deadline_monotonic_ns != 0 && now_ns >= job.deadline_monotonic_ns) {
+    return absl::DeadlineExceededError("deadline expired while queued; not run");
+  }
+  if (job.cancelled && job.cancelled()) {
+    return absl::CancelledError("the client cancelled the request while it was queued; not run");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -90,51 +104,36 @@ std::vector<const InferJob*> JobQueue::Front(int count) const {
 
 std::vector<std::pair<InferJob, absl::Status>> JobQueue::TakeTimedOut(int64_t now_ns) {
   std::vector<std::pair<InferJob, absl::Status>> taken;
-  // Why a job ends in the queue whatever its level's policy: its client gave up, or its deadline
-  // passed; OK when neither.
-  const auto ended = [now_ns](const Queued& queued) {
-    if (queued.job.deadline_monotonic_ns != 0 && now_ns >= queued.job.deadline_monotonic_ns) {
-      return absl::DeadlineExceededError("deadline expired while queued; not run");
-    }
-    if (queued.job.cancelled && queued.job.cancelled()) {
-      return absl::CancelledError("the client cancelled the request while it was queued; not run");
-    }
-    return absl::OkStatus();
-  };
-  const auto timed_out = [now_ns](const Queued& queued) {
-    return queued.timeout_ns != 0 && now_ns >= queued.timeout_ns;
-  };
-  for (size_t l = 0; l < levels_.size(); ++l) {
-    Level& level = levels_[l];
-    std::deque<Queued> kept;
-    std::deque<Queued> delayed_now;
-    for (Queued& queued : level.waiting) {
-      if (absl::Status why = ended(queued); !why.ok()) {
-        taken.emplace_back(std::move(queued.job), std::move(why));
-      } else if (timed_out(queued) && !level.policy.delay_on_timeout()) {
-        taken.emplace_back(std::move(queued.job),
-                           absl::UnavailableError(absl::StrCat(
-                               "queue timeout of ", level.policy.default_timeout_us(),
-                               " us (or the request's own) expired before a worker was free; not "
-                               "run (dynamic_batching's queue policy: timeout_action REJECT)")));
-      } else if (timed_out(queued)) {
-        queued.timeout_ns = 0;
-        delayed_now.push_back(std::move(queued));
-      } else {
-        kept.push_back(std::move(queued));
+  for (Level& level : levels_) {
+    std::deque<Queued> delayed_now;  // timed out at a DELAY level: they go behind the others
+    // A delayed job has no queue timeout any more (timeout_ns 0), so one pass serves both.
+    for (std::deque<Queued>* queue : {&level.waiting, &level.delayed}) {
+      // In place: a job that stays is moved only when one before it left, so a turn of the pool
+      // with nothing to take moves nothing.
+      size_t kept = 0;
+      for (size_t i = 0; i < queue->size(); ++i) {
+        Queued& queued = (*queue)[i];
+        absl::Status why = EndedInQueue(queued.job, now_ns);
+        const bool timed_out = queued.timeout_ns != 0 && now_ns >= queued.timeout_ns;
+        if (why.ok() && timed_out && !level.policy.delay_on_timeout()) {
+          why = absl::UnavailableError(
+              absl::StrCat("queue timeout of ", level.policy.default_timeout_us(),
+                           " us (or the request's own) expired before a worker was free; not run "
+                           "(dynamic_batching's queue policy: timeout_action REJECT)"));
+        }
+        if (!why.ok()) {
+          taken.emplace_back(std::move(queued.job), std::move(why));
+        } else if (timed_out) {
+          queued.timeout_ns = 0;
+          delayed_now.push_back(std::move(queued));
+        } else {
+          if (kept != i) (*queue)[kept] = std::move(queued);
+          ++kept;
+        }
       }
+      queue->erase(queue->begin() + static_cast<std::ptrdiff_t>(kept), queue->end());
     }
-    level.waiting = std::move(kept);
-    std::deque<Queued> delayed;
-    for (Queued& queued : level.delayed) {
-      if (absl::Status why = ended(queued); !why.ok()) {
-        taken.emplace_back(std::move(queued.job), std::move(why));
-      } else {
-        delayed.push_back(std::move(queued));
-      }
-    }
-    for (Queued& queued : delayed_now) delayed.push_back(std::move(queued));
-    level.delayed = std::move(delayed);
+    for (Queued& queued : delayed_now) level.delayed.push_back(std::move(queued));
   }
   size_ -= static_cast<int>(taken.size());
   return taken;

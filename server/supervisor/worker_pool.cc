@@ -54,6 +54,7 @@ struct WorkerPool::Worker {
   bool retiring = false;          // scaled away: leaves after its call, and is not replaced
   bool upper_half = false;        // the half of its arena its next call uses (they alternate)
   internal::WarmupReport warmup;
+  WarmedCosts costs;  // what its warmed passes cost, from `warmup`, for the batch plan
 };
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(ZygoteProcess zygote,
@@ -601,6 +602,7 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
   const std::string name = model.spec->key();
   if (frame.has_ready() && worker.state == WorkerState::kWarming) {
     worker.warmup = frame.ready();
+    worker.costs = WarmedCosts(worker.warmup);
     worker.compute_timeout_ms = ComputeTimeoutMs(model.spec->config, worker.warmup);
     SetStateLocked(worker, WorkerState::kReady);
     model.failed_starts = 0;
@@ -1024,7 +1026,7 @@ void WorkerPool::DispatchLocked(ServedVersion& model, std::vector<Transfer>& sen
     if (idle == nullptr) return;
     const int take = PlanBatch(model.spec->config,
                                model.queue->Front(std::max(1, model.spec->config.max_batch_size())),
-                               WarmedCosts(idle->warmup));
+                               idle->costs);
     idle->jobs = model.queue->PopFront(take);
     const int64_t now = MonotonicNowNs();
     // The call ends by the latest deadline of its jobs (none when one has none): a job whose own

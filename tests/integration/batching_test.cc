@@ -22,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "bench/oip_client.h"
 #include "bench/scale_command.h"
 #include "common/process.h"
 #include "common/sample_text.h"
@@ -69,21 +70,12 @@ inference::ModelInferRequest RowRequest(int i) {
   return kiln::testing::MakeInferRequest("mlp", {view});
 }
 
-// A text model's request: one row of `text` in its BYTES input "text" (a 4-byte little-endian
-// length, then the bytes).
-inference::ModelInferRequest TextRequest(const std::string& model, const std::string& text) {
-  inference::ModelInferRequest request;
-  request.set_model_name(model);
-  inference::ModelInferRequest::InferInputTensor& input = *request.add_inputs();
-  input.set_name("text");
-  input.set_datatype("BYTES");
-  input.add_shape(1);
-  input.add_shape(1);
-  std::string raw(4, '\0');
-  const uint32_t size = static_cast<uint32_t>(text.size());
-  std::memcpy(raw.data(), &size, sizeof(size));
-  request.add_raw_input_contents(raw + text);
-  return request;
+// A request of the demo textcls: one row of `text` in its BYTES input "text" (kiln-bench's).
+inference::ModelInferRequest TextRequest(const std::string& text) {
+  absl::StatusOr<inference::ModelInferRequest> request =
+      bench::BuildTextRequest("textcls", "", {"text", "BYTES", {-1, 1}}, text, 1);
+  REQUIRE(request.ok());
+  return *std::move(request);
 }
 
 std::vector<float> Output(const inference::ModelInferResponse& response) {
@@ -223,7 +215,7 @@ TEST_CASE("texts that pad to the same warmed length are batched, each gets its o
   auto server = StartWithMetrics(repository, metrics_port);
   INFO("log:\n" << server->log());
   const std::vector<int> words = {2, 3, 5, 12, 20, 45};
-  const MakeRequest text = [&words](int i) { return TextRequest("textcls", SampleText(words[i])); };
+  const MakeRequest text = [&words](int i) { return TextRequest(SampleText(words[i])); };
   const auto alone = Alone(server->port(), static_cast<int>(words.size()), text, 4);
   const kiln::testing::MetricLabels textcls = {{"model", "textcls"}};
   const Counts before = ReadCounts(metrics_port, textcls);

@@ -57,6 +57,16 @@ TEST_CASE("text is not counted where the model does not batch or its tokenizer c
     CHECK(tokens.LongestRow(spec, texts) == -1);
     CHECK(tokens.LongestRow(spec, texts) == -1);  // not retried, still not counted
   }
+  SECTION("a tokenizer the master loaded is used as it is, not loaded again") {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::Load(spec.tokenizer_path);
+    REQUIRE(loaded.ok());
+    const int32_t expected = tokens.LongestRow(spec, texts);
+    ModelSpec adopted = spec;
+    adopted.stamp += "-adopted";
+    adopted.tokenizer_path = "/nonexistent/tokenizer.model";  // loading it would fail
+    tokens.Adopt(adopted, loaded->get());
+    CHECK(tokens.LongestRow(adopted, texts) == expected);
+  }
   SECTION("a version's reload (a new stamp) is counted with its own tokenizer") {
     CHECK(tokens.LongestRow(spec, texts) > 0);
     ModelSpec reloaded = spec;
