@@ -8,13 +8,18 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "bench/args.h"
 #include "bench/latency_stats.h"
 #include "bench/oip_client.h"
@@ -24,6 +29,7 @@
 #include "bench/server_launcher.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "httplib.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 #include "proto/grpc_service.grpc.pb.h"
 
@@ -39,8 +45,9 @@ constexpr uint64_t kInputSeed = 0;
 
 const Scenario kColdstart = {
     "coldstart",
-    "--model_repository=DIR --model=NAME [--server=PATH] [--workers=N]\n"
-    "           [--warmup=on|off] [--share_weights=on|off] [--server_args=\"--flag=v ...\"]\n"
+    "--model_repository=DIR --model=NAME [--server=PATH | --naive_server=SCRIPT]\n"
+    "           [--workers=N] [--warmup=on|off] [--share_weights=on|off]\n"
+    "           [--server_args=\"--flag=v ...\"] [--cgroup=DIR]\n"
     "           [--repeat=3] [--steady_requests=50] [--pause_ms=50] [--batch=1] [--seq=16]\n"
     "           [--text=TEXT] [--timeout_s=300] [--json=FILE] [--log_dir=DIR]",
     "Starts kiln-server --repeat times, one run after the other, and measures each cold start:\n"
@@ -60,17 +67,26 @@ const Scenario kColdstart = {
     "  idle_ratio     first_ms / idle_p50_ms (1.0 = the first request costs what any request\n"
     "                 after the same pause costs: no cold-start penalty of its own)\n"
     "  pss_mb         total PSS of the server's process tree (master, zygote, workers), MiB\n"
+    "  phases         kiln only: its startup phases, ms, scraped from its /metrics (a free\n"
+    "                 --metrics_port per run) after the requests: each\n"
+    "                 kiln_startup_phase_duration_seconds{phase} (summed over models) and\n"
+    "                 kiln_startup_time_to_serving_seconds as time_to_serving\n"
+    "--naive_server=SCRIPT starts the naive baseline instead of kiln-server, measured the same\n"
+    "way: /usr/bin/python3 SCRIPT --model_repository=D --model=M --host=127.0.0.1 --port=P\n"
+    "--workers=N --warmup=on|off (scripts/naive_server.py: loads the model in the parent, forks\n"
+    "N workers, each runs 3 calls per warmed shape, then all serve; --workers >= 1, and no\n"
+    "--server, --share_weights or --server_args with it).\n"
     "then stops the server with SIGTERM (SIGKILL of its process group after 30 s) and makes sure\n"
     "none of its processes is left. Each run gets a free port on 127.0.0.1 and a temporary\n"
     "--lock_dir; the server's output goes to a log file (in --log_dir, else in a temporary\n"
     "directory that is kept, and named, only when a run fails).\n"
     "Prints one line per run, then the median and spread (min..max) of each metric over the runs.\n"
-    "--json=FILE also writes them: {\"model\", \"workers\", \"warmup\", \"share_weights\", "
-    "\"repeat\", \"cgroup\",\n"
+    "--json=FILE also writes them: {\"server\" (kiln or naive), \"model\", \"workers\", "
+    "\"warmup\",\n\"share_weights\", \"repeat\", \"cgroup\",\n"
     "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", "
     "\"idle_p50_ms\", \"idle_ratio\", "
-    "\"pss_mb\"}],\n"
-    "and per metric {\"median\", \"min\", \"max\"}}.\n"
+    "\"pss_mb\", \"phases\": {name: ms}}],\n"
+    "per metric {\"median\", \"min\", \"max\"}, and \"phases\": {name: median ms}}.\n"
     "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
     "log's tail on stderr), 2 bad flags.",
     {"kiln-bench coldstart --model_repository=models --model=mlp --workers=1 --repeat=2",
@@ -78,7 +94,9 @@ const Scenario kColdstart = {
      "--warmup=off --json=/tmp/cold.json",
      "kiln-bench coldstart --model_repository=models --model=resnet18 --share_weights=off "
      "--server_args=\"--drain_timeout_s=5 --v=1\" --log_dir=/tmp/kiln-logs",
-     "kiln-bench coldstart --model_repository=models --model=textcls --batch=4 --seq=64"},
+     "kiln-bench coldstart --model_repository=models --model=textcls --batch=4 --seq=64",
+     "kiln-bench coldstart --model_repository=models --model=mlp --workers=2 "
+     "--naive_server=scripts/naive_server.py"},
     /*log_tail_lines=*/20};
 
 struct Metric {
@@ -115,6 +133,18 @@ std::optional<bool> ParseOnOff(const std::string& value) {
   return std::nullopt;
 }
 
+// Phases as JSON {name: ms} and as text "name 1.2 ms, name 3.4 ms" ("none" when empty).
+ReportValue PhasesValue(const PhaseTimes& phases, const absl::FormatSpec<double>& format) {
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  std::vector<std::string> text;
+  for (const auto& [name, ms] : phases) {
+    const ReportValue value = Number(ms, format);
+    json[name] = value.json;
+    text.push_back(absl::StrCat(name, " ", value.text, " ms"));
+  }
+  return JsonWithText(std::move(json), text.empty() ? "none" : absl::StrJoin(text, ", "));
+}
+
 // One run's values: its entry of the JSON's "runs", and what its line shows.
 Report RunValues(const ColdstartRun& run) {
   Report values;
@@ -126,7 +156,8 @@ Report RunValues(const ColdstartRun& run) {
       .Set("idle_p50_ms", Number(run.idle_p50_ms))
       .Set("idle_ratio", Number(run.idle_ratio))
       .Set("pss_mb", Number(run.pss_mb, "%.1f"))
-      .Set("processes", TextOnly(absl::StrCat(run.processes)));
+      .Set("processes", TextOnly(absl::StrCat(run.processes)))
+      .Set("phases", PhasesValue(run.phases_ms, "%.1f"));
   return values;
 }
 
@@ -147,7 +178,7 @@ absl::StatusOr<double> TimedInfer(inference::GRPCInferenceService::Stub& stub,
 
 // The measurements of one run against a started server (everything but stopping it).
 absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& server, int port,
-                        ColdstartRun* run) {
+                        int metrics_port, ColdstartRun* run) {
   const std::string address = absl::StrCat("127.0.0.1:", port);
   const std::shared_ptr<grpc::Channel> channel = ServerChannel(address);
   const std::unique_ptr<Health::Stub> health = Health::NewStub(channel);
@@ -227,29 +258,57 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   }
   run->pss_mb = static_cast<double>(memory->pss_kb) / 1024.0;
   run->processes = memory->processes;
+
+  if (metrics_port > 0) {
+    // After the requests and the PSS: the scrape costs the server nothing measured above. A
+    // failed scrape leaves the run without phases, with a warning, rather than failing it.
+    httplib::Client client("127.0.0.1", metrics_port);
+    client.set_connection_timeout(5, 0);
+    client.set_read_timeout(10, 0);
+    const httplib::Result got = client.Get("/metrics");
+    if (got && got->status == 200) {
+      run->phases_ms = StartupPhasesMs(got->body);
+    } else {
+      std::cerr << "kiln-bench coldstart: warning: GET http://127.0.0.1:" << metrics_port
+                << "/metrics failed ("
+                << (got ? absl::StrCat("HTTP ", got->status) : httplib::to_string(got.error()))
+                << "): no startup phases for this run" << std::endl;
+    }
+  }
   // The channel and the stubs go when this returns, before the server is stopped: no idle
   // connection of ours is left for its drain.
   return absl::OkStatus();
+}
+
+// What messages call the server the options start.
+std::string ServerName(const ColdstartOptions& options) {
+  return options.naive_server.empty() ? "kiln-server" : "the naive server";
 }
 
 // One whole run: start the server (its output to `log_path`), measure, stop it.
 absl::StatusOr<ColdstartRun> RunOnce(const ColdstartOptions& options, const std::string& lock_dir,
                                      const std::string& log_path) {
   ASSIGN_OR_RETURN(const int port, FreeLoopbackPort());
+  int metrics_port = 0;
+  if (options.naive_server.empty()) {
+    ASSIGN_OR_RETURN(metrics_port, FreeLoopbackPort());
+  }
+  const std::vector<std::string> argv = ColdstartServerArgv(options, port, lock_dir, metrics_port);
   ASSIGN_OR_RETURN(std::unique_ptr<LaunchedServer> server,
-                   LaunchedServer::Start(ColdstartServerArgv(options, port, lock_dir), log_path));
+                   LaunchedServer::Start(argv, log_path, ServerName(options)));
   ColdstartRun run;
   // On an error ~LaunchedServer kills the process group.
-  RETURN_IF_ERROR(MeasureRun(options, *server, port, &run));
+  RETURN_IF_ERROR(MeasureRun(options, *server, port,
+                             options.naive_server.empty() ? MetricsPortOf(argv) : 0, &run));
   ASSIGN_OR_RETURN(const LaunchedServer::StopResult stopped, server->Stop(kStopGrace));
   if (stopped.killed) {
     return absl::DeadlineExceededError(
-        absl::StrCat("kiln-server did not exit within ", kStopGrace.count(),
+        absl::StrCat(ServerName(options), " did not exit within ", kStopGrace.count(),
                      " s of SIGTERM; its process group was SIGKILLed"));
   }
   if (!(stopped.exit == ExitStatus{false, 0})) {
-    return absl::InternalError(
-        absl::StrCat("kiln-server ended with ", stopped.exit.Describe(), " after SIGTERM"));
+    return absl::InternalError(absl::StrCat(ServerName(options), " ended with ",
+                                            stopped.exit.Describe(), " after SIGTERM"));
   }
   return run;
 }
@@ -295,6 +354,10 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
   flags.flags().AddString("text", &text,
                           "text models: the text of every row (default: sample text of --seq "
                           "words)");
+  flags.flags().AddString("naive_server", &parsed.naive_server,
+                          "start this naive baseline script (scripts/naive_server.py) with "
+                          "/usr/bin/python3 instead of kiln-server; --workers >= 1");
+  flags.ServerNotNeededWhen([&parsed] { return !parsed.naive_server.empty(); });
   flags.AddResultFlags(
       "keep the server logs here (coldstart-<model>-run<N>.log, overwritten); default: a "
       "temporary directory kept only when a run fails");
@@ -332,14 +395,46 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
                           " is not a cgroup directory (no cgroup.procs in it)");
     }
     if (flags.flags().WasSet("text")) parsed.text = text;
+    if (!parsed.naive_server.empty()) {
+      if (!fs::is_regular_file(parsed.naive_server, error)) {
+        return absl::StrCat("--naive_server: ", parsed.naive_server, " is not a file");
+      }
+      parsed.naive_server = fs::absolute(parsed.naive_server, error).lexically_normal().string();
+      if (parsed.workers < 1) {
+        return "--workers=0 (the server's own count) is kiln's: the naive server needs a count, "
+               "--workers=1..256";
+      }
+      for (const char* kiln_only : {"server", "share_weights", "server_args"}) {
+        if (flags.flags().WasSet(kiln_only)) {
+          return absl::StrCat("--", kiln_only, " is kiln-server's: not with --naive_server");
+        }
+      }
+    }
     return "";
   });
   if (!exit) *options = std::move(parsed);
   return exit;
 }
 
+std::string ServerKind(const ColdstartOptions& options) {
+  return options.naive_server.empty() ? "kiln" : "naive";
+}
+
 std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, int port,
-                                             const std::string& lock_dir) {
+                                             const std::string& lock_dir, int metrics_port) {
+  if (!options.naive_server.empty()) {
+    std::vector<std::string> argv = {
+        kNaivePython,
+        options.naive_server,
+        absl::StrCat("--model_repository=", options.model_repository),
+        absl::StrCat("--model=", options.model),
+        "--host=127.0.0.1",
+        absl::StrCat("--port=", port),
+        absl::StrCat("--workers=", options.workers),
+        absl::StrCat("--warmup=", OnOff(options.warmup)),
+    };
+    return options.cgroup.empty() ? argv : InCgroup(options.cgroup, std::move(argv));
+  }
   ServerCommand command;
   command.binary = options.server;
   command.model_repository = options.model_repository;
@@ -348,9 +443,97 @@ std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, in
   command.workers = options.workers;
   command.warmup = options.warmup;
   command.share_weights = options.share_weights;
+  command.metrics_port = metrics_port;
   command.extra_args = options.server_args;
   std::vector<std::string> argv = ServerArgv(command);
   return options.cgroup.empty() ? argv : InCgroup(options.cgroup, std::move(argv));
+}
+
+int MetricsPortOf(const std::vector<std::string>& argv) {
+  int port = 0;
+  for (const std::string& arg : argv) {
+    absl::string_view value = arg;
+    if (!absl::ConsumePrefix(&value, "--metrics_port=")) continue;
+    int parsed = 0;
+    port = absl::SimpleAtoi(value, &parsed) && parsed > 0 && parsed <= 65535 ? parsed : 0;
+  }
+  return port;
+}
+
+namespace {
+
+// The value of label `label` in a sample's "{a=\"x\",b=\"y\"}" (escapes \\, \" and \n
+// undone); std::nullopt when it has none.
+std::optional<std::string> LabelValue(absl::string_view labels, absl::string_view label) {
+  size_t i = 0;
+  while (i < labels.size()) {
+    while (i < labels.size() && (labels[i] == ',' || labels[i] == ' ')) ++i;
+    const size_t eq = labels.find('=', i);
+    if (eq == absl::string_view::npos || eq + 1 >= labels.size() || labels[eq + 1] != '"') {
+      return std::nullopt;
+    }
+    const absl::string_view name = absl::StripAsciiWhitespace(labels.substr(i, eq - i));
+    std::string value;
+    size_t j = eq + 2;
+    for (; j < labels.size() && labels[j] != '"'; ++j) {
+      if (labels[j] == '\\' && j + 1 < labels.size()) {
+        ++j;
+        value.push_back(labels[j] == 'n' ? '\n' : labels[j]);
+      } else {
+        value.push_back(labels[j]);
+      }
+    }
+    if (name == label) return value;
+    i = j + 1;
+  }
+  return std::nullopt;
+}
+
+// Adds `ms` to the entry `name` of `phases`, appending it when new.
+void AddPhase(PhaseTimes& phases, const std::string& name, double ms) {
+  for (auto& [have, total] : phases) {
+    if (have == name) {
+      total += ms;
+      return;
+    }
+  }
+  phases.emplace_back(name, ms);
+}
+
+}  // namespace
+
+PhaseTimes StartupPhasesMs(const std::string& metrics_text) {
+  constexpr absl::string_view kPhase = "kiln_startup_phase_duration_seconds";
+  constexpr absl::string_view kServing = "kiln_startup_time_to_serving_seconds";
+  PhaseTimes phases;
+  for (absl::string_view line : absl::StrSplit(metrics_text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    const size_t name_end = line.find_first_of("{ ");
+    if (name_end == absl::string_view::npos) continue;
+    const absl::string_view name = line.substr(0, name_end);
+    if (name != kPhase && name != kServing) continue;
+    absl::string_view labels;
+    absl::string_view rest = line.substr(name_end);
+    if (rest[0] == '{') {
+      const size_t close = rest.rfind('}');
+      if (close == absl::string_view::npos) continue;
+      labels = rest.substr(1, close - 1);
+      rest = rest.substr(close + 1);
+    }
+    // The value, then perhaps a timestamp.
+    rest = absl::StripLeadingAsciiWhitespace(rest);
+    double seconds = 0;
+    if (!absl::SimpleAtod(rest.substr(0, rest.find(' ')), &seconds) || !std::isfinite(seconds)) {
+      continue;
+    }
+    if (name == kServing) {
+      AddPhase(phases, "time_to_serving", seconds * 1000);
+    } else if (std::optional<std::string> phase = LabelValue(labels, "phase")) {
+      AddPhase(phases, *phase, seconds * 1000);
+    }
+  }
+  return phases;
 }
 
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
@@ -366,17 +549,19 @@ std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
 }
 
 Report ColdstartReport(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs) {
+  const bool naive = !options.naive_server.empty();
   Report report;
-  report.Set("model", String(options.model))
+  report.Set("server", String(ServerKind(options)))
+      .Set("model", String(options.model))
       .Set("workers", JsonWithText(options.workers, WorkersText(options.workers)))
       .Set("warmup", String(OnOff(options.warmup)))
-      .Set("share_weights", String(OnOff(options.share_weights)))
+      .Set("share_weights", String(naive ? "n/a" : OnOff(options.share_weights)))
       .Set("repeat", Integer(options.repeat))
       .Set("cgroup", String(options.cgroup))
       .Set("run_count", TextOnly(absl::StrCat(runs.size())));
   report.Line(
       "summary: {model}, {workers}, warmup {warmup}, share_weights {share_weights}, {run_count} "
-      "run(s): median (min..max)");
+      "run(s) of {server}: median (min..max)");
   ReportTable rows;  // the JSON's alone: each run's line was printed as the run ended
   for (const ColdstartRun& run : runs) rows.AddRow() = RunValues(run);
   report.Table("runs", std::move(rows));
@@ -390,6 +575,22 @@ Report ColdstartReport(const ColdstartOptions& options, const std::vector<Coldst
     report.Line(absl::StrFormat("  %-14s {%s.median:10}  ({%s.min}..{%s.max})", metric.name,
                                 metric.name, metric.name, metric.name));
   }
+  // Each phase's median over the runs that report it, in the order the phases first appear.
+  PhaseTimes medians;
+  for (const ColdstartRun& run : runs) {
+    for (const auto& [name, ms] : run.phases_ms) AddPhase(medians, name, 0);
+  }
+  for (auto& [name, median] : medians) {
+    std::vector<double> values;
+    for (const ColdstartRun& run : runs) {
+      for (const auto& [have, ms] : run.phases_ms) {
+        if (have == name) values.push_back(ms);
+      }
+    }
+    median = MedianAndSpread(std::move(values)).median;
+  }
+  report.Set("phases", PhasesValue(medians, "%.1f"));
+  if (!naive && !medians.empty()) report.Line("  phases (median): {phases}");
   return report;
 }
 
@@ -405,20 +606,22 @@ int RunColdstartCommand(const std::vector<std::string>& args) {
     if (error) {
       return absl::InternalError(absl::StrCat("cannot create ", lock_dir, ": ", error.message()));
     }
-    std::vector<std::string> shown = ColdstartServerArgv(options, 0, lock_dir);
+    const bool naive = !options.naive_server.empty();
+    std::vector<std::string> shown = ColdstartServerArgv(options, 0, lock_dir, naive ? 0 : 1);
     for (std::string& arg : shown) {
       if (arg == "--port=0") arg = "--port=<a free port per run>";
+      if (arg == "--metrics_port=1") arg = "--metrics_port=<a free port per run>";
     }
-    std::cout << "coldstart: model " << options.model << ", " << WorkersText(options.workers)
-              << ", warmup " << OnOff(options.warmup) << ", share_weights "
-              << OnOff(options.share_weights) << ", " << options.repeat << " run(s), "
-              << options.steady_requests << " steady requests (batch " << options.batch << ", seq "
-              << options.seq << ")\n"
+    std::cout << "coldstart: " << ServerKind(options) << ", model " << options.model << ", "
+              << WorkersText(options.workers) << ", warmup " << OnOff(options.warmup)
+              << ", share_weights " << (naive ? "n/a" : OnOff(options.share_weights)) << ", "
+              << options.repeat << " run(s), " << options.steady_requests
+              << " steady requests (batch " << options.batch << ", seq " << options.seq << ")\n"
               << "server: " << absl::StrJoin(shown, " ") << std::endl;
     std::vector<ColdstartRun> runs;
     for (int64_t i = 1; i <= options.repeat; ++i) {
-      const std::string log =
-          files.Log(absl::StrCat("coldstart-", options.model, "-run", i, ".log"));
+      const std::string log = files.Log(
+          absl::StrCat("coldstart-", naive ? "naive-" : "", options.model, "-run", i, ".log"));
       absl::StatusOr<ColdstartRun> run = RunOnce(options, lock_dir, log);
       if (!run.ok()) {
         return absl::Status(run.status().code(), absl::StrCat("run ", i, "/", options.repeat,

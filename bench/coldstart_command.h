@@ -1,12 +1,15 @@
 // `kiln-bench coldstart`: starts kiln-server --repeat times and measures what a deploy or a
 // scale-out costs: the time from the fork to gRPC health SERVING, the latency of the very first
 // request against the steady latency after it, and the server's memory (PSS of the whole process
-// tree). The server is started, measured and stopped by this process (bench/server_launcher.h);
-// the flags, the run and the report are the scenario harness's (bench/scenario.h).
+// tree); for kiln, its startup phases as its /metrics reports them. With --naive_server it starts
+// the naive Python baseline (scripts/naive_server.py) instead and measures it the same way. The
+// server is started, measured and stopped by this process (bench/server_launcher.h); the flags,
+// the run and the report are the scenario harness's (bench/scenario.h).
 #ifndef KILN_BENCH_COLDSTART_COMMAND_H_
 #define KILN_BENCH_COLDSTART_COMMAND_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -31,7 +34,16 @@ struct ColdstartOptions : ScenarioOptions {
   int64_t batch = 1;
   int64_t seq = 16;
   std::optional<std::string> text;  // --text for a text model; std::nullopt = sample text
+  // --naive_server: the naive baseline's script, started with kNaivePython instead of kiln-server;
+  // "" = kiln-server.
+  std::string naive_server;
 };
+
+// The interpreter the naive server runs with: Debian's, which has python3-torch.
+inline constexpr char kNaivePython[] = "/usr/bin/python3";
+
+// "kiln" or "naive": which server the options start (the JSON's "server").
+std::string ServerKind(const ColdstartOptions& options);
 
 // Parses and validates `args` (the arguments after "coldstart"). On success fills `options` and
 // returns std::nullopt; on --help prints the usage to `out` and returns 0; on a bad flag prints
@@ -43,9 +55,23 @@ std::optional<int> ParseColdstartArgs(const std::vector<std::string>& args,
                                       ColdstartOptions* options, std::ostream& out,
                                       std::ostream& err);
 
-// The kiln-server command line of one run (see ServerArgv in bench/server_launcher.h).
+// The command line of one run. kiln: ServerArgv (bench/server_launcher.h), its metrics endpoint on
+// `metrics_port` (0: none). Naive: kNaivePython <script> --model_repository=D --model=M
+// --host=127.0.0.1 --port=P --workers=N --warmup=on|off (`lock_dir` and `metrics_port` unused).
+// Either in --cgroup when set.
 std::vector<std::string> ColdstartServerArgv(const ColdstartOptions& options, int port,
-                                             const std::string& lock_dir);
+                                             const std::string& lock_dir, int metrics_port = 0);
+
+// The metrics port of a kiln-server command line: the value of its last --metrics_port= (a later
+// flag wins, as --server_args may repeat it); 0 when there is none or it is not a port.
+int MetricsPortOf(const std::vector<std::string>& argv);
+
+// Startup phase name -> milliseconds, in the order of the first sample of each, from a Prometheus
+// text exposition (kiln's /metrics): every kiln_startup_phase_duration_seconds sample, summed over
+// the samples of one phase label (one per model and version, or the server's own), and
+// kiln_startup_time_to_serving_seconds as "time_to_serving". Any phase name is taken.
+using PhaseTimes = std::vector<std::pair<std::string, double>>;
+PhaseTimes StartupPhasesMs(const std::string& metrics_text);
 
 // What one run measured.
 struct ColdstartRun {
@@ -60,6 +86,8 @@ struct ColdstartRun {
   double idle_ratio = 0;  // first_ms / idle_p50_ms
   double pss_mb = 0;      // total PSS of the server's process tree, MiB
   size_t processes = 0;   // how many processes that tree had
+  // kiln only, when it has a metrics port: StartupPhasesMs of a scrape after the requests.
+  PhaseTimes phases_ms;
 };
 
 // "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, after a
@@ -67,8 +95,10 @@ struct ColdstartRun {
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run);
 
 // The result over `runs`. Text: the summary, one line per metric with the median and the spread
-// (min..max); each run's line (FormatRunLine) is printed as the run ends. JSON (see --help): the
-// settings, every run, and per metric {"median", "min", "max"}.
+// (min..max), and kiln's startup phases' medians; each run's line (FormatRunLine) is printed as
+// the run ends. JSON (see --help): the settings ("server": "kiln" or "naive"), every run (its
+// "phases": {name: ms}), per metric {"median", "min", "max"}, and "phases": {name: median ms}
+// over the runs that have the phase.
 Report ColdstartReport(const ColdstartOptions& options, const std::vector<ColdstartRun>& runs);
 
 // Runs the sub-command; `args` are the arguments after "coldstart". Returns the exit status:

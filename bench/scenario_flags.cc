@@ -58,7 +58,8 @@ void ScenarioFlags::AddResultFlags(std::string log_dir_help) {
 std::string ScenarioFlags::CheckCommon() {
   const std::string launch =
       ValidateLaunchFlags(options_->model_repository, options_->model, server_, options_->json_path,
-                          options_->log_dir, &options_->server);
+                          options_->log_dir, &options_->server,
+                          /*need_server=*/!(server_not_needed_ && server_not_needed_()));
   if (!launch.empty()) return launch;
   if (options_->workers < 0 || options_->workers > 256) {
     return absl::StrCat("--workers must be in 0..256, got ", options_->workers);

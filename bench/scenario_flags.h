@@ -41,6 +41,11 @@ class ScenarioFlags {
   // --timeout_s (1..86400), --json and --log_dir, whose help says which logs are kept there.
   void AddResultFlags(std::string log_dir_help);
 
+  // The server executable (--server) is not looked for when `not_needed` returns true at check
+  // time: the scenario starts another server instead (coldstart --naive_server).
+  void ServerNotNeededWhen(std::function<bool()> not_needed) {
+    server_not_needed_ = std::move(not_needed);
+  }
   // The scenario's own flags, and SetHelp for the wording of a common one.
   FlagSet& flags() { return flags_; }
 
@@ -60,6 +65,7 @@ class ScenarioFlags {
   LoadScenarioOptions* share_ = nullptr;  // set by AddRateOrShare
   std::string server_;                    // --server as given
   std::string server_args_;               // --server_args as given
+  std::function<bool()> server_not_needed_;
   FlagSet flags_;
 };
 

@@ -49,9 +49,9 @@ std::vector<std::string> ServerArgv(const ServerCommand& command) {
       absl::StrCat("--workers=", command.workers),
       absl::StrCat("--warmup=", command.warmup ? "on" : "off"),
       absl::StrCat("--share_weights=", command.share_weights ? "on" : "off"),
-      // No metrics endpoint unless --server_args asks for one (it comes later and wins): runs
-      // side by side would all want the default port.
-      "--metrics_port=0",
+      // No metrics endpoint unless the command picked a free port for one (runs side by side
+      // would all want the default port), or --server_args asks for one (it comes later and wins).
+      absl::StrCat("--metrics_port=", command.metrics_port),
   };
   argv.insert(argv.end(), command.extra_args.begin(), command.extra_args.end());
   return argv;
@@ -177,14 +177,15 @@ std::vector<pid_t> ProcessGroupMembers(pid_t pgid) {
 // --- LaunchedServer --------------------------------------------------------------------------
 
 LaunchedServer::LaunchedServer(pid_t pid, std::string log_path,
-                               std::chrono::steady_clock::time_point started)
-    : pid_(pid), log_path_(std::move(log_path)), started_at_(started) {}
+                               std::chrono::steady_clock::time_point started, std::string name)
+    : pid_(pid), log_path_(std::move(log_path)), started_at_(started), name_(std::move(name)) {}
 
 absl::StatusOr<std::unique_ptr<LaunchedServer>> LaunchedServer::Start(
-    const std::vector<std::string>& argv, const std::string& log_path) {
+    const std::vector<std::string>& argv, const std::string& log_path, std::string name) {
   const auto started = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const pid_t pid, SpawnInProcessGroup(argv, /*env=*/nullptr, log_path));
-  return std::unique_ptr<LaunchedServer>(new LaunchedServer(pid, log_path, started));
+  return std::unique_ptr<LaunchedServer>(
+      new LaunchedServer(pid, log_path, started, std::move(name)));
 }
 
 LaunchedServer::~LaunchedServer() {
@@ -222,7 +223,7 @@ absl::StatusOr<LaunchedServer::StopResult> LaunchedServer::Stop(std::chrono::mil
   if (!empty) empty = KillGroupAndWait(kGroupExitTimeout);
   const std::optional<ExitStatus> exit = PeekExit();
   if (!empty || !exit) {
-    return absl::InternalError(absl::StrCat("kiln-server's process group ", pid_,
+    return absl::InternalError(absl::StrCat(name_, "'s process group ", pid_,
                                             " survived SIGKILL: pids ",
                                             absl::StrJoin(ProcessGroupMembers(pid_), " ")));
   }
@@ -234,7 +235,7 @@ absl::StatusOr<LaunchedServer::StopResult> LaunchedServer::Stop(std::chrono::mil
 
 std::string ValidateLaunchFlags(const std::string& repository, const std::string& model,
                                 const std::string& server_flag, const std::string& json_path,
-                                const std::string& log_dir, std::string* server) {
+                                const std::string& log_dir, std::string* server, bool need_server) {
   namespace fs = std::filesystem;
   std::error_code error;
   if (repository.empty()) return "--model_repository is required";
@@ -251,7 +252,9 @@ std::string ValidateLaunchFlags(const std::string& repository, const std::string
                         " is missing)");
   }
   const char* path_env = std::getenv("PATH");
-  if (server_flag.empty()) {
+  if (!need_server) {
+    // Another server is started instead: nothing to look for.
+  } else if (server_flag.empty()) {
     std::error_code link_error;
     const fs::path self = fs::read_symlink("/proc/self/exe", link_error);
     *server =
@@ -300,7 +303,7 @@ std::shared_ptr<grpc::Channel> ServerChannel(const std::string& address) {
 
 std::string ExitNote(const LaunchedServer& server) {
   const std::optional<ExitStatus> exit = server.PeekExit();
-  return exit ? absl::StrCat(" (kiln-server exited: ", exit->Describe(), ")") : "";
+  return exit ? absl::StrCat(" (", server.name(), " exited: ", exit->Describe(), ")") : "";
 }
 
 absl::StatusOr<std::chrono::steady_clock::time_point> WaitServing(
@@ -354,11 +357,11 @@ absl::StatusOr<std::chrono::steady_clock::time_point> WaitServing(
   if (serving) return *serving;
   if (server_exited || server.PeekExit()) {
     return absl::UnavailableError(
-        absl::StrCat("kiln-server exited before SERVING: ", server.PeekExit()->Describe()));
+        absl::StrCat(server.name(), " exited before SERVING: ", server.PeekExit()->Describe()));
   }
   if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return absl::DeadlineExceededError(absl::StrCat("kiln-server not SERVING within ", timeout_flag,
-                                                    " (last health status: ", last, ")"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        server.name(), " not SERVING within ", timeout_flag, " (last health status: ", last, ")"));
   }
   return absl::UnavailableError(
       absl::StrCat("Health.Watch ended before SERVING: ", FormatGrpcStatus(status),

@@ -39,6 +39,7 @@ struct ServerCommand {
   int64_t workers = 1;
   bool warmup = true;
   bool share_weights = true;
+  int metrics_port = 0;                 // 0 = no metrics endpoint
   std::vector<std::string> extra_args;  // appended as they are
 };
 
@@ -47,7 +48,7 @@ inline constexpr const char* kManagedServerFlags[] = {
     "model_repository", "host", "port", "lock_dir", "workers", "warmup", "share_weights"};
 
 // argv of the launch: binary --model_repository=DIR --host=127.0.0.1 --port=P --lock_dir=L
-// --workers=N --warmup=on|off --share_weights=on|off --metrics_port=0 extra_args...
+// --workers=N --warmup=on|off --share_weights=on|off --metrics_port=M extra_args...
 std::vector<std::string> ServerArgv(const ServerCommand& command);
 
 // Splits --server_args on whitespace (no quoting). Every word must be a flag "--name" or
@@ -109,13 +110,16 @@ class LaunchedServer {
  public:
   // SpawnInProcessGroup(argv, inherited environment, log_path). Fails when the log cannot be
   // opened or fork fails; an exec failure shows as exit code 127 (and a line in the log).
+  // `name` is what messages call the server ("kiln-server", "the naive server").
   static absl::StatusOr<std::unique_ptr<LaunchedServer>> Start(const std::vector<std::string>& argv,
-                                                               const std::string& log_path);
+                                                               const std::string& log_path,
+                                                               std::string name = "kiln-server");
   ~LaunchedServer();
   LaunchedServer(const LaunchedServer&) = delete;
   LaunchedServer& operator=(const LaunchedServer&) = delete;
 
   pid_t pid() const { return pid_; }
+  const std::string& name() const { return name_; }
   const std::string& log_path() const { return log_path_; }
   // Taken just before the spawn: the start of "time to SERVING".
   std::chrono::steady_clock::time_point started_at() const { return started_at_; }
@@ -135,13 +139,15 @@ class LaunchedServer {
   absl::StatusOr<StopResult> Stop(std::chrono::milliseconds grace);
 
  private:
-  LaunchedServer(pid_t pid, std::string log_path, std::chrono::steady_clock::time_point started);
+  LaunchedServer(pid_t pid, std::string log_path, std::chrono::steady_clock::time_point started,
+                 std::string name);
   // SIGKILL the group until it is empty (bounded); false when a process survives.
   bool KillGroupAndWait(std::chrono::milliseconds timeout);
 
   pid_t pid_;
   std::string log_path_;
   std::chrono::steady_clock::time_point started_at_;
+  std::string name_;
   bool reaped_ = false;
 };
 
@@ -149,10 +155,12 @@ class LaunchedServer {
 // directory holding <model>/config.pbtxt; the server an executable (`server_flag` as given, found
 // in $PATH when it has no '/'; empty: DefaultServerBinary of /proc/self/exe); the --json file's
 // directory must exist; --log_dir is created when missing. Returns the first problem, or "" and
-// the server's path in `server`.
+// the server's path in `server`. With `need_server` false (a command that starts another server
+// instead) the server is not looked for and `server` is left as it is.
 std::string ValidateLaunchFlags(const std::string& repository, const std::string& model,
                                 const std::string& server_flag, const std::string& json_path,
-                                const std::string& log_dir, std::string* server);
+                                const std::string& log_dir, std::string* server,
+                                bool need_server = true);
 
 // --- waiting for SERVING -------------------------------------------------------------------
 
@@ -160,7 +168,7 @@ std::string ValidateLaunchFlags(const std::string& repository, const std::string
 // the port is still closed, so that a Watch connects within ~100 ms of the port opening.
 std::shared_ptr<grpc::Channel> ServerChannel(const std::string& address);
 
-// " (kiln-server exited: exit code 1)" once the server has exited, else "".
+// " (kiln-server exited: exit code 1)" once the server has exited (by its name()), else "".
 std::string ExitNote(const LaunchedServer& server);
 
 // Watches health service "" of `server` from before its port opens until it reports SERVING;

@@ -129,7 +129,7 @@ void ResolveWarmup(const inference::ModelConfig& triton, const std::string& mode
     defects.Field("warmup.settle_tolerance", "a fraction in (0, 1]", warmup.settle_tolerance());
   }
   if (warmup.steady_calls() < 0) {
-    defects.Field("warmup.steady_calls", "a count >= 1 (0 = default 5)", warmup.steady_calls());
+    defects.Field("warmup.steady_calls", "a count >= 1 (0 = default 2)", warmup.steady_calls());
   }
   if (warmup.steady_calls() <= 0) warmup.set_steady_calls(kDefaultWarmupSteadyCalls);
 
@@ -206,17 +206,16 @@ void ResolveReadiness(ModelConfig& config, Defects& defects) {
                   readiness.min_ready());
   }
   if (readiness.min_ready() <= 0) readiness.set_min_ready(kDefaultReadinessMinReady);
+  // 0 stays 0: sized by the warmed shapes and the workers, when the check runs.
   if (readiness.check_requests() < 0) {
-    defects.Field("readiness.check_requests", "a count >= 1 (0 = default 20)",
+    defects.Field("readiness.check_requests",
+                  "a count >= 1 (0 = default: one per worker and one per other warmed shape)",
                   readiness.check_requests());
   }
-  if (readiness.check_requests() <= 0) readiness.set_check_requests(kDefaultReadinessCheckRequests);
   if (readiness.check_concurrency() < 0) {
-    defects.Field("readiness.check_concurrency", "a count >= 1 (0 = default 2)",
+    defects.Field("readiness.check_concurrency",
+                  "a count >= 1 (0 = default: as many as the model's workers)",
                   readiness.check_concurrency());
-  }
-  if (readiness.check_concurrency() <= 0) {
-    readiness.set_check_concurrency(kDefaultReadinessCheckConcurrency);
   }
   if (readiness.max_p95_factor() == 0) readiness.set_max_p95_factor(kDefaultReadinessMaxP95Factor);
   if (!(readiness.max_p95_factor() >= 1.0)) {

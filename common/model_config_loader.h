@@ -40,12 +40,15 @@ inline constexpr char kWeightsFileName[] = "model.safetensors";
 inline constexpr int32_t kDefaultWarmupCallsPerShape = 3;
 inline constexpr double kDefaultWarmupSettleTolerance = 0.15;
 inline constexpr int32_t kDefaultWarmupMaxCallsPerShape = 50;
-inline constexpr int32_t kDefaultWarmupSteadyCalls = 5;
+// The settling pair alone: the two calls that agreed are the steady latency, no call more.
+inline constexpr int32_t kDefaultWarmupSteadyCalls = 2;
 inline constexpr int32_t kDefaultMaxQueueSize = 256;
 inline constexpr double kDefaultCgroupShare = 0.8;
 inline constexpr int32_t kDefaultReadinessMinReady = 1;
-inline constexpr int32_t kDefaultReadinessCheckRequests = 20;
-inline constexpr int32_t kDefaultReadinessCheckConcurrency = 2;
+// 0: sized when the check runs (server/front/readiness_check.h): one request per worker and one
+// per other warmed shape, as many at a time as the model has workers.
+inline constexpr int32_t kDefaultReadinessCheckRequests = 0;
+inline constexpr int32_t kDefaultReadinessCheckConcurrency = 0;
 inline constexpr double kDefaultReadinessMaxP95Factor = 1.5;
 inline constexpr double kDefaultReadinessCheckAllowanceMs = 1.0;
 inline constexpr int32_t kDefaultTokenizerMaxLength = 128;

@@ -12,6 +12,9 @@
 namespace kiln {
 namespace {
 
+// The marker's value when libgomp read the policy from kiln-server's getenv.
+constexpr char kToldByGetenv[] = "getenv";
+
 // errno of a failed re-exec; 0 when none was tried or it never returned.
 int g_exec_errno = 0;
 
@@ -22,10 +25,11 @@ const char* Get(const char* name) {
 
 }  // namespace
 
-void EnsurePassiveOpenMpWait(char** argv) {
+void EnsurePassiveOpenMpWait(char** argv, bool libgomp_told_passive) {
   if (Get("OMP_WAIT_POLICY") != nullptr || Get("GOMP_SPINCOUNT") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  setenv(kOpenMpWaitMarker, "1", 1);
+  setenv(kOpenMpWaitMarker, libgomp_told_passive ? kToldByGetenv : "1", 1);
+  if (libgomp_told_passive) return;
   execv("/proc/self/exe", argv);
   // Still here: this process's libgomp keeps its defaults, so do not claim otherwise.
   g_exec_errno = errno;
@@ -42,7 +46,12 @@ std::string DescribeOpenMpWait() {
   }
   const char* policy = Get("OMP_WAIT_POLICY");
   const char* spincount = Get("GOMP_SPINCOUNT");
-  if (policy != nullptr && Get(kOpenMpWaitMarker) != nullptr) {
+  const char* marker = Get(kOpenMpWaitMarker);
+  if (policy != nullptr && marker != nullptr && absl::string_view(marker) == kToldByGetenv) {
+    return absl::StrCat("passive (OMP_WAIT_POLICY=", policy,
+                        ", set by kiln before libgomp read it)");
+  }
+  if (policy != nullptr && marker != nullptr) {
     return absl::StrCat("passive (OMP_WAIT_POLICY=", policy,
                         ", set by kiln: the binary re-executed itself once)");
   }

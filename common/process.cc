@@ -9,14 +9,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <set>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_util.h"
@@ -174,6 +177,20 @@ std::vector<std::string> ProcStatFields(pid_t pid) {
   const size_t close = line.rfind(')');
   if (close == std::string::npos) return {};
   return absl::StrSplit(line.substr(close + 1), ' ', absl::SkipEmpty());
+}
+
+std::optional<double> SecondsSinceProcessStart() {
+  const std::vector<std::string> fields = ProcStatFields(getpid());
+  constexpr size_t kStartTime = 19;  // field 22, counted after the command's ')' from field 3
+  uint64_t ticks = 0;
+  timespec now{};
+  const long hertz = sysconf(_SC_CLK_TCK);
+  if (fields.size() <= kStartTime || !absl::SimpleAtoi(fields[kStartTime], &ticks) || hertz <= 0 ||
+      clock_gettime(CLOCK_BOOTTIME, &now) != 0) {
+    return std::nullopt;
+  }
+  const double age = now.tv_sec + now.tv_nsec / 1e9 - static_cast<double>(ticks) / hertz;
+  return std::max(age, 0.0);
 }
 
 std::vector<pid_t> ChildrenOf(pid_t pid) {

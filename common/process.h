@@ -81,6 +81,10 @@ std::vector<std::pair<pid_t, ExitStatus>> ReapAdoptedChildren(const std::set<pid
 // at index n - 3. Empty when the process does not exist.
 std::vector<std::string> ProcStatFields(pid_t pid);
 
+// How long ago this process started (/proc/self/stat's starttime, in clock ticks, against
+// CLOCK_BOOTTIME: its fork, to the tick), in seconds; nullopt when /proc cannot say.
+std::optional<double> SecondsSinceProcessStart();
+
 // The children of every thread of `pid` (/proc/<pid>/task/*/children); empty when it is gone.
 std::vector<pid_t> ChildrenOf(pid_t pid);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
 # measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
-# and the old CPU settings), with the command that produced it. Bounded: about 46 minutes on 2
+# and the old CPU settings), with the command that produced it. Bounded: about 50 minutes on 2
 # cores. The CPU section makes a cgroup with a CPU quota, and the elastic section one with a
 # memory limit (root and a writable cgroup file system; skipped, and said so in the report, where
 # it cannot), and the CPU section starts busy loops, killed by pid.
@@ -14,6 +14,8 @@
 #                 are missing says "not measured"), so one section can be measured again.
 #   --no-build    skip scripts/setup.sh and scripts/build.sh: the binaries already in
 #                 $KILN_BUILD_DIR (default build/) are used as they are.
+# KILN_BENCH_NAIVE_MODELS (default "resnet50 resnet18 mlp textcls"): the models of step 14, kiln
+# against the naive Python server (scripts/naive_server.py), e.g. KILN_BENCH_NAIVE_MODELS=mlp.
 # Results: BENCHMARKS.md, and the raw JSON of every command in bench-results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,9 +31,9 @@ for arg in "$@"; do
   esac
 done
 if [ -n "$steps" ]; then
-  [[ $steps =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "bench.sh: --steps takes numbers 1-13 separated by commas, not '$steps'" >&2; exit 2; }
+  [[ $steps =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "bench.sh: --steps takes numbers 1-14 separated by commas, not '$steps'" >&2; exit 2; }
   for n in ${steps//,/ }; do
-    [ "$n" -ge 1 ] && [ "$n" -le 13 ] || { echo "bench.sh: no step $n (the steps are 1-13)" >&2; exit 2; }
+    [ "$n" -ge 1 ] && [ "$n" -le 14 ] || { echo "bench.sh: no step $n (the steps are 1-14)" >&2; exit 2; }
   done
 fi
 # want N: whether step N runs (every step without --steps).
@@ -63,6 +65,12 @@ want 13 && needed+=("$floor")
 for binary in "${needed[@]}"; do
   [ -x "$binary" ] || { echo "bench.sh: $binary is missing: run scripts/build.sh" >&2; exit 1; }
 done
+naive_server=scripts/naive_server.py
+naive_models=${KILN_BENCH_NAIVE_MODELS:-resnet50 resnet18 mlp textcls}
+if want 14 && ! /usr/bin/python3 -c 'import grpc, google.protobuf, sentencepiece, torch' 2>/dev/null; then
+  echo "bench.sh: step 14's naive server needs python3-grpcio, python3-protobuf and python3-sentencepiece: run scripts/setup.sh" >&2
+  exit 1
+fi
 out=bench-results
 if [ -z "$steps" ]; then
   rm -rf "$out"; mkdir -p "$out"
@@ -289,7 +297,7 @@ start_floor() {
 }
 
 if want 1; then
-  step "1/13 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
+  step "1/14 time to SERVING and memory: resnet50, 1/2/4 workers, sharing on and off"
   for workers in 1 2 4; do
     for share in on off; do
       run "coldstart-resnet50-w$workers-share-$share" "$bench" coldstart \
@@ -301,7 +309,7 @@ if want 1; then
 fi
 
 if want 2; then
-  step "2/13 first request vs steady: mlp, resnet18 and textcls, warmup on and off; Triton repositories"
+  step "2/14 first request vs steady: mlp, resnet18 and textcls, warmup on and off; Triton repositories"
   for model in mlp resnet18 textcls; do
     for warmup in on off; do
       run "coldstart-$model-warmup-$warmup" "$bench" coldstart \
@@ -320,7 +328,7 @@ if want 2; then
 fi
 
 if want 3; then
-  step "3/13 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
+  step "3/14 open-loop latency at 50/70/90 % of capacity: mlp and resnet18"
   for model in mlp resnet18; do
     start_server "$model" "$(repo_of "$model")" --workers=2
     run "capacity-$model" "$bench" load --addr="127.0.0.1:$port" --model=$model --mode=closed \
@@ -336,7 +344,7 @@ if want 3; then
 fi
 
 if want 4; then
-  step "4/13 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
+  step "4/14 per-request overhead: mlp batch 1, gRPC round trip vs in-process forward"
   start_server mlp "$(repo_of mlp)" --workers=1
   run "roundtrip-mlp" "$bench" load --addr="127.0.0.1:$port" --model=mlp --mode=closed \
     --concurrency=1 --duration_s=$load_s --warmup_requests=100 --json="$out/roundtrip-mlp.json"
@@ -347,7 +355,7 @@ if want 4; then
 fi
 
 if want 5; then
-  step "5/13 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
+  step "5/14 CPU sizing: resnet50 quiet, under a 1-CPU quota and beside two busy loops, automatic vs old"
   make_quota_cgroup 1
   for setting in auto old; do
     prefix=(); server_args=""
@@ -371,7 +379,7 @@ if want 5; then
 fi
 
 if want 6; then
-  step "6/13 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
+  step "6/14 scale-out: replica B starts beside replica A (resnet18 at 15 req/s), automatic vs old"
   for setting in auto old; do
     prefix=(); server_args=""
     [ "$setting" = old ] && { prefix=("${old_env[@]}"); server_args=$old_args; }
@@ -383,7 +391,7 @@ if want 6; then
 fi
 
 if want 7; then
-  step "7/13 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
+  step "7/14 threads vs workers: resnet50, automatic (workers x 1 thread) vs 1 worker x all threads"
   for setting in auto old; do
     # Old CPU settings only for the thread count here: both wait passively, so that this compares
     # one request's latency and the throughput of the two shapes, not the spinning.
@@ -399,7 +407,7 @@ if want 7; then
 fi
 
 if want 8; then
-  step "8/13 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
+  step "8/14 OpenMP waiting: resnet50 with 2 intra-op threads in-process, quiet and beside two busy loops"
   for condition in quiet spinners; do
     [ "$condition" = spinners ] && start_spinners 2
     for wait in passive default spin1000; do
@@ -416,7 +424,7 @@ if want 8; then
 fi
 
 if want 9; then
-  step "9/13 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
+  step "9/14 elastic warm pool: time to SERVING, kill -9 and TTIN under load, a 900 MB memory cgroup"
   # a. Time to SERVING with 1 and 4 workers, warm template on (the default) and off.
   for workers in 1 4; do
     for template in on off; do
@@ -476,7 +484,7 @@ if want 9; then
 fi
 
 if want 10; then
-  step "10/13 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
+  step "10/14 reload under load: resnet18 to version 2 beside mlp and textcls, good (RPC, SIGHUP) and bad"
   for run in good-rpc good-hup bad-rpc; do
     flags=""
     case $run in
@@ -490,7 +498,7 @@ if want 10; then
 fi
 
 if want 11; then
-  step "11/13 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
+  step "11/14 metrics: a scrape of /metrics every 100 ms under open-loop load, mlp and resnet18"
   for model in mlp resnet18; do
     run "scrape-$model" "$bench" scrape --model_repository=models --model=$model \
       --interval_ms=100 --phase_s=10 --rounds=$scrape_rounds --json="$out/scrape-$model.json"
@@ -498,14 +506,14 @@ if want 11; then
 fi
 
 if want 12; then
-  step "12/13 behind nginx: scale-out 1 -> 3 replicas and blue/green under load, warmup on vs off"
+  step "12/14 behind nginx: scale-out 1 -> 3 replicas and blue/green under load, warmup on vs off"
   lb_flags=(--out="$out")
   [ $quick = 1 ] && lb_flags+=(--quick)
   scripts/lb_bench.sh "${lb_flags[@]}" > /dev/null
 fi
 
 if want 13; then
-  step "13/13 dynamic batching: mlp, resnet18 and textcls, on vs off, the no-model floor, first request"
+  step "13/14 dynamic batching: mlp, resnet18 and textcls, on vs off, the no-model floor, first request"
   # For each model: batching on, then off (2 workers each), closed loop at concurrency 1/8/32/64,
   # then open loop (Poisson) at 70 % of the batching capacity: the best closed-loop throughput
   # with batching on. Then the same closed loops against kiln-floor-server on the same
@@ -541,6 +549,26 @@ if want 13; then
     run "coldstart-$model-batched" "$bench" coldstart \
       --model_repository="$(repo_of $model batched)" --model=$model --workers=2 \
       --repeat=$repeat --steady_requests=30 --json="$out/coldstart-$model-batched.json"
+  done
+fi
+
+if want 14; then
+  step "14/14 time to SERVING vs a naive server: $naive_models, 1 and 4 workers, kiln and naive side by side"
+  # Issue 29: kiln against the naive baseline, a Python server (Debian's python3-torch and
+  # python3-grpcio) that loads in the parent, forks its workers and runs three calls per warmed
+  # shape (scripts/naive_server.py), both measured by the same kiln-bench coldstart on the same
+  # repository, run by run side by side. kiln's runs also record its startup phases (/metrics).
+  for model in $naive_models; do
+    steady=30; case $model in resnet50|resnet18) steady=10 ;; esac
+    for workers in 1 4; do
+      for kind in kiln naive; do
+        name="coldstart-$kind-$model-w$workers"
+        server_flag=(); [ $kind = naive ] && server_flag=(--naive_server="$naive_server")
+        run_may_fail "$name" "$bench" coldstart "${server_flag[@]}" \
+          --model_repository="$(repo_of $model)" --model=$model --workers=$workers \
+          --repeat=$repeat --steady_requests=$steady --json="$out/$name.json"
+      done
+    done
   done
 fi
 

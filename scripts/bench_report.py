@@ -7,6 +7,7 @@ Usage: /usr/bin/python3 scripts/bench_report.py bench-results > BENCHMARKS.md
        /usr/bin/python3 scripts/bench_report.py --only-reload bench-results   (that section alone)
        /usr/bin/python3 scripts/bench_report.py --only-scrape bench-results   (that section alone)
        /usr/bin/python3 scripts/bench_report.py --only-lb bench-results       (that section alone)
+       /usr/bin/python3 scripts/bench_report.py --only-naive bench-results    (that section alone)
 """
 
 import datetime
@@ -334,6 +335,130 @@ def batching_table(folder, out):
     batching_open_table(folder, out)
     batching_counters_table(folder, out)
     batching_first_request_table(folder, out)
+
+
+NAIVE_MODELS = ("resnet50", "resnet18", "mlp", "textcls")
+NAIVE_WORKERS = (1, 4)
+# kiln's startup phases in the order they happen (docs/metrics.md); a phase not listed here (a new
+# one) follows them in the order it first appears, and time_to_serving (the whole) comes last.
+STARTUP_PHASES = ("start_process", "read_repository", "load_tokenizer", "load_model", "fork_zygote",
+                  "warm_workers", "readiness_check", "open_port")
+
+
+def naive_run(folder, name):
+    """(the JSON of NAME or None, and what a cell says when it is None)."""
+    run = optional_run(folder, name)
+    if run is not None:
+        return run, ""
+    reason = text_of(folder, name + ".failed").strip().splitlines()
+    return None, why_missing(folder, name, reason[-1] if reason else "")
+
+
+def naive_rows(folder, out):
+    """The kiln vs naive table; returns the per-model w4 / w1 verdicts."""
+    out.append("| model | workers | kiln ready | naive ready | kiln / naive (<= 1.2x) | "
+               "kiln first / after-pause (<= 1.1) | naive first / after-pause | kiln PSS MB | "
+               "naive PSS MB |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    scaling = []
+    for model in NAIVE_MODELS:
+        kiln_ready = {}
+        for workers in NAIVE_WORKERS:
+            names = [f"coldstart-{kind}-{model}-w{workers}" for kind in ("kiln", "naive")]
+            if not any(has_run(folder, name) for name in names):
+                continue
+            (kiln, kiln_why), (naive, naive_why) = (naive_run(folder, name) for name in names)
+            cells = [model, str(workers),
+                     spread(kiln["ready_ms"], " ms") if kiln else kiln_why,
+                     spread(naive["ready_ms"], " ms") if naive else naive_why]
+            if kiln and naive:
+                share = kiln["ready_ms"]["median"] / naive["ready_ms"]["median"]
+                cells.append(f"{share:.2f}x: {verdict(share <= 1.2)}")
+            else:
+                cells.append(NOT_MEASURED)
+            if kiln:
+                cells.append(f"{spread(kiln['idle_ratio'], 'x', 2)}: "
+                             f"{verdict(kiln['idle_ratio']['median'] <= 1.1)} "
+                             f"(back-to-back {kiln['ratio']['median']:.2f}x)")
+                kiln_ready[workers] = kiln["ready_ms"]["median"]
+            else:
+                cells.append(kiln_why)
+            cells.append(f"{spread(naive['idle_ratio'], 'x', 2)} (back-to-back "
+                         f"{naive['ratio']['median']:.2f}x)" if naive else naive_why)
+            cells.append(spread(kiln["pss_mb"]) if kiln else kiln_why)
+            cells.append(spread(naive["pss_mb"]) if naive else naive_why)
+            out.append("| " + " | ".join(cells) + " |")
+        if 1 in kiln_ready and 4 in kiln_ready:
+            growth = kiln_ready[4] / kiln_ready[1]
+            scaling.append(f"{model} {growth:.2f}x: {verdict(growth <= 1.3)}")
+        elif kiln_ready:
+            scaling.append(f"{model} {NOT_MEASURED}")
+    out.append("")
+    return scaling
+
+
+def naive_phases_table(folder, out):
+    """kiln's startup phases (the coldstart JSON's "phases"), median ms, per model and workers."""
+    out.append("### kiln's startup phases\n")
+    out.append("Each kiln run's `kiln_startup_phase_duration_seconds{phase}` (summed over the models, "
+               "here one) and `kiln_startup_time_to_serving_seconds` (from the process's own start "
+               "to the port opening), scraped from its `/metrics` after the requests; median ms over "
+               "the runs (the coldstart JSON's \"phases\"; a phase this table does not know yet is "
+               "shown after the known ones). \"kiln ready\" above counts from the fork, so it "
+               "also holds what comes before the process's own clock starts.\n")
+    rows, seen = [], []
+    for model in NAIVE_MODELS:
+        for workers in NAIVE_WORKERS:
+            run = optional_run(folder, f"coldstart-kiln-{model}-w{workers}")
+            if run is None or not run.get("phases"):
+                continue
+            rows.append((model, workers, run["phases"]))
+            seen += [name for name in run["phases"] if name not in seen]
+    if not rows:
+        out.append(f"Not measured: no kiln run with phases in {folder}/.\n")
+        return
+    order = ([p for p in STARTUP_PHASES if p in seen] +
+             [p for p in seen if p not in STARTUP_PHASES and p != "time_to_serving"] +
+             (["time_to_serving"] if "time_to_serving" in seen else []))
+    out.append("| model | workers | " + " | ".join(order) + " |")
+    out.append("|---|---|" + "---|" * len(order))
+    for model, workers, phases in rows:
+        cells = [f"{phases[p]:.1f}" if p in phases else "-" for p in order]
+        out.append(f"| {model} | {workers} | " + " | ".join(cells) + " |")
+    out.append("")
+
+
+def naive_table(folder, out):
+    out.append("## Time to SERVING: kiln vs a naive server\n")
+    out.append("Issue 29. The naive server is what most would write first (`scripts/naive_server.py`, "
+               "Debian's python3-torch and python3-grpcio): it loads the TorchScript model in the "
+               "parent, forks its workers, each runs 3 forward passes per shape kiln warms for that "
+               "model (`max(1, CPUs / workers)` threads each), and once every worker is warm they "
+               "all serve one port (SO_REUSEPORT). kiln-server and it are started by the same "
+               "`kiln-bench coldstart` on the same repository, one after the other for each model "
+               "and worker count, and measured the same way: \"ready\" is from the fork to health "
+               "SERVING, \"first / after-pause\" the first request (50 ms after SERVING) over the "
+               "p50 of 10 requests each sent after the same 50 ms pause on the now-warm server: the "
+               "cold-start penalty alone, as in \"First request vs steady\" (in brackets, over the "
+               "back-to-back p50, which also holds what waking an idle server costs any request), "
+               "PSS the whole process tree's. Median (min-max) over the runs. "
+               "Targets: kiln's ready <= 1.2x the naive server's, kiln's first request <= 1.1x "
+               "steady, and kiln's ready with 4 workers <= 1.3x with 1.\n")
+    names = [f"coldstart-{kind}-{model}-w{workers}" for model in NAIVE_MODELS
+             for workers in NAIVE_WORKERS for kind in ("kiln", "naive")]
+    if not any(has_run(folder, name) for name in names):
+        out.append(f"Not measured: {folder}/ has no coldstart-naive-*.json (`scripts/bench.sh "
+                   "--steps=14` measures it).\n")
+        return
+    scaling = naive_rows(folder, out)
+    out.append("Target, kiln's ready with 4 workers / with 1 (<= 1.3x): " +
+               ("; ".join(scaling) if scaling else NOT_MEASURED) + ".\n")
+    example = next((name for name in names if name.startswith("coldstart-naive-") and
+                    has_run(folder, name)), None)
+    if example:
+        out.append("Commands: `" + command(folder, example) + "`, and the same without "
+                   "`--naive_server` for kiln, for each model and `--workers=1|4`.\n")
+    naive_phases_table(folder, out)
 
 
 def overhead_table(folder, out):
@@ -871,7 +996,7 @@ def lb_tables(folder, out):
 SECTION_STEPS = {"startup_tables": 1, "warmup_table": 2, "open_loop_table": 3, "overhead_table": 4,
                  "batching_table": 13, "cpu_table": 5, "scaleout_table": 6, "threads_table": 7,
                  "wait_table": 8, "elastic_tables": 9, "reload_tables": 10, "scrape_tables": 11,
-                 "lb_tables": 12}
+                 "lb_tables": 12, "naive_table": 14}
 
 
 def guarded(section, folder, out):
@@ -901,7 +1026,7 @@ def partial_runs_note(folder):
 
 def main():
     for flag, section in (("--only-reload", reload_tables), ("--only-scrape", scrape_tables),
-                          ("--only-lb", lb_tables)):
+                          ("--only-lb", lb_tables), ("--only-naive", naive_table)):
         if len(sys.argv) > 2 and sys.argv[1] == flag:
             out = []
             section(sys.argv[2], out)
@@ -916,8 +1041,8 @@ def main():
            "Machine: " + machine() + ".", ""]
     out += partial_runs_note(folder)
     for section in (startup_tables, warmup_table, open_loop_table, overhead_table, batching_table,
-                    cpu_table, scaleout_table, threads_table, wait_table, elastic_tables,
-                    reload_tables, scrape_tables, lb_tables):
+                    naive_table, cpu_table, scaleout_table, threads_table, wait_table,
+                    elastic_tables, reload_tables, scrape_tables, lb_tables):
         guarded(section, folder, out)
     print("\n".join(out))
 

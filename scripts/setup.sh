@@ -21,6 +21,9 @@ PACKAGES=(
   prometheus-cpp-dev prometheus python3-prometheus-client
   # model export (Debian's python3 at /usr/bin/python3)
   python3-torch python3-torchvision
+  # the naive baseline server of bench.sh step 14 and its tests (scripts/naive_server.py):
+  # gRPC, protobuf messages generated at run time by protoc, and the SentencePiece tokenizer
+  python3-grpcio python3-protobuf python3-sentencepiece
   # libFuzzer target (optional, scripts/fuzz.sh)
   clang
   # systemd-analyze verify, for the unit in deploy/systemd

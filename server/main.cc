@@ -15,6 +15,7 @@
 #include "common/openmp_wait.h"
 #include "glog/logging.h"
 #include "server/master.h"
+#include "server/passive_openmp_getenv.h"
 #include "server/port_lock.h"
 #include "server/zygote/zygote_mode.h"
 
@@ -204,9 +205,11 @@ bool ValidateFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // First of all: libgomp read its settings before main(); this re-executes the binary once to
-  // make OpenMP threads wait passively, unless the environment already says how they wait.
-  kiln::EnsurePassiveOpenMpWait(argv);
+  // First of all: libgomp read its settings before main(), from this binary's getenv
+  // (server/passive_openmp_getenv.h); this sets them for real, or re-executes the binary once
+  // where libgomp did not ask, to make OpenMP threads wait passively, unless the environment
+  // already says how they wait.
+  kiln::EnsurePassiveOpenMpWait(argv, kiln::GetenvAnsweredPassiveOpenMpWait());
   gflags::SetUsageMessage(kUsage);
   gflags::SetVersionString(KILN_VERSION);
   FLAGS_logtostderr = true;  // before parsing, so --logtostderr=false still works

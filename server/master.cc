@@ -29,6 +29,7 @@
 #include "common/memory_probe.h"
 #include "common/model_config_loader.h"
 #include "common/openmp_wait.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "glog/logging.h"
@@ -73,7 +74,15 @@ sigset_t ControlSignals() {
 // Ownership: borrows the metrics. Thread-safety: the master's main thread only.
 class Timeline {
  public:
-  explicit Timeline(ServerMetrics& metrics) : metrics_(metrics) {}
+  // Its clock starts with the process (SecondsSinceProcessStart), so that the first phase is what
+  // ran before main(); with the time of its construction where /proc cannot say.
+  explicit Timeline(ServerMetrics& metrics) : metrics_(metrics) {
+    if (std::optional<double> age = SecondsSinceProcessStart()) {
+      start_ -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(*age));
+      last_ = start_;
+    }
+  }
 
   // Logs "startup: <what> in <ms> ms" for the time since the previous call, keeps it, and sets
   // the phase's metric: `step` is its stable name, `spec` the model version it was for (if any).
@@ -359,6 +368,9 @@ int Master::Run() {
 }
 
 absl::Status Master::Load() {
+  timeline_.Phase("start_process",
+                  "process started (its libraries loaded and initialised before main(), LibTorch's "
+                  "among them)");
   // Flags were parsed by main. The port lock first: a second server must fail before loading.
   if (options_.port != 0) {
     ASSIGN_OR_RETURN(lock_, PortLock::Acquire(options_.lock_dir, options_.port));
@@ -437,6 +449,11 @@ absl::Status Master::Warm() {
   };
   pool_options.on_worker_respawned = [this](const ModelSpec& spec, double seconds) {
     metrics_.WorkerRespawned(spec.config.name(), spec.version, seconds);
+  };
+  pool_options.on_worker_ready = [this](const ModelSpec& spec, WorkerStart cause, double fork_s,
+                                        double warm_s) {
+    metrics_.WorkerStartPhases(spec.config.name(), spec.version, WorkerStartName(cause), fork_s,
+                               warm_s);
   };
   pool_options.memory_limit = memory_limit_;
   pool_options.reap_adopted = true;  // the master is the subreaper (Run)
@@ -537,6 +554,9 @@ absl::Status Master::Serve() {
   hooks.wake = [master = getpid()] { kill(master, WakeSignal()); };
   hooks.threads_for = [this](const ModelSpec& spec) { return ThreadsFor(spec); };
   hooks.switched = [this] { health_->Update(); };
+  hooks.phase_done = [this](const std::string& phase, double seconds) {
+    metrics_.ReloadPhase(phase, seconds);
+  };
   reloader_ = std::make_unique<Reloader>(options_.model_repository, *pool_, std::move(hooks),
                                          options_.startup_timeout_s);
   InferenceServiceOptions service_options;

@@ -80,6 +80,7 @@ void Reloader::Advance() {
     if (!staging.failed.ok()) {
       Abort(staging.failed);
     } else if (staging.ready) {
+      EndPhase("warm");
       current_->step = ReloadStep::kChecking;
       VLOG(1) << "reload (" << current_->request.Describe() << "): " << staging.summary
               << "; checking";
@@ -94,7 +95,16 @@ void Reloader::Advance() {
     Abort(checked);
     return;
   }
+  EndPhase("readiness_check");
   Commit();
+}
+
+void Reloader::EndPhase(const char* name) {
+  const auto now = std::chrono::steady_clock::now();
+  const double ms = std::chrono::duration<double, std::milli>(now - current_->phase_start).count();
+  current_->phases.emplace_back(name, ms);
+  current_->phase_start = now;
+  if (hooks_.phase_done) hooks_.phase_done(name, ms / 1e3);
 }
 
 void Reloader::Begin() {
@@ -109,6 +119,7 @@ void Reloader::Begin() {
   current_->request = std::move(next.first);
   current_->done = std::move(next.second);
   current_->start = std::chrono::steady_clock::now();
+  current_->phase_start = current_->start;
   const ReloadRequest& request = current_->request;
 
   absl::StatusOr<std::map<std::string, absl::StatusOr<std::vector<ModelSpec>>>> repository =
@@ -123,6 +134,7 @@ void Reloader::Begin() {
     return;
   }
   current_->plan = *std::move(plan);
+  EndPhase("plan");
   LOG(INFO) << "reload (" << request.Describe() << "): " << current_->plan.Describe();
   LogConfigNotes(current_->plan.load);
   {
@@ -157,6 +169,7 @@ void Reloader::Begin() {
     Finish(staged);
     return;
   }
+  EndPhase("start_zygote");
   current_->step = ReloadStep::kStaging;
   current_->deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s_);
 }
@@ -164,6 +177,7 @@ void Reloader::Begin() {
 void Reloader::Commit() {
   pool_.Commit(current_->plan.retire);  // routing switches here, in one step
   hooks_.switched();                    // health follows, before the request is answered
+  EndPhase("switch");
   const ReloadRequest& request = current_->request;
   {
     absl::MutexLock lock(&mu_);
@@ -205,13 +219,16 @@ void Reloader::Finish(absl::Status status) {
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - current.start)
           .count();
+  std::vector<std::string> phases;
+  for (const auto& [name, phase_ms] : current.phases) {
+    phases.push_back(absl::StrFormat("%s %.0f ms", name, phase_ms));
+  }
+  const std::string timed = absl::StrFormat("%.0f ms (%s)", ms, absl::StrJoin(phases, ", "));
   if (status.ok()) {
-    LOG(INFO) << "reload (" << current.request.Describe() << "): done in "
-              << absl::StrFormat("%.0f", ms) << " ms";
+    LOG(INFO) << "reload (" << current.request.Describe() << "): done in " << timed;
   } else {
-    LOG(WARNING) << "reload (" << current.request.Describe() << ") failed after "
-                 << absl::StrFormat("%.0f", ms)
-                 << " ms; what was served keeps serving: " << status.message();
+    LOG(WARNING) << "reload (" << current.request.Describe() << ") failed after " << timed
+                 << "; what was served keeps serving: " << status.message();
   }
   current.done(status);
 }

@@ -55,6 +55,11 @@ struct ReloadHooks {
   std::function<ModelThreads(const ModelSpec&)> threads_for;
   // Routing switched (a commit): called before the request is answered.
   std::function<void()> switched;
+  // A phase of the reload ended after `seconds` (for the metrics; may be empty): "plan" (the
+  // repository read and planned), "start_zygote" (the new generation's zygote started and its
+  // workers asked for), "warm" (until every staged version reached its quorum: the zygote's
+  // loading, the templates' warmups, the workers'), "readiness_check", "switch".
+  std::function<void(const std::string& phase, double seconds)> phase_done;
 };
 
 // Where the reload under way stands (see the diagram above).
@@ -90,8 +95,13 @@ class Reloader final : public RepositoryControl {
     ReloadStep step = ReloadStep::kIdle;
     bool loading = false;  // a zygote was asked for: a failure from here is the loaded models'
     std::chrono::steady_clock::time_point start;
-    std::chrono::steady_clock::time_point deadline;  // for kStaging
+    std::chrono::steady_clock::time_point deadline;      // for kStaging
+    std::chrono::steady_clock::time_point phase_start;   // of the phase under way
+    std::vector<std::pair<std::string, double>> phases;  // those done, in ms
   };
+
+  // Ends the current reload's phase `name` (ReloadHooks::phase_done) and starts the next.
+  void EndPhase(const char* name);
 
   // kIdle: plans the next queued request and stages what it loads (or commits, when it loads
   // nothing).

@@ -34,4 +34,18 @@ std::string TempDir::WriteFile(const std::string& relative, const std::string& c
   return full.string();
 }
 
+std::string OneDemoModelRepository(const TempDir& dir, const std::string& model) {
+  namespace fs = std::filesystem;
+  const fs::path source = fs::path(ModelsDir()) / model;
+  const fs::path target = fs::path(dir.path()) / "repo" / model;
+  fs::create_directories(target / "1");
+  for (const char* file : {"config.pbtxt", "kiln.pbtxt"}) {
+    if (fs::exists(source / file)) fs::create_symlink(source / file, target / file);
+  }
+  for (const fs::directory_entry& file : fs::directory_iterator(source / "1")) {
+    fs::create_symlink(file.path(), target / "1" / file.path().filename());
+  }
+  return (fs::path(dir.path()) / "repo").string();
+}
+
 }  // namespace kiln::testing

@@ -10,6 +10,12 @@ namespace kiln::testing {
 // the build's default (<source>/models).
 std::string ModelsDir();
 
+class TempDir;
+
+// A repository under dir/repo with the demo `model` alone: its config.pbtxt, its kiln.pbtxt
+// (when it has one) and its version files, as symlinks into ModelsDir(); returns dir/repo.
+std::string OneDemoModelRepository(const TempDir& dir, const std::string& model);
+
 // A fresh, empty directory under $TMPDIR (or /tmp) that is removed with the object.
 class TempDir {
  public:

@@ -31,7 +31,7 @@ struct SettlePlan {
   int min_calls = 3;   // calls before agreement is judged (calls_per_shape)
   int max_calls = 50;  // cap on the settling phase (max_calls_per_shape)
   double tolerance = 0.15;
-  int steady_calls = 5;  // calls whose median is the steady latency (the agreeing pair counts)
+  int steady_calls = 2;  // calls whose median is the steady latency (the agreeing pair counts)
 };
 
 struct SettleResult {
@@ -88,13 +88,15 @@ struct WarmupOutcome {
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options);
 
 // A worker forked from its model's warm template (worker/warm_template.h) confirms the template's
-// warmup `warmed`: one call of every shape that was not refused, on the same inputs, which pays
-// for the pages this process must copy on its first writes, and more (up to 5) while a call
-// costs more CPU time than the template's steady one (within the settle tolerance): a pass may
-// write pages the first did not; then one call per combination of optional inputs left out.
-// Its outcome is `warmed` with each confirmed shape's first_ms/first_cpu_ms from its first call,
-// its calls and from_template set; the steady latencies and the memory model stay the
-// template's. The first error stops it.
+// warmup `warmed`: one call of the smallest shape that was not refused, and of every other one
+// whose steady call costs at most 100 ms of CPU time (warmup.cc says why not the costlier ones),
+// on the same inputs, which pays for the pages this process must copy on its first writes, and
+// more (up to 5) while a call costs more CPU time than the template's steady one (within the
+// settle tolerance): a pass may write pages the first did not; then one call per combination of
+// optional inputs left out. Its outcome is `warmed` with from_template set on every shape, and
+// each confirmed shape's first_ms/first_cpu_ms from its first call and its calls (0: not
+// confirmed); the steady latencies and the memory model stay the template's. The first error
+// stops it.
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed);
 

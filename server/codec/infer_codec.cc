@@ -689,6 +689,10 @@ void SetTiming(const ComputeTiming& timing, inference::ModelInferResponse* respo
   }
   parameters[kColdShapeParameter].set_bool_param(timing.cold_shape);
   if (timing.worker_pid) parameters[kWorkerPidParameter].set_int64_param(*timing.worker_pid);
+  if (timing.ran_as) {
+    parameters[kRanAsBatchParameter].set_int64_param(timing.ran_as->batch_size);
+    parameters[kRanAsLengthParameter].set_int64_param(timing.ran_as->sequence_length);
+  }
 }
 
 ComputeTiming ReadTiming(const inference::ModelInferResponse& response) {
@@ -705,6 +709,12 @@ ComputeTiming ReadTiming(const inference::ModelInferResponse& response) {
   }
   if (auto it = parameters.find(kWorkerPidParameter); it != parameters.end()) {
     timing.worker_pid = it->second.int64_param();
+  }
+  const auto batch = parameters.find(kRanAsBatchParameter);
+  const auto length = parameters.find(kRanAsLengthParameter);
+  if (batch != parameters.end() && length != parameters.end()) {
+    timing.ran_as = Shape{static_cast<int32_t>(batch->second.int64_param()),
+                          static_cast<int32_t>(length->second.int64_param())};
   }
   return timing;
 }

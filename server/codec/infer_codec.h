@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/shape.h"
 #include "common/tensor.h"
 #include "proto/grpc_service.pb.h"
 #include "proto/model_config.pb.h"
@@ -81,14 +82,17 @@ absl::StatusOr<DecodedRequest> DecodeInferRequest(const inference::ModelInferReq
 // A request whose parameters hold kTimingParameter = true gets its compute time back in its
 // response's parameters (double_param, milliseconds): the worker's wall time
 // (kComputeMsParameter) and CPU time (kComputeCpuMsParameter); whether its shape was cold
-// (kColdShapeParameter, bool_param); and the pid of the worker that ran it
-// (kWorkerPidParameter, int64_param). The readiness check asks for them; so may any client, e.g.
-// kiln-bench elastic, to see the first request a new worker serves.
+// (kColdShapeParameter, bool_param); the pid of the worker that ran it (kWorkerPidParameter,
+// int64_param); and the shape its passes ran as (kRanAsBatchParameter, kRanAsLengthParameter,
+// int64_param: a batch's, or a padded size, not the request's own). The readiness check asks for
+// them; so may any client, e.g. kiln-bench elastic, to see the first request a new worker serves.
 inline constexpr char kTimingParameter[] = "kiln_timing";
 inline constexpr char kComputeMsParameter[] = "kiln_compute_ms";
 inline constexpr char kComputeCpuMsParameter[] = "kiln_compute_cpu_ms";
 inline constexpr char kColdShapeParameter[] = "kiln_cold_shape";
 inline constexpr char kWorkerPidParameter[] = "kiln_worker_pid";
+inline constexpr char kRanAsBatchParameter[] = "kiln_ran_as_batch";
+inline constexpr char kRanAsLengthParameter[] = "kiln_ran_as_length";
 
 // What those response parameters say; a missing one is unset.
 struct ComputeTiming {
@@ -96,6 +100,7 @@ struct ComputeTiming {
   std::optional<double> compute_cpu_ms;
   bool cold_shape = false;
   std::optional<int64_t> worker_pid;
+  std::optional<Shape> ran_as;
 };
 
 // Whether `request` asks for its timing.

@@ -203,9 +203,9 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
                                      *outcome.outputs, response);
       }
       if (status.ok() && WantsTiming(request)) {
-        SetTiming(
-            {outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape, outcome.worker_pid},
-            response);
+        SetTiming({outcome.compute_ms, outcome.compute_cpu_ms, outcome.cold_shape,
+                   outcome.worker_pid, outcome.ran_as},
+                  response);
       }
       if (metrics != nullptr && status.ok()) {
         metrics->Succeeded(RequestRecordOf(outcome, std::max<int64_t>(held->batch_size, 1),

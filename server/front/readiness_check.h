@@ -1,18 +1,26 @@
 // The readiness check (docs/ARCHITECTURE.md, "Startup timeline", Checking): before the public port
-// opens, a short synthetic load goes through the whole request path (gRPC service, validation,
-// queue, worker over its socket and arena, response encoding). It finds cold paths, not busy
-// machines. Each call's CPU time in its worker (which a neighbour taking turns on the core does
-// not stretch) is judged: the median must be within max_p95_factor x a reference CPU time +
-// check_allowance_ms (times the workers' intra-op threads: a worker of several is measured by its
-// whole process's CPU time, whose noise grows with its threads). The reference is the median
-// itself, kept between the CPU time the warmup measured for that shape (steady) and
-// kMaxCheckSlowdown x it; so the check fails when the typical call costs more than
-// max_p95_factor x kMaxCheckSlowdown x steady (3.75x by default) + the allowance. Not the p95:
-// on a VM whose vCPUs share cores, busy neighbours make some calls, in no order, take 2.1-2.25x
-// the CPU time (measured beside busy loops), and sometimes every call. A path that never warms
-// (the demo models' first calls of their smallest shape cost 7x to 500x their steady time) pays
-// in every call and fails; a path cold only in its first calls is warmed by the check itself.
-// Any error fails it too. The CPU p95 and the wall-clock p95 are reported beside.
+// opens, synthetic requests go through the whole request path (gRPC service, validation, queue,
+// worker over its socket and arena, response encoding). It finds cold paths, not busy machines.
+//
+// What it sends is sized by what it must prove (readiness.check_requests 0, the default): every
+// warmed path taken once. One request at the smallest warmed shape per worker of the version,
+// sent at once so that each worker takes one, and one request at each other shape every worker
+// warmed. Every version is checked at the same time, each by as many senders as it has workers.
+// An explicit check_requests N sends N requests at the smallest shape instead.
+//
+// Each call's CPU time in its worker (which a neighbour taking turns on the core does not
+// stretch) is judged against the warmup's steady CPU time for the shape it ran as (returned
+// with the timing, kRanAsBatchParameter): per shape, the median of its calls must be within
+// max_p95_factor x a reference CPU time + check_allowance_ms (times the workers' intra-op
+// threads: a worker of several is measured by its whole process's CPU time, whose noise grows
+// with its threads). The reference is the median itself, kept between the steady CPU time and
+// kMaxCheckSlowdown x it; so a shape fails when its typical call costs more than
+// max_p95_factor x kMaxCheckSlowdown x steady (3.75x by default) + the allowance. On a VM whose
+// vCPUs share cores, busy neighbours make calls take 2.1-2.25x the CPU time (measured beside
+// busy loops), some or all of them: within the limit, so one call per shape is enough. A path
+// that never warms (the demo models' first calls of their smallest shape cost 7x to 500x their
+// steady time) pays in every call and fails. Any error, or a call that ran as a cold shape,
+// fails it too. The CPU p95 and the wall-clock p95 are reported beside.
 // It also warms the master's side of the path, so the first real request does not pay for it.
 #ifndef KILN_SERVER_FRONT_READINESS_CHECK_H_
 #define KILN_SERVER_FRONT_READINESS_CHECK_H_
@@ -22,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config_loader.h"
+#include "common/shape.h"
 #include "proto/grpc_service.grpc.pb.h"
 #include "server/supervisor/worker_pool.h"
 
@@ -35,18 +44,35 @@ inline constexpr double kMaxCheckSlowdown = 2.5;
 // kept within [steady_cpu_ms, kMaxCheckSlowdown x steady_cpu_ms].
 double ReferenceCpuMs(double median_cpu_ms, double steady_cpu_ms);
 
+// One shape's calls in a check, judged.
+struct ShapeCheck {
+  Shape ran_as;
+  int calls = 0;
+  double cpu_median_ms = 0;
+  double steady_cpu_ms = 0;     // the warmup's, the median over the version's workers
+  double reference_cpu_ms = 0;  // ReferenceCpuMs(cpu_median_ms, steady_cpu_ms)
+  double limit_ms = 0;          // factor x reference_cpu_ms + allowance_ms
+  bool passed() const { return cpu_median_ms <= limit_ms; }
+};
+
 struct ReadinessResult {
   std::string model;  // ModelSpec::key()
   int requests = 0;
   int errors = 0;
+  int workers = 0;                 // of the version, when the check began
+  int workers_reached = 0;         // how many of them answered a call (by pid)
+  std::vector<ShapeCheck> shapes;  // by shape, as they ran
   double p95_ms = 0;            // wall clock, through the whole path (reported, not judged)
   double cpu_p95_ms = 0;        // the workers' CPU time per call, p95 (reported)
-  double cpu_median_ms = 0;     // the workers' CPU time per call, median (judged)
-  double steady_cpu_ms = 0;     // the warmup's steady CPU time for the checked shape (median)
-  double reference_cpu_ms = 0;  // ReferenceCpuMs(cpu_median_ms, steady_cpu_ms)
-  double factor = 0;            // readiness.max_p95_factor
-  double allowance_ms = 0;      // readiness.check_allowance_ms x the workers' intra-op threads
-  double limit_ms = 0;          // factor x reference_cpu_ms + allowance_ms
+  // The shape nearest its limit (the largest median / limit): its median, steady, reference and
+  // limit, which the log and the metrics show.
+  Shape worst;
+  double cpu_median_ms = 0;
+  double steady_cpu_ms = 0;
+  double reference_cpu_ms = 0;
+  double factor = 0;        // readiness.max_p95_factor
+  double allowance_ms = 0;  // readiness.check_allowance_ms x the workers' intra-op threads
+  double limit_ms = 0;
   std::string first_error;
   std::string
       skipped;  // why the model was not checked (warmup off, no synthetic data); "" if it was
@@ -57,18 +83,20 @@ struct ReadinessResult {
   bool passed() const {
     return !skipped.empty() || (errors == 0 && (!not_judged.empty() || cpu_median_ms <= limit_ms));
   }
-  // "mlp:1: 20 requests through the whole path, compute CPU median 0.04 ms <= limit 1.06 ms (1.5 x
-  // reference CPU 0.04 ms + 1.0 ms; steady 0.04 ms), CPU p95 0.05 ms; wall p95 0.61 ms: passed".
+  // "resnet50:1: 3 requests through the whole path on 2 of 2 workers (b1 x2, b4 x1), compute CPU
+  // median 452.10 ms <= limit 679.15 ms at b4 (1.5 x reference CPU 452.10 ms + 1.0 ms; steady
+  // 448.00 ms), CPU p95 452.10 ms; wall p95 460.33 ms: passed".
   std::string Describe() const;
 };
 
-// Sends each served version (`specs`) its readiness.check_requests requests,
-// readiness.check_concurrency at a time, at the plan's smallest shape (seeded data), through `stub`
-// (an in-process channel to the service), asking for their timing (kTimingParameter), and compares
-// the p95 of their CPU time with the limit. `workers` gives the steady CPU times from the warmup
-// reports. With `threads_spin` (OpenMpThreadsSpin()), a model whose workers run more than one
-// intra-op thread is judged on errors only, and says so: spinning makes its CPU time depend on the
-// load around. A model is skipped (and says why) when its warmup is off (`warmup` false: the
+// Checks every served version (`specs`) at once, as the header says: each its requests (seeded
+// data; a text model's sample text aimed at each shape's length), readiness.check_concurrency (0:
+// as many as its workers) at a time, through `stub` (an in-process channel to the service),
+// asking for their timing (kTimingParameter). `workers` gives the versions' workers, their
+// warmed shapes and their steady CPU times from the warmup reports. With `threads_spin`
+// (OpenMpThreadsSpin()), a model whose workers run more than one intra-op thread is judged on
+// errors only, and says so: spinning makes its CPU time depend on the load around. A model is
+// skipped (and says why) when its warmup is off (`warmup` false: the
 // --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
 // generated (BYTES). Only building a request can fail; a failed check is a result.
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(

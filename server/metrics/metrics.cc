@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
@@ -150,6 +151,11 @@ ServerMetrics::ServerMetrics(const BuildInfo& build)
                            "Workers that died (not scaled away or retired) and are replaced.")),
       respawn_(NewHistogram(*registry_, "kiln_worker_respawn_duration_seconds",
                             "From a worker's death until its replacement was ready.")),
+      worker_start_phase_(NewHistogram(*registry_, "kiln_worker_start_phase_seconds",
+                                       "A worker's start, by cause and phase: fork (from the spawn "
+                                       "command until forked), warm (then until ready).")),
+      reload_phase_(NewGauge(*registry_, "kiln_reload_phase_duration_seconds",
+                             "Each phase of the last reload that reached it.")),
       startup_phase_(NewGauge(*registry_, "kiln_startup_phase_duration_seconds",
                               "Each startup phase's duration.")),
       time_to_serving_(NewGauge(*registry_, "kiln_startup_time_to_serving_seconds",
@@ -221,6 +227,24 @@ void ServerMetrics::WorkerDied(const std::string& model, int64_t version) {
 void ServerMetrics::WorkerRespawned(const std::string& model, int64_t version, double seconds) {
   respawn_.Add({{"model", model}, {"version", std::to_string(version)}}, RespawnBuckets())
       .Observe(seconds);
+}
+
+void ServerMetrics::WorkerStartPhases(const std::string& model, int64_t version,
+                                      const std::string& cause, double fork_seconds,
+                                      double warm_seconds) {
+  for (const auto& [phase, seconds] : {std::pair("fork", fork_seconds), {"warm", warm_seconds}}) {
+    worker_start_phase_
+        .Add({{"model", model},
+              {"version", std::to_string(version)},
+              {"cause", cause},
+              {"phase", phase}},
+             RespawnBuckets())
+        .Observe(seconds);
+  }
+}
+
+void ServerMetrics::ReloadPhase(const std::string& phase, double seconds) {
+  reload_phase_.Add({{"phase", phase}}).Set(seconds);
 }
 
 void ServerMetrics::StartupPhase(const std::string& phase, const std::string& model,

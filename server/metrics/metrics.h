@@ -146,6 +146,14 @@ class ServerMetrics {
   void WorkerDied(const std::string& model, int64_t version);
   // A replacement became ready `seconds` after its predecessor died.
   void WorkerRespawned(const std::string& model, int64_t version, double seconds);
+  // A worker started for `cause` ("start", "respawn", "scale_up", "reload": WorkerStartName) became
+  // ready: its two phases, fork (from the spawn command until it was forked) and warm (then until
+  // its warmup report).
+  void WorkerStartPhases(const std::string& model, int64_t version, const std::string& cause,
+                         double fork_seconds, double warm_seconds);
+  // A reload's phase ("plan", "start_zygote", "warm", "readiness_check", "switch"), of the last
+  // reload that reached it.
+  void ReloadPhase(const std::string& phase, double seconds);
 
   // A startup phase: `phase` is a stable name ("read_repository", "load_model", ...); `model` and
   // `version` are "" for the phases of the whole server.
@@ -198,6 +206,8 @@ class ServerMetrics {
   // Workers.
   prometheus::Family<prometheus::Counter>& restarts_;
   prometheus::Family<prometheus::Histogram>& respawn_;
+  prometheus::Family<prometheus::Histogram>& worker_start_phase_;
+  prometheus::Family<prometheus::Gauge>& reload_phase_;
   // Startup and readiness.
   prometheus::Family<prometheus::Gauge>& startup_phase_;
   prometheus::Family<prometheus::Gauge>& time_to_serving_;

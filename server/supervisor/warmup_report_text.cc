@@ -18,10 +18,16 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
     const std::string settled = shape.settled_after() > 0
                                     ? absl::StrCat("settled after ", shape.settled_after())
                                     : absl::StrCat("not settled in ", shape.calls(), " calls");
+    // A template's costly shape that its worker did not confirm (ConfirmWarmup): its first call
+    // was the template's.
+    const bool unconfirmed = shape.from_template() && shape.calls() == 0;
     absl::StrAppendFormat(
-        &shapes, " [%s first %.1f ms, steady %.1f ms (CPU %.1f ms), %s, peak %.0f MB%s%s]", name,
-        shape.first_ms(), shape.steady_ms(), shape.steady_cpu_ms(),
-        shape.from_template() ? absl::StrCat("confirmed (template ", settled, ")") : settled,
+        &shapes, " [%s first %.1f ms%s, steady %.1f ms (CPU %.1f ms), %s, peak %.0f MB%s%s]", name,
+        shape.first_ms(), unconfirmed ? " in the template" : "", shape.steady_ms(),
+        shape.steady_cpu_ms(),
+        unconfirmed             ? absl::StrCat("not confirmed (template ", settled, ")")
+        : shape.from_template() ? absl::StrCat("confirmed (template ", settled, ")")
+                                : settled,
         shape.peak_anon_bytes() / 1e6, shape.recorded_request() ? ", on a recorded request" : "",
         shape.refused() ? ", REFUSED: over budget" : "");
   }

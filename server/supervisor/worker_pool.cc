@@ -55,6 +55,10 @@ struct WorkerPool::Worker {
   bool upper_half = false;        // the half of its arena its next call uses (they alternate)
   internal::WarmupReport warmup;
   WarmedCosts costs;  // what its warmed passes cost, from `warmup`, for the batch plan
+  // Its start (WorkerPoolOptions::on_worker_ready): why, when the zygote was asked, when it forked.
+  WorkerStart cause = WorkerStart::kStart;
+  std::chrono::steady_clock::time_point spawned_at;
+  std::chrono::steady_clock::time_point forked_at;
 };
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(ZygoteProcess zygote,
@@ -72,7 +76,10 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Start(ZygoteProcess zygo
     pool->versions_.ResolveBudgets(options.memory_limit.bytes);
     for (const auto& model : pool->versions_.all()) {
       for (int slot = 0; slot < model->workers; ++slot) {
-        if (absl::Status spawned = pool->SpawnLocked(*model, slot); !spawned.ok()) return spawned;
+        if (absl::Status spawned = pool->SpawnLocked(*model, slot, WorkerStart::kStart);
+            !spawned.ok()) {
+          return spawned;
+        }
       }
     }
   }
@@ -126,7 +133,7 @@ absl::Status WorkerPool::CheckRoomLocked(const ServedVersion& model, int count) 
       absl::StrCat("no memory for ", count, " more worker(s) of '", model.spec->key(), "'"));
 }
 
-absl::Status WorkerPool::SpawnLocked(ServedVersion& model, int slot) {
+absl::Status WorkerPool::SpawnLocked(ServedVersion& model, int slot, WorkerStart cause) {
   const ModelConfig& config = model.spec->config;
   auto generation = generations_.find(model.generation);
   if (generation == generations_.end() || !generation->second.open()) {
@@ -138,6 +145,8 @@ absl::Status WorkerPool::SpawnLocked(ServedVersion& model, int slot) {
   worker->id = next_worker_id_++;
   worker->slot = slot;
   worker->model = &model;
+  worker->cause = cause;
+  worker->spawned_at = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(auto pair, FrameChannel::CreatePair());
   ASSIGN_OR_RETURN(
       worker->arena,
@@ -435,7 +444,7 @@ void WorkerPool::Loop() {
             continue;
           }
           for (auto slot = model->missing_slots.begin(); slot != model->missing_slots.end();) {
-            absl::Status spawned = SpawnLocked(*model, *slot);
+            absl::Status spawned = SpawnLocked(*model, *slot, WorkerStart::kRespawn);
             if (spawned.ok()) {
               slot = model->missing_slots.erase(slot);
             } else if (absl::IsResourceExhausted(spawned) || absl::IsUnavailable(spawned)) {
@@ -515,6 +524,7 @@ void WorkerPool::HandleZygoteLocked(int generation) {
     auto it = workers_.find(event.started().worker_id());
     if (it == workers_.end()) return;
     it->second->pid = event.started().pid();
+    it->second->forked_at = std::chrono::steady_clock::now();
     if (it->second->state == WorkerState::kSpawning)
       SetStateLocked(*it->second, WorkerState::kWarming);
     LOG(INFO) << "worker " << it->first << " (" << it->second->model->spec->key()
@@ -616,8 +626,20 @@ void WorkerPool::HandleWorkerLocked(Worker& worker, std::vector<Completion>& don
       }
       model.died_at.erase(died);
     }
+    const auto now = std::chrono::steady_clock::now();
+    const double fork_s =
+        std::chrono::duration<double>(worker.forked_at - worker.spawned_at).count();
+    const double warm_s = std::chrono::duration<double>(now - worker.forked_at).count();
+    if (options_.on_worker_ready) {
+      options_.on_worker_ready(*model.spec, worker.cause, fork_s, warm_s);
+    }
     LOG(INFO) << "worker " << worker.id << " (" << name << ", pid " << worker.pid
-              << "): " << DescribeWarmupReport(worker.warmup);
+              << "): " << DescribeWarmupReport(worker.warmup)
+              << absl::StrFormat(
+                     "; %s: ready %.0f ms after it was asked for (forked after %.0f ms, then warm "
+                     "after %.0f ms)",
+                     WorkerStartName(worker.cause), (fork_s + warm_s) * 1e3, fork_s * 1e3,
+                     warm_s * 1e3);
     // Before any call is dispatched to it; a staged worker stays idle until its version is Live.
     if (serving_ && model.phase != VersionPhase::kStaged) PromoteLocked(worker, done);
     if (options_.on_change) options_.on_change();
@@ -737,7 +759,7 @@ absl::Status WorkerPool::SetWorkersLocked(ServedVersion& model, int count) {
     // All the new workers must fit, or none is started.
     RETURN_IF_ERROR(CheckRoomLocked(model, count - model.workers));
     while (model.workers < count && result.ok()) {
-      result = SpawnLocked(model, model.workers);
+      result = SpawnLocked(model, model.workers, WorkerStart::kScaleUp);
       if (result.ok()) ++model.workers;
     }
   } else if (count < model.workers) {
@@ -784,7 +806,7 @@ absl::Status WorkerPool::Stage(ZygoteProcess zygote, int generation,
     // reservation counted for the next one) or the staging is refused.
     for (ServedVersion* model : staged) {
       for (int slot = 0; slot < model->workers && spawned.ok(); ++slot) {
-        spawned = SpawnLocked(*model, slot);
+        spawned = SpawnLocked(*model, slot, WorkerStart::kReload);
       }
     }
     if (spawned.ok()) {

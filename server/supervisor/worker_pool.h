@@ -112,6 +112,13 @@ struct WorkerPoolOptions {
   // the replacement of its slot became ready `seconds` after that death.
   std::function<void(const ModelSpec& spec)> on_worker_died;
   std::function<void(const ModelSpec& spec, double seconds)> on_worker_respawned;
+  // A worker of `spec` started for `cause` became ready: `fork_seconds` from the pool's spawn
+  // command until it was forked (a template's own warmup included, when its first worker waited
+  // for it), then `warm_seconds` until its warmup report (its own warmup, or its confirmation of
+  // the template's).
+  std::function<void(const ModelSpec& spec, WorkerStart cause, double fork_seconds,
+                     double warm_seconds)>
+      on_worker_ready;
 };
 
 // One version's state, for the metrics: a copy taken under the pool's lock.
@@ -271,7 +278,8 @@ class WorkerPool {
 
   explicit WorkerPool(const WorkerPoolOptions& options);
   void Loop();
-  absl::Status SpawnLocked(ServedVersion& model, int slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SpawnLocked(ServedVersion& model, int slot, WorkerStart cause)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleZygoteLocked(int generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Generation `generation`'s zygote channel closed with `why`: forgets the spawns it never
   // answered (their slots are refilled) and starts a new zygote (options.restart_zygote), unless

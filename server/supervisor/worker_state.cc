@@ -56,6 +56,20 @@ const char* VersionPhaseName(VersionPhase phase) {
   return "?";
 }
 
+const char* WorkerStartName(WorkerStart cause) {
+  switch (cause) {
+    case WorkerStart::kStart:
+      return "start";
+    case WorkerStart::kRespawn:
+      return "respawn";
+    case WorkerStart::kScaleUp:
+      return "scale_up";
+    case WorkerStart::kReload:
+      return "reload";
+  }
+  return "?";
+}
+
 const char* WorkerStateName(WorkerState state) {
   switch (state) {
     case WorkerState::kSpawning:

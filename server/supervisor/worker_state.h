@@ -23,6 +23,13 @@ namespace kiln {
 enum class WorkerState { kSpawning, kWarming, kReady, kBusy, kExited };
 inline constexpr int kWorkerStates = static_cast<int>(WorkerState::kExited) + 1;
 
+// Why a worker was started: with the pool (its versions' first workers), to replace one that
+// exited, to scale a version up, or for a reload's staged version. Its start's phases are reported
+// under this cause (WorkerPoolOptions::on_worker_ready).
+enum class WorkerStart { kStart, kRespawn, kScaleUp, kReload };
+// "start", "respawn", "scale_up", "reload": the metrics' label.
+const char* WorkerStartName(WorkerStart cause);
+
 // A served model version's place in the pool across reloads (docs/ARCHITECTURE.md, "Versions and
 // reload"):
 //

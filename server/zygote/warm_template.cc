@@ -1,5 +1,6 @@
 #include "server/zygote/warm_template.h"
 
+#include <malloc.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -86,6 +87,11 @@ void RefuseWorker(const internal::SpawnWorker& spawn, const std::vector<int>& fd
   const auto start = std::chrono::steady_clock::now();
   std::string priority;
   absl::StatusOr<WarmupOutcome> warm = WarmOnce(model, first, priority);
+  // The warmup's freed buffers stay in malloc's free lists, private pages of the template that its
+  // workers would copy on their first writes. Given back to the kernel before the first fork, they
+  // cost neither: resnet50's template held 205-216 MB private with them, 140 MB without, and the
+  // tree of 2 workers 490-510 MB PSS, 412-426 MB, with the workers' first calls unchanged.
+  malloc_trim(0);
   TemplateWarmth warmth;
   warmth.pid = getpid();
   warmth.warmup_ms = MillisecondsSince(start);

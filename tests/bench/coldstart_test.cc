@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -160,7 +161,100 @@ TEST_CASE("coldstart help lists flags with defaults and examples and exits 0",
   }
 }
 
+TEST_CASE("coldstart flags: --naive_server takes a file and a worker count, no kiln flag",
+          "[coldstart][flags][naive]") {
+  Fixture f;
+  const std::string script = f.dir.WriteFile("naive.py", "# a stand-in\n");
+  // Without kiln-server anywhere: the naive server does not need it.
+  const std::vector<std::string> no_kiln = {"--model_repository=" + f.repo, "--model=mlp",
+                                            "--naive_server=" + script, "--workers=2"};
+  const std::string path = getenv("PATH") != nullptr ? getenv("PATH") : "";
+  setenv("PATH", f.dir.path().c_str(), 1);
+  Parsed naive = Parse(no_kiln);
+  setenv("PATH", path.c_str(), 1);
+  REQUIRE_FALSE(naive.exit.has_value());
+  CHECK(naive.err.empty());
+  CHECK(naive.options.naive_server == script);
+  CHECK(naive.options.workers == 2);
+  CHECK(ServerKind(naive.options) == "naive");
+
+  Parsed relative = Parse(
+      {"--model_repository=" + f.repo, "--model=mlp",
+       "--naive_server=" + std::string(KILN_SOURCE_DIR) + "/scripts/../scripts/naive_server.py"});
+  REQUIRE_FALSE(relative.exit.has_value());
+  CHECK(relative.options.naive_server == std::string(KILN_SOURCE_DIR) + "/scripts/naive_server.py");
+  CHECK(relative.options.workers == 1);  // coldstart's default
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string reason;
+  };
+  const std::string naive_flag = "--naive_server=" + script;
+  const std::vector<Case> cases = {
+      {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--workers=0"},
+       "--workers=0 (the server's own count) is kiln's: the naive server needs a count, "
+       "--workers=1..256"},
+      {{"--model_repository=" + f.repo, "--model=mlp", "--naive_server=" + f.dir.path() + "/no.py"},
+       "--naive_server: " + f.dir.path() + "/no.py is not a file"},
+      {{"--model_repository=" + f.repo, "--model=mlp", "--naive_server=" + f.dir.path()},
+       "is not a file"},
+      {f.Args({naive_flag}), "--server is kiln-server's: not with --naive_server"},
+      {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--share_weights=off"},
+       "--share_weights is kiln-server's: not with --naive_server"},
+      {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--server_args=--v=1"},
+       "--server_args is kiln-server's: not with --naive_server"},
+      {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--workers=300"},
+       "--workers must be in 0..256, got 300"},
+  };
+  for (const Case& c : cases) {
+    INFO("args: " << absl::StrJoin(c.args, " "));
+    Parsed parsed = Parse(c.args);
+    CHECK(parsed.exit == std::optional<int>(2));
+    CHECK_THAT(parsed.err, Contains("kiln-bench coldstart: ") && Contains(c.reason) &&
+                               Contains("kiln-bench coldstart --help"));
+  }
+  Parsed help = Parse({"--help"});
+  CHECK_THAT(help.out, Contains("--naive_server=") && Contains("/usr/bin/python3 SCRIPT"));
+}
+
 // --- the server command line -----------------------------------------------------------------
+
+TEST_CASE("coldstart starts the naive server with python3 and the same settings",
+          "[coldstart][argv][naive]") {
+  ColdstartOptions options;
+  options.naive_server = "/src/scripts/naive_server.py";
+  options.model_repository = "models";
+  options.model = "textcls";
+  options.workers = 4;
+  options.warmup = false;
+  CHECK(ServerKind(options) == "naive");
+  CHECK(ColdstartServerArgv(options, 40123, "/tmp/lock", 40124) ==
+        std::vector<std::string>{"/usr/bin/python3", "/src/scripts/naive_server.py",
+                                 "--model_repository=models", "--model=textcls", "--host=127.0.0.1",
+                                 "--port=40123", "--workers=4", "--warmup=off"});
+  options.cgroup = "/sys/fs/cgroup/cpu/q";
+  const std::vector<std::string> argv = ColdstartServerArgv(options, 40123, "/tmp/lock");
+  REQUIRE(argv.size() == 12);
+  CHECK(argv[0] == "/bin/sh");
+  CHECK(argv[4] == "/usr/bin/python3");
+}
+
+TEST_CASE("coldstart gives kiln a metrics port and scrapes the last one its flags name",
+          "[coldstart][argv][phases]") {
+  ColdstartOptions options;
+  options.server = "/opt/kiln/kiln-server";
+  options.model_repository = "models";
+  CHECK(ServerKind(options) == "kiln");
+  std::vector<std::string> argv = ColdstartServerArgv(options, 40123, "/tmp/lock", 40200);
+  CHECK(std::count(argv.begin(), argv.end(), "--metrics_port=40200") == 1);
+  CHECK(MetricsPortOf(argv) == 40200);
+  options.server_args = {"--metrics_port=9100"};  // later, so it wins in kiln-server too
+  CHECK(MetricsPortOf(ColdstartServerArgv(options, 40123, "/tmp/lock", 40200)) == 9100);
+  options.server_args = {"--metrics_port=0"};
+  CHECK(MetricsPortOf(ColdstartServerArgv(options, 40123, "/tmp/lock", 40200)) == 0);
+  CHECK(MetricsPortOf({"kiln-server", "--metrics_port=x"}) == 0);
+  CHECK(MetricsPortOf({"kiln-server"}) == 0);
+}
 
 TEST_CASE("coldstart starts the server with exactly the flags it was given", "[coldstart][argv]") {
   ColdstartOptions options;
@@ -340,9 +434,9 @@ TEST_CASE("an exec failure shows as exit code 127 with a line in the log", "[col
 // --- output ------------------------------------------------------------------------------------
 
 std::vector<ColdstartRun> FakeRuns() {
-  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 60, 1.0, 486, 4};
-  ColdstartRun b{2000, 50, 50, 52, 1.0, 40, 1.25, 480, 4};
-  ColdstartRun c{2200, 70, 56, 60, 1.25, 70, 1.0, 490.5, 4};
+  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 60, 1.0, 486, 4, {}};
+  ColdstartRun b{2000, 50, 50, 52, 1.0, 40, 1.25, 480, 4, {}};
+  ColdstartRun c{2200, 70, 56, 60, 1.25, 70, 1.0, 490.5, 4, {}};
   return {a, b, c};
 }
 
@@ -370,13 +464,16 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   const char* metrics[] = {"ready_ms", "first_ms",    "steady_p50_ms", "steady_p95_ms",
                            "ratio",    "idle_p50_ms", "idle_ratio",    "pss_mb"};
   for (const nlohmann::json& run : doc["runs"]) {
-    CHECK(run.size() == 8);
+    CHECK(run.size() == 9);
     for (const char* metric : metrics) CHECK(run.at(metric).is_number());
+    CHECK(run.at("phases") == nlohmann::json::object());  // none in these runs
   }
+  CHECK(doc["server"] == "kiln");
+  CHECK(doc["phases"] == nlohmann::json::object());
   CHECK(doc["runs"][0]["ready_ms"] == 2100.0);
   CHECK(doc["runs"][0]["ratio"].get<double>() == Approx(1.091).margin(1e-9));  // 3 decimals
   CHECK(doc["runs"][2]["pss_mb"] == 490.5);
-  CHECK(doc.size() == 7 + 8);
+  CHECK(doc.size() == 8 + 8 + 1);  // settings, metrics, phases
   for (const char* metric : metrics) {
     INFO(metric);
     REQUIRE(doc.contains(metric));
@@ -403,7 +500,7 @@ TEST_CASE("the summary has one line per metric with median and spread", "[coldst
   const std::string summary = ColdstartReport(FakeOptions(), FakeRuns()).Text();
   CHECK_THAT(summary, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(summary, Contains("summary: resnet50, 2 worker(s), warmup on, share_weights off, "
-                               "3 run(s): median (min..max)"));
+                               "3 run(s) of kiln: median (min..max)"));
   CHECK_THAT(summary, Contains("ready_ms          2100.00  (2000.00..2200.00)"));
   CHECK_THAT(summary, Contains("first_ms            60.00  (50.00..70.00)"));
   CHECK_THAT(summary, Contains("steady_p50_ms       55.00  (50.00..56.00)"));
@@ -416,6 +513,61 @@ TEST_CASE("the summary has one line per metric with median and spread", "[coldst
   CHECK(FormatRunLine(2, 3, FakeRuns()[1]) ==
         "run 2/3: ready 2000.0 ms, first 50.00 ms, steady p50 50.00 ms p95 52.00 ms, ratio 1.00, "
         "after a pause p50 40.00 ms (ratio 1.25), pss 480.0 MB (4 processes)");
+}
+
+TEST_CASE("startup phases are read from a scrape: summed per phase, any name, in order",
+          "[coldstart][phases]") {
+  const std::string text =
+      "# HELP kiln_startup_phase_duration_seconds Each startup phase's duration.\n"
+      "# TYPE kiln_startup_phase_duration_seconds gauge\n"
+      "kiln_startup_phase_duration_seconds{model=\"\",phase=\"read_repository\",version=\"\"} "
+      "0.0015\n"
+      "kiln_startup_phase_duration_seconds{model=\"mlp\",phase=\"load_model\",version=\"1\"} 0.1\n"
+      "kiln_startup_phase_duration_seconds{model=\"textcls\",phase=\"load_model\",version=\"1\"} "
+      "0.25\n"
+      "kiln_startup_phase_duration_seconds{phase=\"a \\\"new\\\" one\"} 2e-3 1700000000000\n"
+      "kiln_startup_phase_duration_seconds_other{phase=\"not_this\"} 1\n"
+      "kiln_startup_phase_duration_seconds{model=\"x\"} 5\n"  // no phase label: left out
+      "kiln_startup_phase_duration_seconds{phase=\"broken\"} NaN\n"
+      "kiln_startup_time_to_serving_seconds 1.25\n"
+      "kiln_worker_restarts_total 0\n";
+  const PhaseTimes phases = StartupPhasesMs(text);
+  REQUIRE(phases.size() == 4);
+  CHECK(phases[0].first == "read_repository");
+  CHECK(phases[0].second == Approx(1.5));
+  CHECK(phases[1].first == "load_model");
+  CHECK(phases[1].second == Approx(350));
+  CHECK(phases[2].first == "a \"new\" one");
+  CHECK(phases[2].second == Approx(2));
+  CHECK(phases[3].first == "time_to_serving");
+  CHECK(phases[3].second == Approx(1250));
+  CHECK(StartupPhasesMs("").empty());
+  CHECK(StartupPhasesMs("kiln_build_info{version=\"1\"} 1\n").empty());
+
+  // Into the report: each run's phases and the median per phase over the runs that have it.
+  std::vector<ColdstartRun> runs = FakeRuns();
+  runs[0].phases_ms = {{"load_model", 100}, {"warm_workers", 900}};
+  runs[1].phases_ms = {{"load_model", 120}, {"warm_workers", 1100}, {"open_port", 1}};
+  runs[2].phases_ms = {{"load_model", 110}, {"warm_workers", 1000}};
+  const Report report = ColdstartReport(FakeOptions(), runs);
+  const nlohmann::json doc = nlohmann::json::parse(report.Json());
+  CHECK(doc["runs"][1]["phases"] ==
+        nlohmann::json{{"load_model", 120.0}, {"warm_workers", 1100.0}, {"open_port", 1.0}});
+  CHECK(doc["phases"] ==
+        nlohmann::json{{"load_model", 110.0}, {"warm_workers", 1000.0}, {"open_port", 1.0}});
+  CHECK_THAT(report.Text(),
+             Contains("phases (median): load_model 110.0 ms, warm_workers 1000.0 ms, open_port "
+                      "1.0 ms"));
+  CHECK_THAT(report.Text(), Contains("3 run(s) of kiln: median"));
+
+  ColdstartOptions naive = FakeOptions();
+  naive.naive_server = "/src/scripts/naive_server.py";
+  const Report naive_report = ColdstartReport(naive, FakeRuns());
+  const nlohmann::json naive_doc = nlohmann::json::parse(naive_report.Json());
+  CHECK(naive_doc["server"] == "naive");
+  CHECK(naive_doc["share_weights"] == "n/a");
+  CHECK_THAT(naive_report.Text(), Contains("3 run(s) of naive: median"));
+  CHECK_THAT(naive_report.Text(), !Contains("phases (median)"));
 }
 
 }  // namespace

@@ -202,7 +202,19 @@ class ScopedEnv {
 
 TEST_CASE("OpenMP waiting: what kiln set, the operator's setting, or libgomp's default",
           "[openmp]") {
-  SECTION("set by kiln") {
+  SECTION("set by kiln before libgomp read it: no re-exec") {
+    ScopedEnv policy("OMP_WAIT_POLICY", nullptr);
+    ScopedEnv marker(kOpenMpWaitMarker, nullptr);
+    ScopedEnv spin("GOMP_SPINCOUNT", nullptr);
+    char name[] = "cpu_test";
+    char* argv[] = {name, nullptr};
+    EnsurePassiveOpenMpWait(argv, /*libgomp_told_passive=*/true);  // would re-execute otherwise
+    CHECK(std::string(std::getenv("OMP_WAIT_POLICY")) == "PASSIVE");
+    CHECK(DescribeOpenMpWait() ==
+          "passive (OMP_WAIT_POLICY=PASSIVE, set by kiln before libgomp read it)");
+    CHECK_FALSE(OpenMpThreadsSpin());
+  }
+  SECTION("set by kiln: re-executed") {
     ScopedEnv policy("OMP_WAIT_POLICY", "PASSIVE");
     ScopedEnv marker(kOpenMpWaitMarker, "1");
     ScopedEnv spin("GOMP_SPINCOUNT", nullptr);

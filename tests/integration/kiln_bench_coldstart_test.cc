@@ -27,22 +27,6 @@ using kiln::testing::TempDir;
 const std::string kBench = KILN_BENCH_BINARY;
 const std::string kServer = KILN_SERVER_BINARY;
 
-// A repository with only the demo mlp model: its config.pbtxt, its kiln.pbtxt (when it has one)
-// and its version files as symlinks.
-std::string MlpOnlyRepository(const TempDir& dir) {
-  const fs::path source = fs::path(kiln::testing::ModelsDir()) / "mlp";
-  const fs::path target = fs::path(dir.path()) / "repo" / "mlp";
-  fs::create_directories(target / "1");
-  fs::create_symlink(source / "config.pbtxt", target / "config.pbtxt");
-  if (fs::exists(source / "kiln.pbtxt")) {
-    fs::create_symlink(source / "kiln.pbtxt", target / "kiln.pbtxt");
-  }
-  for (const fs::directory_entry& file : fs::directory_iterator(source / "1")) {
-    fs::create_symlink(file.path(), target / "1" / file.path().filename());
-  }
-  return (fs::path(dir.path()) / "repo").string();
-}
-
 // The pids of live processes whose command line holds "--lock_dir=<dir>/" (pgrep's pattern
 // starts with a bracket expression, so it does not match the shell that runs pgrep).
 std::vector<pid_t> ServersWithLockDirUnder(const std::string& dir) {
@@ -57,7 +41,7 @@ TEST_CASE("kiln-bench coldstart measures one cold start of mlp and leaves no ser
           "[server][bench][coldstart]") {
   REQUIRE(RunCommand("command -v pgrep").exit_code == 0);
   TempDir dir;
-  const std::string repo = MlpOnlyRepository(dir);
+  const std::string repo = kiln::testing::OneDemoModelRepository(dir, "mlp");
   // kiln-bench makes its --lock_dir under $TMPDIR: a directory of this test's own, so that any
   // leftover server of this run is found by its command line.
   const std::string tmp = dir.path() + "/tmp";
@@ -128,7 +112,7 @@ TEST_CASE(
     "[server][bench][scaleout]") {
   REQUIRE(RunCommand("command -v pgrep").exit_code == 0);
   TempDir dir;
-  const std::string repo = MlpOnlyRepository(dir);
+  const std::string repo = kiln::testing::OneDemoModelRepository(dir, "mlp");
   const std::string tmp = dir.path() + "/tmp";
   fs::create_directories(tmp);
   const std::string json = dir.path() + "/scaleout.json";

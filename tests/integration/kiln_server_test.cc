@@ -1055,7 +1055,11 @@ TEST_CASE("the readiness check runs through the whole path before the port opens
   auto server = StartServing(Config(repo, 1));
   const std::string log = server->log();
   INFO("log:\n" << log);
-  const size_t check = log.find("readiness check: mlp:1: 20 requests through the whole path");
+  // Sized by what it proves: the one worker's request at batch 1, and one at each other warmed
+  // size of the demo mlp (kiln.pbtxt: 1, 2, 4, 8).
+  const size_t check = log.find(
+      "readiness check: mlp:1: 4 requests through the whole path on 1 of 1 workers (b1 x1, b2 x1, "
+      "b4 x1, b8 x1)");
   const size_t ready = log.find("startup: ready: serving gRPC");
   REQUIRE(check != std::string::npos);
   REQUIRE(ready != std::string::npos);

@@ -126,7 +126,7 @@ TEST_CASE(
     CHECK_FALSE(shape.refused());
     CHECK(shape.first_ms() > 0);
     CHECK(shape.steady_ms() > 0);
-    CHECK(shape.calls() >= 5);
+    CHECK(shape.calls() >= 3);  // calls_per_shape at least; its steady latency is the settling pair
     CHECK(shape.peak_anon_bytes() > 0);
   }
   CHECK(worker.tokenizer_texts() > 0);
@@ -135,7 +135,12 @@ TEST_CASE(
   // The timeline: one entry per startup phase, the last one the port opening.
   REQUIRE(report.timeline_size() >= 5);
   CHECK_THAT(report.timeline(report.timeline_size() - 1).name(), Contains("ready: serving"));
-  CHECK_THAT(report.timeline(1).name(), Contains("tokenizer"));
+  // The first phase is the process's own start, before main() (its libraries, LibTorch's among
+  // them, loaded and initialised): the clock starts with the process, not with main().
+  CHECK_THAT(report.timeline(0).name(), Contains("process started"));
+  CHECK(report.timeline(0).duration_ms() > 0);
+  CHECK(report.timeline(0).since_start_ms() == report.timeline(0).duration_ms());
+  CHECK_THAT(report.timeline(2).name(), Contains("tokenizer"));
 }
 
 // --- the memory budget ----------------------------------------------------------------------

@@ -69,6 +69,10 @@ struct ReloadUnderTest {
       ++switches;
       answered_before_switch = answered_before_switch || outcome.has_value();
     };
+    hooks.phase_done = [this](const std::string& phase, double seconds) {
+      phases.push_back(phase);
+      phase_seconds_valid = phase_seconds_valid && seconds >= 0;
+    };
     reloader = std::make_unique<Reloader>(dir.path(), *pool, std::move(hooks), 60);
   }
   ~ReloadUnderTest() { pool->Stop(); }
@@ -102,6 +106,8 @@ struct ReloadUnderTest {
   int checks = 0;
   int switches = 0;                     // routing switched (ReloadHooks::switched)
   bool answered_before_switch = false;  // the request heard OK before health could follow
+  std::vector<std::string> phases;      // ReloadHooks::phase_done, in order
+  bool phase_seconds_valid = true;
   std::optional<absl::Status> outcome;
 };
 
@@ -129,14 +135,20 @@ TEST_CASE("a reload stages, checks and switches one step per turn of the master'
   REQUIRE(test.outcome.has_value());
   CHECK(test.outcome->ok());
   CHECK(Keys(test.pool->Served()) == std::vector<std::string>{"m:2"});
+  // Every step timed, in order.
+  CHECK(test.phases ==
+        std::vector<std::string>{"plan", "start_zygote", "warm", "readiness_check", "switch"});
+  CHECK(test.phase_seconds_valid);
   // m:1 drains, and its generation's zygote is closed.
   CHECK(WaitUntil([&] { return test.pool->Generations() == std::vector<int>{2}; }));
 
   // Nothing changed since: the next reload commits at once, with nothing to stage.
   test.outcome.reset();
+  test.phases.clear();
   test.RequestReload();
   test.reloader->Advance();
   CHECK(test.switches == 2);
+  CHECK(test.phases == std::vector<std::string>{"plan", "switch"});
   CHECK(test.reloader->step() == ReloadStep::kIdle);
   REQUIRE(test.outcome.has_value());
   CHECK(test.outcome->ok());

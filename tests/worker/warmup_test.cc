@@ -54,6 +54,18 @@ TEST_CASE("a shape settles when two calls in a row agree within the tolerance", 
   CHECK(result->steady.wall_ms == 56);
 }
 
+TEST_CASE("by default the settling pair is the steady latency: no call more", "[warmup]") {
+  FakeCall call{{400, 90, 50, 47, 46, 45}};
+  SettlePlan plan;
+  plan.steady_calls = kDefaultWarmupSteadyCalls;
+  absl::StatusOr<SettleResult> result = SettleShape(std::ref(call), plan);
+  REQUIRE(result.ok());
+  CHECK(result->settled_after == 4);
+  CHECK(call.calls == 4);
+  CHECK(result->steady.cpu_ms == 48.5);  // the median of 50 and 47
+  CHECK(SettlePlan().steady_calls == kDefaultWarmupSteadyCalls);
+}
+
 TEST_CASE("settling judges CPU time, however a busy node stretches the wall time", "[warmup]") {
   int calls = 0;
   // CPU time 20 ms every call; wall time 20 ms, then 3x, then 1x, ... (a neighbour on the core).
@@ -193,6 +205,30 @@ TEST_CASE("RunWarmup without a budget runs every shape and measures it", "[warmu
     CHECK(peaks.at(shape.batch_size()) == shape.peak_anon_bytes());
   }
   CHECK(WarmedShapes(*outcome) == std::set<Shape>{{1, 0}, {2, 0}, {4, 0}, {8, 0}});
+}
+
+TEST_CASE("ConfirmWarmup confirms the smallest shape and the cheap ones, not a costly pass's",
+          "[warmup][torch]") {
+  std::unique_ptr<TorchModel> model = LoadMlp();
+  absl::StatusOr<WarmupOutcome> warmed = RunWarmup(*model, WarmupOptions{});
+  REQUIRE(warmed.ok());
+  REQUIRE(warmed->shapes.size() == 4);
+  // As if batch 1 and batch 8 cost 150 ms a call: the smallest is confirmed all the same, batch 8
+  // is not; 2 and 4 (the mlp's own sub-millisecond steady times) are.
+  warmed->shapes[0].set_steady_cpu_ms(150);
+  warmed->shapes[3].set_steady_cpu_ms(150);
+  absl::StatusOr<WarmupOutcome> confirmed = ConfirmWarmup(*model, WarmupOptions{}, *warmed);
+  REQUIRE(confirmed.ok());
+  for (const internal::ShapeWarmup& shape : confirmed->shapes) {
+    INFO("batch " << shape.batch_size());
+    CHECK(shape.from_template());
+    if (shape.batch_size() == 8) {
+      CHECK(shape.calls() == 0);
+    } else {
+      CHECK(shape.calls() >= 1);
+    }
+  }
+  CHECK(WarmedShapes(*confirmed) == WarmedShapes(*warmed));  // all of them still served warm
 }
 
 TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {

@@ -205,8 +205,48 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     REQUIRE(results.ok());
     CHECK_FALSE(results->front().passed());
     CHECK_THAT(results->front().Describe(),
-               Contains("compute CPU median 60.00 ms > limit 47.50 ms (3.0 x reference CPU "
+               Contains("compute CPU median 60.00 ms > limit 47.50 ms at b1 (3.0 x reference CPU "
                         "2.50 ms + 40.0 ms; steady 1.00 ms)"));
+  }
+  SECTION("sized by default: one call per worker at the smallest shape, one at each other") {
+    ModelSpec spec = Spec();
+    spec.config.mutable_dynamic_batching()->set_enabled(false);  // no two calls in one pass
+    spec.config.mutable_readiness()->set_check_requests(0);
+    spec.config.mutable_readiness()->set_check_concurrency(0);
+    FakeZygote::Behaviour warmed = Steady(1.0);
+    warmed.warmed_batches = {1, 4};
+    Front front(warmed, nullptr, spec);
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
+    REQUIRE(results.ok());
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
+    CHECK(result.passed());
+    CHECK(result.requests == 3);
+    CHECK(result.workers == 2);
+    // (The fake workers have no pids of their own, so which of them answered is not known here:
+    // the integration tests check that every real worker was reached.)
+    CHECK_THAT(result.Describe(), Contains("3 requests through the whole path on "));
+    CHECK_THAT(result.Describe(), Contains(" of 2 workers (b1 x2, b4 x1)"));
+    CHECK(front.pool().Counters("m").requests == 3);
+  }
+  SECTION("each shape is judged against its own steady time") {
+    ModelSpec spec = Spec();
+    spec.config.mutable_dynamic_batching()->set_enabled(false);
+    spec.config.mutable_readiness()->set_check_requests(0);
+    // Every call costs 30 ms, b1's and b4's steady time alike (1 ms): both shapes fail, and the
+    // result names one of them.
+    FakeZygote::Behaviour cold = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30);
+    cold.warmed_batches = {1, 4};
+    Front front(cold, nullptr, spec);
+    absl::StatusOr<std::vector<ReadinessResult>> results =
+        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
+    REQUIRE(results.ok());
+    const ReadinessResult& result = results->front();
+    INFO(result.Describe());
+    CHECK_FALSE(result.passed());
+    REQUIRE(result.shapes.size() == 2);
+    for (const ShapeCheck& shape : result.shapes) CHECK_FALSE(shape.passed());
   }
   SECTION("warmup off: not checked, and says why") {
     Front front(Steady(1.0));

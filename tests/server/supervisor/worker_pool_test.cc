@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -109,6 +110,12 @@ struct PoolUnderTest {
     options.memory_usage = [usage_bytes]() -> absl::StatusOr<MemoryUsage> {
       return MemoryUsage{usage_bytes, "the test's"};
     };
+    options.on_worker_ready = [this](const ModelSpec&, WorkerStart cause, double fork_s,
+                                     double warm_s) {
+      std::lock_guard<std::mutex> lock(starts_mu);
+      starts.push_back(cause);
+      phases_valid = phases_valid && fork_s >= 0 && warm_s >= 0;
+    };
     absl::StatusOr<std::unique_ptr<WorkerPool>> started =
         WorkerPool::Start({0, std::move(pair->first)}, specs, options);
     REQUIRE(started.ok());
@@ -124,6 +131,15 @@ struct PoolUnderTest {
     return ready;
   }
 
+  // The causes WorkerPoolOptions::on_worker_ready reported, in order.
+  std::vector<WorkerStart> Starts() {
+    std::lock_guard<std::mutex> lock(starts_mu);
+    return starts;
+  }
+
+  std::mutex starts_mu;
+  std::vector<WorkerStart> starts;
+  bool phases_valid = true;
   std::vector<ModelSpec> specs;
   std::unique_ptr<FakeZygote> zygote;
   std::unique_ptr<WorkerPool> pool;
@@ -345,6 +361,23 @@ TEST_CASE("a dead worker is respawned, and the quorum decides readiness meanwhil
   pool.zygote->Kill(pool.zygote->live().front());
   REQUIRE(WaitUntil([&] { return pool.pool->ModelReady("m"); }));
   CHECK(pool.pool->fatal_error().ok());
+}
+
+TEST_CASE("each worker's start is reported with its cause: start, respawn, scale-up",
+          "[worker_pool]") {
+  PoolUnderTest pool(2, 8, 0);
+  REQUIRE(WaitUntil([&] { return pool.Ready() == 2; }));
+  using S = WorkerStart;
+  CHECK(pool.Starts() == std::vector<S>{S::kStart, S::kStart});
+  pool.zygote->Kill(pool.zygote->live().front());
+  REQUIRE(WaitUntil([&] { return pool.Starts().size() == 3; }));
+  CHECK(pool.Starts().back() == S::kRespawn);
+  REQUIRE(pool.pool->SetWorkers("m", 3).ok());
+  REQUIRE(WaitUntil([&] { return pool.Starts().size() == 4; }));
+  CHECK(pool.Starts().back() == S::kScaleUp);
+  std::lock_guard<std::mutex> lock(pool.starts_mu);
+  CHECK(pool.phases_valid);
+  CHECK(std::string(WorkerStartName(S::kReload)) == "reload");
 }
 
 TEST_CASE("after its quorum a model stays SERVING while min_ready workers are warm",
