@@ -230,6 +230,11 @@ class Master {
   absl::Status Warm();   // kWarming: the zygote, the pool, every model's quorum
   absl::Status Check();  // kChecking: the readiness check through the whole request path
   absl::Status Serve();  // kServing: open the port; the main loop until TERM or a fatal error
+  // Makes the request series of every served version (ServerMetrics::Version) before a client's
+  // request would: at the port's opening and at a reload's switch, so that no first request pays
+  // for creating them (0.2 ms, measured on the demo mlp's first request) and every series reads 0
+  // from the start. Nothing without a metrics endpoint.
+  void PrepareRequestMetrics();
   // One turn of the serving loop: signals (up to `timeout_ms`), health, the watchdog, recorded
   // traffic, zygotes of closed generations reaped. An error when the pool can no longer serve.
   absl::Status Tick(int timeout_ms);
@@ -542,6 +547,12 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
                    " attempts (see kiln.pbtxt's readiness.max_p95_factor and check_allowance_ms)"));
 }
 
+void Master::PrepareRequestMetrics() {
+  if (metrics_endpoint_ == nullptr) return;
+  for (const SharedSpec& spec : pool_->Served())
+    metrics_.Version(spec->config.name(), spec->version);
+}
+
 absl::Status Master::Serve() {
   if (!options_.state_dir.empty()) {
     recording_ = std::make_unique<TrafficRecording>(options_.state_dir, options_.record_samples);
@@ -553,7 +564,10 @@ absl::Status Master::Serve() {
   hooks.check_staged = [this] { return CheckVersions(pool_->Served(/*staged=*/true), true); };
   hooks.wake = [master = getpid()] { kill(master, WakeSignal()); };
   hooks.threads_for = [this](const ModelSpec& spec) { return ThreadsFor(spec); };
-  hooks.switched = [this] { health_->Update(); };
+  hooks.switched = [this] {
+    PrepareRequestMetrics();
+    health_->Update();
+  };
   hooks.phase_done = [this](const std::string& phase, double seconds) {
     metrics_.ReloadPhase(phase, seconds);
   };
@@ -566,6 +580,7 @@ absl::Status Master::Serve() {
   service_options.text_tokens = &text_tokens_;
   // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
   if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
+  PrepareRequestMetrics();
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
   StartupReport startup;
   startup.timeline = timeline_.phases();

@@ -378,6 +378,17 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
   return outcome;
 }
 
+int64_t UnconfirmedPeakGrowthBytes(const WarmupOutcome& outcome) {
+  int64_t confirmed = 0;
+  int64_t unconfirmed = 0;
+  for (const internal::ShapeWarmup& shape : outcome.shapes) {
+    if (shape.refused() || !shape.from_template()) continue;
+    int64_t& peak = shape.calls() > 0 ? confirmed : unconfirmed;
+    peak = std::max(peak, shape.peak_anon_bytes());
+  }
+  return std::max<int64_t>(0, unconfirmed - confirmed);
+}
+
 std::set<Shape> WarmedShapes(const WarmupOutcome& outcome) {
   std::set<Shape> warmed;
   for (const internal::ShapeWarmup& shape : outcome.shapes) {

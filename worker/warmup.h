@@ -100,6 +100,11 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed);
 
+// How much higher the shapes a worker did not confirm (ConfirmWarmup's calls 0) peaked in
+// anonymous memory than the highest it did confirm, as the template measured them (one baseline):
+// what the worker's private peak will grow by once it serves them. 0 when it confirmed all.
+int64_t UnconfirmedPeakGrowthBytes(const WarmupOutcome& outcome);
+
 // The shapes of `outcome` that ran within the budget.
 std::set<Shape> WarmedShapes(const WarmupOutcome& outcome);
 

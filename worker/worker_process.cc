@@ -220,7 +220,9 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   report.set_tokenizer_texts(warm.tokenizer_texts);
   report.set_tokenizer_first_ms(warm.tokenizer_first_ms);
   report.set_tokenizer_steady_ms(warm.tokenizer_steady_ms);
-  report.set_private_peak_bytes(PrivatePeakBytes());
+  // With the shapes it did not confirm, which it has not run yet (the memory admission of the next
+  // worker counts on this peak).
+  report.set_private_peak_bytes(PrivatePeakBytes() + UnconfirmedPeakGrowthBytes(warm));
   if (const TemplateWarmth* warmth = options.from_template) {
     report.set_template_pid(warmth->pid);
     report.set_template_warmup_ms(warmth->warmup_ms);

@@ -141,6 +141,13 @@ TEST_CASE(
                     {{"phase", "load_model"}, {"model", "mlp"}}) > 0);
 
   REQUIRE(server->WaitServing(kStartup));
+  // Every version's request series exist from SERVING on, at 0, before any request made them.
+  absl::StatusOr<std::string> at_serving = HttpGet(metrics_port, "/metrics");
+  REQUIRE(at_serving.ok());
+  const ParsedMetrics serving = ParsedMetrics::Parse(*at_serving);
+  CHECK(serving.Value("nv_inference_request_success", kMlp) == 0);
+  CHECK(serving.Value("nv_inference_request_success", {{"model", "mlp_cold"}, {"version", "1"}}) ==
+        0);
   Stub oip(kiln::testing::LoopbackChannel(server->port()));
   for (int i = 0; i < 5; ++i) REQUIRE(Infer(oip, MlpRequest(3), seconds(30)).ok());
   for (int i = 0; i < 2; ++i) {

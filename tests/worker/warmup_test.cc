@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <cstring>
@@ -229,6 +230,17 @@ TEST_CASE("ConfirmWarmup confirms the smallest shape and the cheap ones, not a c
     }
   }
   CHECK(WarmedShapes(*confirmed) == WarmedShapes(*warmed));  // all of them still served warm
+  // Batch 8 has not run in this worker: what it peaked above the confirmed ones in the template is
+  // what the worker's private peak will grow by.
+  int64_t confirmed_peak = 0;
+  for (int i = 0; i < 3; ++i) {
+    confirmed_peak = std::max(confirmed_peak, confirmed->shapes[i].peak_anon_bytes());
+  }
+  CHECK(UnconfirmedPeakGrowthBytes(*confirmed) ==
+        std::max<int64_t>(0, confirmed->shapes[3].peak_anon_bytes() - confirmed_peak));
+  confirmed->shapes[3].set_peak_anon_bytes(confirmed_peak + 1000);
+  CHECK(UnconfirmedPeakGrowthBytes(*confirmed) == 1000);
+  CHECK(UnconfirmedPeakGrowthBytes(*warmed) == 0);  // a worker's own warmup: none unconfirmed
 }
 
 TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {
