@@ -182,7 +182,7 @@ void CheckResolved(const ModelSpec& spec) {
 
   const ReadinessConfig& readiness = config.readiness();
   Expect(readiness.quorum() >= 0 && readiness.min_ready() >= 1, "quorum");
-  Expect(readiness.check_requests() >= 1 && readiness.check_concurrency() >= 1, "check");
+  Expect(readiness.check_requests() >= 0 && readiness.check_concurrency() >= 0, "check");  // 0: sized
   Expect(readiness.max_p95_factor() >= 1 && readiness.check_allowance_ms() > 0, "factors");
   const double timeout = config.supervision().compute_timeout_ms();
   Expect(timeout >= 0 && std::isfinite(timeout), "compute timeout");
