@@ -342,7 +342,7 @@ NAIVE_WORKERS = (1, 4)
 # kiln's startup phases in the order they happen (docs/metrics.md); a phase not listed here (a new
 # one) follows them in the order it first appears, and time_to_serving (the whole) comes last.
 STARTUP_PHASES = ("start_process", "read_repository", "load_tokenizer", "load_model", "fork_zygote",
-                  "warm_workers", "readiness_check", "open_port")
+                  "warm_workers", "readiness_check", "prime_port", "open_port")
 
 
 def naive_run(folder, name):

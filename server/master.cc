@@ -190,10 +190,10 @@ class HealthPublisher {
   void Publish(const std::string& service, bool serving) {
     auto [last, first] = last_.emplace(service, serving);
     if (!first && last->second == serving) return;
-    if (service.empty()) {
-      health_.SetServingStatus(serving);
-    } else {
-      health_.SetServingStatus(service, serving);
+    // Each name by itself: gRPC's SetServingStatus(bool) would set every name, so a model
+    // below its quorum would take the healthy models' own statuses down with "".
+    health_.SetServingStatus(service, serving);
+    if (!service.empty()) {
       LOG_IF(WARNING, !first && !IsGrpcService(service))
           << "model " << service << ": "
           << (serving ? "SERVING again" : "NOT_SERVING (below quorum, or not served)");
@@ -235,6 +235,9 @@ class Master {
   // for creating them (0.2 ms, measured on the demo mlp's first request) and every series reads 0
   // from the start. Nothing without a metrics endpoint.
   void PrepareRequestMetrics();
+  // Primes the port's own request path (PrimeServingPath, through an in-process channel to
+  // server_) before health says SERVING, and times it as the prime_port phase.
+  void PrimePort();
   // One turn of the serving loop: signals (up to `timeout_ms`), health, the watchdog, recorded
   // traffic, zygotes of closed generations reaped. An error when the pool can no longer serve.
   absl::Status Tick(int timeout_ms);
@@ -547,6 +550,24 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
                    " attempts (see kiln.pbtxt's readiness.max_p95_factor and check_allowance_ms)"));
 }
 
+void Master::PrimePort() {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(options_.max_message_mb << 20);
+  arguments.SetMaxSendMessageSize(options_.max_message_mb << 20);
+  const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
+      inference::GRPCInferenceService::NewStub(server_->InProcessChannel(arguments));
+  absl::StatusOr<int> primed =
+      PrimeServingPath(*stub, pool_->Served(), pool_->Workers(), options_.warmup);
+  // A failure is no client's: the pool replaces a worker that died, and health says so.
+  LOG_IF(WARNING, !primed.ok()) << "priming the port's request path: " << primed.status();
+  timeline_.Phase("prime_port",
+                  absl::StrCat("primed the port's request path: ", primed.value_or(0),
+                               primed.value_or(0) == 1 ? " request" : " requests",
+                               " (one per served version, at its smallest warmed shape) "
+                               "through the port's own gRPC server, in process, while health said "
+                               "NOT_SERVING"));
+}
+
 void Master::PrepareRequestMetrics() {
   if (metrics_endpoint_ == nullptr) return;
   for (const SharedSpec& spec : pool_->Served())
@@ -580,6 +601,7 @@ absl::Status Master::Serve() {
   service_options.text_tokens = &text_tokens_;
   // Requests are counted only where they can be scraped (--metrics_port=0: no work per request).
   if (metrics_endpoint_ != nullptr) service_options.metrics = &metrics_;
+  service_options.counted_from_start = false;  // from SERVING on, not the priming requests
   PrepareRequestMetrics();
   service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
   StartupReport startup;
@@ -588,8 +610,7 @@ absl::Status Master::Serve() {
   startup.cpu = cpu_;
   for (const auto& [name, model] : replay_) startup.replayed[name] = model.shapes;
   kiln_service_ = std::make_unique<KilnServiceImpl>(*pool_, std::move(startup));
-  pool_->ResetCounters();  // serving counters start with the first client's request
-  pool_->StartServing();   // workers that warmed at idle priority return to normal now
+  pool_->StartServing();  // workers that warmed at idle priority return to normal now
 
   ASSIGN_OR_RETURN(const TlsPem tls_pem, ReadTlsFiles(options_.tls));
   grpc::ServerBuilder builder;
@@ -609,6 +630,12 @@ absl::Status Master::Serve() {
         options_.tls.enabled() ? ", or gRPC refused the TLS certificate or key: see the log" : "",
         ")"));
   }
+  // gRPC's health service answers SERVING for "" from the start: not before the port's own
+  // request path is primed (it listens meanwhile, and would serve a request sent anyway).
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  PrimePort();
+  pool_->ResetCounters();  // serving counters start with the first client's request
+  service_->StartCounting();
   RETURN_IF_ERROR(Enter(MasterState::kServing));
   health_ = std::make_unique<HealthPublisher>(*server_->GetHealthCheckService(), *pool_);
   health_->Update();

@@ -66,7 +66,7 @@ RequestRecord RequestRecordOf(const InferOutcome& outcome, int64_t rows, double 
 
 InferenceService::InferenceService(WorkerPool& pool, const MasterStateMachine& master,
                                    InferenceServiceOptions options)
-    : pool_(pool), master_(master), options_(options) {}
+    : pool_(pool), master_(master), options_(options), counting_(options.counted_from_start) {}
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
@@ -153,6 +153,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
   // always decoded against the config of the version that runs it. It is counted once, in the
   // metrics of the version it was last routed to (a request for an unknown model is not).
   const auto arrived = std::chrono::steady_clock::now();
+  const bool counted = counting_.load(std::memory_order_acquire);
   absl::Status queued;
   VersionMetrics* metrics = nullptr;
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -160,7 +161,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
         pool_.Route(request.model_name(), request.model_version(), options_.staged);
     if (!found.ok()) return finish(found.status());
     const SharedSpec spec = *std::move(found);
-    if (options_.metrics != nullptr) {
+    if (options_.metrics != nullptr && counted) {
       metrics = &options_.metrics->Version(spec->config.name(), spec->version);
     }
     absl::StatusOr<DecodedRequest> decoded = DecodeInferRequest(request, spec->config);
@@ -192,7 +193,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
     job.timeout_us = held->timeout_us;
     job.cancelled = cancelled;
     job.done = [this, finish, &request, response, held, spec, metrics, arrived, decode_us, ordered,
-                place, recording = options_.recording](InferOutcome outcome) {
+                place, recording = counted ? options_.recording : nullptr](InferOutcome outcome) {
       if (recording != nullptr) recording->Completed(*spec, *held, outcome);
       absl::Status status = outcome.outputs.status();
       FailureStage stage = outcome.never_sent ? FailureStage::kQueue : FailureStage::kOutcome;

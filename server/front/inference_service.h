@@ -5,6 +5,7 @@
 #ifndef KILN_SERVER_FRONT_INFERENCE_SERVICE_H_
 #define KILN_SERVER_FRONT_INFERENCE_SERVICE_H_
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct InferenceServiceOptions {
   // Counts every inference request once (server/metrics/metrics.h); null: not counted (the
   // readiness check's service).
   ServerMetrics* metrics = nullptr;
+  // false: requests are neither counted (metrics, above) nor recorded until StartCounting(); the
+  // master's port counts from SERVING on, not the requests that prime it before (PrimeServingPath).
+  bool counted_from_start = true;
   // Counts a text request's tokens for the dynamic batcher; null: text requests go one per call.
   // The readiness check's service and the port's share one, so that a version's tokenizer is
   // loaded by the check's requests, before the port opens.
@@ -88,6 +92,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
       inference::RepositoryModelUnloadResponse* response) override;
 
+  // Requests that arrive from now on are counted and recorded (InferenceServiceOptions::
+  // counted_from_start). Any thread.
+  void StartCounting() { counting_.store(true, std::memory_order_release); }
+
   // Drain: open streams stop reading and end once what they read is answered (InferStreams).
   void StopStreams() { streams_.StopAll(); }
 
@@ -108,6 +116,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   WorkerPool& pool_;
   const MasterStateMachine& master_;
   const InferenceServiceOptions options_;
+  std::atomic<bool> counting_;  // whether requests are counted and recorded
   InferStreams streams_;
   ResponseOrder order_;  // the versions with preserve_ordering
 };

@@ -16,10 +16,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/clock.h"
+#include "common/grpc_status.h"
 #include "common/sample_text.h"
 #include "common/shape.h"
 #include "common/stats.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "common/warmup_inputs.h"
 #include "server/codec/infer_codec.h"
 
@@ -304,6 +306,40 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
   }
   for (std::thread& check : checks) check.join();
   return results;
+}
+
+absl::StatusOr<int> PrimeServingPath(inference::GRPCInferenceService::Stub& stub,
+                                     const std::vector<SharedSpec>& specs,
+                                     const std::vector<WorkerInfo>& workers, bool warmup) {
+  std::vector<inference::ModelInferRequest> requests;
+  for (const SharedSpec& spec : specs) {
+    if (!warmup || !spec->config.warmup().enabled()) continue;
+    absl::StatusOr<inference::ModelInferRequest> request =
+        CheckRequest(*spec, *ShapesEveryWorkerWarmed(*spec, workers).begin());
+    if (absl::IsFailedPrecondition(request.status())) continue;  // no synthetic inputs
+    RETURN_IF_ERROR(request.status());
+    requests.push_back(*std::move(request));
+  }
+  std::vector<grpc::Status> statuses(requests.size());
+  std::vector<std::thread> senders;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    senders.emplace_back([&, i] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(kRequestTimeoutSeconds));
+      inference::ModelInferResponse response;
+      statuses[i] = stub.ModelInfer(&context, requests[i], &response);
+    });
+  }
+  for (std::thread& sender : senders) sender.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!statuses[i].ok()) {
+      return Annotate(
+          FromGrpcStatus(statuses[i]),
+          absl::StrCat(requests[i].model_name(), " version ", requests[i].model_version()));
+    }
+  }
+  return static_cast<int>(requests.size());
 }
 
 }  // namespace kiln

@@ -1060,10 +1060,18 @@ TEST_CASE("the readiness check runs through the whole path before the port opens
   const size_t check = log.find(
       "readiness check: mlp:1: 4 requests through the whole path on 1 of 1 workers (b1 x1, b2 x1, "
       "b4 x1, b8 x1)");
+  // Then the port's own gRPC server is primed, one request for the one version, before health
+  // says SERVING.
+  const size_t primed = log.find(
+      "startup: primed the port's request path: 1 request (one per served version, at its "
+      "smallest warmed shape) through the port's own gRPC server, in process, while health said "
+      "NOT_SERVING");
   const size_t ready = log.find("startup: ready: serving gRPC");
   REQUIRE(check != std::string::npos);
+  REQUIRE(primed != std::string::npos);
   REQUIRE(ready != std::string::npos);
-  CHECK(check < ready);
+  CHECK(check < primed);
+  CHECK(primed < ready);
   CHECK_THAT(log, Contains("passed"));
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/model_config_loader.h"
 #include "tests/integration/server_test_util.h"
@@ -309,6 +310,46 @@ TEST_CASE(
     CHECK(Index(oip).models_size() == 3);  // the index stays readable
     CHECK_THAT(Extensions(oip), !Contains("model_repository"));
   }
+}
+
+TEST_CASE(
+    "a model below its quorum is NOT_SERVING by name and takes \"\" down, but not the other "
+    "models' own health",
+    "[integration][server][health]") {
+  TempDir repo_dir;
+  auto server = StartServing(Config(ThreeModels(repo_dir), 1));
+  INFO("log:\n" << server->log());
+  const std::set<int64_t> victims = WorkersByVersion(*server)["c:1"];
+  REQUIRE(victims.size() == 1);
+  const std::vector<pid_t> zygotes = server->ZygotePids();
+  REQUIRE(zygotes.size() == 1);
+  HealthStub health(kiln::testing::LoopbackChannel(server->port()));
+  // c's worker dies while the zygote, stopped, cannot fork its replacement (from a warm template
+  // it would be warm in a few ms): c (min_ready 1 of 1) stays below its quorum, and "" says so.
+  REQUIRE(kill(zygotes[0], SIGSTOP) == 0);
+  REQUIRE(kill(static_cast<pid_t>(*victims.begin()), SIGKILL) == 0);
+  // Each sample of the models is taken between two probes of "" that both said NOT_SERVING.
+  int samples = 0;
+  std::vector<std::string> wrong;
+  const auto until = std::chrono::steady_clock::now() + seconds(10);
+  while (samples < 20 && std::chrono::steady_clock::now() < until) {
+    if (Health(health, "") != HealthCheckResponse::NOT_SERVING) continue;
+    const HealthCheckResponse::ServingStatus a = Health(health, "a");
+    const HealthCheckResponse::ServingStatus c = Health(health, "c");
+    if (Health(health, "") != HealthCheckResponse::NOT_SERVING) continue;
+    ++samples;
+    if (a != HealthCheckResponse::SERVING || c != HealthCheckResponse::NOT_SERVING) {
+      wrong.push_back(absl::StrCat("a ", a, ", c ", c));
+    }
+  }
+  REQUIRE(kill(zygotes[0], SIGCONT) == 0);
+  CHECK(samples == 20);
+  INFO("wrong samples: " << absl::StrJoin(wrong, "; "));
+  CHECK(wrong.empty());
+  // Once c's replacement is warm, everything is SERVING again.
+  CHECK(PollUntil([&] { return Health(health, "") == HealthCheckResponse::SERVING; }, kStartup));
+  CHECK(Health(health, "a") == HealthCheckResponse::SERVING);
+  CHECK(Health(health, "c") == HealthCheckResponse::SERVING);
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ ModelSpec Spec() {
 class Front {
  public:
   explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr,
-                 ModelSpec spec = Spec()) {
+                 ModelSpec spec = Spec(), bool counted_from_start = true) {
     specs_.push_back(std::move(spec));
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
@@ -63,6 +63,7 @@ class Front {
     REQUIRE(WaitUntil([&] { return pool_->AllModelsReady(); }));
     InferenceServiceOptions service_options;
     service_options.recording = recording;
+    service_options.counted_from_start = counted_from_start;
     service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
@@ -107,6 +108,7 @@ class Front {
   FakeZygote& zygote() { return *zygote_; }
   MasterStateMachine& state() { return state_; }
   inference::GRPCInferenceService::Stub& stub() { return *stub_; }
+  InferenceService& service() { return *service_; }
 
  private:
   std::vector<ModelSpec> specs_;
@@ -302,6 +304,20 @@ TEST_CASE("ServerReady is true only while the master is Serving", "[server_front
   CHECK_FALSE(front.ServerReady());
 }
 
+// What `recording` saved in `state` for "m": requests by (batch size, sequence length).
+std::map<std::pair<int32_t, int32_t>, int64_t> SavedCounts(TrafficRecording& recording,
+                                                           const testing::TempDir& state) {
+  recording.Save();
+  absl::StatusOr<TrafficProfile> profile =
+      LoadTrafficProfile(TrafficProfilePath(state.path(), "m"));
+  REQUIRE(profile.ok());
+  std::map<std::pair<int32_t, int32_t>, int64_t> counts;
+  for (const ShapeCount& shape : profile->shapes()) {
+    counts[{shape.batch_size(), shape.sequence_length()}] = shape.requests();
+  }
+  return counts;
+}
+
 TEST_CASE("a finished request is recorded by the shape it ran as, with a sample",
           "[server_front]") {
   testing::TempDir state;
@@ -313,19 +329,41 @@ TEST_CASE("a finished request is recorded by the shape it ran as, with a sample"
     REQUIRE(front.Infer("m", {1, 4}, &response).ok());
     REQUIRE_FALSE(front.Infer("m", {1, 5}, &response).ok());  // refused: never ran
   }
-  recording.Save();
-  absl::StatusOr<TrafficProfile> profile =
-      LoadTrafficProfile(TrafficProfilePath(state.path(), "m"));
-  REQUIRE(profile.ok());
-  std::map<std::pair<int32_t, int32_t>, int64_t> counts;
-  for (const ShapeCount& shape : profile->shapes()) {
-    counts[{shape.batch_size(), shape.sequence_length()}] = shape.requests();
-  }
+  const std::map<std::pair<int32_t, int32_t>, int64_t> counts = SavedCounts(recording, state);
   CHECK(counts == std::map<std::pair<int32_t, int32_t>, int64_t>{{{2, 0}, 3}, {{1, 0}, 1}});
   absl::StatusOr<std::vector<std::vector<Tensor>>> samples =
       LoadTrafficSamples(TrafficSamplesPath(state.path(), "m"));
   REQUIRE(samples.ok());
   CHECK(samples->size() == 2);  // one per input shape
+}
+
+TEST_CASE("the port is primed with one request per version, neither counted nor recorded",
+          "[server_front]") {
+  testing::TempDir state;
+  TrafficRecording recording(state.path(), /*samples_per_model=*/2);
+  {
+    FakeZygote::Behaviour warmed = Steady(1.0);
+    warmed.warmed_batches = {2, 4};
+    Front front(warmed, &recording, Spec(), /*counted_from_start=*/false);
+    // The --warmup=off baseline stays cold: nothing is sent.
+    absl::StatusOr<int> primed =
+        PrimeServingPath(front.stub(), front.pool().Served(), front.pool().Workers(), false);
+    REQUIRE(primed.ok());
+    CHECK(*primed == 0);
+    CHECK(front.pool().Counters("m").requests == 0);
+    // One request for the one version, at the smallest shape its workers warmed (batch 2).
+    primed = PrimeServingPath(front.stub(), front.pool().Served(), front.pool().Workers(), true);
+    REQUIRE(primed.ok());
+    CHECK(*primed == 1);
+    CHECK(front.pool().Counters("m").requests == 1);
+    // Requests are recorded once counting starts (at SERVING), not before.
+    inference::ModelInferResponse response;
+    REQUIRE(front.Infer("m", {4, 4}, &response).ok());
+    front.service().StartCounting();
+    REQUIRE(front.Infer("m", {1, 4}, &response).ok());
+  }
+  const std::map<std::pair<int32_t, int32_t>, int64_t> counts = SavedCounts(recording, state);
+  CHECK(counts == std::map<std::pair<int32_t, int32_t>, int64_t>{{{1, 0}, 1}});
 }
 
 // One ModelInfer in flight on the async stub: `done` once its answer arrived.
