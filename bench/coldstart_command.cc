@@ -66,6 +66,11 @@ const Scenario kColdstart = {
     "                 costs sub-ms requests dearly)\n"
     "  idle_ratio     first_ms / idle_p50_ms (1.0 = the first request costs what any request\n"
     "                 after the same pause costs: no cold-start penalty of its own)\n"
+    "  first_cpu_ms   kiln only (0 for the naive server): the worker's CPU time for the first\n"
+    "                 request (its kiln_timing response parameters)\n"
+    "  idle_cpu_p50_ms  and the p50 of the after-pause requests'\n"
+    "  cpu_idle_ratio first_cpu_ms / idle_cpu_p50_ms: the same CPU time in more wall time\n"
+    "                 than idle_ratio says is time spent waiting for a CPU, not a cold path\n"
     "  pss_mb         total PSS of the server's process tree (master, zygote, workers), MiB\n"
     "  phases         kiln only: its startup phases, ms, scraped from its /metrics (a free\n"
     "                 --metrics_port per run) after the requests: each\n"
@@ -84,7 +89,7 @@ const Scenario kColdstart = {
     "--json=FILE also writes them: {\"server\" (kiln or naive), \"model\", \"workers\", "
     "\"warmup\",\n\"share_weights\", \"repeat\", \"cgroup\",\n"
     "\"runs\": [{\"ready_ms\", \"first_ms\", \"steady_p50_ms\", \"steady_p95_ms\", \"ratio\", "
-    "\"idle_p50_ms\", \"idle_ratio\", "
+    "\"idle_p50_ms\", \"idle_ratio\", \"first_cpu_ms\", \"idle_cpu_p50_ms\", \"cpu_idle_ratio\", "
     "\"pss_mb\", \"phases\": {name: ms}}],\n"
     "per metric {\"median\", \"min\", \"max\"}, and \"phases\": {name: median ms}}.\n"
     "Exit status: 0 every run succeeded, 1 a run failed (stops at the first; the reason and the\n"
@@ -111,6 +116,9 @@ constexpr Metric kMetrics[] = {
     {"ratio", &ColdstartRun::ratio},
     {"idle_p50_ms", &ColdstartRun::idle_p50_ms},
     {"idle_ratio", &ColdstartRun::idle_ratio},
+    {"first_cpu_ms", &ColdstartRun::first_cpu_ms},
+    {"idle_cpu_p50_ms", &ColdstartRun::idle_cpu_p50_ms},
+    {"cpu_idle_ratio", &ColdstartRun::cpu_idle_ratio},
     {"pss_mb", &ColdstartRun::pss_mb},
 };
 
@@ -155,6 +163,9 @@ Report RunValues(const ColdstartRun& run) {
       .Set("ratio", Number(run.ratio))
       .Set("idle_p50_ms", Number(run.idle_p50_ms))
       .Set("idle_ratio", Number(run.idle_ratio))
+      .Set("first_cpu_ms", Number(run.first_cpu_ms))
+      .Set("idle_cpu_p50_ms", Number(run.idle_cpu_p50_ms))
+      .Set("cpu_idle_ratio", Number(run.cpu_idle_ratio))
       .Set("pss_mb", Number(run.pss_mb, "%.1f"))
       .Set("processes", TextOnly(absl::StrCat(run.processes)))
       .Set("phases", PhasesValue(run.phases_ms, "%.1f"));
@@ -203,8 +214,10 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   input_options.seq = options.seq;
   input_options.seed = kInputSeed;
   input_options.text = options.text;
-  ASSIGN_OR_RETURN(const SyntheticRequest request,
+  ASSIGN_OR_RETURN(SyntheticRequest request,
                    BuildSyntheticRequest(*metadata, options.model, "", input_options));
+  // kiln returns each request's CPU time in its worker (the naive server knows no such parameter).
+  if (options.naive_server.empty()) AskForTiming(&request.request);
 
   inference::ModelInferResponse response;
   const std::chrono::milliseconds pause(options.pause_ms);
@@ -215,6 +228,7 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
                         absl::StrCat("first ", first.status().message(), ExitNote(server)));
   }
   run->first_ms = *first;
+  run->first_cpu_ms = ReadTiming(response).compute_cpu_ms.value_or(0);
   if (absl::StatusOr<std::vector<Tensor>> outputs = DecodeInferResponse(response); !outputs.ok()) {
     return Annotate(outputs.status(), "first response");
   }
@@ -237,6 +251,7 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
   run->ratio = summary.p50 > 0 ? run->first_ms / summary.p50 : 0;
 
   std::vector<double> idle;
+  std::vector<double> idle_cpu;
   for (int i = 0; i < kIdleRequests; ++i) {
     std::this_thread::sleep_for(pause);
     absl::StatusOr<double> latency =
@@ -247,9 +262,12 @@ absl::Status MeasureRun(const ColdstartOptions& options, const LaunchedServer& s
           absl::StrCat("idle request ", i + 1, ": ", latency.status().message(), ExitNote(server)));
     }
     idle.push_back(*latency);
+    idle_cpu.push_back(ReadTiming(response).compute_cpu_ms.value_or(0));
   }
   run->idle_p50_ms = Summarize(std::move(idle)).p50;
   run->idle_ratio = run->idle_p50_ms > 0 ? run->first_ms / run->idle_p50_ms : 0;
+  run->idle_cpu_p50_ms = Summarize(std::move(idle_cpu)).p50;
+  run->cpu_idle_ratio = run->idle_cpu_p50_ms > 0 ? run->first_cpu_ms / run->idle_cpu_p50_ms : 0;
 
   absl::StatusOr<TreeMemory> memory = TreePss(server.pid());
   if (!memory.ok()) {
@@ -539,10 +557,15 @@ PhaseTimes StartupPhasesMs(const std::string& metrics_text) {
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run) {
   Report line = RunValues(run);
   line.Set("run", TextOnly(absl::StrCat(index, "/", total)));
+  line.Set("cpu",
+           TextOnly(run.first_cpu_ms > 0
+                        ? absl::StrFormat("CPU %.2f ms vs %.2f ms (ratio %.2f), ", run.first_cpu_ms,
+                                          run.idle_cpu_p50_ms, run.cpu_idle_ratio)
+                        : ""));
   line.Line(
       "run {run}: ready {ready_ms} ms, first {first_ms} ms, steady p50 {steady_p50_ms} ms p95 "
       "{steady_p95_ms} ms, ratio {ratio}, after a pause p50 {idle_p50_ms} ms (ratio "
-      "{idle_ratio}), pss {pss_mb} MB ({processes} processes)");
+      "{idle_ratio}), {cpu}pss {pss_mb} MB ({processes} processes)");
   std::string text = line.Text();
   text.pop_back();  // the line's newline
   return text;
@@ -572,7 +595,7 @@ Report ColdstartReport(const ColdstartOptions& options, const std::vector<Coldst
     report.Set(absl::StrCat(metric.name, ".median"), Number(spread.median))
         .Set(absl::StrCat(metric.name, ".min"), Number(spread.min))
         .Set(absl::StrCat(metric.name, ".max"), Number(spread.max));
-    report.Line(absl::StrFormat("  %-14s {%s.median:10}  ({%s.min}..{%s.max})", metric.name,
+    report.Line(absl::StrFormat("  %-15s {%s.median:10}  ({%s.min}..{%s.max})", metric.name,
                                 metric.name, metric.name, metric.name));
   }
   // Each phase's median over the runs that report it, in the order the phases first appear.

@@ -84,6 +84,12 @@ struct ColdstartRun {
   // first request: what any request pays for waking an idle server, cold start or not.
   double idle_p50_ms = 0;
   double idle_ratio = 0;  // first_ms / idle_p50_ms
+  // kiln only (0 for the naive server): the worker's CPU time for the first request and the p50
+  // of the after-pause requests' (the kiln_timing response parameters), and their ratio. The same
+  // CPU time in a longer wall time is waiting for a CPU, not a cold path.
+  double first_cpu_ms = 0;
+  double idle_cpu_p50_ms = 0;
+  double cpu_idle_ratio = 0;  // first_cpu_ms / idle_cpu_p50_ms
   double pss_mb = 0;      // total PSS of the server's process tree, MiB
   size_t processes = 0;   // how many processes that tree had
   // kiln only, when it has a metrics port: StartupPhasesMs of a scrape after the requests.
@@ -91,7 +97,8 @@ struct ColdstartRun {
 };
 
 // "run 2/3: ready 812.4 ms, first 3.10 ms, steady p50 1.20 ms p95 1.90 ms, ratio 2.58, after a
-// pause p50 2.90 ms (ratio 1.07), pss 410.2 MB (3 processes)".
+// pause p50 2.90 ms (ratio 1.07), CPU 0.21 ms vs 0.20 ms (ratio 1.05), pss 410.2 MB (3
+// processes)"; without the CPU part when the server returned no CPU time (the naive server).
 std::string FormatRunLine(size_t index, size_t total, const ColdstartRun& run);
 
 // The result over `runs`. Text: the summary, one line per metric with the median and the spread

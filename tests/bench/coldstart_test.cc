@@ -434,9 +434,9 @@ TEST_CASE("an exec failure shows as exit code 127 with a line in the log", "[col
 // --- output ------------------------------------------------------------------------------------
 
 std::vector<ColdstartRun> FakeRuns() {
-  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 60, 1.0, 486, 4, {}};
-  ColdstartRun b{2000, 50, 50, 52, 1.0, 40, 1.25, 480, 4, {}};
-  ColdstartRun c{2200, 70, 56, 60, 1.25, 70, 1.0, 490.5, 4, {}};
+  ColdstartRun a{2100, 60, 55, 58, 60.0 / 55, 60, 1.0, 0.8, 0.8, 1.0, 486, 4, {}};
+  ColdstartRun b{2000, 50, 50, 52, 1.0, 40, 1.25, 0.9, 0.75, 1.2, 480, 4, {}};
+  ColdstartRun c{2200, 70, 56, 60, 1.25, 70, 1.0, 1.0, 0.8, 1.25, 490.5, 4, {}};
   return {a, b, c};
 }
 
@@ -461,10 +461,11 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["repeat"] == 3);
   CHECK(doc["cgroup"] == "");
   REQUIRE(doc["runs"].size() == 3);
-  const char* metrics[] = {"ready_ms", "first_ms",    "steady_p50_ms", "steady_p95_ms",
-                           "ratio",    "idle_p50_ms", "idle_ratio",    "pss_mb"};
+  const char* metrics[] = {"ready_ms",        "first_ms",       "steady_p50_ms", "steady_p95_ms",
+                           "ratio",           "idle_p50_ms",    "idle_ratio",    "first_cpu_ms",
+                           "idle_cpu_p50_ms", "cpu_idle_ratio", "pss_mb"};
   for (const nlohmann::json& run : doc["runs"]) {
-    CHECK(run.size() == 9);
+    CHECK(run.size() == 12);
     for (const char* metric : metrics) CHECK(run.at(metric).is_number());
     CHECK(run.at("phases") == nlohmann::json::object());  // none in these runs
   }
@@ -473,7 +474,7 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["runs"][0]["ready_ms"] == 2100.0);
   CHECK(doc["runs"][0]["ratio"].get<double>() == Approx(1.091).margin(1e-9));  // 3 decimals
   CHECK(doc["runs"][2]["pss_mb"] == 490.5);
-  CHECK(doc.size() == 8 + 8 + 1);  // settings, metrics, phases
+  CHECK(doc.size() == 8 + 11 + 1);  // settings, metrics, phases
   for (const char* metric : metrics) {
     INFO(metric);
     REQUIRE(doc.contains(metric));
@@ -488,6 +489,9 @@ TEST_CASE("the JSON holds the settings and every run and median min max per metr
   CHECK(doc["pss_mb"] == nlohmann::json{{"median", 486.0}, {"min", 480.0}, {"max", 490.5}});
   CHECK(doc["idle_p50_ms"] == nlohmann::json{{"median", 60.0}, {"min", 40.0}, {"max", 70.0}});
   CHECK(doc["idle_ratio"] == nlohmann::json{{"median", 1.0}, {"min", 1.0}, {"max", 1.25}});
+  CHECK(doc["first_cpu_ms"] == nlohmann::json{{"median", 0.9}, {"min", 0.8}, {"max", 1.0}});
+  CHECK(doc["idle_cpu_p50_ms"] == nlohmann::json{{"median", 0.8}, {"min", 0.75}, {"max", 0.8}});
+  CHECK(doc["cpu_idle_ratio"] == nlohmann::json{{"median", 1.2}, {"min", 1.0}, {"max", 1.25}});
 
   // Keys in the documented order (scripts read it; people too).
   const std::string text = ColdstartReport(FakeOptions(), FakeRuns()).Json();
@@ -501,16 +505,26 @@ TEST_CASE("the summary has one line per metric with median and spread", "[coldst
   CHECK_THAT(summary, !Contains("?}"));  // every value a line names was set
   CHECK_THAT(summary, Contains("summary: resnet50, 2 worker(s), warmup on, share_weights off, "
                                "3 run(s) of kiln: median (min..max)"));
-  CHECK_THAT(summary, Contains("ready_ms          2100.00  (2000.00..2200.00)"));
-  CHECK_THAT(summary, Contains("first_ms            60.00  (50.00..70.00)"));
-  CHECK_THAT(summary, Contains("steady_p50_ms       55.00  (50.00..56.00)"));
-  CHECK_THAT(summary, Contains("steady_p95_ms       58.00  (52.00..60.00)"));
-  CHECK_THAT(summary, Contains("ratio                1.09  (1.00..1.25)"));
-  CHECK_THAT(summary, Contains("pss_mb             486.00  (480.00..490.50)"));
-  CHECK_THAT(summary, Contains("idle_p50_ms         60.00  (40.00..70.00)"));
-  CHECK_THAT(summary, Contains("idle_ratio           1.00  (1.00..1.25)"));
-  CHECK(std::count(summary.begin(), summary.end(), '\n') == 9);
+  CHECK_THAT(summary, Contains("ready_ms           2100.00  (2000.00..2200.00)"));
+  CHECK_THAT(summary, Contains("first_ms             60.00  (50.00..70.00)"));
+  CHECK_THAT(summary, Contains("steady_p50_ms        55.00  (50.00..56.00)"));
+  CHECK_THAT(summary, Contains("steady_p95_ms        58.00  (52.00..60.00)"));
+  CHECK_THAT(summary, Contains("ratio                 1.09  (1.00..1.25)"));
+  CHECK_THAT(summary, Contains("pss_mb              486.00  (480.00..490.50)"));
+  CHECK_THAT(summary, Contains("idle_p50_ms          60.00  (40.00..70.00)"));
+  CHECK_THAT(summary, Contains("idle_ratio            1.00  (1.00..1.25)"));
+  CHECK_THAT(summary, Contains("first_cpu_ms          0.90  (0.80..1.00)"));
+  CHECK_THAT(summary, Contains("idle_cpu_p50_ms       0.80  (0.75..0.80)"));
+  CHECK_THAT(summary, Contains("cpu_idle_ratio        1.20  (1.00..1.25)"));
+  CHECK(std::count(summary.begin(), summary.end(), '\n') == 12);
   CHECK(FormatRunLine(2, 3, FakeRuns()[1]) ==
+        "run 2/3: ready 2000.0 ms, first 50.00 ms, steady p50 50.00 ms p95 52.00 ms, ratio 1.00, "
+        "after a pause p50 40.00 ms (ratio 1.25), CPU 0.90 ms vs 0.75 ms (ratio 1.20), pss 480.0 "
+        "MB (4 processes)");
+  // A server that returns no CPU time (the naive one): no CPU part.
+  ColdstartRun naive = FakeRuns()[1];
+  naive.first_cpu_ms = naive.idle_cpu_p50_ms = naive.cpu_idle_ratio = 0;
+  CHECK(FormatRunLine(2, 3, naive) ==
         "run 2/3: ready 2000.0 ms, first 50.00 ms, steady p50 50.00 ms p95 52.00 ms, ratio 1.00, "
         "after a pause p50 40.00 ms (ratio 1.25), pss 480.0 MB (4 processes)");
 }

@@ -75,6 +75,12 @@ TEST_CASE("kiln-bench coldstart measures one cold start of mlp and leaves no ser
   CHECK(run["steady_p50_ms"].get<double>() > 0);
   CHECK(run["steady_p95_ms"].get<double>() >= run["steady_p50_ms"].get<double>());
   CHECK(run["pss_mb"].get<double>() > 0);
+  // kiln returns each request's CPU time in its worker: the first's and the after-pause ones'.
+  CHECK(run["first_cpu_ms"].get<double>() > 0);
+  CHECK(run["idle_cpu_p50_ms"].get<double>() > 0);
+  CHECK(run["cpu_idle_ratio"].get<double>() ==
+        Approx(run["first_cpu_ms"].get<double>() / run["idle_cpu_p50_ms"].get<double>())
+            .epsilon(0.01));
   CHECK(doc["ready_ms"]["median"] == run["ready_ms"]);
 
   // The server's log was kept in --log_dir and shows it reached SERVING and stopped.

@@ -109,6 +109,7 @@ void CheckRun(const nlohmann::json& doc, const std::string& model, int workers) 
   CHECK(run["idle_p50_ms"].get<double>() > 0);
   CHECK(run["pss_mb"].get<double>() > 0);
   CHECK(run["phases"] == nlohmann::json::object());  // kiln's alone
+  CHECK(run["first_cpu_ms"] == 0);                   // kiln's alone too (kiln_timing)
   CHECK(doc["ready_ms"]["median"] == run["ready_ms"]);
 }
 
