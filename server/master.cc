@@ -141,6 +141,16 @@ void ConfigureGrpc(const MasterOptions& options, grpc::ServerBuilder& builder) {
   }
 }
 
+// A stub on an in-process channel to `server` (one ConfigureGrpc configured), with the same
+// message size limits: the readiness check's and the port's priming requests.
+std::unique_ptr<inference::GRPCInferenceService::Stub> InProcessStub(const MasterOptions& options,
+                                                                     grpc::Server& server) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(options.max_message_mb << 20);
+  arguments.SetMaxSendMessageSize(options.max_message_mb << 20);
+  return inference::GRPCInferenceService::NewStub(server.InProcessChannel(arguments));
+}
+
 // " over TLS" / " over mutual TLS" / "" for the startup line.
 std::string TlsDescription(const TlsFiles& tls) {
   if (!tls.enabled()) return "";
@@ -519,11 +529,8 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
     if (server == nullptr) {
       return absl::InternalError("cannot start the readiness check's in-process server");
     }
-    grpc::ChannelArguments arguments;
-    arguments.SetMaxReceiveMessageSize(options_.max_message_mb << 20);
-    arguments.SetMaxSendMessageSize(options_.max_message_mb << 20);
-    std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-        inference::GRPCInferenceService::NewStub(server->InProcessChannel(arguments));
+    const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
+        InProcessStub(options_, *server);
     absl::StatusOr<std::vector<ReadinessResult>> results =
         RunReadinessCheck(*stub, specs, pool_->Workers(), options_.warmup, OpenMpThreadsSpin());
     server->Shutdown();
@@ -551,11 +558,8 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
 }
 
 void Master::PrimePort() {
-  grpc::ChannelArguments arguments;
-  arguments.SetMaxReceiveMessageSize(options_.max_message_mb << 20);
-  arguments.SetMaxSendMessageSize(options_.max_message_mb << 20);
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(server_->InProcessChannel(arguments));
+      InProcessStub(options_, *server_);
   absl::StatusOr<int> primed =
       PrimeServingPath(*stub, pool_->Served(), pool_->Workers(), options_.warmup);
   // A failure is no client's: the pool replaces a worker that died, and health says so.

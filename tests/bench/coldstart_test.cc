@@ -50,6 +50,23 @@ Parsed Parse(const std::vector<std::string>& args) {
   return parsed;
 }
 
+// Flags that ParseColdstartArgs refuses, each for `reason`.
+struct RefusedCase {
+  std::vector<std::string> args;
+  std::string reason;
+};
+
+// Each case exits 2 with "kiln-bench coldstart: <...reason...>" and the pointer to --help.
+void CheckRefused(const std::vector<RefusedCase>& cases) {
+  for (const RefusedCase& c : cases) {
+    INFO("args: " << absl::StrJoin(c.args, " "));
+    Parsed parsed = Parse(c.args);
+    CHECK(parsed.exit == std::optional<int>(2));
+    CHECK_THAT(parsed.err, Contains("kiln-bench coldstart: ") && Contains(c.reason) &&
+                               Contains("kiln-bench coldstart --help"));
+  }
+}
+
 // --- flags -----------------------------------------------------------------------------------
 
 TEST_CASE("coldstart flags: defaults and every value are taken", "[coldstart][flags]") {
@@ -103,11 +120,7 @@ TEST_CASE("coldstart flags: defaults and every value are taken", "[coldstart][fl
 
 TEST_CASE("coldstart flags: every bad value exits 2 with the reason", "[coldstart][flags]") {
   Fixture f;
-  struct Case {
-    std::vector<std::string> args;
-    std::string reason;
-  };
-  const std::vector<Case> cases = {
+  const std::vector<RefusedCase> cases = {
       {{"--model=mlp", "--server=" + f.server}, "--model_repository is required"},
       {{"--model_repository=" + f.dir.path() + "/nope", "--model=mlp"}, "is not a directory"},
       {{"--model_repository=" + f.repo, "--server=" + f.server}, "--model is required"},
@@ -139,13 +152,7 @@ TEST_CASE("coldstart flags: every bad value exits 2 with the reason", "[coldstar
       {f.Args({"--bogus=1"}), "unknown flag --bogus"},
       {f.Args({"extra"}), "unexpected argument 'extra'"},
   };
-  for (const Case& c : cases) {
-    INFO("args: " << absl::StrJoin(c.args, " "));
-    Parsed parsed = Parse(c.args);
-    CHECK(parsed.exit == std::optional<int>(2));
-    CHECK_THAT(parsed.err, Contains("kiln-bench coldstart: ") && Contains(c.reason) &&
-                               Contains("kiln-bench coldstart --help"));
-  }
+  CheckRefused(cases);
 }
 
 TEST_CASE("coldstart help lists flags with defaults and examples and exits 0",
@@ -185,12 +192,8 @@ TEST_CASE("coldstart flags: --naive_server takes a file and a worker count, no k
   CHECK(relative.options.naive_server == std::string(KILN_SOURCE_DIR) + "/scripts/naive_server.py");
   CHECK(relative.options.workers == 1);  // coldstart's default
 
-  struct Case {
-    std::vector<std::string> args;
-    std::string reason;
-  };
   const std::string naive_flag = "--naive_server=" + script;
-  const std::vector<Case> cases = {
+  const std::vector<RefusedCase> cases = {
       {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--workers=0"},
        "--workers=0 (the server's own count) is kiln's: the naive server needs a count, "
        "--workers=1..256"},
@@ -206,13 +209,7 @@ TEST_CASE("coldstart flags: --naive_server takes a file and a worker count, no k
       {{"--model_repository=" + f.repo, "--model=mlp", naive_flag, "--workers=300"},
        "--workers must be in 0..256, got 300"},
   };
-  for (const Case& c : cases) {
-    INFO("args: " << absl::StrJoin(c.args, " "));
-    Parsed parsed = Parse(c.args);
-    CHECK(parsed.exit == std::optional<int>(2));
-    CHECK_THAT(parsed.err, Contains("kiln-bench coldstart: ") && Contains(c.reason) &&
-                               Contains("kiln-bench coldstart --help"));
-  }
+  CheckRefused(cases);
   Parsed help = Parse({"--help"});
   CHECK_THAT(help.out, Contains("--naive_server=") && Contains("/usr/bin/python3 SCRIPT"));
 }

@@ -131,6 +131,15 @@ FakeZygote::Behaviour Steady(double steady_ms, int delay_ms = 0, double call_cpu
   return behaviour;
 }
 
+// The readiness check of `front`'s one version (warmup on), which must run.
+ReadinessResult CheckOnce(Front& front, bool threads_spin = false) {
+  absl::StatusOr<std::vector<ReadinessResult>> results = RunReadinessCheck(
+      front.stub(), front.pool().Served(), front.pool().Workers(), true, threads_spin);
+  REQUIRE(results.ok());
+  REQUIRE(results->size() == 1);
+  return results->front();
+}
+
 TEST_CASE(
     "the readiness check's reference CPU time follows a busy node's uniform slowdown up to "
     "2.5x steady, never a cold path's",
@@ -150,11 +159,7 @@ TEST_CASE(
 TEST_CASE("the readiness check judges CPU time through the front and the pool", "[server_front]") {
   SECTION("workers that answer at once") {
     Front front(Steady(1.0));
-    absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
-    REQUIRE(results.ok());
-    REQUIRE(results->size() == 1);
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK(result.errors == 0);
@@ -166,10 +171,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
   }
   SECTION("workers 60 ms slower in wall time only (a busy node): still passes") {
     Front front(Steady(1.0, /*delay_ms=*/60));
-    absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
-    REQUIRE(results.ok());
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK(result.p95_ms >= 60);  // reported
@@ -177,10 +179,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
   }
   SECTION("calls that take 30x their warmed CPU time (a cold path): fails") {
     Front front(Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30));
-    absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
-    REQUIRE(results.ok());
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK_FALSE(result.passed());
     CHECK(result.cpu_p95_ms == 30.0);
@@ -193,20 +192,15 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     FakeZygote::Behaviour spinning = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/60);
     spinning.intra_op_threads = 2;
     Front front(spinning);
-    absl::StatusOr<std::vector<ReadinessResult>> results = RunReadinessCheck(
-        front.stub(), front.pool().Served(), front.pool().Workers(), true, /*threads_spin=*/true);
-    REQUIRE(results.ok());
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front, /*threads_spin=*/true);
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK_THAT(result.Describe(), Contains("not judged (its workers' 2 intra-op threads spin"));
     // The same workers sleeping while they wait are judged, with an allowance per thread, and
     // fail.
-    results = RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true,
-                                /*threads_spin=*/false);
-    REQUIRE(results.ok());
-    CHECK_FALSE(results->front().passed());
-    CHECK_THAT(results->front().Describe(),
+    const ReadinessResult judged = CheckOnce(front, /*threads_spin=*/false);
+    CHECK_FALSE(judged.passed());
+    CHECK_THAT(judged.Describe(),
                Contains("compute CPU median 60.00 ms > limit 47.50 ms at b1 (3.0 x reference CPU "
                         "2.50 ms + 40.0 ms; steady 1.00 ms)"));
   }
@@ -218,10 +212,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     FakeZygote::Behaviour warmed = Steady(1.0);
     warmed.warmed_batches = {1, 4};
     Front front(warmed, nullptr, spec);
-    absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
-    REQUIRE(results.ok());
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK(result.passed());
     CHECK(result.requests == 3);
@@ -241,10 +232,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     FakeZygote::Behaviour cold = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30);
     cold.warmed_batches = {1, 4};
     Front front(cold, nullptr, spec);
-    absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(front.stub(), front.pool().Served(), front.pool().Workers(), true);
-    REQUIRE(results.ok());
-    const ReadinessResult& result = results->front();
+    const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK_FALSE(result.passed());
     REQUIRE(result.shapes.size() == 2);
