@@ -81,12 +81,16 @@ std::set<Shape> ShapesEveryWorkerWarmed(const ModelSpec& spec,
 
 // The shapes of one version's check requests, in the order they are sent (the header says which):
 // the larger shapes first, largest first, so that the smallest shape's calls run beside them on
-// the other workers instead of after them.
+// the other workers instead of after them; then the smallest shape once for each of the
+// `workers` the larger ones leave (at least once): a worker that takes a larger shape has taken
+// the whole path already, and a second call at the smallest would only queue behind it.
 std::vector<Shape> CheckShapes(const ModelSpec& spec, const std::set<Shape>& warmed, int workers) {
   const int32_t explicit_requests = spec.config.readiness().check_requests();
   std::vector<Shape> shapes;
   if (explicit_requests == 0) shapes.assign(warmed.rbegin(), std::prev(warmed.rend()));
-  shapes.insert(shapes.end(), explicit_requests > 0 ? explicit_requests : std::max(workers, 1),
+  shapes.insert(shapes.end(),
+                explicit_requests > 0 ? explicit_requests
+                                      : std::max(workers - static_cast<int>(shapes.size()), 1),
                 *warmed.begin());
   return shapes;
 }

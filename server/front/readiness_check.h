@@ -3,10 +3,11 @@
 // worker over its socket and arena, response encoding). It finds cold paths, not busy machines.
 //
 // What it sends is sized by what it must prove (readiness.check_requests 0, the default): every
-// warmed path taken once. One request at the smallest warmed shape per worker of the version,
-// sent at once so that each worker takes one, and one request at each other shape every worker
-// warmed. Every version is checked at the same time, each by as many senders as it has workers.
-// An explicit check_requests N sends N requests at the smallest shape instead.
+// warmed path taken once, and every worker reached. One request at each shape every worker of
+// the version warmed but the smallest, the largest first, and one at the smallest shape for each
+// worker those leave (at least one), all sent at once so that each worker takes one. Every
+// version is checked at the same time, each by as many senders as it has workers. An explicit
+// check_requests N sends N requests at the smallest shape instead.
 //
 // Each call's CPU time in its worker (which a neighbour taking turns on the core does not
 // stretch) is judged against the warmup's steady CPU time for the shape it ran as (returned

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/traffic_profile.h"
 #include "server/codec/infer_codec.h"
 #include "server/front/inference_service.h"
@@ -44,18 +45,19 @@ ModelSpec Spec() {
   return spec;
 }
 
-// Two fake workers of `spec` behind the service, reached through an in-process channel.
+// `workers` (2 by default) fake workers of `spec` behind the service, reached through an
+// in-process channel.
 class Front {
  public:
   explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr,
-                 ModelSpec spec = Spec(), bool counted_from_start = true) {
+                 ModelSpec spec = Spec(), bool counted_from_start = true, int workers = 2) {
     specs_.push_back(std::move(spec));
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
     zygote_ = std::make_unique<FakeZygote>(std::move(pair->second), FakeZygote::Outputs{"y", 2});
     zygote_->SetBehaviour(behaviour);
     WorkerPoolOptions options;
-    options.threads["m:1"] = ModelThreads{2, 1};
+    options.threads["m:1"] = ModelThreads{workers, 1};
     absl::StatusOr<std::unique_ptr<WorkerPool>> pool =
         WorkerPool::Start({0, std::move(pair->first)}, specs_, options);
     REQUIRE(pool.ok());
@@ -204,24 +206,30 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
                Contains("compute CPU median 60.00 ms > limit 47.50 ms at b1 (3.0 x reference CPU "
                         "2.50 ms + 40.0 ms; steady 1.00 ms)"));
   }
-  SECTION("sized by default: one call per worker at the smallest shape, one at each other") {
+  SECTION("sized by default: one call at each larger shape, the smallest for each worker left") {
     ModelSpec spec = Spec();
     spec.config.mutable_dynamic_batching()->set_enabled(false);  // no two calls in one pass
     spec.config.mutable_readiness()->set_check_requests(0);
     spec.config.mutable_readiness()->set_check_concurrency(0);
     FakeZygote::Behaviour warmed = Steady(1.0);
     warmed.warmed_batches = {1, 4};
-    Front front(warmed, nullptr, spec);
-    const ReadinessResult result = CheckOnce(front);
-    INFO(result.Describe());
-    CHECK(result.passed());
-    CHECK(result.requests == 3);
-    CHECK(result.workers == 2);
-    // (The fake workers have no pids of their own, so which of them answered is not known here:
-    // the integration tests check that every real worker was reached.)
-    CHECK_THAT(result.Describe(), Contains("3 requests through the whole path on "));
-    CHECK_THAT(result.Describe(), Contains(" of 2 workers (b1 x2, b4 x1)"));
-    CHECK(front.pool().Counters("m").requests == 3);
+    // b4 takes one of the workers, so b1 goes once to each other one: a b1 more would only queue
+    // behind one of them.
+    for (const int workers : {2, 3}) {
+      Front front(warmed, nullptr, spec, /*counted_from_start=*/true, workers);
+      const ReadinessResult result = CheckOnce(front);
+      INFO(workers << " workers: " << result.Describe());
+      CHECK(result.passed());
+      CHECK(result.requests == workers);
+      CHECK(result.workers == workers);
+      // (The fake workers have no pids of their own, so which of them answered is not known
+      // here: cpu_sizing_test checks that every real worker was reached.)
+      CHECK_THAT(result.Describe(),
+                 Contains(absl::StrCat(workers, " requests through the whole path on ")));
+      CHECK_THAT(result.Describe(), Contains(absl::StrCat(" of ", workers, " workers (b1 x",
+                                                          workers - 1, ", b4 x1)")));
+      CHECK(front.pool().Counters("m").requests == workers);
+    }
   }
   SECTION("each shape is judged against its own steady time") {
     ModelSpec spec = Spec();
