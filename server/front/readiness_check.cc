@@ -166,12 +166,12 @@ void Judge(const ModelSpec& spec, const std::vector<WorkerInfo>& workers,
   }
 }
 
-// Checks one version: sends `requests` (in order, `concurrency` at a time) and judges them.
-// `not_judged` says why its CPU time is not judged ("": it is); `threads`: its workers' intra-op
-// threads.
+// Checks one version, which has `worker_count` of `workers`: sends `requests` (in order,
+// `concurrency` at a time) and judges them. `not_judged` says why its CPU time is not judged ("":
+// it is); `threads`: its workers' intra-op threads.
 ReadinessResult CheckModel(
     inference::GRPCInferenceService::Stub& stub, const ModelSpec& spec,
-    const std::vector<WorkerInfo>& workers,
+    const std::vector<WorkerInfo>& workers, int worker_count,
     const std::vector<std::pair<Shape, inference::ModelInferRequest>>& requests, int concurrency,
     const std::string& not_judged, int threads) {
   const ReadinessConfig& readiness = spec.config.readiness();
@@ -183,7 +183,7 @@ ReadinessResult CheckModel(
   // A worker of several threads is measured by its whole process's CPU time, whose noise per call
   // (the pool's threads waking and going back to sleep) grows with the threads.
   result.allowance_ms = readiness.check_allowance_ms() * std::max(threads, 1);
-  result.workers = WorkerCount(spec, workers);
+  result.workers = worker_count;
 
   std::mutex mu;
   std::vector<CallResult> calls;
@@ -267,17 +267,19 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     inference::GRPCInferenceService::Stub& stub, const std::vector<SharedSpec>& specs,
     const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin) {
   std::vector<ReadinessResult> results(specs.size());
+  std::vector<int> worker_counts(specs.size());
   // Each version's requests, built first (only that can fail); then all checked at once.
   std::vector<std::vector<std::pair<Shape, inference::ModelInferRequest>>> requests(specs.size());
   for (size_t i = 0; i < specs.size(); ++i) {
     const ModelSpec& spec = *specs[i];
     results[i].model = spec.key();
+    worker_counts[i] = WorkerCount(spec, workers);
     if (!warmup || !spec.config.warmup().enabled()) {
       results[i].skipped = "warmup is off";
       continue;
     }
     for (const Shape& shape :
-         CheckShapes(spec, ShapesEveryWorkerWarmed(spec, workers), WorkerCount(spec, workers))) {
+         CheckShapes(spec, ShapesEveryWorkerWarmed(spec, workers), worker_counts[i])) {
       absl::StatusOr<inference::ModelInferRequest> request = CheckRequest(spec, shape);
       if (absl::IsFailedPrecondition(request.status())) {
         results[i].skipped = std::string(request.status().message());
@@ -303,9 +305,9 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
                              "only errors are judged")
               : "";
       const int32_t concurrency = spec.config.readiness().check_concurrency();
-      results[i] = CheckModel(stub, spec, workers, requests[i],
-                              concurrency > 0 ? concurrency : WorkerCount(spec, workers),
-                              not_judged, threads);
+      results[i] =
+          CheckModel(stub, spec, workers, worker_counts[i], requests[i],
+                     concurrency > 0 ? concurrency : worker_counts[i], not_judged, threads);
     });
   }
   for (std::thread& check : checks) check.join();
