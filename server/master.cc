@@ -518,10 +518,7 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
   // it, and it records no traffic.
   constexpr int kReadinessAttempts = 3;
   for (int attempt = 1; attempt <= kReadinessAttempts; ++attempt) {
-    InferenceServiceOptions service_options;
-    service_options.staged = staged;
-    service_options.text_tokens = &text_tokens_;
-    InferenceService service(*pool_, state_, service_options);
+    InferenceService service(*pool_, state_, CheckServiceOptions(staged, &text_tokens_));
     grpc::ServerBuilder builder;
     ConfigureGrpc(options_, builder);
     builder.RegisterService(&service);

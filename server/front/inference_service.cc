@@ -176,6 +176,7 @@ void InferenceService::StartInfer(const inference::ModelInferRequest& request,
     auto held = std::make_shared<DecodedRequest>(*std::move(decoded));
     InferJob job;
     job.spec = spec;
+    job.alone = options_.unbatched;
     if (held->text) {
       job.text = &held->inputs.front().strings;
       if (options_.text_tokens != nullptr) {

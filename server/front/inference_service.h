@@ -41,6 +41,11 @@ struct InferenceServiceOptions {
   // The readiness check's service and the port's share one, so that a version's tokenizer is
   // loaded by the check's requests, before the port opens.
   TextTokens* text_tokens = nullptr;
+  // Every request is its own call, even under dynamic batching (InferJob::alone): the readiness
+  // check's service, whose requests must each take their shape through the whole path and, sent
+  // together, reach every worker. (Batched, mlp's 4 check requests on 4 workers ran as 2 calls
+  // padded to batch 8: 2 workers and 3 shapes never checked.)
+  bool unbatched = false;
 };
 
 // Ownership: borrows the pool, the master's state, the recording, the repository control and the

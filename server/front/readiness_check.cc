@@ -237,6 +237,14 @@ int WorkerThreads(const ModelSpec& spec, const std::vector<WorkerInfo>& workers)
 
 }  // namespace
 
+InferenceServiceOptions CheckServiceOptions(bool staged, TextTokens* text_tokens) {
+  InferenceServiceOptions options;
+  options.staged = staged;
+  options.text_tokens = text_tokens;
+  options.unbatched = true;
+  return options;
+}
+
 double ReferenceCpuMs(double median_cpu_ms, double steady_cpu_ms) {
   return std::clamp(median_cpu_ms, steady_cpu_ms, kMaxCheckSlowdown * steady_cpu_ms);
 }

@@ -5,9 +5,10 @@
 // What it sends is sized by what it must prove (readiness.check_requests 0, the default): every
 // warmed path taken once, and every worker reached. One request at each shape every worker of
 // the version warmed but the smallest, the largest first, and one at the smallest shape for each
-// worker those leave (at least one), all sent at once so that each worker takes one. Every
-// version is checked at the same time, each by as many senders as it has workers. An explicit
-// check_requests N sends N requests at the smallest shape instead.
+// worker those leave (at least one), all sent at once so that each worker takes one; each its own
+// call, even under dynamic batching (CheckServiceOptions). Every version is checked at the same
+// time, each by as many senders as it has workers. An explicit check_requests N sends N requests
+// at the smallest shape instead.
 //
 // Each call's CPU time in its worker (which a neighbour taking turns on the core does not
 // stretch) is judged against the warmup's steady CPU time for the shape it ran as (returned
@@ -39,6 +40,8 @@
 #include "common/model_config_loader.h"
 #include "common/shape.h"
 #include "proto/grpc_service.grpc.pb.h"
+#include "server/front/inference_service.h"
+#include "server/front/text_tokens.h"
 #include "server/supervisor/worker_pool.h"
 
 namespace kiln {
@@ -95,6 +98,13 @@ struct ReadinessResult {
   // 448.00 ms), CPU p95 452.10 ms; wall p95 460.33 ms: passed".
   std::string Describe() const;
 };
+
+// The options of the InferenceService the check's private server runs: the Staged versions' (a
+// reload's) with `staged`; text requests' tokens counted with `text_tokens` (the port's, so that
+// the check loads a reloaded version's tokenizer); neither counted in the metrics nor recorded;
+// and every request its own call (`unbatched`), so that under dynamic batching too each check
+// request takes its own shape through a worker of its own.
+InferenceServiceOptions CheckServiceOptions(bool staged, TextTokens* text_tokens);
 
 // Checks every served version (`specs`) at once, as the header says: each its requests (seeded
 // data; a text model's sample text aimed at each shape's length), readiness.check_concurrency (0:

@@ -55,7 +55,7 @@ int64_t JobRows(const InferJob& job) {
 }
 
 bool Batchable(const ModelConfig& config, const InferJob& job) {
-  if (config.max_batch_size() <= 0) return false;
+  if (job.alone || config.max_batch_size() <= 0) return false;
   if (job.text != nullptr) return job.text_tokens >= 0;
   return !job.inputs.empty() && !job.inputs.front().shape.empty();
 }

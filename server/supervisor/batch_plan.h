@@ -49,8 +49,8 @@ class WarmedCosts {
 // without a batch dimension.
 int64_t JobRows(const InferJob& job);
 
-// Whether `job` may share a call with others: a model with a batch dimension, and tensor inputs
-// or text whose tokens the master counted (InferJob::text_tokens).
+// Whether `job` may share a call with others: not InferJob::alone, a model with a batch dimension,
+// and tensor inputs or text whose tokens the master counted (InferJob::text_tokens).
 bool Batchable(const ModelConfig& config, const InferJob& job);
 
 // How many jobs from the front of `queue` (not empty: the queue's next jobs in dispatch order,

@@ -62,6 +62,9 @@ struct InferJob {
   // its model batches: texts that pad to the same warmed length may then share a call. -1: not
   // counted (the job goes alone).
   int32_t text_tokens = -1;
+  // Never shares a call with other jobs, even under dynamic batching (Batchable false): the
+  // readiness check's requests, each of which must take its own shape through a worker of its own.
+  bool alone = false;
   int64_t deadline_monotonic_ns = 0;  // CLOCK_MONOTONIC; 0 = none
   // Triton's schedule policy extension (the request's "priority" and "timeout" parameters):
   // its priority level (1 is the highest; 0 or above the model's levels: the default level) and

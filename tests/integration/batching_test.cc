@@ -3,7 +3,8 @@
 // again through a worker's respawn and a scale-up from its warm template and through a reload.
 // Requests that queue while the workers are busy run together as one forward pass, each gets
 // exactly its own rows back (compared with the same request served alone), and the metrics count
-// fewer executions than inferences, with no cold shape.
+// fewer executions than inferences, with no cold shape. The readiness check's requests are never
+// batched.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
@@ -221,6 +222,22 @@ TEST_CASE("texts that pad to the same warmed length are batched, each gets its o
   const Counts before = ReadCounts(metrics_port, textcls);
   RunClients(server->port(), alone, text);
   CheckBatched(before, ReadCounts(metrics_port, textcls), kClients * kRequestsPerClient);
+}
+
+TEST_CASE("the readiness check's requests are never batched, each runs at its own warmed size",
+          "[integration][server][batching][readiness]") {
+  // Four workers of one thread; the check sends its four requests (batch 8, 4, 2 and 1) at once.
+  // Batched as clients' requests are, those that queue together run as one call padded to batch
+  // 8 (measured: "on 2 of 4 workers (b8 x4)"), and the smaller sizes go unchecked.
+  TempDir dir;
+  const std::string config =
+      kiln::testing::OneThreadConfig(kiln::testing::DemoConfig("mlp")) + "dynamic_batching { }\n";
+  const std::string repository = kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", config}}});
+  auto server = StartServing(kiln::testing::Config(repository, 4));
+  INFO("log:\n" << server->log());
+  CHECK(Count(server->log(), "readiness check: mlp:1: 4 requests through the whole path on ") == 1);
+  CHECK(Count(server->log(), " of 4 workers (b1 x1, b2 x1, b4 x1, b8 x1)") == 1);
 }
 
 TEST_CASE("batching keeps working through a respawn, a scale-up and a reload",

@@ -45,12 +45,21 @@ ModelSpec Spec() {
   return spec;
 }
 
-// `workers` (2 by default) fake workers of `spec` behind the service, reached through an
-// in-process channel.
+// The service options of a port that records into `recording`, counting from the start or from
+// StartCounting.
+InferenceServiceOptions Recorded(TrafficRecording* recording, bool counted_from_start = true) {
+  InferenceServiceOptions options;
+  options.recording = recording;
+  options.counted_from_start = counted_from_start;
+  return options;
+}
+
+// `workers` (2 by default) fake workers of `spec` behind a service of `service_options`, reached
+// through an in-process channel.
 class Front {
  public:
-  explicit Front(FakeZygote::Behaviour behaviour, TrafficRecording* recording = nullptr,
-                 ModelSpec spec = Spec(), bool counted_from_start = true, int workers = 2) {
+  explicit Front(FakeZygote::Behaviour behaviour, InferenceServiceOptions service_options = {},
+                 ModelSpec spec = Spec(), int workers = 2) {
     specs_.push_back(std::move(spec));
     absl::StatusOr<std::pair<FrameChannel, FrameChannel>> pair = FrameChannel::CreatePair();
     REQUIRE(pair.ok());
@@ -63,9 +72,6 @@ class Front {
     REQUIRE(pool.ok());
     pool_ = *std::move(pool);
     REQUIRE(WaitUntil([&] { return pool_->AllModelsReady(); }));
-    InferenceServiceOptions service_options;
-    service_options.recording = recording;
-    service_options.counted_from_start = counted_from_start;
     service_ = std::make_unique<InferenceService>(*pool_, state_, service_options);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
@@ -216,7 +222,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     // b4 takes one of the workers, so b1 goes once to each other one: a b1 more would only queue
     // behind one of them.
     for (const int workers : {2, 3}) {
-      Front front(warmed, nullptr, spec, /*counted_from_start=*/true, workers);
+      Front front(warmed, {}, spec, workers);
       const ReadinessResult result = CheckOnce(front);
       INFO(workers << " workers: " << result.Describe());
       CHECK(result.passed());
@@ -231,6 +237,31 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
       CHECK(front.pool().Counters("m").requests == workers);
     }
   }
+  SECTION("under dynamic batching each check request is its own call, at its own shape") {
+    ModelSpec spec = Spec();
+    spec.config.mutable_dynamic_batching()->set_enabled(true);
+    spec.config.mutable_readiness()->set_check_requests(6);
+    spec.config.mutable_readiness()->set_check_concurrency(6);
+    // Calls of 200 ms: while the 2 workers take the first two, the other four queue.
+    FakeZygote::Behaviour slow = Steady(1.0, /*delay_ms=*/200);
+    slow.warmed_batches = {1, 4};
+    {
+      // Through the port's service the queued ones would share calls (batch 4 costs what batch 1
+      // does), so the check would never take batch 1 through those calls.
+      Front port(slow, {}, spec);
+      const ReadinessResult batched = CheckOnce(port);
+      INFO("the port's service: " << batched.Describe());
+      CHECK(port.pool().Counters("m").requests == 6);
+      CHECK_THAT(batched.Describe(), !Contains("(b1 x6)"));
+    }
+    Front front(slow, CheckServiceOptions(/*staged=*/false, /*text_tokens=*/nullptr), spec);
+    const ReadinessResult result = CheckOnce(front);
+    INFO("the check's service: " << result.Describe());
+    CHECK(result.passed());
+    CHECK(result.requests == 6);
+    CHECK_THAT(result.Describe(), Contains(" of 2 workers (b1 x6)"));
+    CHECK(front.pool().Counters("m").requests == 6);
+  }
   SECTION("each shape is judged against its own steady time") {
     ModelSpec spec = Spec();
     spec.config.mutable_dynamic_batching()->set_enabled(false);
@@ -239,7 +270,7 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     // result names one of them.
     FakeZygote::Behaviour cold = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30);
     cold.warmed_batches = {1, 4};
-    Front front(cold, nullptr, spec);
+    Front front(cold, {}, spec);
     const ReadinessResult result = CheckOnce(front);
     INFO(result.Describe());
     CHECK_FALSE(result.passed());
@@ -319,7 +350,7 @@ TEST_CASE("a finished request is recorded by the shape it ran as, with a sample"
   testing::TempDir state;
   TrafficRecording recording(state.path(), /*samples_per_model=*/2);
   {
-    Front front(Steady(1.0), &recording);
+    Front front(Steady(1.0), Recorded(&recording));
     inference::ModelInferResponse response;
     for (int i = 0; i < 3; ++i) REQUIRE(front.Infer("m", {2, 4}, &response).ok());
     REQUIRE(front.Infer("m", {1, 4}, &response).ok());
@@ -340,7 +371,7 @@ TEST_CASE("the port is primed with one request per version, neither counted nor 
   {
     FakeZygote::Behaviour warmed = Steady(1.0);
     warmed.warmed_batches = {2, 4};
-    Front front(warmed, &recording, Spec(), /*counted_from_start=*/false);
+    Front front(warmed, Recorded(&recording, /*counted_from_start=*/false));
     // The --warmup=off baseline stays cold: nothing is sent.
     absl::StatusOr<int> primed =
         PrimeServingPath(front.stub(), front.pool().Served(), front.pool().Workers(), false);
@@ -389,7 +420,7 @@ TEST_CASE("with preserve_ordering a response waits for the version's earlier one
   ModelSpec spec = Spec();
   spec.config.mutable_dynamic_batching()->set_enabled(true);
   spec.config.mutable_dynamic_batching()->set_preserve_ordering(preserve);
-  Front front(held, nullptr, spec);
+  Front front(held, {}, spec);
   AsyncInfer a, b;
   a.Start(front.stub());
   REQUIRE(WaitUntil([&] { return front.zygote().held_calls() == 1; }));

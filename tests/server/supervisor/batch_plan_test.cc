@@ -106,6 +106,13 @@ TEST_CASE("a batch is a run of alike requests from the front, at a size the work
     ModelConfig config = Model(0);
     CHECK(Plan(config, {Job(1), Job(1)}, costs) == 1);
   }
+  SECTION("a job that must go alone (the readiness check's) neither leads nor joins a run") {
+    InferJob alone = Job(1);
+    alone.alone = true;
+    CHECK_FALSE(Batchable(Model(), alone));
+    CHECK(Plan(Model(), {alone, Job(1), Job(1)}, costs) == 1);
+    CHECK(Plan(Model(), {Job(1), Job(1), alone, Job(1)}, costs) == 2);
+  }
 }
 
 // A text job of `texts` whose longest row the master counted as `tokens`.
