@@ -2,7 +2,8 @@
 // are not trusted further than they are checked). The input is
 //   [2 bytes: n, little-endian][n bytes: one datagram as a worker sends it][the arena's bytes]
 // The datagram goes through a real SOCK_SEQPACKET pair into FrameChannel::Receive as a
-// FromWorker frame, then as the worker pool takes it (server/supervisor/worker_pool.cc):
+// FromWorker frame, then as the worker pool takes it (server/supervisor/worker_pool.cc and
+// worker_pool_calls.cc):
 //   - a warmup report: the compute timeout derived from it (ComputeTimeoutMs) and its log line
 //     (DescribeWarmupReport);
 //   - a result: its code as the call's status, or its outputs copied out
