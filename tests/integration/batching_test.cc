@@ -186,6 +186,15 @@ std::unique_ptr<kiln::testing::ServerProcess> StartWithMetrics(const std::string
   return StartServing(config);
 }
 
+// A repository in `dir` of the demo mlp (its kiln.pbtxt: batch 1, 2, 4 and 8 warmed) with the
+// dynamic batcher on and workers of one intra-op thread (forked from a warm template).
+std::string OneThreadBatchedMlp(const TempDir& dir) {
+  const std::string config =
+      kiln::testing::OneThreadConfig(kiln::testing::DemoConfig("mlp")) + "dynamic_batching { }\n";
+  return kiln::testing::MakeRepository(
+      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", config}}});
+}
+
 TEST_CASE("dynamic batching runs queued requests as one pass and gives each its own rows",
           "[integration][server][batching]") {
   TempDir dir;
@@ -230,11 +239,7 @@ TEST_CASE("the readiness check's requests are never batched, each runs at its ow
   // Batched as clients' requests are, those that queue together run as one call padded to batch
   // 8 (measured: "on 2 of 4 workers (b8 x4)"), and the smaller sizes go unchecked.
   TempDir dir;
-  const std::string config =
-      kiln::testing::OneThreadConfig(kiln::testing::DemoConfig("mlp")) + "dynamic_batching { }\n";
-  const std::string repository = kiln::testing::MakeRepository(
-      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", config}}});
-  auto server = StartServing(kiln::testing::Config(repository, 4));
+  auto server = StartServing(kiln::testing::Config(OneThreadBatchedMlp(dir), 4));
   INFO("log:\n" << server->log());
   CHECK(Count(server->log(), "readiness check: mlp:1: 4 requests through the whole path on ") == 1);
   CHECK(Count(server->log(), " of 4 workers (b1 x1, b2 x1, b4 x1, b8 x1)") == 1);
@@ -244,10 +249,7 @@ TEST_CASE("batching keeps working through a respawn, a scale-up and a reload",
           "[integration][server][batching][template][reload]") {
   // Two workers of one thread each, from the mlp's warm template.
   TempDir dir;
-  const std::string config =
-      kiln::testing::OneThreadConfig(kiln::testing::DemoConfig("mlp")) + "dynamic_batching { }\n";
-  const std::string repository = kiln::testing::MakeRepository(
-      dir, std::map<std::string, TestModel>{{"mlp", TestModel{"mlp", config}}});
+  const std::string repository = OneThreadBatchedMlp(dir);
   int metrics_port = 0;
   auto server = StartWithMetrics(repository, metrics_port);
   INFO("log:\n" << server->log());
