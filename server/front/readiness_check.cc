@@ -33,6 +33,20 @@ constexpr int kRequestTimeoutSeconds = 30;
 
 bool Serves(const WorkerInfo& worker, const ModelSpec& spec) { return worker.spec.get() == &spec; }
 
+// Whether `spec`'s version was warmed, so is checked and primed: not with --warmup=off (`warmup`
+// false: that baseline must stay cold) nor with warmup.enabled false.
+bool Warmed(const ModelSpec& spec, bool warmup) { return warmup && spec.config.warmup().enabled(); }
+
+// Sends one check or priming request through `stub`, with kRequestTimeoutSeconds to answer.
+grpc::Status Send(inference::GRPCInferenceService::Stub& stub,
+                  const inference::ModelInferRequest& request,
+                  inference::ModelInferResponse* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(kRequestTimeoutSeconds));
+  return stub.ModelInfer(&context, request, response);
+}
+
 // How many of `workers` serve `spec`'s version.
 int WorkerCount(const ModelSpec& spec, const std::vector<WorkerInfo>& workers) {
   return static_cast<int>(std::count_if(workers.begin(), workers.end(),
@@ -197,12 +211,9 @@ ReadinessResult CheckModel(
         index = next++;
       }
       const auto& [aimed, request] = requests[index];
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() +
-                           std::chrono::seconds(kRequestTimeoutSeconds));
       inference::ModelInferResponse response;
       const auto start = std::chrono::steady_clock::now();
-      const grpc::Status status = stub.ModelInfer(&context, request, &response);
+      const grpc::Status status = Send(stub, request, &response);
       const double ms = MillisecondsSince(start);
       const ComputeTiming timing = ReadTiming(response);
       std::lock_guard<std::mutex> lock(mu);
@@ -282,7 +293,7 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     const ModelSpec& spec = *specs[i];
     results[i].model = spec.key();
     worker_counts[i] = WorkerCount(spec, workers);
-    if (!warmup || !spec.config.warmup().enabled()) {
+    if (!Warmed(spec, warmup)) {
       results[i].skipped = "warmup is off";
       continue;
     }
@@ -327,7 +338,7 @@ absl::StatusOr<int> PrimeServingPath(inference::GRPCInferenceService::Stub& stub
                                      const std::vector<WorkerInfo>& workers, bool warmup) {
   std::vector<inference::ModelInferRequest> requests;
   for (const SharedSpec& spec : specs) {
-    if (!warmup || !spec->config.warmup().enabled()) continue;
+    if (!Warmed(*spec, warmup)) continue;
     absl::StatusOr<inference::ModelInferRequest> request =
         CheckRequest(*spec, *ShapesEveryWorkerWarmed(*spec, workers).begin());
     if (absl::IsFailedPrecondition(request.status())) continue;  // no synthetic inputs
@@ -338,11 +349,8 @@ absl::StatusOr<int> PrimeServingPath(inference::GRPCInferenceService::Stub& stub
   std::vector<std::thread> senders;
   for (size_t i = 0; i < requests.size(); ++i) {
     senders.emplace_back([&, i] {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() +
-                           std::chrono::seconds(kRequestTimeoutSeconds));
       inference::ModelInferResponse response;
-      statuses[i] = stub.ModelInfer(&context, requests[i], &response);
+      statuses[i] = Send(stub, requests[i], &response);
     });
   }
   for (std::thread& sender : senders) sender.join();
