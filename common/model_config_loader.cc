@@ -120,7 +120,8 @@ void ResolveWarmup(const inference::ModelConfig& triton, const std::string& mode
   }
 
   if (warmup.calls_per_shape() < 0) {
-    defects.Field("warmup.calls_per_shape", "a count >= 1 (0 = default 3)",
+    defects.Field("warmup.calls_per_shape",
+                  absl::StrCat("a count >= 1 (0 = default ", kDefaultWarmupCallsPerShape, ")"),
                   warmup.calls_per_shape());
   }
   if (warmup.calls_per_shape() <= 0) warmup.set_calls_per_shape(kDefaultWarmupCallsPerShape);

@@ -37,7 +37,9 @@ inline constexpr char kWeightsFileName[] = "model.safetensors";
 
 // Defaults that the comments of ModelSettings and ModelConfig promise; the loader writes them
 // into the resolved config.
-inline constexpr int32_t kDefaultWarmupCallsPerShape = 3;
+// Calls before settling is judged; the first shape a process warms takes at least
+// kNewPlanMinCalls (worker/warmup.h says why).
+inline constexpr int32_t kDefaultWarmupCallsPerShape = 2;
 inline constexpr double kDefaultWarmupSettleTolerance = 0.15;
 inline constexpr int32_t kDefaultWarmupMaxCallsPerShape = 50;
 // The settling pair alone: the two calls that agreed are the steady latency, no call more.

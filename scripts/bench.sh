@@ -101,9 +101,13 @@ trap cleanup EXIT
 # threads: count 1 and the PyTorch backend's INTRA_OP_THREAD_COUNT parameter), with "triton" the
 # repository as a Triton user brings it: config.pbtxt without instance_group and no kiln.pbtxt,
 # with "batched" the demo's with Triton's dynamic batcher on (`dynamic_batching { }`).
+# Built afresh at its first use in each bench run (a stamp holds the run), so that a partial run
+# (--steps) never serves an earlier run's copies of the configs.
+bench_run="$$.$(date +%s)"
 repo_of() {
   local dir="$out/repo-$1${2:+-$2}"
-  if [ ! -d "$dir" ]; then
+  if [ "$(cat "$dir/.bench-run" 2>/dev/null)" != "$bench_run" ]; then
+    rm -rf "$dir"
     mkdir -p "$dir/$1/1"
     case "${2:-}" in
       auto|triton) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
@@ -118,6 +122,7 @@ repo_of() {
       cp "models/$1/kiln.pbtxt" "$dir/$1/"
     fi
     ln -s "$PWD/models/$1/1/"* "$dir/$1/1/"
+    echo "$bench_run" > "$dir/.bench-run"
   fi
   echo "$dir"
 }

@@ -289,7 +289,7 @@ def build_mlp(version_dir):
     config = render_config(
         "mlp", [("input", torch.float32, [16])], [("output", torch.float32, [4])],
         max_batch_size=8)
-    settings = render_settings(warmup={"batch_sizes": [1, 2, 4, 8], "calls_per_shape": 3})
+    settings = render_settings(warmup={"batch_sizes": [1, 2, 4, 8]})
     return Built(model, {"input": torch.randn(3, 16)}, "output", config, settings)
 
 
@@ -300,7 +300,7 @@ def _build_resnet(name, block, layers):
     config = render_config(
         name, [("input", torch.float32, [3, 224, 224])], [("logits", torch.float32, [1000])],
         max_batch_size=8)
-    settings = render_settings(warmup={"batch_sizes": [1, 4], "calls_per_shape": 3})
+    settings = render_settings(warmup={"batch_sizes": [1, 4]})
     return Built(model, {"input": torch.randn(2, 3, 224, 224)}, "logits", config, settings)
 
 
@@ -415,8 +415,7 @@ def build_textcls(version_dir):
         [("input_ids", torch.int64, [-1]), ("attention_mask", torch.int64, [-1])],
         [("logits", torch.float32, [4])], max_batch_size=8)
     settings = render_settings(
-        warmup={"batch_sizes": [1, 4], "sequence_lengths": [16, 32, 64, 128],
-                "calls_per_shape": 3},
+        warmup={"batch_sizes": [1, 4], "sequence_lengths": [16, 32, 64, 128]},
         tokenizer={"model_file": "tokenizer.model", "max_length": TEXTCLS_MAX_LENGTH,
                    "pad_id": TEXTCLS_PAD_ID})
     inputs = {"input_ids": ids, "attention_mask": mask}

@@ -55,6 +55,13 @@ absl::StatusOr<SettleResult> SettleShape(const std::function<absl::StatusOr<Call
   return result;
 }
 
+SettlePlan PlanSettling(const WarmupConfig& warmup, bool new_plan) {
+  const int floor = new_plan ? kNewPlanMinCalls : 0;
+  return SettlePlan{std::max(warmup.calls_per_shape(), floor),
+                    std::max(warmup.max_calls_per_shape(), floor), warmup.settle_tolerance(),
+                    warmup.steady_calls()};
+}
+
 namespace {
 
 // Warms the tokenizer on sample texts of every warmed length: the first call, then the median of
@@ -266,8 +273,9 @@ absl::StatusOr<CallTime> TimedForward(TorchModel& model, const Shape& shape,
 absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& options) {
   const ModelConfig& config = model.spec().config;
   const WarmupConfig& warmup = config.warmup();
-  const SettlePlan plan{warmup.calls_per_shape(), warmup.max_calls_per_shape(),
-                        warmup.settle_tolerance(), warmup.steady_calls()};
+  // On a GPU every shape gets a plan of its own (kNewPlanMinCalls); on the CPU only the first.
+  const bool plan_per_shape = model.DeviceName() != "cpu";
+  bool first_plan = true;
   const std::vector<Shape> shapes = PlanShapes(config, options.replay);
 
   WarmupOutcome outcome;
@@ -295,6 +303,8 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
       entry.set_refused(true);
       continue;
     }
+    const SettlePlan plan = PlanSettling(warmup, first_plan || plan_per_shape);
+    first_plan = false;
     ASSIGN_OR_RETURN(const ShapeInputs inputs, inputs_for.For(shape));
     entry.set_recorded_request(inputs.recorded);
     auto call = [&]() { return TimedForward(model, shape, inputs.tensors); };

@@ -1,6 +1,7 @@
 // The warmup plan (docs/ARCHITECTURE.md, "Startup timeline", Warming): every batch size x sequence
-// length of the config, `calls_per_shape` calls each, on the thread and under the guard that will
-// serve (TorchModel::Forward's grad mode and TorchScript switches), so the TorchScript profiling
+// length of the config, `calls_per_shape` calls each (kNewPlanMinCalls at least where a shape
+// runs on a new executor plan), on the thread and under the guard that will serve
+// (TorchModel::Forward's grad mode and TorchScript switches), so the TorchScript profiling
 // executor (which profiles on the first call and optimises on the second) and oneDNN's per-shape
 // primitives are settled before the worker reports ready. A model with optional inputs settles
 // every shape once more per combination of them left out (each is its own executor plan).
@@ -28,11 +29,26 @@ namespace kiln {
 
 // How one shape is settled (the config's warmup fields).
 struct SettlePlan {
-  int min_calls = 3;   // calls before agreement is judged (calls_per_shape)
+  int min_calls = 3;   // calls before agreement is judged (calls_per_shape, PlanSettling)
   int max_calls = 50;  // cap on the settling phase (max_calls_per_shape)
   double tolerance = 0.15;
   int steady_calls = 2;  // calls whose median is the steady latency (the agreeing pair counts)
 };
+
+// The fewest calls before agreement is judged at a shape that runs on a new executor plan: the
+// first shape a process warms (each combination of optional inputs left out with it), and every
+// shape on a GPU, where TorchScript's fusers specialise the graph to each shape. The profiling
+// executor profiles a plan on its first call and optimises it on its second, so those two can
+// agree while both are cold (resnet50, batch 1, one thread: 277 ms of CPU time each, then 118 ms
+// steady), and the third call is the first that shows the steady cost. On the CPU, where LibTorch
+// fuses nothing by default, a later shape runs the plan already optimised: its own first-call
+// costs (oneDNN's primitives for it, its first pages) fall on its first call, which then
+// disagrees with the second, so calls_per_shape (2 by default) is enough there.
+inline constexpr int kNewPlanMinCalls = 3;
+
+// The settling plan of one shape from the config's warmup fields; `new_plan`: the shape runs on
+// a new executor plan (kNewPlanMinCalls).
+SettlePlan PlanSettling(const WarmupConfig& warmup, bool new_plan);
 
 struct SettleResult {
   std::vector<CallTime> calls;  // every call, in order
@@ -76,7 +92,8 @@ struct WarmupOutcome {
 // (ResidentMemory::PeakAnonBytes: the heap, not the shared weights' file pages) is
 // projected from the shapes before it (ShapeMemoryModel); a shape projected over the budget is
 // refused (reported, never run), and one that ran but peaked over it is reported refused too.
-// Each shape that runs is settled (SettleShape) under the serving guard, then again with each
+// Each shape that runs is settled (SettleShape, as PlanSettling plans it: the first shape that
+// runs, and every shape on a GPU, on a new plan) under the serving guard, then again with each
 // combination of the optional inputs left out (untimed in the outcome), with the peak
 // memory reset before it and read after it. Its inputs are a recorded request of that shape when
 // there is one (WarmupOptions::samples; ShapeWarmup.recorded_request); else, for text models

@@ -109,7 +109,7 @@ TEST_CASE(
     CHECK(std::vector<int32_t>(settings.warmup().batch_sizes().begin(),
                                settings.warmup().batch_sizes().end()) ==
           std::vector<int32_t>{1, 2, 4, 8});
-    CHECK(settings.warmup().calls_per_shape() == 3);
+    CHECK(settings.warmup().calls_per_shape() == 2);    // the default
     CHECK(settings.readiness().check_requests() == 0);  // sized when the check runs
 
     for (const auto& [name, version, code] :

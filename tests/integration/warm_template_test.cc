@@ -107,7 +107,8 @@ TEST_CASE("warm_template off: every worker runs the whole warmup itself",
     CHECK(worker.template_pid() == 0);
     for (const internal::ShapeWarmup& shape : worker.shapes()) {
       CHECK_FALSE(shape.from_template());
-      CHECK(shape.calls() >= 3);  // calls_per_shape at least
+      // calls_per_shape (2) at least, 3 at the first shape (a new executor plan)
+      CHECK(shape.calls() >= (&shape == &worker.shapes(0) ? 3 : 2));
     }
   }
 }

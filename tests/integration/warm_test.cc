@@ -126,7 +126,9 @@ TEST_CASE(
     CHECK_FALSE(shape.refused());
     CHECK(shape.first_ms() > 0);
     CHECK(shape.steady_ms() > 0);
-    CHECK(shape.calls() >= 3);  // calls_per_shape at least; its steady latency is the settling pair
+    // calls_per_shape (2) at least, 3 at the first shape (a new executor plan); its steady
+    // latency is the settling pair.
+    CHECK(shape.calls() >= (&shape == &worker.shapes(0) ? 3 : 2));
     CHECK(shape.peak_anon_bytes() > 0);
   }
   CHECK(worker.tokenizer_texts() > 0);
