@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs kiln's benchmark suite on the demo models and writes BENCHMARKS.md: every row is
 # measured in this one run, kiln next to its baseline modes (--warmup=off, --share_weights=off,
-# and the old CPU settings), with the command that produced it. Bounded: about 50 minutes on 2
+# and the old CPU settings), with the command that produced it. Bounded: about 40-50 minutes on 2
 # cores. The CPU section makes a cgroup with a CPU quota, and the elastic section one with a
 # memory limit (root and a writable cgroup file system; skipped, and said so in the report, where
 # it cannot), and the CPU section starts busy loops, killed by pid.
@@ -113,9 +113,10 @@ repo_of() {
       auto|triton) grep -v '^instance_group' "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
       batched) { cat "models/$1/config.pbtxt"; echo "dynamic_batching { }"; } \
                  > "$dir/$1/config.pbtxt" ;;
-      old) local threads="key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"$(nproc)\" }"
-           sed "s/^instance_group.*/instance_group [ { count: 1 kind: KIND_CPU } ] parameters { $threads }/" \
-             "models/$1/config.pbtxt" > "$dir/$1/config.pbtxt" ;;
+      old) { grep -v '^instance_group' "models/$1/config.pbtxt"
+             echo "instance_group [ { count: 1 kind: KIND_CPU } ]"
+             echo "parameters { key: \"INTRA_OP_THREAD_COUNT\" value { string_value: \"$(nproc)\" } }"
+           } > "$dir/$1/config.pbtxt" ;;
       *) cp "models/$1/config.pbtxt" "$dir/$1/" ;;
     esac
     if [ -f "models/$1/kiln.pbtxt" ] && [ "${2:-}" != triton ]; then

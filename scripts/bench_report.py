@@ -80,11 +80,23 @@ def startup_tables(folder, out):
                "with `--workers=1|2|4` and `--share_weights=on|off`.\n")
 
 
+# The columns first_vs_steady_cells fills, and what its last one means.
+FIRST_VS_STEADY_HEADER = ("first | back-to-back p50 | first / back-to-back | after-pause p50 | "
+                          "first / after-pause | CPU, first / after-pause")
+FIRST_VS_STEADY_CPU = ("\"CPU, first / after-pause\" is the worker's CPU time for the first request "
+                       "over the after-pause requests' median (kiln's `kiln_timing` response "
+                       "parameters): near 1.0 while the wall ratio is higher, the first request "
+                       "waited (for a CPU, or on its way through the server), it did not run cold.")
+
+
 def first_vs_steady_cells(run):
-    """A coldstart run's first request, back-to-back and after-pause p50s, and their ratios."""
+    """A coldstart run's first request, back-to-back and after-pause p50s, their ratios, and the
+    worker's CPU time ratio (n/a in runs from before coldstart reported it)."""
+    cpu = run.get("cpu_idle_ratio", {})
     return (f"{spread(run['first_ms'], ' ms', 2)} | {spread(run['steady_p50_ms'], ' ms', 2)} | "
             f"{spread(run['ratio'], 'x', 2)} | {spread(run['idle_p50_ms'], ' ms', 2)} | "
-            f"{spread(run['idle_ratio'], 'x', 2)}")
+            f"{spread(run['idle_ratio'], 'x', 2)} | "
+            f"{spread(cpu, 'x', 2) if cpu.get('median') else 'n/a'}")
 
 
 def warmup_table(folder, out):
@@ -95,11 +107,10 @@ def warmup_table(folder, out):
                "after the same 50 ms idle pause. So \"first / after-pause\" is the cold-start penalty "
                "alone (1.0 = none), while \"first / back-to-back\" also holds what waking an idle server "
                "costs any request (large for sub-ms models on this 2-vCPU VM). textcls is sent text "
-               "(the tokenizer runs in the worker). \"first, off / on\" is how much slower the first "
-               "request is without kiln's warmup.\n")
-    out.append("| model | warmup | first | back-to-back p50 | first / back-to-back | after-pause p50 | "
-               "first / after-pause | first, off / on |")
-    out.append("|---|---|---|---|---|---|---|---|")
+               "(the tokenizer runs in the worker). " + FIRST_VS_STEADY_CPU + " \"first, off / on\" "
+               "is how much slower the first request is without kiln's warmup.\n")
+    out.append(f"| model | warmup | {FIRST_VS_STEADY_HEADER} | first, off / on |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for model in ("mlp", "resnet18", "textcls"):
         on = load(folder, f"coldstart-{model}-warmup-on")
         off = load(folder, f"coldstart-{model}-warmup-off")
@@ -112,12 +123,11 @@ def warmup_table(folder, out):
     out.append("### The same from a Triton repository, with no kiln settings\n")
     out.append("Each model's directory as a Triton user brings it: config.pbtxt without "
                "`instance_group` (kiln sizes the workers) and no kiln.pbtxt, so kiln's defaults "
-               "alone warm it (batch 1, `max_batch_size` 8; 3 calls and settling per shape). Same "
-               "method and columns as above; \"ready\" is the time from starting kiln-server to "
-               "SERVING.\n")
-    out.append("| model | ready | first | back-to-back p50 | first / back-to-back | after-pause p50 | "
-               "first / after-pause |")
-    out.append("|---|---|---|---|---|---|---|")
+               "alone warm it (batch 1, `max_batch_size` 8; each shape settled: two calls in a row "
+               "that agree, 3 calls at least at the first). Same method and columns as above; "
+               "\"ready\" is the time from starting kiln-server to SERVING.\n")
+    out.append(f"| model | ready | {FIRST_VS_STEADY_HEADER} |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for model in ("mlp", "resnet18", "resnet50"):
         run = load(folder, f"coldstart-{model}-triton")
         out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
@@ -300,13 +310,12 @@ def batching_first_request_table(folder, out):
     out.append("`kiln-bench coldstart` on the repository with `dynamic_batching { }`, 2 workers; the "
                "same method and columns as \"First request vs steady\" above (target: first / "
                "after-pause <= 1.1x).\n")
-    out.append("| model | ready | first | back-to-back p50 | first / back-to-back | after-pause p50 | "
-               "first / after-pause |")
-    out.append("|---|---|---|---|---|---|---|")
+    out.append(f"| model | ready | {FIRST_VS_STEADY_HEADER} |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for model in BATCHING_MODELS:
         run = optional_run(folder, f"coldstart-{model}-batched")
         if run is None:
-            out.append(f"| {model} | {NOT_MEASURED} | | | | | |")
+            out.append(f"| {model} | {NOT_MEASURED} | | | | | | |")
             continue
         out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
     out.append("")
