@@ -56,8 +56,9 @@ const Scenario kElastic = {
     "  - health continuity: grpc.health.v1 Check of service --model every 10 ms through the load:\n"
     "    how many did not answer SERVING and the longest such gap (the target is none);\n"
     "  - the first request the new worker served: every request asks for kiln_timing, so each\n"
-    "    response names its worker's pid and compute time; that request's latency and compute\n"
-    "    time against the compute p50 of every worker before the event.\n"
+    "    response names its worker's pid, compute time and CPU time; that request's latency,\n"
+    "    compute time and CPU time against the p50s of every worker before the event (a CPU\n"
+    "    time near theirs while the compute time is higher: it waited for a CPU, not cold).\n"
     "The server inherits this process's environment and is stopped at the end.\n"
     "--json also writes every number (keys in bench/elastic_command.h).\n"
     "Exit status: 0 it ran (targets met or not: the numbers say), 1 the server did not become\n"
@@ -140,8 +141,8 @@ std::optional<FirstNewRequest> FirstRequestOfNewWorker(const std::vector<Request
          (record.done_ms == first->done_ms && record.scheduled_ms >= first->scheduled_ms))) {
       continue;
     }
-    first = FirstNewRequest{timing.worker_pid, record.scheduled_ms, record.done_ms,
-                            record.latency_ms(), timing.compute_ms};
+    first = FirstNewRequest{timing.worker_pid,   record.scheduled_ms, record.done_ms,
+                            record.latency_ms(), timing.compute_ms,   timing.compute_cpu_ms};
   }
   return first;
 }
@@ -159,6 +160,14 @@ double ElasticResult::first_compute_ratio() const {
   return first_new->compute_ms / phases[0].compute.p50;
 }
 
+double ElasticResult::first_cpu_ratio() const {
+  if (!first_new || first_new->compute_cpu_ms < 0 || phases.empty() ||
+      phases[0].compute_cpu.count == 0 || phases[0].compute_cpu.p50 <= 0) {
+    return 0;
+  }
+  return first_new->compute_cpu_ms / phases[0].compute_cpu.p50;
+}
+
 double ElasticResult::first_latency_ratio() const {
   if (!first_new || phases.empty() || phases[0].latency.count == 0 || phases[0].latency.p50 <= 0) {
     return 0;
@@ -171,6 +180,7 @@ int64_t ElasticResult::errors() const { return ErrorTotal(phases); }
 Report ElasticReport(const ElasticOptions& options, const ElasticResult& result) {
   const bool ttin = options.event == ElasticEvent::kTtin;
   const double before_compute_p50 = result.phases.empty() ? 0.0 : result.phases[0].compute.p50;
+  const double before_cpu_p50 = result.phases.empty() ? 0.0 : result.phases[0].compute_cpu.p50;
   Report report;
   report.Line(ttin ? "elastic: {model} at {rate} req/s (Poisson); SIGTTIN {event_ms} s into the "
                      "load (master pid {event_pid})"
@@ -194,12 +204,14 @@ Report ElasticReport(const ElasticOptions& options, const ElasticResult& result)
       .Set("replacement_error", String(result.replacement_error))
       .Set("p99_ratio", Number(result.p99_ratio()))
       .Set("errors", Integer(result.errors()))
-      .Set("before_compute_p50_ms", Number(before_compute_p50));
+      .Set("before_compute_p50_ms", Number(before_compute_p50))
+      .Set("before_compute_cpu_p50_ms", Number(before_cpu_p50));
   report.Table("phases", PhaseTable("requests", result.phases, {{"compute_p50_ms", "compute p50"}},
                                     [](size_t, const Phase& phase, Report& row) {
                                       row.Set("compute_count", Integer(phase.compute.count))
                                           .Set("compute_p50_ms", Number(phase.compute.p50))
-                                          .Set("compute_p95_ms", Number(phase.compute.p95));
+                                          .Set("compute_p95_ms", Number(phase.compute.p95))
+                                          .Set("compute_cpu_p50_ms", Number(phase.compute_cpu.p50));
                                     }));
   report.Line("p99 after / before: {p99_ratio}x; errors: {errors}");
   report.Line(result.replacement_ms
@@ -225,12 +237,15 @@ Report ElasticReport(const ElasticOptions& options, const ElasticResult& result)
       .Set("first_new.latency_ms", Number(first.latency_ms))
       .Set("first_new.compute_ms", Number(first.compute_ms))
       .Set("first_new.compute_ratio", Number(result.first_compute_ratio()))
+      .Set("first_new.compute_cpu_ms", Number(first.compute_cpu_ms))
+      .Set("first_new.cpu_ratio", Number(result.first_cpu_ratio()))
       .Set("first_new.latency_ratio", Number(result.first_latency_ratio()));
   report.Line(
       "first request of the new worker (pid {first_new.pid}, scheduled {first_new.scheduled_ms} "
       "s): latency {first_new.latency_ms} ms ({first_new.latency_ratio}x the before p50), "
       "compute {first_new.compute_ms} ms ({first_new.compute_ratio}x the before compute p50 "
-      "{before_compute_p50_ms} ms)");
+      "{before_compute_p50_ms} ms), the worker's CPU time {first_new.compute_cpu_ms} ms "
+      "({first_new.cpu_ratio}x the before p50 {before_compute_cpu_p50_ms} ms)");
   return report;
 }
 

@@ -94,6 +94,7 @@ struct FirstNewRequest {
   double done_ms = 0;
   double latency_ms = 0;  // end to end, from its scheduled time
   double compute_ms = -1;
+  double compute_cpu_ms = -1;  // the worker's CPU time for it; < 0: unknown
 };
 std::optional<FirstNewRequest> FirstRequestOfNewWorker(const std::vector<RequestRecord>& records,
                                                        const std::vector<RequestTiming>& timings,
@@ -116,6 +117,9 @@ struct ElasticResult {
   double p99_ratio() const;
   // The first new request's compute_ms over the before phase's compute p50 (0 when unknown).
   double first_compute_ratio() const;
+  // Its worker's CPU time over the before phase's CPU time p50 (0 when unknown): near 1 while
+  // first_compute_ratio is higher, the call waited for a CPU; it did not run cold.
+  double first_cpu_ratio() const;
   // Its end-to-end latency over the before phase's latency p50 (0 when unknown).
   double first_latency_ratio() const;
   int64_t errors() const;  // over both phases
@@ -128,11 +132,14 @@ struct ElasticResult {
 //  "skip_s", "event_ms", "event_pid", "workers_before": [pid],
 //  "replacement_ms" (null when no new worker appeared), "new_worker_pid" (null likewise),
 //  "replacement_error", "p99_ratio", "errors", "before_compute_p50_ms",
+//  "before_compute_cpu_p50_ms",
 //  "phases": [{"name", "from_ms", "to_ms", "count", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-//              "compute_count", "compute_p50_ms", "compute_p95_ms", "errors": {NAME: n}}],
+//              "compute_count", "compute_p50_ms", "compute_p95_ms", "compute_cpu_p50_ms",
+//              "errors": {NAME: n}}],
 //  "health": {"checks", "not_serving", "longest_gap_ms", "statuses": {NAME: n}},
 //  "first_new": {"pid", "scheduled_ms", "latency_ms", "compute_ms", "compute_ratio",
-//                "latency_ratio"} (null when no new worker served a request)}.
+//                "compute_cpu_ms", "cpu_ratio", "latency_ratio"} (null when no new worker
+//                served a request)}.
 // Times in ms, rounded to microseconds; ratios to 3 decimals.
 Report ElasticReport(const ElasticOptions& options, const ElasticResult& result);
 

@@ -21,6 +21,7 @@ void PhaseCounter::Add(const RequestRecord& record, const RequestTiming* timing)
   latencies_.push_back(record.latency_ms());
   if (timing == nullptr) return;
   if (timing->compute_ms >= 0) computes_.push_back(timing->compute_ms);
+  if (timing->compute_cpu_ms >= 0) compute_cpus_.push_back(timing->compute_cpu_ms);
   phase_.cold_shape_hits += timing->cold_shape;
   if (!timing->model_version.empty()) ++phase_.versions[timing->model_version];
 }
@@ -29,6 +30,7 @@ Phase PhaseCounter::Finish() const {
   Phase phase = phase_;
   phase.latency = Summarize(latencies_);
   phase.compute = Summarize(computes_);
+  phase.compute_cpu = Summarize(compute_cpus_);
   return phase;
 }
 

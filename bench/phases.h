@@ -38,9 +38,11 @@ struct Phase {
   double to_ms = 0;
   LatencySummary latency;                 // OK requests, from their scheduled time
   std::map<std::string, int64_t> errors;  // every other outcome, by name
-  // From the responses' kiln_timing (empty without it): the OK requests' compute_ms, how many hit
-  // a cold shape, and model_version -> how many it answered.
+  // From the responses' kiln_timing (empty without it): the OK requests' compute_ms and their
+  // workers' CPU time for them, how many hit a cold shape, and model_version -> how many it
+  // answered.
   LatencySummary compute;
+  LatencySummary compute_cpu;
   int64_t cold_shape_hits = 0;
   std::map<std::string, int64_t> versions;
 
@@ -63,6 +65,7 @@ class PhaseCounter {
   Phase phase_;
   std::vector<double> latencies_;
   std::vector<double> computes_;
+  std::vector<double> compute_cpus_;
 };
 
 // Each of `records` counted into the first of `spans` that holds its scheduled time (a request in

@@ -15,8 +15,8 @@ constexpr int64_t kReportTimeoutMs = 2000;
 
 RequestTiming TimingOfResponse(const inference::ModelInferResponse& response) {
   const ComputeTiming timing = ReadTiming(response);
-  return {timing.worker_pid.value_or(0), timing.compute_ms.value_or(-1), timing.cold_shape,
-          response.model_version()};
+  return {timing.worker_pid.value_or(0), timing.compute_ms.value_or(-1),
+          timing.compute_cpu_ms.value_or(-1), timing.cold_shape, response.model_version()};
 }
 
 absl::StatusOr<std::vector<RequestTiming>> JoinTimings(const std::vector<RequestRecord>& records,

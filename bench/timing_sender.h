@@ -18,12 +18,13 @@
 
 namespace kiln::bench {
 
-// What the server said about one request it served: the "kiln_worker_pid", "kiln_compute_ms" and
-// "kiln_cold_shape" response parameters that a request asking for "kiln_timing" gets
-// (server/codec/infer_codec.h), and the version that answered.
+// What the server said about one request it served: the "kiln_worker_pid", "kiln_compute_ms",
+// "kiln_compute_cpu_ms" and "kiln_cold_shape" response parameters that a request asking for
+// "kiln_timing" gets (server/codec/infer_codec.h), and the version that answered.
 struct RequestTiming {
   int64_t worker_pid = 0;     // 0: unknown (no response, an error, or no parameter)
   double compute_ms = -1;     // < 0: unknown
+  double compute_cpu_ms = -1;  // the worker's CPU time for it; < 0: unknown
   bool cold_shape = false;    // "kiln_cold_shape": the worker had not warmed the shape
   std::string model_version;  // the response's model_version ("" for no response)
 };

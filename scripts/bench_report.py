@@ -672,11 +672,15 @@ def elastic_coldstart_table(folder, out):
 
 
 def first_new_cell(run):
+    """The new worker's first request: its compute time over the before p50, and the worker's CPU
+    time over the before CPU p50 (runs from before elastic reported it have none)."""
     first = run.get("first_new")
     if not first:
         return "none served one", None
+    cpu = f"; CPU {first['cpu_ratio']:.2f}x" if first.get("cpu_ratio") else ""
     return (f"{first['compute_ms']:.2f} ms = {first['compute_ratio']:.2f}x "
-            f"(before p50 {run['before_compute_p50_ms']:.2f} ms); latency {first['latency_ms']:.1f} ms",
+            f"(before p50 {run['before_compute_p50_ms']:.2f} ms{cpu}); "
+            f"latency {first['latency_ms']:.1f} ms",
             first["compute_ratio"])
 
 
@@ -715,7 +719,9 @@ def elastic_kill_table(folder, out):
                "WarmupReport is polled every 20 ms until it lists a new warm worker, and the model's "
                "health is checked every 10 ms through the whole load. \"first request\" is the first "
                "request the replacement served (each response names its worker): its compute time "
-               "against the compute p50 of every worker before the kill. Targets (warm template on): "
+               "against the compute p50 of every worker before the kill, and (\"CPU\") the worker's "
+               "CPU time for it against their CPU time p50 (near 1.0 while the compute ratio is "
+               "higher, it waited for a CPU; it did not run cold). Targets (warm template on): "
                "replacement warm <= 0.8 s after the kill, health SERVING throughout, its first request "
                "<= 1.1x the steady p50.\n")
     out.append("| warm template | replacement warm | target <= 0.8 s | health checks not SERVING | "
@@ -749,7 +755,8 @@ def elastic_ttin_table(folder, out):
                "at concurrency 4" + (f" ({capacity:.1f} req/s)" if capacity is not None else "") +
                "; Poisson arrivals at 70 % of it; SIGTTIN to the master adds a second worker, which has the other CPU. The tail "
                "latency in the 10 s after the signal (less where the load ends sooner, as with "
-               "`--quick`) against before it, while the new worker warms beside the one that serves. Targets (warm template on): p99 after / before <= 1.2, health "
+               "`--quick`) against before it, while the new worker warms beside the one that serves; "
+               "\"first request\" and \"CPU\" as for kill -9 above. Targets (warm template on): p99 after / before <= 1.2, health "
                "SERVING throughout, the new worker's first request <= 1.1x the steady p50.\n")
     out.append("| warm template | rate | p50 / p99 before | p50 / p99 after | p99 after / before | "
                "target <= 1.2 | new worker warm | health checks not SERVING | target 0 | "

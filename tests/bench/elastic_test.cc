@@ -27,10 +27,13 @@ RequestRecord Failed(double scheduled_ms, int code) {
   return RequestRecord{scheduled_ms, scheduled_ms, scheduled_ms + 1, code};
 }
 
+// The worker's CPU time is 2 ms under the compute time, so that a ratio of CPU times and one of
+// compute times differ.
 RequestTiming On(int64_t pid, double compute_ms) {
   RequestTiming timing;
   timing.worker_pid = pid;
   timing.compute_ms = compute_ms;
+  timing.compute_cpu_ms = compute_ms - 2;
   return timing;
 }
 
@@ -101,10 +104,13 @@ TEST_CASE("elastic: a response's timing parameters", "[elastic]") {
   inference::ModelInferResponse response;
   CHECK(TimingOfResponse(response).worker_pid == 0);
   CHECK(TimingOfResponse(response).compute_ms < 0);
+  CHECK(TimingOfResponse(response).compute_cpu_ms < 0);
   (*response.mutable_parameters())["kiln_worker_pid"].set_int64_param(4242);
   (*response.mutable_parameters())["kiln_compute_ms"].set_double_param(12.5);
+  (*response.mutable_parameters())["kiln_compute_cpu_ms"].set_double_param(11.25);
   CHECK(TimingOfResponse(response).worker_pid == 4242);
   CHECK(TimingOfResponse(response).compute_ms == 12.5);
+  CHECK(TimingOfResponse(response).compute_cpu_ms == 11.25);
 }
 
 TEST_CASE("elastic: the first request the new worker served", "[elastic]") {
@@ -178,6 +184,7 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   const ElasticResult result = Result();
   CHECK(result.p99_ratio() == Approx(90.0 / 300.0));
   CHECK(result.first_compute_ratio() == Approx(11.0 / 10.0));
+  CHECK(result.first_cpu_ratio() == Approx(9.0 / 8.0));         // CPU times 2 ms under the computes
   CHECK(result.first_latency_ratio() == Approx(300.0 / 20.0));  // before p50: 10, 20, 30, 300
   CHECK(result.errors() == 1);
 
@@ -189,7 +196,8 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   CHECK_THAT(text, Contains("p99 after / before: 0.30x; errors: 1\n"));
   CHECK_THAT(text, Contains("new worker: pid 201 warm 412.5 ms after the event\n"));
   CHECK_THAT(text, Contains("2 checks, 0 not SERVING (none), longest gap 0.0 ms\n"));
-  CHECK_THAT(text, Contains("compute 11.00 ms (1.10x the before compute p50 10.00 ms)"));
+  CHECK_THAT(text, Contains("compute 11.00 ms (1.10x the before compute p50 10.00 ms), the "
+                            "worker's CPU time 9.00 ms ("));
 
   const nlohmann::json doc = nlohmann::json::parse(ElasticReport(options, result).Json());
   CHECK(doc["model"] == "resnet50");
@@ -205,10 +213,12 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   CHECK(doc["p99_ratio"] == 0.3);
   CHECK(doc["errors"] == 1);
   CHECK(doc["before_compute_p50_ms"] == 10.0);
+  CHECK(doc["before_compute_cpu_p50_ms"] == 8.0);
   REQUIRE(doc["phases"].size() == 2);
   CHECK(doc["phases"][0]["name"] == "before");
   CHECK(doc["phases"][0]["count"] == 4);
   CHECK(doc["phases"][0]["compute_p50_ms"] == 10.0);
+  CHECK(doc["phases"][0]["compute_cpu_p50_ms"] == 8.0);
   CHECK(doc["phases"][1]["name"] == "after");
   CHECK(doc["phases"][1]["p99_ms"] == 90.0);
   CHECK(doc["phases"][1]["errors"]["UNAVAILABLE"] == 1);
@@ -219,6 +229,8 @@ TEST_CASE("elastic: the report and the JSON", "[elastic]") {
   CHECK(doc["first_new"]["pid"] == 201);
   CHECK(doc["first_new"]["compute_ms"] == 11.0);
   CHECK(doc["first_new"]["compute_ratio"] == 1.1);
+  CHECK(doc["first_new"]["compute_cpu_ms"] == 9.0);
+  CHECK(doc["first_new"]["cpu_ratio"].get<double>() == Approx(1.125));
   CHECK(doc["first_new"]["latency_ms"] == 300.0);
 
   ElasticResult none = result;
