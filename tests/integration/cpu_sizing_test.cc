@@ -396,7 +396,11 @@ TEST_CASE("beside a busy neighbour on every CPU kiln-server comes up on its CPUs
   INFO("log:\n" << server->log());
   const WarmupReportResponse report = Report(*server);
   CHECK(ModelReport(report, "mlp").workers_size() == report.cpus());
-  CHECK(Count(server->log(), "FAILED") == 0);  // passed at the first attempt
+  // Judged on wall time, every attempt would fail (the neighbours stretch mlp's calls to hundreds
+  // of ms) and the server would not come up. CPU time resists them, but not wholly on a VM whose
+  // vCPUs share cores: under CTest -j2 beside these loops one attempt once judged mlp's batch 4 at
+  // 1.28 ms of CPU time against a 1.05 ms limit, and the next passed. One such attempt at most.
+  CHECK(Count(server->log(), "FAILED") <= 1);
   ServesMlp(*server);
   WorkersAtNormalPriority(*server);
 }
