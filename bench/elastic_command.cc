@@ -152,27 +152,29 @@ double ElasticResult::p99_ratio() const {
   return P99Ratio(phases[0].latency, phases[1].latency);
 }
 
+namespace {
+
+// `value` (< 0: unknown) over the p50 of `summary` in the before phase (phases[0]); 0 when either
+// is unknown.
+double OverBeforeP50(const std::vector<Phase>& phases, LatencySummary Phase::*summary,
+                     double value) {
+  if (value < 0 || phases.empty()) return 0;
+  const LatencySummary& before = phases[0].*summary;
+  return before.count > 0 && before.p50 > 0 ? value / before.p50 : 0;
+}
+
+}  // namespace
+
 double ElasticResult::first_compute_ratio() const {
-  if (!first_new || first_new->compute_ms < 0 || phases.empty() || phases[0].compute.count == 0 ||
-      phases[0].compute.p50 <= 0) {
-    return 0;
-  }
-  return first_new->compute_ms / phases[0].compute.p50;
+  return first_new ? OverBeforeP50(phases, &Phase::compute, first_new->compute_ms) : 0;
 }
 
 double ElasticResult::first_cpu_ratio() const {
-  if (!first_new || first_new->compute_cpu_ms < 0 || phases.empty() ||
-      phases[0].compute_cpu.count == 0 || phases[0].compute_cpu.p50 <= 0) {
-    return 0;
-  }
-  return first_new->compute_cpu_ms / phases[0].compute_cpu.p50;
+  return first_new ? OverBeforeP50(phases, &Phase::compute_cpu, first_new->compute_cpu_ms) : 0;
 }
 
 double ElasticResult::first_latency_ratio() const {
-  if (!first_new || phases.empty() || phases[0].latency.count == 0 || phases[0].latency.p50 <= 0) {
-    return 0;
-  }
-  return first_new->latency_ms / phases[0].latency.p50;
+  return first_new ? OverBeforeP50(phases, &Phase::latency, first_new->latency_ms) : 0;
 }
 
 int64_t ElasticResult::errors() const { return ErrorTotal(phases); }
