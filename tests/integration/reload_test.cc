@@ -116,7 +116,7 @@ grpc::Status Load(Stub& stub, const std::string& model, bool unload = false) {
 class SteadyStream {
  public:
   explicit SteadyStream(int port)
-      : channel_(kiln::testing::LoopbackChannel(port)), thread_([this] { Run(); }) {}
+      : channel_(kiln::testing::ConnectedChannel(port)), thread_([this] { Run(); }) {}
   ~SteadyStream() { Stop(); }
 
   void Stop() {
@@ -129,6 +129,10 @@ class SteadyStream {
 
  private:
   void Run() {
+    if (channel_ == nullptr) {
+      errors_.push_back("not connected within 10 s");
+      return;
+    }
     Stub stub(channel_);
     while (!stop_) {
       inference::ModelInferRequest request = MlpRequest(1);
@@ -186,8 +190,8 @@ TEST_CASE(
   REQUIRE(PollUntil([&] { return stream.ok() >= switched_at + 20; }, seconds(30)));
   stream.Stop();
 
+  INFO("errors: " << absl::StrJoin(stream.errors(), "; "));
   CHECK(stream.errors().empty());
-  for (const std::string& error : stream.errors()) INFO("error: " << error);
   CHECK(stream.versions() == std::vector<std::string>{"1", "2"});  // switched once, never back
   const std::map<std::string, std::set<int64_t>> after = WorkersByVersion(*server);
   CHECK(after.at("b:1") == before.at("b:1"));  // untouched: the same processes

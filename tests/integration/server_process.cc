@@ -266,6 +266,13 @@ std::shared_ptr<grpc::Channel> LoopbackChannel(int port) {
                                    grpc::InsecureChannelCredentials(), args);
 }
 
+std::shared_ptr<grpc::Channel> ConnectedChannel(int port, std::chrono::milliseconds timeout) {
+  std::shared_ptr<grpc::Channel> channel = LoopbackChannel(port);
+  // WaitForConnected asks for a connection and waits through failed attempts and their backoff.
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) return nullptr;
+  return channel;
+}
+
 std::string OipDatatype(DType dtype) {
   switch (dtype) {
     case DType::kBool:
