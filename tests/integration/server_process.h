@@ -138,8 +138,9 @@ std::shared_ptr<grpc::Channel> LoopbackChannel(int port);
 // channel whose first connection attempt failed ends UNAVAILABLE at once, and so do the calls
 // after it until the reconnect (100 ms later), and Debian's gRPC 1.51 client sometimes fails a
 // loopback connect on its own side ("failed to connect to all addresses; last error: UNKNOWN:
-// ipv4:127.0.0.1:<port>: No such file or directory": errno read after other calls, fixed
-// upstream in grpc/grpc#35064). Connecting first retries through that, as a real client would.
+// ipv4:127.0.0.1:<port>: No such file or directory", which matches gRPC reading connect's
+// errno after other calls, fixed upstream in grpc/grpc#35064). Connecting first retries through
+// that, as a real client would.
 std::shared_ptr<grpc::Channel> ConnectedChannel(
     int port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
