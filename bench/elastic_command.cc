@@ -356,13 +356,14 @@ absl::StatusOr<ScenarioOutcome> RunElastic(const ElasticOptions& options, RunFil
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
 
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel, ConnectChannel(address));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
   const std::unique_ptr<KilnService::Stub> kiln = KilnService::NewStub(channel);
   // Health checks on a channel of their own, so that they never queue behind the load's calls.
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> health_channel, ConnectChannel(address));
   const std::unique_ptr<grpc::health::v1::Health::Stub> health =
-      grpc::health::v1::Health::NewStub(CreateChannel(address));
+      grpc::health::v1::Health::NewStub(health_channel);
   ASSIGN_OR_RETURN(SyntheticRequest request, FetchLoadRequest(*stub, options.model, options.batch,
                                                               options.seed, kRequestTimeoutMs));
   AskForTiming(&request.request);

@@ -195,9 +195,13 @@ int RunInferCommand(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(addr);
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectChannel(addr);
+  if (!channel.ok()) {
+    std::cerr << "kiln-bench: " << channel.status().message() << "\n";
+    return kExitFailure;
+  }
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(channel);
+      inference::GRPCInferenceService::NewStub(*channel);
 
   absl::StatusOr<inference::ModelMetadataResponse> metadata =
       FetchModelMetadata(*stub, model, version, timeout_ms);

@@ -125,9 +125,10 @@ std::vector<int> Ports(const std::vector<Replica>& replicas) {
 // sent to it directly; every one must be OK. Returns their p50.
 absl::StatusOr<double> CheckReplica(const Replica& replica, const SyntheticRequest& request,
                                     int64_t count) {
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel,
+                   ConnectChannel(absl::StrCat("127.0.0.1:", replica.port)));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(
-          CreateChannel(absl::StrCat("127.0.0.1:", replica.port)));
+      inference::GRPCInferenceService::NewStub(channel);
   LoadOptions check;
   check.mode = LoopMode::kClosed;
   check.requests = count;
@@ -433,8 +434,9 @@ absl::Status RunLbScenario(const LbOptions& options, RunFiles& files, LbResult* 
   Say(absl::StrCat(result->nginx_version, " listening on 127.0.0.1:", lb_port));
 
   const std::string lb_address = absl::StrCat("127.0.0.1:", lb_port);
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel, ConnectChannel(lb_address));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(CreateChannel(lb_address));
+      inference::GRPCInferenceService::NewStub(channel);
   ASSIGN_OR_RETURN(
       const SyntheticRequest request,
       FetchLoadRequest(*stub, options.model, options.batch, options.seed, kRequestTimeoutMs));

@@ -195,9 +195,13 @@ int RunLoadCommand(const std::vector<std::string>& args) {
     return kExitFailure;
   }
 
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(addr);
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectChannel(addr);
+  if (!channel.ok()) {
+    std::cerr << "kiln-bench: " << channel.status().message() << "\n";
+    return kExitFailure;
+  }
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(channel);
+      inference::GRPCInferenceService::NewStub(*channel);
   // Not --timeout_ms, which may be set tiny on purpose to provoke DEADLINE_EXCEEDED.
   absl::StatusOr<inference::ModelMetadataResponse> metadata =
       FetchModelMetadata(*stub, model, version, std::max<int64_t>(timeout_ms, 10000));

@@ -18,6 +18,23 @@
 namespace kiln::bench {
 namespace {
 
+// grpc_connectivity_state as gRPC's docs name it.
+const char* ChannelStateName(grpc_connectivity_state state) {
+  switch (state) {
+    case GRPC_CHANNEL_IDLE:
+      return "IDLE";
+    case GRPC_CHANNEL_CONNECTING:
+      return "CONNECTING";
+    case GRPC_CHANNEL_READY:
+      return "READY";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+      return "TRANSIENT_FAILURE";
+    case GRPC_CHANNEL_SHUTDOWN:
+      return "SHUTDOWN";
+  }
+  return "unknown";
+}
+
 using inference::InferTensorContents;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
@@ -174,6 +191,23 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, int max
   arguments.SetMaxReceiveMessageSize(max_message_bytes);
   arguments.SetMaxSendMessageSize(max_message_bytes);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string& address,
+                                                              std::chrono::milliseconds timeout) {
+  std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+  if (channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) return channel;
+  // Why: a call that does not wait for the connection fails with gRPC's reason for the last
+  // attempt ("... Connection refused").
+  grpc::ClientContext context;
+  SetTimeout(&context, 1000);
+  inference::ServerLiveResponse live;
+  const grpc::Status why =
+      inference::GRPCInferenceService::NewStub(channel)->ServerLive(&context, {}, &live);
+  return absl::UnavailableError(absl::StrCat(
+      "could not connect to ", address, " within ", std::chrono::duration<double>(timeout).count(),
+      " s (gRPC channel state ", ChannelStateName(channel->GetState(false)),
+      why.ok() ? "" : absl::StrCat(": ", why.error_message()), "); is a server serving there?"));
 }
 
 void SetTimeout(grpc::ClientContext* context, int64_t timeout_ms) {

@@ -328,12 +328,13 @@ absl::StatusOr<ScenarioOutcome> RunReload(const ReloadOptions& options, RunFiles
                                 files.work_dir(), files.Log("reload.log"), options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel, ConnectChannel(address));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
   // Control RPCs on a channel of their own, so that they never queue behind the load's calls.
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> control_channel, ConnectChannel(address));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> control =
-      inference::GRPCInferenceService::NewStub(CreateChannel(address));
+      inference::GRPCInferenceService::NewStub(control_channel);
   const std::unique_ptr<KilnService::Stub> kiln = KilnService::NewStub(channel);
   ASSIGN_OR_RETURN(SyntheticRequest request, FetchLoadRequest(*stub, options.model, options.batch,
                                                               options.seed, kRequestTimeoutMs));

@@ -46,7 +46,12 @@ int RunScaleCommand(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  const std::unique_ptr<KilnService::Stub> stub = KilnService::NewStub(CreateChannel(addr));
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectChannel(addr);
+  if (!channel.ok()) {
+    std::cerr << "kiln-bench: " << channel.status().message() << "\n";
+    return kExitFailure;
+  }
+  const std::unique_ptr<KilnService::Stub> stub = KilnService::NewStub(*channel);
   SetWorkerCountRequest request;
   request.set_model(model);
   request.set_workers(static_cast<int32_t>(workers));

@@ -75,8 +75,10 @@ absl::StatusOr<ScenarioOutcome> RunScaleout(const ScaleoutOptions& options, RunF
   RETURN_IF_ERROR(
       ReplicaServing(a, a_deadline, absl::StrCat("--timeout_s=", options.timeout_s)).status());
 
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel,
+                   ConnectChannel(absl::StrCat("127.0.0.1:", a.port)));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
-      inference::GRPCInferenceService::NewStub(CreateChannel(absl::StrCat("127.0.0.1:", a.port)));
+      inference::GRPCInferenceService::NewStub(channel);
   ASSIGN_OR_RETURN(
       const SyntheticRequest request,
       FetchLoadRequest(*stub, options.model, options.batch, options.seed, kRequestTimeoutMs));

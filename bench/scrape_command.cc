@@ -156,7 +156,7 @@ absl::StatusOr<ScenarioOutcome> RunScrape(const ScrapeOptions& options, RunFiles
                    files.work_dir(), files.Log("scrape.log"), options.timeout_s));
   const std::unique_ptr<LaunchedServer> server = std::move(started.server);
   const std::string address = absl::StrCat("127.0.0.1:", started.port);
-  const std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::Channel> channel, ConnectChannel(address));
   const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
       inference::GRPCInferenceService::NewStub(channel);
   const std::unique_ptr<KilnService::Stub> kiln = KilnService::NewStub(channel);

@@ -236,7 +236,12 @@ int RunWarmupCommand(const std::vector<std::string>& args) {
     return kExitUsage;
   }
 
-  const std::unique_ptr<KilnService::Stub> stub = KilnService::NewStub(CreateChannel(addr));
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectChannel(addr);
+  if (!channel.ok()) {
+    std::cerr << "kiln-bench: " << channel.status().message() << "\n";
+    return kExitFailure;
+  }
+  const std::unique_ptr<KilnService::Stub> stub = KilnService::NewStub(*channel);
   WarmupReportRequest request;
   request.set_model(model);
   WarmupReportResponse response;

@@ -3,17 +3,20 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "bench/args.h"
 #include "bench/health_command.h"
 #include "bench/infer_command.h"
+#include "common/process.h"
 #include "common/safetensors.h"
 #include "common/safetensors_writer.h"
 #include "google/protobuf/text_format.h"
@@ -473,6 +476,36 @@ TEST_CASE("health: only SERVING exits 0 and NOT_FOUND reads as SERVICE_UNKNOWN",
   CHECK(ServingStatusName(0) == "UNKNOWN");
   CHECK(ServingStatusName(3) == "SERVICE_UNKNOWN");
   CHECK(ServingStatusName(9) == "STATUS_9");
+}
+
+TEST_CASE(
+    "ConnectChannel returns a connected channel where a server listens, and why not where "
+    "none does",
+    "[channel]") {
+  inference::GRPCInferenceService::CallbackService service;  // every method UNIMPLEMENTED
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  const std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  REQUIRE(port > 0);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      ConnectChannel(absl::StrCat("127.0.0.1:", port));
+  REQUIRE(channel.ok());
+  CHECK((*channel)->GetState(false) == GRPC_CHANNEL_READY);
+  server->Shutdown();
+
+  // A port nothing listens on: refused at every attempt until the timeout.
+  const absl::StatusOr<int> closed = FreeLoopbackPort();
+  REQUIRE(closed.ok());
+  const std::string address = absl::StrCat("127.0.0.1:", *closed);
+  channel = ConnectChannel(address, std::chrono::milliseconds(300));
+  REQUIRE_FALSE(channel.ok());
+  CHECK(absl::IsUnavailable(channel.status()));
+  CHECK_THAT(std::string(channel.status().message()),
+             Contains("could not connect to " + address + " within 0.3 s") &&
+                 Contains("Connection refused"));
 }
 
 }  // namespace

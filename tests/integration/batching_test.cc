@@ -10,11 +10,13 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -116,16 +118,26 @@ std::vector<std::vector<float>> Alone(int port, int distinct, const MakeRequest&
 // kClients clients at once, kRequestsPerClient requests each, against port: with fewer workers
 // than clients, requests queue behind each pass and are batched. Each answer is compared with
 // the same request's answer alone. Each client connects first (ConnectedChannel): what is tested
-// is the batching, not the first connection attempt of eight at once.
+// is the batching, not the first connection attempt of eight at once; then all start together.
 void RunClients(int port, const std::vector<std::vector<float>>& alone, const MakeRequest& make) {
   const int distinct = static_cast<int>(alone.size());
   std::vector<double> worst(kClients, 0);
   std::vector<int> failed(kClients, 0);
   std::vector<std::string> first_error(kClients);  // its code and message
+  // Every client starts sending once all are connected (or given up), so that their requests
+  // overlap and queue from the first.
+  std::mutex mu;
+  std::condition_variable all_connected;
+  int connecting = kClients;
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
       const std::shared_ptr<grpc::Channel> channel = kiln::testing::ConnectedChannel(port);
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (--connecting == 0) all_connected.notify_all();
+        all_connected.wait(lock, [&] { return connecting == 0; });
+      }
       if (channel == nullptr) {
         failed[c] = kRequestsPerClient;
         first_error[c] = "not connected within 10 s";
