@@ -193,9 +193,9 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address, int max
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string& address,
-                                                              std::chrono::milliseconds timeout) {
-  std::shared_ptr<grpc::Channel> channel = CreateChannel(address);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connected(std::shared_ptr<grpc::Channel> channel,
+                                                         const std::string& address,
+                                                         std::chrono::milliseconds timeout) {
   if (channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) return channel;
   // Why: a call that does not wait for the connection fails with gRPC's reason for the last
   // attempt ("... Connection refused").
@@ -208,6 +208,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string&
       "could not connect to ", address, " within ", std::chrono::duration<double>(timeout).count(),
       " s (gRPC channel state ", ChannelStateName(channel->GetState(false)),
       why.ok() ? "" : absl::StrCat(": ", why.error_message()), "); is a server serving there?"));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const std::string& address,
+                                                              std::chrono::milliseconds timeout) {
+  return Connected(CreateChannel(address), address, timeout);
 }
 
 void SetTimeout(grpc::ClientContext* context, int64_t timeout_ms) {

@@ -3,8 +3,8 @@
 // kiln::Tensor, synthetic requests for a model's metadata (random numbers, or text for a text
 // model), and gRPC status formatting.
 //
-// Everything here except CreateChannel and ConnectChannel is a pure function of its arguments:
-// no state, safe to call from any thread (the load generator will call them from many).
+// Everything here except CreateChannel and the two that connect is a pure function of its
+// arguments: no state, safe to call from any thread (the load generator will call them from many).
 #ifndef KILN_BENCH_OIP_CLIENT_H_
 #define KILN_BENCH_OIP_CLIENT_H_
 
@@ -43,12 +43,17 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
 // How long ConnectChannel waits by default.
 inline constexpr std::chrono::milliseconds kConnectTimeout = std::chrono::seconds(10);
 
-// A CreateChannel to `address` where a server is expected to be serving, connected (READY)
-// before it is returned: it waits through failed connection attempts and gRPC's reconnect
-// backoff. A channel whose first attempt failed would otherwise fail every call at once until it
+// `channel` (to `address`, where a server is expected to be serving), connected (READY) before it
+// is returned: it waits through failed connection attempts and gRPC's reconnect backoff. A
+// channel whose first attempt failed would otherwise fail every call at once until it
 // reconnects, and Debian 12's gRPC 1.51 client now and then fails a loopback connect on its own
-// side (docs/operating.md, "Errors a client can get"). Unavailable, naming the address and the
-// channel's state, when it is not connected within `timeout`.
+// side (docs/operating.md, "Errors a client can get"). Unavailable, naming the address, the
+// channel's state and gRPC's reason, when it is not connected within `timeout`.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connected(std::shared_ptr<grpc::Channel> channel,
+                                                         const std::string& address,
+                                                         std::chrono::milliseconds timeout);
+
+// Connected(CreateChannel(address), address, timeout).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(
     const std::string& address, std::chrono::milliseconds timeout = kConnectTimeout);
 

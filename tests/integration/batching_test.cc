@@ -100,9 +100,11 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 // the reference answers.
 std::vector<std::vector<float>> Alone(int port, int distinct, const MakeRequest& make,
                                       size_t outputs) {
-  const std::shared_ptr<grpc::Channel> channel = kiln::testing::ConnectedChannel(port);
-  REQUIRE(channel != nullptr);
-  Stub stub(channel);
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      kiln::testing::ConnectedChannel(port);
+  INFO(channel.status().message());
+  REQUIRE(channel.ok());
+  Stub stub(*channel);
   std::vector<std::vector<float>> alone(distinct);
   for (int i = 0; i < distinct; ++i) {
     inference::ModelInferResponse response;
@@ -132,18 +134,19 @@ void RunClients(int port, const std::vector<std::vector<float>>& alone, const Ma
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
-      const std::shared_ptr<grpc::Channel> channel = kiln::testing::ConnectedChannel(port);
+      const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+          kiln::testing::ConnectedChannel(port);
       {
         std::unique_lock<std::mutex> lock(mu);
         if (--connecting == 0) all_connected.notify_all();
         all_connected.wait(lock, [&] { return connecting == 0; });
       }
-      if (channel == nullptr) {
+      if (!channel.ok()) {
         failed[c] = kRequestsPerClient;
-        first_error[c] = "not connected within 10 s";
+        first_error[c] = channel.status().ToString();
         return;
       }
-      Stub own(channel);
+      Stub own(*channel);
       for (int n = 0; n < kRequestsPerClient; ++n) {
         const int i = (c * 5 + n) % distinct;
         inference::ModelInferResponse response;

@@ -129,11 +129,11 @@ class SteadyStream {
 
  private:
   void Run() {
-    if (channel_ == nullptr) {
-      errors_.push_back("not connected within 10 s");
+    if (!channel_.ok()) {
+      errors_.push_back(channel_.status().ToString());
       return;
     }
-    Stub stub(channel_);
+    Stub stub(*channel_);
     while (!stop_) {
       inference::ModelInferRequest request = MlpRequest(1);
       request.set_model_name("a");
@@ -150,7 +150,7 @@ class SteadyStream {
     }
   }
 
-  std::shared_ptr<grpc::Channel> channel_;
+  const absl::StatusOr<std::shared_ptr<grpc::Channel>> channel_;
   std::atomic<bool> stop_{false};
   std::atomic<int> ok_{0};
   std::vector<std::string> errors_;

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "bench/oip_client.h"
+
 extern char** environ;
 
 namespace kiln::testing {
@@ -266,11 +268,9 @@ std::shared_ptr<grpc::Channel> LoopbackChannel(int port) {
                                    grpc::InsecureChannelCredentials(), args);
 }
 
-std::shared_ptr<grpc::Channel> ConnectedChannel(int port, std::chrono::milliseconds timeout) {
-  std::shared_ptr<grpc::Channel> channel = LoopbackChannel(port);
-  // WaitForConnected asks for a connection and waits through failed attempts and their backoff.
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + timeout)) return nullptr;
-  return channel;
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectedChannel(int port,
+                                                                std::chrono::milliseconds timeout) {
+  return bench::Connected(LoopbackChannel(port), "127.0.0.1:" + std::to_string(port), timeout);
 }
 
 std::string OipDatatype(DType dtype) {

@@ -20,6 +20,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/status/statusor.h"
 #include "common/process.h"
 #include "common/tensor.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
@@ -133,15 +134,15 @@ std::map<pid_t, int> ThreadPolicies(pid_t pid);
 // A channel to 127.0.0.1:port that accepts large responses and retries connecting quickly.
 std::shared_ptr<grpc::Channel> LoopbackChannel(int port);
 
-// A LoopbackChannel to a port that is serving, connected (READY) before it is returned; null
-// when it is not connected within `timeout`. For load from many clients at once: a call on a
-// channel whose first connection attempt failed ends UNAVAILABLE at once, and so do the calls
-// after it until the reconnect (100 ms later), and Debian's gRPC 1.51 client sometimes fails a
-// loopback connect on its own side ("failed to connect to all addresses; last error: UNKNOWN:
-// ipv4:127.0.0.1:<port>: No such file or directory", which matches gRPC reading connect's
-// errno after other calls, fixed upstream in grpc/grpc#35064). Connecting first retries through
-// that, as a real client would.
-std::shared_ptr<grpc::Channel> ConnectedChannel(
+// A LoopbackChannel to a port that is serving, connected (READY) before it is returned
+// (bench::Connected: Unavailable with gRPC's reason when it is not within `timeout`). For load
+// from many clients at once: a call on a channel whose first connection attempt failed ends
+// UNAVAILABLE at once, and so do the calls after it until the reconnect (100 ms later), and
+// Debian's gRPC 1.51 client sometimes fails a loopback connect on its own side ("failed to
+// connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:<port>: No such file or
+// directory", which matches gRPC reading connect's errno after other calls, fixed upstream in
+// grpc/grpc#35064). Connecting first retries through that, as a real client would.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectedChannel(
     int port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // The OIP datatype ("FP32", "INT64", ...) of a dtype; "" when OIP has none.
