@@ -89,6 +89,16 @@ FIRST_VS_STEADY_CPU = ("\"CPU, first / after-pause\" is the worker's CPU time fo
                        "waited (for a CPU, or on its way through the server), it did not run cold.")
 
 
+FIRST_VS_STEADY_COLUMNS = FIRST_VS_STEADY_HEADER.count("|") + 1
+
+
+def first_vs_steady_head(out, before, after=()):
+    """The head of a table whose columns are `before`, first_vs_steady_cells' and `after`."""
+    columns = [*before, FIRST_VS_STEADY_HEADER, *after]
+    out.append("| " + " | ".join(columns) + " |")
+    out.append("|" + "---|" * (len(before) + FIRST_VS_STEADY_COLUMNS + len(after)))
+
+
 def first_vs_steady_cells(run):
     """A coldstart run's first request, back-to-back and after-pause p50s, their ratios, and the
     worker's CPU time ratio (n/a in runs from before coldstart reported it)."""
@@ -109,8 +119,7 @@ def warmup_table(folder, out):
                "costs any request (large for sub-ms models on this 2-vCPU VM). textcls is sent text "
                "(the tokenizer runs in the worker). " + FIRST_VS_STEADY_CPU + " \"first, off / on\" "
                "is how much slower the first request is without kiln's warmup.\n")
-    out.append(f"| model | warmup | {FIRST_VS_STEADY_HEADER} | first, off / on |")
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    first_vs_steady_head(out, ("model", "warmup"), ("first, off / on",))
     for model in ("mlp", "resnet18", "textcls"):
         on = load(folder, f"coldstart-{model}-warmup-on")
         off = load(folder, f"coldstart-{model}-warmup-off")
@@ -126,8 +135,7 @@ def warmup_table(folder, out):
                "alone warm it (batch 1, `max_batch_size` 8; each shape settled: two calls in a row "
                "that agree, 3 calls at least at the first). Same method and columns as above; "
                "\"ready\" is the time from starting kiln-server to SERVING.\n")
-    out.append(f"| model | ready | {FIRST_VS_STEADY_HEADER} |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    first_vs_steady_head(out, ("model", "ready"))
     for model in ("mlp", "resnet18", "resnet50"):
         run = load(folder, f"coldstart-{model}-triton")
         out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
@@ -310,12 +318,11 @@ def batching_first_request_table(folder, out):
     out.append("`kiln-bench coldstart` on the repository with `dynamic_batching { }`, 2 workers; the "
                "same method and columns as \"First request vs steady\" above (target: first / "
                "after-pause <= 1.1x).\n")
-    out.append(f"| model | ready | {FIRST_VS_STEADY_HEADER} |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    first_vs_steady_head(out, ("model", "ready"))
     for model in BATCHING_MODELS:
         run = optional_run(folder, f"coldstart-{model}-batched")
         if run is None:
-            out.append(f"| {model} | {NOT_MEASURED} | | | | | | |")
+            out.append(f"| {model} | {NOT_MEASURED} |" + " |" * FIRST_VS_STEADY_COLUMNS)
             continue
         out.append(f"| {model} | {spread(run['ready_ms'], ' ms')} | {first_vs_steady_cells(run)} |")
     out.append("")
