@@ -529,7 +529,8 @@ absl::Status Master::CheckVersions(const std::vector<SharedSpec>& specs, bool st
     const std::unique_ptr<inference::GRPCInferenceService::Stub> stub =
         InProcessStub(options_, *server);
     absl::StatusOr<std::vector<ReadinessResult>> results =
-        RunReadinessCheck(*stub, specs, pool_->Workers(), options_.warmup, OpenMpThreadsSpin());
+        RunReadinessCheck(*stub, specs, pool_->Workers(), options_.warmup, OpenMpThreadsSpin(),
+                          ReadinessRounds(attempt));
     server->Shutdown();
     if (!results.ok()) return Annotate(results.status(), "readiness check");
     bool passed = true;

@@ -274,17 +274,18 @@ std::string ReadinessResult::Describe() const {
     shape_calls.push_back(absl::StrCat(shape.ran_as.Describe(), " x", shape.calls));
   }
   std::string text = absl::StrFormat(
-      "%s: %d requests through the whole path on %d of %d workers (%s), compute CPU median "
+      "%s: %d requests%s through the whole path on %d of %d workers (%s), compute CPU median "
       "%.2f ms %s, CPU p95 %.2f ms; wall p95 %.2f ms: %s",
-      model, requests, workers_reached, workers, absl::StrJoin(shape_calls, ", "), cpu_median_ms,
-      judged, cpu_p95_ms, p95_ms, passed() ? "passed" : "FAILED");
+      model, requests, rounds > 1 ? absl::StrCat(" in ", rounds, " rounds") : "", workers_reached,
+      workers, absl::StrJoin(shape_calls, ", "), cpu_median_ms, judged, cpu_p95_ms, p95_ms,
+      passed() ? "passed" : "FAILED");
   if (errors > 0) absl::StrAppend(&text, "; ", errors, " errors, the first: ", first_error);
   return text;
 }
 
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     inference::GRPCInferenceService::Stub& stub, const std::vector<SharedSpec>& specs,
-    const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin) {
+    const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin, int rounds) {
   std::vector<ReadinessResult> results(specs.size());
   std::vector<int> worker_counts(specs.size());
   // Each version's requests, built first (only that can fail); then all checked at once.
@@ -308,6 +309,11 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       RETURN_IF_ERROR(request.status());
       requests[i].emplace_back(shape, *std::move(request));
     }
+    const size_t round = requests[i].size();
+    requests[i].reserve(round * std::max(rounds, 1));  // so that pushing copies moves nothing
+    for (int r = 1; r < rounds; ++r) {
+      for (size_t j = 0; j < round; ++j) requests[i].push_back(requests[i][j]);
+    }
   }
   std::vector<std::thread> checks;
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -327,11 +333,14 @@ absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
       results[i] =
           CheckModel(stub, spec, workers, worker_counts[i], requests[i],
                      concurrency > 0 ? concurrency : worker_counts[i], not_judged, threads);
+      results[i].rounds = std::max(rounds, 1);
     });
   }
   for (std::thread& check : checks) check.join();
   return results;
 }
+
+int ReadinessRounds(int attempt) { return 2 * attempt - 1; }
 
 absl::StatusOr<int> PrimeServingPath(inference::GRPCInferenceService::Stub& stub,
                                      const std::vector<SharedSpec>& specs,

@@ -10,6 +10,13 @@
 // time, each by as many senders as it has workers. An explicit check_requests N sends N requests
 // at the smallest shape instead.
 //
+// A check that fails is tried again, up to three attempts (Master::CheckVersions), each sending
+// its requests more times over: attempt k sends them in 2k - 1 rounds (1, 3, 5), and each shape
+// is judged by the median over all its calls. A cold path pays in every call, so it fails every
+// attempt; a lone call that a noisy machine stretched (measured: one call of textcls at batch 1
+// cost 199 ms of CPU time against 1.6 ms steady, once in 170 starts beside busy loops, a disk
+// writer or a memory streamer) fails at most the first, and is outvoted in the next.
+//
 // Each call's CPU time in its worker (which a neighbour taking turns on the core does not
 // stretch) is judged against the warmup's steady CPU time for the shape it ran as (returned
 // with the timing, kRanAsBatchParameter): per shape, the median of its calls must be within
@@ -68,6 +75,7 @@ struct ShapeCheck {
 struct ReadinessResult {
   std::string model;  // ModelSpec::key()
   int requests = 0;
+  int rounds = 1;  // the requests were the same set sent this many times
   int errors = 0;
   int workers = 0;                 // of the version, when the check began
   int workers_reached = 0;         // how many of them answered a call (by pid)
@@ -95,7 +103,8 @@ struct ReadinessResult {
   }
   // "resnet50:1: 3 requests through the whole path on 2 of 2 workers (b1 x2, b4 x1), compute CPU
   // median 452.10 ms <= limit 679.15 ms at b4 (1.5 x reference CPU 452.10 ms + 1.0 ms; steady
-  // 448.00 ms), CPU p95 452.10 ms; wall p95 460.33 ms: passed".
+  // 448.00 ms), CPU p95 452.10 ms; wall p95 460.33 ms: passed"; a retry's "9 requests in 3
+  // rounds through ...".
   std::string Describe() const;
 };
 
@@ -115,10 +124,16 @@ InferenceServiceOptions CheckServiceOptions(bool staged, TextTokens* text_tokens
 // errors only, and says so: spinning makes its CPU time depend on the load around. A model is
 // skipped (and says why) when its warmup is off (`warmup` false: the
 // --warmup=off baseline must stay cold, or warmup.enabled false) or its inputs cannot be
-// generated (BYTES). Only building a request can fail; a failed check is a result.
+// generated (BYTES). Each version's requests are sent in `rounds` rounds, one after the other,
+// and each shape judged by the median over all its calls. Only building a request can fail; a
+// failed check is a result.
 absl::StatusOr<std::vector<ReadinessResult>> RunReadinessCheck(
     inference::GRPCInferenceService::Stub& stub, const std::vector<SharedSpec>& specs,
-    const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin = false);
+    const std::vector<WorkerInfo>& workers, bool warmup, bool threads_spin = false, int rounds = 1);
+
+// How many rounds the readiness check's attempt `attempt` (1, 2, 3) sends: 2 x attempt - 1, so
+// that each retry's medians outvote one more stretched call.
+int ReadinessRounds(int attempt);
 
 // Primes the port's request path before it says SERVING (the header says why): one request per
 // served version (`specs`), at the smallest shape all its workers warmed, all at once, through

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -177,12 +178,32 @@ inline ModelWarmupReport ModelReport(const WarmupReportResponse& response,
   throw;  // unreachable: FAIL throws
 }
 
-// Starts a server and waits until it is SERVING; FAILs (with the log) when it does not.
+// The lines of a kiln-server `log` that glog wrote at WARNING or above ("W...", "E...",
+// "F..."): why a server stopped, first, where CI's printout cuts a long log.
+inline std::string WarningLines(const std::string& log) {
+  std::istringstream in(log);
+  std::string lines;
+  for (std::string line; std::getline(in, line);) {
+    if (std::regex_search(line, std::regex("^[WEF][0-9]{8} "))) lines += line + "\n";
+  }
+  return lines.empty() ? "(none)\n" : lines;
+}
+
+// Starts a server and waits until it is SERVING; FAILs when it does not, with whether it exited
+// (and how), its warnings and errors, and then its whole log.
 inline std::unique_ptr<ServerProcess> StartServing(ServerConfig config) {
   auto server = std::make_unique<ServerProcess>(std::move(config));
   if (!server->WaitServing(kStartup)) {
-    FAIL("kiln-server did not become SERVING on port " << server->port() << "\n--- log ---\n"
-                                                       << server->log());
+    const std::optional<int> exit_code = server->WaitExit(milliseconds(0));
+    const std::string log = server->log();
+    FAIL("kiln-server did not become SERVING on port "
+         << server->port() << " ("
+         << (exit_code.has_value()
+                 ? "it exited with " + std::to_string(*exit_code)
+                 : "still running after " + std::to_string(kStartup.count() / 1000) + " s")
+         << ")\n--- its warnings and errors ---\n"
+         << WarningLines(log) << "--- log ---\n"
+         << log);
   }
   return server;
 }

@@ -176,7 +176,10 @@ void FakeZygote::Answer(Worker& worker, const internal::InferCall& call) {
   internal::FromWorker reply;
   internal::InferResult& result = *reply.mutable_result();
   result.set_call_id(call.call_id());
-  result.set_compute_cpu_ms(worker.behaviour.call_cpu_ms);
+  const std::vector<double>& first = worker.behaviour.first_calls_cpu_ms;
+  result.set_compute_cpu_ms(worker.answered < first.size() ? first[worker.answered]
+                                                           : worker.behaviour.call_cpu_ms);
+  ++worker.answered;
   const int64_t rows =
       call.inputs_size() > 0 && call.inputs(0).shape_size() > 0 ? call.inputs(0).shape(0) : 1;
   result.mutable_ran_as()->set_batch_size(static_cast<int32_t>(rows));

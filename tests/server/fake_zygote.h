@@ -36,6 +36,9 @@ class FakeZygote {
     double steady_ms = 0;       // the steady latency its warmup report gives for batch 1
     double steady_cpu_ms = 0;   // and the steady CPU time
     double call_cpu_ms = 0;     // the CPU time each answer reports (compute_cpu_ms)
+    // The CPU time each worker's first answers report instead, in order (a call a noisy machine
+    // stretched); call_cpu_ms after them.
+    std::vector<double> first_calls_cpu_ms = {};
     int64_t private_peak_bytes = 0;  // its warmup report's private peak
     int intra_op_threads = 1;        // what its warmup report says it runs
     // The batch sizes its warmup report says it warmed, each at steady_ms / steady_cpu_ms.
@@ -79,6 +82,7 @@ class FakeZygote {
     FrameChannel channel;
     std::unique_ptr<SharedArena> arena;
     std::vector<internal::InferCall> held;
+    size_t answered = 0;  // calls answered so far
   };
   void Loop();
   void Run(std::function<void()> action);

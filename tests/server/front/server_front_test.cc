@@ -139,10 +139,10 @@ FakeZygote::Behaviour Steady(double steady_ms, int delay_ms = 0, double call_cpu
   return behaviour;
 }
 
-// The readiness check of `front`'s one version (warmup on), which must run.
-ReadinessResult CheckOnce(Front& front, bool threads_spin = false) {
+// The readiness check of `front`'s one version (warmup on), in `rounds`, which must run.
+ReadinessResult CheckOnce(Front& front, bool threads_spin = false, int rounds = 1) {
   absl::StatusOr<std::vector<ReadinessResult>> results = RunReadinessCheck(
-      front.stub(), front.pool().Served(), front.pool().Workers(), true, threads_spin);
+      front.stub(), front.pool().Served(), front.pool().Workers(), true, threads_spin, rounds);
   REQUIRE(results.ok());
   REQUIRE(results->size() == 1);
   return results->front();
@@ -195,6 +195,42 @@ TEST_CASE("the readiness check judges CPU time through the front and the pool", 
     CHECK(result.reference_cpu_ms == 2.5);
     CHECK_THAT(result.Describe(), Contains("compute CPU median 30.00 ms > limit 27.50 ms"));
     CHECK_THAT(result.Describe(), Contains("FAILED"));
+  }
+  SECTION("a lone stretched call fails one round; the retries' three and five outvote it") {
+    CHECK(ReadinessRounds(1) == 1);
+    CHECK(ReadinessRounds(2) == 3);
+    CHECK(ReadinessRounds(3) == 5);
+    ModelSpec spec = Spec();
+    spec.config.mutable_readiness()->set_check_requests(1);
+    spec.config.mutable_readiness()->set_check_concurrency(1);
+    // The worker's first call cost 30x steady (a busy machine's outlier), its later ones steady.
+    FakeZygote::Behaviour stretched = Steady(1.0);
+    stretched.first_calls_cpu_ms = {30};
+    {
+      Front front(stretched, {}, spec, /*workers=*/1);
+      const ReadinessResult result = CheckOnce(front);
+      INFO(result.Describe());
+      CHECK_FALSE(result.passed());
+      CHECK(result.requests == 1);
+    }
+    for (const int rounds : {3, 5}) {
+      Front front(stretched, {}, spec, /*workers=*/1);
+      const ReadinessResult result = CheckOnce(front, /*threads_spin=*/false, rounds);
+      INFO(result.Describe());
+      CHECK(result.passed());
+      CHECK(result.requests == rounds);
+      CHECK(result.cpu_median_ms == 1.0);
+      CHECK(result.cpu_p95_ms == 30.0);  // the outlier is still reported
+      CHECK_THAT(result.Describe(), Contains(absl::StrCat(rounds, " requests in ", rounds,
+                                                          " rounds through the whole path")));
+      CHECK(front.pool().Counters("m").requests == rounds);
+    }
+    // A cold path pays in every call: five rounds fail as one does.
+    Front cold(Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/30), {}, spec, /*workers=*/1);
+    const ReadinessResult result = CheckOnce(cold, /*threads_spin=*/false, ReadinessRounds(3));
+    INFO(result.Describe());
+    CHECK_FALSE(result.passed());
+    CHECK(result.requests == 5);
   }
   SECTION("workers of 2 intra-op threads that spin while they wait: errors only, and says why") {
     FakeZygote::Behaviour spinning = Steady(1.0, /*delay_ms=*/0, /*call_cpu_ms=*/60);
