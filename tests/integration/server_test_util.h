@@ -182,9 +182,10 @@ inline ModelWarmupReport ModelReport(const WarmupReportResponse& response,
 // "F..."): why a server stopped, first, where CI's printout cuts a long log.
 inline std::string WarningLines(const std::string& log) {
   std::istringstream in(log);
+  const std::regex glog_warning("^[WEF][0-9]{8} ");
   std::string lines;
   for (std::string line; std::getline(in, line);) {
-    if (std::regex_search(line, std::regex("^[WEF][0-9]{8} "))) lines += line + "\n";
+    if (std::regex_search(line, glog_warning)) lines += line + "\n";
   }
   return lines.empty() ? "(none)\n" : lines;
 }
