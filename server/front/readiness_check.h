@@ -15,7 +15,12 @@
 // is judged by the median over all its calls. A cold path pays in every call, so it fails every
 // attempt; a lone call that a noisy machine stretched (measured: one call of textcls at batch 1
 // cost 199 ms of CPU time against 1.6 ms steady, once in 170 starts beside busy loops, a disk
-// writer or a memory streamer) fails at most the first, and is outvoted in the next.
+// writer or a memory streamer) fails at most the first, and is outvoted in the next. The likely
+// source, in workers of several intra-op threads: OpenBLAS's threaded GEMM, whose threads wait
+// for each other in sched_yield() loops (strace: 16 per textcls call in a quiet worker), so
+// while one of them waits for a CPU the other spends CPU time yielding. (With the same library,
+// PyTorch's textcls at 2 threads on a quiet machine: 3 to 8 of 3000 calls over 10 ms of CPU time,
+// mostly system time, against a 1.7 ms median.)
 //
 // Each call's CPU time in its worker (which a neighbour taking turns on the core does not
 // stretch) is judged against the warmup's steady CPU time for the shape it ran as (returned
