@@ -99,9 +99,10 @@ void AppendShapeTable(const internal::WarmupReport& worker, std::string* out) {
 }
 
 void AppendWorker(const internal::WarmupReport& worker, std::string* out) {
-  absl::StrAppendFormat(out, "  worker %d: pid %d, %s, %d intra-op thread(s)\n", worker.worker_id(),
-                        worker.pid(), worker.device().empty() ? "device unknown" : worker.device(),
-                        worker.intra_op_threads());
+  absl::StrAppendFormat(
+      out, "  worker %d: pid %d, %s, %d intra-op thread(s)%s\n", worker.worker_id(), worker.pid(),
+      worker.device().empty() ? "device unknown" : worker.device(), worker.intra_op_threads(),
+      worker.threads_note().empty() ? "" : absl::StrCat(" (", worker.threads_note(), ")"));
   absl::StrAppendFormat(out, "    warmup %.1f ms, peak anon %s, baseline anon %s, budget %s\n",
                         worker.warmup_ms(), Mb(worker.peak_anon_bytes()),
                         Mb(worker.baseline_anon_bytes()),

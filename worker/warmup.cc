@@ -388,6 +388,52 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
   return outcome;
 }
 
+absl::StatusOr<WarmupOutcome> ResettleWarmup(TorchModel& model, const WarmupOptions& options,
+                                             const WarmupOutcome& warmed) {
+  WarmupOutcome outcome = warmed;
+  std::vector<Shape> shapes;
+  for (const internal::ShapeWarmup& entry : warmed.shapes) {
+    shapes.push_back({entry.batch_size(), entry.sequence_length()});
+  }
+  WarmupInputs inputs_for(model.spec().config, options, shapes);
+  bool first = true;
+  for (internal::ShapeWarmup& entry : outcome.shapes) {
+    if (entry.refused()) continue;
+    const Shape shape{entry.batch_size(), entry.sequence_length()};
+    ASSIGN_OR_RETURN(const ShapeInputs inputs, inputs_for.For(shape));
+    ASSIGN_OR_RETURN(const SettleResult settled,
+                     SettleShape([&]() { return TimedForward(model, shape, inputs.tensors); },
+                                 PlanSettling(model.spec().config.warmup(), /*new_plan=*/first)));
+    first = false;
+    entry.set_calls(entry.calls() + static_cast<int32_t>(settled.calls.size()));
+    entry.set_steady_ms(settled.steady.wall_ms);
+    entry.set_steady_cpu_ms(settled.steady.cpu_ms);
+    entry.set_settled_after(settled.settled_after);
+  }
+  return outcome;
+}
+
+double SteadyWallMs(const WarmupOutcome& outcome) {
+  double total = 0;
+  for (const internal::ShapeWarmup& shape : outcome.shapes) {
+    if (!shape.refused()) total += shape.steady_ms();
+  }
+  return total;
+}
+
+bool TriesOneThread(const WarmupOutcome& planned) {
+  if (WarmedShapes(planned).empty()) return false;
+  for (const internal::ShapeWarmup& shape : planned.shapes) {
+    if (!shape.refused() && shape.steady_ms() > kOneThreadTrialMaxMs) return false;
+  }
+  return true;
+}
+
+bool KeepsOneThread(const WarmupOutcome& planned, const WarmupOutcome& one) {
+  return WarmedShapes(one) == WarmedShapes(planned) &&
+         SteadyWallMs(one) <= SteadyWallMs(planned) * (1 + kOneThreadMargin);
+}
+
 int64_t UnconfirmedPeakGrowthBytes(const WarmupOutcome& outcome) {
   int64_t confirmed = 0;
   int64_t unconfirmed = 0;

@@ -117,6 +117,42 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed);
 
+// A worker that warmed `warmed` (RunWarmup) on more than one intra-op thread and now runs one
+// settles every shape it warmed again (SettleShape; the first as on a new plan, since a thread
+// count of its own may take paths the others did not), on inputs made as RunWarmup makes them.
+// Its outcome is `warmed` with each warmed shape's steady times and settled-after from this
+// settling and its calls added; the first calls and the memory measured stay warmed's (the
+// process's first passes: a later pass allocates nothing new, so its peak would be its baseline),
+// and refused shapes are not run. The first error stops it.
+absl::StatusOr<WarmupOutcome> ResettleWarmup(TorchModel& model, const WarmupOptions& options,
+                                             const WarmupOutcome& warmed);
+
+// A worker whose intra-op threads the CPU plan chose (WorkerOptions::intra_op_threads_automatic),
+// warmed on more than one, tries one thread too when every warmed shape's steady call took at
+// most this long (wall time) on them: the second warmup costs at most a few times this per shape.
+inline constexpr double kOneThreadTrialMaxMs = 50;
+
+// The steady wall times of the shapes `outcome` warmed, added up.
+double SteadyWallMs(const WarmupOutcome& outcome);
+
+// Whether a worker that warmed `planned` on more than one intra-op thread tries one: it warmed a
+// shape, and each one's steady call took at most kOneThreadTrialMaxMs.
+bool TriesOneThread(const WarmupOutcome& planned);
+
+// How much slower one intra-op thread may be than the planned ones and still be kept: a worker
+// on one uses less CPU time for the same passes (no thread waits for another), and two steady
+// calls per shape measure a sub-millisecond pass only to within about this much.
+inline constexpr double kOneThreadMargin = 0.1;
+
+// Whether that worker serves on one thread after settling `one` on it (ResettleWarmup): the same
+// shapes warmed, and their steady calls add up to at most (1 + kOneThreadMargin) x their wall time
+// on the planned threads. More threads split a pass's kernels, and each split costs an OpenMP fork
+// and join that wakes threads which slept since the last: for a short pass that costs more than it
+// saves (textcls, 1 worker on 2 vCPUs, kiln-bench coldstart: steady p50 2.1-2.4 ms on one thread,
+// 3.0 ms on two; its worker's CPU time for the first request 0.96-1.03x the after-pause ones' on
+// one, 1.31-1.34x on two).
+bool KeepsOneThread(const WarmupOutcome& planned, const WarmupOutcome& one);
+
 // How much higher the shapes a worker did not confirm (ConfirmWarmup's calls 0) peaked in
 // anonymous memory than the highest it did confirm, as the template measured them (one baseline):
 // what the worker's private peak will grow by once it serves them. 0 when it confirmed all.

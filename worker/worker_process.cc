@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/arena_tensors.h"
 #include "common/clock.h"
 #include "common/dtype.h"
@@ -60,12 +61,29 @@ void BecomeWorker(bool die_with_parent) {
 }
 
 // Warms as WorkerOptions says: confirms the template's warmup, or runs its own.
-absl::StatusOr<WarmupOutcome> WarmWorker(TorchModel& model, const WorkerOptions& options) {
+// With `threads_note` set when it tried one intra-op thread beside its planned ones
+// (TriesOneThread), and on which it serves: this process's intra-op threads when it returns.
+absl::StatusOr<WarmupOutcome> WarmWorker(TorchModel& model, const WorkerOptions& options,
+                                         std::string& threads_note) {
   if (options.from_template != nullptr && options.intra_op_threads == 1 &&
       options.device_index < 0) {
     return ConfirmWarmup(model, options.warm, *options.from_template->outcome);
   }
-  return RunWarmup(model, options.warm);
+  ASSIGN_OR_RETURN(WarmupOutcome planned, RunWarmup(model, options.warm));
+  if (!options.intra_op_threads_automatic || options.intra_op_threads <= 1 ||
+      options.device_index >= 0 || !TriesOneThread(planned)) {
+    return planned;
+  }
+  TorchModel::SetIntraOpThreads(1);
+  ASSIGN_OR_RETURN(WarmupOutcome one, ResettleWarmup(model, options.warm, planned));
+  const bool keep_one = KeepsOneThread(planned, one);
+  threads_note =
+      absl::StrFormat("%s of %d planned: steady %.1f ms in all on one vs %.1f ms on %d",
+                      keep_one ? "one" : "not one", options.intra_op_threads, SteadyWallMs(one),
+                      SteadyWallMs(planned), options.intra_op_threads);
+  if (keep_one) return one;
+  TorchModel::SetIntraOpThreads(options.intra_op_threads);
+  return planned;
 }
 
 // This worker's private memory at its peak, estimated after warmup: its private pages now plus
@@ -192,8 +210,9 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   internal::FromWorker ready;
   internal::WarmupReport& report = *ready.mutable_ready();
   WarmupOutcome warm;
+  std::string threads_note;
   if (options.warmup) {
-    absl::StatusOr<WarmupOutcome> outcome = WarmWorker(model, options);
+    absl::StatusOr<WarmupOutcome> outcome = WarmWorker(model, options, threads_note);
     if (!outcome.ok()) Fail(channel, id, outcome.status());
     warm = *std::move(outcome);
     for (const internal::ShapeWarmup& shape : warm.shapes) *report.add_shapes() = shape;
@@ -212,7 +231,8 @@ void RunWorker(const ModelSpec& spec, TorchModel* shared, const WorkerOptions& o
   report.set_worker_id(id);
   report.set_pid(getpid());
   report.set_device(model.DeviceName());
-  report.set_intra_op_threads(options.intra_op_threads);
+  report.set_intra_op_threads(TorchModel::IntraOpThreads());
+  report.set_threads_note(threads_note);
   report.set_warmup_ms(MillisecondsSince(start));
   report.set_peak_anon_bytes(PeakAnonBytes(warm));
   report.set_budget_bytes(options.warm.budget_bytes);

@@ -35,6 +35,10 @@ struct TemplateWarmth {
 struct WorkerOptions {
   int worker_id = 0;
   int intra_op_threads = 1;
+  // The CPU plan chose intra_op_threads: with more than one, a worker whose calls are short
+  // tries one too and keeps it unless the planned ones were faster by more than a margin
+  // (worker/warmup.h, TriesOneThread and KeepsOneThread).
+  bool intra_op_threads_automatic = false;
   int device_index = -1;            // CUDA device for KIND_GPU; -1 = CPU
   bool warmup = true;               // false only for the --warmup=off baseline
   // Load and warm at SCHED_IDLE, and return to normal priority on the master's Promote

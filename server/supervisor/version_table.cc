@@ -35,6 +35,7 @@ ServedVersion& VersionTable::Add(const ModelSpec& spec, int generation, VersionP
   const ModelThreads plan = planned != threads.end() ? planned->second : ModelThreads();
   version->workers = std::max(plan.workers, 1);
   version->threads = std::max(plan.intra_op_threads, 1);
+  version->threads_automatic = plan.automatic_threads;
   version->ResolveQuorum();
   version->arena_bytes = ArenaBytesFor(config);
   version->queue.emplace(config.dynamic_batching());

@@ -67,6 +67,8 @@ struct ServedVersion {
   int min_ready = 1;            // warm workers that keep it SERVING once it reached the quorum
   bool reached_quorum = false;  // since then, min_ready decides readiness
   int threads = 1;              // intra-op threads per worker
+  // `threads` chosen by the CPU plan, not the config (SpawnWorker.intra_op_threads_automatic).
+  bool threads_automatic = false;
   uint64_t arena_bytes = 0;
   std::optional<JobQueue> queue;  // set by VersionTable::Add
   int failed_starts = 0;          // consecutive deaths before ready

@@ -58,8 +58,9 @@ std::string DescribeWarmupReport(const internal::WarmupReport& report) {
                             report.template_private_bytes() / 1e6)
           : "";
   return absl::StrFormat(
-      "warm in %.0f ms%s on %s, %d thread(s)%s, peak anon %.0f MB%s, private peak %.0f MB;%s%s",
-      report.warmup_ms(), from_template, report.device(), report.intra_op_threads(), priority,
+      "warm in %.0f ms%s on %s, %d thread(s)%s%s, peak anon %.0f MB%s, private peak %.0f MB;%s%s",
+      report.warmup_ms(), from_template, report.device(), report.intra_op_threads(),
+      report.threads_note().empty() ? "" : absl::StrCat(" (", report.threads_note(), ")"), priority,
       report.peak_anon_bytes() / 1e6, budget, report.private_peak_bytes() / 1e6, tokenizer,
       shapes.empty() ? " no warmup" : shapes);
 }

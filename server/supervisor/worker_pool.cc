@@ -128,6 +128,7 @@ absl::Status WorkerPool::SpawnLocked(ServedVersion& model, int slot, WorkerStart
   spawn.set_model(model.spec->key());
   spawn.set_worker_id(worker->id);
   spawn.set_intra_op_threads(model.threads);
+  spawn.set_intra_op_threads_automatic(model.threads_automatic);
   spawn.set_device_index(DeviceIndex(config.instance_group(), slot));
   spawn.set_warmup(options_.warmup && config.warmup().enabled());
   spawn.set_warm_at_idle_priority(spawn.warmup() && options_.warm_at_idle_priority);

@@ -68,6 +68,7 @@ pid_t ForkWorker(const internal::SpawnWorker& spawn, std::vector<int> fds, const
     WorkerOptions options;
     options.worker_id = spawn.worker_id();
     options.intra_op_threads = spawn.intra_op_threads();
+    options.intra_op_threads_automatic = spawn.intra_op_threads_automatic();
     options.device_index = spawn.device_index();
     options.warmup = spawn.warmup();
     options.warm_at_idle_priority = spawn.warm_at_idle_priority();

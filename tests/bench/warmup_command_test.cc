@@ -158,6 +158,16 @@ TEST_CASE("warmup: the timeline, the memory limit and each model's settings", "[
   CHECK_THAT(text, Contains("  no ready workers\n"));
 }
 
+TEST_CASE("warmup: a worker that chose its intra-op threads at warmup says how", "[warmup]") {
+  WarmupReportResponse response = Report();
+  internal::WarmupReport& worker = *response.mutable_models(0)->mutable_workers(0);
+  worker.set_intra_op_threads(1);
+  worker.set_threads_note("one of 2 planned: steady 20.1 ms in all on one vs 25.5 ms on 2");
+  CHECK_THAT(FormatWarmupReport(response),
+             Contains("  worker 3: pid 4242, cpu, 1 intra-op thread(s) (one of 2 planned: steady "
+                      "20.1 ms in all on one vs 25.5 ms on 2)\n"));
+}
+
 TEST_CASE("warmup: per worker its times and one row per shape, refused ones marked", "[warmup]") {
   const std::string text = FormatWarmupReport(Report());
   CHECK_THAT(text, Contains("  worker 3: pid 4242, cpu, 2 intra-op thread(s)\n"

@@ -314,7 +314,7 @@ TEST_CASE("batching keeps working through a respawn, a scale-up and a reload",
                  kStartup)) {
     FAIL("version 2 never went live; log:\n" << server->log());
   }
-  Stub stub(kiln::testing::LoopbackChannel(server->port()));
+  Stub stub(kiln::testing::ServingChannel(*server));
   inference::ModelInferResponse response;
   REQUIRE(Infer(stub, RowRequest(0), &response, seconds(30)).ok());
   CHECK(response.model_version() == "2");

@@ -251,7 +251,7 @@ TEST_CASE(
     "metadata RPCs describe the server and the models",
     "[integration][server][demo]") {
   auto server = StartServing(Config(ModelsDir(), 1));
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
 
   {
@@ -360,7 +360,7 @@ TEST_CASE(
   const pid_t victim = ForkedPid(server->log(), 0);
   REQUIRE(std::find(before.begin(), before.end(), victim) != before.end());
 
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   struct Result {
     grpc::StatusCode code;
     std::string message;
@@ -537,7 +537,7 @@ TEST_CASE(
 
   // Sequential requests alternate between the two idle workers: within a few, one is the
   // victim's. It must end well before its own 10 s deadline, as UNAVAILABLE.
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   const inference::ModelInferRequest request = MlpRequest(1);
   grpc::Status hung;
@@ -607,7 +607,7 @@ TEST_CASE(
                     {"mlp", {"mlp", DemoConfig("mlp")}},
                     {"textbytes", {"textcls", kTextBytesConfig, {1}, kTextBytesSettings}}});
   auto server = StartServing(Config(repo, 1));
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
 
   struct Case {
@@ -756,7 +756,7 @@ TEST_CASE(
   REQUIRE(tree.size() == 3 + server->TemplatePids().size());
   const std::vector<pid_t> workers = server->WorkerPids();
   REQUIRE(workers.size() == 1);
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   {
     grpc::ClientContext context;  // connect before the clock starts
@@ -873,7 +873,7 @@ TEST_CASE("a second server on the same port refuses to start and the first keeps
                Contains("cannot listen on 127.0.0.1:" + std::to_string(first->port())));
   }
 
-  auto channel = kiln::testing::LoopbackChannel(first->port());
+  auto channel = kiln::testing::ServingChannel(*first);
   HealthStub health(channel);
   Stub oip(channel);
   CHECK(first->IsRunning());
@@ -946,7 +946,7 @@ TEST_CASE("SIGINT exits 130 at once and takes the tree with it", "[integration][
     // the "immediate" exit for ~20 s.
     client = std::make_unique<SilentHttp2Client>(server->port());
     // The server has taken the connection once it answers on another one.
-    auto channel = kiln::testing::LoopbackChannel(server->port());
+    auto channel = kiln::testing::ServingChannel(*server);
     HealthStub health(channel);
     REQUIRE(Health(health, "") == HealthCheckResponse::SERVING);
   }
@@ -977,7 +977,7 @@ TEST_CASE(
   auto server = StartServing(Config(repo, 1));
   const std::vector<pid_t> workers = server->WorkerPids();
   REQUIRE(workers.size() == 1);
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   {
     grpc::ClientContext context;

@@ -148,7 +148,7 @@ TEST_CASE(
   CHECK(serving.Value("nv_inference_request_success", kMlp) == 0);
   CHECK(serving.Value("nv_inference_request_success", {{"model", "mlp_cold"}, {"version", "1"}}) ==
         0);
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
   for (int i = 0; i < 5; ++i) REQUIRE(Infer(oip, MlpRequest(3), seconds(30)).ok());
   for (int i = 0; i < 2; ++i) {
     CHECK(Infer(oip, MlpRequest(9), seconds(30)).error_code() == grpc::INVALID_ARGUMENT);
@@ -204,7 +204,7 @@ TEST_CASE(
   config.extra_args = {"--metrics_port=" + std::to_string(metrics_port),
                        "--metrics_memory_interval_s=1"};
   auto server = StartServing(config);
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
   for (int i = 0; i < 3; ++i) REQUIRE(Infer(oip, MlpRequest(2), seconds(30)).ok());
   const ParsedMetrics before = Scrape(metrics_port);
   const kiln::WarmupReportResponse report = Report(*server);
@@ -321,7 +321,7 @@ TEST_CASE("a real Prometheus server scrapes kiln and answers the PromQL of docs/
 
   // In two rounds, each waited for until Prometheus has it: rates need an increase between two
   // scrapes of the series, which the first round's scrape starts.
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
   int sent = 0;
   for (int round : {3, 4}) {
     for (int i = 0; i < round; ++i) REQUIRE(Infer(oip, MlpRequest(1), seconds(30)).ok());

@@ -70,7 +70,7 @@ TEST_CASE(
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
   auto server = StartServing(Config(repo, 1));
   INFO("log:\n" << server->log());
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
 
   {  // ServerMetadata (one server for all three: no SECTIONs, which would start it again)
     grpc::ClientContext context;
@@ -165,7 +165,7 @@ TEST_CASE("a drain ends open streams once what they read is answered: it does no
   config.extra_args.push_back("--drain_timeout_s=120");
   auto server = StartServing(config);
   INFO("log:\n" << server->log());
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
 
   grpc::ClientContext context;
   auto stream = oip.ModelStreamInfer(&context);

@@ -175,7 +175,7 @@ TEST_CASE(
   const std::string repo = ThreeModels(repo_dir);
   auto server = StartServing(Config(repo, 1));
   INFO("log:\n" << server->log());
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   const std::map<std::string, std::set<int64_t>> before = WorkersByVersion(*server);
   REQUIRE(before.size() == 3);
@@ -225,7 +225,7 @@ TEST_CASE(
   config.extra_args.push_back("--model_control_mode=explicit");
   auto server = StartServing(config);
   INFO("log:\n" << server->log());
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   const std::map<std::string, std::set<int64_t>> before = WorkersByVersion(*server);
 
@@ -282,7 +282,7 @@ TEST_CASE(
     config.extra_args.push_back("--model_control_mode=explicit");
     auto server = StartServing(config);
     INFO("log:\n" << server->log());
-    auto channel = kiln::testing::LoopbackChannel(server->port());
+    auto channel = kiln::testing::ServingChannel(*server);
     Stub oip(channel);
     HealthStub health(channel);
     CHECK_THAT(Extensions(oip), Contains("model_repository"));
@@ -304,7 +304,7 @@ TEST_CASE(
   }
   SECTION("model control off (the default)") {
     auto server = StartServing(config);
-    Stub oip(kiln::testing::LoopbackChannel(server->port()));
+    Stub oip(kiln::testing::ServingChannel(*server));
     for (bool unload : {true, false}) {
       const grpc::Status refused = Load(oip, "c", unload);
       CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
@@ -327,7 +327,7 @@ TEST_CASE(
   REQUIRE(victims.size() == 1);
   const std::vector<pid_t> zygotes = server->ZygotePids();
   REQUIRE(zygotes.size() == 1);
-  HealthStub health(kiln::testing::LoopbackChannel(server->port()));
+  HealthStub health(kiln::testing::ServingChannel(*server));
   // c's worker dies while the zygote, stopped, cannot fork its replacement (from a warm template
   // it would be warm in a few ms): c (min_ready 1 of 1) stays below its quorum, and "" says so.
   REQUIRE(kill(zygotes[0], SIGSTOP) == 0);

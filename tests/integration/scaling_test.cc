@@ -40,7 +40,7 @@ TEST_CASE(
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", DemoConfig("mlp")}});
   auto server = StartServing(Config(repo, 1));
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   HealthStub health(channel);
   const inference::ModelInferRequest request = MlpRequest(1);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "common/safetensors.h"
 #include "proto/kiln_service.grpc.pb.h"
 #include "tests/integration/server_process.h"
@@ -156,9 +157,18 @@ inline std::string Describe(const grpc::Status& status) {
   return std::to_string(static_cast<int>(status.error_code())) + " " + status.error_message();
 }
 
+// A channel to a server that is SERVING, connected first, so that the client-side connect flake
+// (server_process.h, ConnectedChannel) cannot fail a test's first call; REQUIREs that it connects.
+inline std::shared_ptr<grpc::Channel> ServingChannel(const ServerProcess& server) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectedChannel(server.port());
+  INFO("connecting to the server: " << channel.status().message());
+  REQUIRE(channel.ok());
+  return *std::move(channel);
+}
+
 // The server's kiln.KilnService WarmupReport (every model); REQUIREs that it answers.
 inline WarmupReportResponse Report(const ServerProcess& server) {
-  auto stub = KilnService::NewStub(LoopbackChannel(server.port()));
+  auto stub = KilnService::NewStub(ServingChannel(server));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + seconds(10));
   WarmupReportResponse response;

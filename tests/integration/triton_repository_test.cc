@@ -158,7 +158,7 @@ TEST_CASE("a Triton repository for TorchScript models serves on kiln unchanged, 
   ServerConfig config = kiln::testing::Config(repository, 0);  // the configs' own counts
   auto server = StartServing(config);
   INFO("log:\n" << server->log());
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub stub(channel);
   HealthStub health(channel);
   CHECK(Health(health, "classifier") == HealthCheckResponse::SERVING);
@@ -278,7 +278,7 @@ TEST_CASE("an optional input may be left out, and label files name the classes r
 
   auto server = StartServing(kiln::testing::Config(dir.path(), 1));
   INFO("log:\n" << server->log());
-  Stub stub(kiln::testing::LoopbackChannel(server->port()));
+  Stub stub(kiln::testing::ServingChannel(*server));
   inference::ModelInferResponse response;
 
   // bias left out: forward() gets its default, None.

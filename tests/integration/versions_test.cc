@@ -71,7 +71,7 @@ TEST_CASE("version_policy picks the served versions, and model_version routes ea
                  {"newest", {"mlp", Renamed(DemoConfig("mlp"), "newest"), {1, 3}}}});
   auto server = StartServing(Config(repo, 1));
   INFO("log:\n" << server->log());
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
 
   // Every served version has its own worker; `newest` serves only its highest directory.

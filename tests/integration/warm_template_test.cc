@@ -88,7 +88,7 @@ TEST_CASE("CPU workers are forked from one single-threaded warm template and con
   }
   CHECK(Count(server->log(), "shapes warmed on one thread") == 1);
   CHECK(Count(server->log(), "from the warm template") == 2);
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   CHECK(Infer(oip, MlpRequest(4), seconds(10)).ok());
 }
@@ -118,7 +118,7 @@ TEST_CASE("a killed warm template is replaced, and its workers keep serving mean
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 2));  // 2 workers of one thread each: a template
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   HealthStub health(channel);
   REQUIRE(server->TemplatePids().size() == 1);
@@ -177,7 +177,7 @@ TEST_CASE("a killed zygote is replaced by fork+exec while the workers keep servi
   TempDir repo_dir;
   const std::string repo = kiln::testing::MakeRepository(repo_dir, {{"mlp", OneThreadMlp()}});
   auto server = StartServing(Config(repo, 2));
-  auto channel = kiln::testing::LoopbackChannel(server->port());
+  auto channel = kiln::testing::ServingChannel(*server);
   Stub oip(channel);
   HealthStub health(channel);
   const pid_t first = server->ZygotePids().at(0);

@@ -71,7 +71,7 @@ TEST_CASE(
   const std::string repo =
       kiln::testing::MakeRepository(repo_dir, {{"textcls", DemoConfig("textcls")}});
   auto server = StartServing(Config(repo, 1));
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
 
   // The reference texts (make_models.py tokenized them with spm_encode and padded them to the
   // longer one): batch 2, which warmup did not run (it warms 1 and 4), at a token length that
@@ -207,7 +207,7 @@ TEST_CASE(
     }
     CHECK_THAT(server->log(), Contains("REFUSED"));
 
-    Stub oip(kiln::testing::LoopbackChannel(server->port()));
+    Stub oip(kiln::testing::ServingChannel(*server));
     const Tensor eight = Fp32Tensor("input", {8, 16});
     inference::ModelInferResponse batched;
     const grpc::Status status =
@@ -250,7 +250,7 @@ TEST_CASE(
 
 // Sets `model`'s worker count over kiln.KilnService.
 grpc::Status SetWorkerCount(const ServerProcess& server, const std::string& model, int workers) {
-  auto stub = KilnService::NewStub(kiln::testing::LoopbackChannel(server.port()));
+  auto stub = KilnService::NewStub(kiln::testing::ServingChannel(server));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + seconds(10));
   SetWorkerCountRequest request;
@@ -296,7 +296,7 @@ TEST_CASE(
                  Contains("in use (the cgroup's working set, " + (*cgroup)->dir()) &&
                  Contains("45 x ") && Contains("over the 750.0 MB limit"));
   CHECK(ModelReport(Report(*server), "resnet18").workers_size() == 5);  // nothing started
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
   CHECK(Infer(oip, kiln::testing::ResnetRequest("resnet18", 1), seconds(30)).ok());
   // The kernel never had to kill anything.
   const std::string oom = ReadText((*cgroup)->dir() + "/memory.oom_control");
@@ -333,7 +333,7 @@ TEST_CASE(
   const auto request = kiln::testing::MakeInferRequest("mlp", {three.view()});
   {
     auto server = StartServing(config);
-    Stub oip(kiln::testing::LoopbackChannel(server->port()));
+    Stub oip(kiln::testing::ServingChannel(*server));
     for (int i = 0; i < 5; ++i) REQUIRE(Infer(oip, request, seconds(30)).ok());
     CHECK(ModelReport(Report(*server), "mlp").counters().cold_shape_hits() == 5);
     server->Signal(SIGTERM);  // the drain saves the profile
@@ -360,7 +360,7 @@ TEST_CASE(
   }
   CHECK(warmed_three);
   CHECK_THAT(server->log(), Contains("replays 1 recorded shape(s) and 1 recorded request(s)"));
-  Stub oip(kiln::testing::LoopbackChannel(server->port()));
+  Stub oip(kiln::testing::ServingChannel(*server));
   REQUIRE(Infer(oip, request, seconds(30)).ok());
   CHECK(ModelReport(Report(*server), "mlp").counters().cold_shape_hits() == 0);
 }
@@ -377,7 +377,7 @@ TEST_CASE(
   const std::vector<std::string> texts = {SampleText(40), "a short one"};
   {
     auto server = StartServing(config);
-    Stub oip(kiln::testing::LoopbackChannel(server->port()));
+    Stub oip(kiln::testing::ServingChannel(*server));
     REQUIRE(Infer(oip, TextRequest("textcls", texts), seconds(30)).ok());
     server->Signal(SIGTERM);  // the drain saves the profile and the samples
     REQUIRE(server->WaitExit(seconds(30)) == std::optional<int>(0));

@@ -140,6 +140,42 @@ TEST_CASE("the first failing call stops settling with its error", "[warmup]") {
   CHECK(calls == 3);
 }
 
+// A warmup outcome of batch sizes `steady_ms` (batch -> steady wall time; a negative time:
+// refused).
+WarmupOutcome SteadyOutcome(const std::map<int32_t, double>& steady_ms) {
+  WarmupOutcome outcome;
+  for (const auto& [batch, ms] : steady_ms) {
+    internal::ShapeWarmup& shape = outcome.shapes.emplace_back();
+    shape.set_batch_size(batch);
+    shape.set_refused(ms < 0);
+    shape.set_steady_ms(std::max(ms, 0.0));
+  }
+  return outcome;
+}
+
+TEST_CASE("a worker of automatic threads tries one when every warmed shape's steady call is short",
+          "[warmup]") {
+  CHECK(TriesOneThread(SteadyOutcome({{1, 0.4}, {8, kOneThreadTrialMaxMs}})));
+  CHECK_FALSE(TriesOneThread(SteadyOutcome({{1, 0.4}, {8, kOneThreadTrialMaxMs + 1}})));
+  // A refused shape never ran: its (zero) time says nothing, and the others decide.
+  CHECK(TriesOneThread(SteadyOutcome({{1, 20}, {16, -1}})));
+  CHECK_FALSE(TriesOneThread(SteadyOutcome({{16, -1}})));  // nothing warmed
+  CHECK_FALSE(TriesOneThread(WarmupOutcome{}));
+}
+
+TEST_CASE("a worker keeps one thread unless the planned ones are faster by more than the margin",
+          "[warmup]") {
+  const WarmupOutcome planned = SteadyOutcome({{1, 1.0}, {4, 2.0}});  // 3 ms in all
+  CHECK(SteadyWallMs(planned) == Approx(3.0));
+  CHECK(KeepsOneThread(planned, SteadyOutcome({{1, 0.5}, {4, 1.0}})));
+  CHECK(KeepsOneThread(planned, SteadyOutcome({{1, 1.2}, {4, 2.05}})));       // 3.25: within 10 %
+  CHECK_FALSE(KeepsOneThread(planned, SteadyOutcome({{1, 1.2}, {4, 2.2}})));  // 3.4
+  // One thread must have warmed the same shapes (ResettleWarmup runs those): else the planned.
+  CHECK_FALSE(KeepsOneThread(planned, SteadyOutcome({{1, 0.5}, {4, -1}})));
+  // A shape refused on both counts neither way.
+  CHECK(KeepsOneThread(SteadyOutcome({{1, 1.0}, {4, -1}}), SteadyOutcome({{1, 0.9}, {4, -1}})));
+}
+
 TEST_CASE("MakeWarmupInputs makes each input at the shape, -1 dims at its length", "[warmup]") {
   ModelConfig config;
   config.set_max_batch_size(8);
@@ -276,6 +312,35 @@ TEST_CASE("ConfirmWarmup confirms the smallest shape and the cheap ones, not a c
   confirmed->shapes[3].set_peak_anon_bytes(confirmed_peak + 1000);
   CHECK(UnconfirmedPeakGrowthBytes(*confirmed) == 1000);
   CHECK(UnconfirmedPeakGrowthBytes(*warmed) == 0);  // a worker's own warmup: none unconfirmed
+}
+
+TEST_CASE("ResettleWarmup settles the warmed shapes again and keeps the first calls and memory",
+          "[warmup][torch]") {
+  std::unique_ptr<TorchModel> model = LoadMlp();
+  absl::StatusOr<WarmupOutcome> warmed = RunWarmup(*model, WarmupOptions{});
+  REQUIRE(warmed.ok());
+  warmed->shapes[3].set_refused(true);  // as if over a budget: never run again
+  const int32_t refused_calls = warmed->shapes[3].calls();
+  absl::StatusOr<WarmupOutcome> again = ResettleWarmup(*model, WarmupOptions{}, *warmed);
+  REQUIRE(again.ok());
+  CHECK(again->baseline_bytes == warmed->baseline_bytes);
+  CHECK(again->memory.baseline_bytes() == warmed->memory.baseline_bytes());
+  REQUIRE(again->shapes.size() == warmed->shapes.size());
+  for (size_t i = 0; i < 3; ++i) {
+    const internal::ShapeWarmup& before = warmed->shapes[i];
+    const internal::ShapeWarmup& after = again->shapes[i];
+    INFO("batch " << after.batch_size());
+    CHECK(after.batch_size() == before.batch_size());
+    CHECK(after.peak_anon_bytes() == before.peak_anon_bytes());
+    CHECK(after.first_ms() == before.first_ms());
+    // Settled again: at least 2 more calls (3 at the first), whose steady time is new.
+    CHECK(after.calls() >= before.calls() + (i == 0 ? kNewPlanMinCalls : 2));
+    CHECK(after.settled_after() > 0);
+    CHECK(after.steady_ms() > 0);
+    CHECK(after.steady_ms() != before.steady_ms());
+  }
+  CHECK(again->shapes[3].refused());
+  CHECK(again->shapes[3].calls() == refused_calls);
 }
 
 TEST_CASE("RunWarmup warms replayed traffic shapes too", "[warmup][torch]") {
