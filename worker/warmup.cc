@@ -257,6 +257,15 @@ constexpr double kConfirmSlackMs = 0.05;
 // pays a large share (textcls's b4 s128: 9.4 vs 6.8 ms) and costs little to confirm.
 constexpr double kConfirmCostlyCpuMs = 100;
 
+// Every shape of `outcome`, refused ones included, in its order.
+std::vector<Shape> ShapesOf(const WarmupOutcome& outcome) {
+  std::vector<Shape> shapes;
+  for (const internal::ShapeWarmup& entry : outcome.shapes) {
+    shapes.push_back({entry.batch_size(), entry.sequence_length()});
+  }
+  return shapes;
+}
+
 // One forward pass of `shape` on `inputs`, timed.
 absl::StatusOr<CallTime> TimedForward(TorchModel& model, const Shape& shape,
                                       const std::vector<Tensor>& inputs) {
@@ -345,11 +354,7 @@ absl::StatusOr<WarmupOutcome> RunWarmup(TorchModel& model, const WarmupOptions& 
 absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptions& options,
                                             const WarmupOutcome& warmed) {
   WarmupOutcome outcome = warmed;
-  std::vector<Shape> shapes;
-  for (const internal::ShapeWarmup& entry : warmed.shapes) {
-    shapes.push_back({entry.batch_size(), entry.sequence_length()});
-  }
-  WarmupInputs inputs_for(model.spec().config, options, shapes);
+  WarmupInputs inputs_for(model.spec().config, options, ShapesOf(warmed));
   const double tolerance = model.spec().config.warmup().settle_tolerance();
   bool first = true;
   for (internal::ShapeWarmup& entry : outcome.shapes) {
@@ -391,11 +396,7 @@ absl::StatusOr<WarmupOutcome> ConfirmWarmup(TorchModel& model, const WarmupOptio
 absl::StatusOr<WarmupOutcome> ResettleWarmup(TorchModel& model, const WarmupOptions& options,
                                              const WarmupOutcome& warmed) {
   WarmupOutcome outcome = warmed;
-  std::vector<Shape> shapes;
-  for (const internal::ShapeWarmup& entry : warmed.shapes) {
-    shapes.push_back({entry.batch_size(), entry.sequence_length()});
-  }
-  WarmupInputs inputs_for(model.spec().config, options, shapes);
+  WarmupInputs inputs_for(model.spec().config, options, ShapesOf(warmed));
   bool first = true;
   for (internal::ShapeWarmup& entry : outcome.shapes) {
     if (entry.refused()) continue;
