@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 #include <random>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -423,11 +424,14 @@ double SteadyWallMs(const WarmupOutcome& outcome) {
 }
 
 bool TriesOneThread(const WarmupOutcome& planned) {
-  if (WarmedShapes(planned).empty()) return false;
+  std::vector<double> steady;
   for (const internal::ShapeWarmup& shape : planned.shapes) {
-    if (!shape.refused() && shape.steady_ms() > kOneThreadTrialMaxMs) return false;
+    if (!shape.refused()) steady.push_back(shape.steady_ms());
   }
-  return true;
+  if (steady.empty()) return false;
+  const auto median = steady.begin() + steady.size() / 2;
+  std::nth_element(steady.begin(), median, steady.end());
+  return *median <= kOneThreadTrialMaxMs && SteadyWallMs(planned) <= kOneThreadTrialMaxTotalMs;
 }
 
 bool KeepsOneThread(const WarmupOutcome& planned, const WarmupOutcome& one) {

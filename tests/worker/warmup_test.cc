@@ -153,12 +153,24 @@ WarmupOutcome SteadyOutcome(const std::map<int32_t, double>& steady_ms) {
   return outcome;
 }
 
-TEST_CASE("a worker of automatic threads tries one when every warmed shape's steady call is short",
-          "[warmup]") {
+TEST_CASE(
+    "a worker of automatic threads tries one when its median warmed shape's steady call is "
+    "short and all of them together are not long",
+    "[warmup]") {
   CHECK(TriesOneThread(SteadyOutcome({{1, 0.4}, {8, kOneThreadTrialMaxMs}})));
+  // Of an even count the upper median: resnet18's two shapes on 2 threads are not short.
   CHECK_FALSE(TriesOneThread(SteadyOutcome({{1, 0.4}, {8, kOneThreadTrialMaxMs + 1}})));
+  CHECK_FALSE(TriesOneThread(SteadyOutcome({{1, 43.7}, {4, 181.4}})));
+  // textcls's 8 shapes, warmed on 2 threads beside another test (kiln_server_test under ctest
+  // -j2): three came out over the limit, the median is short, and one thread is what it needs.
+  CHECK(TriesOneThread(SteadyOutcome(
+      {{1, 1.4}, {2, 69.3}, {3, 3.0}, {4, 6.3}, {5, 12.0}, {6, 6.3}, {7, 59.2}, {8, 177.5}})));
+  // Short shapes whose sum is long: settling them all again would cost too much.
+  CHECK_FALSE(TriesOneThread(SteadyOutcome({{1, 1}, {2, 1}, {8, kOneThreadTrialMaxTotalMs}})));
+  CHECK(TriesOneThread(SteadyOutcome({{1, 1}, {2, 1}, {8, kOneThreadTrialMaxTotalMs - 2}})));
   // A refused shape never ran: its (zero) time says nothing, and the others decide.
   CHECK(TriesOneThread(SteadyOutcome({{1, 20}, {16, -1}})));
+  CHECK_FALSE(TriesOneThread(SteadyOutcome({{1, 60}, {2, -1}, {4, -1}})));
   CHECK_FALSE(TriesOneThread(SteadyOutcome({{16, -1}})));  // nothing warmed
   CHECK_FALSE(TriesOneThread(WarmupOutcome{}));
 }
