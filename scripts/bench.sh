@@ -566,13 +566,21 @@ if want 14; then
   # repository, run by run side by side. kiln's runs also record its startup phases (/metrics).
   # 5 runs each (1 with --quick): a sub-millisecond first request, and a worker of 2 intra-op
   # threads on 2 vCPUs, vary from start to start by more than the 1.1x the first request is held to.
+  # With 1 worker, also kiln-server-default-order: the same kiln-server linked in the default
+  # library order (server/CMakeLists.txt, cmake/lookup_order.sh), for what that order costs its
+  # process start.
   naive_repeat=$([ $quick = 1 ] && echo 1 || echo 5)
+  default_order="$build/server/kiln-server-default-order"
   for model in $naive_models; do
     steady=30; case $model in resnet50|resnet18) steady=10 ;; esac
     for workers in 1 4; do
-      for kind in kiln naive; do
+      kinds="kiln naive"
+      [ $workers = 1 ] && [ -x "$default_order" ] && kinds="kiln kiln-default-order naive"
+      for kind in $kinds; do
         name="coldstart-$kind-$model-w$workers"
-        server_flag=(); [ $kind = naive ] && server_flag=(--naive_server="$naive_server")
+        server_flag=()
+        [ $kind = naive ] && server_flag=(--naive_server="$naive_server")
+        [ $kind = kiln-default-order ] && server_flag=(--server="$default_order")
         run_may_fail "$name" "$bench" coldstart "${server_flag[@]}" \
           --model_repository="$(repo_of $model)" --model=$model --workers=$workers \
           --repeat=$naive_repeat --steady_requests=$steady --json="$out/$name.json"

@@ -481,6 +481,39 @@ def naive_table(folder, out):
         out.append("Commands: `" + command(folder, example) + "`, and the same without "
                    "`--naive_server` for kiln, for each model and `--workers=1|4`.\n")
     naive_phases_table(folder, out)
+    library_order_table(folder, out)
+
+
+def library_order_table(folder, out):
+    """kiln-server against the same binary linked in the default library order, 1 worker."""
+    rows = []
+    for model in NAIVE_MODELS:
+        runs = [optional_run(folder, f"coldstart-{kind}-{model}-w1")
+                for kind in ("kiln", "kiln-default-order")]
+        if all(run is not None and run.get("phases", {}).get("start_process") for run in runs):
+            rows.append((model, *runs))
+    out.append("### Process start: kiln-server's library order vs the default order\n")
+    if not rows:
+        out.append(f"Not measured: {folder}/ has no coldstart-kiln-default-order-*-w1.json "
+                   "(`scripts/bench.sh --steps=14` measures it).\n")
+        return
+    out.append("Debian's LibTorch brings in about 340 shared libraries, and the dynamic linker looks "
+               "each of about 150,000 symbol references up in them in turn: kiln-server names the "
+               "ones that answer most first on its link line (`cmake/lookup_order.sh`, keeping "
+               "every strong definition in its library). `kiln-server-default-order` is the same "
+               "binary linked in the default order. Same `kiln-bench coldstart` runs as above, 1 "
+               "worker, one after the other; start_process is the phase before main() (libraries "
+               "loaded and initialised), median ms.\n")
+    out.append("| model | start_process, ordered | start_process, default | ordered / default | "
+               "ready, ordered | ready, default | ordered / default |")
+    out.append("|---|---|---|---|---|---|---|")
+    for model, ordered, default in rows:
+        start = [run["phases"]["start_process"] for run in (ordered, default)]
+        ready = [run["ready_ms"]["median"] for run in (ordered, default)]
+        out.append(f"| {model} | {start[0]:.0f} ms | {start[1]:.0f} ms | "
+                   f"{start[0] / start[1]:.2f}x | {spread(ordered['ready_ms'], ' ms')} | "
+                   f"{spread(default['ready_ms'], ' ms')} | {ready[0] / ready[1]:.2f}x |")
+    out.append("")
 
 
 def overhead_table(folder, out):

@@ -6,9 +6,12 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/run_command.h"
+#include "tests/skip.h"
 #include "tests/test_paths.h"
 
 namespace kiln {
@@ -124,6 +127,54 @@ TEST_CASE("TLS flags that do not make sense stop the start, naming the flag or t
     CHECK(result.exit_code == 2);
     CHECK_THAT(result.output, Contains("--model_control_mode must be none or explicit"));
   }
+}
+
+// The libraries a linker response file names (one path per line, between the flags).
+std::vector<std::string> LibrariesOf(const std::string& response_file) {
+  std::ifstream in(response_file);
+  std::vector<std::string> libraries;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] == '/') libraries.push_back(line.substr(line.rfind('/') + 1));
+  }
+  return libraries;
+}
+
+// The shared libraries `binary` loads, in the order of the dynamic linker's search scope (what
+// ldd prints: "\tname => path (address)"), the vDSO left out.
+std::vector<std::string> LoadOrder(const std::string& binary) {
+  CommandResult result = RunCommand("LD_TRACE_LOADED_OBJECTS=1 " + binary);
+  REQUIRE(result.exit_code == 0);
+  std::istringstream lines(result.output);
+  std::vector<std::string> names;
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string name, arrow;
+    if (words >> name >> arrow && arrow == "=>") names.push_back(name);
+  }
+  return names;
+}
+
+TEST_CASE("kiln-server names its busiest libraries first, and binds each strong symbol as before",
+          "[server][cli]") {
+  const std::string response_file = KILN_LOOKUP_ORDER_RSP;
+  if (response_file.empty()) KILN_SKIP("built with a sanitizer: the default library order");
+  const std::vector<std::string> first = LibrariesOf(response_file);
+  // cmake/lookup_order.sh leaves the file empty where no order kept every strong definition.
+  if (first.empty()) KILN_SKIP(response_file << " is empty: the build kept the default order");
+
+  const std::vector<std::string> loaded = LoadOrder(kServer);
+  REQUIRE(loaded.size() >= first.size());
+  CHECK(std::vector<std::string>(loaded.begin(), loaded.begin() + first.size()) == first);
+  // Else the check below would compare the default order with itself.
+  CHECK(LoadOrder(KILN_SERVER_DEFAULT_ORDER_BINARY) != loaded);
+
+  // Every reference kiln-server's libraries make binds to the library it binds to in the default
+  // order, or (vague linkage) to another copy of the same weak definition.
+  CommandResult check = RunCommand(std::string("bash ") + KILN_LOOKUP_ORDER_SCRIPT + " --check " +
+                                   KILN_SERVER_DEFAULT_ORDER_BINARY + " " + kServer + " 2>&1");
+  INFO(check.output);
+  CHECK(check.exit_code == 0);
+  CHECK_THAT(check.output, Contains("binds every reference as"));
 }
 
 }  // namespace
