@@ -39,24 +39,34 @@ trap 'rm -rf "$work"' EXIT
 
 # bindings FILE PRELOAD EXECUTABLE: "referencing-file symbol defining-file" per binding that
 # EXECUTABLE --help makes with LD_PRELOAD=PRELOAD, the executable itself named "<executable>".
+# Fails when it does, or when a library could not be preloaded (then the order it ran in is not
+# the one asked for).
 bindings() {
-  LD_PRELOAD=$2 LD_DEBUG=bindings "$3" --help 2> "$work/debug" > /dev/null || true
+  local status=0
+  LD_PRELOAD=$2 LD_DEBUG=bindings "$3" --help 2> "$work/debug" > /dev/null || status=$?
   # "  PID:	binding file A [0] to B [0]: normal symbol `S' [VERSION]"
   awk -v executable="$3" '$2 == "binding" && $3 == "file" {
          symbol = $11; gsub(/[`'"'"']/, "", symbol)
          print ($4 == executable ? "<executable>" : $4), symbol, ($7 == executable ? "<executable>" : $7)
        }' "$work/debug" | sort -u > "$1"
+  if [ $status != 0 ] || grep -q 'cannot be preloaded' "$work/debug"; then
+    echo "lookup_order.sh: $3 --help failed (exit $status) or a library was not preloaded:" >&2
+    grep -v 'binding file' "$work/debug" | tail -5 >&2
+    return 1
+  fi
 }
 
-# strong_changes DEFAULT OTHER: "old new" per pair of libraries where a reference of DEFAULT's
-# to a strong definition in old binds in OTHER to new. Leaves the changed references in
-# $work/changed.
+# strong_changes DEFAULT OTHER: "old new" per pair of libraries where a reference of DEFAULT's to
+# a strong definition in old binds in OTHER to new, and "old -" where it is not bound in OTHER at
+# all. Leaves the changed references in $work/changed.
 strong_changes() {
   awk 'NR == FNR {def[$1 " " $2] = $3; next}
-       ($1 " " $2) in def && def[$1 " " $2] != $3 {print $2, def[$1 " " $2], $3}' "$1" "$2" \
-    | sort -u > "$work/changed"
+       ($1 " " $2) in def {seen[$1 " " $2] = 1; if (def[$1 " " $2] != $3) print $2, def[$1 " " $2], $3}
+       END {for (key in def) if (!(key in seen)) {split(key, k, " "); print k[2], def[key], "-"}}' \
+    "$1" "$2" | sort -u > "$work/changed"
   : > "$work/binds"
   for lib in $(awk '{print $2; print $3}' "$work/changed" | sort -u); do
+    [ -f "$lib" ] || continue  # "<executable>", "-": no weak definition to read
     readelf --dyn-syms -W "$lib" | awk -v lib="$lib" \
       '$7 != "UND" && NF >= 8 {name = $8; sub(/@.*/, "", name); print lib, name, $5}' >> "$work/binds"
   done
@@ -66,29 +76,34 @@ strong_changes() {
     "$work/binds" "$work/changed" | sort -u
 }
 
-bindings "$work/default" "" "$default_binary"
-total=$(wc -l < "$work/default")
+# default_order REASON: writes an empty response file (the default order), saying why.
+default_order() {
+  echo "lookup_order.sh: $1; kiln-server links in the default order" >&2
+  : > "$out"
+  exit 0
+}
 
 if [ $check = 1 ]; then
   binary=$2
-  bindings "$work/binary" "" "$binary"
+  bindings "$work/default" "" "$default_binary" || exit 1
+  bindings "$work/binary" "" "$binary" || exit 1
   strong_changes "$work/default" "$work/binary" > "$work/strong"
   if [ -s "$work/strong" ]; then
-    echo "lookup_order.sh: $binary binds strong definitions elsewhere than $default_binary (old new):"
+    echo "lookup_order.sh: $binary binds strong definitions elsewhere than $default_binary" \
+         "(old new; '-': unbound):"
     cat "$work/strong"
     exit 1
   fi
   echo "lookup_order.sh: $binary binds every reference as $default_binary does" \
-       "($total bindings; $(wc -l < "$work/changed") to another copy of a weak definition)"
+       "($(wc -l < "$work/default") bindings; $(wc -l < "$work/changed") to another copy of a" \
+       "weak definition)"
   exit 0
 fi
 
 out=$2
-if [ "$total" -lt 1000 ]; then
-  echo "lookup_order.sh: DEFAULT made only $total bindings (no LD_DEBUG?): the default order" >&2
-  : > "$out"
-  exit 0
-fi
+bindings "$work/default" "" "$default_binary" || default_order "the default order did not run"
+total=$(wc -l < "$work/default")
+[ "$total" -ge 1000 ] || default_order "only $total bindings seen (no LD_DEBUG?)"
 # The libraries by how many bindings they answer, most first; not the executable, the dynamic
 # linker or the vDSO.
 awk '{print $3}' "$work/default" | sort | uniq -c | sort -k1,1nr -k2 \
@@ -96,7 +111,8 @@ awk '{print $3}' "$work/default" | sort | uniq -c | sort -k1,1nr -k2 \
   > "$work/order"
 
 for attempt in 1 2 3 4 5 6 7 8; do
-  bindings "$work/ordered" "$(paste -sd: "$work/order")" "$default_binary"
+  bindings "$work/ordered" "$(paste -sd: "$work/order")" "$default_binary" \
+    || default_order "the order did not run"
   strong_changes "$work/default" "$work/ordered" > "$work/strong"
   if [ ! -s "$work/strong" ]; then
     {
@@ -109,12 +125,13 @@ for attempt in 1 2 3 4 5 6 7 8; do
          "($total bindings; $(wc -l < "$work/changed") to another copy of a weak definition)"
     exit 0
   fi
+  ! grep -q ' -$' "$work/strong" || default_order "the order left references unbound"
+  # Each library that lost a strong definition goes to just before the one that took it.
   while read -r old new; do
     awk -v old="$old" -v new="$new" '$0 == new {print old} $0 != old {print}' "$work/order" \
       > "$work/order.next"
     mv "$work/order.next" "$work/order"
   done < "$work/strong"
 done
-echo "lookup_order.sh: every order tried moved a strong definition (old new); the default order:" >&2
 cat "$work/strong" >&2
-: > "$out"
+default_order "every order tried moved a strong definition (old new above)"

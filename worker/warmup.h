@@ -134,8 +134,9 @@ absl::StatusOr<WarmupOutcome> ResettleWarmup(TorchModel& model, const WarmupOpti
 // slowest: where the worker's threads find fewer CPUs free than the plan counted (a busy
 // neighbour; it warms at idle priority), a pass's threads wait for each other, and OpenBLAS's
 // spin in sched_yield() loops meanwhile, so some short shapes' steady calls come out 10 to 30
-// times their worth (measured: textcls, 1 worker x 2 threads beside another test, b4 s128 177 ms
-// against 15 ms quiet, while the median shape took 12 ms): just where one thread serves better.
+// times their worth (measured: textcls, 1 worker x 2 threads beside another test, b4 s128 at
+// 177 ms, 125 ms of CPU time, against 16-18 ms of CPU time in quiet starts, while the median shape
+// took 12 ms): just where one thread serves better.
 inline constexpr double kOneThreadTrialMaxMs = 50;
 inline constexpr double kOneThreadTrialMaxTotalMs = 1000;
 
